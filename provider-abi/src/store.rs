@@ -1,0 +1,223 @@
+//! The message store: Outbox, Sent Items, Inbox and user folders, durable on its own.
+//!
+//! All writes reach the store as a [`StoreBatch`] that it commits in one transaction: the host
+//! gathers the updates of many messages into one batch (group commit), so one durable write
+//! covers them all.
+
+use abi_stable::{
+    sabi_trait,
+    std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
+    StableAbi,
+};
+
+use crate::error::ProviderError;
+use crate::guard::{guarded, strings, Guarded};
+use crate::message::{Envelope, MessageId, StoredMessage, Timestamp};
+
+/// The folder submitted messages wait in until every recipient is final.
+pub const OUTBOX: &str = "Outbox";
+/// The folder finished messages move to.
+pub const SENT_ITEMS: &str = "Sent Items";
+/// The folder inbound mail and reports arrive in.
+pub const INBOX: &str = "Inbox";
+
+/// A message being submitted: the store assigns its id and submission time.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct NewMessage<'a> {
+    /// The envelope; its id and `submitted_at` are ignored.
+    pub envelope: Envelope,
+    /// The RFC 5322 content.
+    pub content: RSlice<'a, u8>,
+}
+
+/// New content for a message, e.g. after a preprocessor rewrote it.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct ContentReplacement<'a> {
+    /// The message.
+    pub id: MessageId,
+    /// Its new RFC 5322 content.
+    pub content: RSlice<'a, u8>,
+}
+
+/// A message whose recipients are all final leaves the Outbox.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct Finish {
+    /// The message.
+    pub id: MessageId,
+    /// The folder it moves to (usually [`SENT_ITEMS`]); `None` deletes it.
+    pub move_to: ROption<RString>,
+}
+
+/// A message delivered into a folder: inbound mail, or a report for a sender's Inbox.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct Delivery<'a> {
+    /// The folder, e.g. [`INBOX`]; the store creates it if it does not exist.
+    pub folder: RStr<'a>,
+    /// The envelope; its id and `submitted_at` are ignored.
+    pub envelope: Envelope,
+    /// The RFC 5322 content.
+    pub content: RSlice<'a, u8>,
+}
+
+/// Everything the store commits in one transaction. Either all of it is durable when
+/// [`Store::commit`] returns, or none of it is.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct StoreBatch<'a> {
+    /// New messages for the Outbox.
+    pub submit: RSlice<'a, NewMessage<'a>>,
+    /// Envelopes to store as given: per-recipient status, hold, preprocessed flag.
+    pub update_envelopes: RSlice<'a, Envelope>,
+    /// Content to replace.
+    pub replace_content: RSlice<'a, ContentReplacement<'a>>,
+    /// Messages leaving the Outbox.
+    pub finish: RSlice<'a, Finish>,
+    /// Messages to deliver into folders.
+    pub deliver: RSlice<'a, Delivery<'a>>,
+    /// Locks to release (see [`Store::lock_due`]).
+    pub unlock: RSlice<'a, MessageId>,
+}
+
+impl StoreBatch<'_> {
+    /// A batch that does nothing, to fill in with struct update syntax.
+    pub const EMPTY: StoreBatch<'static> = StoreBatch {
+        submit: RSlice::EMPTY,
+        update_envelopes: RSlice::EMPTY,
+        replace_content: RSlice::EMPTY,
+        finish: RSlice::EMPTY,
+        deliver: RSlice::EMPTY,
+        unlock: RSlice::EMPTY,
+    };
+}
+
+/// What a commit created.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommitReceipt {
+    /// The ids of the submitted messages, in batch order.
+    pub submitted: RVec<MessageId>,
+    /// The ids of the delivered messages, in batch order.
+    pub delivered: RVec<MessageId>,
+}
+
+/// A folder and how many messages it holds.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FolderInfo {
+    /// Its name.
+    pub name: RString,
+    /// How many messages are in it.
+    pub messages: u64,
+}
+
+/// One line of a folder listing.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct MessageSummary {
+    /// The envelope with recipient statuses.
+    pub envelope: Envelope,
+    /// The folder it is in.
+    pub folder: RString,
+    /// Its Subject header, decoded as far as the store can.
+    pub subject: RString,
+    /// Its content's size in bytes.
+    pub size: u64,
+}
+
+/// A message store, as a provider author writes it.
+///
+/// Called only from the host's store thread.
+pub trait Store: Send + 'static {
+    /// Commits `batch` in one durable transaction.
+    fn commit(&mut self, batch: &StoreBatch<'_>) -> Result<CommitReceipt, ProviderError>;
+
+    /// Locks and returns up to `limit` Outbox messages due at `now`, oldest due first (by
+    /// next attempt, then priority, then submission time), skipping held and locked ones.
+    /// Locks live until unlocked or until the store is reopened.
+    fn lock_due(&mut self, now: Timestamp, limit: u32)
+        -> Result<Vec<StoredMessage>, ProviderError>;
+
+    /// When the next unlocked Outbox message is due, if any is waiting.
+    fn next_due(&mut self) -> Result<Option<Timestamp>, ProviderError>;
+
+    /// One message, from any folder.
+    fn get(&mut self, id: MessageId) -> Result<Option<StoredMessage>, ProviderError>;
+
+    /// The folders with their message counts.
+    fn folders(&mut self) -> Result<Vec<FolderInfo>, ProviderError>;
+
+    /// The messages in `folder`, oldest first.
+    fn list(&mut self, folder: &str) -> Result<Vec<MessageSummary>, ProviderError>;
+
+    /// The address types this store delivers itself (tightly coupled, e.g. `LOCAL`): it
+    /// delivers those recipients within [`commit`](Store::commit) of a submission and marks
+    /// them handled, so the host never routes them.
+    fn delivers_itself(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The FFI form of [`Store`]; the host calls this.
+#[sabi_trait]
+pub trait StoreFfi: Send {
+    /// See [`Store::commit`].
+    fn commit(&mut self, batch: StoreBatch<'_>) -> RResult<CommitReceipt, ProviderError>;
+    /// See [`Store::lock_due`].
+    fn lock_due(
+        &mut self,
+        now: Timestamp,
+        limit: u32,
+    ) -> RResult<RVec<StoredMessage>, ProviderError>;
+    /// See [`Store::next_due`].
+    fn next_due(&mut self) -> RResult<ROption<Timestamp>, ProviderError>;
+    /// See [`Store::get`].
+    fn get(&mut self, id: MessageId) -> RResult<ROption<StoredMessage>, ProviderError>;
+    /// See [`Store::folders`].
+    fn folders(&mut self) -> RResult<RVec<FolderInfo>, ProviderError>;
+    /// See [`Store::list`].
+    fn list(&mut self, folder: RStr<'_>) -> RResult<RVec<MessageSummary>, ProviderError>;
+    /// See [`Store::delivers_itself`].
+    #[sabi(last_prefix_field)]
+    fn delivers_itself(&self) -> RResult<RVec<RString>, ProviderError>;
+}
+
+/// An open store as the host holds it.
+pub type StoreObject = StoreFfi_TO<'static, RBox<()>>;
+
+impl<T: Store> StoreFfi for Guarded<T> {
+    fn commit(&mut self, batch: StoreBatch<'_>) -> RResult<CommitReceipt, ProviderError> {
+        guarded("commit", || self.0.commit(&batch))
+    }
+
+    fn lock_due(
+        &mut self,
+        now: Timestamp,
+        limit: u32,
+    ) -> RResult<RVec<StoredMessage>, ProviderError> {
+        guarded("lock_due", || self.0.lock_due(now, limit).map(RVec::from))
+    }
+
+    fn next_due(&mut self) -> RResult<ROption<Timestamp>, ProviderError> {
+        guarded("next_due", || self.0.next_due().map(ROption::from))
+    }
+
+    fn get(&mut self, id: MessageId) -> RResult<ROption<StoredMessage>, ProviderError> {
+        guarded("get", || self.0.get(id).map(ROption::from))
+    }
+
+    fn folders(&mut self) -> RResult<RVec<FolderInfo>, ProviderError> {
+        guarded("folders", || self.0.folders().map(RVec::from))
+    }
+
+    fn list(&mut self, folder: RStr<'_>) -> RResult<RVec<MessageSummary>, ProviderError> {
+        guarded("list", || self.0.list(folder.as_str()).map(RVec::from))
+    }
+
+    fn delivers_itself(&self) -> RResult<RVec<RString>, ProviderError> {
+        guarded("delivers_itself", || Ok(strings(self.0.delivers_itself())))
+    }
+}

@@ -1,0 +1,189 @@
+//! Transports: they take outbound messages to a messaging system and bring inbound ones back.
+
+use abi_stable::{
+    sabi_trait,
+    std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
+    StableAbi,
+};
+
+use crate::address::Address;
+use crate::error::ProviderError;
+use crate::guard::{guarded, strings, Guarded};
+use crate::message::{InboundMessage, MessageRef};
+
+/// A transport's answer about one recipient it was asked to deliver.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+#[sabi(kind(WithNonExhaustive(size = 192, align = 8, traits(Debug, Clone, PartialEq))))]
+#[non_exhaustive]
+pub enum RecipientOutcome {
+    /// The messaging system took responsibility for it.
+    Delivered {
+        /// The system's answer, e.g. `250 2.0.0 Ok: queued as 4F2A1B`.
+        answer: RString,
+    },
+    /// Not now; the host tries again later.
+    Deferred {
+        /// At the earliest after this many seconds, if the system said so.
+        retry_after_secs: ROption<u32>,
+        /// Why, e.g. `connection refused by 127.0.0.1:25`.
+        reason: RString,
+    },
+    /// It cannot be delivered; the host sends a non-delivery report.
+    Failed {
+        /// The RFC 3463 status code, e.g. `5.1.1`.
+        status_code: RString,
+        /// The system's own words, e.g. `smtp; 550 5.1.1 <bob@example.com>: no such user`.
+        diagnostic: RString,
+        /// A sentence for the report's reader.
+        text: RString,
+    },
+    /// This transport does not handle this address after all; the host offers the recipient
+    /// to the next transport claiming its type.
+    NotMine,
+}
+
+/// The ABI-stable wrapper of [`RecipientOutcome`].
+pub type RecipientOutcomeAbi = RecipientOutcome_NE;
+
+impl RecipientOutcome {
+    /// Delivered, with the system's answer.
+    pub fn delivered(answer: impl Into<String>) -> Self {
+        RecipientOutcome::Delivered {
+            answer: answer.into().into(),
+        }
+    }
+
+    /// Deferred, with the reason and an optional earliest retry.
+    pub fn deferred(reason: impl Into<String>, retry_after_secs: Option<u32>) -> Self {
+        RecipientOutcome::Deferred {
+            retry_after_secs: retry_after_secs.into(),
+            reason: reason.into().into(),
+        }
+    }
+
+    /// Failed for good.
+    pub fn failed(
+        status_code: impl Into<String>,
+        diagnostic: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Self {
+        RecipientOutcome::Failed {
+            status_code: status_code.into().into(),
+            diagnostic: diagnostic.into().into(),
+            text: text.into().into(),
+        }
+    }
+}
+
+/// A transport, as a provider author writes it.
+///
+/// The host calls it from one thread of its own, so it needs no locking. Every method may
+/// fail; a failure or panic defers the messages involved and the host reopens the transport.
+pub trait Transport: Send + 'static {
+    /// The address types this instance claims (`SMTP`, `FAX`); usually from its configuration.
+    fn address_types(&self) -> Vec<String>;
+
+    /// Delivers `message` to `recipients`, all of a type this transport claims. Returns one
+    /// outcome per recipient, in order.
+    fn submit(
+        &mut self,
+        message: MessageRef<'_>,
+        recipients: &[Address],
+    ) -> Result<Vec<RecipientOutcome>, ProviderError>;
+
+    /// Returns inbound messages waiting in the messaging system, without removing them
+    /// there: the host acknowledges each one after the store committed it.
+    fn pull(&mut self) -> Result<Vec<InboundMessage>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    /// The store committed the message with this [`InboundMessage::source_id`]; the
+    /// transport may now delete it at the source.
+    fn acknowledge(&mut self, source_id: &str) -> Result<(), ProviderError> {
+        let _ = source_id;
+        Ok(())
+    }
+
+    /// An operator or client asked to deliver and fetch now.
+    fn flush(&mut self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// Whether its messaging system is reachable now; messages for an offline transport wait.
+    fn is_online(&mut self) -> bool {
+        true
+    }
+
+    /// How often the host should call [`pull`](Transport::pull), in seconds; `None` for
+    /// transports without inbound mail or that notify the host themselves.
+    fn poll_interval_secs(&self) -> Option<u32> {
+        None
+    }
+}
+
+/// The FFI form of [`Transport`]; the host calls this.
+#[sabi_trait]
+pub trait TransportFfi: Send {
+    /// See [`Transport::address_types`].
+    fn address_types(&self) -> RResult<RVec<RString>, ProviderError>;
+    /// See [`Transport::submit`].
+    fn submit(
+        &mut self,
+        message: MessageRef<'_>,
+        recipients: RSlice<'_, Address>,
+    ) -> RResult<RVec<RecipientOutcomeAbi>, ProviderError>;
+    /// See [`Transport::pull`].
+    fn pull(&mut self) -> RResult<RVec<InboundMessage>, ProviderError>;
+    /// See [`Transport::acknowledge`].
+    fn acknowledge(&mut self, source_id: RStr<'_>) -> RResult<(), ProviderError>;
+    /// See [`Transport::flush`].
+    fn flush(&mut self) -> RResult<(), ProviderError>;
+    /// See [`Transport::is_online`].
+    fn is_online(&mut self) -> RResult<bool, ProviderError>;
+    /// See [`Transport::poll_interval_secs`].
+    #[sabi(last_prefix_field)]
+    fn poll_interval_secs(&self) -> RResult<ROption<u32>, ProviderError>;
+}
+
+/// An open transport as the host holds it.
+pub type TransportObject = TransportFfi_TO<'static, RBox<()>>;
+
+impl<T: Transport> TransportFfi for Guarded<T> {
+    fn address_types(&self) -> RResult<RVec<RString>, ProviderError> {
+        guarded("address_types", || Ok(strings(self.0.address_types())))
+    }
+
+    fn submit(
+        &mut self,
+        message: MessageRef<'_>,
+        recipients: RSlice<'_, Address>,
+    ) -> RResult<RVec<RecipientOutcomeAbi>, ProviderError> {
+        guarded("submit", || {
+            let outcomes = self.0.submit(message, recipients.as_slice())?;
+            Ok(outcomes.into_iter().map(RecipientOutcomeAbi::new).collect())
+        })
+    }
+
+    fn pull(&mut self) -> RResult<RVec<InboundMessage>, ProviderError> {
+        guarded("pull", || self.0.pull().map(RVec::from))
+    }
+
+    fn acknowledge(&mut self, source_id: RStr<'_>) -> RResult<(), ProviderError> {
+        guarded("acknowledge", || self.0.acknowledge(source_id.as_str()))
+    }
+
+    fn flush(&mut self) -> RResult<(), ProviderError> {
+        guarded("flush", || self.0.flush())
+    }
+
+    fn is_online(&mut self) -> RResult<bool, ProviderError> {
+        guarded("is_online", || Ok(self.0.is_online()))
+    }
+
+    fn poll_interval_secs(&self) -> RResult<ROption<u32>, ProviderError> {
+        guarded("poll_interval_secs", || {
+            Ok(self.0.poll_interval_secs().into())
+        })
+    }
+}
