@@ -30,7 +30,7 @@ pub type ErrorKindAbi = ErrorKind_NE;
 
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             ErrorKind::Temporary => "temporary failure",
             ErrorKind::Permanent => "permanent failure",
             ErrorKind::Configuration => "configuration error",

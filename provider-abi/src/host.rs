@@ -121,7 +121,7 @@ pub enum ProviderState {
 
 impl fmt::Display for ProviderState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             ProviderState::Online => "online",
             ProviderState::Offline => "offline",
             ProviderState::Error => "error",

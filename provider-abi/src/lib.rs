@@ -77,6 +77,7 @@ pub mod address;
 pub mod error;
 pub mod export;
 pub mod guard;
+pub mod headers;
 pub mod hook;
 pub mod host;
 pub mod library;

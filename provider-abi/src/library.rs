@@ -47,7 +47,7 @@ pub type ProviderKindAbi = ProviderKind_NE;
 
 impl fmt::Display for ProviderKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             ProviderKind::Store => "store",
             ProviderKind::Transport => "transport",
             ProviderKind::Preprocessor => "preprocessor",

@@ -1,0 +1,216 @@
+//! The directory transport: writes each outbound message, with its envelope, into a folder.
+//!
+//! Useful for gateways (another program picks the files up) and for tests. Each delivery is
+//! one file, `<message id>-<recipients hash>.eml`: the envelope as `Return-Path` and
+//! `X-Envelope-To` header lines in front of the original content. The name depends only on
+//! the message and its recipients, so a delivery repeated after a crash overwrites its own
+//! file instead of adding a copy. Files appear atomically (written aside, then renamed).
+//!
+//! The transport is offline while its offline marker file exists (`<folder>/.offline` unless
+//! configured): messages for it wait in the queue. A watcher notices when the marker goes
+//! away and tells the host, which sends the waiting mail at once.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use provider_abi::{
+    export_library, Address, Host, Library, MessageRef, Notice, OpenContext, ProviderError,
+    ProviderState, RecipientOutcome, Transport,
+};
+use serde::Deserialize;
+
+/// The configuration table of a directory transport.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// The folder outbound messages are written to; created if missing.
+    path: PathBuf,
+    /// The address type it claims.
+    #[serde(default = "default_address_type")]
+    address_type: String,
+    /// While this file exists the transport is offline.
+    offline_marker: Option<PathBuf>,
+    /// How often the watcher looks at the offline marker, in milliseconds.
+    #[serde(default = "default_watch_interval")]
+    watch_interval_ms: u64,
+}
+
+fn default_address_type() -> String {
+    "FILE".into()
+}
+
+fn default_watch_interval() -> u64 {
+    250
+}
+
+/// The transport instance.
+pub struct DirectoryTransport {
+    folder: PathBuf,
+    address_type: String,
+    offline_marker: PathBuf,
+    stop_watching: Arc<AtomicBool>,
+}
+
+impl DirectoryTransport {
+    /// Opens the transport from its configuration table.
+    pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
+        let config: Config = toml::from_str(context.config()).map_err(|error| {
+            ProviderError::configuration(format!(
+                "directory transport `{}`: {}",
+                context.name(),
+                error.message()
+            ))
+        })?;
+        if !provider_abi::address::is_address_type(&config.address_type) {
+            return Err(ProviderError::configuration(format!(
+                "directory transport `{}`: address_type `{}` is not an address type (letters, digits, '-' or '_')",
+                context.name(),
+                config.address_type
+            )));
+        }
+        fs::create_dir_all(&config.path).map_err(|error| {
+            ProviderError::configuration(format!(
+                "directory transport `{}`: cannot create folder {}: {error}",
+                context.name(),
+                config.path.display()
+            ))
+        })?;
+        let offline_marker = config
+            .offline_marker
+            .unwrap_or_else(|| config.path.join(".offline"));
+        let stop_watching = Arc::new(AtomicBool::new(false));
+        watch_offline_marker(
+            offline_marker.clone(),
+            Duration::from_millis(config.watch_interval_ms.max(10)),
+            context.host().clone(),
+            Arc::clone(&stop_watching),
+        );
+        Ok(DirectoryTransport {
+            folder: config.path,
+            address_type: config.address_type.to_ascii_uppercase(),
+            offline_marker,
+            stop_watching,
+        })
+    }
+
+    fn write_delivery(
+        &self,
+        message: MessageRef<'_>,
+        recipients: &[Address],
+    ) -> std::io::Result<PathBuf> {
+        let mut hasher = DefaultHasher::new();
+        recipients.hash(&mut hasher);
+        let name = format!("{}-{:016x}.eml", message.envelope.id, hasher.finish());
+        let target = self.folder.join(&name);
+        let aside = self.folder.join(format!(".{name}.tmp"));
+        let mut file = fs::File::create(&aside)?;
+        let mut head = format!("Return-Path: <{}>\r\n", message.envelope.sender);
+        for recipient in recipients {
+            head += &format!("X-Envelope-To: {recipient}\r\n");
+        }
+        file.write_all(head.as_bytes())?;
+        file.write_all(message.content.as_slice())?;
+        file.sync_all()?;
+        fs::rename(&aside, &target)?;
+        sync_folder(&self.folder)?;
+        Ok(target)
+    }
+}
+
+impl Drop for DirectoryTransport {
+    fn drop(&mut self) {
+        self.stop_watching.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Transport for DirectoryTransport {
+    fn address_types(&self) -> Vec<String> {
+        vec![self.address_type.clone()]
+    }
+
+    fn submit(
+        &mut self,
+        message: MessageRef<'_>,
+        recipients: &[Address],
+    ) -> Result<Vec<RecipientOutcome>, ProviderError> {
+        if !self.is_online() {
+            let reason = format!("offline while {} exists", self.offline_marker.display());
+            return Ok(recipients
+                .iter()
+                .map(|_| RecipientOutcome::deferred(reason.clone(), None))
+                .collect());
+        }
+        let outcome = match self.write_delivery(message, recipients) {
+            Ok(path) => {
+                log::debug!(
+                    "message {} written to {}",
+                    message.envelope.id,
+                    path.display()
+                );
+                RecipientOutcome::delivered(format!("written to {}", path.display()))
+            }
+            Err(error) => RecipientOutcome::deferred(
+                format!("cannot write into {}: {error}", self.folder.display()),
+                None,
+            ),
+        };
+        Ok(recipients.iter().map(|_| outcome.clone()).collect())
+    }
+
+    fn is_online(&mut self) -> bool {
+        !self.offline_marker.exists()
+    }
+}
+
+/// Makes the rename durable: on Linux a rename is only on disk once its folder is synced.
+fn sync_folder(folder: &Path) -> std::io::Result<()> {
+    fs::File::open(folder)?.sync_all()
+}
+
+/// Tells the host when the offline marker appears or disappears.
+fn watch_offline_marker(marker: PathBuf, interval: Duration, host: Host, stop: Arc<AtomicBool>) {
+    thread::spawn(move || {
+        let mut offline = marker.exists();
+        report(&host, offline, &marker);
+        while !stop.load(Ordering::Relaxed) {
+            thread::sleep(interval);
+            let now_offline = marker.exists();
+            if now_offline != offline {
+                offline = now_offline;
+                report(&host, offline, &marker);
+                if !offline {
+                    log::info!("{} is gone: back online", marker.display());
+                    host.notify(Notice::BackOnline);
+                }
+            }
+        }
+    });
+}
+
+fn report(host: &Host, offline: bool, marker: &Path) {
+    if offline {
+        host.set_status(
+            ProviderState::Offline,
+            format!("offline while {} exists", marker.display()),
+        );
+    } else {
+        host.set_status(ProviderState::Online, "");
+    }
+}
+
+fn library() -> Library {
+    Library::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")).transport(
+        "directory",
+        &["FILE"],
+        DirectoryTransport::open,
+    )
+}
+
+export_library!(library);
