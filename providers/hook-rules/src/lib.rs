@@ -1,0 +1,202 @@
+//! The rules hook: matches messages by sender, recipient, subject or any header, and moves
+//! them to a folder, deletes them, or stops the hook chain. Rules run in order; the first
+//! rule that matches decides, like a mail client's rules.
+//!
+//! ```toml
+//! [[rule]]
+//! field = "header:X-Spam-Flag"   # sender, recipient, subject, or header:NAME
+//! contains = "yes"               # case-insensitive
+//! action = "move"                # move, delete or stop
+//! folder = "Junk"                # for move
+//! direction = "inbound"          # inbound (default), outbound or both
+//! ```
+
+use provider_abi::headers::{header, header_fields};
+use provider_abi::{
+    export_library, Direction, Hook, HookAction, HookMessage, Library, OpenContext, ProviderError,
+};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default, rename = "rule")]
+    rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleConfig {
+    field: String,
+    contains: String,
+    action: ActionConfig,
+    folder: Option<String>,
+    #[serde(default)]
+    direction: DirectionConfig,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum ActionConfig {
+    Move,
+    Delete,
+    Stop,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum DirectionConfig {
+    #[default]
+    Inbound,
+    Outbound,
+    Both,
+}
+
+/// What a rule looks at.
+#[derive(Debug, Clone, PartialEq)]
+enum Field {
+    Sender,
+    Recipient,
+    Subject,
+    Header(String),
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, PartialEq)]
+enum Action {
+    Move(String),
+    Delete,
+    Stop,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    field: Field,
+    needle: String,
+    action: Action,
+    direction: DirectionConfig,
+}
+
+impl Rule {
+    fn from_config(index: usize, config: RuleConfig) -> Result<Rule, String> {
+        let at = format!("rule[{index}]");
+        let field = match config.field.to_ascii_lowercase().as_str() {
+            "sender" => Field::Sender,
+            "recipient" => Field::Recipient,
+            "subject" => Field::Subject,
+            other => match other.strip_prefix("header:") {
+                Some(name) if !name.trim().is_empty() => Field::Header(name.trim().to_owned()),
+                _ => {
+                    return Err(format!(
+                        "{at}.field: `{}` is not sender, recipient, subject or header:NAME",
+                        config.field
+                    ))
+                }
+            },
+        };
+        let action = match (config.action, config.folder) {
+            (ActionConfig::Move, Some(folder)) if !folder.trim().is_empty() => {
+                Action::Move(folder.trim().to_owned())
+            }
+            (ActionConfig::Move, _) => {
+                return Err(format!("{at}.folder: action `move` needs a folder name"))
+            }
+            (_, Some(_)) => return Err(format!("{at}.folder: only action `move` takes a folder")),
+            (ActionConfig::Delete, None) => Action::Delete,
+            (ActionConfig::Stop, None) => Action::Stop,
+        };
+        if config.contains.is_empty() {
+            return Err(format!("{at}.contains: must not be empty"));
+        }
+        Ok(Rule {
+            field,
+            needle: config.contains.to_lowercase(),
+            action,
+            direction: config.direction,
+        })
+    }
+
+    fn applies_to(&self, direction: Direction) -> bool {
+        matches!(
+            (self.direction, direction),
+            (DirectionConfig::Both, _)
+                | (DirectionConfig::Inbound, Direction::Inbound)
+                | (DirectionConfig::Outbound, Direction::Outbound)
+        )
+    }
+
+    fn matches(&self, message: &HookMessage<'_>) -> bool {
+        let envelope = message.message.envelope;
+        let content = message.message.content.as_slice();
+        let contains = |text: &str| text.to_lowercase().contains(&self.needle);
+        match &self.field {
+            Field::Sender => {
+                contains(&envelope.sender.to_string())
+                    || header(content, "From").is_some_and(|from| contains(&from))
+            }
+            Field::Recipient => {
+                envelope
+                    .recipients
+                    .iter()
+                    .any(|r| contains(&r.address.to_string()))
+                    || header_fields(content).iter().any(|(name, value)| {
+                        ["to", "cc"].contains(&name.to_ascii_lowercase().as_str())
+                            && contains(value)
+                    })
+            }
+            Field::Subject => header(content, "Subject").is_some_and(|subject| contains(&subject)),
+            Field::Header(name) => header_fields(content)
+                .iter()
+                .any(|(field, value)| field.eq_ignore_ascii_case(name) && contains(value)),
+        }
+    }
+}
+
+/// The hook instance: its rules in order.
+pub struct Rules {
+    rules: Vec<Rule>,
+}
+
+impl Rules {
+    /// Opens it from its configuration table.
+    pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
+        let name = context.name();
+        let bad = |why: String| ProviderError::configuration(format!("rules hook `{name}`: {why}"));
+        let config: Config =
+            toml::from_str(context.config()).map_err(|error| bad(error.message().to_owned()))?;
+        let rules = config
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(index, rule)| Rule::from_config(index, rule))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        Ok(Rules { rules })
+    }
+}
+
+impl Hook for Rules {
+    fn run(&mut self, message: HookMessage<'_>) -> Result<HookAction, ProviderError> {
+        let Some(rule) = self
+            .rules
+            .iter()
+            .find(|rule| rule.applies_to(message.direction) && rule.matches(&message))
+        else {
+            return Ok(HookAction::Leave);
+        };
+        log::debug!("message {} matches {:?}", message.message.envelope.id, rule);
+        Ok(match &rule.action {
+            Action::Move(folder) => HookAction::MoveTo {
+                folder: folder.as_str().into(),
+            },
+            Action::Delete => HookAction::Delete,
+            Action::Stop => HookAction::Stop,
+        })
+    }
+}
+
+fn library() -> Library {
+    Library::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")).hook("rules", Rules::open)
+}
+
+export_library!(library);

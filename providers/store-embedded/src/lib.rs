@@ -1,0 +1,383 @@
+//! The embedded store, the spooler's default: folders, messages and per-recipient status in
+//! one SQLite database file, durable when a commit returns.
+//!
+//! It is tightly coupled to the address types in `delivers_itself` (`LOCAL` by default):
+//! once a message is preprocessed, the store delivers its pending recipients of those types
+//! itself, into the folder `Local/<address>`, in the same transaction that stores it.
+//!
+//! ```toml
+//! path = "/var/lib/spooler/store.sqlite"
+//! delivers_itself = ["LOCAL"]
+//! ```
+
+mod rows;
+mod schema;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use provider_abi::abi_stable::std_types::{ROption, RString};
+use provider_abi::store::{
+    CommitReceipt, FolderInfo, MessageSummary, StoreBatch, INBOX, OUTBOX, SENT_ITEMS,
+};
+use provider_abi::{
+    export_library, DeliveryState, Envelope, Library, MessageId, OpenContext, ProviderError,
+    Recipient, Store, StoredMessage, Timestamp,
+};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// The database file; created with its folder if missing.
+    path: PathBuf,
+    /// The address types this store delivers itself.
+    #[serde(default = "default_local_types")]
+    delivers_itself: Vec<String>,
+}
+
+fn default_local_types() -> Vec<String> {
+    vec!["LOCAL".into()]
+}
+
+/// The folder a local recipient's mail is delivered into.
+pub fn local_folder(recipient: &Recipient) -> String {
+    format!("Local/{}", recipient.address.address())
+}
+
+/// The store instance: one database connection and the locks of this run.
+pub struct EmbeddedStore {
+    name: String,
+    connection: Connection,
+    delivers_itself: Vec<String>,
+    locked: HashSet<MessageId>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database named in the configuration.
+    pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
+        let name = context.name().to_owned();
+        let config: Config = toml::from_str(context.config()).map_err(|error| {
+            ProviderError::configuration(format!("store `{name}`: {}", error.message()))
+        })?;
+        if let Some(bad) = config
+            .delivers_itself
+            .iter()
+            .find(|t| !provider_abi::address::is_address_type(t))
+        {
+            return Err(ProviderError::configuration(format!(
+                "store `{name}`: delivers_itself: `{bad}` is not an address type"
+            )));
+        }
+        if let Some(folder) = config.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|error| {
+                ProviderError::configuration(format!(
+                    "store `{name}`: cannot create folder {}: {error}",
+                    folder.display()
+                ))
+            })?;
+        }
+        let mut connection = Connection::open(&config.path).map_err(|error| {
+            ProviderError::configuration(format!(
+                "store `{name}`: cannot open database {}: {error}",
+                config.path.display()
+            ))
+        })?;
+        schema::prepare(&mut connection).map_err(|why| {
+            ProviderError::permanent(format!(
+                "store `{name}` at {}: {why}",
+                config.path.display()
+            ))
+        })?;
+        log::info!("store `{name}` opened at {}", config.path.display());
+        Ok(EmbeddedStore {
+            name,
+            connection,
+            delivers_itself: config
+                .delivers_itself
+                .iter()
+                .map(|t| t.to_ascii_uppercase())
+                .collect(),
+            locked: HashSet::new(),
+        })
+    }
+
+    fn error(&self, doing: &str, error: rusqlite::Error) -> ProviderError {
+        let message = format!("store `{}`: {doing}: {error}", self.name);
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            | Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure) => {
+                ProviderError::temporary(message)
+            }
+            _ => ProviderError::permanent(message),
+        }
+    }
+
+    /// Delivers the pending recipients of this store's own types into their local folders
+    /// and marks them delivered; only for preprocessed messages (a preprocessor may still
+    /// expand a local address that is a distribution list).
+    fn deliver_locally(
+        &self,
+        transaction: &Transaction<'_>,
+        envelope: &mut Envelope,
+        content: &[u8],
+    ) -> rusqlite::Result<()> {
+        if !envelope.preprocessed {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        for index in 0..envelope.recipients.len() {
+            let recipient = &envelope.recipients[index];
+            let local = recipient.status.state == DeliveryState::Pending
+                && self
+                    .delivers_itself
+                    .iter()
+                    .any(|t| recipient.address.has_type(t));
+            if !local {
+                continue;
+            }
+            let folder = local_folder(recipient);
+            let mut copy = Envelope::new(envelope.sender.clone(), vec![recipient.clone()]);
+            copy.submitted_at = now;
+            rows::insert(transaction, &folder, &copy, content)?;
+            let status = &mut envelope.recipients[index].status;
+            status.state = DeliveryState::Delivered;
+            status.transport = ROption::RSome(RString::from(self.name.as_str()));
+            status.attempts += 1;
+            status.last_answer = format!("delivered to folder {folder}").into();
+            status.status_code = "2.0.0".into();
+        }
+        Ok(())
+    }
+
+    fn commit_in(
+        &self,
+        transaction: &Transaction<'_>,
+        batch: &StoreBatch<'_>,
+    ) -> rusqlite::Result<CommitReceipt> {
+        let mut receipt = CommitReceipt::default();
+        let now = Timestamp::now();
+        for message in batch.submit.iter() {
+            let mut envelope = message.envelope.clone();
+            envelope.submitted_at = now;
+            self.deliver_locally(transaction, &mut envelope, &message.content)?;
+            receipt.submitted.push(rows::insert(
+                transaction,
+                OUTBOX,
+                &envelope,
+                &message.content,
+            )?);
+        }
+        for replacement in batch.replace_content.iter() {
+            let content = replacement.content.as_slice();
+            transaction
+                .prepare_cached(
+                    "UPDATE messages SET content = ?2, size = ?3, subject = ?4 WHERE id = ?1",
+                )?
+                .execute(params![
+                    replacement.id.0 as i64,
+                    content,
+                    content.len() as i64,
+                    provider_abi::headers::header(content, "Subject").unwrap_or_default()
+                ])?;
+        }
+        for envelope in batch.update_envelopes.iter() {
+            let mut envelope = envelope.clone();
+            let content = read_content(transaction, envelope.id)?;
+            if let Some(content) = content {
+                self.deliver_locally(transaction, &mut envelope, &content)?;
+                rows::update(transaction, &envelope)?;
+            }
+        }
+        for finish in batch.finish.iter() {
+            let id = finish.id.0 as i64;
+            match &finish.move_to {
+                ROption::RSome(folder) => transaction
+                    .prepare_cached("UPDATE messages SET folder = ?2, due = NULL WHERE id = ?1")?
+                    .execute(params![id, folder.as_str()])?,
+                ROption::RNone => transaction
+                    .prepare_cached("DELETE FROM messages WHERE id = ?1")?
+                    .execute([id])?,
+            };
+        }
+        for delivery in batch.deliver.iter() {
+            let mut envelope = delivery.envelope.clone();
+            envelope.submitted_at = now;
+            receipt.delivered.push(rows::insert(
+                transaction,
+                delivery.folder.as_str(),
+                &envelope,
+                &delivery.content,
+            )?);
+        }
+        Ok(receipt)
+    }
+
+    fn read_message(&self, id: MessageId) -> rusqlite::Result<Option<StoredMessage>> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {}, content FROM messages WHERE id = ?1",
+            rows::ENVELOPE_COLUMNS
+        ))?;
+        statement
+            .query_row([id.0 as i64], |row| {
+                let (envelope, folder) = rows::read_envelope(&self.connection, row)?;
+                Ok(StoredMessage {
+                    envelope,
+                    folder: folder.into(),
+                    content: row.get::<_, Vec<u8>>(13)?.into(),
+                })
+            })
+            .optional()
+    }
+
+    /// Outbox ids in queue order that are due at `until` and not locked, at most `limit`.
+    fn due_ids(&self, until: i64, limit: u32) -> rusqlite::Result<Vec<(MessageId, i64)>> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, due FROM messages
+             WHERE folder = 'Outbox' AND due IS NOT NULL AND due <= ?1
+             ORDER BY due, priority DESC, submitted_at, id LIMIT ?2",
+        )?;
+        let wanted = i64::from(limit) + self.locked.len() as i64;
+        let rows = statement.query_map(params![until, wanted], |row| {
+            Ok((
+                MessageId(row.get::<_, i64>(0)? as u64),
+                row.get::<_, i64>(1)?,
+            ))
+        })?;
+        let mut ids = Vec::new();
+        for row in rows {
+            let (id, due) = row?;
+            if !self.locked.contains(&id) {
+                ids.push((id, due));
+                if ids.len() == limit as usize {
+                    break;
+                }
+            }
+        }
+        Ok(ids)
+    }
+}
+
+fn read_content(connection: &Connection, id: MessageId) -> rusqlite::Result<Option<Vec<u8>>> {
+    connection
+        .prepare_cached("SELECT content FROM messages WHERE id = ?1")?
+        .query_row([id.0 as i64], |row| row.get(0))
+        .optional()
+}
+
+impl Store for EmbeddedStore {
+    fn commit(&mut self, batch: &StoreBatch<'_>) -> Result<CommitReceipt, ProviderError> {
+        // The connection is only ever used from this one call at a time, so the unchecked
+        // form (it borrows the connection shared) cannot nest transactions.
+        let transaction = self
+            .connection
+            .unchecked_transaction()
+            .map_err(|error| self.error("cannot begin a transaction", error))?;
+        let receipt = self
+            .commit_in(&transaction, batch)
+            .and_then(|receipt| transaction.commit().map(|()| receipt))
+            .map_err(|error| self.error("cannot commit", error))?;
+        for id in batch
+            .unlock
+            .iter()
+            .chain(batch.finish.iter().map(|f| &f.id))
+        {
+            self.locked.remove(id);
+        }
+        Ok(receipt)
+    }
+
+    fn lock_due(
+        &mut self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, ProviderError> {
+        let ids = self
+            .due_ids(now.0, limit)
+            .map_err(|error| self.error("cannot read the queue", error))?;
+        let mut messages = Vec::with_capacity(ids.len());
+        for (id, _) in ids {
+            if let Some(message) = self
+                .read_message(id)
+                .map_err(|error| self.error(&format!("cannot read message {id}"), error))?
+            {
+                self.locked.insert(id);
+                messages.push(message);
+            }
+        }
+        Ok(messages)
+    }
+
+    fn next_due(&mut self) -> Result<Option<Timestamp>, ProviderError> {
+        self.due_ids(i64::MAX, 1)
+            .map(|ids| ids.first().map(|(_, due)| Timestamp(*due)))
+            .map_err(|error| self.error("cannot read the queue", error))
+    }
+
+    fn get(&mut self, id: MessageId) -> Result<Option<StoredMessage>, ProviderError> {
+        self.read_message(id)
+            .map_err(|error| self.error(&format!("cannot read message {id}"), error))
+    }
+
+    fn folders(&mut self) -> Result<Vec<FolderInfo>, ProviderError> {
+        let read = || -> rusqlite::Result<Vec<FolderInfo>> {
+            let mut statement = self
+                .connection
+                .prepare_cached("SELECT folder, COUNT(*) FROM messages GROUP BY folder")?;
+            let mut folders: Vec<FolderInfo> = statement
+                .query_map([], |row| {
+                    Ok(FolderInfo {
+                        name: row.get::<_, String>(0)?.into(),
+                        messages: row.get::<_, i64>(1)? as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            for standard in [INBOX, OUTBOX, SENT_ITEMS] {
+                if !folders.iter().any(|f| f.name == standard) {
+                    folders.push(FolderInfo {
+                        name: standard.into(),
+                        messages: 0,
+                    });
+                }
+            }
+            folders.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(folders)
+        };
+        read().map_err(|error| self.error("cannot list folders", error))
+    }
+
+    fn list(&mut self, folder: &str) -> Result<Vec<MessageSummary>, ProviderError> {
+        let read = || -> rusqlite::Result<Vec<MessageSummary>> {
+            let mut statement = self.connection.prepare_cached(&format!(
+                "SELECT {}, subject, size FROM messages WHERE folder = ?1 ORDER BY id",
+                rows::ENVELOPE_COLUMNS
+            ))?;
+            let rows = statement.query_map([folder], |row| {
+                let (envelope, folder) = rows::read_envelope(&self.connection, row)?;
+                Ok(MessageSummary {
+                    envelope,
+                    folder: folder.into(),
+                    subject: row.get::<_, String>(13)?.into(),
+                    size: row.get::<_, i64>(14)? as u64,
+                })
+            })?;
+            rows.collect()
+        };
+        read().map_err(|error| self.error(&format!("cannot list folder {folder}"), error))
+    }
+
+    fn delivers_itself(&self) -> Vec<String> {
+        self.delivers_itself.clone()
+    }
+}
+
+fn library() -> Library {
+    Library::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")).store(
+        "embedded",
+        &["LOCAL"],
+        EmbeddedStore::open,
+    )
+}
+
+export_library!(library);

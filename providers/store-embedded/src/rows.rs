@@ -1,0 +1,291 @@
+//! Envelopes to rows and back: `messages` holds one row per message, `recipients` and
+//! `properties` one row per recipient and property, so statuses are queryable on their own.
+
+use provider_abi::abi_stable::std_types::{RString, RVec};
+use provider_abi::headers::header;
+use provider_abi::{
+    Address, DeliveryState, Envelope, MessageId, Priority, Property, Recipient, RecipientKind,
+    RecipientStatus, ReportRequest, Timestamp,
+};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+/// When an Outbox message is next due: the latest of its deferral and the earliest next
+/// attempt of its pending recipients (now, for one never tried). `None` when it is held or
+/// has nothing pending.
+pub fn due(envelope: &Envelope) -> Option<i64> {
+    if envelope.held {
+        return None;
+    }
+    let earliest = envelope
+        .recipients
+        .iter()
+        .filter(|r| r.status.state == DeliveryState::Pending)
+        .map(|r| {
+            r.status
+                .next_attempt
+                .map_or(envelope.submitted_at.0, |t| t.0)
+        })
+        .min()?;
+    Some(earliest.max(envelope.deferred_until.map_or(i64::MIN, |t| t.0)))
+}
+
+/// Inserts a message into `folder` and returns its id.
+pub fn insert(
+    connection: &Connection,
+    folder: &str,
+    envelope: &Envelope,
+    content: &[u8],
+) -> rusqlite::Result<MessageId> {
+    let subject = header(content, "Subject").unwrap_or_default();
+    let due = if folder == provider_abi::store::OUTBOX {
+        due(envelope)
+    } else {
+        None
+    };
+    connection
+        .prepare_cached(
+            "INSERT INTO messages (folder, sender, report_delivery, report_non_delivery, priority,
+                submitted_at, deferred_until, expires_at, delete_after_submission, is_report, held,
+                preprocessed, subject, size, due, content)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )?
+        .execute(params![
+            folder,
+            envelope.sender.to_string(),
+            envelope.reports.delivery,
+            envelope.reports.non_delivery,
+            priority_number(envelope.priority),
+            envelope.submitted_at.0,
+            envelope.deferred_until.map(|t| t.0).into_option(),
+            envelope.expires_at.map(|t| t.0).into_option(),
+            envelope.delete_after_submission,
+            envelope.is_report,
+            envelope.held,
+            envelope.preprocessed,
+            subject,
+            content.len() as i64,
+            due,
+            content,
+        ])?;
+    let id = MessageId(connection.last_insert_rowid() as u64);
+    write_lists(connection, id, envelope)?;
+    Ok(id)
+}
+
+/// Stores `envelope` over the stored one (same id); returns false if there is none.
+pub fn update(connection: &Connection, envelope: &Envelope) -> rusqlite::Result<bool> {
+    let id = envelope.id.0 as i64;
+    let folder: Option<String> = connection
+        .prepare_cached("SELECT folder FROM messages WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()?;
+    let Some(folder) = folder else {
+        return Ok(false);
+    };
+    let due = if folder == provider_abi::store::OUTBOX {
+        due(envelope)
+    } else {
+        None
+    };
+    connection
+        .prepare_cached(
+            "UPDATE messages SET report_delivery = ?2, report_non_delivery = ?3, priority = ?4,
+                deferred_until = ?5, expires_at = ?6, delete_after_submission = ?7, is_report = ?8,
+                held = ?9, preprocessed = ?10, due = ?11
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            id,
+            envelope.reports.delivery,
+            envelope.reports.non_delivery,
+            priority_number(envelope.priority),
+            envelope.deferred_until.map(|t| t.0).into_option(),
+            envelope.expires_at.map(|t| t.0).into_option(),
+            envelope.delete_after_submission,
+            envelope.is_report,
+            envelope.held,
+            envelope.preprocessed,
+            due,
+        ])?;
+    connection
+        .prepare_cached("DELETE FROM recipients WHERE message_id = ?1")?
+        .execute([id])?;
+    connection
+        .prepare_cached("DELETE FROM properties WHERE message_id = ?1")?
+        .execute([id])?;
+    write_lists(connection, envelope.id, envelope)?;
+    Ok(true)
+}
+
+fn write_lists(
+    connection: &Connection,
+    id: MessageId,
+    envelope: &Envelope,
+) -> rusqlite::Result<()> {
+    let mut insert_recipient = connection.prepare_cached(
+        "INSERT INTO recipients (message_id, position, address_type, address, kind, state,
+            transport, attempts, next_attempt, last_answer, status_code, diagnostic, delay_warned)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    for (position, recipient) in envelope.recipients.iter().enumerate() {
+        let status = &recipient.status;
+        insert_recipient.execute(params![
+            id.0 as i64,
+            position as i64,
+            recipient.address.address_type(),
+            recipient.address.address(),
+            kind_number(recipient.kind),
+            state_number(status.state),
+            status.transport.as_ref().map(|t| t.as_str()).into_option(),
+            status.attempts,
+            status.next_attempt.map(|t| t.0).into_option(),
+            status.last_answer.as_str(),
+            status.status_code.as_str(),
+            status.diagnostic.as_str(),
+            status.delay_warned,
+        ])?;
+    }
+    let mut insert_property = connection.prepare_cached(
+        "INSERT INTO properties (message_id, position, name, value) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (position, property) in envelope.properties.iter().enumerate() {
+        insert_property.execute(params![
+            id.0 as i64,
+            position as i64,
+            property.name.as_str(),
+            property.value.as_str()
+        ])?;
+    }
+    Ok(())
+}
+
+/// The columns [`read_envelope`] reads, in its order.
+pub const ENVELOPE_COLUMNS: &str = "id, sender, report_delivery, report_non_delivery, priority,
+    submitted_at, deferred_until, expires_at, delete_after_submission, is_report, held,
+    preprocessed, folder";
+
+/// Reads an envelope from a row of [`ENVELOPE_COLUMNS`] plus its recipients and properties.
+/// Returns it with its folder.
+pub fn read_envelope(
+    connection: &Connection,
+    row: &Row<'_>,
+) -> rusqlite::Result<(Envelope, String)> {
+    let id = MessageId(row.get::<_, i64>(0)? as u64);
+    let sender: String = row.get(1)?;
+    let envelope = Envelope {
+        id,
+        sender: parse_address(&sender, 1)?,
+        recipients: read_recipients(connection, id)?,
+        reports: ReportRequest {
+            delivery: row.get(2)?,
+            non_delivery: row.get(3)?,
+        },
+        priority: priority_from(row.get(4)?),
+        submitted_at: Timestamp(row.get(5)?),
+        deferred_until: row.get::<_, Option<i64>>(6)?.map(Timestamp).into(),
+        expires_at: row.get::<_, Option<i64>>(7)?.map(Timestamp).into(),
+        delete_after_submission: row.get(8)?,
+        is_report: row.get(9)?,
+        held: row.get(10)?,
+        preprocessed: row.get(11)?,
+        properties: read_properties(connection, id)?,
+    };
+    Ok((envelope, row.get(12)?))
+}
+
+fn read_recipients(connection: &Connection, id: MessageId) -> rusqlite::Result<RVec<Recipient>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT address_type, address, kind, state, transport, attempts, next_attempt,
+            last_answer, status_code, diagnostic, delay_warned
+         FROM recipients WHERE message_id = ?1 ORDER BY position",
+    )?;
+    let rows = statement.query_map([id.0 as i64], |row| {
+        let address_type: String = row.get(0)?;
+        let address: String = row.get(1)?;
+        Ok(Recipient {
+            address: Address::new(&address_type, &address)
+                .map_err(|error| conversion_error(1, error))?,
+            kind: kind_from(row.get(2)?),
+            status: RecipientStatus {
+                state: state_from(row.get(3)?),
+                transport: row.get::<_, Option<String>>(4)?.map(RString::from).into(),
+                attempts: row.get(5)?,
+                next_attempt: row.get::<_, Option<i64>>(6)?.map(Timestamp).into(),
+                last_answer: row.get::<_, String>(7)?.into(),
+                status_code: row.get::<_, String>(8)?.into(),
+                diagnostic: row.get::<_, String>(9)?.into(),
+                delay_warned: row.get(10)?,
+            },
+        })
+    })?;
+    rows.collect()
+}
+
+fn read_properties(connection: &Connection, id: MessageId) -> rusqlite::Result<RVec<Property>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT name, value FROM properties WHERE message_id = ?1 ORDER BY position",
+    )?;
+    let rows = statement.query_map([id.0 as i64], |row| {
+        Ok(Property {
+            name: row.get::<_, String>(0)?.into(),
+            value: row.get::<_, String>(1)?.into(),
+        })
+    })?;
+    rows.collect()
+}
+
+fn parse_address(text: &str, column: usize) -> rusqlite::Result<Address> {
+    Address::parse(text).map_err(|error| conversion_error(column, error))
+}
+
+fn conversion_error(column: usize, error: provider_abi::AddressError) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(error))
+}
+
+fn priority_number(priority: Priority) -> i64 {
+    match priority {
+        Priority::Low => 0,
+        Priority::Normal => 1,
+        Priority::High => 2,
+    }
+}
+
+fn priority_from(number: i64) -> Priority {
+    match number {
+        0 => Priority::Low,
+        2 => Priority::High,
+        _ => Priority::Normal,
+    }
+}
+
+fn kind_number(kind: RecipientKind) -> i64 {
+    match kind {
+        RecipientKind::To => 0,
+        RecipientKind::Cc => 1,
+        RecipientKind::Bcc => 2,
+    }
+}
+
+fn kind_from(number: i64) -> RecipientKind {
+    match number {
+        1 => RecipientKind::Cc,
+        2 => RecipientKind::Bcc,
+        _ => RecipientKind::To,
+    }
+}
+
+fn state_number(state: DeliveryState) -> i64 {
+    match state {
+        DeliveryState::Pending => 0,
+        DeliveryState::Delivered => 1,
+        DeliveryState::Failed => 2,
+    }
+}
+
+fn state_from(number: i64) -> DeliveryState {
+    match number {
+        1 => DeliveryState::Delivered,
+        2 => DeliveryState::Failed,
+        _ => DeliveryState::Pending,
+    }
+}
