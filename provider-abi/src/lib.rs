@@ -115,6 +115,11 @@ pub mod __private {
     pub use abi_stable::std_types::RResult;
 }
 
+/// The README's provider example is compiled and run as a doc test, so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+mod readme {}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -73,10 +73,16 @@ impl log::Log for LibraryLogger {
     fn flush(&self) {}
 }
 
-/// Makes `sink` this library's `log` logger. A second call (the library loaded again under
-/// another name) keeps the first sink, which points at the same host.
+/// Makes `sink` this library's `log` logger, and reports the library's panics through it.
+/// A second call (the library loaded again under another name) keeps the first sink, which
+/// points at the same host.
+///
+/// A `cdylib` has its own copy of `std` and so its own panic hook: setting it here changes
+/// only how this library's panics are reported (in the host's log, with their location),
+/// not the host's. The panic itself is still caught at the boundary and returned as an error.
 pub fn install_in_library(sink: LogSink) {
     if log::set_boxed_logger(Box::new(LibraryLogger(sink))).is_ok() {
         log::set_max_level(sink.max_level.into());
+        std::panic::set_hook(Box::new(|info| log::error!(target: "panic", "{info}")));
     }
 }

@@ -59,7 +59,7 @@ pub enum Refusal {
     IncompatibleAbiStable(String),
     /// Its provider-abi types differ from the host's although the versions agree.
     LayoutMismatch(String),
-    /// Its constructor panicked.
+    /// Its constructor panicked; the text says so and quotes the panic.
     ConstructorPanicked(String),
     /// Its constructor returned an error.
     ConstructorFailed(ProviderError),
@@ -101,9 +101,7 @@ impl fmt::Display for Refusal {
                  (provider-abi {ABI_VERSION}) although the versions agree; rebuild it against \
                  the published provider-abi. abi_stable says: {detail}"
             ),
-            Refusal::ConstructorPanicked(message) => {
-                write!(f, "the library's constructor panicked: {message}")
-            }
+            Refusal::ConstructorPanicked(message) => f.write_str(message),
             Refusal::ConstructorFailed(error) => {
                 write!(f, "the library's constructor failed: {error}")
             }
