@@ -102,6 +102,9 @@ pub struct RecipientStatus {
     pub diagnostic: RString,
     /// Whether a delay warning about this recipient was already sent.
     pub delay_warned: bool,
+    /// Whether its final state was reported to the sender (or needed no report); set in
+    /// the same commit as the report, so a report is made once.
+    pub reported: bool,
 }
 
 impl RecipientStatus {
@@ -116,6 +119,7 @@ impl RecipientStatus {
             status_code: RString::new(),
             diagnostic: RString::new(),
             delay_warned: false,
+            reported: false,
         }
     }
 

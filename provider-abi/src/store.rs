@@ -64,7 +64,8 @@ pub struct Delivery<'a> {
 }
 
 /// Everything the store commits in one transaction. Either all of it is durable when
-/// [`Store::commit`] returns, or none of it is.
+/// [`Store::commit`] returns, or none of it is. An update or replacement for a message that
+/// no longer exists is skipped, not an error: an operator may have deleted it meanwhile.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy)]
 pub struct StoreBatch<'a> {
@@ -102,6 +103,9 @@ pub struct CommitReceipt {
     pub submitted: RVec<MessageId>,
     /// The ids of the delivered messages, in batch order.
     pub delivered: RVec<MessageId>,
+    /// The submitted and updated envelopes as stored (a tightly coupled store may have
+    /// delivered some recipients itself), submissions first, both in batch order.
+    pub stored: RVec<Envelope>,
 }
 
 /// A folder and how many messages it holds.
@@ -137,6 +141,9 @@ pub trait Store: Send + 'static {
 
     /// Locks and returns up to `limit` Outbox messages due at `now`, oldest due first (by
     /// next attempt, then priority, then submission time), skipping held and locked ones.
+    /// A message is due when a pending recipient's next attempt (or, never tried, its
+    /// submission) has come and its deferral has passed, or when nothing is pending any more
+    /// and it only waits to be finished.
     /// Locks live until unlocked or until the store is reopened.
     fn lock_due(&mut self, now: Timestamp, limit: u32)
         -> Result<Vec<StoredMessage>, ProviderError>;

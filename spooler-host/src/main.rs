@@ -1,11 +1,19 @@
-//! `spooler-host`: the spooler's command line.
+//! `spooler-host`: the spooler's command line. `run` starts the spooler; the other commands
+//! talk to a running one over its control socket. Invoked as `sendmail`, it submits.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use provider_abi::Timestamp;
+use spooler_host::client::{self, ClientError};
+use spooler_host::config::Profile;
 use spooler_host::loader::{self, FileOutcome, ProviderFolder};
 use spooler_host::paths;
+use spooler_host::protocol::{MessageView, Request, Response};
+use spooler_host::sendmail::{self, exit};
+use spooler_host::spooler::Spooler;
 
 #[derive(Parser)]
 #[command(
@@ -17,8 +25,36 @@ struct Cli {
     command: Command,
 }
 
+/// Where the spooler's profile and data are.
+#[derive(Args, Clone)]
+struct Place {
+    /// The profile (TOML); without one, the defaults: the embedded store, no transports.
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// The data folder (store, control socket) [default: $XDG_DATA_HOME/spooler].
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+impl Place {
+    fn profile(&self) -> Result<Profile, String> {
+        match &self.config {
+            Some(file) => Profile::read(file, self.data_dir.clone()).map_err(|e| e.to_string()),
+            None => Ok(Profile::defaults(self.data_dir.clone())),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Starts the spooler.
+    Run {
+        #[command(flatten)]
+        place: Place,
+        /// The providers folder [default: the profile's, or providers/ beside this executable, or its folder].
+        #[arg(long, value_name = "DIR")]
+        providers: Option<PathBuf>,
+    },
     /// Loads every library in the providers folder and says what each file offers or why it
     /// was refused.
     Providers {
@@ -29,25 +65,331 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Submits a message read from standard input (sendmail's options; see the README).
+    Submit {
+        #[command(flatten)]
+        place: Place,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Recipients and sendmail options (-f, -t, -i, -N, --cc, --bcc, …).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Shows one message with the status of each recipient.
+    Show {
+        #[command(flatten)]
+        place: Place,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also print the content.
+        #[arg(long)]
+        content: bool,
+        /// The message id.
+        id: String,
+    },
+    /// Lists the Outbox, like mailq.
+    Queue {
+        #[command(flatten)]
+        place: Place,
+        /// Print JSON, one message per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists one folder.
+    List {
+        #[command(flatten)]
+        place: Place,
+        /// Print JSON, one message per line.
+        #[arg(long)]
+        json: bool,
+        /// The folder, e.g. Inbox.
+        folder: String,
+    },
+    /// Lists the folders.
+    Folders {
+        #[command(flatten)]
+        place: Place,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tries every waiting recipient now (of one transport, if named).
+    Flush {
+        #[command(flatten)]
+        place: Place,
+        /// The transport instance.
+        transport: Option<String>,
+    },
+    /// Shows every provider instance: online, offline or in error.
+    Status {
+        #[command(flatten)]
+        place: Place,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let invoked_as = std::env::args_os().next().and_then(|arg0| {
+        Path::new(&arg0)
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+    });
+    if invoked_as.as_deref() == Some("sendmail") {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        return submit(
+            &Place {
+                config: None,
+                data_dir: None,
+            },
+            &args,
+            false,
+        );
+    }
     match Cli::parse().command {
-        Command::Providers { providers, all } => {
-            let folder = providers.unwrap_or_else(paths::default_providers_folder);
-            match loader::load_folder(&folder) {
-                Ok(folder) => {
-                    print!("{}", listing(&folder, all));
-                    ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("spooler-host: {error}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Run { place, providers } => run(&place, providers),
+        Command::Providers { providers, all } => list_providers(providers, all),
+        Command::Submit { place, json, args } => submit(&place, &args, json),
+        Command::Show {
+            place,
+            json,
+            content,
+            id,
+        } => ask(&place, &Request::Show { id, content }, json),
+        Command::Queue { place, json } => ask(&place, &Request::Queue, json),
+        Command::List {
+            place,
+            json,
+            folder,
+        } => ask(&place, &Request::List { folder }, json),
+        Command::Folders { place, json } => ask(&place, &Request::Folders, json),
+        Command::Flush { place, transport } => ask(&place, &Request::Flush { transport }, false),
+        Command::Status { place, json } => ask(&place, &Request::Status, json),
+    }
+}
+
+fn run(place: &Place, providers: Option<PathBuf>) -> ExitCode {
+    let profile = match place.profile() {
+        Ok(profile) => profile,
+        Err(error) => {
+            eprintln!("spooler-host: {error}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let folder = providers
+        .or_else(|| profile.providers.clone())
+        .unwrap_or_else(paths::default_providers_folder);
+    match Spooler::start(&profile, &folder) {
+        Ok(spooler) => {
+            spooler.wait();
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("spooler-host: {error}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn list_providers(providers: Option<PathBuf>, all: bool) -> ExitCode {
+    let folder = providers.unwrap_or_else(paths::default_providers_folder);
+    match loader::load_folder(&folder) {
+        Ok(folder) => {
+            print!("{}", listing(&folder, all));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("spooler-host: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn submit(place: &Place, args: &[String], json: bool) -> ExitCode {
+    let args = match sendmail::parse(args) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("spooler-host submit: {error}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let mut input = Vec::new();
+    if let Err(error) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("spooler-host submit: cannot read the message: {error}");
+        return ExitCode::from(exit::DATA_ERROR);
+    }
+    let content = sendmail::message_from_input(input, args.ignore_dots);
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "root".into());
+    let submission =
+        match sendmail::submission(&args, &format!("LOCAL:{user}"), &content, Timestamp::now()) {
+            Ok(submission) => submission,
+            Err(error) => {
+                eprintln!("spooler-host submit: {error}");
+                return ExitCode::from(exit::USAGE);
+            }
+        };
+    let socket = match place.profile() {
+        Ok(profile) => profile.socket_path(),
+        Err(error) => {
+            eprintln!("spooler-host submit: {error}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match client::request(&socket, &Request::Submit(submission), Some(&content)) {
+        Ok(Response::Submitted { id }) => {
+            if json {
+                println!("{}", serde_json::json!({ "id": id }));
+            } else {
+                println!("{id}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(other) => {
+            eprintln!("spooler-host submit: unexpected answer {other:?}");
+            ExitCode::from(exit::TEMPORARY)
+        }
+        Err(ClientError::NotRunning(why)) => {
+            eprintln!("spooler-host submit: {why}");
+            ExitCode::from(exit::UNAVAILABLE)
+        }
+        Err(ClientError::Refused(why)) => {
+            eprintln!("spooler-host submit: {why}");
+            let code = if why.contains("recipient") || why.contains("sender") {
+                exit::NO_USER
+            } else if why.contains("store") {
+                exit::TEMPORARY
+            } else {
+                exit::DATA_ERROR
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn ask(place: &Place, request: &Request, json: bool) -> ExitCode {
+    let socket = match place.profile() {
+        Ok(profile) => profile.socket_path(),
+        Err(error) => {
+            eprintln!("spooler-host: {error}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match client::request(&socket, request, None) {
+        Ok(response) => {
+            print!(
+                "{}",
+                if json {
+                    as_json(&response)
+                } else {
+                    as_table(&response)
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(ClientError::NotRunning(why)) => {
+            eprintln!("spooler-host: {why}");
+            ExitCode::from(exit::UNAVAILABLE)
+        }
+        Err(ClientError::Refused(why)) => {
+            eprintln!("spooler-host: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// JSON for scripts: one object per message for listings, one object otherwise.
+fn as_json(response: &Response) -> String {
+    let line = |value: &dyn erased::Json| format!("{}\n", value.json());
+    match response {
+        Response::Messages { messages } => messages.iter().map(|m| line(m)).collect(),
+        Response::Message(message) => line(message),
+        Response::Folders { folders } => folders.iter().map(|f| line(f)).collect(),
+        Response::Status { providers } => providers.iter().map(|p| line(p)).collect(),
+        Response::Submitted { id } => format!("{}\n", serde_json::json!({ "id": id })),
+        Response::Done | Response::Error { .. } => String::new(),
+    }
+}
+
+mod erased {
+    /// Serializes any of the views to one JSON line.
+    pub trait Json {
+        fn json(&self) -> String;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).expect("views serialize")
+        }
+    }
+}
+
+fn as_table(response: &Response) -> String {
+    match response {
+        Response::Messages { messages } if messages.is_empty() => "(no messages)\n".into(),
+        Response::Messages { messages } => messages.iter().map(message_lines).collect(),
+        Response::Message(message) => {
+            message_lines(message)
+                + &message
+                    .content
+                    .clone()
+                    .map(|c| format!("\n{c}"))
+                    .unwrap_or_default()
+        }
+        Response::Folders { folders } => folders
+            .iter()
+            .map(|f| format!("{:>6}  {}\n", f.messages, f.name))
+            .collect(),
+        Response::Status { providers } => providers
+            .iter()
+            .map(|p| {
+                let text = if p.text.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {}", p.text)
+                };
+                format!(
+                    "{:<20} {:<12} {:<20} {}{text}\n",
+                    p.name, p.kind, p.provider, p.state
+                )
+            })
+            .collect(),
+        Response::Submitted { id } => format!("{id}\n"),
+        Response::Done => "done\n".into(),
+        Response::Error { message } => format!("error: {message}\n"),
+    }
+}
+
+fn message_lines(message: &MessageView) -> String {
+    let age = Timestamp::now()
+        .since(Timestamp(message.submitted_at))
+        .as_secs();
+    let mut out = format!(
+        "{}  {:>8}  {:>6}s  {}{}  {}\n",
+        message.id,
+        message.size,
+        age,
+        message.sender,
+        if message.held { " (held)" } else { "" },
+        message.subject
+    );
+    for recipient in &message.recipients {
+        out += &format!(
+            "    {:<40} {:<4} {:<9} {:<3} {} {}\n",
+            recipient.address,
+            format!("{:?}", recipient.kind).to_lowercase(),
+            recipient.state,
+            recipient.attempts,
+            recipient.transport.as_deref().unwrap_or("-"),
+            recipient.last_answer
+        );
+    }
+    out
 }
 
 /// One line per library file, and one indented line per provider of a loaded library.

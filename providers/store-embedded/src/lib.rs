@@ -188,6 +188,7 @@ impl EmbeddedStore {
             if let Some(content) = content {
                 self.deliver_locally(transaction, &mut envelope, &content)?;
                 rows::update(transaction, &envelope)?;
+                receipt.stored.push(envelope);
             }
         }
         for finish in batch.finish.iter() {

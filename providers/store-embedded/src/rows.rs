@@ -124,8 +124,9 @@ fn write_lists(
 ) -> rusqlite::Result<()> {
     let mut insert_recipient = connection.prepare_cached(
         "INSERT INTO recipients (message_id, position, address_type, address, kind, state,
-            transport, attempts, next_attempt, last_answer, status_code, diagnostic, delay_warned)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            transport, attempts, next_attempt, last_answer, status_code, diagnostic, delay_warned,
+            reported)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     for (position, recipient) in envelope.recipients.iter().enumerate() {
         let status = &recipient.status;
@@ -143,6 +144,7 @@ fn write_lists(
             status.status_code.as_str(),
             status.diagnostic.as_str(),
             status.delay_warned,
+            status.reported,
         ])?;
     }
     let mut insert_property = connection.prepare_cached(
@@ -196,7 +198,7 @@ pub fn read_envelope(
 fn read_recipients(connection: &Connection, id: MessageId) -> rusqlite::Result<RVec<Recipient>> {
     let mut statement = connection.prepare_cached(
         "SELECT address_type, address, kind, state, transport, attempts, next_attempt,
-            last_answer, status_code, diagnostic, delay_warned
+            last_answer, status_code, diagnostic, delay_warned, reported
          FROM recipients WHERE message_id = ?1 ORDER BY position",
     )?;
     let rows = statement.query_map([id.0 as i64], |row| {
@@ -215,6 +217,7 @@ fn read_recipients(connection: &Connection, id: MessageId) -> rusqlite::Result<R
                 status_code: row.get::<_, String>(8)?.into(),
                 diagnostic: row.get::<_, String>(9)?.into(),
                 delay_warned: row.get(10)?,
+                reported: row.get(11)?,
             },
         })
     })?;

@@ -43,6 +43,7 @@ CREATE TABLE recipients (
     status_code TEXT NOT NULL,
     diagnostic TEXT NOT NULL,
     delay_warned INTEGER NOT NULL,
+    reported INTEGER NOT NULL,
     PRIMARY KEY (message_id, position)
 ) WITHOUT ROWID;
 CREATE TABLE properties (

@@ -2,9 +2,10 @@
 //!
 //! Useful for gateways (another program picks the files up) and for tests. Each delivery is
 //! one file, `<message id>-<recipients hash>.eml`: the envelope as `Return-Path` and
-//! `X-Envelope-To` header lines in front of the original content. The name depends only on
-//! the message and its recipients, so a delivery repeated after a crash overwrites its own
-//! file instead of adding a copy. Files appear atomically (written aside, then renamed).
+//! `X-Envelope-To` header lines in front of the original content. Files appear atomically
+//! (written aside, then linked in) and never replace one another: a delivery made again
+//! (the host crashed after the transport wrote it but before the host recorded it) arrives
+//! as `<…>.1.eml`, so a gateway can tell and drop the repeat.
 //!
 //! The transport is offline while its offline marker file exists (`<folder>/.offline` unless
 //! configured): messages for it wait in the queue. A watcher notices when the marker goes
@@ -107,9 +108,8 @@ impl DirectoryTransport {
     ) -> std::io::Result<PathBuf> {
         let mut hasher = DefaultHasher::new();
         recipients.hash(&mut hasher);
-        let name = format!("{}-{:016x}.eml", message.envelope.id, hasher.finish());
-        let target = self.folder.join(&name);
-        let aside = self.folder.join(format!(".{name}.tmp"));
+        let stem = format!("{}-{:016x}", message.envelope.id, hasher.finish());
+        let aside = self.folder.join(format!(".{stem}.tmp"));
         let mut file = fs::File::create(&aside)?;
         let mut head = format!("Return-Path: <{}>\r\n", message.envelope.sender);
         for recipient in recipients {
@@ -118,7 +118,8 @@ impl DirectoryTransport {
         file.write_all(head.as_bytes())?;
         file.write_all(message.content.as_slice())?;
         file.sync_all()?;
-        fs::rename(&aside, &target)?;
+        let target = link_without_replacing(&aside, &self.folder, &stem)?;
+        fs::remove_file(&aside)?;
         sync_folder(&self.folder)?;
         Ok(target)
     }
@@ -169,7 +170,24 @@ impl Transport for DirectoryTransport {
     }
 }
 
-/// Makes the rename durable: on Linux a rename is only on disk once its folder is synced.
+/// Links `aside` in as `<stem>.eml`, or `<stem>.<n>.eml` with the first free `n`.
+fn link_without_replacing(aside: &Path, folder: &Path, stem: &str) -> std::io::Result<PathBuf> {
+    for repeat in 0.. {
+        let name = match repeat {
+            0 => format!("{stem}.eml"),
+            n => format!("{stem}.{n}.eml"),
+        };
+        let target = folder.join(name);
+        match fs::hard_link(aside, &target) {
+            Ok(()) => return Ok(target),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    unreachable!("some repeat number is free")
+}
+
+/// Makes the new name durable: on Linux a link is only on disk once its folder is synced.
 fn sync_folder(folder: &Path) -> std::io::Result<()> {
     fs::File::open(folder)?.sync_all()
 }

@@ -1,0 +1,59 @@
+//! The client side of the control socket, used by the command line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use crate::protocol::{Request, Response};
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No host answers on the socket.
+    NotRunning(String),
+    /// The host answered with an error.
+    Refused(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::NotRunning(why) | ClientError::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Sends `request` (and `content`, for a submission) and returns the host's answer.
+pub fn request(
+    socket: &Path,
+    request: &Request,
+    content: Option<&[u8]>,
+) -> Result<Response, ClientError> {
+    let not_running = |error: std::io::Error| {
+        ClientError::NotRunning(format!(
+            "cannot reach the spooler at {}: {error} (is `spooler-host run` running with this data folder?)",
+            socket.display()
+        ))
+    };
+    let mut stream = UnixStream::connect(socket).map_err(not_running)?;
+    let mut line = serde_json::to_string(request).expect("requests serialize");
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(not_running)?;
+    if let Some(content) = content {
+        stream.write_all(content).map_err(not_running)?;
+    }
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(not_running)?;
+    match serde_json::from_str::<Response>(answer.trim_end()) {
+        Ok(Response::Error { message }) => Err(ClientError::Refused(message)),
+        Ok(response) => Ok(response),
+        Err(_) if answer.is_empty() => Err(ClientError::NotRunning(
+            "the spooler closed the connection without answering".into(),
+        )),
+        Err(error) => Err(ClientError::Refused(format!(
+            "an answer this client does not understand: {error}"
+        ))),
+    }
+}

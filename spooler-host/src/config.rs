@@ -1,0 +1,338 @@
+//! The profile: which store, transports (in routing order), preprocessors and hooks to open,
+//! with their settings, and the retry policy. Read from one TOML file; without one, the
+//! defaults run the embedded store in the data folder and nothing else.
+//!
+//! ```toml
+//! data_dir = "/var/lib/spooler"        # default: $XDG_DATA_HOME/spooler
+//!
+//! [store]                              # default: the embedded store in data_dir
+//! provider = "embedded"
+//! config = { path = "/var/lib/spooler/store.sqlite" }
+//!
+//! [[transport]]                        # routing order is file order
+//! provider = "directory"
+//! name = "fax-gateway"                 # instance name; default: the provider's
+//! config = { path = "/var/spool/fax", address_type = "FAX" }
+//!
+//! [[preprocessor]]
+//! provider = "distribution-lists"
+//! config = { lists = { "LOCAL:team" = ["SMTP:ann@example.com"] } }
+//!
+//! [retry]
+//! min_delay = "1m"
+//! max_delay = "1h"
+//! max_lifetime = "5d"
+//! delay_warning = "4h"                 # optional: warn the sender once
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::policy::RetryPolicy;
+
+/// One provider instance the profile opens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderConfig {
+    /// The provider's name in its library's manifest.
+    pub provider: String,
+    /// The instance's name in logs, statuses and reports.
+    pub name: String,
+    /// Its settings, as the TOML text of its `config` table.
+    pub config: String,
+}
+
+/// The whole profile.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Where the store, the control socket and other state live.
+    pub data_dir: PathBuf,
+    /// The providers folder, if the profile names one.
+    pub providers: Option<PathBuf>,
+    /// The store.
+    pub store: ProviderConfig,
+    /// The transports, in routing order.
+    pub transports: Vec<ProviderConfig>,
+    /// The preprocessors, in the order they run.
+    pub preprocessors: Vec<ProviderConfig>,
+    /// The hooks, in the order they run.
+    pub hooks: Vec<ProviderConfig>,
+    /// When deferred recipients are tried again, and for how long.
+    pub retry: RetryPolicy,
+    /// How many messages the engine holds in memory at most.
+    pub max_in_flight: usize,
+}
+
+/// A profile that could not be read, naming the file and what is wrong.
+#[derive(Debug)]
+pub struct ConfigError {
+    file: PathBuf,
+    message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration {}: {}", self.file.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    data_dir: Option<PathBuf>,
+    providers: Option<PathBuf>,
+    store: Option<RawProvider>,
+    #[serde(default, rename = "transport")]
+    transports: Vec<RawProvider>,
+    #[serde(default, rename = "preprocessor")]
+    preprocessors: Vec<RawProvider>,
+    #[serde(default, rename = "hook")]
+    hooks: Vec<RawProvider>,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    provider: String,
+    name: Option<String>,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRetry {
+    #[serde(deserialize_with = "duration")]
+    min_delay: Duration,
+    #[serde(deserialize_with = "duration")]
+    max_delay: Duration,
+    #[serde(deserialize_with = "duration")]
+    max_lifetime: Duration,
+    #[serde(deserialize_with = "optional_duration")]
+    delay_warning: Option<Duration>,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        let policy = RetryPolicy::default();
+        RawRetry {
+            min_delay: policy.min_delay,
+            max_delay: policy.max_delay,
+            max_lifetime: policy.max_lifetime,
+            delay_warning: policy.delay_warning,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_in_flight: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits { max_in_flight: 256 }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
+}
+
+/// Reads `250ms`, `30s`, `5m`, `4h` or `5d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let expected = || {
+        format!("`{text}` is not a duration: expected a number and ms, s, m, h or d, e.g. `30s`")
+    };
+    let number: f64 = number.parse().map_err(|_| expected())?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        "d" => number * 86400.0,
+        _ => return Err(expected()),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| expected())
+}
+
+impl Profile {
+    /// The profile in `file`; `data_dir` from the command line overrides the file's.
+    pub fn read(file: &Path, data_dir: Option<PathBuf>) -> Result<Profile, ConfigError> {
+        let error = |message: String| ConfigError {
+            file: file.to_owned(),
+            message,
+        };
+        let text =
+            std::fs::read_to_string(file).map_err(|e| error(format!("cannot read it: {e}")))?;
+        let raw: RawProfile = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        Profile::from_raw(raw, data_dir).map_err(error)
+    }
+
+    /// The defaults: the embedded store in the data folder, no transports.
+    pub fn defaults(data_dir: Option<PathBuf>) -> Profile {
+        Profile::from_raw(RawProfile::default(), data_dir).expect("the default profile is valid")
+    }
+
+    fn from_raw(raw: RawProfile, data_dir: Option<PathBuf>) -> Result<Profile, String> {
+        let data_dir = data_dir.or(raw.data_dir).unwrap_or_else(default_data_dir);
+        let store = match raw.store {
+            Some(store) => instance(store, "store")?,
+            None => {
+                let mut config = toml::Table::new();
+                config.insert(
+                    "path".into(),
+                    data_dir
+                        .join("store.sqlite")
+                        .to_string_lossy()
+                        .into_owned()
+                        .into(),
+                );
+                ProviderConfig {
+                    provider: "embedded".into(),
+                    name: "embedded".into(),
+                    config: toml::to_string(&config).map_err(|e| e.to_string())?,
+                }
+            }
+        };
+        let instances = |raws: Vec<RawProvider>, key: &str| {
+            raws.into_iter()
+                .enumerate()
+                .map(|(index, raw)| instance(raw, &format!("{key}[{index}]")))
+                .collect::<Result<Vec<_>, String>>()
+        };
+        let transports = instances(raw.transports, "transport")?;
+        let preprocessors = instances(raw.preprocessors, "preprocessor")?;
+        let hooks = instances(raw.hooks, "hook")?;
+        let mut names: Vec<&str> = std::iter::once(&store)
+            .chain(&transports)
+            .chain(&preprocessors)
+            .chain(&hooks)
+            .map(|p| p.name.as_str())
+            .collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(format!(
+                "two provider instances are named `{}`; give one a different `name`",
+                pair[0]
+            ));
+        }
+        let retry = RetryPolicy {
+            min_delay: raw.retry.min_delay,
+            max_delay: raw.retry.max_delay,
+            max_lifetime: raw.retry.max_lifetime,
+            delay_warning: raw.retry.delay_warning,
+        };
+        if retry.min_delay > retry.max_delay {
+            return Err("retry.min_delay is longer than retry.max_delay".into());
+        }
+        if raw.limits.max_in_flight == 0 {
+            return Err("limits.max_in_flight: expected at least 1".into());
+        }
+        Ok(Profile {
+            data_dir,
+            providers: raw.providers,
+            store,
+            transports,
+            preprocessors,
+            hooks,
+            retry,
+            max_in_flight: raw.limits.max_in_flight,
+        })
+    }
+
+    /// The control socket's path.
+    pub fn socket_path(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
+    }
+}
+
+fn instance(raw: RawProvider, key: &str) -> Result<ProviderConfig, String> {
+    if raw.provider.trim().is_empty() {
+        return Err(format!("{key}.provider: expected a provider name"));
+    }
+    let name = raw.name.unwrap_or_else(|| raw.provider.clone());
+    if name.trim().is_empty() || name.contains(char::is_whitespace) {
+        return Err(format!(
+            "{key}.name: expected a name without spaces, found `{name}`"
+        ));
+    }
+    Ok(ProviderConfig {
+        provider: raw.provider,
+        name,
+        config: toml::to_string(&raw.config).map_err(|e| format!("{key}.config: {e}"))?,
+    })
+}
+
+/// `$XDG_DATA_HOME/spooler`, else `~/.local/share/spooler`, else `./spooler-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("spooler");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/spooler");
+    }
+    PathBuf::from("spooler-data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5d"), Ok(Duration::from_secs(5 * 86400)));
+        assert!(parse_duration("5 parsecs")
+            .unwrap_err()
+            .contains("expected a number and ms"));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("spooler.toml");
+        std::fs::write(&file, "[retry]\nmin_delay = \"soon\"\n").unwrap();
+        let error = Profile::read(&file, None).unwrap_err().to_string();
+        assert!(error.contains(&file.display().to_string()), "{error}");
+        assert!(error.contains("min_delay"), "{error}");
+        assert!(error.contains("`soon` is not a duration"), "{error}");
+    }
+
+    #[test]
+    fn provider_tables_pass_through_as_text() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("spooler.toml");
+        std::fs::write(
+            &file,
+            "[[transport]]\nprovider = \"directory\"\nname = \"fax\"\nconfig = { path = \"/x\", address_type = \"FAX\" }\n",
+        )
+        .unwrap();
+        let profile = Profile::read(&file, Some(folder.path().into())).unwrap();
+        assert_eq!(profile.transports[0].name, "fax");
+        let table: toml::Table = toml::from_str(&profile.transports[0].config).unwrap();
+        assert_eq!(table["address_type"].as_str(), Some("FAX"));
+        assert!(profile.store.config.contains("store.sqlite"));
+    }
+}

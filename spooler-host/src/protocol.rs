@@ -1,0 +1,335 @@
+//! The control protocol between `spooler-host` clients and a running host: one JSON request
+//! per line, one JSON response per line; a submission's content follows its request line
+//! as exactly `content_length` raw bytes.
+
+use serde::{Deserialize, Serialize};
+
+use provider_abi::store::{FolderInfo, MessageSummary};
+use provider_abi::{DeliveryState, Envelope, Priority, RecipientKind, StoredMessage};
+
+use crate::status::StatusRow;
+
+/// A client's request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// Submit a message; its content follows the request line.
+    Submit(Submission),
+    /// One message with its recipient statuses (and content, if asked).
+    Show {
+        /// Its id.
+        id: String,
+        /// Include the content.
+        #[serde(default)]
+        content: bool,
+    },
+    /// The messages of one folder.
+    List {
+        /// The folder.
+        folder: String,
+    },
+    /// The folders with their counts.
+    Folders,
+    /// The Outbox, like mailq.
+    Queue,
+    /// Try pending recipients now (of one transport, if named).
+    Flush {
+        /// The transport instance.
+        transport: Option<String>,
+    },
+    /// The status table.
+    Status,
+}
+
+/// A message to submit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Submission {
+    /// The sender, `TYPE:address` or a bare SMTP address.
+    pub sender: String,
+    /// The recipients.
+    pub recipients: Vec<SubmittedRecipient>,
+    /// Ask for a delivery report.
+    #[serde(default)]
+    pub delivery_report: bool,
+    /// Do not send non-delivery reports.
+    #[serde(default)]
+    pub no_non_delivery_report: bool,
+    /// Queue priority.
+    #[serde(default)]
+    pub priority: PriorityName,
+    /// Not before this time (milliseconds since the epoch).
+    #[serde(default)]
+    pub deferred_until: Option<i64>,
+    /// Fail what is still pending at this time (milliseconds since the epoch).
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Delete the message when done instead of keeping it in Sent Items.
+    #[serde(default)]
+    pub delete_after_submission: bool,
+    /// The length of the content that follows the request line.
+    pub content_length: usize,
+}
+
+/// A recipient of a submission.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SubmittedRecipient {
+    /// `TYPE:address` or a bare SMTP address.
+    pub address: String,
+    /// to, cc or bcc.
+    #[serde(default)]
+    pub kind: KindName,
+}
+
+/// Recipient kinds as the protocol writes them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KindName {
+    /// To.
+    #[default]
+    To,
+    /// Cc.
+    Cc,
+    /// Bcc.
+    Bcc,
+}
+
+impl From<KindName> for RecipientKind {
+    fn from(kind: KindName) -> Self {
+        match kind {
+            KindName::To => RecipientKind::To,
+            KindName::Cc => RecipientKind::Cc,
+            KindName::Bcc => RecipientKind::Bcc,
+        }
+    }
+}
+
+impl From<RecipientKind> for KindName {
+    fn from(kind: RecipientKind) -> Self {
+        match kind {
+            RecipientKind::To => KindName::To,
+            RecipientKind::Cc => KindName::Cc,
+            RecipientKind::Bcc => KindName::Bcc,
+        }
+    }
+}
+
+/// Priorities as the protocol writes them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PriorityName {
+    /// Low.
+    Low,
+    /// Normal.
+    #[default]
+    Normal,
+    /// High.
+    High,
+}
+
+impl From<PriorityName> for Priority {
+    fn from(priority: PriorityName) -> Self {
+        match priority {
+            PriorityName::Low => Priority::Low,
+            PriorityName::Normal => Priority::Normal,
+            PriorityName::High => Priority::High,
+        }
+    }
+}
+
+/// The host's answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// The message is durably queued.
+    Submitted {
+        /// Its queue id.
+        id: String,
+    },
+    /// One message.
+    Message(MessageView),
+    /// Several messages.
+    Messages {
+        /// The messages.
+        messages: Vec<MessageView>,
+    },
+    /// The folders.
+    Folders {
+        /// The folders.
+        folders: Vec<FolderView>,
+    },
+    /// The status table.
+    Status {
+        /// Its rows.
+        providers: Vec<StatusView>,
+    },
+    /// Done, nothing to say.
+    Done,
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// A message as clients see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MessageView {
+    /// Its id.
+    pub id: String,
+    /// Its folder.
+    pub folder: String,
+    /// Its sender.
+    pub sender: String,
+    /// Its subject.
+    pub subject: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was submitted or stored (milliseconds since the epoch).
+    pub submitted_at: i64,
+    /// Held by an operator.
+    pub held: bool,
+    /// It is a report.
+    pub is_report: bool,
+    /// Its recipients.
+    pub recipients: Vec<RecipientView>,
+    /// Its content, when asked for (as text; invalid UTF-8 replaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// A recipient with its status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecipientView {
+    /// `TYPE:address`.
+    pub address: String,
+    /// to, cc or bcc.
+    pub kind: KindName,
+    /// pending, delivered or failed.
+    pub state: String,
+    /// The transport that answered last.
+    pub transport: Option<String>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The next attempt (milliseconds since the epoch).
+    pub next_attempt: Option<i64>,
+    /// The last answer.
+    pub last_answer: String,
+    /// The RFC 3463 status code of a final answer.
+    pub status_code: String,
+}
+
+/// A folder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FolderView {
+    /// Its name.
+    pub name: String,
+    /// How many messages it holds.
+    pub messages: u64,
+}
+
+/// A status table row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusView {
+    /// The instance.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its provider.
+    pub provider: String,
+    /// online, offline or error.
+    pub state: String,
+    /// Why.
+    pub text: String,
+}
+
+impl MessageView {
+    /// From a stored envelope.
+    pub fn new(
+        envelope: &Envelope,
+        folder: &str,
+        subject: String,
+        size: u64,
+        content: Option<&[u8]>,
+    ) -> Self {
+        MessageView {
+            id: envelope.id.to_string(),
+            folder: folder.to_owned(),
+            sender: envelope.sender.to_string(),
+            subject,
+            size,
+            submitted_at: envelope.submitted_at.0,
+            held: envelope.held,
+            is_report: envelope.is_report,
+            recipients: envelope
+                .recipients
+                .iter()
+                .map(|r| RecipientView {
+                    address: r.address.to_string(),
+                    kind: r.kind.into(),
+                    state: match r.status.state {
+                        DeliveryState::Pending => "pending",
+                        DeliveryState::Delivered => "delivered",
+                        DeliveryState::Failed => "failed",
+                    }
+                    .into(),
+                    transport: r
+                        .status
+                        .transport
+                        .as_ref()
+                        .into_option()
+                        .map(|t| t.to_string()),
+                    attempts: r.status.attempts,
+                    next_attempt: r.status.next_attempt.into_option().map(|t| t.0),
+                    last_answer: r.status.last_answer.to_string(),
+                    status_code: r.status.status_code.to_string(),
+                })
+                .collect(),
+            content: content.map(|c| String::from_utf8_lossy(c).into_owned()),
+        }
+    }
+
+    /// From a folder listing.
+    pub fn of_summary(summary: &MessageSummary) -> Self {
+        MessageView::new(
+            &summary.envelope,
+            &summary.folder,
+            summary.subject.to_string(),
+            summary.size,
+            None,
+        )
+    }
+
+    /// From a whole stored message.
+    pub fn of_message(message: &StoredMessage, with_content: bool) -> Self {
+        let content = message.content.as_slice();
+        let subject = provider_abi::headers::header(content, "Subject").unwrap_or_default();
+        MessageView::new(
+            &message.envelope,
+            &message.folder,
+            subject,
+            content.len() as u64,
+            with_content.then_some(content),
+        )
+    }
+}
+
+impl From<&FolderInfo> for FolderView {
+    fn from(folder: &FolderInfo) -> Self {
+        FolderView {
+            name: folder.name.to_string(),
+            messages: folder.messages,
+        }
+    }
+}
+
+impl From<&StatusRow> for StatusView {
+    fn from(row: &StatusRow) -> Self {
+        StatusView {
+            name: row.name.clone(),
+            kind: row.kind.to_string(),
+            provider: row.provider.clone(),
+            state: row.state.to_string(),
+            text: row.text.clone(),
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! `spooler-host submit` (and the binary invoked as `sendmail`): sendmail's command line,
+//! so cron, git send-email and scripts can submit mail.
+//!
+//! Understood: recipients as arguments (`TYPE:address` or bare SMTP addresses), `-f SENDER`,
+//! `-t` (recipients from To, Cc and Bcc), `-i`/`-oi` (a lone `.` line does not end the
+//! message), `-N never|success,failure,delay` (which reports), and these extensions:
+//! `--cc ADDR`, `--bcc ADDR`, `--priority low|normal|high`, `--defer DURATION`,
+//! `--expire-after DURATION`, `--delete-after`. Other sendmail options (`-oX`, `-F`, `-B`,
+//! `-bm`, `-R`, `-V`, `-X`) are accepted and ignored, as Postfix's sendmail does.
+
+use provider_abi::headers::header_fields;
+use provider_abi::Timestamp;
+
+use crate::config::parse_duration;
+use crate::protocol::{KindName, PriorityName, Submission, SubmittedRecipient};
+
+/// sendmail's exit codes (sysexits.h).
+pub mod exit {
+    /// The command line is wrong.
+    pub const USAGE: u8 = 64;
+    /// The message is malformed.
+    pub const DATA_ERROR: u8 = 65;
+    /// An address is wrong.
+    pub const NO_USER: u8 = 67;
+    /// The spooler is not running.
+    pub const UNAVAILABLE: u8 = 69;
+    /// The spooler could not take the message now; try again.
+    pub const TEMPORARY: u8 = 75;
+}
+
+/// A parsed `submit` command line.
+#[derive(Debug, Default, PartialEq)]
+pub struct SubmitArgs {
+    /// `-f`.
+    pub sender: Option<String>,
+    /// Recipients given as arguments or options.
+    pub recipients: Vec<SubmittedRecipient>,
+    /// `-t`.
+    pub from_headers: bool,
+    /// `-i`: dots are data.
+    pub ignore_dots: bool,
+    /// `-N success`.
+    pub delivery_report: bool,
+    /// `-N never` or without `failure`.
+    pub no_non_delivery_report: bool,
+    /// `--priority`.
+    pub priority: PriorityName,
+    /// `--defer`.
+    pub defer: Option<std::time::Duration>,
+    /// `--expire-after`.
+    pub expire_after: Option<std::time::Duration>,
+    /// `--delete-after`.
+    pub delete_after: bool,
+}
+
+/// Reads the command line; the error says what is wrong.
+pub fn parse(args: &[String]) -> Result<SubmitArgs, String> {
+    let mut parsed = SubmitArgs::default();
+    let mut args = args.iter();
+    let value = |name: &str,
+                 attached: &str,
+                 rest: &mut std::slice::Iter<'_, String>|
+     -> Result<String, String> {
+        if attached.is_empty() {
+            rest.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        } else {
+            Ok(attached.to_owned())
+        }
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--" => {
+                for address in args.by_ref() {
+                    parsed.recipients.push(recipient(address, KindName::To));
+                }
+            }
+            "--cc" => parsed
+                .recipients
+                .push(recipient(&value("--cc", "", &mut args)?, KindName::Cc)),
+            "--bcc" => parsed
+                .recipients
+                .push(recipient(&value("--bcc", "", &mut args)?, KindName::Bcc)),
+            "--priority" => {
+                parsed.priority = match value("--priority", "", &mut args)?.as_str() {
+                    "low" => PriorityName::Low,
+                    "normal" => PriorityName::Normal,
+                    "high" => PriorityName::High,
+                    other => {
+                        return Err(format!("--priority: `{other}` is not low, normal or high"))
+                    }
+                }
+            }
+            "--defer" => parsed.defer = Some(parse_duration(&value("--defer", "", &mut args)?)?),
+            "--expire-after" => {
+                parsed.expire_after =
+                    Some(parse_duration(&value("--expire-after", "", &mut args)?)?)
+            }
+            "--delete-after" => parsed.delete_after = true,
+            "-t" => parsed.from_headers = true,
+            "-i" | "-oi" => parsed.ignore_dots = true,
+            flag if flag.starts_with("-f") || flag.starts_with("-r") => {
+                parsed.sender = Some(value("-f", &flag[2..], &mut args)?)
+            }
+            flag if flag.starts_with("-N") => {
+                let notify = value("-N", &flag[2..], &mut args)?.to_ascii_lowercase();
+                let wanted: Vec<&str> = notify.split(',').map(str::trim).collect();
+                if let Some(bad) = wanted
+                    .iter()
+                    .find(|w| !["never", "success", "failure", "delay"].contains(w))
+                {
+                    return Err(format!(
+                        "-N: `{bad}` is not never, success, failure or delay"
+                    ));
+                }
+                parsed.delivery_report = wanted.contains(&"success");
+                parsed.no_non_delivery_report = !wanted.contains(&"failure");
+            }
+            flag if flag.starts_with("-F")
+                || flag.starts_with("-B")
+                || flag.starts_with("-R")
+                || flag.starts_with("-V")
+                || flag.starts_with("-X") =>
+            {
+                if flag.len() == 2 {
+                    args.next();
+                }
+            }
+            flag if flag.starts_with("-o") || flag == "-bm" || flag == "-U" || flag == "-v" => {}
+            flag if flag.starts_with('-') && flag.len() > 1 => {
+                return Err(format!("unknown option `{flag}`"))
+            }
+            address => parsed.recipients.push(recipient(address, KindName::To)),
+        }
+    }
+    Ok(parsed)
+}
+
+fn recipient(address: &str, kind: KindName) -> SubmittedRecipient {
+    SubmittedRecipient {
+        address: address.to_owned(),
+        kind,
+    }
+}
+
+/// The message as read from standard input: without `-i`, a line holding a lone `.` ends it.
+pub fn message_from_input(input: Vec<u8>, ignore_dots: bool) -> Vec<u8> {
+    if ignore_dots {
+        return input;
+    }
+    let mut end = 0;
+    for line in input.split_inclusive(|&b| b == b'\n') {
+        if line == b".\n" || line == b".\r\n" || line == b"." {
+            return input[..end].to_vec();
+        }
+        end += line.len();
+    }
+    input
+}
+
+/// Builds the submission; `-t` adds the To, Cc and Bcc header recipients.
+pub fn submission(
+    args: &SubmitArgs,
+    default_sender: &str,
+    content: &[u8],
+    now: Timestamp,
+) -> Result<Submission, String> {
+    let mut recipients = args.recipients.clone();
+    if args.from_headers {
+        for (name, value) in header_fields(content) {
+            let kind = match name.to_ascii_lowercase().as_str() {
+                "to" => KindName::To,
+                "cc" => KindName::Cc,
+                "bcc" => KindName::Bcc,
+                _ => continue,
+            };
+            recipients.extend(
+                addresses_in(&value)
+                    .into_iter()
+                    .map(|address| recipient(&address, kind)),
+            );
+        }
+    }
+    if recipients.is_empty() {
+        return Err("no recipients: name them as arguments, or use -t to take them from the To, Cc and Bcc headers".into());
+    }
+    Ok(Submission {
+        sender: args
+            .sender
+            .clone()
+            .unwrap_or_else(|| default_sender.to_owned()),
+        recipients,
+        delivery_report: args.delivery_report,
+        no_non_delivery_report: args.no_non_delivery_report,
+        priority: args.priority,
+        deferred_until: args.defer.map(|d| now.plus(d).0),
+        expires_at: args.expire_after.map(|d| now.plus(d).0),
+        delete_after_submission: args.delete_after,
+        content_length: content.len(),
+    })
+}
+
+/// The addresses in an address-list header: `Ann <ann@x>, bob@y, "Doe, J" <j@z>`.
+pub fn addresses_in(value: &str) -> Vec<String> {
+    let mut addresses = Vec::new();
+    let mut quoted = false;
+    let mut current = String::new();
+    for c in value.chars().chain(std::iter::once(',')) {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ',' if !quoted => {
+                let part = current.trim();
+                let address = match (part.rfind('<'), part.rfind('>')) {
+                    (Some(open), Some(close)) if open < close => &part[open + 1..close],
+                    _ => part,
+                };
+                if !address.trim().is_empty() {
+                    addresses.push(address.trim().to_owned());
+                }
+                current.clear();
+            }
+            _ => current.push(c),
+        }
+    }
+    addresses
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn sendmail_options() {
+        let args = parse(&strings(&[
+            "-oi",
+            "-f",
+            "alice@x",
+            "-N",
+            "success,failure",
+            "-odi",
+            "FAX:+49301",
+            "bob@y",
+        ]))
+        .unwrap();
+        assert!(args.ignore_dots && args.delivery_report && !args.no_non_delivery_report);
+        assert_eq!(args.sender.as_deref(), Some("alice@x"));
+        assert_eq!(args.recipients.len(), 2);
+        assert!(parse(&strings(&["-Q"]))
+            .unwrap_err()
+            .contains("unknown option"));
+    }
+
+    #[test]
+    fn header_address_lists() {
+        assert_eq!(
+            addresses_in("Ann <ann@x>, bob@y, \"Doe, J\" <j@z>"),
+            ["ann@x", "bob@y", "j@z"]
+        );
+    }
+
+    #[test]
+    fn a_lone_dot_ends_the_message_unless_dots_are_data() {
+        let input = b"Subject: x\r\n\r\nbody\r\n.\r\nafter\r\n".to_vec();
+        assert_eq!(
+            message_from_input(input.clone(), false),
+            b"Subject: x\r\n\r\nbody\r\n"
+        );
+        assert_eq!(message_from_input(input.clone(), true), input);
+    }
+}

@@ -1,0 +1,76 @@
+//! The status table: one row per provider instance, online, offline or in error, with the
+//! reason. Providers set their own row through the host services; the engine sets rows for
+//! faults it sees. Read by the engine (routing) and by clients (`status`).
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use provider_abi::{ProviderKind, ProviderState, Timestamp};
+
+/// One provider instance's row.
+#[derive(Debug, Clone)]
+pub struct StatusRow {
+    /// The instance name.
+    pub name: String,
+    /// Its kind.
+    pub kind: ProviderKind,
+    /// The provider it is an instance of.
+    pub provider: String,
+    /// Online, offline or error.
+    pub state: ProviderState,
+    /// Why, when not online.
+    pub text: String,
+    /// Since when it is in this state.
+    pub since: Timestamp,
+}
+
+/// The table, shared between threads.
+#[derive(Debug, Default, Clone)]
+pub struct StatusTable(Arc<RwLock<Vec<StatusRow>>>);
+
+impl StatusTable {
+    /// Adds (or resets) the row of an instance, online.
+    pub fn register(&self, name: &str, kind: ProviderKind, provider: &str) {
+        let mut rows = self.0.write();
+        rows.retain(|row| row.name != name);
+        rows.push(StatusRow {
+            name: name.to_owned(),
+            kind,
+            provider: provider.to_owned(),
+            state: ProviderState::Online,
+            text: String::new(),
+            since: Timestamp::now(),
+        });
+    }
+
+    /// Sets an instance's state; logs changes.
+    pub fn set(&self, name: &str, state: ProviderState, text: &str) {
+        let mut rows = self.0.write();
+        let Some(row) = rows.iter_mut().find(|row| row.name == name) else {
+            return;
+        };
+        if row.state != state || row.text != text {
+            match state {
+                ProviderState::Online => log::info!("{name}: online"),
+                _ => log::warn!("{name}: {state}: {text}"),
+            }
+            row.state = state;
+            row.text = text.to_owned();
+            row.since = Timestamp::now();
+        }
+    }
+
+    /// An instance's state (online if unknown).
+    pub fn state(&self, name: &str) -> ProviderState {
+        self.0
+            .read()
+            .iter()
+            .find(|row| row.name == name)
+            .map_or(ProviderState::Online, |row| row.state)
+    }
+
+    /// Every row, in registration (profile) order.
+    pub fn rows(&self) -> Vec<StatusRow> {
+        self.0.read().clone()
+    }
+}

@@ -1,0 +1,293 @@
+//! The store thread: it owns the store provider, and every store call goes through it.
+//!
+//! Commits are batched (group commit): when several commits are waiting, the thread merges
+//! them into one `StoreBatch`, so one durable write covers them all, and hands each caller
+//! its part of the receipt. If the merged commit fails, each is committed on its own, so one
+//! bad request does not fail the others.
+
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use provider_abi::abi_stable::std_types::{ROption, RSlice, RStr, RString};
+use provider_abi::store::{
+    CommitReceipt, ContentReplacement, Delivery, Finish, FolderInfo, MessageSummary, NewMessage,
+    StoreBatch, StoreObject,
+};
+use provider_abi::{Envelope, MessageId, ProviderError, StoredMessage, Timestamp};
+
+use crate::status::StatusTable;
+use crate::worker::{Health, Opener, Worker};
+
+/// A batch of store writes with owned data, built by the engine and by clients.
+#[derive(Debug, Default, Clone)]
+pub struct Commit {
+    /// New Outbox messages with their content.
+    pub submit: Vec<(Envelope, Vec<u8>)>,
+    /// Envelopes to store.
+    pub update_envelopes: Vec<Envelope>,
+    /// Content to replace.
+    pub replace_content: Vec<(MessageId, Vec<u8>)>,
+    /// Messages leaving the Outbox: to this folder, or deleted (`None`).
+    pub finish: Vec<(MessageId, Option<String>)>,
+    /// Messages for folders.
+    pub deliver: Vec<(String, Envelope, Vec<u8>)>,
+    /// Locks to release.
+    pub unlock: Vec<MessageId>,
+}
+
+impl Commit {
+    /// Whether it writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.submit.is_empty()
+            && self.update_envelopes.is_empty()
+            && self.replace_content.is_empty()
+            && self.finish.is_empty()
+            && self.deliver.is_empty()
+            && self.unlock.is_empty()
+    }
+}
+
+/// Commits `commits` in one transaction, borrowing their data.
+fn commit_together(
+    store: &mut StoreObject,
+    commits: &[&Commit],
+) -> Result<CommitReceipt, ProviderError> {
+    let submit: Vec<NewMessage<'_>> = commits
+        .iter()
+        .flat_map(|c| &c.submit)
+        .map(|(envelope, content)| NewMessage {
+            envelope: envelope.clone(),
+            content: RSlice::from_slice(content),
+        })
+        .collect();
+    let update_envelopes: Vec<Envelope> = commits
+        .iter()
+        .flat_map(|c| c.update_envelopes.iter().cloned())
+        .collect();
+    let replace_content: Vec<ContentReplacement<'_>> = commits
+        .iter()
+        .flat_map(|c| &c.replace_content)
+        .map(|(id, content)| ContentReplacement {
+            id: *id,
+            content: RSlice::from_slice(content),
+        })
+        .collect();
+    let finish: Vec<Finish> = commits
+        .iter()
+        .flat_map(|c| &c.finish)
+        .map(|(id, folder)| Finish {
+            id: *id,
+            move_to: folder.as_deref().map(RString::from).into(),
+        })
+        .collect();
+    let deliver: Vec<Delivery<'_>> = commits
+        .iter()
+        .flat_map(|c| &c.deliver)
+        .map(|(folder, envelope, content)| Delivery {
+            folder: RStr::from_str(folder),
+            envelope: envelope.clone(),
+            content: RSlice::from_slice(content),
+        })
+        .collect();
+    let unlock: Vec<MessageId> = commits
+        .iter()
+        .flat_map(|c| c.unlock.iter().copied())
+        .collect();
+    store
+        .commit(StoreBatch {
+            submit: RSlice::from_slice(&submit),
+            update_envelopes: RSlice::from_slice(&update_envelopes),
+            replace_content: RSlice::from_slice(&replace_content),
+            finish: RSlice::from_slice(&finish),
+            deliver: RSlice::from_slice(&deliver),
+            unlock: RSlice::from_slice(&unlock),
+        })
+        .into_result()
+}
+
+/// One caller's part of a merged commit's receipt: its ids in order, and the stored
+/// envelopes of the messages it submitted or updated.
+fn part_of(receipt: &mut CommitReceipt, commit: &Commit) -> CommitReceipt {
+    let submitted: Vec<MessageId> = receipt.submitted.drain(..commit.submit.len()).collect();
+    let delivered: Vec<MessageId> = receipt.delivered.drain(..commit.deliver.len()).collect();
+    let mine = |id: &MessageId| {
+        submitted.contains(id) || commit.update_envelopes.iter().any(|e| e.id == *id)
+    };
+    let stored = receipt
+        .stored
+        .iter()
+        .filter(|e| mine(&e.id))
+        .cloned()
+        .collect();
+    CommitReceipt {
+        submitted: submitted.into(),
+        delivered: delivered.into(),
+        stored,
+    }
+}
+
+type Reply = Sender<Result<CommitReceipt, ProviderError>>;
+
+/// A read the store worker runs; it says whether the store is still healthy.
+type StoreCall = Box<dyn FnOnce(Result<&mut StoreObject, &ProviderError>) -> Health + Send>;
+
+enum Request {
+    Commit(Commit, Reply),
+    Call(StoreCall),
+}
+
+/// A handle to the store thread, cheap to clone.
+#[derive(Clone)]
+pub struct StoreClient {
+    requests: Sender<Request>,
+}
+
+/// How many commits one group commit merges at most.
+const MAX_GROUP: usize = 512;
+
+impl StoreClient {
+    /// Starts the store thread; `open` opens the store provider on it.
+    pub fn start(
+        name: &str,
+        open: Opener<StoreObject>,
+        status: StatusTable,
+    ) -> (StoreClient, Vec<JoinHandle<()>>) {
+        let (worker, worker_thread) = Worker::start(name, 1, open, status);
+        let (requests, queue) = bounded::<Request>(1024);
+        let thread = std::thread::Builder::new()
+            .name("store batcher".into())
+            .spawn(move || batch_requests(queue, worker))
+            .expect("the system can start a thread");
+        (StoreClient { requests }, vec![thread, worker_thread])
+    }
+
+    /// Commits `commit` durably (possibly together with other callers' commits).
+    pub fn commit(&self, commit: Commit) -> Result<CommitReceipt, ProviderError> {
+        let (reply, answer) = bounded(1);
+        self.send(Request::Commit(commit, reply))?;
+        answer.recv().unwrap_or_else(|_| Err(gone()))
+    }
+
+    fn call<R: Send + 'static>(
+        &self,
+        call: impl FnOnce(&mut StoreObject) -> Result<R, ProviderError> + Send + 'static,
+    ) -> Result<R, ProviderError> {
+        let (reply, answer) = bounded(1);
+        self.send(Request::Call(Box::new(move |store| {
+            let result = store.map_err(Clone::clone).and_then(call);
+            let health = Health::of(&result);
+            reply.send(result).ok();
+            health
+        })))?;
+        answer.recv().unwrap_or_else(|_| Err(gone()))
+    }
+
+    fn send(&self, request: Request) -> Result<(), ProviderError> {
+        self.requests.send(request).map_err(|_| gone())
+    }
+
+    /// Locks and returns up to `limit` due Outbox messages.
+    pub fn lock_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, ProviderError> {
+        self.call(move |store| store.lock_due(now, limit).into_result().map(Vec::from))
+    }
+
+    /// When the next unlocked Outbox message is due.
+    pub fn next_due(&self) -> Result<Option<Timestamp>, ProviderError> {
+        self.call(|store| store.next_due().into_result().map(ROption::into_option))
+    }
+
+    /// One message.
+    pub fn get(&self, id: MessageId) -> Result<Option<StoredMessage>, ProviderError> {
+        self.call(move |store| store.get(id).into_result().map(ROption::into_option))
+    }
+
+    /// The folders.
+    pub fn folders(&self) -> Result<Vec<FolderInfo>, ProviderError> {
+        self.call(|store| store.folders().into_result().map(Vec::from))
+    }
+
+    /// A folder's messages.
+    pub fn list(&self, folder: &str) -> Result<Vec<MessageSummary>, ProviderError> {
+        let folder = folder.to_owned();
+        self.call(move |store| {
+            store
+                .list(RStr::from_str(&folder))
+                .into_result()
+                .map(Vec::from)
+        })
+    }
+
+    /// The address types the store delivers itself.
+    pub fn delivers_itself(&self) -> Result<Vec<String>, ProviderError> {
+        self.call(|store| {
+            store
+                .delivers_itself()
+                .into_result()
+                .map(|types| types.into_iter().map(RString::into_string).collect())
+        })
+    }
+}
+
+fn gone() -> ProviderError {
+    ProviderError::temporary("the store thread has stopped (the host is shutting down)")
+}
+
+fn batch_requests(queue: Receiver<Request>, store: Worker<StoreObject>) {
+    while let Ok(first) = queue.recv() {
+        let mut commits = Vec::new();
+        let mut calls = Vec::new();
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            match request {
+                Request::Commit(commit, reply) => commits.push((commit, reply)),
+                Request::Call(call) => calls.push(call),
+            }
+            if commits.len() < MAX_GROUP {
+                next = queue.try_recv().ok();
+            }
+        }
+        if !commits.is_empty() {
+            let done = store.call(move |store| {
+                commit_group(store, commits);
+                Ok(())
+            });
+            if let Err(error) = done {
+                log::error!("store: {error}");
+            }
+        }
+        for call in calls {
+            if store.run(call).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn commit_group(store: &mut StoreObject, commits: Vec<(Commit, Reply)>) {
+    let all: Vec<&Commit> = commits.iter().map(|(commit, _)| commit).collect();
+    match commit_together(store, &all) {
+        Ok(mut receipt) => {
+            for (commit, reply) in &commits {
+                reply.send(Ok(part_of(&mut receipt, commit))).ok();
+            }
+        }
+        Err(error) if commits.len() > 1 => {
+            log::warn!(
+                "store: a group commit of {} failed ({error}); committing each alone",
+                commits.len()
+            );
+            for (commit, reply) in &commits {
+                reply.send(commit_together(store, &[commit])).ok();
+            }
+        }
+        Err(error) => {
+            commits.into_iter().for_each(|(_, reply)| {
+                reply.send(Err(error.clone())).ok();
+            });
+        }
+    }
+}
