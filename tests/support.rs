@@ -222,3 +222,232 @@ fn read_in_background(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<St
         String::from_utf8_lossy(&text).into_owned()
     })
 }
+
+/// A spooler site in a temporary folder: a providers folder with the bundled libraries, a
+/// data folder, and folders for the directory transports to write into.
+pub struct Site {
+    root: tempfile::TempDir,
+    providers: ProviderFolder,
+}
+
+impl Site {
+    /// A new site with every bundled provider.
+    pub fn new() -> Site {
+        let root = tempfile::tempdir().expect("a temporary folder");
+        set_mode(root.path(), 0o755);
+        Site {
+            root,
+            providers: ProviderFolder::with(&BUNDLED),
+        }
+    }
+
+    /// A folder under the site (not created).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    /// The providers folder.
+    pub fn providers(&self) -> &ProviderFolder {
+        &self.providers
+    }
+
+    /// Writes the profile: `data_dir` and `providers` are filled in, then `body`.
+    /// `{site}` in `body` stands for the site's folder.
+    pub fn write_config(&self, body: &str) -> PathBuf {
+        let config = format!(
+            "data_dir = \"{}\"\nproviders = \"{}\"\n{}",
+            self.path("data").display(),
+            self.providers.path().display(),
+            body.replace("{site}", &self.root.path().display().to_string())
+        );
+        let file = self.path("spooler.toml");
+        fs::write(&file, config).expect("writing the profile");
+        file
+    }
+
+    /// The `.eml` files a directory transport wrote into `folder`, sorted by name.
+    pub fn delivered_files(&self, folder: &str) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = fs::read_dir(self.path(folder))
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok().map(|e| e.path()))
+                    .filter(|path| path.extension().is_some_and(|e| e == "eml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A `spooler-host run` started on a site's profile, killed when dropped.
+pub struct Host {
+    child: std::process::Child,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+/// How long the tests wait for anything the host should do promptly.
+pub const PROMPTLY: Duration = Duration::from_secs(20);
+
+impl Host {
+    /// Starts the host on `config` and waits until its control socket answers. Its log goes
+    /// to `<log_name>` beside the profile.
+    pub fn start(config: &Path, log_name: &str) -> Host {
+        let log = config.with_file_name(log_name);
+        let log_file = fs::File::create(&log).expect("creating the host log");
+        let child = Command::new(host_binary())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("the host starts");
+        let mut host = Host {
+            child,
+            config: config.to_owned(),
+            log,
+        };
+        let deadline = Instant::now() + PROMPTLY;
+        loop {
+            if host.command(&["status"]).code == Some(0) {
+                return host;
+            }
+            if let Ok(Some(status)) = host.child.try_wait() {
+                panic!("the host exited with {status} at start:\n{}", host.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the host did not answer within {PROMPTLY:?}:\n{}",
+                host.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `spooler-host <args> --config <profile>` as a client.
+    pub fn command(&self, args: &[&str]) -> Finished {
+        let config = self.config.to_string_lossy().into_owned();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", config.as_str()]);
+        run_host(&all, &[], PROMPTLY)
+    }
+
+    /// Submits `message` with `submit` and its arguments; returns the queue id.
+    pub fn submit(&self, args: &[&str], message: &str) -> String {
+        let finished = self.submit_with_status(args, message);
+        assert_eq!(finished.code, Some(0), "submit failed: {}", finished.stderr);
+        finished.stdout.trim().to_owned()
+    }
+
+    /// Submits and returns what `submit` printed and its exit code.
+    pub fn submit_with_status(&self, args: &[&str], message: &str) -> Finished {
+        let config = self.config.to_string_lossy().into_owned();
+        let mut all = vec!["submit", "--config", config.as_str()];
+        all.extend_from_slice(args);
+        run_host_with_input(&all, message.as_bytes(), PROMPTLY)
+    }
+
+    /// `show ID --json`.
+    pub fn show(&self, id: &str) -> serde_json::Value {
+        let finished = self.command(&["show", id, "--json", "--content"]);
+        assert_eq!(finished.code, Some(0), "show failed: {}", finished.stderr);
+        serde_json::from_str(&finished.stdout).expect("show prints JSON")
+    }
+
+    /// `list FOLDER --json`: one JSON object per message.
+    pub fn list(&self, folder: &str) -> Vec<serde_json::Value> {
+        let finished = self.command(&["list", folder, "--json"]);
+        assert_eq!(finished.code, Some(0), "list failed: {}", finished.stderr);
+        finished
+            .stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("list prints JSON lines"))
+            .collect()
+    }
+
+    /// The content of every message in `folder`.
+    pub fn contents(&self, folder: &str) -> Vec<String> {
+        self.list(folder)
+            .iter()
+            .map(|message| {
+                self.show(message["id"].as_str().expect("an id"))["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// Kills the host with SIGKILL, as a crash would.
+    pub fn kill_hard(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
+
+/// Waits until `condition` holds, checking every 50 ms, for at most `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs the host with `args` and `input` on standard input.
+pub fn run_host_with_input(args: &[&str], input: &[u8], limit: Duration) -> Finished {
+    let mut child = Command::new(host_binary())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the host starts");
+    let stdout = read_in_background(child.stdout.take());
+    let stderr = read_in_background(child.stderr.take());
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        stdin.write_all(input).expect("writing the message");
+    }
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the host") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("`{}` did not finish within {limit:?}", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Finished {
+        code: status.code(),
+        stdout: stdout.join().expect("reading stdout"),
+        stderr: stderr.join().expect("reading stderr"),
+    }
+}

@@ -1150,6 +1150,7 @@ fn describe(duration: Duration) -> String {
         s if s >= 86400 && s % 86400 == 0 => format!("{}d", s / 86400),
         s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
         s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
-        _ => format!("{:.1}s", duration.as_secs_f64()),
+        s if duration.subsec_millis() == 0 => format!("{s}s"),
+        _ => format!("{}ms", duration.as_millis()),
     }
 }

@@ -1,0 +1,487 @@
+//! The outbound engine as a user meets it: a real `spooler-host run` on the bundled
+//! providers (embedded store, directory transports, distribution lists), messages submitted
+//! with `spooler-host submit`, results read from the transports' folders and the store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use spooler_tests::{wait_until, Host, Site, PROMPTLY};
+
+/// Two directory transports: `fax` claims FAX, `files` claims FILE. Retries are quick.
+const TWO_TRANSPORTS: &str = r#"
+[[transport]]
+provider = "directory"
+name = "fax"
+config = { path = "{site}/fax", address_type = "FAX" }
+
+[[transport]]
+provider = "directory"
+name = "files"
+config = { path = "{site}/files" }
+
+[retry]
+min_delay = "200ms"
+max_delay = "1s"
+"#;
+
+const MESSAGE: &str = "From: alice@example.com\r\nTo: bob\r\nSubject: quarterly figures\r\n\r\nThe figures are attached.\r\n";
+
+fn recipient<'a>(message: &'a Value, address: &str) -> &'a Value {
+    message["recipients"]
+        .as_array()
+        .expect("recipients")
+        .iter()
+        .find(|r| r["address"] == address)
+        .unwrap_or_else(|| panic!("no recipient {address} in {message:#}"))
+}
+
+fn reports_in_inbox(host: &Host) -> Vec<String> {
+    host.contents("Inbox")
+}
+
+#[test]
+fn recipients_of_several_types_go_to_the_transports_that_claim_them() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(TWO_TRANSPORTS), "host.log");
+    let id = host.submit(&["FAX:+4930123456", "FILE:bob", "LOCAL:carol"], MESSAGE);
+
+    wait_until(PROMPTLY, "the message is in Sent Items", || {
+        host.list("Sent Items").len() == 1
+    });
+    let fax = site.delivered_files("fax");
+    let files = site.delivered_files("files");
+    assert_eq!(
+        (fax.len(), files.len()),
+        (1, 1),
+        "one delivery per transport"
+    );
+    let fax_copy = fs::read_to_string(&fax[0]).unwrap();
+    assert!(
+        fax_copy.contains("X-Envelope-To: FAX:+4930123456\r\n"),
+        "{fax_copy}"
+    );
+    assert!(
+        !fax_copy.contains("FILE:bob") && !fax_copy.contains("carol"),
+        "the fax transport sees only its recipient"
+    );
+    assert!(fax_copy.ends_with(MESSAGE));
+    let file_copy = fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        file_copy.contains("X-Envelope-To: FILE:bob\r\n") && !file_copy.contains("FAX:"),
+        "{file_copy}"
+    );
+
+    // LOCAL is the store's own: it delivered that recipient itself.
+    assert_eq!(host.contents("Local/carol"), [MESSAGE]);
+    let sent = host.show(&id);
+    assert_eq!(sent["folder"], "Sent Items");
+    for (address, transport) in [
+        ("FAX:+4930123456", "fax"),
+        ("FILE:bob", "files"),
+        ("LOCAL:carol", "embedded"),
+    ] {
+        let status = recipient(&sent, address);
+        assert_eq!(status["state"], "delivered", "{status}");
+        assert_eq!(status["transport"], transport, "{status}");
+        assert_eq!(status["attempts"], 1, "{status}");
+    }
+    assert!(
+        reports_in_inbox(&host).is_empty(),
+        "no report was asked for and nothing failed"
+    );
+}
+
+#[test]
+fn an_address_type_no_transport_claims_gets_a_non_delivery_report_at_once() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(TWO_TRANSPORTS), "host.log");
+    let id = host.submit(&["X400:c=de;o=example;s=bob", "FILE:bob"], MESSAGE);
+
+    wait_until(PROMPTLY, "a report is in the Inbox", || {
+        host.list("Inbox").len() == 1
+    });
+    let report = &reports_in_inbox(&host)[0];
+    assert!(
+        report.contains("Content-Type: multipart/report; report-type=delivery-status"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Subject: Undelivered Mail Returned to Sender"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "Final-Recipient: x-x400; c=de;o=example;s=bob\r\nAction: failed\r\nStatus: 5.4.4\r\n"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("no transport claims address type X400"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("Final-Recipient: x-file; bob"),
+        "only the failed recipient is reported"
+    );
+    assert!(
+        report.contains("Subject: quarterly figures"),
+        "the original headers are quoted"
+    );
+    let message = host.show(&id);
+    assert_eq!(
+        recipient(&message, "X400:c=de;o=example;s=bob")["state"],
+        "failed"
+    );
+    assert_eq!(
+        recipient(&message, "X400:c=de;o=example;s=bob")["attempts"],
+        0
+    );
+    assert_eq!(recipient(&message, "FILE:bob")["state"], "delivered");
+}
+
+#[test]
+fn mail_for_an_offline_transport_waits_and_goes_out_as_soon_as_it_is_back() {
+    let site = Site::new();
+    // A long backoff: only the "back online" notice can explain a prompt delivery.
+    let config = site.write_config(&TWO_TRANSPORTS.replace(
+        "min_delay = \"200ms\"\nmax_delay = \"1s\"",
+        "min_delay = \"1h\"\nmax_delay = \"1h\"",
+    ));
+    fs::create_dir_all(site.path("files")).unwrap();
+    fs::write(site.path("files/.offline"), "maintenance").unwrap();
+    let host = Host::start(&config, "host.log");
+    let id = host.submit(&["FILE:bob"], MESSAGE);
+
+    wait_until(
+        PROMPTLY,
+        "the recipient waits for the offline transport",
+        || {
+            let status = recipient(&host.show(&id), "FILE:bob").clone();
+            status["last_answer"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("waiting: transport files is offline")
+        },
+    );
+    let status = host.command(&["status"]).stdout;
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("files") && l.contains("offline")),
+        "{status}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        site.delivered_files("files").is_empty(),
+        "nothing is written while offline"
+    );
+    assert_eq!(host.list("Outbox").len(), 1);
+
+    fs::remove_file(site.path("files/.offline")).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the waiting message is delivered",
+        || site.delivered_files("files").len() == 1,
+    );
+    wait_until(PROMPTLY, "the message is finished", || {
+        host.show(&id)["folder"] == "Sent Items"
+    });
+    assert_eq!(recipient(&host.show(&id), "FILE:bob")["state"], "delivered");
+}
+
+#[test]
+fn a_recipient_still_waiting_at_the_end_of_its_lifetime_fails_as_expired() {
+    let site = Site::new();
+    let config = site.write_config(&TWO_TRANSPORTS.replace(
+        "max_delay = \"1s\"",
+        "max_delay = \"1s\"\nmax_lifetime = \"2s\"",
+    ));
+    fs::create_dir_all(site.path("files")).unwrap();
+    fs::write(site.path("files/.offline"), "").unwrap();
+    let host = Host::start(&config, "host.log");
+    let id = host.submit(&["FILE:bob", "FAX:+4930123"], MESSAGE);
+
+    wait_until(PROMPTLY, "a non-delivery report arrives", || {
+        host.list("Inbox").len() == 1
+    });
+    let report = &reports_in_inbox(&host)[0];
+    assert!(
+        report.contains("Final-Recipient: x-file; bob\r\nAction: failed\r\nStatus: 4.4.7\r\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("expired: not delivered within 2s"),
+        "{report}"
+    );
+    assert!(
+        report.contains("transport files is offline"),
+        "the last answer is quoted: {report}"
+    );
+    let message = host.show(&id);
+    assert_eq!(message["folder"], "Sent Items");
+    assert_eq!(recipient(&message, "FILE:bob")["state"], "failed");
+    assert_eq!(recipient(&message, "FAX:+4930123")["state"], "delivered");
+    assert!(site.delivered_files("files").is_empty());
+}
+
+#[test]
+fn a_delivery_report_comes_when_the_sender_asks_for_one() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(TWO_TRANSPORTS), "host.log");
+    host.submit(
+        &[
+            "-N",
+            "success,failure",
+            "-f",
+            "alice@example.com",
+            "FILE:bob",
+            "FAX:+4930123",
+        ],
+        MESSAGE,
+    );
+
+    wait_until(PROMPTLY, "a delivery report arrives", || {
+        host.list("Inbox").len() == 1
+    });
+    let report = &reports_in_inbox(&host)[0];
+    assert!(
+        report.contains("Subject: Delivery Status Notification (Success)"),
+        "{report}"
+    );
+    assert!(report.contains("To: alice@example.com\r\n"), "{report}");
+    assert!(
+        report.contains("Final-Recipient: x-file; bob\r\nAction: delivered\r\nStatus: 2.0.0\r\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Final-Recipient: x-fax; +4930123\r\nAction: delivered\r\n"),
+        "{report}"
+    );
+    let inbox = host.list("Inbox");
+    assert_eq!(inbox[0]["is_report"], true);
+    assert_eq!(inbox[0]["sender"], "LOCAL:mailer-daemon");
+}
+
+#[test]
+fn no_one_but_the_sender_ever_sees_a_bcc_recipient() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(TWO_TRANSPORTS), "host.log");
+    let message = "From: alice@example.com\r\nTo: bob\r\nBcc: carol@example.com\r\nSubject: surprise party\r\n\r\nSaturday.\r\n";
+    // carol is Bcc; dora (FAX, Bcc) and erin (an unknown type, Bcc) fail, so reports name them.
+    host.submit(
+        &[
+            "-N",
+            "success,failure",
+            "-f",
+            "alice@example.com",
+            "FILE:bob",
+            "--bcc",
+            "FILE:carol",
+            "--bcc",
+            "X400:erin",
+        ],
+        message,
+    );
+
+    wait_until(PROMPTLY, "both reports arrive", || {
+        host.list("Inbox").len() == 2
+    });
+    let files = site.delivered_files("files");
+    assert_eq!(
+        files.len(),
+        2,
+        "bob's copy and carol's copy are separate deliveries"
+    );
+    let copies: Vec<String> = files
+        .iter()
+        .map(|f| fs::read_to_string(f).unwrap())
+        .collect();
+    let bobs = copies
+        .iter()
+        .find(|c| c.contains("X-Envelope-To: FILE:bob"))
+        .expect("bob's copy");
+    assert!(
+        !bobs.to_lowercase().contains("carol") && !bobs.contains("erin"),
+        "bob's copy shows no Bcc recipient:\n{bobs}"
+    );
+    assert!(
+        !bobs.contains("Bcc:"),
+        "the Bcc header was removed at submission"
+    );
+    let carols = copies
+        .iter()
+        .find(|c| c.contains("X-Envelope-To: FILE:carol"))
+        .expect("carol's copy");
+    assert!(
+        !carols.contains("FILE:bob\r\n") && !carols.contains("erin"),
+        "carol's copy names only her:\n{carols}"
+    );
+
+    // The reports go to the sender alone, who may see her Bcc recipients.
+    for report in reports_in_inbox(&host) {
+        assert!(report.contains("To: alice@example.com\r\n"), "{report}");
+        assert!(
+            !report.contains("Bcc: carol"),
+            "the quoted headers carry no Bcc field"
+        );
+    }
+    let reports = reports_in_inbox(&host).join("\n");
+    assert!(
+        reports.contains("X400:erin (Bcc)"),
+        "the sender's own report may name a Bcc recipient"
+    );
+}
+
+#[test]
+fn distribution_lists_are_expanded_before_routing_with_nesting_and_loops() {
+    let site = Site::new();
+    let config = site.write_config(&format!(
+        "{TWO_TRANSPORTS}\n{}",
+        r#"
+[[preprocessor]]
+provider = "distribution-lists"
+config = { lists = { "LOCAL:team" = ["FILE:ann", "LOCAL:ops", "FILE:bob"], "LOCAL:ops" = ["FAX:+4930123", "LOCAL:team", "FILE:ann"] } }
+"#
+    ));
+    let host = Host::start(&config, "host.log");
+    let id = host.submit(&["LOCAL:team", "LOCAL:carol"], MESSAGE);
+
+    wait_until(PROMPTLY, "the message is finished", || {
+        host.list("Sent Items").len() == 1
+    });
+    let message = host.show(&id);
+    let addresses: BTreeSet<String> = message["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["address"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: BTreeSet<String> = ["FILE:ann", "FILE:bob", "FAX:+4930123", "LOCAL:carol"]
+        .map(String::from)
+        .into();
+    assert_eq!(
+        addresses, expected,
+        "lists replaced by their members, each once"
+    );
+    for address in &expected {
+        assert_eq!(recipient(&message, address)["state"], "delivered");
+    }
+    assert_eq!(site.delivered_files("files").len(), 1);
+    assert_eq!(site.delivered_files("fax").len(), 1);
+    assert_eq!(host.list("Local/carol").len(), 1);
+    assert!(
+        host.list("Local/team").is_empty(),
+        "a list is not a mailbox"
+    );
+    assert!(
+        host.log().contains("distribution list loop"),
+        "the loop is reported"
+    );
+}
+
+/// Submits over the control socket directly, for speed; returns the queue ids.
+fn submit_many(socket: &std::path::Path, count: usize) -> Vec<String> {
+    let stream = UnixStream::connect(socket).expect("the control socket");
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    (0..count)
+        .map(|n| {
+            let content =
+                format!("From: load@example.com\r\nSubject: message {n}\r\n\r\nNumber {n}.\r\n");
+            let request = json!({
+                "command": "submit",
+                "sender": "LOCAL:load",
+                "recipients": [{ "address": format!("FILE:sink{}", n % 7), "kind": "to" }],
+                "content_length": content.len(),
+            });
+            writer
+                .write_all(format!("{request}\n{content}").as_bytes())
+                .unwrap();
+            let mut answer = String::new();
+            reader.read_line(&mut answer).unwrap();
+            let answer: Value = serde_json::from_str(&answer).unwrap();
+            answer["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("not submitted: {answer}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The message ids whose delivery a host log records.
+fn recorded_deliveries(log: &str) -> BTreeSet<String> {
+    log.lines()
+        .filter(|line| line.contains("state=Delivered"))
+        .filter_map(|line| {
+            line.split("spooler_host::engine] ")
+                .nth(1)?
+                .split(':')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn after_a_kill_9_during_a_run_of_1000_messages_every_message_arrives_and_no_recorded_delivery_is_repeated(
+) {
+    let site = Site::new();
+    let config = site.write_config(&format!("{TWO_TRANSPORTS}\n[limits]\nmax_in_flight = 64\n"));
+    let mut host = Host::start(&config, "first-run.log");
+    let ids = submit_many(&site.path("data/control.sock"), 1000);
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        1000,
+        "every submission got its own id"
+    );
+
+    wait_until(PROMPTLY * 3, "deliveries are under way", || {
+        site.delivered_files("files").len() >= 150
+    });
+    host.kill_hard();
+    let recorded_before = recorded_deliveries(&host.log());
+    let written_before = site.delivered_files("files").len();
+    assert!(
+        written_before < 1000,
+        "the kill came mid-run ({written_before} written)"
+    );
+    assert!(!recorded_before.is_empty());
+
+    let host = Host::start(&config, "second-run.log");
+    wait_until(PROMPTLY * 6, "every message is finished", || {
+        host.list("Outbox").is_empty() && host.list("Sent Items").len() == 1000
+    });
+
+    let mut files_per_message: BTreeMap<String, usize> = BTreeMap::new();
+    for file in site.delivered_files("files") {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        *files_per_message.entry(name[..16].to_owned()).or_default() += 1;
+    }
+    let ids: BTreeSet<String> = ids.into_iter().collect();
+    assert_eq!(
+        files_per_message.keys().cloned().collect::<BTreeSet<_>>(),
+        ids,
+        "every message arrived"
+    );
+    for id in &recorded_before {
+        assert_eq!(
+            files_per_message[id], 1,
+            "message {id} was recorded as delivered before the kill, yet sent again"
+        );
+    }
+    let repeats: usize = files_per_message.values().map(|n| n - 1).sum();
+    assert!(
+        repeats <= 64,
+        "only deliveries in flight at the kill may repeat; {repeats} did"
+    );
+    let recorded_after = recorded_deliveries(&host.log());
+    assert!(
+        recorded_before.is_disjoint(&recorded_after),
+        "no recorded delivery was recorded again"
+    );
+    assert_eq!(recorded_before.len() + recorded_after.len(), 1000);
+}
