@@ -83,8 +83,6 @@ struct Flight {
     stage: Stage,
     /// For recipients a transport answered `NotMine`: where in the claimant list to go on.
     next_claimant: HashMap<usize, usize>,
-    /// Recipients that get a delay warning in this pass.
-    warn: Vec<usize>,
 }
 
 /// The queue manager's inputs, for [`QueueManager::start`].
@@ -334,7 +332,6 @@ impl QueueManager {
             envelope,
             stage: Stage::Delivering { outstanding: 0 },
             next_claimant: HashMap::new(),
-            warn: Vec::new(),
         };
         self.flights.insert(id, flight);
         if chain.is_empty() {
@@ -785,15 +782,6 @@ impl QueueManager {
                 }
             }
         }
-        if let Some(warning) = self.policy.delay_warning {
-            let old_enough = now.since(flight.envelope.submitted_at) >= warning;
-            for (index, recipient) in flight.envelope.recipients.iter_mut().enumerate() {
-                if old_enough && !recipient.status.is_final() && !recipient.status.delay_warned {
-                    recipient.status.delay_warned = true;
-                    flight.warn.push(index);
-                }
-            }
-        }
         if let Stage::Delivering { outstanding } = &mut flight.stage {
             *outstanding -= 1;
         }
@@ -813,6 +801,11 @@ impl QueueManager {
             return;
         };
         let envelope = &mut flight.envelope;
+        // A sender waiting this long gets one warning per recipient still pending.
+        let delayed_long = self
+            .policy
+            .delay_warning
+            .is_some_and(|after| now.since(envelope.submitted_at) >= after);
         for recipient in envelope
             .recipients
             .iter()
@@ -864,10 +857,10 @@ impl QueueManager {
                     ));
                 }
             }
-            let warn: Vec<&Recipient> = flight
-                .warn
+            let warn: Vec<&Recipient> = envelope
+                .recipients
                 .iter()
-                .map(|&i| &envelope.recipients[i])
+                .filter(|r| delayed_long && !r.status.is_final() && !r.status.delay_warned)
                 .collect();
             if !warn.is_empty() {
                 reports.push(reports::build(
@@ -889,13 +882,12 @@ impl QueueManager {
                     .push((INBOX.to_owned(), report, content));
             }
         }
-        flight.warn.clear();
-        for recipient in envelope
-            .recipients
-            .iter_mut()
-            .filter(|r| r.status.is_final())
-        {
-            recipient.status.reported = true;
+        for recipient in envelope.recipients.iter_mut() {
+            if recipient.status.is_final() {
+                recipient.status.reported = true;
+            } else if delayed_long {
+                recipient.status.delay_warned = true;
+            }
         }
         if envelope.is_finished() {
             let folder = Some(SENT_ITEMS.to_owned());
