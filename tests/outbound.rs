@@ -584,3 +584,27 @@ config = { rule = [{ field = "subject", contains = "invoice", action = "move", f
         missing.stderr
     );
 }
+
+#[test]
+fn a_message_only_for_the_stores_own_recipients_is_delivered_by_the_store_and_finished() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(""), "host.log");
+    let id = host.submit(&["-N", "success", "LOCAL:alice", "local:Bob"], MESSAGE);
+
+    wait_until(PROMPTLY, "the message is finished", || {
+        host.show(&id)["folder"] == "Sent Items"
+    });
+    assert_eq!(host.contents("Local/alice"), [MESSAGE]);
+    assert_eq!(host.contents("Local/Bob"), [MESSAGE]);
+    let copy = &host.list("Local/alice")[0];
+    assert_eq!(recipient(copy, "LOCAL:alice")["state"], "delivered");
+    wait_until(PROMPTLY, "the delivery report arrives", || {
+        host.list("Inbox").len() == 1
+    });
+    let report = &reports_in_inbox(&host)[0];
+    assert!(
+        report.contains("Final-Recipient: x-local; alice\r\nAction: delivered\r\n"),
+        "{report}"
+    );
+    assert!(report.contains("X-Spooler-Transport: embedded"), "{report}");
+}

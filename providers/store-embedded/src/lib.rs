@@ -138,15 +138,18 @@ impl EmbeddedStore {
                 continue;
             }
             let folder = local_folder(recipient);
-            let mut copy = Envelope::new(envelope.sender.clone(), vec![recipient.clone()]);
-            copy.submitted_at = now;
-            rows::insert(transaction, &folder, &copy, content)?;
             let status = &mut envelope.recipients[index].status;
             status.state = DeliveryState::Delivered;
             status.transport = ROption::RSome(RString::from(self.name.as_str()));
             status.attempts += 1;
             status.last_answer = format!("delivered to folder {folder}").into();
             status.status_code = "2.0.0".into();
+            let mut copy = Envelope::new(
+                envelope.sender.clone(),
+                vec![envelope.recipients[index].clone()],
+            );
+            copy.submitted_at = now;
+            rows::insert(transaction, &folder, &copy, content)?;
         }
         Ok(())
     }
@@ -162,12 +165,9 @@ impl EmbeddedStore {
             let mut envelope = message.envelope.clone();
             envelope.submitted_at = now;
             self.deliver_locally(transaction, &mut envelope, &message.content)?;
-            receipt.submitted.push(rows::insert(
-                transaction,
-                OUTBOX,
-                &envelope,
-                &message.content,
-            )?);
+            envelope.id = rows::insert(transaction, OUTBOX, &envelope, &message.content)?;
+            receipt.submitted.push(envelope.id);
+            receipt.stored.push(envelope);
         }
         for replacement in batch.replace_content.iter() {
             let content = replacement.content.as_slice();

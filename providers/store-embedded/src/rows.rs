@@ -10,8 +10,8 @@ use provider_abi::{
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 /// When an Outbox message is next due: the latest of its deferral and the earliest next
-/// attempt of its pending recipients (now, for one never tried). `None` when it is held or
-/// has nothing pending.
+/// attempt of its pending recipients (its submission, for one never tried); its submission
+/// when nothing is pending and it only waits to be finished. `None` when it is held.
 pub fn due(envelope: &Envelope) -> Option<i64> {
     if envelope.held {
         return None;
@@ -25,8 +25,11 @@ pub fn due(envelope: &Envelope) -> Option<i64> {
                 .next_attempt
                 .map_or(envelope.submitted_at.0, |t| t.0)
         })
-        .min()?;
-    Some(earliest.max(envelope.deferred_until.map_or(i64::MIN, |t| t.0)))
+        .min();
+    match earliest {
+        Some(earliest) => Some(earliest.max(envelope.deferred_until.map_or(i64::MIN, |t| t.0))),
+        None => Some(envelope.submitted_at.0),
+    }
 }
 
 /// Inserts a message into `folder` and returns its id.
