@@ -608,3 +608,43 @@ fn a_message_only_for_the_stores_own_recipients_is_delivered_by_the_store_and_fi
     );
     assert!(report.contains("X-Spooler-Transport: embedded"), "{report}");
 }
+
+#[test]
+fn a_recipient_a_transport_declines_goes_to_the_next_one_claiming_its_type() {
+    let site = Site::new();
+    let config = site.write_config(
+        r#"
+[[transport]]
+provider = "directory"
+name = "german-fax"
+config = { path = "{site}/de", address_type = "FAX", only = ["+49*"] }
+
+[[transport]]
+provider = "directory"
+name = "world-fax"
+config = { path = "{site}/world", address_type = "FAX" }
+"#,
+    );
+    let host = Host::start(&config, "host.log");
+    let id = host.submit(&["FAX:+4930123", "FAX:+33142"], MESSAGE);
+
+    wait_until(PROMPTLY, "the message is finished", || {
+        host.show(&id)["folder"] == "Sent Items"
+    });
+    let german = fs::read_to_string(&site.delivered_files("de")[0]).unwrap();
+    let world = fs::read_to_string(&site.delivered_files("world")[0]).unwrap();
+    assert!(
+        german.contains("X-Envelope-To: FAX:+4930123\r\n") && !german.contains("+33"),
+        "{german}"
+    );
+    assert!(
+        world.contains("X-Envelope-To: FAX:+33142\r\n") && !world.contains("+49"),
+        "{world}"
+    );
+    let message = host.show(&id);
+    assert_eq!(
+        recipient(&message, "FAX:+4930123")["transport"],
+        "german-fax"
+    );
+    assert_eq!(recipient(&message, "FAX:+33142")["transport"], "world-fax");
+}

@@ -269,7 +269,8 @@ impl QueueManager {
         if self.pending.is_empty() {
             return true;
         }
-        let commit = std::mem::take(&mut self.pending);
+        let mut commit = std::mem::take(&mut self.pending);
+        keep_last_update_per_message(&mut commit.update_envelopes);
         match self.store.commit(commit.clone()) {
             Ok(_) => {
                 for line in self.pending_log.drain(..) {
@@ -321,8 +322,14 @@ impl QueueManager {
 
     fn take_off(&mut self, message: StoredMessage) {
         let id = message.envelope.id;
+        if self.flights.contains_key(&id) {
+            // The store lost its locks (it was reopened); this one is being worked on.
+            log::warn!("{id}: handed out again while in progress; left to the pass under way");
+            return;
+        }
         let envelope = message.envelope.clone();
-        let chain = if envelope.preprocessed {
+        let expired = Timestamp::now() >= self.policy.expiry(&envelope);
+        let chain = if envelope.preprocessed || expired {
             Vec::new()
         } else {
             self.registry.preprocessors_for(&envelope.recipients)
@@ -393,10 +400,14 @@ impl QueueManager {
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
+        // An answer for a stage the message is no longer in is stale; ignore it.
+        if !matches!(flight.stage, Stage::Preprocessing { .. }) {
+            return;
+        }
         let Stage::Preprocessing { chain, position } =
             std::mem::replace(&mut flight.stage, Stage::Done)
         else {
-            return;
+            unreachable!("checked above");
         };
         let name = self.registry.preprocessors[chain[position]].name.clone();
         match result {
@@ -514,6 +525,8 @@ impl QueueManager {
             }
             Err(error) => {
                 log::error!("{id}: cannot store the preprocessed message: {error}");
+                // Its new content was not stored: preprocess it again next time.
+                flight.envelope.preprocessed = false;
                 self.defer_message(id, &format!("the store failed: {error}"));
             }
         }
@@ -525,6 +538,7 @@ impl QueueManager {
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
+        let expiry = self.policy.expiry(&flight.envelope);
         for recipient in flight
             .envelope
             .recipients
@@ -534,7 +548,7 @@ impl QueueManager {
             let status = &mut recipient.status;
             status.attempts += 1;
             let delay = self.policy.delay(status.attempts, None, self.jitter.unit());
-            status.next_attempt = Some(now.plus(delay)).into();
+            status.next_attempt = Some(now.plus(delay).min(expiry)).into();
             status.last_answer = format!("deferred: {reason}").into();
         }
         self.conclude(id);
@@ -614,8 +628,10 @@ impl QueueManager {
             match claimants.get(position) {
                 Some(&transport) => {
                     let name = &registry.transports[transport].name;
+                    // Only an offline (or missing) transport parks its recipients; a faulted
+                    // one still gets the job, so its worker can reopen it.
                     if registry.transports[transport].worker.is_none()
-                        || self.status.state(name) != ProviderState::Online
+                        || self.status.state(name) == ProviderState::Offline
                     {
                         wait_for(
                             recipient,
@@ -661,6 +677,7 @@ impl QueueManager {
         };
         *outstanding += jobs.len();
         let events = self.events.0.clone();
+        let mut unqueued = Vec::new();
         for (transport, indices) in jobs {
             let instance = &registry.transports[transport];
             let message = Arc::clone(&flight.message);
@@ -682,14 +699,28 @@ impl QueueManager {
                 );
             }
             let events = events.clone();
+            let answers_if_unqueued: Vec<(usize, Answer)> = calls
+                .iter()
+                .flatten()
+                .map(|(index, _)| {
+                    (
+                        *index,
+                        Err(format!("transport {} is not running", instance.name)),
+                    )
+                })
+                .collect();
             let queued = instance.worker.as_ref().map(|worker| {
                 worker.run(move |slot| submit_calls(slot, &message, calls, id, transport, &events))
             });
             if !matches!(queued, Some(Ok(()))) {
-                log::error!("{id}: transport {} is not running", instance.name);
+                unqueued.push((transport, answers_if_unqueued));
             }
         }
-        if *outstanding == 0 {
+        let nothing_outstanding = *outstanding == 0;
+        for (transport, answers) in unqueued {
+            self.submitted(id, transport, answers);
+        }
+        if nothing_outstanding {
             self.conclude(id);
         }
     }
@@ -785,6 +816,8 @@ impl QueueManager {
         if let Stage::Delivering { outstanding } = &mut flight.stage {
             *outstanding -= 1;
         }
+        // Stored with the next commit, while other transports may still be working on it.
+        self.pending.update_envelopes.push(flight.envelope.clone());
         if !reroute.is_empty() {
             self.route(id, reroute);
         } else if matches!(flight.stage, Stage::Delivering { outstanding: 0 }) {
@@ -890,6 +923,8 @@ impl QueueManager {
             }
         }
         if envelope.is_finished() {
+            // The reports and their `reported` flags are stored together, before the hooks.
+            self.pending.update_envelopes.push(envelope.clone());
             let folder = Some(SENT_ITEMS.to_owned());
             self.run_hook(id, 0, folder);
         } else {
@@ -966,9 +1001,12 @@ impl QueueManager {
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
+        if !matches!(flight.stage, Stage::Hooks { .. }) {
+            return;
+        }
         let Stage::Hooks { position, folder } = std::mem::replace(&mut flight.stage, Stage::Done)
         else {
-            return;
+            unreachable!("checked above");
         };
         let name = &self.registry.hooks[position].name;
         let next = match result {
@@ -1005,6 +1043,19 @@ impl QueueManager {
     }
 }
 
+/// Drops all but the newest envelope of each message: one pass may update a message several
+/// times before its commit, and only the last state needs storing.
+fn keep_last_update_per_message(updates: &mut Vec<provider_abi::Envelope>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut newest_first: Vec<_> = updates
+        .drain(..)
+        .rev()
+        .filter(|e| seen.insert(e.id))
+        .collect();
+    newest_first.reverse();
+    *updates = newest_first;
+}
+
 /// Calls the transport once per recipient group and sends the answers back.
 fn submit_calls(
     mut slot: Result<&mut provider_abi::transport::TransportObject, &ProviderError>,
@@ -1016,17 +1067,21 @@ fn submit_calls(
 ) -> Health {
     let mut answers = Vec::new();
     let mut health = Health::Fine;
+    // After a panic the transport is not called again; the rest get the panic as answer.
+    let mut fault: Option<ProviderError> = None;
     for call in calls {
         let (indices, addresses): (Vec<usize>, Vec<Address>) = call.into_iter().unzip();
-        let result = match slot {
-            Err(fault) => Err(fault.clone()),
-            Ok(ref mut transport) => transport
+        let result = match (&mut slot, &fault) {
+            (_, Some(fault)) => Err(fault.clone()),
+            (Err(fault), None) => Err((*fault).clone()),
+            (Ok(transport), None) => transport
                 .submit(message.as_ref(), RSlice::from_slice(&addresses))
                 .into_result()
                 .map(Vec::from),
         };
         if Health::of(&result) == Health::Faulted {
             health = Health::Faulted;
+            fault = result.as_ref().err().cloned();
         }
         match result {
             Ok(outcomes) if outcomes.len() == indices.len() => {
@@ -1056,9 +1111,6 @@ fn submit_calls(
                         .map(|index| (index, Err(error.to_string()))),
                 );
             }
-        }
-        if health == Health::Faulted {
-            break;
         }
     }
     events

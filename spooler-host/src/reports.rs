@@ -288,7 +288,7 @@ mod tests {
         );
         assert_eq!(
             rfc5322_date(Timestamp(1_795_457_702_000)),
-            "Mon, 23 Nov 2026 18:01:42 +0000"
+            "Mon, 23 Nov 2026 18:15:02 +0000"
         );
     }
 

@@ -93,7 +93,7 @@ fn commit_together(
         .iter()
         .flat_map(|c| c.unlock.iter().copied())
         .collect();
-    store
+    let receipt = store
         .commit(StoreBatch {
             submit: RSlice::from_slice(&submit),
             update_envelopes: RSlice::from_slice(&update_envelopes),
@@ -102,7 +102,18 @@ fn commit_together(
             deliver: RSlice::from_slice(&deliver),
             unlock: RSlice::from_slice(&unlock),
         })
-        .into_result()
+        .into_result()?;
+    if receipt.submitted.len() != submit.len() || receipt.delivered.len() != deliver.len() {
+        return Err(ProviderError::permanent(format!(
+            "the store's receipt lists {} submitted and {} delivered ids for {} and {} messages; \
+             the store provider is broken",
+            receipt.submitted.len(),
+            receipt.delivered.len(),
+            submit.len(),
+            deliver.len()
+        )));
+    }
+    Ok(receipt)
 }
 
 /// One caller's part of a merged commit's receipt: its ids in order, and the stored
@@ -251,10 +262,7 @@ fn batch_requests(queue: Receiver<Request>, store: Worker<StoreObject>) {
             }
         }
         if !commits.is_empty() {
-            let done = store.call(move |store| {
-                commit_group(store, commits);
-                Ok(())
-            });
+            let done = store.call(move |store| commit_group(store, commits));
             if let Err(error) = done {
                 log::error!("store: {error}");
             }
@@ -267,27 +275,44 @@ fn batch_requests(queue: Receiver<Request>, store: Worker<StoreObject>) {
     }
 }
 
-fn commit_group(store: &mut StoreObject, commits: Vec<(Commit, Reply)>) {
+/// Commits the group and answers every caller; returns the store's panic, if it panicked,
+/// so that its worker reopens it.
+fn commit_group(
+    store: &mut StoreObject,
+    commits: Vec<(Commit, Reply)>,
+) -> Result<(), ProviderError> {
     let all: Vec<&Commit> = commits.iter().map(|(commit, _)| commit).collect();
+    let mut panicked = None;
+    let mut answer = |reply: &Reply, result: Result<CommitReceipt, ProviderError>| {
+        if let Err(error) = &result {
+            if Health::of(&result) == Health::Faulted {
+                panicked = Some(error.clone());
+            }
+        }
+        reply.send(result).ok();
+    };
     match commit_together(store, &all) {
         Ok(mut receipt) => {
             for (commit, reply) in &commits {
-                reply.send(Ok(part_of(&mut receipt, commit))).ok();
+                answer(reply, Ok(part_of(&mut receipt, commit)));
             }
         }
-        Err(error) if commits.len() > 1 => {
+        Err(error)
+            if commits.len() > 1 && Health::of(&Err::<(), _>(error.clone())) == Health::Fine =>
+        {
             log::warn!(
                 "store: a group commit of {} failed ({error}); committing each alone",
                 commits.len()
             );
             for (commit, reply) in &commits {
-                reply.send(commit_together(store, &[commit])).ok();
+                answer(reply, commit_together(store, &[commit]));
             }
         }
         Err(error) => {
-            commits.into_iter().for_each(|(_, reply)| {
-                reply.send(Err(error.clone())).ok();
-            });
+            for (_, reply) in &commits {
+                answer(reply, Err(error.clone()));
+            }
         }
     }
+    panicked.map_or(Ok(()), Err)
 }

@@ -297,16 +297,21 @@ impl Store for EmbeddedStore {
         let ids = self
             .due_ids(now.0, limit)
             .map_err(|error| self.error("cannot read the queue", error))?;
+        // Read everything before locking anything, and pass over a message that cannot be
+        // read (it stays in the Outbox, reported) instead of stalling the whole queue.
         let mut messages = Vec::with_capacity(ids.len());
         for (id, _) in ids {
-            if let Some(message) = self
-                .read_message(id)
-                .map_err(|error| self.error(&format!("cannot read message {id}"), error))?
-            {
-                self.locked.insert(id);
-                messages.push(message);
+            match self.read_message(id) {
+                Ok(Some(message)) => messages.push(message),
+                Ok(None) => {}
+                Err(error) => log::error!(
+                    "store `{}`: message {id} cannot be read and is skipped: {error}",
+                    self.name
+                ),
             }
         }
+        self.locked
+            .extend(messages.iter().map(|message| message.envelope.id));
         Ok(messages)
     }
 

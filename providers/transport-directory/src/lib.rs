@@ -7,6 +7,9 @@
 //! (the host crashed after the transport wrote it but before the host recorded it) arrives
 //! as `<…>.1.eml`, so a gateway can tell and drop the repeat.
 //!
+//! With `only = ["+49*"]` it takes only matching addresses and answers "not mine" for the
+//! rest, which the host then offers to the next transport claiming the type.
+//!
 //! The transport is offline while its offline marker file exists (`<folder>/.offline` unless
 //! configured): messages for it wait in the queue. A watcher notices when the marker goes
 //! away and tells the host, which sends the waiting mail at once.
@@ -41,6 +44,9 @@ struct Config {
     /// How often the watcher looks at the offline marker, in milliseconds.
     #[serde(default = "default_watch_interval")]
     watch_interval_ms: u64,
+    /// Only these addresses (a trailing `*` matches any rest, case-insensitive); for the
+    /// others it answers "not mine" and the host offers them to the next transport.
+    only: Option<Vec<String>>,
 }
 
 fn default_address_type() -> String {
@@ -54,6 +60,7 @@ fn default_watch_interval() -> u64 {
 /// The transport instance.
 pub struct DirectoryTransport {
     folder: PathBuf,
+    only: Option<Vec<String>>,
     address_type: String,
     offline_marker: PathBuf,
     stop_watching: Arc<AtomicBool>,
@@ -95,6 +102,7 @@ impl DirectoryTransport {
         );
         Ok(DirectoryTransport {
             folder: config.path,
+            only: config.only,
             address_type: config.address_type.to_ascii_uppercase(),
             offline_marker,
             stop_watching,
@@ -125,6 +133,22 @@ impl DirectoryTransport {
     }
 }
 
+impl DirectoryTransport {
+    fn accepts(&self, recipient: &Address) -> bool {
+        let Some(patterns) = &self.only else {
+            return true;
+        };
+        let address = recipient.address().to_lowercase();
+        patterns.iter().any(|pattern| {
+            let pattern = pattern.to_lowercase();
+            match pattern.strip_suffix('*') {
+                Some(prefix) => address.starts_with(prefix),
+                None => address == pattern,
+            }
+        })
+    }
+}
+
 impl Drop for DirectoryTransport {
     fn drop(&mut self) {
         self.stop_watching.store(true, Ordering::Relaxed);
@@ -141,6 +165,22 @@ impl Transport for DirectoryTransport {
         message: MessageRef<'_>,
         recipients: &[Address],
     ) -> Result<Vec<RecipientOutcome>, ProviderError> {
+        let (mine, not_mine): (Vec<usize>, Vec<usize>) =
+            (0..recipients.len()).partition(|&i| self.accepts(&recipients[i]));
+        if mine.is_empty() {
+            return Ok(recipients
+                .iter()
+                .map(|_| RecipientOutcome::NotMine)
+                .collect());
+        }
+        if !not_mine.is_empty() {
+            let mut outcomes = vec![RecipientOutcome::NotMine; recipients.len()];
+            let accepted: Vec<Address> = mine.iter().map(|&i| recipients[i].clone()).collect();
+            for (index, outcome) in mine.into_iter().zip(self.submit(message, &accepted)?) {
+                outcomes[index] = outcome;
+            }
+            return Ok(outcomes);
+        }
         if !self.is_online() {
             let reason = format!("offline while {} exists", self.offline_marker.display());
             return Ok(recipients
