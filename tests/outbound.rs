@@ -648,3 +648,41 @@ config = { path = "{site}/world", address_type = "FAX" }
     );
     assert_eq!(recipient(&message, "FAX:+33142")["transport"], "world-fax");
 }
+
+#[test]
+fn a_panicking_transport_defers_only_its_own_mail_and_is_reopened() {
+    let site = Site::new();
+    site.providers().add_library("fixture-flaky-transport");
+    let config = site.write_config(&format!(
+        "{TWO_TRANSPORTS}\n[[transport]]\nprovider = \"flaky\"\nconfig = {{ count_file = \"{{site}}/flaky-count\" }}\n"
+    ));
+    let host = Host::start(&config, "host.log");
+    let id = host.submit(&["FLAKY:one", "FILE:bob"], MESSAGE);
+
+    wait_until(PROMPTLY, "the other transport delivers", || {
+        site.delivered_files("files").len() == 1
+    });
+    wait_until(
+        PROMPTLY,
+        "the panicking transport's recipient is deferred",
+        || {
+            recipient(&host.show(&id), "FLAKY:one")["last_answer"]
+                .as_str()
+                .is_some_and(|answer| {
+                    answer.contains("panicked: the flaky transport trips over its first message")
+                })
+        },
+    );
+    wait_until(PROMPTLY, "the reopened transport delivers", || {
+        host.show(&id)["folder"] == "Sent Items"
+    });
+    let flaky = recipient(&host.show(&id), "FLAKY:one").clone();
+    assert_eq!(flaky["state"], "delivered", "{flaky}");
+    assert_eq!(flaky["attempts"], 2, "{flaky}");
+    assert_eq!(fs::read_to_string(site.path("flaky-count")).unwrap(), "x");
+    assert!(host.log().contains("flaky: opened"), "{}", host.log());
+    assert!(
+        host.list("Inbox").is_empty(),
+        "a deferral is not a failure: no report"
+    );
+}

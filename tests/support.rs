@@ -22,8 +22,9 @@ pub const BUNDLED: [&str; 4] = [
 ];
 
 /// The test fixtures, by crate name.
-pub const FIXTURES: [&str; 5] = [
+pub const FIXTURES: [&str; 6] = [
     "fixture-chatty",
+    "fixture-flaky-transport",
     "fixture-panicking",
     "fixture-incompatible-abi",
     "fixture-layout-mismatch",
