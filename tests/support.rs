@@ -178,11 +178,29 @@ impl Finished {
 
 /// Runs the host with `args` and extra environment, and waits at most `limit` for it.
 pub fn run_host(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Finished {
+    run_host_with(args, env, None, limit)
+}
+
+/// Runs the host with `args` and `input` on standard input.
+pub fn run_host_with_input(args: &[&str], input: &[u8], limit: Duration) -> Finished {
+    run_host_with(args, &[], Some(input), limit)
+}
+
+fn run_host_with(
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: Option<&[u8]>,
+    limit: Duration,
+) -> Finished {
     let mut command = Command::new(host_binary());
     command
         .args(args)
         .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (name, value) in env {
@@ -192,6 +210,10 @@ pub fn run_host(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Finishe
     // Read both pipes while waiting, so a chatty host never blocks on a full pipe.
     let stdout = read_in_background(child.stdout.take());
     let stderr = read_in_background(child.stderr.take());
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        use std::io::Write;
+        stdin.write_all(input).expect("writing standard input");
+    }
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().expect("waiting for the host") {
@@ -201,11 +223,11 @@ pub fn run_host(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Finishe
             child.kill().ok();
             child.wait().ok();
             panic!(
-                "the host did not finish `{}` within {limit:?}",
+                "`spooler-host {}` did not finish within {limit:?}",
                 args.join(" ")
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     };
     Finished {
         code: status.code(),
@@ -415,40 +437,5 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
             "gave up after {limit:?} waiting until {what}"
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Runs the host with `args` and `input` on standard input.
-pub fn run_host_with_input(args: &[&str], input: &[u8], limit: Duration) -> Finished {
-    let mut child = Command::new(host_binary())
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the host starts");
-    let stdout = read_in_background(child.stdout.take());
-    let stderr = read_in_background(child.stderr.take());
-    if let Some(mut stdin) = child.stdin.take() {
-        use std::io::Write;
-        stdin.write_all(input).expect("writing the message");
-    }
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the host") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("`{}` did not finish within {limit:?}", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Finished {
-        code: status.code(),
-        stdout: stdout.join().expect("reading stdout"),
-        stderr: stderr.join().expect("reading stderr"),
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Sender};
-use provider_abi::abi_stable::std_types::RString;
+use provider_abi::abi_stable::std_types::{RResult, RString, RVec};
 use provider_abi::library::{OpenArgs, ProviderLibraryRef};
 use provider_abi::{ProviderError, ProviderKind, ProviderState};
 
@@ -75,16 +75,7 @@ impl Spooler {
                     &mut threads,
                     |root| root.open_transport(),
                 );
-                let types = instance.worker.as_ref().and_then(|worker| {
-                    worker
-                        .call(|transport| transport.address_types().into_result())
-                        .map(|types| types.into_iter().map(RString::into_string).collect())
-                        .ok()
-                });
-                Instance {
-                    address_types: types.unwrap_or(instance.address_types),
-                    ..instance
-                }
+                with_claimed_types(instance, |transport| transport.address_types())
             })
             .collect();
         let preprocessors = profile
@@ -101,16 +92,7 @@ impl Spooler {
                     &mut threads,
                     |root| root.open_preprocessor(),
                 );
-                let types = instance.worker.as_ref().and_then(|worker| {
-                    worker
-                        .call(|preprocessor| preprocessor.address_types().into_result())
-                        .map(|types| types.into_iter().map(RString::into_string).collect())
-                        .ok()
-                });
-                Instance {
-                    address_types: types.unwrap_or(instance.address_types),
-                    ..instance
-                }
+                with_claimed_types(instance, |preprocessor| preprocessor.address_types())
             })
             .collect();
         let hooks = profile
@@ -214,8 +196,7 @@ fn find(
     })
 }
 
-type OpenFn<T> =
-    extern "C" fn(OpenArgs) -> provider_abi::abi_stable::std_types::RResult<T, ProviderError>;
+type OpenFn<T> = extern "C" fn(OpenArgs) -> RResult<T, ProviderError>;
 
 fn opener<T: 'static>(
     (root, _): (ProviderLibraryRef, Vec<String>),
@@ -282,6 +263,24 @@ fn start_instance<T: 'static>(
                 worker: None,
             }
         }
+    }
+}
+
+/// The instance with the address types it claims now that it is open (its configuration may
+/// change them), asked on its own thread; the manifest's defaults if it cannot say.
+fn with_claimed_types<T: 'static>(
+    instance: Instance<T>,
+    ask: fn(&mut T) -> RResult<RVec<RString>, ProviderError>,
+) -> Instance<T> {
+    let claimed = instance.worker.as_ref().and_then(|worker| {
+        worker
+            .call(move |object| ask(object).into_result())
+            .map(|types| types.into_iter().map(RString::into_string).collect())
+            .ok()
+    });
+    Instance {
+        address_types: claimed.unwrap_or(instance.address_types),
+        ..instance
     }
 }
 
