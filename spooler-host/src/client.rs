@@ -57,3 +57,41 @@ pub fn request(
         ))),
     }
 }
+
+/// Sends `watch` and calls `on_event` for every event until the host goes away.
+pub fn watch(
+    socket: &Path,
+    mut on_event: impl FnMut(&crate::watchers::MailEvent),
+) -> Result<(), ClientError> {
+    let not_running = |error: std::io::Error| {
+        ClientError::NotRunning(format!(
+            "cannot reach the spooler at {}: {error}",
+            socket.display()
+        ))
+    };
+    let mut stream = UnixStream::connect(socket).map_err(not_running)?;
+    let mut line = serde_json::to_string(&Request::Watch).expect("requests serialize");
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(not_running)?;
+    for line in BufReader::new(stream).lines() {
+        let line = line.map_err(not_running)?;
+        match serde_json::from_str::<Response>(&line) {
+            Ok(Response::Event(event)) => on_event(&event),
+            Ok(Response::Watching) => {}
+            Ok(Response::Error { message }) => return Err(ClientError::Refused(message)),
+            Ok(other) => {
+                return Err(ClientError::Refused(format!(
+                    "an unexpected answer: {other:?}"
+                )))
+            }
+            Err(error) => {
+                return Err(ClientError::Refused(format!(
+                    "an answer this client does not understand: {error}"
+                )))
+            }
+        }
+    }
+    Err(ClientError::NotRunning(
+        "the spooler closed the connection".into(),
+    ))
+}

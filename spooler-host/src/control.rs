@@ -1,22 +1,27 @@
 //! The control socket: a Unix socket in the data folder that only the host's user can open
-//! (the folder is mode 0700, the socket 0600). Each connection gets a thread; requests and
-//! answers follow [`crate::protocol`].
+//! (the folder is mode 0700, the socket 0600, and each connection's peer credentials are
+//! checked as well). Each connection gets a thread; requests and answers follow
+//! [`crate::protocol`].
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{bounded, Sender};
+use parking_lot::RwLock;
 use provider_abi::store::OUTBOX;
-use provider_abi::MessageId;
+use provider_abi::{MessageId, ProviderKind};
 
-use crate::engine::Command;
+use crate::engine::{Command, Reply};
+use crate::inbound::InboundCommand;
 use crate::protocol::{FolderView, MessageView, Request, Response, StatusView};
 use crate::registry::Registry;
 use crate::status::StatusTable;
 use crate::store_thread::{Commit, StoreClient};
 use crate::submission;
+use crate::watchers::Watchers;
 
 /// The largest message the socket accepts.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
@@ -24,14 +29,16 @@ pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 /// What the control threads need.
 #[derive(Clone)]
 pub struct Control {
-    /// The store thread.
-    pub store: StoreClient,
-    /// The routing table (to know whether a submission needs preprocessing).
-    pub registry: Arc<Registry>,
-    /// The status table.
-    pub status: StatusTable,
+    store: StoreClient,
+    registry: Arc<RwLock<Arc<Registry>>>,
+    status: StatusTable,
     /// The queue manager.
     pub engine: Sender<Command>,
+    /// The inbound manager.
+    pub inbound: Sender<InboundCommand>,
+    watchers: Watchers,
+    /// Set when the host is stopping: submissions are refused (temporarily).
+    pub shutting_down: Arc<AtomicBool>,
 }
 
 /// Binds the control socket at `path`, refusing if a host already answers there.
@@ -88,7 +95,66 @@ pub fn serve(listener: UnixListener, control: Control, socket: PathBuf) {
         .expect("the system can start a thread");
 }
 
+/// The user id of the process at the other end of `stream`.
+#[cfg(target_os = "linux")]
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    use std::os::unix::io::AsRawFd;
+    let mut credentials = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut length = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the buffer and its length describe a valid `ucred` for SO_PEERCRED.
+    let done = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut credentials as *mut libc::ucred).cast(),
+            &mut length,
+        )
+    };
+    (done == 0).then_some(credentials.uid)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn peer_uid(_stream: &UnixStream) -> Option<u32> {
+    // SAFETY: geteuid cannot fail; elsewhere the socket's file mode is the only guard.
+    Some(unsafe { libc::geteuid() })
+}
+
 impl Control {
+    /// The control state over the running spooler's parts.
+    pub fn new(
+        store: StoreClient,
+        registry: Arc<Registry>,
+        status: StatusTable,
+        engine: Sender<Command>,
+        inbound: Sender<InboundCommand>,
+        watchers: Watchers,
+    ) -> Control {
+        Control {
+            store,
+            registry: Arc::new(RwLock::new(registry)),
+            status,
+            engine,
+            inbound,
+            watchers,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The routing table in force.
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry.read())
+    }
+
+    /// Puts a reloaded routing table in force.
+    pub fn set_registry(&self, registry: Arc<Registry>) {
+        *self.registry.write() = registry;
+    }
+
     fn converse(&self, stream: UnixStream) {
         let mut writer = match stream.try_clone() {
             Ok(writer) => writer,
@@ -97,6 +163,19 @@ impl Control {
                 return;
             }
         };
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let owner = unsafe { libc::geteuid() };
+        match peer_uid(&stream) {
+            Some(uid) if uid == owner || uid == 0 => {}
+            peer => {
+                log::warn!("control: refused a client of uid {peer:?}; only uid {owner} may use this spooler");
+                let refusal = Response::Error {
+                    message: format!("permission denied: this spooler belongs to uid {owner}"),
+                };
+                send(&mut writer, &refusal);
+                return;
+            }
+        }
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         loop {
@@ -109,15 +188,33 @@ impl Control {
                     return;
                 }
             }
-            let response = match serde_json::from_str::<Request>(line.trim_end()) {
-                Ok(request) => self.answer(request, &mut reader),
-                Err(error) => Response::Error {
-                    message: format!("not a request this host understands: {error}"),
-                },
+            let request = match serde_json::from_str::<Request>(line.trim_end()) {
+                Ok(request) => request,
+                Err(error) => {
+                    let message = format!("not a request this host understands: {error}");
+                    send(&mut writer, &Response::Error { message });
+                    continue;
+                }
             };
-            let mut text = serde_json::to_string(&response).expect("responses serialize");
-            text.push('\n');
-            if writer.write_all(text.as_bytes()).is_err() {
+            if request == Request::Watch {
+                self.watch(&mut writer);
+                return;
+            }
+            let response = self.answer(request, &mut reader);
+            if !send(&mut writer, &response) {
+                return;
+            }
+        }
+    }
+
+    /// Streams events to a watching client until it goes away.
+    fn watch(&self, writer: &mut UnixStream) {
+        let events = self.watchers.subscribe();
+        if !send(writer, &Response::Watching) {
+            return;
+        }
+        for event in events {
+            if !send(writer, &Response::Event(event)) {
                 return;
             }
         }
@@ -136,24 +233,74 @@ impl Control {
                     folders: folders.iter().map(FolderView::from).collect(),
                 })
                 .map_err(|e| e.to_string()),
-            Request::Flush { transport } => {
-                if let Some(name) = &transport {
-                    if !self.registry.transports.iter().any(|t| &t.name == name) {
-                        return Response::Error {
-                            message: format!("there is no transport named `{name}`"),
-                        };
-                    }
-                }
-                self.engine
-                    .send(Command::Flush(transport))
-                    .map(|()| Response::Done)
-                    .map_err(|_| "the host is shutting down".into())
-            }
-            Request::Status => Ok(Response::Status {
-                providers: self.status.rows().iter().map(StatusView::from).collect(),
-            }),
+            Request::Flush { transport } => self.flush(transport),
+            Request::Status => self.status(),
+            Request::Hold { id } => self.ask_engine(&id, Command::Hold),
+            Request::Release { id } => self.ask_engine(&id, Command::Release),
+            Request::Delete { id } => self.ask_engine(&id, Command::Delete),
+            Request::Watch => unreachable!("answered by `watch`"),
         };
         result.unwrap_or_else(|message| Response::Error { message })
+    }
+
+    fn flush(&self, transport: Option<String>) -> Result<Response, String> {
+        if let Some(name) = &transport {
+            if !self.registry().transports.iter().any(|t| &t.name == name) {
+                return Err(format!("there is no transport named `{name}`"));
+            }
+        }
+        self.inbound
+            .send(InboundCommand::Fetch(transport.clone()))
+            .ok();
+        self.engine
+            .send(Command::Flush(transport))
+            .map(|()| Response::Done)
+            .map_err(|_| "the host is shutting down".into())
+    }
+
+    fn ask_engine(
+        &self,
+        id: &str,
+        command: fn(MessageId, Reply) -> Command,
+    ) -> Result<Response, String> {
+        let id = parse_id(id)?;
+        let (reply, answer) = bounded(1);
+        self.engine
+            .send(command(id, reply))
+            .map_err(|_| "the host is shutting down".to_owned())?;
+        answer
+            .recv()
+            .map_err(|_| "the host is shutting down".to_owned())?
+            .map(|()| Response::Done)
+    }
+
+    fn status(&self) -> Result<Response, String> {
+        let outbox = self.store.list(OUTBOX).map_err(|e| e.to_string())?;
+        let providers = self
+            .status
+            .rows()
+            .iter()
+            .map(|row| {
+                let mut view = StatusView::from(row);
+                if row.kind == ProviderKind::Transport {
+                    let queued = outbox
+                        .iter()
+                        .flat_map(|message| message.envelope.recipients.iter())
+                        .filter(|r| {
+                            !r.status.is_final()
+                                && r.status
+                                    .transport
+                                    .as_ref()
+                                    .into_option()
+                                    .is_some_and(|t| t.as_str() == row.name)
+                        })
+                        .count();
+                    view.queued = Some(queued as u64);
+                }
+                view
+            })
+            .collect();
+        Ok(Response::Status { providers })
     }
 
     fn submit(
@@ -171,9 +318,14 @@ impl Control {
         reader
             .read_exact(&mut content)
             .map_err(|e| format!("the message content ended early: {e}"))?;
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(
+                "the store is not taking messages: the spooler is shutting down; try again".into(),
+            );
+        }
         let (mut envelope, content) = submission::envelope_and_content(submission, content)?;
         envelope.preprocessed = self
-            .registry
+            .registry()
             .preprocessors_for(&envelope.recipients)
             .is_empty();
         let receipt = self
@@ -194,9 +346,7 @@ impl Control {
     }
 
     fn show(&self, id: &str, content: bool) -> Result<Response, String> {
-        let id: MessageId = id
-            .parse()
-            .map_err(|_| format!("`{id}` is not a message id (16 hex digits)"))?;
+        let id = parse_id(id)?;
         match self.store.get(id).map_err(|e| e.to_string())? {
             Some(message) => Ok(Response::Message(MessageView::of_message(
                 &message, content,
@@ -211,4 +361,16 @@ impl Control {
             messages: messages.iter().map(MessageView::of_summary).collect(),
         })
     }
+}
+
+fn parse_id(id: &str) -> Result<MessageId, String> {
+    id.parse()
+        .map_err(|_| format!("`{id}` is not a message id (16 hex digits)"))
+}
+
+/// Writes one response line; false if the client went away.
+fn send(writer: &mut UnixStream, response: &Response) -> bool {
+    let mut text = serde_json::to_string(response).expect("responses serialize");
+    text.push('\n');
+    writer.write_all(text.as_bytes()).is_ok()
 }

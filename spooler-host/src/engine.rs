@@ -22,21 +22,40 @@ use provider_abi::{
 };
 
 use crate::host_services::ProviderNotice;
+use crate::inbound::InboundCommand;
 use crate::policy::{Jitter, RetryPolicy};
 use crate::registry::Registry;
 use crate::reports::{self, ReportKind};
 use crate::status::StatusTable;
 use crate::store_thread::{Commit, StoreClient};
+use crate::watchers::{MailEvent, Watchers};
 use crate::worker::Health;
 
-/// What clients ask of the queue manager.
-#[derive(Debug, Clone, PartialEq)]
+/// The answer to an operator's command about one message.
+pub type Reply = Sender<Result<(), String>>;
+
+/// What clients and the host ask of the queue manager.
+#[derive(Clone)]
 pub enum Command {
     /// New mail was submitted: look at the queue now.
     Wake,
     /// Try every pending recipient now (of one transport, if named).
     Flush(Option<String>),
+    /// Keep a queued message from being sent until it is released.
+    Hold(MessageId, Reply),
+    /// Let a held message go, now.
+    Release(MessageId, Reply),
+    /// Delete a message (from any folder) for good.
+    Delete(MessageId, Reply),
+    /// Route new work through this table from now on (the profile was reloaded).
+    Registry(Arc<Registry>),
+    /// Take no new work, let the passes under way finish (or put them back), store
+    /// everything, then answer and stop.
+    Shutdown(Sender<()>),
 }
+
+/// How long a shutdown waits for passes under way before putting them back in the queue.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// A transport's answer about one recipient, or why there is none.
 type Answer = Result<RecipientOutcome, String>;
@@ -76,6 +95,8 @@ enum Stage {
 
 /// A message the queue manager holds: locked in the store, being worked on.
 struct Flight {
+    /// The routing table it started with; a reload (SIGHUP) affects only later messages.
+    registry: Arc<Registry>,
     /// The message as providers see it (content and envelope), shared with their workers.
     message: Arc<StoredMessage>,
     /// The working copy of the envelope, with the statuses of this pass.
@@ -101,6 +122,10 @@ pub struct Setup {
     pub notices: Receiver<ProviderNotice>,
     /// The name reports give as the reporting system.
     pub hostname: String,
+    /// Where "new mail waiting" notices go.
+    pub inbound: Sender<InboundCommand>,
+    /// The clients watching for new mail and reports.
+    pub watchers: Watchers,
 }
 
 /// The queue manager thread.
@@ -121,6 +146,10 @@ pub struct QueueManager {
     look_at_queue: bool,
     next_due: Option<Timestamp>,
     jitter: Jitter,
+    inbound: Sender<InboundCommand>,
+    watchers: Watchers,
+    /// Set by a shutdown: who to tell when done, and until when to wait for passes.
+    draining: Option<(Sender<()>, std::time::Instant)>,
 }
 
 /// How long the queue manager sleeps at most, so a clock jump cannot stall it.
@@ -154,6 +183,9 @@ impl QueueManager {
             look_at_queue: true,
             next_due: None,
             jitter: Jitter::new(),
+            inbound: setup.inbound,
+            watchers: setup.watchers,
+            draining: None,
         };
         let thread = std::thread::Builder::new()
             .name("queue manager".into())
@@ -183,6 +215,13 @@ impl QueueManager {
                 std::thread::sleep(STORE_RETRY);
                 continue;
             }
+            if let Some((_, deadline)) = &self.draining {
+                if self.flights.is_empty() || std::time::Instant::now() >= *deadline {
+                    self.stop();
+                    return;
+                }
+                continue;
+            }
             let due = self.next_due.is_some_and(|due| due <= Timestamp::now());
             if (self.look_at_queue || due) && self.flights.len() < self.max_in_flight {
                 self.fill();
@@ -191,7 +230,26 @@ impl QueueManager {
         }
     }
 
+    /// The end of a shutdown: passes still under way go back to the queue as they stand.
+    fn stop(&mut self) {
+        for (id, flight) in self.flights.drain() {
+            log::warn!("{id}: still being worked on at shutdown; put back in the queue");
+            self.pending.update_envelopes.push(flight.envelope);
+            self.pending.unlock.push(id);
+        }
+        while !self.commit_pending() {
+            std::thread::sleep(STORE_RETRY);
+        }
+        if let Some((done, _)) = self.draining.take() {
+            done.send(()).ok();
+        }
+        log::info!("queue manager stopped; everything is stored");
+    }
+
     fn sleep_time(&self) -> Duration {
+        if self.draining.is_some() {
+            return Duration::from_millis(100);
+        }
         if self.look_at_queue && self.flights.len() < self.max_in_flight {
             return Duration::ZERO;
         }
@@ -207,7 +265,97 @@ impl QueueManager {
         match command {
             Command::Wake => self.look_at_queue = true,
             Command::Flush(transport) => self.flush(transport.as_deref()),
+            Command::Hold(id, reply) => {
+                reply
+                    .send(self.change_queued(id, "held", |envelope| envelope.held = true))
+                    .ok();
+            }
+            Command::Release(id, reply) => {
+                let now = Timestamp::now();
+                let released = self.change_queued(id, "released", |envelope| {
+                    envelope.held = false;
+                    for recipient in envelope
+                        .recipients
+                        .iter_mut()
+                        .filter(|r| !r.status.is_final())
+                    {
+                        recipient.status.next_attempt = Some(now).into();
+                    }
+                });
+                self.look_at_queue = true;
+                reply.send(released).ok();
+            }
+            Command::Delete(id, reply) => {
+                reply.send(self.delete(id)).ok();
+            }
+            Command::Registry(registry) => {
+                log::info!("routing through the reloaded profile from now on");
+                self.registry = registry;
+                self.look_at_queue = true;
+            }
+            Command::Shutdown(done) => {
+                log::info!(
+                    "shutting down: taking no new work, finishing {} message(s) under way",
+                    self.flights.len()
+                );
+                self.draining = Some((done, std::time::Instant::now() + SHUTDOWN_GRACE));
+            }
         }
+    }
+
+    /// Changes a queued message that no pass is working on, and stores the change.
+    fn change_queued(
+        &mut self,
+        id: MessageId,
+        done: &str,
+        change: impl FnOnce(&mut provider_abi::Envelope),
+    ) -> Result<(), String> {
+        if self.flights.contains_key(&id) {
+            return Err(format!(
+                "message {id} is being delivered right now; try again in a moment"
+            ));
+        }
+        let message = self
+            .store
+            .get(id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("there is no message {id}"))?;
+        if message.folder != OUTBOX {
+            return Err(format!(
+                "message {id} is not queued (it is in {})",
+                message.folder
+            ));
+        }
+        let mut envelope = message.envelope;
+        change(&mut envelope);
+        self.store
+            .commit(Commit {
+                update_envelopes: vec![envelope],
+                ..Commit::default()
+            })
+            .map_err(|e| e.to_string())?;
+        log::info!("{id}: {done} by an operator");
+        self.refresh_next_due();
+        Ok(())
+    }
+
+    fn delete(&mut self, id: MessageId) -> Result<(), String> {
+        if self.flights.contains_key(&id) {
+            return Err(format!(
+                "message {id} is being delivered right now; try again in a moment"
+            ));
+        }
+        if self.store.get(id).map_err(|e| e.to_string())?.is_none() {
+            return Err(format!("there is no message {id}"));
+        }
+        self.store
+            .commit(Commit {
+                finish: vec![(id, None)],
+                ..Commit::default()
+            })
+            .map_err(|e| e.to_string())?;
+        log::info!("{id}: deleted by an operator");
+        Ok(())
     }
 
     fn notice(&mut self, notice: ProviderNotice) {
@@ -220,7 +368,12 @@ impl QueueManager {
                 self.status.set(&notice.instance, ProviderState::Online, "");
                 self.flush(Some(&notice.instance));
             }
-            Notice::NewMail | Notice::StatusChanged => {}
+            Notice::NewMail => {
+                self.inbound
+                    .send(InboundCommand::Fetch(Some(notice.instance)))
+                    .ok();
+            }
+            Notice::StatusChanged => {}
             _ => log::debug!("{}: a notice this host does not know", notice.instance),
         }
     }
@@ -272,9 +425,15 @@ impl QueueManager {
         let mut commit = std::mem::take(&mut self.pending);
         keep_last_update_per_message(&mut commit.update_envelopes);
         match self.store.commit(commit.clone()) {
-            Ok(_) => {
+            Ok(receipt) => {
                 for line in self.pending_log.drain(..) {
                     log::info!("{line}");
+                }
+                for (id, (folder, envelope, content)) in
+                    receipt.delivered.iter().zip(&commit.deliver)
+                {
+                    self.watchers
+                        .publish(&MailEvent::stored(*id, folder, envelope, content));
                 }
                 self.flights
                     .retain(|_, flight| !matches!(flight.stage, Stage::Done));
@@ -335,6 +494,7 @@ impl QueueManager {
             self.registry.preprocessors_for(&envelope.recipients)
         };
         let flight = Flight {
+            registry: Arc::clone(&self.registry),
             message: Arc::new(message),
             envelope,
             stage: Stage::Delivering { outstanding: 0 },
@@ -366,7 +526,7 @@ impl QueueManager {
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
-        let preprocessor = &self.registry.preprocessors[chain[position]];
+        let preprocessor = &flight.registry.preprocessors[chain[position]];
         let name = preprocessor.name.clone();
         flight.stage = Stage::Preprocessing { chain, position };
         let message = Arc::clone(&flight.message);
@@ -409,7 +569,7 @@ impl QueueManager {
         else {
             unreachable!("checked above");
         };
-        let name = self.registry.preprocessors[chain[position]].name.clone();
+        let name = flight.registry.preprocessors[chain[position]].name.clone();
         match result {
             Ok(Preprocessed::Accept(changes)) => {
                 let envelope = &mut flight.envelope;
@@ -615,10 +775,10 @@ impl QueueManager {
     /// Sends recipients `indices` to the transports that claim them.
     fn route(&mut self, id: MessageId, indices: Vec<usize>) {
         let now = Timestamp::now();
-        let registry = Arc::clone(&self.registry);
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
+        let registry = Arc::clone(&flight.registry);
         let expiry = self.policy.expiry(&flight.envelope);
         let mut jobs: HashMap<usize, Vec<usize>> = HashMap::new();
         for index in indices {
@@ -727,10 +887,10 @@ impl QueueManager {
 
     fn submitted(&mut self, id: MessageId, transport: usize, answers: Vec<(usize, Answer)>) {
         let now = Timestamp::now();
-        let name = self.registry.transports[transport].name.clone();
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
+        let name = flight.registry.transports[transport].name.clone();
         let expiry = self.policy.expiry(&flight.envelope);
         let mut reroute = Vec::new();
         for (index, answer) in answers {
@@ -938,7 +1098,8 @@ impl QueueManager {
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
-        let Some(hook) = self.registry.hooks.get(position) else {
+        let registry = Arc::clone(&flight.registry);
+        let Some(hook) = registry.hooks.get(position) else {
             let folder = if flight.envelope.delete_after_submission {
                 None
             } else {
@@ -1008,7 +1169,7 @@ impl QueueManager {
         else {
             unreachable!("checked above");
         };
-        let name = &self.registry.hooks[position].name;
+        let name = flight.registry.hooks[position].name.clone();
         let next = match result {
             Ok(HookAction::Leave) => Some(folder),
             Ok(HookAction::MoveTo { folder }) => Some(Some(folder.into_string())),
@@ -1039,7 +1200,8 @@ impl QueueManager {
     }
 
     fn finish_now(&mut self, id: MessageId, folder: Option<String>) {
-        self.run_hook(id, self.registry.hooks.len(), folder);
+        // Past the last hook: finish.
+        self.run_hook(id, usize::MAX, folder);
     }
 }
 

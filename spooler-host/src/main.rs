@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use provider_abi::Timestamp;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use spooler_host::client::{self, ClientError};
 use spooler_host::config::Profile;
 use spooler_host::loader::{self, FileOutcome, ProviderFolder};
@@ -122,11 +124,40 @@ enum Command {
         /// The transport instance.
         transport: Option<String>,
     },
-    /// Shows every provider instance: online, offline or in error.
+    /// Shows every provider instance: online, offline or in error, and what waits for it.
     Status {
         #[command(flatten)]
         place: Place,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keeps a queued message from being sent until it is released.
+    Hold {
+        #[command(flatten)]
+        place: Place,
+        /// The message id.
+        id: String,
+    },
+    /// Lets a held message go, now.
+    Release {
+        #[command(flatten)]
+        place: Place,
+        /// The message id.
+        id: String,
+    },
+    /// Deletes a message (from any folder) for good.
+    Delete {
+        #[command(flatten)]
+        place: Place,
+        /// The message id.
+        id: String,
+    },
+    /// Prints an event for every inbound message and report the store takes, until stopped.
+    Watch {
+        #[command(flatten)]
+        place: Place,
+        /// One JSON object per event and line.
         #[arg(long)]
         json: bool,
     },
@@ -169,6 +200,10 @@ fn main() -> ExitCode {
         Command::Folders { place, json } => ask(&place, &Request::Folders, json),
         Command::Flush { place, transport } => ask(&place, &Request::Flush { transport }, false),
         Command::Status { place, json } => ask(&place, &Request::Status, json),
+        Command::Hold { place, id } => ask(&place, &Request::Hold { id }, false),
+        Command::Release { place, id } => ask(&place, &Request::Release { id }, false),
+        Command::Delete { place, id } => ask(&place, &Request::Delete { id }, false),
+        Command::Watch { place, json } => watch(&place, json),
     }
 }
 
@@ -180,16 +215,78 @@ fn run(place: &Place, providers: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    let folder = providers
-        .or_else(|| profile.providers.clone())
-        .unwrap_or_else(paths::default_providers_folder);
-    match Spooler::start(&profile, &folder) {
-        Ok(spooler) => {
-            spooler.wait();
-            ExitCode::SUCCESS
+    let folder_of = |profile: &Profile| {
+        providers
+            .clone()
+            .or_else(|| profile.providers.clone())
+            .unwrap_or_else(paths::default_providers_folder)
+    };
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("spooler-host: cannot handle signals: {error}");
+            return ExitCode::FAILURE;
         }
+    };
+    let spooler = match Spooler::start(&profile, &folder_of(&profile)) {
+        Ok(spooler) => spooler,
         Err(error) => {
             eprintln!("spooler-host: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            log::info!("SIGHUP: reloading the profile and rescanning the providers folder");
+            match place.profile() {
+                Ok(profile) => spooler.reload(&profile, &folder_of(&profile)),
+                Err(error) => log::error!("reload: {error}; keeping the running configuration"),
+            }
+        } else {
+            log::info!("signal {signal}: shutting down");
+            break;
+        }
+    }
+    spooler.shutdown();
+    ExitCode::SUCCESS
+}
+
+fn watch(place: &Place, json: bool) -> ExitCode {
+    let socket = match place.profile() {
+        Ok(profile) => profile.socket_path(),
+        Err(error) => {
+            eprintln!("spooler-host: {error}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let printed = client::watch(&socket, |event| {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(event).expect("events serialize")
+            );
+        } else {
+            let what = if event.event == "report" {
+                "report"
+            } else {
+                "new mail"
+            };
+            println!(
+                "{what} in {}: {} from {}: {}",
+                event.folder, event.id, event.sender, event.subject
+            );
+        }
+        use std::io::Write;
+        std::io::stdout().flush().ok();
+    });
+    match printed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ClientError::NotRunning(why)) => {
+            eprintln!("spooler-host: {why}");
+            ExitCode::from(exit::UNAVAILABLE)
+        }
+        Err(ClientError::Refused(why)) => {
+            eprintln!("spooler-host: {why}");
             ExitCode::FAILURE
         }
     }
@@ -312,7 +409,8 @@ fn as_json(response: &Response) -> String {
         Response::Folders { folders } => folders.iter().map(|f| line(f)).collect(),
         Response::Status { providers } => providers.iter().map(|p| line(p)).collect(),
         Response::Submitted { id } => format!("{}\n", serde_json::json!({ "id": id })),
-        Response::Done | Response::Error { .. } => String::new(),
+        Response::Event(event) => line(event),
+        Response::Done | Response::Watching | Response::Error { .. } => String::new(),
     }
 }
 
@@ -348,19 +446,28 @@ fn as_table(response: &Response) -> String {
         Response::Status { providers } => providers
             .iter()
             .map(|p| {
+                let queued = p
+                    .queued
+                    .map(|n| format!("  {n} queued"))
+                    .unwrap_or_default();
                 let text = if p.text.is_empty() {
                     String::new()
                 } else {
                     format!("  {}", p.text)
                 };
                 format!(
-                    "{:<20} {:<12} {:<20} {}{text}\n",
+                    "{:<20} {:<12} {:<20} {}{queued}{text}\n",
                     p.name, p.kind, p.provider, p.state
                 )
             })
             .collect(),
         Response::Submitted { id } => format!("{id}\n"),
         Response::Done => "done\n".into(),
+        Response::Watching => String::new(),
+        Response::Event(event) => format!(
+            "{} in {}: {} from {}: {}\n",
+            event.event, event.folder, event.id, event.sender, event.subject
+        ),
         Response::Error { message } => format!("error: {message}\n"),
     }
 }

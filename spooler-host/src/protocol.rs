@@ -37,8 +37,25 @@ pub enum Request {
         /// The transport instance.
         transport: Option<String>,
     },
-    /// The status table.
+    /// The status table, with each transport's queued recipients.
     Status,
+    /// Keep a queued message from being sent until released.
+    Hold {
+        /// Its id.
+        id: String,
+    },
+    /// Let a held message go.
+    Release {
+        /// Its id.
+        id: String,
+    },
+    /// Delete a message for good.
+    Delete {
+        /// Its id.
+        id: String,
+    },
+    /// Stream an event for every inbound message and report the store commits.
+    Watch,
 }
 
 /// A message to submit.
@@ -164,6 +181,10 @@ pub enum Response {
     },
     /// Done, nothing to say.
     Done,
+    /// Watching: events follow, one per line.
+    Watching,
+    /// New mail or a report was stored.
+    Event(crate::watchers::MailEvent),
     /// The request failed.
     Error {
         /// Why.
@@ -240,6 +261,9 @@ pub struct StatusView {
     pub state: String,
     /// Why.
     pub text: String,
+    /// For transports: recipients in the queue waiting for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
 }
 
 impl MessageView {
@@ -330,6 +354,7 @@ impl From<&StatusRow> for StatusView {
             provider: row.provider.clone(),
             state: row.state.to_string(),
             text: row.text.clone(),
+            queued: None,
         }
     }
 }

@@ -1,10 +1,13 @@
 //! The routing table: which transport instances claim which address types, in profile
 //! order, and which preprocessors and hooks run, with the workers that call them.
 
+use std::time::Duration;
+
 use provider_abi::preprocessor::PreprocessorObject;
 use provider_abi::transport::TransportObject;
 use provider_abi::{HookObject, Recipient};
 
+use crate::config::ProviderConfig;
 use crate::worker::Worker;
 
 /// A configured provider instance and its worker; `None` when it could not be started
@@ -12,10 +15,26 @@ use crate::worker::Worker;
 pub struct Instance<T> {
     /// The instance name.
     pub name: String,
+    /// How the profile configures it (to tell, on reload, whether it changed).
+    pub config: ProviderConfig,
     /// The address types it claims (transports) or looks at (preprocessors; empty: all).
     pub address_types: Vec<String>,
+    /// How often to fetch its inbound mail (transports that have some).
+    pub poll_interval: Option<Duration>,
     /// Its worker.
     pub worker: Option<Worker<T>>,
+}
+
+impl<T> Clone for Instance<T> {
+    fn clone(&self) -> Self {
+        Instance {
+            name: self.name.clone(),
+            config: self.config.clone(),
+            address_types: self.address_types.clone(),
+            poll_interval: self.poll_interval,
+            worker: self.worker.clone(),
+        }
+    }
 }
 
 impl<T> Instance<T> {

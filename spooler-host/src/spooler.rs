@@ -1,8 +1,10 @@
-//! Starting the spooler: from a profile and a providers folder to running threads.
+//! Starting, reloading and stopping the spooler: from a profile and a providers folder to
+//! running threads, and back.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender};
 use provider_abi::abi_stable::std_types::{RResult, RString, RVec};
@@ -11,24 +13,33 @@ use provider_abi::{ProviderError, ProviderKind, ProviderState};
 
 use crate::config::{Profile, ProviderConfig};
 use crate::control::{self, Control};
-use crate::engine::{QueueManager, Setup};
+use crate::engine::{Command, QueueManager, Setup};
 use crate::host_services::{self, ProviderNotice};
+use crate::inbound::{InboundCommand, InboundManager};
 use crate::loader::{self, FileOutcome, ProviderFolder};
 use crate::registry::{Instance, Registry};
 use crate::status::StatusTable;
 use crate::store_thread::StoreClient;
+use crate::watchers::Watchers;
 use crate::worker::{Opener, Worker};
+
+/// How long a shutdown waits for the queue manager and the inbound manager.
+const STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// A running spooler.
 pub struct Spooler {
-    threads: Vec<JoinHandle<()>>,
+    store_config: ProviderConfig,
+    max_in_flight: usize,
+    status: StatusTable,
+    notices: Sender<ProviderNotice>,
+    control: Control,
 }
 
 impl Spooler {
     /// Loads the providers, opens the store and the other providers, and starts the queue
-    /// manager and the control socket. Fails only when there is no store to work with or
-    /// the control socket cannot be had; other providers that fail are reported in the
-    /// status table and their mail waits.
+    /// manager, the inbound manager and the control socket. Fails only when there is no
+    /// store to work with or the control socket cannot be had; other providers that fail
+    /// are reported in the status table and their mail waits.
     pub fn start(profile: &Profile, providers_folder: &Path) -> Result<Spooler, String> {
         control::make_private_folder(&profile.data_dir)?;
         let folder = loader::load_folder(providers_folder).map_err(|e| e.to_string())?;
@@ -49,7 +60,7 @@ impl Spooler {
             ProviderKind::Store,
             &profile.store.provider,
         );
-        let (store, mut threads) = StoreClient::start(
+        let (store, _) = StoreClient::start(
             &profile.store.name,
             opener(store_root, &profile.store, &status, &notices, |root| {
                 root.open_store()
@@ -59,73 +70,19 @@ impl Spooler {
         let store_types = store
             .delivers_itself()
             .map_err(|e| format!("the store cannot be used: {e}"))?;
-
-        let capacity = profile.max_in_flight;
-        let transports = profile
-            .transports
-            .iter()
-            .map(|config| {
-                let instance = start_instance(
-                    &folder,
-                    ProviderKind::Transport,
-                    config,
-                    &status,
-                    &notices,
-                    capacity,
-                    &mut threads,
-                    |root| root.open_transport(),
-                );
-                with_claimed_types(instance, |transport| transport.address_types())
-            })
-            .collect();
-        let preprocessors = profile
-            .preprocessors
-            .iter()
-            .map(|config| {
-                let instance = start_instance(
-                    &folder,
-                    ProviderKind::Preprocessor,
-                    config,
-                    &status,
-                    &notices,
-                    capacity,
-                    &mut threads,
-                    |root| root.open_preprocessor(),
-                );
-                with_claimed_types(instance, |preprocessor| preprocessor.address_types())
-            })
-            .collect();
-        let hooks = profile
-            .hooks
-            .iter()
-            .map(|config| {
-                start_instance(
-                    &folder,
-                    ProviderKind::Hook,
-                    config,
-                    &status,
-                    &notices,
-                    capacity,
-                    &mut threads,
-                    |root| root.open_hook(),
-                )
-            })
-            .collect();
-        let registry = Arc::new(Registry {
-            transports,
-            preprocessors,
-            hooks,
+        let registry = Arc::new(build_registry(
+            &folder,
+            profile,
+            &status,
+            &notices,
+            None,
             store_types,
-        });
-        for transport in &registry.transports {
-            log::info!(
-                "transport {} claims {}",
-                transport.name,
-                transport.address_types.join(", ")
-            );
-        }
+        ));
 
-        let (engine, engine_thread) = QueueManager::start(Setup {
+        let watchers = Watchers::default();
+        let (inbound, _) =
+            InboundManager::start(store.clone(), Arc::clone(&registry), watchers.clone());
+        let (engine, _) = QueueManager::start(Setup {
             store: store.clone(),
             registry: Arc::clone(&registry),
             status: status.clone(),
@@ -133,31 +90,184 @@ impl Spooler {
             max_in_flight: profile.max_in_flight,
             notices: notices_rx,
             hostname: hostname(),
+            inbound: inbound.clone(),
+            watchers: watchers.clone(),
         });
-        threads.push(engine_thread);
-        control::serve(
-            listener,
-            Control {
-                store,
-                registry,
-                status,
-                engine,
-            },
-            profile.socket_path(),
-        );
+        let control = Control::new(store, registry, status.clone(), engine, inbound, watchers);
+        control::serve(listener, control.clone(), profile.socket_path());
         log::info!(
             "spooler running; control socket {}",
             profile.socket_path().display()
         );
-        Ok(Spooler { threads })
+        Ok(Spooler {
+            store_config: profile.store.clone(),
+            max_in_flight: profile.max_in_flight,
+            status,
+            notices,
+            control,
+        })
     }
 
-    /// Waits for the spooler's threads (until the process is stopped).
-    pub fn wait(self) {
-        for thread in self.threads {
-            thread.join().ok();
+    /// Applies a re-read profile and rescans the providers folder (SIGHUP). Instances
+    /// whose configuration is unchanged keep running; new ones start (a library dropped
+    /// into the folder since is loaded now); removed ones close once their work is done.
+    /// The store, the retry policy and the data folder change only with a restart.
+    pub fn reload(&self, profile: &Profile, providers_folder: &Path) {
+        let folder = match loader::load_folder(providers_folder) {
+            Ok(folder) => folder,
+            Err(error) => {
+                log::error!("reload: {error}; keeping the running configuration");
+                return;
+            }
+        };
+        report_folder(&folder);
+        if profile.store != self.store_config || profile.max_in_flight != self.max_in_flight {
+            log::warn!(
+                "reload: changes to the store and to limits take effect at the next restart"
+            );
         }
+        let previous = self.control.registry();
+        let registry = Arc::new(build_registry(
+            &folder,
+            profile,
+            &self.status,
+            &self.notices,
+            Some(&previous),
+            previous.store_types.clone(),
+        ));
+        self.status.retain(|name| {
+            name == self.store_config.name
+                || registry.transports.iter().any(|t| t.name == name)
+                || registry.preprocessors.iter().any(|p| p.name == name)
+                || registry.hooks.iter().any(|h| h.name == name)
+        });
+        self.control.set_registry(Arc::clone(&registry));
+        self.control
+            .engine
+            .send(Command::Registry(Arc::clone(&registry)))
+            .ok();
+        self.control
+            .inbound
+            .send(InboundCommand::Registry(registry))
+            .ok();
+        log::info!("reloaded the profile and the providers folder");
     }
+
+    /// Stops gracefully (SIGTERM): no new submissions, passes under way finish or go back
+    /// to the queue, everything is stored, providers close.
+    pub fn shutdown(self) {
+        self.control.shutting_down.store(true, Ordering::SeqCst);
+        let (engine_done, engine_stopped) = bounded(1);
+        if self
+            .control
+            .engine
+            .send(Command::Shutdown(engine_done))
+            .is_ok()
+            && engine_stopped.recv_timeout(STOP_WAIT).is_err()
+        {
+            log::error!("the queue manager did not stop within {STOP_WAIT:?}");
+        }
+        let (inbound_done, inbound_stopped) = bounded(1);
+        if self
+            .control
+            .inbound
+            .send(InboundCommand::Shutdown(inbound_done))
+            .is_ok()
+            && inbound_stopped.recv_timeout(STOP_WAIT).is_err()
+        {
+            log::error!("the inbound manager did not stop within {STOP_WAIT:?}");
+        }
+        log::info!("spooler stopped");
+    }
+}
+
+/// The running instance of `previous` configured exactly as `config`, if there is one.
+fn reuse<T>(previous: Option<&Vec<Instance<T>>>, config: &ProviderConfig) -> Option<Instance<T>> {
+    previous?
+        .iter()
+        .find(|instance| instance.config == *config && instance.worker.is_some())
+        .cloned()
+}
+
+/// The routing table for `profile`, reusing the running instances of `previous` whose
+/// configuration did not change.
+fn build_registry(
+    folder: &ProviderFolder,
+    profile: &Profile,
+    status: &StatusTable,
+    notices: &Sender<ProviderNotice>,
+    previous: Option<&Registry>,
+    store_types: Vec<String>,
+) -> Registry {
+    let capacity = profile.max_in_flight;
+    let transports = profile
+        .transports
+        .iter()
+        .map(|config| {
+            reuse(previous.map(|p| &p.transports), config).unwrap_or_else(|| {
+                let instance = start_instance(
+                    folder,
+                    ProviderKind::Transport,
+                    config,
+                    status,
+                    notices,
+                    capacity,
+                    |root| root.open_transport(),
+                );
+                let instance = with_claimed_types(instance, |transport| transport.address_types());
+                with_poll_interval(instance)
+            })
+        })
+        .collect();
+    let preprocessors = profile
+        .preprocessors
+        .iter()
+        .map(|config| {
+            reuse(previous.map(|p| &p.preprocessors), config).unwrap_or_else(|| {
+                let instance = start_instance(
+                    folder,
+                    ProviderKind::Preprocessor,
+                    config,
+                    status,
+                    notices,
+                    capacity,
+                    |root| root.open_preprocessor(),
+                );
+                with_claimed_types(instance, |preprocessor| preprocessor.address_types())
+            })
+        })
+        .collect();
+    let hooks = profile
+        .hooks
+        .iter()
+        .map(|config| {
+            reuse(previous.map(|p| &p.hooks), config).unwrap_or_else(|| {
+                start_instance(
+                    folder,
+                    ProviderKind::Hook,
+                    config,
+                    status,
+                    notices,
+                    capacity,
+                    |root| root.open_hook(),
+                )
+            })
+        })
+        .collect();
+    let registry = Registry {
+        transports,
+        preprocessors,
+        hooks,
+        store_types,
+    };
+    for transport in &registry.transports {
+        log::info!(
+            "transport {} claims {}",
+            transport.name,
+            transport.address_types.join(", ")
+        );
+    }
+    registry
 }
 
 fn report_folder(folder: &ProviderFolder) {
@@ -177,7 +287,8 @@ fn report_folder(folder: &ProviderFolder) {
     }
 }
 
-/// The root module of the library offering provider `name` of `kind`.
+/// The root module of the library offering provider `name` of `kind`, and the address
+/// types its manifest gives.
 fn find(
     folder: &ProviderFolder,
     kind: ProviderKind,
@@ -222,7 +333,6 @@ fn opener<T: 'static>(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn start_instance<T: 'static>(
     folder: &ProviderFolder,
     kind: ProviderKind,
@@ -230,25 +340,19 @@ fn start_instance<T: 'static>(
     status: &StatusTable,
     notices: &Sender<ProviderNotice>,
     capacity: usize,
-    threads: &mut Vec<JoinHandle<()>>,
     entry: fn(ProviderLibraryRef) -> OpenFn<T>,
 ) -> Instance<T> {
     status.register(&config.name, kind, &config.provider);
-    match find(folder, kind, &config.provider) {
+    let (address_types, worker) = match find(folder, kind, &config.provider) {
         Some(found) => {
             let types = found.1.clone();
-            let (worker, thread) = Worker::start(
+            let (worker, _) = Worker::start(
                 &config.name,
                 capacity,
                 opener(found, config, status, notices, entry),
                 status.clone(),
             );
-            threads.push(thread);
-            Instance {
-                name: config.name.clone(),
-                address_types: types,
-                worker: Some(worker),
-            }
+            (types, Some(worker))
         }
         None => {
             let why = format!(
@@ -257,12 +361,15 @@ fn start_instance<T: 'static>(
             );
             log::error!("{}: {why}", config.name);
             status.set(&config.name, ProviderState::Error, &why);
-            Instance {
-                name: config.name.clone(),
-                address_types: Vec::new(),
-                worker: None,
-            }
+            (Vec::new(), None)
         }
+    };
+    Instance {
+        name: config.name.clone(),
+        config: config.clone(),
+        address_types,
+        poll_interval: None,
+        worker,
     }
 }
 
@@ -280,6 +387,23 @@ fn with_claimed_types<T: 'static>(
     });
     Instance {
         address_types: claimed.unwrap_or(instance.address_types),
+        ..instance
+    }
+}
+
+/// The transport with the interval at which it wants its inbound mail fetched.
+fn with_poll_interval(
+    instance: Instance<provider_abi::transport::TransportObject>,
+) -> Instance<provider_abi::transport::TransportObject> {
+    let interval = instance.worker.as_ref().and_then(|worker| {
+        worker
+            .call(|transport| transport.poll_interval_secs().into_result())
+            .ok()
+            .and_then(|secs| secs.into_option())
+            .map(|secs| Duration::from_secs(secs.max(1).into()))
+    });
+    Instance {
+        poll_interval: interval,
         ..instance
     }
 }

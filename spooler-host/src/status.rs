@@ -74,3 +74,10 @@ impl StatusTable {
         self.0.read().clone()
     }
 }
+
+impl StatusTable {
+    /// Forgets the rows of instances `keep` says no (removed by a reload).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.0.write().retain(|row| keep(&row.name));
+    }
+}

@@ -13,6 +13,13 @@
 //! The transport is offline while its offline marker file exists (`<folder>/.offline` unless
 //! configured): messages for it wait in the queue. A watcher notices when the marker goes
 //! away and tells the host, which sends the waiting mail at once.
+//!
+//! With `pickup = "/folder"` it also brings mail in: every `.eml` file there is an inbound
+//! message, handed to the host when the watcher sees it arrive (and every
+//! `poll_interval_secs`), and removed only once the host has stored it.
+
+mod pickup;
+mod watcher;
 
 use std::collections::hash_map::DefaultHasher;
 use std::fs;
@@ -21,14 +28,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
 use provider_abi::{
-    export_library, Address, Host, Library, MessageRef, Notice, OpenContext, ProviderError,
-    ProviderState, RecipientOutcome, Transport,
+    export_library, Address, InboundMessage, Library, MessageRef, OpenContext, ProviderError,
+    RecipientOutcome, Transport,
 };
+
+use pickup::Pickup;
 use serde::Deserialize;
+use watcher::Watched;
 
 /// The configuration table of a directory transport.
 #[derive(Debug, Deserialize)]
@@ -47,6 +56,15 @@ struct Config {
     /// Only these addresses (a trailing `*` matches any rest, case-insensitive); for the
     /// others it answers "not mine" and the host offers them to the next transport.
     only: Option<Vec<String>>,
+    /// The folder inbound messages are picked up from, if any.
+    pickup: Option<PathBuf>,
+    /// How often the host fetches the pickup folder without being told, in seconds.
+    #[serde(default = "default_poll_interval")]
+    poll_interval_secs: u32,
+}
+
+fn default_poll_interval() -> u32 {
+    60
 }
 
 fn default_address_type() -> String {
@@ -61,6 +79,8 @@ fn default_watch_interval() -> u64 {
 pub struct DirectoryTransport {
     folder: PathBuf,
     only: Option<Vec<String>>,
+    pickup: Option<Pickup>,
+    poll_interval_secs: u32,
     address_type: String,
     offline_marker: PathBuf,
     stop_watching: Arc<AtomicBool>,
@@ -93,16 +113,31 @@ impl DirectoryTransport {
         let offline_marker = config
             .offline_marker
             .unwrap_or_else(|| config.path.join(".offline"));
+        let pickup = config
+            .pickup
+            .map(Pickup::open)
+            .transpose()
+            .map_err(|error| {
+                ProviderError::configuration(format!(
+                    "directory transport `{}`: cannot create the pickup folder: {error}",
+                    context.name()
+                ))
+            })?;
         let stop_watching = Arc::new(AtomicBool::new(false));
-        watch_offline_marker(
-            offline_marker.clone(),
-            Duration::from_millis(config.watch_interval_ms.max(10)),
+        watcher::start(
+            Watched {
+                offline_marker: offline_marker.clone(),
+                pickup: pickup.as_ref().map(|p| p.folder().to_owned()),
+                interval: Duration::from_millis(config.watch_interval_ms.max(10)),
+            },
             context.host().clone(),
             Arc::clone(&stop_watching),
         );
         Ok(DirectoryTransport {
             folder: config.path,
             only: config.only,
+            pickup,
+            poll_interval_secs: config.poll_interval_secs,
             address_type: config.address_type.to_ascii_uppercase(),
             offline_marker,
             stop_watching,
@@ -208,6 +243,26 @@ impl Transport for DirectoryTransport {
     fn is_online(&mut self) -> bool {
         !self.offline_marker.exists()
     }
+
+    fn pull(&mut self) -> Result<Vec<InboundMessage>, ProviderError> {
+        match &self.pickup {
+            Some(pickup) => pickup.read_batch(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn acknowledge(&mut self, source_id: &str) -> Result<(), ProviderError> {
+        match &self.pickup {
+            Some(pickup) => pickup.remove(source_id),
+            None => Err(ProviderError::unsupported(
+                "this directory transport has no pickup folder",
+            )),
+        }
+    }
+
+    fn poll_interval_secs(&self) -> Option<u32> {
+        self.pickup.as_ref().map(|_| self.poll_interval_secs)
+    }
 }
 
 /// Links `aside` in as `<stem>.eml`, or `<stem>.<n>.eml` with the first free `n`.
@@ -230,37 +285,6 @@ fn link_without_replacing(aside: &Path, folder: &Path, stem: &str) -> std::io::R
 /// Makes the new name durable: on Linux a link is only on disk once its folder is synced.
 fn sync_folder(folder: &Path) -> std::io::Result<()> {
     fs::File::open(folder)?.sync_all()
-}
-
-/// Tells the host when the offline marker appears or disappears.
-fn watch_offline_marker(marker: PathBuf, interval: Duration, host: Host, stop: Arc<AtomicBool>) {
-    thread::spawn(move || {
-        let mut offline = marker.exists();
-        report(&host, offline, &marker);
-        while !stop.load(Ordering::Relaxed) {
-            thread::sleep(interval);
-            let now_offline = marker.exists();
-            if now_offline != offline {
-                offline = now_offline;
-                report(&host, offline, &marker);
-                if !offline {
-                    log::info!("{} is gone: back online", marker.display());
-                    host.notify(Notice::BackOnline);
-                }
-            }
-        }
-    });
-}
-
-fn report(host: &Host, offline: bool, marker: &Path) {
-    if offline {
-        host.set_status(
-            ProviderState::Offline,
-            format!("offline while {} exists", marker.display()),
-        );
-    } else {
-        host.set_status(ProviderState::Online, "");
-    }
 }
 
 fn library() -> Library {
