@@ -2,14 +2,14 @@
 //! providers (embedded store, directory transports, distribution lists), messages submitted
 //! with `spooler-host submit`, results read from the transports' folders and the store.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use spooler_tests::{wait_until, Host, Site, PROMPTLY};
+use serde_json::Value;
+use spooler_tests::{
+    files_per_message, recorded_deliveries, submit_many, wait_until, Host, Site, PROMPTLY,
+};
 
 /// Two directory transports: `fax` claims FAX, `files` claims FILE. Retries are quick.
 const TWO_TRANSPORTS: &str = r#"
@@ -383,49 +383,6 @@ config = { lists = { "LOCAL:team" = ["FILE:ann", "LOCAL:ops", "FILE:bob"], "LOCA
     );
 }
 
-/// Submits over the control socket directly, for speed; returns the queue ids.
-fn submit_many(socket: &std::path::Path, count: usize) -> Vec<String> {
-    let stream = UnixStream::connect(socket).expect("the control socket");
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    (0..count)
-        .map(|n| {
-            let content =
-                format!("From: load@example.com\r\nSubject: message {n}\r\n\r\nNumber {n}.\r\n");
-            let request = json!({
-                "command": "submit",
-                "sender": "LOCAL:load",
-                "recipients": [{ "address": format!("FILE:sink{}", n % 7), "kind": "to" }],
-                "content_length": content.len(),
-            });
-            writer
-                .write_all(format!("{request}\n{content}").as_bytes())
-                .unwrap();
-            let mut answer = String::new();
-            reader.read_line(&mut answer).unwrap();
-            let answer: Value = serde_json::from_str(&answer).unwrap();
-            answer["id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("not submitted: {answer}"))
-                .to_owned()
-        })
-        .collect()
-}
-
-/// The message ids whose delivery a host log records.
-fn recorded_deliveries(log: &str) -> BTreeSet<String> {
-    log.lines()
-        .filter(|line| line.contains("state=Delivered"))
-        .filter_map(|line| {
-            line.split("spooler_host::engine] ")
-                .nth(1)?
-                .split(':')
-                .next()
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
 #[test]
 fn after_a_kill_9_during_a_run_of_1000_messages_every_message_arrives_and_no_recorded_delivery_is_repeated(
 ) {
@@ -456,11 +413,7 @@ fn after_a_kill_9_during_a_run_of_1000_messages_every_message_arrives_and_no_rec
         host.list("Outbox").is_empty() && host.list("Sent Items").len() == 1000
     });
 
-    let mut files_per_message: BTreeMap<String, usize> = BTreeMap::new();
-    for file in site.delivered_files("files") {
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        *files_per_message.entry(name[..16].to_owned()).or_default() += 1;
-    }
+    let files_per_message = files_per_message(&site.delivered_files("files"));
     let ids: BTreeSet<String> = ids.into_iter().collect();
     assert_eq!(
         files_per_message.keys().cloned().collect::<BTreeSet<_>>(),

@@ -256,12 +256,29 @@ pub struct Site {
 impl Site {
     /// A new site with every bundled provider.
     pub fn new() -> Site {
+        Site::with_providers(&BUNDLED)
+    }
+
+    /// A new site whose providers folder holds only `packages`.
+    pub fn with_providers(packages: &[&str]) -> Site {
         let root = tempfile::tempdir().expect("a temporary folder");
         set_mode(root.path(), 0o755);
         Site {
             root,
-            providers: ProviderFolder::with(&BUNDLED),
+            providers: ProviderFolder::with(packages),
         }
+    }
+
+    /// Drops a message file into `folder` the way a well-behaved writer does: written under
+    /// a hidden name, then renamed.
+    pub fn drop_message(&self, folder: &str, name: &str, content: &str) -> PathBuf {
+        let folder = self.path(folder);
+        fs::create_dir_all(&folder).expect("creating the pickup folder");
+        let hidden = folder.join(format!(".{name}.part"));
+        fs::write(&hidden, content).expect("writing the message");
+        let target = folder.join(name);
+        fs::rename(&hidden, &target).expect("renaming the message into place");
+        target
     }
 
     /// A folder under the site (not created).
@@ -420,6 +437,144 @@ impl Host {
         self.child.kill().ok();
         self.child.wait().ok();
     }
+
+    /// Sends the host a signal (`libc::SIGTERM`, `libc::SIGHUP`, …).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+        let sent = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(sent, 0, "signalling the host");
+    }
+
+    /// Waits at most `limit` for the host to exit; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the host") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the host did not exit within {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The profile it runs on.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// Starts `spooler-host watch --json`; its events arrive on the returned watcher.
+    pub fn watch(&self) -> Watcher {
+        let mut child = Command::new(host_binary())
+            .args(["watch", "--json", "--config"])
+            .arg(&self.config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the watch client starts");
+        let stdout = child.stdout.take().expect("the watch client's output");
+        let (events, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok)
+            {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if events.send(event).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        // It is watching once the host has registered it; give the connection a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        Watcher { child, received }
+    }
+}
+
+/// A running `watch` client.
+pub struct Watcher {
+    child: std::process::Child,
+    received: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Watcher {
+    /// The next event, waiting at most `limit`.
+    pub fn next(&self, limit: Duration) -> serde_json::Value {
+        self.received
+            .recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("no event within {limit:?}"))
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Submits `count` messages over the control socket directly (fast), each to
+/// `FILE:sink<n % 7>`; returns the queue ids.
+pub fn submit_many(socket: &Path, count: usize) -> Vec<String> {
+    use std::io::{BufRead, Write};
+    let stream = std::os::unix::net::UnixStream::connect(socket).expect("the control socket");
+    let mut writer = stream.try_clone().expect("a second handle on the socket");
+    let mut reader = std::io::BufReader::new(stream);
+    (0..count)
+        .map(|n| {
+            let content =
+                format!("From: load@example.com\r\nSubject: message {n}\r\n\r\nNumber {n}.\r\n");
+            let request = serde_json::json!({
+                "command": "submit",
+                "sender": "LOCAL:load",
+                "recipients": [{ "address": format!("FILE:sink{}", n % 7), "kind": "to" }],
+                "content_length": content.len(),
+            });
+            writer
+                .write_all(format!("{request}\n{content}").as_bytes())
+                .expect("sending a submission");
+            let mut answer = String::new();
+            reader.read_line(&mut answer).expect("the host answers");
+            let answer: serde_json::Value = serde_json::from_str(&answer).expect("a JSON answer");
+            answer["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("not submitted: {answer}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The message ids whose delivery a host log records (logged only after the commit).
+pub fn recorded_deliveries(log: &str) -> std::collections::BTreeSet<String> {
+    log.lines()
+        .filter(|line| line.contains("state=Delivered"))
+        .filter_map(|line| {
+            line.split("spooler_host::engine] ")
+                .nth(1)?
+                .split(':')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// How many files per message id a directory transport wrote (`<id>-….eml`, repeats too).
+pub fn files_per_message(files: &[PathBuf]) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for file in files {
+        let name = file
+            .file_name()
+            .expect("a file name")
+            .to_string_lossy()
+            .into_owned();
+        *counts.entry(name[..16].to_owned()).or_default() += 1;
+    }
+    counts
 }
 
 impl Drop for Host {

@@ -30,7 +30,7 @@ struct Cli {
 /// Where the spooler's profile and data are.
 #[derive(Args, Clone)]
 struct Place {
-    /// The profile (TOML); without one, the defaults: the embedded store, no transports.
+    /// The profile (TOML) [default: $SPOOLER_CONFIG; without either, the embedded store and no transports].
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// The data folder (store, control socket) [default: $XDG_DATA_HOME/spooler].
@@ -39,9 +39,14 @@ struct Place {
 }
 
 impl Place {
+    /// The profile from `--config`, else from `$SPOOLER_CONFIG` (so that programs invoking
+    /// plain `sendmail` reach the right spooler), else the defaults.
     fn profile(&self) -> Result<Profile, String> {
-        match &self.config {
-            Some(file) => Profile::read(file, self.data_dir.clone()).map_err(|e| e.to_string()),
+        let from_environment = std::env::var_os("SPOOLER_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        match self.config.clone().or(from_environment) {
+            Some(file) => Profile::read(&file, self.data_dir.clone()).map_err(|e| e.to_string()),
             None => Ok(Profile::defaults(self.data_dir.clone())),
         }
     }

@@ -146,6 +146,8 @@ impl Spooler {
             .engine
             .send(Command::Registry(Arc::clone(&registry)))
             .ok();
+        // Mail waiting for a transport that was missing or misconfigured may go now.
+        self.control.engine.send(Command::Flush(None)).ok();
         self.control
             .inbound
             .send(InboundCommand::Registry(registry))

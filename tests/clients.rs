@@ -1,0 +1,511 @@
+//! Inbound mail, hooks, new-mail notification and the client interface, as users meet them:
+//! files dropped into a pickup folder, `spooler-host watch`, `submit -t` from a shell, the
+//! queue commands, and the host's signals.
+
+use std::fs;
+use std::time::Duration;
+
+use serde_json::Value;
+use spooler_tests::{
+    files_per_message, host_binary, recorded_deliveries, submit_many, wait_until, Host, Site,
+    PROMPTLY,
+};
+
+/// A directory transport `files` for FILE mail with a pickup folder for inbound mail.
+const PICKUP: &str = r#"
+[[transport]]
+provider = "directory"
+name = "files"
+config = { path = "{site}/files", pickup = "{site}/pickup", poll_interval_secs = 1 }
+
+[retry]
+min_delay = "200ms"
+max_delay = "1s"
+"#;
+
+const INBOUND: &str = "Return-Path: <carol@example.org>\r\nFrom: Carol <carol@example.org>\r\nTo: me@example.com\r\nSubject: minutes of Monday\r\n\r\nSee below.\r\n";
+
+fn pickup_files(site: &Site) -> Vec<String> {
+    fs::read_dir(site.path("pickup"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_file_dropped_into_the_pickup_folder_lands_in_the_inbox_and_watchers_are_told() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(PICKUP), "host.log");
+    let watcher = host.watch();
+    site.drop_message("pickup", "0001.eml", INBOUND);
+
+    let event = watcher.next(PROMPTLY);
+    assert_eq!(event["event"], "new_mail", "{event}");
+    assert_eq!(event["folder"], "Inbox");
+    assert_eq!(event["sender"], "SMTP:carol@example.org");
+    assert_eq!(event["subject"], "minutes of Monday");
+    let stored = host.show(event["id"].as_str().unwrap());
+    assert_eq!(stored["folder"], "Inbox");
+    assert_eq!(stored["content"], INBOUND);
+    wait_until(PROMPTLY, "the pickup file is removed", || {
+        pickup_files(&site).is_empty()
+    });
+}
+
+#[test]
+fn inbound_rules_file_delete_or_keep_messages() {
+    let site = Site::new();
+    let config = site.write_config(&format!(
+        "{PICKUP}\n{}",
+        r#"
+[[hook]]
+provider = "rules"
+config = { rule = [
+    { field = "subject", contains = "WIN A PRIZE", action = "delete" },
+    { field = "header:X-Project", contains = "apollo", action = "move", folder = "Projects/Apollo" },
+    { field = "sender", contains = "boss@", action = "stop" },
+] }
+"#
+    ));
+    let host = Host::start(&config, "host.log");
+    let watcher = host.watch();
+    site.drop_message(
+        "pickup",
+        "1.eml",
+        "From: spammer@example.net\r\nSubject: you win a prize\r\n\r\n!!!\r\n",
+    );
+    site.drop_message(
+        "pickup",
+        "2.eml",
+        "From: dev@example.com\r\nX-Project: Apollo\r\nSubject: launch plan\r\n\r\nT-10.\r\n",
+    );
+    site.drop_message(
+        "pickup",
+        "3.eml",
+        "From: boss@example.com\r\nSubject: lunch\r\n\r\nNoon.\r\n",
+    );
+
+    let mut events: Vec<Value> = vec![watcher.next(PROMPTLY), watcher.next(PROMPTLY)];
+    events.sort_by_key(|e| e["subject"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(
+        (events[0]["subject"].as_str(), events[0]["folder"].as_str()),
+        (Some("launch plan"), Some("Projects/Apollo"))
+    );
+    assert_eq!(
+        (events[1]["subject"].as_str(), events[1]["folder"].as_str()),
+        (Some("lunch"), Some("Inbox"))
+    );
+    wait_until(
+        PROMPTLY,
+        "every pickup file is gone, the deleted one too",
+        || pickup_files(&site).is_empty(),
+    );
+    let all: Vec<Value> = ["Inbox", "Projects/Apollo"]
+        .iter()
+        .flat_map(|f| host.list(f))
+        .collect();
+    assert_eq!(all.len(), 2, "the prize message was deleted, not stored");
+    assert!(host.log().contains("deleted by a hook"), "{}", host.log());
+}
+
+#[test]
+fn a_pickup_file_stays_until_the_store_has_committed_its_message() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(PICKUP), "host.log");
+    // Another process holds the store's write lock, so no commit can succeed.
+    let database = rusqlite::Connection::open(site.path("data/store.sqlite")).unwrap();
+    database.execute_batch("BEGIN IMMEDIATE").unwrap();
+    site.drop_message("pickup", "0001.eml", INBOUND);
+
+    wait_until(PROMPTLY, "the host tried and failed to store it", || {
+        host.log()
+            .contains("cannot store inbound mail, it stays at the source")
+    });
+    assert_eq!(
+        pickup_files(&site),
+        ["0001.eml"],
+        "not removed while not stored"
+    );
+
+    database.execute_batch("ROLLBACK").unwrap();
+    wait_until(PROMPTLY, "the message is stored at a later fetch", || {
+        host.list("Inbox").len() == 1
+    });
+    wait_until(PROMPTLY, "and only then removed", || {
+        pickup_files(&site).is_empty()
+    });
+}
+
+#[test]
+fn submit_t_from_a_shell_queues_a_real_message_and_delivers_it() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(PICKUP), "host.log");
+    let message = site.path("message.eml");
+    fs::write(
+        &message,
+        "From: Alice <alice@example.com>\nTo: Bob <FILE:bob>, FILE:carol\nCc: \"Doe, Dan\" <FILE:dan>\nBcc: FILE:eve\nSubject: Re: the plan\nMessage-ID: <plan.1@example.com>\n\nAgreed.\n.\nThis line comes after a lone dot.\n",
+    )
+    .unwrap();
+    let script = format!(
+        "{} submit --config {} -t -f alice@example.com < {}",
+        host_binary().display(),
+        host.config().display(),
+        message.display()
+    );
+    let output = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert_eq!(id.len(), 16, "submit prints the queue id");
+
+    wait_until(PROMPTLY, "it is delivered", || {
+        host.show(&id)["folder"] == "Sent Items"
+    });
+    let message = host.show(&id);
+    let recipients: Vec<(String, String)> = message["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["address"].as_str().unwrap().to_owned(),
+                r["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("FILE:bob", "to"),
+        ("FILE:carol", "to"),
+        ("FILE:dan", "cc"),
+        ("FILE:eve", "bcc"),
+    ]
+    .map(|(a, k)| (a.to_owned(), k.to_owned()))
+    .into();
+    assert_eq!(recipients, expected);
+    assert_eq!(message["sender"], "SMTP:alice@example.com");
+    let content = message["content"].as_str().unwrap();
+    assert!(
+        !content.contains("Bcc") && !content.contains("eve"),
+        "the Bcc header is gone: {content}"
+    );
+    assert!(
+        !content.contains("after a lone dot"),
+        "without -i a lone dot ends the message"
+    );
+    assert_eq!(
+        site.delivered_files("files").len(),
+        2,
+        "one delivery for To and Cc, one for the Bcc"
+    );
+}
+
+#[test]
+fn the_binary_invoked_as_sendmail_submits_with_sendmails_exit_codes() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(PICKUP), "host.log");
+    let sendmail = site.path("sendmail");
+    std::os::unix::fs::symlink(host_binary(), &sendmail).unwrap();
+    let config = host.config().to_owned();
+    let run = |args: &[&str], input: &str| {
+        let mut child = std::process::Command::new(&sendmail)
+            .args(args)
+            .env("SPOOLER_CONFIG", &config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let sent = run(&["-oi", "FILE:bob"], "Subject: from cron\n\nDone.\n");
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(
+        run(&["-Q"], "").status.code(),
+        Some(64),
+        "EX_USAGE for a bad option"
+    );
+    assert_eq!(
+        run(&["not an address"], "Subject: x\n\ny\n").status.code(),
+        Some(67),
+        "EX_NOUSER for a bad recipient"
+    );
+    wait_until(PROMPTLY, "it is delivered", || {
+        site.delivered_files("files").len() == 1
+    });
+    drop(host);
+    assert_eq!(
+        run(&["FILE:bob"], "Subject: x\n\ny\n").status.code(),
+        Some(69),
+        "EX_UNAVAILABLE when the spooler is down"
+    );
+}
+
+#[test]
+fn queue_and_show_reflect_statuses_and_flush_sends_deferred_mail_at_once() {
+    let site = Site::new();
+    // A long backoff: only the flush can explain a prompt second attempt.
+    let host = Host::start(
+        &site.write_config(&PICKUP.replace(
+            "min_delay = \"200ms\"\nmax_delay = \"1s\"",
+            "min_delay = \"1h\"\nmax_delay = \"1h\"",
+        )),
+        "host.log",
+    );
+    fs::remove_dir_all(site.path("files")).unwrap();
+    fs::write(site.path("files"), "a file where the folder should be").unwrap();
+    let id = host.submit(
+        &["FILE:bob", "LOCAL:carol"],
+        "Subject: status check\r\n\r\nHi.\r\n",
+    );
+
+    wait_until(PROMPTLY, "the attempt is deferred", || {
+        host.show(&id)["recipients"][0]["attempts"] == 1
+    });
+    let shown = host.show(&id);
+    let bob = &shown["recipients"][0];
+    assert_eq!(
+        (bob["state"].as_str(), bob["transport"].as_str()),
+        (Some("pending"), Some("files"))
+    );
+    assert!(
+        bob["last_answer"]
+            .as_str()
+            .unwrap()
+            .starts_with("deferred by files: cannot write into"),
+        "{bob}"
+    );
+    assert!(bob["next_attempt"].as_i64().is_some());
+    assert_eq!(
+        shown["recipients"][1]["state"], "delivered",
+        "the store's own recipient went at once"
+    );
+    let queue = host.command(&["queue"]).stdout;
+    assert!(
+        queue.contains(&id)
+            && queue.contains("FILE:bob")
+            && queue.contains("pending")
+            && queue.contains("deferred by files"),
+        "{queue}"
+    );
+    let status = host.command(&["status"]).stdout;
+    assert!(
+        status
+            .lines()
+            .any(|line| line.starts_with("files") && line.contains("1 queued")),
+        "{status}"
+    );
+
+    fs::remove_file(site.path("files")).unwrap();
+    fs::create_dir(site.path("files")).unwrap();
+    assert_eq!(host.command(&["flush", "files"]).code, Some(0));
+    wait_until(Duration::from_secs(10), "the flush delivers it", || {
+        site.delivered_files("files").len() == 1
+    });
+    wait_until(PROMPTLY, "the queue is empty", || {
+        host.command(&["queue"]).stdout.contains("(no messages)")
+    });
+    let unknown = host.command(&["flush", "fax"]);
+    assert!(
+        unknown.stderr.contains("there is no transport named `fax`"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+#[test]
+fn hold_release_and_delete_act_on_queued_messages() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(PICKUP), "host.log");
+    let id = host.submit(
+        &["--defer", "3s", "FILE:bob"],
+        "Subject: held\r\n\r\nWait.\r\n",
+    );
+    assert_eq!(host.command(&["hold", &id]).code, Some(0));
+    assert_eq!(host.show(&id)["held"], true);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        site.delivered_files("files").is_empty(),
+        "a held message is not sent"
+    );
+    assert!(host.command(&["queue"]).stdout.contains("(held)"));
+    assert_eq!(host.command(&["release", &id]).code, Some(0));
+    wait_until(PROMPTLY, "the released message goes out", || {
+        site.delivered_files("files").len() == 1
+    });
+
+    let doomed = host.submit(
+        &["--defer", "1h", "FILE:bob"],
+        "Subject: never mind\r\n\r\nOops.\r\n",
+    );
+    assert_eq!(host.command(&["delete", &doomed]).code, Some(0));
+    let gone = host.command(&["show", &doomed]);
+    assert!(
+        gone.stderr.contains("there is no message"),
+        "{}",
+        gone.stderr
+    );
+    let again = host.command(&["hold", &id]);
+    assert!(
+        again.stderr.contains("is not queued (it is in Sent Items)"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn a_provider_dropped_into_the_folder_after_start_is_loaded_on_sighup() {
+    let site = Site::with_providers(&["store-embedded"]);
+    let config = site.write_config(&PICKUP.replace("max_delay = \"1s\"", "max_delay = \"1h\""));
+    let host = Host::start(&config, "host.log");
+    let id = host.submit(
+        &["FILE:bob"],
+        "Subject: waiting for a transport\r\n\r\nHi.\r\n",
+    );
+    wait_until(
+        PROMPTLY,
+        "the recipient waits for the missing transport",
+        || {
+            host.show(&id)["recipients"][0]["last_answer"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("could not be started")
+        },
+    );
+    let status = host.command(&["status"]).stdout;
+    assert!(
+        status.contains("there is no transport provider `directory` in the providers folder"),
+        "{status}"
+    );
+
+    site.providers().add_library("transport-directory");
+    host.signal(libc::SIGHUP);
+    wait_until(
+        PROMPTLY,
+        "the new transport delivers the waiting mail",
+        || site.delivered_files("files").len() == 1,
+    );
+    let status = host.command(&["status"]).stdout;
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("files") && l.contains("online")),
+        "{status}"
+    );
+}
+
+#[test]
+fn sigterm_during_a_busy_run_loses_nothing() {
+    let site = Site::new();
+    let config = site.write_config(&format!("{PICKUP}\n[limits]\nmax_in_flight = 32\n"));
+    let mut host = Host::start(&config, "first-run.log");
+    let ids = submit_many(&site.path("data/control.sock"), 300);
+    wait_until(PROMPTLY, "deliveries are under way", || {
+        site.delivered_files("files").len() >= 30
+    });
+    host.signal(libc::SIGTERM);
+    assert_eq!(
+        host.wait_exit(Duration::from_secs(40)),
+        Some(0),
+        "a clean exit:\n{}",
+        host.log()
+    );
+    assert!(
+        host.log()
+            .contains("queue manager stopped; everything is stored"),
+        "{}",
+        host.log()
+    );
+    let recorded_before = recorded_deliveries(&host.log());
+
+    let host = Host::start(&config, "second-run.log");
+    wait_until(PROMPTLY * 3, "every message is finished", || {
+        host.list("Outbox").is_empty() && host.list("Sent Items").len() == 300
+    });
+    let files = files_per_message(&site.delivered_files("files"));
+    assert_eq!(files.len(), 300, "every message arrived");
+    assert!(ids.iter().all(|id| files.contains_key(id)));
+    assert!(
+        files.values().all(|&n| n == 1),
+        "a graceful stop repeats nothing: {:?}",
+        files.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    assert!(recorded_before.is_disjoint(&recorded_deliveries(&host.log())));
+}
+
+#[test]
+fn another_user_cannot_use_the_control_socket() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: another_user_cannot_use_the_control_socket needs root to run a client as another user (CI runs as root)");
+        return;
+    }
+    let site = Site::new();
+    let host = Host::start(&site.write_config(PICKUP), "host.log");
+    let as_nobody = || {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(host_binary())
+            .args(["status", "--config"])
+            .arg(host.config())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    let refused = as_nobody();
+    assert_eq!(
+        refused.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Permission denied"));
+
+    // Even with the folder and socket opened up, the host checks who is calling.
+    spooler_tests::set_mode(&site.path("data"), 0o755);
+    spooler_tests::set_mode(&site.path("data/control.sock"), 0o666);
+    let refused = as_nobody();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        stderr.contains("permission denied: this spooler belongs to uid 0"),
+        "{stderr}"
+    );
+    assert_eq!(
+        host.command(&["status"]).code,
+        Some(0),
+        "its owner still can"
+    );
+}
+
+#[test]
+fn a_report_is_announced_to_watchers() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(PICKUP), "host.log");
+    let watcher = host.watch();
+    host.submit(&["X400:nobody"], "Subject: into the void\r\n\r\nHello?\r\n");
+    let event = watcher.next(PROMPTLY);
+    assert_eq!(event["event"], "report", "{event}");
+    assert_eq!(event["folder"], "Inbox");
+    assert_eq!(event["subject"], "Undelivered Mail Returned to Sender");
+}
