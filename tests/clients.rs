@@ -462,9 +462,13 @@ fn another_user_cannot_use_the_control_socket() {
     }
     let site = Site::new();
     let host = Host::start(&site.write_config(PICKUP), "host.log");
+    // A copy nobody can run, wherever the checkout is.
+    let client = site.path("spooler-host");
+    fs::copy(host_binary(), &client).unwrap();
+    spooler_tests::set_mode(&client, 0o755);
     let as_nobody = || {
         use std::os::unix::process::CommandExt;
-        std::process::Command::new(host_binary())
+        std::process::Command::new(&client)
             .args(["status", "--config"])
             .arg(host.config())
             .uid(65534)
