@@ -42,6 +42,9 @@ pub struct ProviderConfig {
     pub name: String,
     /// Its settings, as the TOML text of its `config` table.
     pub config: String,
+    /// How many copies run side by side, each on its own thread with its own provider
+    /// (for a transport: parallel connections).
+    pub parallel: usize,
 }
 
 /// The whole profile.
@@ -105,6 +108,7 @@ struct RawProvider {
     name: Option<String>,
     #[serde(default)]
     config: toml::Table,
+    parallel: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -213,9 +217,13 @@ impl Profile {
                     provider: "embedded".into(),
                     name: "embedded".into(),
                     config: toml::to_string(&config).map_err(|e| e.to_string())?,
+                    parallel: 1,
                 }
             }
         };
+        if store.parallel != 1 {
+            return Err("store.parallel: a store runs once; remove the key".into());
+        }
         let instances = |raws: Vec<RawProvider>, key: &str| {
             raws.into_iter()
                 .enumerate()
@@ -278,10 +286,17 @@ fn instance(raw: RawProvider, key: &str) -> Result<ProviderConfig, String> {
             "{key}.name: expected a name without spaces, found `{name}`"
         ));
     }
+    let parallel = raw.parallel.unwrap_or(1);
+    if !(1..=64).contains(&parallel) {
+        return Err(format!(
+            "{key}.parallel: expected 1 to 64, found {parallel}"
+        ));
+    }
     Ok(ProviderConfig {
         provider: raw.provider,
         name,
         config: toml::to_string(&raw.config).map_err(|e| format!("{key}.config: {e}"))?,
+        parallel,
     })
 }
 

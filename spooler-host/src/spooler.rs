@@ -321,7 +321,7 @@ fn opener<T: 'static>(
     let config = config.clone();
     let status = status.clone();
     let notices = notices.clone();
-    Box::new(move || {
+    Arc::new(move || {
         let opened = entry(root)(OpenArgs {
             name: config.provider.as_str().into(),
             config: config.config.as_str().into(),
@@ -351,6 +351,7 @@ fn start_instance<T: 'static>(
             let (worker, _) = Worker::start(
                 &config.name,
                 capacity,
+                config.parallel,
                 opener(found, config, status, notices, entry),
                 status.clone(),
             );

@@ -163,13 +163,14 @@ impl StoreClient {
         open: Opener<StoreObject>,
         status: StatusTable,
     ) -> (StoreClient, Vec<JoinHandle<()>>) {
-        let (worker, worker_thread) = Worker::start(name, 1, open, status);
+        let (worker, mut threads) = Worker::start(name, 1, 1, open, status);
         let (requests, queue) = bounded::<Request>(1024);
         let thread = std::thread::Builder::new()
             .name("store batcher".into())
             .spawn(move || batch_requests(queue, worker))
             .expect("the system can start a thread");
-        (StoreClient { requests }, vec![thread, worker_thread])
+        threads.push(thread);
+        (StoreClient { requests }, threads)
     }
 
     /// Commits `commit` durably (possibly together with other callers' commits).

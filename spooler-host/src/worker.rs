@@ -9,7 +9,9 @@
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Sender};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
 use provider_abi::{ErrorKind, ProviderError};
 
 use crate::status::StatusTable;
@@ -36,7 +38,7 @@ impl Health {
 type Job<T> = Box<dyn FnOnce(Result<&mut T, &ProviderError>) -> Health + Send>;
 
 /// Opens the provider; called on the worker thread, again after each fault.
-pub type Opener<T> = Box<dyn FnMut() -> Result<T, ProviderError> + Send>;
+pub type Opener<T> = Arc<dyn Fn() -> Result<T, ProviderError> + Send + Sync>;
 
 /// The handle to a provider's thread. Dropping every handle closes the provider.
 pub struct Worker<T> {
@@ -59,60 +61,68 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const LAST_BACKOFF: Duration = Duration::from_secs(60);
 
 impl<T: 'static> Worker<T> {
-    /// Starts the thread for instance `name`, opening the provider there first. At most
-    /// `capacity` jobs wait for it; more block the sender (back-pressure).
+    /// Starts `parallel` threads for instance `name`, each opening its own provider first
+    /// and taking jobs from one queue, so jobs go to whichever is free (a transport's
+    /// parallel connections). At most `capacity` jobs wait; more block the sender
+    /// (back-pressure).
     pub fn start(
         name: &str,
         capacity: usize,
-        mut open: Opener<T>,
+        parallel: usize,
+        open: Opener<T>,
         status: StatusTable,
-    ) -> (Worker<T>, JoinHandle<()>) {
+    ) -> (Worker<T>, Vec<JoinHandle<()>>) {
         let (jobs, queue) = bounded::<Job<T>>(capacity);
-        let instance = name.to_owned();
-        let thread = thread::Builder::new()
-            .name(format!("provider {name}"))
-            .spawn(move || {
-                let mut backoff = FIRST_BACKOFF;
-                let mut slot = open_now(&instance, &mut open, &status);
-                let mut reopen_at = Instant::now() + backoff;
-                for job in queue {
-                    if slot.is_err() && Instant::now() >= reopen_at {
-                        slot = open_now(&instance, &mut open, &status);
-                        backoff = if slot.is_ok() {
-                            FIRST_BACKOFF
-                        } else {
-                            (backoff * 2).min(LAST_BACKOFF)
-                        };
-                        reopen_at = Instant::now() + backoff;
-                    }
-                    let health = job(slot.as_mut().map_err(|error| &*error));
-                    if health == Health::Faulted {
-                        let error = ProviderError::new(
-                            ErrorKind::Panicked,
-                            format!("{instance} panicked and is being reopened"),
-                        );
-                        status.set(
-                            &instance,
-                            provider_abi::ProviderState::Error,
-                            error.message(),
-                        );
-                        // Dropped here, on its own thread, before it is opened again.
-                        slot = Err(error);
-                        reopen_at = Instant::now();
-                    }
-                }
-                log::debug!("{instance}: closed");
+        let threads = (0..parallel.max(1))
+            .map(|_| {
+                let (queue, open, status) = (queue.clone(), Arc::clone(&open), status.clone());
+                let instance = name.to_owned();
+                thread::Builder::new()
+                    .name(format!("provider {name}"))
+                    .spawn(move || serve(&instance, queue, &open, &status))
+                    .expect("the system can start a thread")
             })
-            .expect("the system can start a thread");
-        (Worker { jobs }, thread)
+            .collect();
+        (Worker { jobs }, threads)
     }
 }
 
-fn open_now<T>(
-    instance: &str,
-    open: &mut Opener<T>,
-    status: &StatusTable,
-) -> Result<T, ProviderError> {
+/// One worker thread: opens its provider, runs jobs until the queue closes, reopens after
+/// a fault.
+fn serve<T>(instance: &str, queue: Receiver<Job<T>>, open: &Opener<T>, status: &StatusTable) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut slot = open_now(instance, open, status);
+    let mut reopen_at = Instant::now() + backoff;
+    for job in queue {
+        if slot.is_err() && Instant::now() >= reopen_at {
+            slot = open_now(instance, open, status);
+            backoff = if slot.is_ok() {
+                FIRST_BACKOFF
+            } else {
+                (backoff * 2).min(LAST_BACKOFF)
+            };
+            reopen_at = Instant::now() + backoff;
+        }
+        let health = job(slot.as_mut().map_err(|error| &*error));
+        if health == Health::Faulted {
+            let error = ProviderError::new(
+                ErrorKind::Panicked,
+                format!("{instance} panicked and is being reopened"),
+            );
+            status.set(
+                instance,
+                provider_abi::ProviderState::Error,
+                error.message(),
+            );
+            // Dropped here, on its own thread, before it is opened again.
+            slot = Err(error);
+            reopen_at = Instant::now();
+        }
+    }
+    log::debug!("{instance}: closed");
+}
+
+fn open_now<T>(instance: &str, open: &Opener<T>, status: &StatusTable) -> Result<T, ProviderError> {
     match open() {
         Ok(provider) => {
             log::info!("{instance}: opened");
