@@ -14,9 +14,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The bundled provider libraries, by crate name.
-pub const BUNDLED: [&str; 4] = [
+pub const BUNDLED: [&str; 5] = [
     "store-embedded",
     "transport-directory",
+    "transport-smtp",
     "preprocessor-distlist",
     "hook-rules",
 ];
@@ -592,5 +593,85 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
             "gave up after {limit:?} waiting until {what}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether a real server program is here to test against. Without it a test is skipped,
+/// loudly; under `.ci/run` (`SPOOLER_REQUIRE_SERVERS=1`) its absence is a failure.
+pub fn real_server(program: &str) -> bool {
+    let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .any(|folder| Path::new(folder).join(program).exists());
+    if !found {
+        assert!(
+            std::env::var("SPOOLER_REQUIRE_SERVERS").as_deref() != Ok("1"),
+            "{program} is missing, and SPOOLER_REQUIRE_SERVERS=1 says the real servers must be here (.ci/run installs them)"
+        );
+        eprintln!("SKIPPED: {program} is not installed; `bash .ci/run` installs it (apt-get install postfix dovecot-pop3d)");
+    }
+    found
+}
+
+/// A free TCP port on the loopback address.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Postfix's `smtp-sink` on a loopback port, dumping every transaction into a folder.
+pub struct SmtpSink {
+    child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+    dump: PathBuf,
+}
+
+impl SmtpSink {
+    /// Starts `smtp-sink` with `options` (e.g. `["-f", "RCPT"]`) on `port`, dumping into
+    /// `site/<name>`. Waits until it accepts connections.
+    pub fn start(site: &Site, name: &str, port: u16, options: &[&str]) -> SmtpSink {
+        let dump = site.path(name);
+        fs::create_dir_all(&dump).expect("creating the sink's folder");
+        // smtp-sink drops to `nobody` when started as root; it must be able to write there.
+        set_mode(&dump, 0o777);
+        let template = format!("{}/%H%M%S.", dump.display());
+        let mut command = Command::new("smtp-sink");
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            command.args(["-u", "nobody"]);
+        }
+        let child = command
+            .args(options)
+            .args(["-d", &template, &format!("127.0.0.1:{port}"), "64"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink starts");
+        wait_until(PROMPTLY, "smtp-sink listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        SmtpSink { child, port, dump }
+    }
+
+    /// Every transaction it took, as dumped (`X-Mail-Args`, `X-Rcpt-Args`, then the message).
+    pub fn transactions(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = fs::read_dir(&self.dump)
+            .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|f| fs::read_to_string(f).ok())
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
     }
 }

@@ -1,0 +1,466 @@
+//! The SMTP transport: outbound mail to one smart host, on `lettre`'s SMTP client.
+//!
+//! Each message is one SMTP transaction with all of its recipients (the host gives Bcc
+//! recipients transactions of their own), and every recipient gets its own answer from the
+//! server's replies:
+//! - a 2xx to RCPT and then to the end of DATA: delivered, with the server's words;
+//! - a 5xx: failed, with the enhanced status code and the server's text, for the report;
+//! - a 4xx, a refused or timed-out connection, a 4xx greeting or a 421: deferred, so the
+//!   host keeps the message and tries again (store and forward).
+//!
+//! The connection stays open between messages (checked with NOOP before reuse); for
+//! parallel connections, give the transport `parallel = N` in the profile. With
+//! `domains = [...]` it takes only recipients in those domains and answers "not mine" for
+//! the others, which the host offers to the next transport (a transport map).
+//!
+//! ```toml
+//! [[transport]]
+//! provider = "smtp"
+//! parallel = 4
+//! config = { host = "smtp.example.com", port = 587, tls = "starttls", username = "spooler", password = "…" }
+//! ```
+
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::response::Response;
+use provider_abi::{
+    export_library, Address, Library, MessageRef, OpenContext, ProviderError, RecipientOutcome,
+    Transport,
+};
+use serde::Deserialize;
+
+/// How the connection is protected.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum TlsMode {
+    /// Plain text (only for a smart host on this machine or a trusted network).
+    None,
+    /// Plain text, upgraded with STARTTLS before anything else is said.
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Implicit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// The smart host.
+    host: String,
+    /// Its port [default: 465 with implicit TLS, otherwise 25].
+    port: Option<u16>,
+    /// `starttls` (default), `implicit` or `none`.
+    #[serde(default = "default_tls")]
+    tls: TlsMode,
+    /// Accept a certificate that does not verify (a test server's).
+    #[serde(default)]
+    accept_invalid_certificates: bool,
+    /// AUTH user name; with `password`.
+    username: Option<String>,
+    /// AUTH password.
+    password: Option<String>,
+    /// The name given in EHLO, and the domain of `LOCAL:` senders [default: this host's name].
+    helo: Option<String>,
+    /// How long to wait for the server at each step, in seconds.
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+    /// The address types it claims.
+    #[serde(default = "default_types")]
+    address_types: Vec<String>,
+    /// Only recipients in these domains (like a Postfix transport map); for the others it
+    /// answers "not mine" and the host offers them to the next transport.
+    domains: Option<Vec<String>>,
+}
+
+fn default_tls() -> TlsMode {
+    TlsMode::Starttls
+}
+
+fn default_timeout() -> u64 {
+    60
+}
+
+fn default_types() -> Vec<String> {
+    vec!["SMTP".into()]
+}
+
+/// The transport instance: its settings and, between messages, its open connection.
+pub struct SmtpTransport {
+    name: String,
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    tls_parameters: Option<TlsParameters>,
+    credentials: Option<Credentials>,
+    client_id: ClientId,
+    helo: String,
+    timeout: Duration,
+    address_types: Vec<String>,
+    domains: Option<Vec<String>>,
+    connection: Option<SmtpConnection>,
+}
+
+impl SmtpTransport {
+    /// Opens the transport from its configuration (it connects lazily, at the first message).
+    pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
+        let name = context.name().to_owned();
+        let bad =
+            |why: String| ProviderError::configuration(format!("smtp transport `{name}`: {why}"));
+        let config: Config =
+            toml::from_str(context.config()).map_err(|e| bad(e.message().to_owned()))?;
+        let credentials = match (config.username, config.password) {
+            (Some(user), Some(password)) => Some(Credentials::new(user, password)),
+            (None, None) => None,
+            _ => return Err(bad("username and password go together".into())),
+        };
+        let tls_parameters = match config.tls {
+            TlsMode::None => None,
+            _ => Some(
+                TlsParameters::builder(config.host.clone())
+                    .dangerous_accept_invalid_certs(config.accept_invalid_certificates)
+                    .build_rustls()
+                    .map_err(|e| bad(format!("TLS for {}: {e}", config.host)))?,
+            ),
+        };
+        let helo = config
+            .helo
+            .unwrap_or_else(|| hostname().unwrap_or_else(|| "localhost".into()));
+        if let Some(bad_type) = config
+            .address_types
+            .iter()
+            .find(|t| !provider_abi::address::is_address_type(t))
+        {
+            return Err(bad(format!(
+                "address_types: `{bad_type}` is not an address type"
+            )));
+        }
+        Ok(SmtpTransport {
+            port: config.port.unwrap_or(if config.tls == TlsMode::Implicit {
+                465
+            } else {
+                25
+            }),
+            host: config.host,
+            tls: config.tls,
+            tls_parameters,
+            credentials,
+            client_id: ClientId::Domain(helo.clone()),
+            helo,
+            timeout: Duration::from_secs(config.timeout_secs.max(1)),
+            address_types: config
+                .address_types
+                .iter()
+                .map(|t| t.to_ascii_uppercase())
+                .collect(),
+            domains: config
+                .domains
+                .map(|domains| domains.iter().map(|d| d.to_ascii_lowercase()).collect()),
+            connection: None,
+            name,
+        })
+    }
+
+    /// The open connection, reused if the server still answers NOOP, or a new one.
+    fn connection(&mut self) -> Result<&mut SmtpConnection, lettre::transport::smtp::Error> {
+        let alive = self.connection.as_mut().is_some_and(|c| c.test_connected());
+        if !alive {
+            self.connection = None;
+            let implicit = self
+                .tls_parameters
+                .as_ref()
+                .filter(|_| self.tls == TlsMode::Implicit);
+            let mut connection = SmtpConnection::connect(
+                (self.host.as_str(), self.port),
+                Some(self.timeout),
+                &self.client_id,
+                implicit,
+                None,
+            )?;
+            if self.tls == TlsMode::Starttls {
+                let parameters = self
+                    .tls_parameters
+                    .as_ref()
+                    .expect("STARTTLS has TLS parameters");
+                connection.starttls(parameters, &self.client_id)?;
+            }
+            if let Some(credentials) = &self.credentials {
+                connection.auth(&[Mechanism::Plain, Mechanism::Login], credentials)?;
+            }
+            log::debug!("{}: connected to {}:{}", self.name, self.host, self.port);
+            self.connection = Some(connection);
+        }
+        Ok(self.connection.as_mut().expect("connected above"))
+    }
+
+    /// The envelope sender for MAIL FROM: SMTP senders as they are, `LOCAL:user` as
+    /// `user@<helo>`, and the null sender for reports.
+    fn mail_from(&self, message: &MessageRef<'_>) -> Option<lettre::Address> {
+        let sender = &message.envelope.sender;
+        if message.envelope.is_report {
+            return None;
+        }
+        let text = if sender.has_type("SMTP") {
+            sender.address().to_owned()
+        } else {
+            format!("{}@{}", sender.address(), self.helo)
+        };
+        text.parse().ok()
+    }
+
+    /// One SMTP transaction for `recipients`.
+    fn transaction(
+        &mut self,
+        message: MessageRef<'_>,
+        recipients: &[Address],
+    ) -> Vec<RecipientOutcome> {
+        let from = self.mail_from(&message);
+        let server = format!("{}:{}", self.host, self.port);
+        let connection = match self.connection() {
+            Ok(connection) => connection,
+            Err(error) => {
+                let reason = format!("cannot talk to {server}: {}", explain(&error));
+                return recipients
+                    .iter()
+                    .map(|_| RecipientOutcome::deferred(reason.clone(), None))
+                    .collect();
+            }
+        };
+        if let Err(error) = connection.command(Mail::new(from, vec![])) {
+            let outcome = answer_to_error(&error, "MAIL FROM");
+            self.after_error(&error);
+            return recipients.iter().map(|_| outcome.clone()).collect();
+        }
+        let mut outcomes: Vec<Option<RecipientOutcome>> = vec![None; recipients.len()];
+        for (index, recipient) in recipients.iter().enumerate() {
+            let Ok(address) = recipient.address().parse::<lettre::Address>() else {
+                outcomes[index] = Some(RecipientOutcome::failed(
+                    "5.1.3",
+                    format!(
+                        "x-spooler; `{}` is not an SMTP address",
+                        recipient.address()
+                    ),
+                    "the address is not valid",
+                ));
+                continue;
+            };
+            let Some(connection) = self.connection.as_mut() else {
+                break;
+            };
+            match connection.command(Rcpt::new(address, vec![])) {
+                Ok(_) => {}
+                Err(error) => {
+                    outcomes[index] = Some(answer_to_error(&error, "RCPT TO"));
+                    if !error.is_permanent() && !error.is_transient() {
+                        self.after_error(&error);
+                        break;
+                    }
+                }
+            }
+        }
+        let accepted: Vec<usize> = (0..recipients.len())
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
+        let Some(connection) = self.connection.as_mut() else {
+            let reason = format!("the connection to {server} was lost");
+            return outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| RecipientOutcome::deferred(reason.clone(), None)))
+                .collect();
+        };
+        if accepted.is_empty() {
+            if connection.command(Rset).is_err() {
+                self.connection = None;
+            }
+        } else {
+            // `message` sends the content and the final dot; DATA must come first.
+            let data = connection
+                .command(Data)
+                .and_then(|_| connection.message(message.content.as_slice()));
+            let outcome = match &data {
+                Ok(response) => RecipientOutcome::delivered(describe(response)),
+                Err(error) => answer_to_error(error, "DATA"),
+            };
+            if let Err(error) = &data {
+                self.after_error(error);
+            }
+            for index in accepted {
+                outcomes[index] = Some(outcome.clone());
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    RecipientOutcome::deferred("not attempted after the connection failed", None)
+                })
+            })
+            .collect()
+    }
+
+    /// After an error the connection is only kept if the server answered normally (a reply
+    /// code); anything else (network, 421) drops it.
+    fn after_error(&mut self, error: &lettre::transport::smtp::Error) {
+        let closing = error.status().is_some_and(|code| code.to_string() == "421");
+        if closing || !(error.is_permanent() || error.is_transient()) {
+            if let Some(mut connection) = self.connection.take() {
+                connection.abort();
+            }
+        } else if let Some(connection) = self.connection.as_mut() {
+            if connection.command(Rset).is_err() {
+                self.connection = None;
+            }
+        }
+    }
+}
+
+impl SmtpTransport {
+    /// Whether the recipient's domain is one this transport serves.
+    fn serves(&self, recipient: &Address) -> bool {
+        let Some(domains) = &self.domains else {
+            return true;
+        };
+        let domain = recipient
+            .address()
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase());
+        domain.is_some_and(|domain| domains.contains(&domain))
+    }
+}
+
+impl Drop for SmtpTransport {
+    fn drop(&mut self) {
+        if let Some(mut connection) = self.connection.take() {
+            connection.quit().ok();
+        }
+    }
+}
+
+impl Transport for SmtpTransport {
+    fn address_types(&self) -> Vec<String> {
+        self.address_types.clone()
+    }
+
+    fn submit(
+        &mut self,
+        message: MessageRef<'_>,
+        recipients: &[Address],
+    ) -> Result<Vec<RecipientOutcome>, ProviderError> {
+        let mine: Vec<usize> = (0..recipients.len())
+            .filter(|&i| self.serves(&recipients[i]))
+            .collect();
+        let mut outcomes = vec![RecipientOutcome::NotMine; recipients.len()];
+        if !mine.is_empty() {
+            let addresses: Vec<Address> = mine.iter().map(|&i| recipients[i].clone()).collect();
+            for (index, outcome) in mine.into_iter().zip(self.transaction(message, &addresses)) {
+                outcomes[index] = outcome;
+            }
+        }
+        for (recipient, outcome) in recipients.iter().zip(&outcomes) {
+            log::debug!(
+                "{}: message {} to {recipient}: {outcome:?}",
+                self.name,
+                message.envelope.id
+            );
+        }
+        Ok(outcomes)
+    }
+}
+
+/// The outcome an SMTP error stands for: 5xx failed (with the enhanced code and the
+/// server's text), anything else deferred.
+fn answer_to_error(error: &lettre::transport::smtp::Error, step: &str) -> RecipientOutcome {
+    let text = server_text(error);
+    match error.status() {
+        Some(code) if error.is_permanent() => {
+            let status = enhanced_code(&text).unwrap_or_else(|| "5.0.0".into());
+            RecipientOutcome::failed(
+                status,
+                format!("smtp; {code} {text}"),
+                format!("the server refused it at {step}: {code} {text}"),
+            )
+        }
+        Some(code) => {
+            RecipientOutcome::deferred(format!("the server answered {code} {text} at {step}"), None)
+        }
+        None => RecipientOutcome::deferred(format!("{step} failed: {}", explain(error)), None),
+    }
+}
+
+/// The server's own words in an error (`lettre` prints them after the reply code).
+fn server_text(error: &lettre::transport::smtp::Error) -> String {
+    let shown = error.to_string();
+    shown
+        .split_once("): ")
+        .map(|(_, text)| text.trim().to_owned())
+        .unwrap_or(shown)
+}
+
+/// What went wrong, with the cause chain (`connection refused`, `timed out`).
+fn explain(error: &lettre::transport::smtp::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// `5.1.1` from `5.1.1 <bob@example.com>: Recipient address rejected`.
+fn enhanced_code(text: &str) -> Option<String> {
+    let first = text.split_whitespace().next()?;
+    let parts: Vec<&str> = first.split('.').collect();
+    let valid = parts.len() == 3
+        && ["2", "4", "5"].contains(&parts[0])
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    valid.then(|| first.to_owned())
+}
+
+fn describe(response: &Response) -> String {
+    format!(
+        "{} {}",
+        response.code(),
+        response.message().collect::<Vec<_>>().join(" ")
+    )
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+}
+
+fn library() -> Library {
+    Library::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")).transport(
+        "smtp",
+        &["SMTP"],
+        SmtpTransport::open,
+    )
+}
+
+export_library!(library);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enhanced_codes_are_read_from_the_server_text() {
+        assert_eq!(
+            enhanced_code("5.1.1 <bob@example.com>: Recipient address rejected").as_deref(),
+            Some("5.1.1")
+        );
+        assert_eq!(enhanced_code("Error: command failed"), None);
+        assert_eq!(enhanced_code("5.x.1 nope"), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! The SMTP transport against a real SMTP server on loopback: Postfix's `smtp-sink`, which
+//! takes mail, or refuses chosen commands with the replies we give it.
+
+use spooler_tests::{free_port, real_server, wait_until, Host, Site, SmtpSink, PROMPTLY};
+
+fn smtp_transport(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[[transport]]\nprovider = \"smtp\"\nname = \"{name}\"\nconfig = {{ host = \"127.0.0.1\", port = {port}, tls = \"none\", helo = \"spooler.test\", timeout_secs = 5{extra} }}\n"
+    )
+}
+
+const RETRY_LATER: &str = "[retry]\nmin_delay = \"1h\"\nmax_delay = \"1h\"\n";
+
+const MESSAGE: &str = "From: alice@example.com\r\nTo: bob@example.net, carol@example.net\r\nSubject: to the smart host\r\n\r\nHello over SMTP.\r\n";
+
+fn recipient<'a>(message: &'a serde_json::Value, address: &str) -> &'a serde_json::Value {
+    message["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == address)
+        .unwrap()
+}
+
+#[test]
+fn mail_goes_to_the_smart_host_in_one_transaction_per_message_and_a_bcc_in_its_own() {
+    if !real_server("smtp-sink") {
+        return;
+    }
+    let site = Site::new();
+    let sink = SmtpSink::start(&site, "sink", free_port(), &[]);
+    let host = Host::start(
+        &site.write_config(&smtp_transport("relay", sink.port, "")),
+        "host.log",
+    );
+    let id = host.submit(
+        &[
+            "-f",
+            "alice@example.com",
+            "bob@example.net",
+            "carol@example.net",
+            "--bcc",
+            "dave@example.net",
+            "LOCAL:erin",
+        ],
+        MESSAGE,
+    );
+
+    wait_until(PROMPTLY, "the message is finished", || {
+        host.show(&id)["folder"] == "Sent Items"
+    });
+    let transactions = sink.transactions();
+    assert_eq!(transactions.len(), 2, "{transactions:#?}");
+    let open = transactions
+        .iter()
+        .find(|t| t.contains("<bob@example.net>"))
+        .expect("the To transaction");
+    assert!(open.contains("X-Mail-Args: <alice@example.com>"), "{open}");
+    assert!(
+        open.contains("X-Rcpt-Args: <carol@example.net>") && !open.contains("dave"),
+        "{open}"
+    );
+    assert!(open.contains("Hello over SMTP."));
+    let bcc = transactions
+        .iter()
+        .find(|t| t.contains("<dave@example.net>"))
+        .expect("the Bcc transaction");
+    assert!(
+        !bcc.contains("bob@example.net>\n") && !bcc.contains("X-Rcpt-Args: <bob"),
+        "{bcc}"
+    );
+    let message = host.show(&id);
+    for address in [
+        "SMTP:bob@example.net",
+        "SMTP:carol@example.net",
+        "SMTP:dave@example.net",
+    ] {
+        let status = recipient(&message, address);
+        assert_eq!(status["state"], "delivered", "{status}");
+        assert!(
+            status["last_answer"].as_str().unwrap().starts_with("250"),
+            "{status}"
+        );
+    }
+    assert_eq!(recipient(&message, "LOCAL:erin")["transport"], "embedded");
+}
+
+#[test]
+fn a_5xx_for_one_recipient_gives_a_report_with_the_servers_text_while_the_others_are_delivered() {
+    if !real_server("smtp-sink") {
+        return;
+    }
+    let site = Site::new();
+    let strict = SmtpSink::start(
+        &site,
+        "strict",
+        free_port(),
+        &[
+            "-f",
+            "RCPT",
+            "-B",
+            "550 5.1.1 <ghost@unknown.example>: Recipient address rejected: User unknown",
+        ],
+    );
+    let relay = SmtpSink::start(&site, "relay", free_port(), &[]);
+    let config = format!(
+        "{}{}",
+        smtp_transport("strict", strict.port, ", domains = [\"unknown.example\"]"),
+        smtp_transport("relay", relay.port, "")
+    );
+    let host = Host::start(&site.write_config(&config), "host.log");
+    let id = host.submit(
+        &[
+            "-f",
+            "alice@example.com",
+            "bob@example.net",
+            "ghost@unknown.example",
+        ],
+        MESSAGE,
+    );
+
+    wait_until(PROMPTLY, "the report arrives", || {
+        host.list("Inbox").len() == 1
+    });
+    let report = host.show(host.list("Inbox")[0]["id"].as_str().unwrap())["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        report.contains(
+            "Final-Recipient: rfc822; ghost@unknown.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("Diagnostic-Code: smtp; 550 5.1.1 <ghost@unknown.example>: Recipient address rejected: User unknown"), "{report}");
+    assert!(
+        !report.contains("Final-Recipient: rfc822; bob@example.net"),
+        "{report}"
+    );
+    let message = host.show(&id);
+    assert_eq!(
+        recipient(&message, "SMTP:bob@example.net")["state"],
+        "delivered"
+    );
+    assert_eq!(
+        recipient(&message, "SMTP:bob@example.net")["transport"],
+        "relay"
+    );
+    assert_eq!(
+        recipient(&message, "SMTP:ghost@unknown.example")["state"],
+        "failed"
+    );
+    assert_eq!(relay.transactions().len(), 1);
+    assert!(
+        strict.transactions().is_empty(),
+        "nothing was accepted there"
+    );
+}
+
+#[test]
+fn with_the_server_down_mail_is_deferred_and_a_flush_delivers_it_once_it_is_up() {
+    if !real_server("smtp-sink") {
+        return;
+    }
+    let site = Site::new();
+    let port = free_port();
+    let host = Host::start(
+        &site.write_config(&format!(
+            "{}{RETRY_LATER}",
+            smtp_transport("relay", port, "")
+        )),
+        "host.log",
+    );
+    let id = host.submit(&["bob@example.net"], MESSAGE);
+
+    wait_until(PROMPTLY, "the attempt is deferred", || {
+        recipient(&host.show(&id), "SMTP:bob@example.net")["attempts"] == 1
+    });
+    let status = recipient(&host.show(&id), "SMTP:bob@example.net").clone();
+    assert_eq!(status["state"], "pending");
+    assert!(
+        status["last_answer"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("cannot talk to 127.0.0.1:{port}")),
+        "{status}"
+    );
+    assert!(
+        status["last_answer"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("refused"),
+        "{status}"
+    );
+
+    // Up, but closing with 421 at RCPT: still deferred, not failed.
+    let closing = SmtpSink::start(&site, "closing", port, &["-Q", "RCPT"]);
+    assert_eq!(host.command(&["flush", "relay"]).code, Some(0));
+    wait_until(PROMPTLY, "the 421 is a deferral", || {
+        recipient(&host.show(&id), "SMTP:bob@example.net")["attempts"] == 2
+    });
+    let status = recipient(&host.show(&id), "SMTP:bob@example.net").clone();
+    assert_eq!(status["state"], "pending", "{status}");
+    assert!(
+        status["last_answer"].as_str().unwrap().contains("421"),
+        "{status}"
+    );
+    drop(closing);
+
+    let sink = SmtpSink::start(&site, "sink", port, &[]);
+    assert_eq!(host.command(&["flush", "relay"]).code, Some(0));
+    wait_until(PROMPTLY, "the flush delivers it", || {
+        sink.transactions().len() == 1
+    });
+    wait_until(PROMPTLY, "it is finished", || {
+        host.show(&id)["folder"] == "Sent Items"
+    });
+    assert!(host.list("Inbox").is_empty(), "a deferral is not a failure");
+}
