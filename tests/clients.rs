@@ -418,11 +418,20 @@ fn a_provider_dropped_into_the_folder_after_start_is_loaded_on_sighup() {
 fn sigterm_during_a_busy_run_loses_nothing() {
     let site = Site::new();
     let config = site.write_config(&format!("{PICKUP}\n[limits]\nmax_in_flight = 32\n"));
+    // Submitted while the transport is offline, so the stop surely comes mid-run.
+    fs::create_dir_all(site.path("files")).unwrap();
+    fs::write(site.path("files/.offline"), "").unwrap();
     let mut host = Host::start(&config, "first-run.log");
     let ids = submit_many(&site.path("data/control.sock"), 300);
-    wait_until(PROMPTLY, "deliveries are under way", || {
-        site.delivered_files("files").len() >= 30
-    });
+    fs::remove_file(site.path("files/.offline")).unwrap();
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    while site.delivered_files("files").len() < 30 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries did not start"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     host.signal(libc::SIGTERM);
     assert_eq!(
         host.wait_exit(Duration::from_secs(40)),

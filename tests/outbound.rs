@@ -388,6 +388,8 @@ fn after_a_kill_9_during_a_run_of_1000_messages_every_message_arrives_and_no_rec
 ) {
     let site = Site::new();
     let config = site.write_config(&format!("{TWO_TRANSPORTS}\n[limits]\nmax_in_flight = 64\n"));
+    fs::create_dir_all(site.path("files")).unwrap();
+    fs::write(site.path("files/.offline"), "").unwrap();
     let mut host = Host::start(&config, "first-run.log");
     let ids = submit_many(&site.path("data/control.sock"), 1000);
     assert_eq!(
@@ -396,9 +398,17 @@ fn after_a_kill_9_during_a_run_of_1000_messages_every_message_arrives_and_no_rec
         "every submission got its own id"
     );
 
-    wait_until(PROMPTLY * 3, "deliveries are under way", || {
-        site.delivered_files("files").len() >= 150
-    });
+    // Submitted while the transport is offline, so the kill surely comes mid-run: it goes
+    // online now, and the host is killed as soon as 100 messages are written.
+    fs::remove_file(site.path("files/.offline")).unwrap();
+    let deadline = std::time::Instant::now() + PROMPTLY * 3;
+    while site.delivered_files("files").len() < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries did not start"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     host.kill_hard();
     let recorded_before = recorded_deliveries(&host.log());
     let written_before = site.delivered_files("files").len();

@@ -24,7 +24,7 @@ fn recipient<'a>(message: &'a serde_json::Value, address: &str) -> &'a serde_jso
 
 #[test]
 fn mail_goes_to_the_smart_host_in_one_transaction_per_message_and_a_bcc_in_its_own() {
-    if !real_server("smtp-sink") {
+    if real_server("smtp-sink").is_none() {
         return;
     }
     let site = Site::new();
@@ -87,7 +87,7 @@ fn mail_goes_to_the_smart_host_in_one_transaction_per_message_and_a_bcc_in_its_o
 
 #[test]
 fn a_5xx_for_one_recipient_gives_a_report_with_the_servers_text_while_the_others_are_delivered() {
-    if !real_server("smtp-sink") {
+    if real_server("smtp-sink").is_none() {
         return;
     }
     let site = Site::new();
@@ -159,7 +159,7 @@ fn a_5xx_for_one_recipient_gives_a_report_with_the_servers_text_while_the_others
 
 #[test]
 fn with_the_server_down_mail_is_deferred_and_a_flush_delivers_it_once_it_is_up() {
-    if !real_server("smtp-sink") {
+    if real_server("smtp-sink").is_none() {
         return;
     }
     let site = Site::new();

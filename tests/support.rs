@@ -14,10 +14,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The bundled provider libraries, by crate name.
-pub const BUNDLED: [&str; 5] = [
+pub const BUNDLED: [&str; 6] = [
     "store-embedded",
     "transport-directory",
     "transport-smtp",
+    "transport-pop3",
     "preprocessor-distlist",
     "hook-rules",
 ];
@@ -596,13 +597,14 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
     }
 }
 
-/// Whether a real server program is here to test against. Without it a test is skipped,
-/// loudly; under `.ci/run` (`SPOOLER_REQUIRE_SERVERS=1`) its absence is a failure.
-pub fn real_server(program: &str) -> bool {
+/// Where a real server program is, if it is here to test against. Without it a test is
+/// skipped, loudly; under `.ci/run` (`SPOOLER_REQUIRE_SERVERS=1`) its absence is a failure.
+pub fn real_server(program: &str) -> Option<PathBuf> {
     let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
         .iter()
-        .any(|folder| Path::new(folder).join(program).exists());
-    if !found {
+        .map(|folder| Path::new(folder).join(program))
+        .find(|path| path.exists());
+    if found.is_none() {
         assert!(
             std::env::var("SPOOLER_REQUIRE_SERVERS").as_deref() != Ok("1"),
             "{program} is missing, and SPOOLER_REQUIRE_SERVERS=1 says the real servers must be here (.ci/run installs them)"
@@ -637,7 +639,8 @@ impl SmtpSink {
         // smtp-sink drops to `nobody` when started as root; it must be able to write there.
         set_mode(&dump, 0o777);
         let template = format!("{}/%H%M%S.", dump.display());
-        let mut command = Command::new("smtp-sink");
+        let program = real_server("smtp-sink").expect("the test checked for smtp-sink");
+        let mut command = Command::new(program);
         // SAFETY: geteuid cannot fail.
         if unsafe { libc::geteuid() } == 0 {
             command.args(["-u", "nobody"]);
@@ -670,6 +673,122 @@ impl SmtpSink {
 }
 
 impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// A private Dovecot serving one POP3 mailbox on a loopback port, its mail in a Maildir
+/// under the site.
+pub struct Dovecot {
+    child: std::process::Child,
+    /// Its POP3 port.
+    pub port: u16,
+    maildir: PathBuf,
+}
+
+impl Dovecot {
+    /// Starts Dovecot for user `test` (password `secret`) with an empty mailbox.
+    pub fn start(site: &Site) -> Dovecot {
+        let root = site.path("dovecot");
+        let maildir = root.join("home/test/Maildir");
+        for folder in ["new", "cur", "tmp"] {
+            fs::create_dir_all(maildir.join(folder)).expect("creating the Maildir");
+        }
+        fs::write(root.join("users"), "test:{PLAIN}secret\n").expect("writing the users file");
+        let port = free_port();
+        let config = format!(
+            r#"protocols = pop3
+listen = 127.0.0.1
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/users
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={root}/home/%u
+}}
+mail_location = maildir:~/Maildir
+first_valid_uid = 1
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service stats {{
+  chroot =
+}}
+pop3_uidl_format = %08Xu%08Xv
+"#,
+            root = root.display()
+        );
+        let config_file = root.join("dovecot.conf");
+        fs::write(&config_file, config).expect("writing the Dovecot configuration");
+        let chown = Command::new("/bin/chown")
+            .args(["-R", "nobody:nogroup"])
+            .arg(root.join("home"))
+            .status()
+            .expect("chown runs");
+        assert!(chown.success(), "the mailbox must belong to the mail user");
+        let program = real_server("dovecot").expect("the test checked for dovecot");
+        let child = Command::new(program)
+            .args(["-F", "-c"])
+            .arg(&config_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dovecot starts");
+        wait_until(PROMPTLY, "Dovecot listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Dovecot {
+            child,
+            port,
+            maildir,
+        }
+    }
+
+    /// Delivers a message into the mailbox, as the server's own delivery agent would
+    /// (written in `tmp`, moved to `new`, owned by the mail user).
+    pub fn deliver(&self, name: &str, message: &str) {
+        let hidden = self.maildir.join("tmp").join(name);
+        fs::write(&hidden, message).expect("writing a message");
+        let chown = Command::new("/bin/chown")
+            .arg("nobody:nogroup")
+            .arg(&hidden)
+            .status()
+            .expect("chown runs");
+        assert!(chown.success());
+        fs::rename(&hidden, self.maildir.join("new").join(name))
+            .expect("moving the message into new");
+    }
+
+    /// How many messages are still in the mailbox on the server.
+    pub fn messages_on_server(&self) -> usize {
+        ["new", "cur"]
+            .iter()
+            .map(|folder| {
+                fs::read_dir(self.maildir.join(folder))
+                    .map(|e| e.count())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+impl Drop for Dovecot {
     fn drop(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();

@@ -1,0 +1,218 @@
+//! The POP3 transport: inbound mail from a mailbox on a real mail server.
+//!
+//! POP3 rather than IMAP because the spooler's inbound contract is exactly POP3's: take
+//! every waiting message, and delete each at the source once it is safe. UIDL gives every
+//! message a stable id across sessions, and deletion is transactional (DELE takes effect at
+//! QUIT), so a crash at any point leaves the message on the server rather than losing it.
+//!
+//! Each fetch opens a session, reads up to 100 messages (RETR) and keeps the session open;
+//! the host acknowledges each one after its store commit, which marks it deleted (DELE), and
+//! when all are acknowledged the session ends with QUIT, which deletes them. A message not
+//! acknowledged (the store failed) is not deleted and comes again at the next fetch.
+//!
+//! ```toml
+//! [[transport]]
+//! provider = "pop3"
+//! config = { host = "mail.example.com", port = 110, username = "spooler", password = "…", poll_interval_secs = 60 }
+//! ```
+
+mod pop3;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use provider_abi::{
+    export_library, Address, InboundMessage, Library, MessageRef, OpenContext, ProviderError,
+    RecipientOutcome, Transport,
+};
+use serde::Deserialize;
+
+use pop3::{Pop3Error, Session};
+
+/// How many messages one fetch takes at most.
+const BATCH: usize = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    host: String,
+    #[serde(default = "default_port")]
+    port: u16,
+    username: String,
+    password: String,
+    #[serde(default = "default_poll")]
+    poll_interval_secs: u32,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+}
+
+fn default_port() -> u16 {
+    110
+}
+
+fn default_poll() -> u32 {
+    60
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+/// A fetch whose messages are not all acknowledged yet.
+struct OpenFetch {
+    session: Session,
+    /// Unique id to message number, for the messages still to be acknowledged.
+    waiting: HashMap<String, u32>,
+}
+
+/// The transport instance.
+pub struct Pop3Transport {
+    config: Config,
+    fetch: Option<OpenFetch>,
+}
+
+impl Pop3Transport {
+    /// Opens the transport from its configuration (it connects at the first fetch).
+    pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
+        let config: Config = toml::from_str(context.config()).map_err(|e| {
+            ProviderError::configuration(format!(
+                "pop3 transport `{}`: {}",
+                context.name(),
+                e.message()
+            ))
+        })?;
+        Ok(Pop3Transport {
+            config,
+            fetch: None,
+        })
+    }
+
+    fn server(&self) -> String {
+        format!(
+            "{}@{}:{}",
+            self.config.username, self.config.host, self.config.port
+        )
+    }
+
+    fn failure(&self, doing: &str, error: Pop3Error) -> ProviderError {
+        ProviderError::temporary(format!("POP3 {}: {doing}: {error}", self.server()))
+    }
+
+    /// Ends an earlier fetch without deleting what was not acknowledged.
+    fn end_fetch(&mut self) {
+        if let Some(fetch) = self.fetch.take() {
+            if let Err(error) = fetch.session.quit() {
+                log::warn!("POP3 {}: ending the session: {error}", self.server());
+            }
+        }
+    }
+}
+
+impl Drop for Pop3Transport {
+    fn drop(&mut self) {
+        self.end_fetch();
+    }
+}
+
+impl Transport for Pop3Transport {
+    fn address_types(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn submit(
+        &mut self,
+        _message: MessageRef<'_>,
+        recipients: &[Address],
+    ) -> Result<Vec<RecipientOutcome>, ProviderError> {
+        Ok(recipients
+            .iter()
+            .map(|_| RecipientOutcome::NotMine)
+            .collect())
+    }
+
+    fn pull(&mut self) -> Result<Vec<InboundMessage>, ProviderError> {
+        self.end_fetch();
+        let timeout = Duration::from_secs(self.config.timeout_secs.max(1));
+        let mut session = Session::open(
+            &self.config.host,
+            self.config.port,
+            &self.config.username,
+            &self.config.password,
+            timeout,
+        )
+        .map_err(|e| self.failure("cannot log in", e))?;
+        let listing = session.uidl().map_err(|e| self.failure("UIDL", e))?;
+        let mut messages = Vec::new();
+        let mut waiting = HashMap::new();
+        for (number, uid) in listing.into_iter().take(BATCH) {
+            let content = session
+                .retr(number)
+                .map_err(|e| self.failure(&format!("RETR {number}"), e))?;
+            waiting.insert(uid.clone(), number);
+            messages.push(InboundMessage {
+                source_id: uid.into(),
+                sender: None.into(),
+                recipients: Default::default(),
+                content: content.into(),
+            });
+        }
+        if messages.is_empty() {
+            session.quit().map_err(|e| self.failure("QUIT", e))?;
+        } else {
+            log::info!(
+                "POP3 {}: fetched {} message(s)",
+                self.server(),
+                messages.len()
+            );
+            self.fetch = Some(OpenFetch { session, waiting });
+        }
+        Ok(messages)
+    }
+
+    fn acknowledge(&mut self, source_id: &str) -> Result<(), ProviderError> {
+        let server = self.server();
+        let Some(fetch) = self.fetch.as_mut() else {
+            return Err(ProviderError::temporary(format!(
+                "POP3 {server}: no fetch is open; {source_id} stays and comes again"
+            )));
+        };
+        let Some(number) = fetch.waiting.remove(source_id) else {
+            return Err(ProviderError::permanent(format!(
+                "POP3 {server}: {source_id} was not fetched in this session"
+            )));
+        };
+        let marked = fetch.session.dele(number);
+        let done = fetch.waiting.is_empty();
+        if let Err(error) = marked {
+            self.fetch = None;
+            return Err(self.failure(&format!("DELE {number}"), error));
+        }
+        if done {
+            // QUIT makes the deletions happen.
+            let fetch = self.fetch.take().expect("checked above");
+            fetch
+                .session
+                .quit()
+                .map_err(|e| self.failure("QUIT (deleting the stored messages)", e))?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    fn poll_interval_secs(&self) -> Option<u32> {
+        Some(self.config.poll_interval_secs.max(1))
+    }
+}
+
+fn library() -> Library {
+    Library::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")).transport(
+        "pop3",
+        &[],
+        Pop3Transport::open,
+    )
+}
+
+export_library!(library);
