@@ -29,10 +29,14 @@ fn mail_goes_to_the_smart_host_in_one_transaction_per_message_and_a_bcc_in_its_o
     }
     let site = Site::new();
     let sink = SmtpSink::start(&site, "sink", free_port(), &[]);
-    let host = Host::start(
-        &site.write_config(&smtp_transport("relay", sink.port, "")),
-        "host.log",
-    );
+    // With AUTH (smtp-sink offers PLAIN and LOGIN) and two parallel connections.
+    let transport = smtp_transport(
+        "relay",
+        sink.port,
+        ", username = \"spooler\", password = \"secret\"",
+    )
+    .replace("name = \"relay\"", "name = \"relay\"\nparallel = 2");
+    let host = Host::start(&site.write_config(&transport), "host.log");
     let id = host.submit(
         &[
             "-f",
