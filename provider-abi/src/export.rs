@@ -20,7 +20,7 @@ use crate::preprocessor::{Preprocessor, PreprocessorFfi_TO, PreprocessorObject};
 use crate::store::{Store, StoreFfi_TO, StoreObject};
 use crate::transport::{Transport, TransportFfi_TO, TransportObject};
 
-/// What a provider's constructor gets: its name, its configuration and the host.
+/// What a provider's constructor gets: its instance name, its configuration and the host.
 #[derive(Debug)]
 pub struct OpenContext {
     name: String,
@@ -29,7 +29,9 @@ pub struct OpenContext {
 }
 
 impl OpenContext {
-    /// The provider's name.
+    /// The instance's name in the host's profile (`relay`, `fax-gateway`); use it in
+    /// messages, so that an operator with several instances of one provider knows which
+    /// one speaks.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -186,7 +188,7 @@ impl Library {
                 ))
             })?;
         constructor(&OpenContext {
-            name: args.name.into_string(),
+            name: args.instance.into_string(),
             config: args.config.into_string(),
             host: Host::from_object(args.host),
         })

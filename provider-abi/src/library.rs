@@ -89,6 +89,9 @@ pub struct Manifest {
 pub struct OpenArgs {
     /// The provider's name, from the manifest.
     pub name: RString,
+    /// The instance's name in the profile (several instances may share a provider), for
+    /// the provider's own messages.
+    pub instance: RString,
     /// Its configuration: the text of its TOML table in the host's configuration (empty when
     /// there is none). The provider parses it and reports errors naming the key.
     pub config: RString,

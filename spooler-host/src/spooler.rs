@@ -324,6 +324,7 @@ fn opener<T: 'static>(
     Arc::new(move || {
         let opened = entry(root)(OpenArgs {
             name: config.provider.as_str().into(),
+            instance: config.name.as_str().into(),
             config: config.config.as_str().into(),
             host: host_services::for_instance(&config.name, &status, &notices),
         })
