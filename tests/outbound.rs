@@ -39,10 +39,6 @@ fn recipient<'a>(message: &'a Value, address: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no recipient {address} in {message:#}"))
 }
 
-fn reports_in_inbox(host: &Host) -> Vec<String> {
-    host.contents("Inbox")
-}
-
 #[test]
 fn recipients_of_several_types_go_to_the_transports_that_claim_them() {
     let site = Site::new();
@@ -90,7 +86,7 @@ fn recipients_of_several_types_go_to_the_transports_that_claim_them() {
         assert_eq!(status["attempts"], 1, "{status}");
     }
     assert!(
-        reports_in_inbox(&host).is_empty(),
+        host.list("Inbox").is_empty(),
         "no report was asked for and nothing failed"
     );
 }
@@ -101,10 +97,7 @@ fn an_address_type_no_transport_claims_gets_a_non_delivery_report_at_once() {
     let host = Host::start(&site.write_config(TWO_TRANSPORTS), "host.log");
     let id = host.submit(&["X400:c=de;o=example;s=bob", "FILE:bob"], MESSAGE);
 
-    wait_until(PROMPTLY, "a report is in the Inbox", || {
-        host.list("Inbox").len() == 1
-    });
-    let report = &reports_in_inbox(&host)[0];
+    let report = &host.reports(1)[0];
     assert!(
         report.contains("Content-Type: multipart/report; report-type=delivery-status"),
         "{report}"
@@ -205,10 +198,7 @@ fn a_recipient_still_waiting_at_the_end_of_its_lifetime_fails_as_expired() {
     let host = Host::start(&config, "host.log");
     let id = host.submit(&["FILE:bob", "FAX:+4930123"], MESSAGE);
 
-    wait_until(PROMPTLY, "a non-delivery report arrives", || {
-        host.list("Inbox").len() == 1
-    });
-    let report = &reports_in_inbox(&host)[0];
+    let report = &host.reports(1)[0];
     assert!(
         report.contains("Final-Recipient: x-file; bob\r\nAction: failed\r\nStatus: 4.4.7\r\n"),
         "{report}"
@@ -244,10 +234,7 @@ fn a_delivery_report_comes_when_the_sender_asks_for_one() {
         MESSAGE,
     );
 
-    wait_until(PROMPTLY, "a delivery report arrives", || {
-        host.list("Inbox").len() == 1
-    });
-    let report = &reports_in_inbox(&host)[0];
+    let report = &host.reports(1)[0];
     assert!(
         report.contains("Subject: Delivery Status Notification (Success)"),
         "{report}"
@@ -287,9 +274,7 @@ fn no_one_but_the_sender_ever_sees_a_bcc_recipient() {
         message,
     );
 
-    wait_until(PROMPTLY, "both reports arrive", || {
-        host.list("Inbox").len() == 2
-    });
+    let reports = host.reports(2);
     let files = site.delivered_files("files");
     assert_eq!(
         files.len(),
@@ -322,14 +307,14 @@ fn no_one_but_the_sender_ever_sees_a_bcc_recipient() {
     );
 
     // The reports go to the sender alone, who may see her Bcc recipients.
-    for report in reports_in_inbox(&host) {
+    for report in &reports {
         assert!(report.contains("To: alice@example.com\r\n"), "{report}");
         assert!(
             !report.contains("Bcc: carol"),
             "the quoted headers carry no Bcc field"
         );
     }
-    let reports = reports_in_inbox(&host).join("\n");
+    let reports = reports.join("\n");
     assert!(
         reports.contains("X400:erin (Bcc)"),
         "the sender's own report may name a Bcc recipient"
@@ -488,12 +473,9 @@ fn a_sender_gets_one_delay_warning_while_delivery_goes_on() {
     let host = Host::start(&config, "host.log");
     let id = host.submit(&["FILE:bob"], MESSAGE);
 
-    wait_until(PROMPTLY, "a delay warning arrives", || {
-        host.list("Inbox").len() == 1
-    });
+    host.reports(1);
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(host.list("Inbox").len(), 1, "the warning is sent once");
-    let warning = &reports_in_inbox(&host)[0];
+    let warning = &host.reports(1)[0];
     assert!(
         warning.contains("Subject: Delayed Mail (still being retried)"),
         "{warning}"
@@ -561,10 +543,7 @@ fn a_message_only_for_the_stores_own_recipients_is_delivered_by_the_store_and_fi
     assert_eq!(host.contents("Local/Bob"), [MESSAGE]);
     let copy = &host.list("Local/alice")[0];
     assert_eq!(recipient(copy, "LOCAL:alice")["state"], "delivered");
-    wait_until(PROMPTLY, "the delivery report arrives", || {
-        host.list("Inbox").len() == 1
-    });
-    let report = &reports_in_inbox(&host)[0];
+    let report = &host.reports(1)[0];
     assert!(
         report.contains("Final-Recipient: x-local; alice\r\nAction: delivered\r\n"),
         "{report}"

@@ -123,13 +123,7 @@ fn a_5xx_for_one_recipient_gives_a_report_with_the_servers_text_while_the_others
         MESSAGE,
     );
 
-    wait_until(PROMPTLY, "the report arrives", || {
-        host.list("Inbox").len() == 1
-    });
-    let report = host.show(host.list("Inbox")[0]["id"].as_str().unwrap())["content"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let report = &host.reports(1)[0];
     assert!(
         report.contains(
             "Final-Recipient: rfc822; ghost@unknown.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"

@@ -421,6 +421,22 @@ impl Host {
             .collect()
     }
 
+    /// Waits until the Inbox holds `count` messages (the reports), and returns their contents.
+    pub fn reports(&self, count: usize) -> Vec<String> {
+        wait_until(
+            PROMPTLY,
+            &format!("{count} report(s) are in the Inbox"),
+            || self.list("Inbox").len() >= count,
+        );
+        let reports = self.contents("Inbox");
+        assert_eq!(
+            reports.len(),
+            count,
+            "more reports than expected: {reports:#?}"
+        );
+        reports
+    }
+
     /// The content of every message in `folder`.
     pub fn contents(&self, folder: &str) -> Vec<String> {
         self.list(folder)

@@ -286,14 +286,16 @@ fn watch(place: &Place, json: bool) -> ExitCode {
     });
     match printed {
         Ok(()) => ExitCode::SUCCESS,
-        Err(ClientError::NotRunning(why)) => {
-            eprintln!("spooler-host: {why}");
-            ExitCode::from(exit::UNAVAILABLE)
-        }
-        Err(ClientError::Refused(why)) => {
-            eprintln!("spooler-host: {why}");
-            ExitCode::FAILURE
-        }
+        Err(error) => client_failure(error),
+    }
+}
+
+/// Says why a client command failed; sendmail's EX_UNAVAILABLE when no spooler answers.
+fn client_failure(error: ClientError) -> ExitCode {
+    eprintln!("spooler-host: {error}");
+    match error {
+        ClientError::NotRunning(_) => ExitCode::from(exit::UNAVAILABLE),
+        ClientError::Refused(_) => ExitCode::FAILURE,
     }
 }
 
@@ -394,14 +396,7 @@ fn ask(place: &Place, request: &Request, json: bool) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(ClientError::NotRunning(why)) => {
-            eprintln!("spooler-host: {why}");
-            ExitCode::from(exit::UNAVAILABLE)
-        }
-        Err(ClientError::Refused(why)) => {
-            eprintln!("spooler-host: {why}");
-            ExitCode::FAILURE
-        }
+        Err(error) => client_failure(error),
     }
 }
 
