@@ -1,7 +1,7 @@
 //! The SMTP transport against a real SMTP server on loopback: Postfix's `smtp-sink`, which
 //! takes mail, or refuses chosen commands with the replies we give it.
 
-use spooler_tests::{free_port, real_server, wait_until, Host, Site, SmtpSink, PROMPTLY};
+use spooler_tests::{free_port, real_server, wait_until, Host, Postfix, Site, SmtpSink, PROMPTLY};
 
 fn smtp_transport(name: &str, port: u16, extra: &str) -> String {
     format!(
@@ -215,4 +215,62 @@ fn with_the_server_down_mail_is_deferred_and_a_flush_delivers_it_once_it_is_up()
         host.show(&id)["folder"] == "Sent Items"
     });
     assert!(host.list("Inbox").is_empty(), "a deferral is not a failure");
+}
+
+#[test]
+fn a_server_refusing_one_recipient_of_a_transaction_fails_only_that_one() {
+    if real_server("smtp-sink").is_none() || real_server("postfix").is_none() {
+        return;
+    }
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: a private Postfix needs root to start (CI runs as root)");
+        return;
+    }
+    let site = Site::new();
+    let sink = SmtpSink::start(&site, "sink", free_port(), &[]);
+    let postfix = Postfix::start(
+        &site,
+        sink.port,
+        &[("ghost@example.net", "550 5.1.1 User unknown")],
+    );
+    let host = Host::start(
+        &site.write_config(&smtp_transport("smarthost", postfix.port, "")),
+        "host.log",
+    );
+    let id = host.submit(
+        &[
+            "-f",
+            "alice@example.com",
+            "bob@example.net",
+            "ghost@example.net",
+        ],
+        MESSAGE,
+    );
+
+    let report = &host.reports(1)[0];
+    assert!(
+        report.contains(
+            "Final-Recipient: rfc822; ghost@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("Diagnostic-Code: smtp; 550 5.1.1 <ghost@example.net>: Recipient address rejected: User unknown"), "{report}");
+    let message = host.show(&id);
+    assert_eq!(
+        recipient(&message, "SMTP:bob@example.net")["state"],
+        "delivered"
+    );
+    assert_eq!(
+        recipient(&message, "SMTP:ghost@example.net")["state"],
+        "failed"
+    );
+    wait_until(PROMPTLY, "Postfix relays bob's copy to the sink", || {
+        sink.transactions().len() == 1
+    });
+    let relayed = &sink.transactions()[0];
+    assert!(
+        relayed.contains("X-Rcpt-Args: <bob@example.net>") && !relayed.contains("ghost"),
+        "{relayed}"
+    );
 }

@@ -810,3 +810,102 @@ impl Drop for Dovecot {
         self.child.wait().ok();
     }
 }
+
+/// A private Postfix on a loopback port that rejects chosen recipients at RCPT (with
+/// `check_recipient_access`) and relays everything else to `relay_port`.
+pub struct Postfix {
+    config: PathBuf,
+    /// Its SMTP port.
+    pub port: u16,
+}
+
+impl Postfix {
+    /// Starts it; `rejects` are `(address, "550 5.1.1 User unknown")` pairs.
+    pub fn start(site: &Site, relay_port: u16, rejects: &[(&str, &str)]) -> Postfix {
+        let root = site.path("postfix");
+        let (config, queue, data) = (root.join("conf"), root.join("queue"), root.join("data"));
+        for folder in [&config, &queue, &data] {
+            fs::create_dir_all(folder).expect("creating Postfix's folders");
+        }
+        let port = free_port();
+        let master = fs::read_to_string("/usr/share/postfix/master.cf.dist")
+            .expect("Postfix's master.cf template");
+        // Our own smtpd port, and no chroot (the queue is in a test folder).
+        let master: String = master
+            .lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if line.starts_with("smtp ") && fields.get(1) == Some(&"inet") {
+                    format!("127.0.0.1:{port} inet n - n - - smtpd")
+                } else if fields.len() >= 8
+                    && !line.starts_with('#')
+                    && !line.starts_with(' ')
+                    && fields[4] == "y"
+                {
+                    let mut fields = fields;
+                    fields[4] = "n";
+                    fields.join(" ")
+                } else {
+                    line.to_owned()
+                }
+            })
+            .map(|line| line + "\n")
+            .collect();
+        fs::write(config.join("master.cf"), master).expect("writing master.cf");
+        let rejects: Vec<String> = rejects
+            .iter()
+            .map(|(address, reply)| format!("{address} = {reply}"))
+            .collect();
+        let main = format!(
+            "compatibility_level = 3.6\nqueue_directory = {queue}\ndata_directory = {data}\nmail_owner = postfix\nsetgid_group = postdrop\n\
+             myhostname = relay.spooler-test\nmydestination =\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmynetworks = 127.0.0.0/8\n\
+             relayhost = [127.0.0.1]:{relay_port}\nsmtpd_recipient_restrictions = check_recipient_access inline:{{ {{ {} }} }}, permit_mynetworks, reject\n\
+             maillog_file = {root}/maillog\nmaillog_file_prefixes = {root}\nalias_maps =\nalias_database =\n",
+            rejects.join(" }, { "),
+            queue = queue.display(),
+            data = data.display(),
+            root = root.display(),
+        );
+        fs::write(config.join("main.cf"), main).expect("writing main.cf");
+        let postfix = |args: &[&str]| {
+            Command::new("/usr/sbin/postfix")
+                .arg("-c")
+                .arg(&config)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("postfix runs")
+        };
+        let owned = Command::new("/bin/chown")
+            .arg("postfix")
+            .arg(&data)
+            .status()
+            .expect("chown runs");
+        assert!(owned.success());
+        postfix(&["set-permissions"]);
+        assert!(
+            postfix(&["start"]).success(),
+            "Postfix starts (see {}/maillog)",
+            root.display()
+        );
+        wait_until(PROMPTLY, "Postfix listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Postfix { config, port }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(&self.config)
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok();
+    }
+}
