@@ -37,13 +37,15 @@ pub const FIXTURES: [&str; 6] = [
 pub fn build_folder() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        // The test binary lives in target/<profile>/deps.
-        let exe = std::env::current_exe().expect("the test binary knows its path");
-        let profile_folder = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary is in target/<profile>/deps")
-            .to_path_buf();
+        // A test binary lives in target/<profile>/deps, the benchmark in target/<profile>.
+        let exe = std::env::current_exe().expect("the running binary knows its path");
+        let folder = exe.parent().expect("the binary is in a folder");
+        let profile_folder = if folder.ends_with("deps") {
+            folder.parent().expect("target/<profile>/deps has a parent")
+        } else {
+            folder
+        }
+        .to_path_buf();
         let target_folder = profile_folder
             .parent()
             .expect("target/<profile> has a parent");
@@ -375,6 +377,16 @@ impl Host {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The file its log goes to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// Its log so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
@@ -638,12 +650,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Postfix's `smtp-sink` on a loopback port, dumping every transaction into a folder.
+/// Postfix's `smtp-sink` on a loopback port, dumping every transaction into a folder (or,
+/// for the benchmark, discarding them).
 pub struct SmtpSink {
     child: std::process::Child,
     /// Its port.
     pub port: u16,
-    dump: PathBuf,
+    dump: Option<PathBuf>,
 }
 
 impl SmtpSink {
@@ -655,7 +668,18 @@ impl SmtpSink {
         // smtp-sink drops to `nobody` when started as root; it must be able to write there.
         set_mode(&dump, 0o777);
         let template = format!("{}/%H%M%S.", dump.display());
-        let program = real_server("smtp-sink").expect("the test checked for smtp-sink");
+        let mut arguments = vec!["-d", &template];
+        arguments.extend_from_slice(options);
+        SmtpSink::spawn(port, &arguments, Some(dump.clone()))
+    }
+
+    /// Starts `smtp-sink` with `options` on `port`, keeping nothing of what it receives.
+    pub fn discarding(port: u16, options: &[&str]) -> SmtpSink {
+        SmtpSink::spawn(port, options, None)
+    }
+
+    fn spawn(port: u16, options: &[&str], dump: Option<PathBuf>) -> SmtpSink {
+        let program = real_server("smtp-sink").expect("the caller checked for smtp-sink");
         let mut command = Command::new(program);
         // SAFETY: geteuid cannot fail.
         if unsafe { libc::geteuid() } == 0 {
@@ -663,7 +687,7 @@ impl SmtpSink {
         }
         let child = command
             .args(options)
-            .args(["-d", &template, &format!("127.0.0.1:{port}"), "64"])
+            .args([&format!("127.0.0.1:{port}"), "256"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -677,7 +701,10 @@ impl SmtpSink {
 
     /// Every transaction it took, as dumped (`X-Mail-Args`, `X-Rcpt-Args`, then the message).
     pub fn transactions(&self) -> Vec<String> {
-        let mut files: Vec<PathBuf> = fs::read_dir(&self.dump)
+        let Some(dump) = &self.dump else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = fs::read_dir(dump)
             .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default();
         files.sort();
@@ -894,6 +921,21 @@ impl Postfix {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         Postfix { config, port }
+    }
+
+    /// Postfix's own `sendmail`, set to submit to this instance.
+    pub fn sendmail(&self) -> Command {
+        let mut command = Command::new("/usr/sbin/sendmail");
+        command.arg("-C").arg(&self.config);
+        command
+    }
+
+    /// How many deliveries its log records as sent.
+    pub fn sent(&self) -> usize {
+        let log = self.config.with_file_name("maillog");
+        fs::read_to_string(log)
+            .map(|log| log.lines().filter(|l| l.contains(" status=sent ")).count())
+            .unwrap_or(0)
     }
 }
 

@@ -1,0 +1,513 @@
+//! `bench/run`: the spooler's outbound path, measured on this machine against what loopback
+//! SMTP allows (`smtp-source` → `smtp-sink`) and against Postfix, all in one run, printed as
+//! a table with ratios and the issue's targets.
+//!
+//! Every figure comes from real processes: the release host with the bundled embedded store
+//! and SMTP transport (20 connections) loaded from a providers folder, Postfix's `smtp-sink`
+//! as the smart host, and a private Postfix for the comparison. It is a benchmark, not a
+//! test: `cargo test` does not run it.
+
+mod finished;
+mod load;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use spooler_host::client;
+use spooler_host::protocol::{Request, Response};
+use spooler_tests::{free_port, host_binary, real_server, Host, Postfix, Site, SmtpSink};
+
+use finished::Finished;
+
+/// What one run measures; `--help` shows how to change it.
+struct Settings {
+    /// Queue sizes the drain is measured at.
+    sizes: Vec<usize>,
+    /// Messages timed for the submission rate on top of a queue.
+    timed_submissions: usize,
+    /// Messages for the sendmail comparison.
+    sendmail_messages: usize,
+    /// Recipients of the fan-out message.
+    fanout: usize,
+    /// Messages `smtp-source` sends for the ceiling.
+    ceiling_messages: usize,
+}
+
+const USAGE: &str = "usage: bench/run [--sizes 1000,10000,100000] [--timed 2000] [--sendmail 4000] [--fanout 10000] [--ceiling 20000]";
+
+impl Settings {
+    fn from_args() -> Result<Settings, String> {
+        let mut settings = Settings {
+            sizes: vec![1_000, 10_000, 100_000],
+            timed_submissions: 2_000,
+            sendmail_messages: 4_000,
+            fanout: 10_000,
+            ceiling_messages: 20_000,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            if flag == "--help" || flag == "-h" {
+                return Err(USAGE.into());
+            }
+            let value = args.next().ok_or(format!("{flag} needs a value\n{USAGE}"))?;
+            let number = |text: &str| {
+                text.replace('_', "")
+                    .parse::<usize>()
+                    .map_err(|_| format!("{flag}: `{text}` is not a number\n{USAGE}"))
+            };
+            match flag.as_str() {
+                "--sizes" => {
+                    settings.sizes = value.split(',').map(number).collect::<Result<_, _>>()?;
+                }
+                "--timed" => settings.timed_submissions = number(&value)?,
+                "--sendmail" => settings.sendmail_messages = number(&value)?,
+                "--fanout" => settings.fanout = number(&value)?,
+                "--ceiling" => settings.ceiling_messages = number(&value)?,
+                _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+            }
+        }
+        if settings.sizes.is_empty() || settings.sizes.contains(&0) {
+            return Err(format!("--sizes needs queue sizes above 0\n{USAGE}"));
+        }
+        Ok(settings)
+    }
+}
+
+/// How long any one phase may take before the benchmark gives up on it.
+const PHASE_LIMIT: Duration = Duration::from_secs(900);
+
+/// A host with a queue of messages waiting for a smart host that is down.
+struct Queued {
+    site: Site,
+    host: Host,
+    finished: Finished,
+    /// The smart host's port; nothing listens there until the drain.
+    smart_host: u16,
+    queued: usize,
+}
+
+impl Queued {
+    /// Starts a host and queues `count` messages while its smart host is down; the
+    /// submission rate of the whole fill.
+    fn fill(count: usize) -> (Queued, f64) {
+        let smart_host = free_port();
+        let (site, host) = start_host(smart_host);
+        let finished = Finished::follow(host.log_path());
+        let mut queued = Queued {
+            site,
+            host,
+            finished,
+            smart_host,
+            queued: 0,
+        };
+        let rate = queued.submit(count);
+        (queued, rate)
+    }
+
+    /// Submits `count` more messages; their submission rate.
+    fn submit(&mut self, count: usize) -> f64 {
+        let started = Instant::now();
+        let done = load::submit_over_socket(&self.socket(), self.queued, count);
+        self.queued += count;
+        rate(count, done.last().map_or(Duration::ZERO, |t| *t - started))
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.site.path("data").join("control.sock")
+    }
+
+    /// Starts the smart host, flushes, and waits until every message is delivered; the
+    /// delivery rate and the host's peak memory.
+    fn drain(self) -> (f64, u64) {
+        let _sink = SmtpSink::discarding(self.smart_host, &[]);
+        let started = Instant::now();
+        let flushed = client::request(&self.socket(), &Request::Flush { transport: None }, None);
+        assert!(matches!(flushed, Ok(Response::Done)), "flush: {flushed:?}");
+        let last = self.finished.wait_for(self.queued, PHASE_LIMIT);
+        (
+            rate(self.queued, last - started),
+            peak_rss_kib(self.host.pid()),
+        )
+    }
+}
+
+/// A site with the embedded store and the SMTP transport (20 connections to `smart_host`),
+/// and its host, running.
+fn start_host(smart_host: u16) -> (Site, Host) {
+    let site = Site::with_providers(&["store-embedded", "transport-smtp"]);
+    let config = site.write_config(&format!(
+        "[[transport]]\nprovider = \"smtp\"\nparallel = 20\n\
+         config = {{ host = \"127.0.0.1\", port = {smart_host}, tls = \"none\", helo = \"bench.example.com\" }}\n"
+    ));
+    let host = Host::start(&config, "host.log");
+    (site, host)
+}
+
+fn rate(count: usize, took: Duration) -> f64 {
+    count as f64 / took.as_secs_f64().max(1e-9)
+}
+
+/// The peak resident memory of process `pid` (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `smtp-source` → `smtp-sink` with 20 sessions: what loopback SMTP allows here.
+fn ceiling(messages: usize) -> f64 {
+    let port = free_port();
+    let _sink = SmtpSink::discarding(port, &[]);
+    let program = real_server("smtp-source").expect("smtp-source is installed");
+    let started = Instant::now();
+    let status = Command::new(program)
+        .args(["-s", "20", "-l", "2048", "-f", "bench@example.com"])
+        .args(["-t", "rcpt@example.net", "-m", &messages.to_string()])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("smtp-source runs");
+    assert!(status.success(), "smtp-source failed: {status}");
+    rate(messages, started.elapsed())
+}
+
+/// The sendmail path end to end: one process per message, 8 side by side, into the spooler
+/// and into a private Postfix, both relaying to the same smtp-sink.
+struct SendmailPath {
+    spooler: f64,
+    postfix: f64,
+    spooler_process: Duration,
+    postfix_process: Duration,
+    start_up: Duration,
+}
+
+fn sendmail_path(count: usize) -> SendmailPath {
+    let port = free_port();
+    let _sink = SmtpSink::discarding(port, &[]);
+
+    let (site, host) = start_host(port);
+    let finished = Finished::follow(host.log_path());
+    let sendmail = site.path("sendmail");
+    std::os::unix::fs::symlink(host_binary(), &sendmail).expect("linking sendmail");
+    let config = site.path("spooler.toml");
+    let started = Instant::now();
+    let spooler_process = load::submit_by_processes(count, |recipient| {
+        let mut command = Command::new(&sendmail);
+        command
+            .env("SPOOLER_CONFIG", &config)
+            .args(["-f", "bench@example.com", recipient]);
+        command
+    });
+    let spooler = rate(count, finished.wait_for(count, PHASE_LIMIT) - started);
+    drop(host);
+
+    let postfix_site = Site::with_providers(&[]);
+    let postfix = Postfix::start(&postfix_site, port, &[]);
+    let started = Instant::now();
+    let postfix_process = load::submit_by_processes(count, |recipient| {
+        let mut command = postfix.sendmail();
+        command.args(["-f", "bench@example.com", recipient]);
+        command
+    });
+    let deadline = started + PHASE_LIMIT;
+    while postfix.sent() < count {
+        assert!(Instant::now() < deadline, "Postfix did not deliver in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let postfix_rate = rate(count, started.elapsed());
+
+    let start_up = load::start_up(200, || {
+        let mut command = Command::new(host_binary());
+        command.arg("--version");
+        command
+    });
+    SendmailPath {
+        spooler,
+        postfix: postfix_rate,
+        spooler_process,
+        postfix_process,
+        start_up,
+    }
+}
+
+/// Latency from submission to delivery of single messages, alone and while one message to
+/// `recipients` recipients fans out.
+struct Latency {
+    idle: (Duration, Duration),
+    during: (Duration, Duration),
+    samples_during: usize,
+    fanout_took: Duration,
+}
+
+fn latency(recipients: usize) -> Latency {
+    let port = free_port();
+    let _sink = SmtpSink::discarding(port, &[]);
+    let (site, host) = start_host(port);
+    let finished = Finished::follow(host.log_path());
+    let socket = site.path("data").join("control.sock");
+    let single = |n: usize| {
+        let started = Instant::now();
+        let id = load::submit_one(&socket, &[load::recipient(n)], &load::message(n, "x@y"));
+        (id, started)
+    };
+    let pace = Duration::from_millis(5);
+    let idle: Vec<_> = (0..200)
+        .map(|n| {
+            std::thread::sleep(pace);
+            single(n)
+        })
+        .collect();
+    let everyone: Vec<String> = (0..recipients)
+        .map(|n| format!("fan{n}@example.net"))
+        .collect();
+    let fanout_started = Instant::now();
+    let fanout = load::submit_one(
+        &socket,
+        &everyone,
+        &load::message(0, "undisclosed-recipients:;"),
+    );
+    let mut during = Vec::new();
+    while finished.when(&fanout).is_none() && fanout_started.elapsed() < PHASE_LIMIT {
+        during.push(single(1000 + during.len()));
+        std::thread::sleep(pace);
+    }
+    let fanout_took = finished
+        .when(&fanout)
+        .expect("the fan-out finished")
+        .duration_since(fanout_started);
+    finished.wait_for(idle.len() + 1 + during.len(), PHASE_LIMIT);
+    let percentiles = |samples: &[(String, Instant)]| {
+        let mut took: Vec<Duration> = samples
+            .iter()
+            .map(|(id, started)| {
+                finished
+                    .when(id)
+                    .expect("waited for every message")
+                    .duration_since(*started)
+            })
+            .collect();
+        took.sort();
+        let at = |fraction: f64| took[((took.len() - 1) as f64 * fraction).round() as usize];
+        (at(0.5), at(0.99))
+    };
+    Latency {
+        idle: percentiles(&idle),
+        during: percentiles(&during),
+        samples_during: during.len(),
+        fanout_took,
+    }
+}
+
+/// One line of the table.
+struct Row {
+    what: String,
+    figure: String,
+    ratio: String,
+}
+
+fn row(what: impl Into<String>, figure: impl Into<String>, ratio: impl Into<String>) -> Row {
+    Row {
+        what: what.into(),
+        figure: figure.into(),
+        ratio: ratio.into(),
+    }
+}
+
+fn per_second(rate: f64) -> String {
+    format!("{rate:.0} msg/s")
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn percent(part: f64, whole: f64) -> String {
+    format!("{:.0}%", 100.0 * part / whole.max(1e-9))
+}
+
+fn main() {
+    let settings = match Settings::from_args() {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    eprintln!("building and checking the servers…");
+    spooler_tests::build_folder();
+    let mut rows = Vec::new();
+    let mut checks: Vec<(String, bool)> = Vec::new();
+
+    eprintln!("ceiling: smtp-source -s 20 -> smtp-sink…");
+    let ceiling = ceiling(settings.ceiling_messages);
+    rows.push(row(
+        "ceiling: smtp-source -s 20 -> smtp-sink",
+        per_second(ceiling),
+        "100% of ceiling",
+    ));
+
+    let smallest = settings.sizes.iter().copied().min().unwrap_or(1);
+    let largest = settings.sizes.iter().copied().max().unwrap_or(1);
+    eprintln!("submission with {smallest} queued…");
+    let (mut small, _) = Queued::fill(smallest);
+    let submit_small = small.submit(settings.timed_submissions);
+    drop(small);
+
+    let mut drains = Vec::new();
+    let mut submit_large = None;
+    let mut sizes = settings.sizes.clone();
+    sizes.sort();
+    for size in sizes {
+        eprintln!("drain: queueing {size} while the smart host is down…");
+        let (mut queued, fill_rate) = Queued::fill(size);
+        if size == largest && largest != smallest {
+            eprintln!("submission with {size} queued…");
+            submit_large = Some(queued.submit(settings.timed_submissions));
+        }
+        let total = queued.queued;
+        eprintln!("drain: {total} queued, smart host up, flush…");
+        let (drain_rate, rss) = queued.drain();
+        drains.push((total, fill_rate, drain_rate, rss));
+    }
+
+    let first_drain = drains[0].2;
+    for (total, fill_rate, drain_rate, rss) in &drains {
+        rows.push(row(
+            format!("drain, {total} queued (20 connections)"),
+            per_second(*drain_rate),
+            format!(
+                "{} of ceiling, {} of smallest queue",
+                percent(*drain_rate, ceiling),
+                percent(*drain_rate, first_drain)
+            ),
+        ));
+        rows.push(row(
+            format!("  filling that queue, 8 socket clients"),
+            per_second(*fill_rate),
+            "",
+        ));
+        rows.push(row(
+            format!("  host peak RSS, {total} queued"),
+            format!("{:.0} MB", *rss as f64 / 1024.0),
+            "",
+        ));
+    }
+    let (largest_total, _, largest_drain, largest_rss) = drains[drains.len() - 1];
+    checks.push((
+        format!("drain at {largest_total} queued >= 80% of drain at {}", drains[0].0),
+        largest_drain >= 0.8 * first_drain,
+    ));
+    checks.push((
+        "drain (smallest queue) >= 40% of the ceiling".into(),
+        first_drain >= 0.4 * ceiling,
+    ));
+    checks.push((
+        format!("host peak RSS at {largest_total} queued < 150 MB"),
+        (largest_rss as f64) < 150.0 * 1024.0,
+    ));
+
+    rows.push(row(
+        format!(
+            "submission, {smallest} queued, 8 socket clients ({} msgs)",
+            settings.timed_submissions
+        ),
+        per_second(submit_small),
+        "",
+    ));
+    if let Some(submit_large) = submit_large {
+        rows.push(row(
+            format!("submission, {largest} queued, 8 socket clients"),
+            per_second(submit_large),
+            format!("{} of {smallest} queued", percent(submit_large, submit_small)),
+        ));
+        checks.push((
+            format!("submission at {largest} queued >= 80% of at {smallest}"),
+            submit_large >= 0.8 * submit_small,
+        ));
+    }
+
+    eprintln!("sendmail path: spooler, then Postfix…");
+    let sendmail = sendmail_path(settings.sendmail_messages);
+    rows.push(row(
+        format!(
+            "sendmail path end to end, spooler ({} msgs, 8 submitters)",
+            settings.sendmail_messages
+        ),
+        per_second(sendmail.spooler),
+        format!("{:.2}x Postfix", sendmail.spooler / sendmail.postfix),
+    ));
+    rows.push(row(
+        "sendmail path end to end, Postfix",
+        per_second(sendmail.postfix),
+        "1.00x",
+    ));
+    rows.push(row(
+        "  one sendmail process, spooler / Postfix",
+        format!(
+            "{} / {}",
+            millis(sendmail.spooler_process),
+            millis(sendmail.postfix_process)
+        ),
+        "",
+    ));
+    rows.push(row(
+        "  client start-up (spooler-host --version)",
+        millis(sendmail.start_up),
+        "",
+    ));
+    checks.push((
+        "sendmail path >= 4x Postfix's".into(),
+        sendmail.spooler >= 4.0 * sendmail.postfix,
+    ));
+
+    eprintln!("latency while {} recipients fan out…", settings.fanout);
+    let latency = latency(settings.fanout);
+    rows.push(row(
+        "latency submit -> delivered, p50 / p99, idle",
+        format!("{} / {}", millis(latency.idle.0), millis(latency.idle.1)),
+        "",
+    ));
+    rows.push(row(
+        format!(
+            "  during a {}-recipient fan-out ({} samples, fan-out took {:.1} s)",
+            settings.fanout,
+            latency.samples_during,
+            latency.fanout_took.as_secs_f64()
+        ),
+        format!("{} / {}", millis(latency.during.0), millis(latency.during.1)),
+        format!(
+            "{:.1}x / {:.1}x idle",
+            latency.during.0.as_secs_f64() / latency.idle.0.as_secs_f64().max(1e-9),
+            latency.during.1.as_secs_f64() / latency.idle.1.as_secs_f64().max(1e-9)
+        ),
+    ));
+
+    print_table(&rows, &checks);
+}
+
+fn print_table(rows: &[Row], checks: &[(String, bool)]) {
+    let width = rows.iter().map(|r| r.what.len()).max().unwrap_or(0);
+    let figure_width = rows.iter().map(|r| r.figure.len()).max().unwrap_or(0);
+    println!(
+        "| {:<width$} | {:>figure_width$} | ratio |",
+        "measurement", "figure"
+    );
+    println!("|{}|{}|---|", "-".repeat(width + 2), "-".repeat(figure_width + 2));
+    for r in rows {
+        println!(
+            "| {:<width$} | {:>figure_width$} | {} |",
+            r.what, r.figure, r.ratio
+        );
+    }
+    println!();
+    for (target, met) in checks {
+        println!("{} {target}", if *met { "MET   " } else { "MISSED" });
+    }
+}
