@@ -8,7 +8,8 @@
 //! - a 4xx, a refused or timed-out connection, a 4xx greeting or a 421: deferred, so the
 //!   host keeps the message and tries again (store and forward).
 //!
-//! The connection stays open between messages (checked with NOOP before reuse); for
+//! The connection stays open between messages (checked with NOOP before reuse after a
+//! pause; a reused connection the server has closed meanwhile is replaced at once); for
 //! parallel connections, give the transport `parallel = N` in the profile. With
 //! `domains = [...]` it takes only recipients in those domains and answers "not mine" for
 //! the others, which the host offers to the next transport (a transport map).
@@ -20,7 +21,9 @@
 //! config = { host = "smtp.example.com", port = 587, tls = "starttls", username = "spooler", password = "…" }
 //! ```
 
-use std::time::Duration;
+mod data;
+
+use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
@@ -101,7 +104,14 @@ pub struct SmtpTransport {
     address_types: Vec<String>,
     domains: Option<Vec<String>>,
     connection: Option<SmtpConnection>,
+    /// When the connection last finished a command; a connection idle for longer than
+    /// [`CHECK_AFTER_IDLE`] is checked with NOOP before reuse.
+    last_used: Instant,
 }
+
+/// How long a connection may sit idle before it is checked with NOOP before reuse. Within a
+/// busy stream of messages no check is made: it would cost a round trip per message.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
 
 impl SmtpTransport {
     /// Opens the transport from its configuration (it connects lazily, at the first message).
@@ -159,13 +169,18 @@ impl SmtpTransport {
                 .domains
                 .map(|domains| domains.iter().map(|d| d.to_ascii_lowercase()).collect()),
             connection: None,
+            last_used: Instant::now(),
             name,
         })
     }
 
     /// The open connection, reused if the server still answers NOOP, or a new one.
     fn connection(&mut self) -> Result<&mut SmtpConnection, lettre::transport::smtp::Error> {
-        let alive = self.connection.as_mut().is_some_and(|c| c.test_connected());
+        let idle = self.last_used.elapsed() >= CHECK_AFTER_IDLE;
+        let alive = self
+            .connection
+            .as_mut()
+            .is_some_and(|c| !idle || c.test_connected());
         if !alive {
             self.connection = None;
             let implicit = self
@@ -216,21 +231,8 @@ impl SmtpTransport {
         message: MessageRef<'_>,
         recipients: &[Address],
     ) -> Vec<RecipientOutcome> {
-        let from = self.mail_from(&message);
         let server = format!("{}:{}", self.host, self.port);
-        let connection = match self.connection() {
-            Ok(connection) => connection,
-            Err(error) => {
-                let reason = format!("cannot talk to {server}: {}", explain(&error));
-                return recipients
-                    .iter()
-                    .map(|_| RecipientOutcome::deferred(reason.clone(), None))
-                    .collect();
-            }
-        };
-        if let Err(error) = connection.command(Mail::new(from, vec![])) {
-            let outcome = answer_to_error(&error, "MAIL FROM");
-            self.after_error(&error);
+        if let Err(outcome) = self.begin(&message) {
             return recipients.iter().map(|_| outcome.clone()).collect();
         }
         let mut outcomes: Vec<Option<RecipientOutcome>> = vec![None; recipients.len()];
@@ -278,7 +280,7 @@ impl SmtpTransport {
             // `message` sends the content and the final dot; DATA must come first.
             let data = connection
                 .command(Data)
-                .and_then(|_| connection.message(message.content.as_slice()));
+                .and_then(|_| data::send_content(connection, message.content.as_slice()));
             let outcome = match &data {
                 Ok(response) => RecipientOutcome::delivered(describe(response)),
                 Err(error) => answer_to_error(error, "DATA"),
@@ -290,6 +292,7 @@ impl SmtpTransport {
                 outcomes[index] = Some(outcome.clone());
             }
         }
+        self.last_used = Instant::now();
         outcomes
             .into_iter()
             .map(|o| {
@@ -298,6 +301,36 @@ impl SmtpTransport {
                 })
             })
             .collect()
+    }
+
+    /// Starts a transaction (MAIL FROM). A reused connection that fails here without a reply,
+    /// or with 421, was closed by the server while idle: it is replaced once, so the message
+    /// is not deferred for what is no fault of the server's.
+    fn begin(&mut self, message: &MessageRef<'_>) -> Result<(), RecipientOutcome> {
+        let from = self.mail_from(message);
+        let mut reused = self.connection.is_some();
+        loop {
+            let server = format!("{}:{}", self.host, self.port);
+            let connection = self.connection().map_err(|error| {
+                RecipientOutcome::deferred(
+                    format!("cannot talk to {server}: {}", explain(&error)),
+                    None,
+                )
+            })?;
+            match connection.command(Mail::new(from.clone(), vec![])) {
+                Ok(_) => return Ok(()),
+                Err(error) if reused && closed_by_server(&error) => {
+                    log::debug!("{}: {server} had closed the connection; reconnecting", self.name);
+                    self.connection = None;
+                    reused = false;
+                }
+                Err(error) => {
+                    let outcome = answer_to_error(&error, "MAIL FROM");
+                    self.after_error(&error);
+                    return Err(outcome);
+                }
+            }
+        }
     }
 
     /// After an error the connection is only kept if the server answered normally (a reply
@@ -396,6 +429,13 @@ fn server_text(error: &lettre::transport::smtp::Error) -> String {
         .split_once("): ")
         .map(|(_, text)| text.trim().to_owned())
         .unwrap_or(shown)
+}
+
+/// Whether `error` says the server has closed the connection: no reply at all, or 421.
+fn closed_by_server(error: &lettre::transport::smtp::Error) -> bool {
+    error
+        .status()
+        .map_or(true, |code| code.to_string() == "421")
 }
 
 /// What went wrong, with the cause chain (`connection refused`, `timed out`).
