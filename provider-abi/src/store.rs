@@ -132,9 +132,36 @@ pub struct MessageSummary {
     pub size: u64,
 }
 
+/// How many pending recipients last went to one transport, for the status table.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct TransportCount {
+    /// The transport instance that last answered for them.
+    pub transport: RString,
+    /// How many pending recipients it has.
+    pub recipients: u64,
+}
+
+/// The Outbox in numbers, for the status table.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq, Default)]
+pub struct QueueCounts {
+    /// Messages in the Outbox.
+    pub messages: u64,
+    /// Pending recipients per transport that last answered for them (recipients never
+    /// tried are not counted).
+    pub waiting: RVec<TransportCount>,
+}
+
 /// A message store, as a provider author writes it.
 ///
 /// Called only from the host's store thread.
+///
+/// [`list_page`](Store::list_page), [`queue_counts`](Store::queue_counts) and
+/// [`flush`](Store::flush) came with provider-abi 1.1. Their defaults work through
+/// [`list`](Store::list) and [`commit`](Store::commit) and so cost as much as the whole folder;
+/// a store that answers them with its own queries keeps the host's cost per message flat
+/// however long the queue.
 pub trait Store: Send + 'static {
     /// Commits `batch` in one durable transaction.
     fn commit(&mut self, batch: &StoreBatch<'_>) -> Result<CommitReceipt, ProviderError>;
@@ -166,6 +193,99 @@ pub trait Store: Send + 'static {
     fn delivers_itself(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// Up to `limit` messages of `folder` with ids above `after` (from the start if `None`),
+    /// in id order: one page of a listing, so that no client makes the host hold a whole
+    /// folder.
+    fn list_page(
+        &mut self,
+        folder: &str,
+        after: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<MessageSummary>, ProviderError> {
+        Ok(page_of(self.list(folder)?, after, limit))
+    }
+
+    /// The Outbox in numbers.
+    fn queue_counts(&mut self) -> Result<QueueCounts, ProviderError> {
+        Ok(counts_of(&self.list(OUTBOX)?))
+    }
+
+    /// Makes every pending recipient in the Outbox (only those that last went to
+    /// `transport`, if given) due at `now`, and returns how many it made due. Held messages
+    /// stay held.
+    fn flush(&mut self, transport: Option<&str>, now: Timestamp) -> Result<u64, ProviderError> {
+        let (envelopes, recipients) = flushed(self.list(OUTBOX)?, transport, now);
+        self.commit(&StoreBatch {
+            update_envelopes: RSlice::from_slice(&envelopes),
+            ..StoreBatch::EMPTY
+        })?;
+        Ok(recipients)
+    }
+}
+
+/// The page of `messages` (in id order) after `after`, at most `limit` long.
+fn page_of(
+    messages: Vec<MessageSummary>,
+    after: Option<MessageId>,
+    limit: u32,
+) -> Vec<MessageSummary> {
+    messages
+        .into_iter()
+        .filter(|m| after.is_none_or(|after| m.envelope.id > after))
+        .take(limit as usize)
+        .collect()
+}
+
+/// The counts of an Outbox listing.
+fn counts_of(outbox: &[MessageSummary]) -> QueueCounts {
+    let mut waiting: Vec<TransportCount> = Vec::new();
+    for recipient in outbox.iter().flat_map(|m| m.envelope.recipients.iter()) {
+        let ROption::RSome(transport) = &recipient.status.transport else {
+            continue;
+        };
+        if recipient.status.is_final() {
+            continue;
+        }
+        match waiting.iter_mut().find(|w| &w.transport == transport) {
+            Some(count) => count.recipients += 1,
+            None => waiting.push(TransportCount {
+                transport: transport.clone(),
+                recipients: 1,
+            }),
+        }
+    }
+    QueueCounts {
+        messages: outbox.len() as u64,
+        waiting: waiting.into(),
+    }
+}
+
+/// The envelopes of an Outbox listing that a flush changes, changed, and how many recipients
+/// it made due.
+fn flushed(
+    outbox: Vec<MessageSummary>,
+    transport: Option<&str>,
+    now: Timestamp,
+) -> (Vec<Envelope>, u64) {
+    let mut made_due = 0;
+    let mut changed = Vec::new();
+    for summary in outbox {
+        let mut envelope = summary.envelope;
+        let before = made_due;
+        for recipient in envelope.recipients.iter_mut() {
+            let routed_there = recipient.status.transport.as_ref().map(|t| t.as_str());
+            let wanted = transport.is_none() || routed_there.into_option() == transport;
+            if !recipient.status.is_final() && wanted {
+                recipient.status.next_attempt = ROption::RSome(now);
+                made_due += 1;
+            }
+        }
+        if made_due > before {
+            changed.push(envelope);
+        }
+    }
+    (changed, made_due)
 }
 
 /// The FFI form of [`Store`]; the host calls this.
@@ -190,6 +310,41 @@ pub trait StoreFfi: Send {
     /// See [`Store::delivers_itself`].
     #[sabi(last_prefix_field)]
     fn delivers_itself(&self) -> RResult<RVec<RString>, ProviderError>;
+
+    /// See [`Store::list_page`]. Since 1.1; a store built against 1.0 gets this default.
+    fn list_page(
+        &mut self,
+        folder: RStr<'_>,
+        after: ROption<MessageId>,
+        limit: u32,
+    ) -> RResult<RVec<MessageSummary>, ProviderError> {
+        self.list(folder)
+            .map(|all| page_of(all.into_vec(), after.into_option(), limit).into())
+    }
+
+    /// See [`Store::queue_counts`]. Since 1.1; a store built against 1.0 gets this default.
+    fn queue_counts(&mut self) -> RResult<QueueCounts, ProviderError> {
+        self.list(RStr::from_str(OUTBOX)).map(|all| counts_of(&all))
+    }
+
+    /// See [`Store::flush`]. Since 1.1; a store built against 1.0 gets this default.
+    fn flush(
+        &mut self,
+        transport: ROption<RStr<'_>>,
+        now: Timestamp,
+    ) -> RResult<u64, ProviderError> {
+        let outbox = match self.list(RStr::from_str(OUTBOX)) {
+            RResult::ROk(outbox) => outbox.into_vec(),
+            RResult::RErr(error) => return RResult::RErr(error),
+        };
+        let (envelopes, recipients) =
+            flushed(outbox, transport.map(|t| t.as_str()).into_option(), now);
+        self.commit(StoreBatch {
+            update_envelopes: RSlice::from_slice(&envelopes),
+            ..StoreBatch::EMPTY
+        })
+        .map(|_| recipients)
+    }
 }
 
 /// An open store as the host holds it.
@@ -226,5 +381,33 @@ impl<T: Store> StoreFfi for Guarded<T> {
 
     fn delivers_itself(&self) -> RResult<RVec<RString>, ProviderError> {
         guarded("delivers_itself", || Ok(strings(self.0.delivers_itself())))
+    }
+
+    fn list_page(
+        &mut self,
+        folder: RStr<'_>,
+        after: ROption<MessageId>,
+        limit: u32,
+    ) -> RResult<RVec<MessageSummary>, ProviderError> {
+        guarded("list_page", || {
+            self.0
+                .list_page(folder.as_str(), after.into_option(), limit)
+                .map(RVec::from)
+        })
+    }
+
+    fn queue_counts(&mut self) -> RResult<QueueCounts, ProviderError> {
+        guarded("queue_counts", || self.0.queue_counts())
+    }
+
+    fn flush(
+        &mut self,
+        transport: ROption<RStr<'_>>,
+        now: Timestamp,
+    ) -> RResult<u64, ProviderError> {
+        guarded("flush", || {
+            self.0
+                .flush(transport.map(|t| t.as_str()).into_option(), now)
+        })
     }
 }

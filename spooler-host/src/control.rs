@@ -23,6 +23,9 @@ use crate::store_thread::{Commit, StoreClient};
 use crate::submission;
 use crate::watchers::Watchers;
 
+/// The most messages one listing request answers with.
+pub const PAGE: u32 = 1000;
+
 /// The largest message the socket accepts.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
@@ -224,8 +227,12 @@ impl Control {
         let result = match request {
             Request::Submit(submission) => self.submit(&submission, reader),
             Request::Show { id, content } => self.show(&id, content),
-            Request::List { folder } => self.list(&folder),
-            Request::Queue => self.list(OUTBOX),
+            Request::List {
+                folder,
+                after,
+                limit,
+            } => self.list(&folder, after.as_deref(), limit),
+            Request::Queue { after, limit } => self.list(OUTBOX, after.as_deref(), limit),
             Request::Folders => self
                 .store
                 .folders()
@@ -274,8 +281,10 @@ impl Control {
             .map(|()| Response::Done)
     }
 
+    /// The status table with the queue's counts, from count queries: it costs the same with
+    /// ten or a hundred thousand messages queued.
     fn status(&self) -> Result<Response, String> {
-        let outbox = self.store.list(OUTBOX).map_err(|e| e.to_string())?;
+        let counts = self.store.queue_counts().map_err(|e| e.to_string())?;
         let providers = self
             .status
             .rows()
@@ -283,24 +292,16 @@ impl Control {
             .map(|row| {
                 let mut view = StatusView::from(row);
                 if row.kind == ProviderKind::Transport {
-                    let queued = outbox
-                        .iter()
-                        .flat_map(|message| message.envelope.recipients.iter())
-                        .filter(|r| {
-                            !r.status.is_final()
-                                && r.status
-                                    .transport
-                                    .as_ref()
-                                    .into_option()
-                                    .is_some_and(|t| t.as_str() == row.name)
-                        })
-                        .count();
-                    view.queued = Some(queued as u64);
+                    let waiting = counts.waiting.iter().find(|w| w.transport == row.name);
+                    view.queued = Some(waiting.map_or(0, |w| w.recipients));
                 }
                 view
             })
             .collect();
-        Ok(Response::Status { providers })
+        Ok(Response::Status {
+            providers,
+            outbox: counts.messages,
+        })
     }
 
     fn submit(
@@ -355,10 +356,21 @@ impl Control {
         }
     }
 
-    fn list(&self, folder: &str) -> Result<Response, String> {
-        let messages = self.store.list(folder).map_err(|e| e.to_string())?;
+    /// One page of a folder: the client asks for the next with the cursor it gets, so no
+    /// listing makes the host hold a whole folder.
+    fn list(&self, folder: &str, after: Option<&str>, limit: Option<u32>) -> Result<Response, String> {
+        let after = after.map(parse_id).transpose()?;
+        let limit = limit.unwrap_or(PAGE).clamp(1, PAGE);
+        let messages = self
+            .store
+            .list_page(folder, after, limit)
+            .map_err(|e| e.to_string())?;
+        let next = (messages.len() == limit as usize)
+            .then(|| messages.last().map(|m| m.envelope.id.to_string()))
+            .flatten();
         Ok(Response::Messages {
             messages: messages.iter().map(MessageView::of_summary).collect(),
+            next,
         })
     }
 }

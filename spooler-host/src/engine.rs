@@ -378,40 +378,17 @@ impl QueueManager {
         }
     }
 
-    /// Makes every pending recipient (routed to `transport`, if given) due now.
+    /// Makes every pending recipient (routed to `transport`, if given) due now: one statement
+    /// in the store, whatever the length of the queue. The updates waiting to be stored go
+    /// first, so that they do not undo the flush; a message still being worked on keeps the
+    /// answers of its pass.
     fn flush(&mut self, transport: Option<&str>) {
-        let outbox = match self.store.list(OUTBOX) {
-            Ok(outbox) => outbox,
-            Err(error) => {
-                log::error!("flush: cannot list the Outbox: {error}");
-                return;
-            }
-        };
-        let now = Timestamp::now();
-        for summary in outbox {
-            let mut envelope = summary.envelope;
-            if self.flights.contains_key(&envelope.id) {
-                continue;
-            }
-            let mut changed = false;
-            for recipient in envelope
-                .recipients
-                .iter_mut()
-                .filter(|r| !r.status.is_final())
-            {
-                let routed_there = recipient
-                    .status
-                    .transport
-                    .as_ref()
-                    .into_option()
-                    .map(|t| t.as_str());
-                if transport.is_none() || routed_there == transport {
-                    recipient.status.next_attempt = Some(now).into();
-                    changed = true;
-                }
-            }
-            if changed {
-                self.pending.update_envelopes.push(envelope);
+        if !self.commit_pending() {
+            log::error!("flush: not done, the store is failing; flush again once it is back");
+        } else {
+            match self.store.flush(transport.map(str::to_owned), Timestamp::now()) {
+                Ok(count) => log::info!("flush: {count} waiting recipient(s) are due now"),
+                Err(error) => log::error!("flush: cannot make the queue due: {error}"),
             }
         }
         self.look_at_queue = true;

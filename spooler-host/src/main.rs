@@ -196,12 +196,12 @@ fn main() -> ExitCode {
             content,
             id,
         } => ask(&place, &Request::Show { id, content }, json),
-        Command::Queue { place, json } => ask(&place, &Request::Queue, json),
+        Command::Queue { place, json } => list_folder(&place, None, json),
         Command::List {
             place,
             json,
             folder,
-        } => ask(&place, &Request::List { folder }, json),
+        } => list_folder(&place, Some(folder), json),
         Command::Folders { place, json } => ask(&place, &Request::Folders, json),
         Command::Flush { place, transport } => ask(&place, &Request::Flush { transport }, false),
         Command::Status { place, json } => ask(&place, &Request::Status, json),
@@ -376,6 +376,55 @@ fn submit(place: &Place, args: &[String], json: bool) -> ExitCode {
     }
 }
 
+/// Prints a folder (the Outbox, if `folder` is `None`) page by page as the host sends it,
+/// so `queue | head` prints at once, and a reader that stops early ends the listing.
+fn list_folder(place: &Place, folder: Option<String>, json: bool) -> ExitCode {
+    use std::io::Write;
+    let socket = match place.profile() {
+        Ok(profile) => profile.socket_path(),
+        Err(error) => {
+            eprintln!("spooler-host: {error}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let mut after = None;
+    let mut first = true;
+    loop {
+        let request = match &folder {
+            Some(folder) => Request::List {
+                folder: folder.clone(),
+                after: after.take(),
+                limit: None,
+            },
+            None => Request::Queue {
+                after: after.take(),
+                limit: None,
+            },
+        };
+        let page = match client::request(&socket, &request, None) {
+            Ok(page) => page,
+            Err(error) => return client_failure(error),
+        };
+        let Response::Messages { messages, next } = &page else {
+            eprintln!("spooler-host: unexpected answer {page:?}");
+            return ExitCode::FAILURE;
+        };
+        // An empty page after full ones ends the listing; it is no "(no messages)".
+        if first || !messages.is_empty() {
+            let text = if json { as_json(&page) } else { as_table(&page) };
+            if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+                return ExitCode::SUCCESS;
+            }
+        }
+        first = false;
+        match next {
+            Some(next) => after = Some(next.clone()),
+            None => return ExitCode::SUCCESS,
+        }
+    }
+}
+
 fn ask(place: &Place, request: &Request, json: bool) -> ExitCode {
     let socket = match place.profile() {
         Ok(profile) => profile.socket_path(),
@@ -404,10 +453,10 @@ fn ask(place: &Place, request: &Request, json: bool) -> ExitCode {
 fn as_json(response: &Response) -> String {
     let line = |value: &dyn erased::Json| format!("{}\n", value.json());
     match response {
-        Response::Messages { messages } => messages.iter().map(|m| line(m)).collect(),
+        Response::Messages { messages, .. } => messages.iter().map(|m| line(m)).collect(),
         Response::Message(message) => line(message),
         Response::Folders { folders } => folders.iter().map(|f| line(f)).collect(),
-        Response::Status { providers } => providers.iter().map(|p| line(p)).collect(),
+        Response::Status { providers, .. } => providers.iter().map(|p| line(p)).collect(),
         Response::Submitted { id } => format!("{}\n", serde_json::json!({ "id": id })),
         Response::Event(event) => line(event),
         Response::Done | Response::Watching | Response::Error { .. } => String::new(),
@@ -429,8 +478,8 @@ mod erased {
 
 fn as_table(response: &Response) -> String {
     match response {
-        Response::Messages { messages } if messages.is_empty() => "(no messages)\n".into(),
-        Response::Messages { messages } => messages.iter().map(message_lines).collect(),
+        Response::Messages { messages, .. } if messages.is_empty() => "(no messages)\n".into(),
+        Response::Messages { messages, .. } => messages.iter().map(message_lines).collect(),
         Response::Message(message) => {
             message_lines(message)
                 + &message
@@ -443,7 +492,7 @@ fn as_table(response: &Response) -> String {
             .iter()
             .map(|f| format!("{:>6}  {}\n", f.messages, f.name))
             .collect(),
-        Response::Status { providers } => providers
+        Response::Status { providers, outbox } => providers
             .iter()
             .map(|p| {
                 let queued = p
@@ -460,6 +509,7 @@ fn as_table(response: &Response) -> String {
                     p.name, p.kind, p.provider, p.state
                 )
             })
+            .chain(std::iter::once(format!("Outbox: {outbox} message(s)\n")))
             .collect(),
         Response::Submitted { id } => format!("{id}\n"),
         Response::Done => "done\n".into(),

@@ -23,15 +23,28 @@ pub enum Request {
         #[serde(default)]
         content: bool,
     },
-    /// The messages of one folder.
+    /// One page of the messages of a folder, oldest first.
     List {
         /// The folder.
         folder: String,
+        /// Start after this message id (the `next` of the previous page).
+        #[serde(default)]
+        after: Option<String>,
+        /// At most this many messages (the host caps it).
+        #[serde(default)]
+        limit: Option<u32>,
     },
     /// The folders with their counts.
     Folders,
-    /// The Outbox, like mailq.
-    Queue,
+    /// One page of the Outbox, like mailq.
+    Queue {
+        /// Start after this message id (the `next` of the previous page).
+        #[serde(default)]
+        after: Option<String>,
+        /// At most this many messages (the host caps it).
+        #[serde(default)]
+        limit: Option<u32>,
+    },
     /// Try pending recipients now (of one transport, if named).
     Flush {
         /// The transport instance.
@@ -164,10 +177,13 @@ pub enum Response {
     },
     /// One message.
     Message(MessageView),
-    /// Several messages.
+    /// One page of messages.
     Messages {
         /// The messages.
         messages: Vec<MessageView>,
+        /// The cursor for the next page (`after`), if there may be more.
+        #[serde(default)]
+        next: Option<String>,
     },
     /// The folders.
     Folders {
@@ -178,6 +194,9 @@ pub enum Response {
     Status {
         /// Its rows.
         providers: Vec<StatusView>,
+        /// How many messages are in the Outbox.
+        #[serde(default)]
+        outbox: u64,
     },
     /// Done, nothing to say.
     Done,

@@ -11,7 +11,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use provider_abi::abi_stable::std_types::{ROption, RSlice, RStr, RString};
 use provider_abi::store::{
     CommitReceipt, ContentReplacement, Delivery, Finish, FolderInfo, MessageSummary, NewMessage,
-    StoreBatch, StoreObject,
+    QueueCounts, StoreBatch, StoreObject,
 };
 use provider_abi::{Envelope, MessageId, ProviderError, StoredMessage, Timestamp};
 
@@ -222,14 +222,33 @@ impl StoreClient {
         self.call(|store| store.folders().into_result().map(Vec::from))
     }
 
-    /// A folder's messages.
-    pub fn list(&self, folder: &str) -> Result<Vec<MessageSummary>, ProviderError> {
+    /// Up to `limit` messages of a folder with ids above `after`, in id order.
+    pub fn list_page(
+        &self,
+        folder: &str,
+        after: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<MessageSummary>, ProviderError> {
         let folder = folder.to_owned();
         self.call(move |store| {
             store
-                .list(RStr::from_str(&folder))
+                .list_page(RStr::from_str(&folder), after.into(), limit)
                 .into_result()
                 .map(Vec::from)
+        })
+    }
+
+    /// The Outbox in numbers.
+    pub fn queue_counts(&self) -> Result<QueueCounts, ProviderError> {
+        self.call(|store| store.queue_counts().into_result())
+    }
+
+    /// Makes the pending recipients (that last went to `transport`, if given) due at `now`;
+    /// how many it made due.
+    pub fn flush(&self, transport: Option<String>, now: Timestamp) -> Result<u64, ProviderError> {
+        self.call(move |store| {
+            let transport = transport.as_deref().map(RStr::from_str);
+            store.flush(transport.into(), now).into_result()
         })
     }
 

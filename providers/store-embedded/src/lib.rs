@@ -18,7 +18,8 @@ use std::path::PathBuf;
 
 use provider_abi::abi_stable::std_types::{ROption, RString};
 use provider_abi::store::{
-    CommitReceipt, FolderInfo, MessageSummary, StoreBatch, INBOX, OUTBOX, SENT_ITEMS,
+    CommitReceipt, FolderInfo, MessageSummary, QueueCounts, StoreBatch, TransportCount, INBOX,
+    OUTBOX, SENT_ITEMS,
 };
 use provider_abi::{
     export_library, DeliveryState, Envelope, Library, MessageId, OpenContext, ProviderError,
@@ -114,6 +115,21 @@ impl EmbeddedStore {
         }
     }
 
+    /// Whether this store delivers `recipient` itself, now.
+    fn is_local(&self, recipient: &Recipient) -> bool {
+        recipient.status.state == DeliveryState::Pending
+            && self
+                .delivers_itself
+                .iter()
+                .any(|t| recipient.address.has_type(t))
+    }
+
+    /// Whether storing `envelope` delivers some of its recipients locally (so its content
+    /// must be read).
+    fn delivers_some_locally(&self, envelope: &Envelope) -> bool {
+        envelope.preprocessed && envelope.recipients.iter().any(|r| self.is_local(r))
+    }
+
     /// Delivers the pending recipients of this store's own types into their local folders
     /// and marks them delivered; only for preprocessed messages (a preprocessor may still
     /// expand a local address that is a distribution list).
@@ -128,16 +144,10 @@ impl EmbeddedStore {
         }
         let now = Timestamp::now();
         for index in 0..envelope.recipients.len() {
-            let recipient = &envelope.recipients[index];
-            let local = recipient.status.state == DeliveryState::Pending
-                && self
-                    .delivers_itself
-                    .iter()
-                    .any(|t| recipient.address.has_type(t));
-            if !local {
+            if !self.is_local(&envelope.recipients[index]) {
                 continue;
             }
-            let folder = local_folder(recipient);
+            let folder = local_folder(&envelope.recipients[index]);
             let status = &mut envelope.recipients[index].status;
             status.state = DeliveryState::Delivered;
             status.transport = ROption::RSome(RString::from(self.name.as_str()));
@@ -170,24 +180,17 @@ impl EmbeddedStore {
             receipt.stored.push(envelope);
         }
         for replacement in batch.replace_content.iter() {
-            let content = replacement.content.as_slice();
-            transaction
-                .prepare_cached(
-                    "UPDATE messages SET content = ?2, size = ?3, subject = ?4 WHERE id = ?1",
-                )?
-                .execute(params![
-                    replacement.id.0 as i64,
-                    content,
-                    content.len() as i64,
-                    provider_abi::headers::header(content, "Subject").unwrap_or_default()
-                ])?;
+            rows::replace_content(transaction, replacement.id, &replacement.content)?;
         }
         for envelope in batch.update_envelopes.iter() {
             let mut envelope = envelope.clone();
-            let content = read_content(transaction, envelope.id)?;
-            if let Some(content) = content {
+            if self.delivers_some_locally(&envelope) {
+                let Some(content) = rows::read_content(transaction, envelope.id)? else {
+                    continue;
+                };
                 self.deliver_locally(transaction, &mut envelope, &content)?;
-                rows::update(transaction, &envelope)?;
+            }
+            if rows::update(transaction, &envelope)? {
                 receipt.stored.push(envelope);
             }
         }
@@ -217,7 +220,7 @@ impl EmbeddedStore {
 
     fn read_message(&self, id: MessageId) -> rusqlite::Result<Option<StoredMessage>> {
         let mut statement = self.connection.prepare_cached(&format!(
-            "SELECT {}, content FROM messages WHERE id = ?1",
+            "SELECT {}, content FROM messages JOIN contents ON message_id = id WHERE id = ?1",
             rows::ENVELOPE_COLUMNS
         ))?;
         statement
@@ -235,8 +238,8 @@ impl EmbeddedStore {
     /// Outbox ids in queue order that are due at `until` and not locked, at most `limit`.
     fn due_ids(&self, until: i64, limit: u32) -> rusqlite::Result<Vec<(MessageId, i64)>> {
         let mut statement = self.connection.prepare_cached(
-            "SELECT id, due FROM messages
-             WHERE folder = 'Outbox' AND due IS NOT NULL AND due <= ?1
+            "SELECT id, due FROM messages INDEXED BY messages_due
+             WHERE due IS NOT NULL AND due <= ?1
              ORDER BY due, priority DESC, submitted_at, id LIMIT ?2",
         )?;
         let wanted = i64::from(limit) + self.locked.len() as i64;
@@ -258,13 +261,6 @@ impl EmbeddedStore {
         }
         Ok(ids)
     }
-}
-
-fn read_content(connection: &Connection, id: MessageId) -> rusqlite::Result<Option<Vec<u8>>> {
-    connection
-        .prepare_cached("SELECT content FROM messages WHERE id = ?1")?
-        .query_row([id.0 as i64], |row| row.get(0))
-        .optional()
 }
 
 impl Store for EmbeddedStore {
@@ -354,12 +350,23 @@ impl Store for EmbeddedStore {
     }
 
     fn list(&mut self, folder: &str) -> Result<Vec<MessageSummary>, ProviderError> {
+        self.list_page(folder, None, u32::MAX)
+    }
+
+    fn list_page(
+        &mut self,
+        folder: &str,
+        after: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<MessageSummary>, ProviderError> {
         let read = || -> rusqlite::Result<Vec<MessageSummary>> {
             let mut statement = self.connection.prepare_cached(&format!(
-                "SELECT {}, subject, size FROM messages WHERE folder = ?1 ORDER BY id",
+                "SELECT {}, subject, size FROM messages WHERE folder = ?1 AND id > ?2
+                 ORDER BY id LIMIT ?3",
                 rows::ENVELOPE_COLUMNS
             ))?;
-            let rows = statement.query_map([folder], |row| {
+            let after = after.map_or(0, |id| id.0 as i64);
+            let rows = statement.query_map(params![folder, after, limit], |row| {
                 let (envelope, folder) = rows::read_envelope(&self.connection, row)?;
                 Ok(MessageSummary {
                     envelope,
@@ -371,6 +378,62 @@ impl Store for EmbeddedStore {
             rows.collect()
         };
         read().map_err(|error| self.error(&format!("cannot list folder {folder}"), error))
+    }
+
+    fn queue_counts(&mut self) -> Result<QueueCounts, ProviderError> {
+        let read = || -> rusqlite::Result<QueueCounts> {
+            let messages: i64 = self
+                .connection
+                .prepare_cached("SELECT COUNT(*) FROM messages WHERE folder = 'Outbox'")?
+                .query_row([], |row| row.get(0))?;
+            // Pending recipients exist in the Outbox only: a message leaves it when every
+            // recipient is final.
+            let mut statement = self.connection.prepare_cached(
+                "SELECT transport, COUNT(*) FROM recipients INDEXED BY recipients_waiting
+                 WHERE state = 0 AND transport IS NOT NULL GROUP BY transport",
+            )?;
+            let waiting = statement
+                .query_map([], |row| {
+                    Ok(TransportCount {
+                        transport: row.get::<_, String>(0)?.into(),
+                        recipients: row.get::<_, i64>(1)? as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(QueueCounts {
+                messages: messages as u64,
+                waiting: waiting.into(),
+            })
+        };
+        read().map_err(|error| self.error("cannot count the queue", error))
+    }
+
+    fn flush(&mut self, transport: Option<&str>, now: Timestamp) -> Result<u64, ProviderError> {
+        let transaction = self
+            .connection
+            .unchecked_transaction()
+            .map_err(|error| self.error("cannot begin a transaction", error))?;
+        let flush = || -> rusqlite::Result<u64> {
+            let made_due = transaction
+                .prepare_cached(
+                    "UPDATE recipients SET next_attempt = ?1
+                     WHERE state = 0 AND (?2 IS NULL OR transport = ?2)
+                     AND message_id IN (SELECT id FROM messages WHERE folder = 'Outbox')",
+                )?
+                .execute(params![now.0, transport])?;
+            // A held message (due NULL) stays held; the others are due now, or after their
+            // deferral.
+            transaction
+                .prepare_cached(
+                    "UPDATE messages SET due = MIN(due, MAX(?1, COALESCE(deferred_until, ?1)))
+                     WHERE due IS NOT NULL AND id IN (SELECT message_id FROM recipients
+                         WHERE state = 0 AND (?2 IS NULL OR transport = ?2))",
+                )?
+                .execute(params![now.0, transport])?;
+            transaction.commit()?;
+            Ok(made_due as u64)
+        };
+        flush().map_err(|error| self.error("cannot flush the queue", error))
     }
 
     fn delivers_itself(&self) -> Vec<String> {

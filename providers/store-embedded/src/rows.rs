@@ -1,5 +1,6 @@
-//! Envelopes to rows and back: `messages` holds one row per message, `recipients` and
-//! `properties` one row per recipient and property, so statuses are queryable on their own.
+//! Envelopes to rows and back: `messages` holds one row per message, `contents` its content,
+//! `recipients` and `properties` one row per recipient and property, so statuses are
+//! queryable on their own and a status change rewrites only the recipients it changed.
 
 use provider_abi::abi_stable::std_types::{RString, RVec};
 use provider_abi::headers::header;
@@ -49,8 +50,8 @@ pub fn insert(
         .prepare_cached(
             "INSERT INTO messages (folder, sender, report_delivery, report_non_delivery, priority,
                 submitted_at, deferred_until, expires_at, delete_after_submission, is_report, held,
-                preprocessed, subject, size, due, content)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                preprocessed, subject, size, due)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?
         .execute(params![
             folder,
@@ -68,11 +69,41 @@ pub fn insert(
             subject,
             content.len() as i64,
             due,
-            content,
         ])?;
     let id = MessageId(connection.last_insert_rowid() as u64);
-    write_lists(connection, id, envelope)?;
+    connection
+        .prepare_cached("INSERT INTO contents (message_id, content) VALUES (?1, ?2)")?
+        .execute(params![id.0 as i64, content])?;
+    write_recipients(connection, id, &envelope.recipients, &[])?;
+    write_properties(connection, id, &envelope.properties)?;
     Ok(id)
+}
+
+/// Replaces a message's content; returns false if there is no such message.
+pub fn replace_content(
+    connection: &Connection,
+    id: MessageId,
+    content: &[u8],
+) -> rusqlite::Result<bool> {
+    let replaced = connection
+        .prepare_cached("UPDATE contents SET content = ?2 WHERE message_id = ?1")?
+        .execute(params![id.0 as i64, content])?;
+    connection
+        .prepare_cached("UPDATE messages SET size = ?2, subject = ?3 WHERE id = ?1")?
+        .execute(params![
+            id.0 as i64,
+            content.len() as i64,
+            header(content, "Subject").unwrap_or_default()
+        ])?;
+    Ok(replaced > 0)
+}
+
+/// A message's content.
+pub fn read_content(connection: &Connection, id: MessageId) -> rusqlite::Result<Option<Vec<u8>>> {
+    connection
+        .prepare_cached("SELECT content FROM contents WHERE message_id = ?1")?
+        .query_row([id.0 as i64], |row| row.get(0))
+        .optional()
 }
 
 /// Stores `envelope` over the stored one (same id); returns false if there is none.
@@ -110,30 +141,42 @@ pub fn update(connection: &Connection, envelope: &Envelope) -> rusqlite::Result<
             envelope.preprocessed,
             due,
         ])?;
-    connection
-        .prepare_cached("DELETE FROM recipients WHERE message_id = ?1")?
-        .execute([id])?;
-    connection
-        .prepare_cached("DELETE FROM properties WHERE message_id = ?1")?
-        .execute([id])?;
-    write_lists(connection, envelope.id, envelope)?;
+    let stored = read_recipients(connection, envelope.id)?;
+    write_recipients(connection, envelope.id, &envelope.recipients, &stored)?;
+    if read_properties(connection, envelope.id)? != envelope.properties {
+        connection
+            .prepare_cached("DELETE FROM properties WHERE message_id = ?1")?
+            .execute([id])?;
+        write_properties(connection, envelope.id, &envelope.properties)?;
+    }
     Ok(true)
 }
 
-fn write_lists(
+/// Writes the recipients that differ from `stored` (the rows as they are), and removes
+/// stored rows past the end of `recipients`. A status change touches only its own rows: a
+/// message to ten thousand recipients does not rewrite ten thousand rows per answer.
+fn write_recipients(
     connection: &Connection,
     id: MessageId,
-    envelope: &Envelope,
+    recipients: &[Recipient],
+    stored: &[Recipient],
 ) -> rusqlite::Result<()> {
-    let mut insert_recipient = connection.prepare_cached(
+    let mut write = connection.prepare_cached(
         "INSERT INTO recipients (message_id, position, address_type, address, kind, state,
             transport, attempts, next_attempt, last_answer, status_code, diagnostic, delay_warned,
             reported)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (message_id, position) DO UPDATE SET address_type = ?3, address = ?4,
+            kind = ?5, state = ?6, transport = ?7, attempts = ?8, next_attempt = ?9,
+            last_answer = ?10, status_code = ?11, diagnostic = ?12, delay_warned = ?13,
+            reported = ?14",
     )?;
-    for (position, recipient) in envelope.recipients.iter().enumerate() {
+    for (position, recipient) in recipients.iter().enumerate() {
+        if stored.get(position) == Some(recipient) {
+            continue;
+        }
         let status = &recipient.status;
-        insert_recipient.execute(params![
+        write.execute(params![
             id.0 as i64,
             position as i64,
             recipient.address.address_type(),
@@ -150,10 +193,23 @@ fn write_lists(
             status.reported,
         ])?;
     }
+    if stored.len() > recipients.len() {
+        connection
+            .prepare_cached("DELETE FROM recipients WHERE message_id = ?1 AND position >= ?2")?
+            .execute(params![id.0 as i64, recipients.len() as i64])?;
+    }
+    Ok(())
+}
+
+fn write_properties(
+    connection: &Connection,
+    id: MessageId,
+    properties: &[Property],
+) -> rusqlite::Result<()> {
     let mut insert_property = connection.prepare_cached(
         "INSERT INTO properties (message_id, position, name, value) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for (position, property) in envelope.properties.iter().enumerate() {
+    for (position, property) in properties.iter().enumerate() {
         insert_property.execute(params![
             id.0 as i64,
             position as i64,
