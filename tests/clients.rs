@@ -522,3 +522,96 @@ fn a_report_is_announced_to_watchers() {
     assert_eq!(event["folder"], "Inbox");
     assert_eq!(event["subject"], "Undelivered Mail Returned to Sender");
 }
+
+/// One request over the control socket, as a program speaking the protocol sends it.
+fn raw_request(host_socket: &std::path::Path, request: Value) -> Value {
+    use std::io::{BufRead, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(host_socket).expect("the socket");
+    writeln!(stream, "{request}").expect("sending the request");
+    let mut answer = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut answer)
+        .expect("the host answers");
+    serde_json::from_str(&answer).expect("a JSON answer")
+}
+
+#[test]
+fn queue_and_status_page_and_count_a_long_outbox() {
+    let site = Site::new();
+    let config = site.write_config(PICKUP);
+    fs::create_dir_all(site.path("files")).unwrap();
+    fs::write(site.path("files/.offline"), "").unwrap();
+    let host = Host::start(&config, "host.log");
+    let socket = site.path("data/control.sock");
+    let ids = submit_many(&socket, 2_500);
+    wait_until(
+        PROMPTLY,
+        "every message waits for the offline transport",
+        || {
+            host.command(&["status"])
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("files") && l.contains("2500 queued"))
+        },
+    );
+    assert!(host
+        .command(&["status"])
+        .stdout
+        .contains("Outbox: 2500 message(s)"));
+
+    // The host answers a page at a time (1,000 at most); the client joins the pages.
+    let listed: Vec<String> = host
+        .command(&["queue", "--json"])
+        .stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(listed, ids, "every message once, oldest first");
+
+    let first = raw_request(
+        &socket,
+        serde_json::json!({ "command": "queue", "limit": 10 }),
+    );
+    let page: Vec<&str> = first["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(page, ids[..10]);
+    assert_eq!(first["next"], ids[9]);
+    let second = raw_request(
+        &socket,
+        serde_json::json!({ "command": "list", "folder": "Outbox", "after": ids[9], "limit": 10 }),
+    );
+    assert_eq!(second["messages"][0]["id"], ids[10]);
+    assert_eq!(second["messages"].as_array().unwrap().len(), 10);
+
+    // `queue | head -3`: the first lines come at once, and the client ends quietly when its
+    // reader goes away.
+    let mut queue = std::process::Command::new(host_binary())
+        .args(["queue", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the client starts");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        queue.stdout.take().expect("its output"),
+    ));
+    let head: Vec<String> = lines.by_ref().take(3).map(Result::unwrap).collect();
+    assert!(head[0].starts_with(&ids[0]), "{head:?}");
+    drop(lines);
+    let ended = queue.wait_with_output().expect("the client ends");
+    assert!(
+        ended.status.success(),
+        "{:?}: {}",
+        ended.status,
+        String::from_utf8_lossy(&ended.stderr)
+    );
+}

@@ -70,6 +70,53 @@ pub fn build_folder() -> &'static Path {
     })
 }
 
+/// The library of crate `package` as the repository built it at commit `revision`: how a
+/// provider built against an older provider-abi looks to this host. The source comes from
+/// the repository's history (`git archive`) and is built in `target/at-<revision>`, which
+/// is kept, so later runs only check it.
+pub fn library_at_revision(revision: &str, package: &str) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate is in the workspace");
+    let folder = build_folder()
+        .parent()
+        .expect("target/<profile> has a parent")
+        .join(format!("at-{revision}"));
+    let source = folder.join("source");
+    if !source.join("Cargo.toml").exists() {
+        fs::create_dir_all(&source).expect("creating the folder for the old source");
+        let mut archive = Command::new("git")
+            .arg("-C")
+            .arg(workspace)
+            .args(["archive", "--format=tar", revision])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("git runs");
+        let unpacked = Command::new("tar")
+            .arg("-x")
+            .arg("-C")
+            .arg(&source)
+            .stdin(archive.stdout.take().expect("git's output"))
+            .status()
+            .expect("tar runs");
+        let archived = archive.wait().expect("git ends");
+        assert!(
+            archived.success() && unpacked.success(),
+            "this test builds a provider from commit {revision} of the repository's history; \
+             run it in a clone with its history"
+        );
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package])
+        .env("CARGO_TARGET_DIR", folder.join("target"))
+        .current_dir(&source)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {package} at {revision} failed");
+    folder.join("target/debug").join(library_file_name(package))
+}
+
 /// The built library of crate `package` (`transport-directory` → `libtransport_directory.so`).
 pub fn library(package: &str) -> PathBuf {
     build_folder().join(format!(

@@ -78,11 +78,7 @@ impl Drop for Finished {
     }
 }
 
-fn read_lines(
-    mut log: BufReader<File>,
-    seen: &Mutex<HashMap<String, Instant>>,
-    stop: &AtomicBool,
-) {
+fn read_lines(mut log: BufReader<File>, seen: &Mutex<HashMap<String, Instant>>, stop: &AtomicBool) {
     let mut line = String::new();
     while !stop.load(Ordering::SeqCst) {
         match log.read_line(&mut line) {

@@ -97,10 +97,7 @@ pub fn submit_one(socket: &Path, recipients: &[String], content: &[u8]) -> Strin
 /// Submits `count` messages, one `sendmail`-style process per message, [`SUBMITTERS`]
 /// processes side by side. `command` makes the process for a recipient. Returns how long
 /// the processes took on average, from start to exit.
-pub fn submit_by_processes(
-    count: usize,
-    command: impl Fn(&str) -> Command + Sync,
-) -> Duration {
+pub fn submit_by_processes(count: usize, command: impl Fn(&str) -> Command + Sync) -> Duration {
     let next = AtomicUsize::new(0);
     let total: Duration = std::thread::scope(|scope| {
         let submitters: Vec<_> = (0..SUBMITTERS)
@@ -140,7 +137,9 @@ fn run_submitter(mut command: Command, content: &[u8]) {
         .expect("its standard input")
         .write_all(content)
         .expect("writing the message to the submitting program");
-    let output = child.wait_with_output().expect("the submitting program ends");
+    let output = child
+        .wait_with_output()
+        .expect("the submitting program ends");
     assert!(
         output.status.success(),
         "a submission failed ({}): {}",

@@ -50,7 +50,9 @@ impl Settings {
             if flag == "--help" || flag == "-h" {
                 return Err(USAGE.into());
             }
-            let value = args.next().ok_or(format!("{flag} needs a value\n{USAGE}"))?;
+            let value = args
+                .next()
+                .ok_or(format!("{flag} needs a value\n{USAGE}"))?;
             let number = |text: &str| {
                 text.replace('_', "")
                     .parse::<usize>()
@@ -389,7 +391,7 @@ fn main() {
             ),
         ));
         rows.push(row(
-            format!("  filling that queue, 8 socket clients"),
+            "  filling that queue, 8 socket clients",
             per_second(*fill_rate),
             "",
         ));
@@ -401,7 +403,10 @@ fn main() {
     }
     let (largest_total, _, largest_drain, largest_rss) = drains[drains.len() - 1];
     checks.push((
-        format!("drain at {largest_total} queued >= 80% of drain at {}", drains[0].0),
+        format!(
+            "drain at {largest_total} queued >= 80% of drain at {}",
+            drains[0].0
+        ),
         largest_drain >= 0.8 * first_drain,
     ));
     checks.push((
@@ -425,7 +430,10 @@ fn main() {
         rows.push(row(
             format!("submission, {largest} queued, 8 socket clients"),
             per_second(submit_large),
-            format!("{} of {smallest} queued", percent(submit_large, submit_small)),
+            format!(
+                "{} of {smallest} queued",
+                percent(submit_large, submit_small)
+            ),
         ));
         checks.push((
             format!("submission at {largest} queued >= 80% of at {smallest}"),
@@ -481,7 +489,11 @@ fn main() {
             latency.samples_during,
             latency.fanout_took.as_secs_f64()
         ),
-        format!("{} / {}", millis(latency.during.0), millis(latency.during.1)),
+        format!(
+            "{} / {}",
+            millis(latency.during.0),
+            millis(latency.during.1)
+        ),
         format!(
             "{:.1}x / {:.1}x idle",
             latency.during.0.as_secs_f64() / latency.idle.0.as_secs_f64().max(1e-9),
@@ -499,7 +511,11 @@ fn print_table(rows: &[Row], checks: &[(String, bool)]) {
         "| {:<width$} | {:>figure_width$} | ratio |",
         "measurement", "figure"
     );
-    println!("|{}|{}|---|", "-".repeat(width + 2), "-".repeat(figure_width + 2));
+    println!(
+        "|{}|{}|---|",
+        "-".repeat(width + 2),
+        "-".repeat(figure_width + 2)
+    );
     for r in rows {
         println!(
             "| {:<width$} | {:>figure_width$} | {} |",

@@ -358,7 +358,12 @@ impl Control {
 
     /// One page of a folder: the client asks for the next with the cursor it gets, so no
     /// listing makes the host hold a whole folder.
-    fn list(&self, folder: &str, after: Option<&str>, limit: Option<u32>) -> Result<Response, String> {
+    fn list(
+        &self,
+        folder: &str,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Response, String> {
         let after = after.map(parse_id).transpose()?;
         let limit = limit.unwrap_or(PAGE).clamp(1, PAGE);
         let messages = self

@@ -386,7 +386,10 @@ impl QueueManager {
         if !self.commit_pending() {
             log::error!("flush: not done, the store is failing; flush again once it is back");
         } else {
-            match self.store.flush(transport.map(str::to_owned), Timestamp::now()) {
+            match self
+                .store
+                .flush(transport.map(str::to_owned), Timestamp::now())
+            {
                 Ok(count) => log::info!("flush: {count} waiting recipient(s) are due now"),
                 Err(error) => log::error!("flush: cannot make the queue due: {error}"),
             }

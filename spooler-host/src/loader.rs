@@ -288,10 +288,11 @@ fn load_library(path: &Path) -> Result<LoadedLibrary, Refusal> {
             .map(|symbol| *symbol)
     }
     .map_err(|_| Refusal::NoRootModule)?;
-    let root = header
-        .upgrade()
-        .and_then(|header| header.init_root_module::<ProviderLibraryRef>())
-        .map_err(classify)?;
+    let header = header.upgrade().map_err(classify)?;
+    let root = match header.init_root_module::<ProviderLibraryRef>() {
+        Err(LibraryError::AbiInstability(strict)) => init_older_library(header, strict)?,
+        other => other.map_err(classify)?,
+    };
     let manifest = root.load()(host_log_sink())
         .into_result()
         .map_err(|error| match error.kind() {
@@ -306,6 +307,45 @@ fn load_library(path: &Path) -> Result<LoadedLibrary, Refusal> {
     })
 }
 
+/// Initialises a library built against an older 1.x provider-abi, whose provider vtables
+/// have fewer methods than this host's.
+///
+/// abi_stable only loads libraries whose types are at least as new as their user's (its
+/// checker refuses a user prefix type with more fields than the library's), so it refuses
+/// these. Using them is sound when this host's layout extends the library's: the same check
+/// run the other way round, with the library as the interface and the host as the
+/// implementation, proves exactly that. At run time the methods the library lacks are
+/// absent from its vtables, and the host gets their default implementations (`sabi_trait`
+/// methods after `last_prefix_field`). Anything else keeps abi_stable's refusal.
+fn init_older_library(
+    header: &'static abi_stable::library::LibHeader,
+    strict: abi_stable::std_types::RBoxError,
+) -> Result<ProviderLibraryRef, Refusal> {
+    let strict = strict.to_string();
+    let refusal = || layout_mismatch(&strict);
+    let host = abi_stable::sabi_types::VersionNumber::new(
+        <ProviderLibraryRef as abi_stable::library::RootModule>::VERSION_STRINGS,
+    );
+    let library = abi_stable::sabi_types::VersionNumber::new(header.version_strings());
+    let older = matches!((host, library), (Ok(host), Ok(library))
+        if host.major == library.major && host.major > 0 && library.minor < host.minor);
+    let library_layout = header.layout().filter(|_| older).ok_or_else(refusal)?;
+    let host_layout = <ProviderLibraryRef as abi_stable::StableAbi>::LAYOUT;
+    // With checking state of its own: abi_stable's global state merges every checked prefix
+    // type into one view, and this library's shorter vtables must not become the view the
+    // next, current library is checked against.
+    use abi_stable::abi_stability::abi_checking::{
+        check_layout_compatibility_with_globals, CheckingGlobals,
+    };
+    check_layout_compatibility_with_globals(library_layout, host_layout, &CheckingGlobals::new())
+        .map_err(|_| refusal())?;
+    // SAFETY: the check above proved that this host's root module type extends the
+    // library's: every field the library has, the host reads with the same layout, and the
+    // fields it lacks are prefix-type fields that the host's accessors find missing.
+    unsafe { header.init_root_module_with_unchecked_layout::<ProviderLibraryRef>() }
+        .map_err(classify)
+}
+
 fn classify(error: LibraryError) -> Refusal {
     match error {
         LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
@@ -316,15 +356,20 @@ fn classify(error: LibraryError) -> Refusal {
         LibraryError::InvalidAbiHeader(header) => {
             Refusal::IncompatibleAbiStable(format!("its abi_stable header is {header:?}"))
         }
-        LibraryError::AbiInstability(detail) => {
-            Refusal::LayoutMismatch(first_lines(&detail.to_string()))
-        }
+        LibraryError::AbiInstability(detail) => layout_mismatch(&detail.to_string()),
         LibraryError::RootModule {
             err: RootModuleError::Unwound,
             ..
         } => Refusal::ConstructorPanicked("the root module constructor panicked".into()),
         other => Refusal::BadManifest(first_lines(&other.to_string())),
     }
+}
+
+/// A layout mismatch named by the first lines of abi_stable's report; the whole report goes
+/// to the debug log (`RUST_LOG=debug`).
+fn layout_mismatch(report: &str) -> Refusal {
+    log::debug!("abi_stable's whole layout report: {report}");
+    Refusal::LayoutMismatch(first_lines(report))
 }
 
 /// abi_stable's layout reports run to hundreds of lines; the first few say what differs.

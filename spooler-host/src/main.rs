@@ -412,8 +412,16 @@ fn list_folder(place: &Place, folder: Option<String>, json: bool) -> ExitCode {
         };
         // An empty page after full ones ends the listing; it is no "(no messages)".
         if first || !messages.is_empty() {
-            let text = if json { as_json(&page) } else { as_table(&page) };
-            if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+            let text = if json {
+                as_json(&page)
+            } else {
+                as_table(&page)
+            };
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
                 return ExitCode::SUCCESS;
             }
         }

@@ -320,7 +320,10 @@ impl SmtpTransport {
             match connection.command(Mail::new(from.clone(), vec![])) {
                 Ok(_) => return Ok(()),
                 Err(error) if reused && closed_by_server(&error) => {
-                    log::debug!("{}: {server} had closed the connection; reconnecting", self.name);
+                    log::debug!(
+                        "{}: {server} had closed the connection; reconnecting",
+                        self.name
+                    );
                     self.connection = None;
                     reused = false;
                 }
@@ -433,9 +436,7 @@ fn server_text(error: &lettre::transport::smtp::Error) -> String {
 
 /// Whether `error` says the server has closed the connection: no reply at all, or 421.
 fn closed_by_server(error: &lettre::transport::smtp::Error) -> bool {
-    error
-        .status()
-        .map_or(true, |code| code.to_string() == "421")
+    error.status().is_none_or(|code| code.to_string() == "421")
 }
 
 /// What went wrong, with the cause chain (`connection refused`, `timed out`).
