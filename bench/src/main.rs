@@ -119,6 +119,41 @@ impl Queued {
         self.site.path("data").join("control.sock")
     }
 
+    /// How long the clients an operator types first take on this queue: `status` from start
+    /// to exit (the slowest of three runs), and `queue` until its first line.
+    fn client_times(&self) -> (Duration, Duration) {
+        let config = self.site.path("spooler.toml");
+        let client = |command: &str| {
+            let mut client = Command::new(host_binary());
+            client.args([command, "--config"]).arg(&config);
+            client
+        };
+        let status = (0..3)
+            .map(|_| {
+                let started = Instant::now();
+                let done = client("status").output().expect("status runs");
+                assert!(done.status.success(), "status failed: {done:?}");
+                started.elapsed()
+            })
+            .max()
+            .unwrap_or_default();
+        let started = Instant::now();
+        let mut queue = client("queue")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("queue runs");
+        let mut first_line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(queue.stdout.take().expect("its output")),
+            &mut first_line,
+        )
+        .expect("queue prints");
+        let first = started.elapsed();
+        queue.kill().ok();
+        queue.wait().ok();
+        (status, first)
+    }
+
     /// Starts the smart host, flushes, and waits until every message is delivered; the
     /// delivery rate and the host's peak memory.
     fn drain(self) -> (f64, u64) {
@@ -364,6 +399,7 @@ fn main() {
 
     let mut drains = Vec::new();
     let mut submit_large = None;
+    let mut clients = None;
     let mut sizes = settings.sizes.clone();
     sizes.sort();
     for size in sizes {
@@ -372,6 +408,9 @@ fn main() {
         if size == largest && largest != smallest {
             eprintln!("submission with {size} queued…");
             submit_large = Some(queued.submit(settings.timed_submissions));
+        }
+        if size == largest {
+            clients = Some((queued.queued, queued.client_times()));
         }
         let total = queued.queued;
         eprintln!("drain: {total} queued, smart host up, flush…");
@@ -418,6 +457,26 @@ fn main() {
         (largest_rss as f64) < 150.0 * 1024.0,
     ));
 
+    if let Some((queued, (status, first_line))) = clients {
+        rows.push(row(
+            format!("`status` with {queued} queued (whole client run)"),
+            millis(status),
+            "",
+        ));
+        rows.push(row(
+            format!("`queue` with {queued} queued, until its first line"),
+            millis(first_line),
+            "",
+        ));
+        checks.push((
+            format!("status answers in under 100 ms with {queued} queued"),
+            status < Duration::from_millis(100),
+        ));
+        checks.push((
+            format!("queue prints its first line within 100 ms with {queued} queued"),
+            first_line < Duration::from_millis(100),
+        ));
+    }
     rows.push(row(
         format!(
             "submission, {smallest} queued, 8 socket clients ({} msgs)",
