@@ -198,21 +198,25 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// `smtp-source` → `smtp-sink` with 20 sessions: what loopback SMTP allows here.
+/// `smtp-source` → `smtp-sink` with 20 sessions: what loopback SMTP allows here. The best
+/// of three runs, since a ceiling is the most the machine gave.
 fn ceiling(messages: usize) -> f64 {
     let port = free_port();
     let _sink = SmtpSink::discarding(port, &[]);
     let program = real_server("smtp-source").expect("smtp-source is installed");
-    let started = Instant::now();
-    let status = Command::new(program)
-        .args(["-s", "20", "-l", "2048", "-f", "bench@example.com"])
-        .args(["-t", "rcpt@example.net", "-m", &messages.to_string()])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .status()
-        .expect("smtp-source runs");
-    assert!(status.success(), "smtp-source failed: {status}");
-    rate(messages, started.elapsed())
+    let run = || {
+        let started = Instant::now();
+        let status = Command::new(&program)
+            .args(["-s", "20", "-l", "2048", "-f", "bench@example.com"])
+            .args(["-t", "rcpt@example.net", "-m", &messages.to_string()])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("smtp-source runs");
+        assert!(status.success(), "smtp-source failed: {status}");
+        rate(messages, started.elapsed())
+    };
+    (0..3).map(|_| run()).fold(0.0, f64::max)
 }
 
 /// The sendmail path end to end: one process per message, 8 side by side, into the spooler
@@ -385,7 +389,7 @@ fn main() {
     eprintln!("ceiling: smtp-source -s 20 -> smtp-sink…");
     let ceiling = ceiling(settings.ceiling_messages);
     rows.push(row(
-        "ceiling: smtp-source -s 20 -> smtp-sink",
+        "ceiling: smtp-source -s 20 -> smtp-sink (best of 3)",
         per_second(ceiling),
         "100% of ceiling",
     ));
