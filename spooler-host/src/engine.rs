@@ -417,7 +417,10 @@ impl QueueManager {
                 }
                 self.flights
                     .retain(|_, flight| !matches!(flight.stage, Stage::Done));
-                self.refresh_next_due();
+                // When the queue is to be looked at anyway, `fill` learns what is due.
+                if !self.look_at_queue {
+                    self.refresh_next_due();
+                }
                 true
             }
             Err(error) => {
@@ -444,13 +447,17 @@ impl QueueManager {
         let room = (self.max_in_flight - self.flights.len()) as u32;
         match self.store.lock_due(Timestamp::now(), room) {
             Ok(messages) => {
-                if messages.len() as u32 == room {
-                    self.look_at_queue = true;
-                }
+                // A full batch: there may be more due now, so look again rather than ask
+                // when the next one is due.
+                let full = messages.len() as u32 == room;
                 for message in messages {
                     self.take_off(message);
                 }
-                self.refresh_next_due();
+                if full {
+                    self.look_at_queue = true;
+                } else {
+                    self.refresh_next_due();
+                }
             }
             Err(error) => {
                 log::error!("cannot take messages from the queue: {error}");
