@@ -79,13 +79,13 @@ pub fn insert(
     Ok(id)
 }
 
-/// Replaces a message's content; returns false if there is no such message.
+/// Replaces a message's content (nothing, if there is no such message).
 pub fn replace_content(
     connection: &Connection,
     id: MessageId,
     content: &[u8],
-) -> rusqlite::Result<bool> {
-    let replaced = connection
+) -> rusqlite::Result<()> {
+    connection
         .prepare_cached("UPDATE contents SET content = ?2 WHERE message_id = ?1")?
         .execute(params![id.0 as i64, content])?;
     connection
@@ -95,7 +95,7 @@ pub fn replace_content(
             content.len() as i64,
             header(content, "Subject").unwrap_or_default()
         ])?;
-    Ok(replaced > 0)
+    Ok(())
 }
 
 /// A message's content.
