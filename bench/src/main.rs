@@ -110,9 +110,9 @@ impl Queued {
     /// Submits `count` more messages; their submission rate.
     fn submit(&mut self, count: usize) -> f64 {
         let started = Instant::now();
-        let done = load::submit_over_socket(&self.socket(), self.queued, count);
+        let last = load::submit_over_socket(&self.socket(), self.queued, count);
         self.queued += count;
-        rate(count, done.last().map_or(Duration::ZERO, |t| *t - started))
+        rate(count, last - started)
     }
 
     fn socket(&self) -> PathBuf {
