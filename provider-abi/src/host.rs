@@ -100,6 +100,9 @@ pub enum Notice {
     BackOnline,
     /// The provider's status row changed.
     StatusChanged,
+    /// (Stores shared by several hosts, since 1.2.) Another host changed the shared queue or
+    /// delivered mail into a folder: check in with the store and look at the queue now.
+    StoreChanged,
 }
 
 /// The ABI-stable wrapper of [`Notice`].

@@ -82,6 +82,39 @@ pub enum DeliveryState {
     Failed,
 }
 
+impl RecipientKind {
+    /// Its number in a store's rows (To 0, Cc 1, Bcc 2).
+    pub fn as_number(self) -> i64 {
+        self as i64
+    }
+
+    /// The kind numbered `number` in a store's rows; To for an unknown number.
+    pub fn from_number(number: i64) -> Self {
+        match number {
+            1 => RecipientKind::Cc,
+            2 => RecipientKind::Bcc,
+            _ => RecipientKind::To,
+        }
+    }
+}
+
+impl DeliveryState {
+    /// Its number in a store's rows (Pending 0, Delivered 1, Failed 2).
+    pub fn as_number(self) -> i64 {
+        self as i64
+    }
+
+    /// The state numbered `number` in a store's rows; Pending for an unknown number, so
+    /// that nothing is lost.
+    pub fn from_number(number: i64) -> Self {
+        match number {
+            1 => DeliveryState::Delivered,
+            2 => DeliveryState::Failed,
+            _ => DeliveryState::Pending,
+        }
+    }
+}
+
 /// Per-recipient status, stored durably after every attempt.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
@@ -184,6 +217,22 @@ pub enum Priority {
     High,
 }
 
+impl Priority {
+    /// Its number in a store's rows, in queue order (Low 0, Normal 1, High 2).
+    pub fn as_number(self) -> i64 {
+        self as i64
+    }
+
+    /// The priority numbered `number` in a store's rows; Normal for an unknown number.
+    pub fn from_number(number: i64) -> Self {
+        match number {
+            0 => Priority::Low,
+            2 => Priority::High,
+            _ => Priority::Normal,
+        }
+    }
+}
+
 /// A named extra property a provider or client attaches to a message.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
@@ -249,6 +298,29 @@ impl Envelope {
     /// Whether every recipient is final.
     pub fn is_finished(&self) -> bool {
         self.recipients.iter().all(|r| r.status.is_final())
+    }
+
+    /// When this message, queued in the Outbox, is next due: the latest of its deferral and
+    /// the earliest next attempt of its pending recipients (its submission, for one never
+    /// tried); its submission when nothing is pending and it only waits to be finished.
+    /// `None` when it is held. The order stores hand out due messages in.
+    pub fn due(&self) -> Option<Timestamp> {
+        if self.held {
+            return None;
+        }
+        let earliest = self
+            .recipients
+            .iter()
+            .filter(|r| r.status.state == DeliveryState::Pending)
+            .map(|r| r.status.next_attempt.unwrap_or(self.submitted_at))
+            .min();
+        match earliest {
+            Some(earliest) => Some(match self.deferred_until {
+                ROption::RSome(deferred) => earliest.max(deferred),
+                ROption::RNone => earliest,
+            }),
+            None => Some(self.submitted_at),
+        }
     }
 }
 

@@ -3,6 +3,27 @@
 //! All writes reach the store as a [`StoreBatch`] that it commits in one transaction: the host
 //! gathers the updates of many messages into one batch (group commit), so one durable write
 //! covers them all.
+//!
+//! # Several hosts on one store
+//!
+//! A store that several hosts share (e.g. on a database server) must guarantee, on top of
+//! the single-host contract:
+//! - **Leases.** [`Store::lock_due`] hands a message to one host at a time, and the lock is a
+//!   lease with an expiry that [`Store::check_in`] renews. A host that stops checking in
+//!   loses its leases when they expire, and another host takes the messages over.
+//! - **Fencing.** An update, replacement, finish or unlock of a message whose lease this
+//!   instance no longer holds (expired, or taken by another host) is refused: skipped, like
+//!   an update of a deleted message, and reported by the next [`Store::check_in`] as lost.
+//!   So a recorded delivery is never made again, and no host overwrites another's answers.
+//! - **Operators reach every message.** [`Store::hold`] and [`Store::delete`] work whichever
+//!   host holds the message; an update by the holder keeps an operator's hold.
+//! - **Wake-ups.** When another host stores a submission, flushes, releases, or delivers
+//!   mail into a folder, the store tells this host with
+//!   [`Notice::StoreChanged`](crate::Notice::StoreChanged); the host then checks in and looks
+//!   at the queue.
+//!
+//! A store for one host (like the embedded one) keeps its locks until unlocked or reopened,
+//! and the defaults of these methods suffice.
 
 use abi_stable::{
     sabi_trait,
@@ -12,7 +33,7 @@ use abi_stable::{
 
 use crate::error::ProviderError;
 use crate::guard::{guarded, strings, Guarded};
-use crate::message::{Envelope, MessageId, StoredMessage, Timestamp};
+use crate::message::{DeliveryState, Envelope, MessageId, StoredMessage, Timestamp};
 
 /// The folder submitted messages wait in until every recipient is final.
 pub const OUTBOX: &str = "Outbox";
@@ -153,6 +174,66 @@ pub struct QueueCounts {
     pub waiting: RVec<TransportCount>,
 }
 
+/// What a host learns when it checks in with a store that other hosts share.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckIn {
+    /// Messages this host locked but holds no longer: their lease expired or was taken over,
+    /// or an operator deleted them. The host stops working on them; the store refuses its
+    /// updates of them.
+    pub lost: RVec<MessageId>,
+    /// Messages that other hosts delivered into folders since the last check-in (inbound
+    /// mail, reports), for the clients watching this host.
+    pub arrived: RVec<MessageId>,
+    /// When to check in again at the latest to keep the leases; `None` if it never matters.
+    pub next: ROption<Timestamp>,
+}
+
+/// One host working on a shared store, for the status table.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct HostInfo {
+    /// Its name in the store's configuration.
+    pub name: RString,
+    /// Whether it checked in within its lease time.
+    pub alive: bool,
+    /// When it last checked in.
+    pub last_seen: Timestamp,
+    /// How many messages it holds leases on.
+    pub leases: u64,
+}
+
+/// The folder a store delivers the mail of a local recipient (one of its
+/// [`delivers_itself`](Store::delivers_itself) types) into.
+pub fn local_folder(recipient: &crate::Recipient) -> String {
+    format!("Local/{}", recipient.address.address())
+}
+
+/// Marks recipient `index` of `envelope` delivered by store `store` into its local folder,
+/// and returns that folder and the envelope of the copy to store there (the copy has that one
+/// recipient). Stores that deliver some address types themselves use it, so that every store
+/// does it alike.
+pub fn deliver_locally(
+    envelope: &mut Envelope,
+    index: usize,
+    store: &str,
+    now: Timestamp,
+) -> (String, Envelope) {
+    let folder = local_folder(&envelope.recipients[index]);
+    let status = &mut envelope.recipients[index].status;
+    status.state = DeliveryState::Delivered;
+    status.transport = ROption::RSome(RString::from(store));
+    status.attempts += 1;
+    status.last_answer = format!("delivered to folder {folder}").into();
+    status.status_code = "2.0.0".into();
+    let mut copy = Envelope::new(
+        envelope.sender.clone(),
+        vec![envelope.recipients[index].clone()],
+    );
+    copy.submitted_at = now;
+    (folder, copy)
+}
+
 /// A message store, as a provider author writes it.
 ///
 /// Called only from the host's store thread.
@@ -162,6 +243,10 @@ pub struct QueueCounts {
 /// [`list`](Store::list) and [`commit`](Store::commit) and so cost as much as the whole folder;
 /// a store that answers them with its own queries keeps the host's cost per message flat
 /// however long the queue.
+///
+/// [`hold`](Store::hold), [`delete`](Store::delete), [`check_in`](Store::check_in) and
+/// [`hosts`](Store::hosts) came with provider-abi 1.2, for stores that several hosts share
+/// (see the [module documentation](self)); their defaults suit a store for one host.
 pub trait Store: Send + 'static {
     /// Commits `batch` in one durable transaction.
     fn commit(&mut self, batch: &StoreBatch<'_>) -> Result<CommitReceipt, ProviderError>;
@@ -222,6 +307,73 @@ pub trait Store: Send + 'static {
         })?;
         Ok(recipients)
     }
+
+    /// Holds (`hold`) or releases an Outbox message, whichever host works on it; a release
+    /// also makes its pending recipients due at `now`. Returns the folder the message is in
+    /// (it changes only if that is the Outbox), or `None` if there is no such message.
+    fn hold(
+        &mut self,
+        id: MessageId,
+        hold: bool,
+        now: Timestamp,
+    ) -> Result<Option<String>, ProviderError> {
+        let Some(message) = self.get(id)? else {
+            return Ok(None);
+        };
+        if message.folder == OUTBOX {
+            let envelope = held(message.envelope, hold, now);
+            self.commit(&StoreBatch {
+                update_envelopes: RSlice::from_slice(std::slice::from_ref(&envelope)),
+                ..StoreBatch::EMPTY
+            })?;
+        }
+        Ok(Some(message.folder.into_string()))
+    }
+
+    /// Deletes a message from any folder for good, whichever host works on it; false if there
+    /// is no such message.
+    fn delete(&mut self, id: MessageId) -> Result<bool, ProviderError> {
+        if self.get(id)?.is_none() {
+            return Ok(false);
+        }
+        self.commit(&StoreBatch {
+            finish: RSlice::from_slice(&[Finish {
+                id,
+                move_to: ROption::RNone,
+            }]),
+            ..StoreBatch::EMPTY
+        })?;
+        Ok(true)
+    }
+
+    /// Renews this host's leases and tells it what other hosts changed; see [`CheckIn`]. The
+    /// host calls it by [`CheckIn::next`], and when the store sends
+    /// [`Notice::StoreChanged`](crate::Notice::StoreChanged).
+    fn check_in(&mut self, now: Timestamp) -> Result<CheckIn, ProviderError> {
+        let _ = now;
+        Ok(CheckIn::default())
+    }
+
+    /// The hosts working on this store, for the status table; empty for a store that only
+    /// one host uses.
+    fn hosts(&mut self) -> Result<Vec<HostInfo>, ProviderError> {
+        Ok(Vec::new())
+    }
+}
+
+/// `envelope` held or released at `now`.
+fn held(mut envelope: Envelope, hold: bool, now: Timestamp) -> Envelope {
+    envelope.held = hold;
+    if !hold {
+        for recipient in envelope
+            .recipients
+            .iter_mut()
+            .filter(|r| !r.status.is_final())
+        {
+            recipient.status.next_attempt = ROption::RSome(now);
+        }
+    }
+    envelope
 }
 
 /// The page of `messages` (in id order) after `after`, at most `limit` long.
@@ -345,6 +497,62 @@ pub trait StoreFfi: Send {
         })
         .map(|_| recipients)
     }
+
+    /// See [`Store::hold`]. Since 1.2; a store built against an older version gets this
+    /// default.
+    fn hold(
+        &mut self,
+        id: MessageId,
+        hold: bool,
+        now: Timestamp,
+    ) -> RResult<ROption<RString>, ProviderError> {
+        let message = match self.get(id) {
+            RResult::ROk(ROption::RSome(message)) => message,
+            RResult::ROk(ROption::RNone) => return RResult::ROk(ROption::RNone),
+            RResult::RErr(error) => return RResult::RErr(error),
+        };
+        if message.folder == OUTBOX {
+            let envelope = held(message.envelope, hold, now);
+            if let RResult::RErr(error) = self.commit(StoreBatch {
+                update_envelopes: RSlice::from_slice(std::slice::from_ref(&envelope)),
+                ..StoreBatch::EMPTY
+            }) {
+                return RResult::RErr(error);
+            }
+        }
+        RResult::ROk(ROption::RSome(message.folder))
+    }
+
+    /// See [`Store::delete`]. Since 1.2; a store built against an older version gets this
+    /// default.
+    fn delete(&mut self, id: MessageId) -> RResult<bool, ProviderError> {
+        match self.get(id) {
+            RResult::ROk(ROption::RSome(_)) => {}
+            RResult::ROk(ROption::RNone) => return RResult::ROk(false),
+            RResult::RErr(error) => return RResult::RErr(error),
+        }
+        self.commit(StoreBatch {
+            finish: RSlice::from_slice(&[Finish {
+                id,
+                move_to: ROption::RNone,
+            }]),
+            ..StoreBatch::EMPTY
+        })
+        .map(|_| true)
+    }
+
+    /// See [`Store::check_in`]. Since 1.2; a store built against an older version keeps its
+    /// locks until unlocked, and has nothing to tell.
+    fn check_in(&mut self, now: Timestamp) -> RResult<CheckIn, ProviderError> {
+        let _ = now;
+        RResult::ROk(CheckIn::default())
+    }
+
+    /// See [`Store::hosts`]. Since 1.2; a store built against an older version serves one
+    /// host.
+    fn hosts(&mut self) -> RResult<RVec<HostInfo>, ProviderError> {
+        RResult::ROk(RVec::new())
+    }
 }
 
 /// An open store as the host holds it.
@@ -409,5 +617,30 @@ impl<T: Store> StoreFfi for Guarded<T> {
             self.0
                 .flush(transport.map(|t| t.as_str()).into_option(), now)
         })
+    }
+
+    fn hold(
+        &mut self,
+        id: MessageId,
+        hold: bool,
+        now: Timestamp,
+    ) -> RResult<ROption<RString>, ProviderError> {
+        guarded("hold", || {
+            self.0
+                .hold(id, hold, now)
+                .map(|folder| folder.map(RString::from).into())
+        })
+    }
+
+    fn delete(&mut self, id: MessageId) -> RResult<bool, ProviderError> {
+        guarded("delete", || self.0.delete(id))
+    }
+
+    fn check_in(&mut self, now: Timestamp) -> RResult<CheckIn, ProviderError> {
+        guarded("check_in", || self.0.check_in(now))
+    }
+
+    fn hosts(&mut self) -> RResult<RVec<HostInfo>, ProviderError> {
+        guarded("hosts", || self.0.hosts().map(RVec::from))
     }
 }

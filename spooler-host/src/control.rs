@@ -16,7 +16,7 @@ use provider_abi::{MessageId, ProviderKind};
 
 use crate::engine::{Command, Reply};
 use crate::inbound::InboundCommand;
-use crate::protocol::{FolderView, MessageView, Request, Response, StatusView};
+use crate::protocol::{FolderView, HostView, MessageView, Request, Response, StatusView};
 use crate::registry::Registry;
 use crate::status::StatusTable;
 use crate::store_thread::{Commit, StoreClient};
@@ -285,6 +285,7 @@ impl Control {
     /// ten or a hundred thousand messages queued.
     fn status(&self) -> Result<Response, String> {
         let counts = self.store.queue_counts().map_err(|e| e.to_string())?;
+        let hosts = self.store.hosts().map_err(|e| e.to_string())?;
         let providers = self
             .status
             .rows()
@@ -301,6 +302,7 @@ impl Control {
         Ok(Response::Status {
             providers,
             outbox: counts.messages,
+            hosts: hosts.iter().map(HostView::from).collect(),
         })
     }
 

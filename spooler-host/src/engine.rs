@@ -145,6 +145,8 @@ pub struct QueueManager {
     pending_log: Vec<String>,
     look_at_queue: bool,
     next_due: Option<Timestamp>,
+    /// When to check in with the store next (to keep leases on a shared store).
+    next_check_in: Timestamp,
     jitter: Jitter,
     inbound: Sender<InboundCommand>,
     watchers: Watchers,
@@ -182,6 +184,7 @@ impl QueueManager {
             pending_log: Vec::new(),
             look_at_queue: true,
             next_due: None,
+            next_check_in: Timestamp::now(),
             jitter: Jitter::new(),
             inbound: setup.inbound,
             watchers: setup.watchers,
@@ -214,6 +217,9 @@ impl QueueManager {
             if !self.commit_pending() {
                 std::thread::sleep(STORE_RETRY);
                 continue;
+            }
+            if self.next_check_in <= Timestamp::now() {
+                self.check_in();
             }
             if let Some((_, deadline)) = &self.draining {
                 if self.flights.is_empty() || std::time::Instant::now() >= *deadline {
@@ -253,11 +259,50 @@ impl QueueManager {
         if self.look_at_queue && self.flights.len() < self.max_in_flight {
             return Duration::ZERO;
         }
+        let now = Timestamp::now();
+        let until_check_in = self.next_check_in.since(now);
         match self.next_due {
-            Some(due) if self.flights.len() < self.max_in_flight => {
-                due.since(Timestamp::now()).min(MAX_SLEEP)
-            }
+            Some(due) if self.flights.len() < self.max_in_flight => due.since(now),
             _ => MAX_SLEEP,
+        }
+        .min(MAX_SLEEP)
+        .min(until_check_in)
+    }
+
+    /// Checks in with the store: on a store shared by several hosts this renews the leases,
+    /// stops work on messages this host no longer holds, and tells watching clients about
+    /// mail other hosts delivered.
+    fn check_in(&mut self) {
+        let now = Timestamp::now();
+        let news = match self.store.check_in(now) {
+            Ok(news) => news,
+            Err(error) => {
+                log::error!("cannot check in with the store, trying again: {error}");
+                self.next_check_in = now.plus(STORE_RETRY);
+                return;
+            }
+        };
+        self.next_check_in = news.next.into_option().unwrap_or(now.plus(MAX_SLEEP));
+        // Called right after the pending commit was stored: nothing of a lost message waits.
+        for id in news.lost {
+            if self.flights.remove(&id).is_some() {
+                log::warn!(
+                    "{id}: this host no longer holds it (its lease was taken over, or an \
+                     operator deleted it); work on it stops here"
+                );
+            }
+        }
+        for id in news.arrived {
+            match self.store.get(id) {
+                Ok(Some(message)) => self.watchers.publish(&MailEvent::stored(
+                    id,
+                    &message.folder,
+                    &message.envelope,
+                    &message.content,
+                )),
+                Ok(None) => {}
+                Err(error) => log::warn!("{id}: delivered by another host, unreadable: {error}"),
+            }
         }
     }
 
@@ -266,24 +311,11 @@ impl QueueManager {
             Command::Wake => self.look_at_queue = true,
             Command::Flush(transport) => self.flush(transport.as_deref()),
             Command::Hold(id, reply) => {
-                reply
-                    .send(self.change_queued(id, "held", |envelope| envelope.held = true))
-                    .ok();
+                reply.send(self.hold(id, true)).ok();
             }
             Command::Release(id, reply) => {
-                let now = Timestamp::now();
-                let released = self.change_queued(id, "released", |envelope| {
-                    envelope.held = false;
-                    for recipient in envelope
-                        .recipients
-                        .iter_mut()
-                        .filter(|r| !r.status.is_final())
-                    {
-                        recipient.status.next_attempt = Some(now).into();
-                    }
-                });
                 self.look_at_queue = true;
-                reply.send(released).ok();
+                reply.send(self.hold(id, false)).ok();
             }
             Command::Delete(id, reply) => {
                 reply.send(self.delete(id)).ok();
@@ -303,58 +335,45 @@ impl QueueManager {
         }
     }
 
-    /// Changes a queued message that no pass is working on, and stores the change.
-    fn change_queued(
-        &mut self,
-        id: MessageId,
-        done: &str,
-        change: impl FnOnce(&mut provider_abi::Envelope),
-    ) -> Result<(), String> {
-        if self.flights.contains_key(&id) {
-            return Err(format!(
-                "message {id} is being delivered right now; try again in a moment"
-            ));
-        }
-        let message = self
+    /// Holds or releases a queued message that no pass on this host is working on. On a
+    /// shared store, the host that works on it keeps the hold when it stores its answers.
+    fn hold(&mut self, id: MessageId, hold: bool) -> Result<(), String> {
+        self.not_in_flight(id)?;
+        let folder = self
             .store
-            .get(id)
+            .hold(id, hold, Timestamp::now())
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("there is no message {id}"))?;
-        if message.folder != OUTBOX {
-            return Err(format!(
-                "message {id} is not queued (it is in {})",
-                message.folder
-            ));
+        if folder != OUTBOX {
+            return Err(format!("message {id} is not queued (it is in {folder})"));
         }
-        let mut envelope = message.envelope;
-        change(&mut envelope);
-        self.store
-            .commit(Commit {
-                update_envelopes: vec![envelope],
-                ..Commit::default()
-            })
-            .map_err(|e| e.to_string())?;
-        log::info!("{id}: {done} by an operator");
+        log::info!(
+            "{id}: {} by an operator",
+            if hold { "held" } else { "released" }
+        );
         self.refresh_next_due();
         Ok(())
     }
 
+    /// Deletes a message that no pass on this host is working on. On a shared store, the
+    /// host that works on it stops at its next check-in.
     fn delete(&mut self, id: MessageId) -> Result<(), String> {
+        self.not_in_flight(id)?;
+        if !self.store.delete(id).map_err(|e| e.to_string())? {
+            return Err(format!("there is no message {id}"));
+        }
+        log::info!("{id}: deleted by an operator");
+        Ok(())
+    }
+
+    /// An operator's change waits while a pass on this host works on the message: the pass
+    /// would store its own view of the envelope over it.
+    fn not_in_flight(&self, id: MessageId) -> Result<(), String> {
         if self.flights.contains_key(&id) {
             return Err(format!(
                 "message {id} is being delivered right now; try again in a moment"
             ));
         }
-        if self.store.get(id).map_err(|e| e.to_string())?.is_none() {
-            return Err(format!("there is no message {id}"));
-        }
-        self.store
-            .commit(Commit {
-                finish: vec![(id, None)],
-                ..Commit::default()
-            })
-            .map_err(|e| e.to_string())?;
-        log::info!("{id}: deleted by an operator");
         Ok(())
     }
 
@@ -374,6 +393,10 @@ impl QueueManager {
                     .ok();
             }
             Notice::StatusChanged => {}
+            Notice::StoreChanged => {
+                self.look_at_queue = true;
+                self.next_check_in = Timestamp::now();
+            }
             _ => log::debug!("{}: a notice this host does not know", notice.instance),
         }
     }

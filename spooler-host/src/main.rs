@@ -500,7 +500,11 @@ fn as_table(response: &Response) -> String {
             .iter()
             .map(|f| format!("{:>6}  {}\n", f.messages, f.name))
             .collect(),
-        Response::Status { providers, outbox } => providers
+        Response::Status {
+            providers,
+            outbox,
+            hosts,
+        } => providers
             .iter()
             .map(|p| {
                 let queued = p
@@ -518,6 +522,15 @@ fn as_table(response: &Response) -> String {
                 )
             })
             .chain(std::iter::once(format!("Outbox: {outbox} message(s)\n")))
+            .chain(hosts.iter().map(|h| {
+                format!(
+                    "Host {:<15} {:<6} seen {}s ago  {} lease(s)\n",
+                    h.name,
+                    if h.alive { "alive" } else { "gone" },
+                    h.seen_seconds_ago,
+                    h.leases
+                )
+            }))
             .collect(),
         Response::Submitted { id } => format!("{id}\n"),
         Response::Done => "done\n".into(),

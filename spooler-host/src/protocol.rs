@@ -197,6 +197,9 @@ pub enum Response {
         /// How many messages are in the Outbox.
         #[serde(default)]
         outbox: u64,
+        /// The hosts sharing the store (empty when the store serves this host alone).
+        #[serde(default)]
+        hosts: Vec<HostView>,
     },
     /// Done, nothing to say.
     Done,
@@ -265,6 +268,32 @@ pub struct FolderView {
     pub name: String,
     /// How many messages it holds.
     pub messages: u64,
+}
+
+/// A host working on a shared store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostView {
+    /// Its name in its store configuration.
+    pub name: String,
+    /// Whether it checked in within its lease time.
+    pub alive: bool,
+    /// How many seconds ago it last checked in.
+    pub seen_seconds_ago: u64,
+    /// How many messages it holds leases on.
+    pub leases: u64,
+}
+
+impl From<&provider_abi::store::HostInfo> for HostView {
+    fn from(host: &provider_abi::store::HostInfo) -> Self {
+        HostView {
+            name: host.name.to_string(),
+            alive: host.alive,
+            seen_seconds_ago: provider_abi::Timestamp::now()
+                .since(host.last_seen)
+                .as_secs(),
+            leases: host.leases,
+        }
+    }
 }
 
 /// A status table row.

@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use provider_abi::abi_stable::std_types::{ROption, RSlice, RStr, RString};
 use provider_abi::store::{
-    CommitReceipt, ContentReplacement, Delivery, Finish, FolderInfo, MessageSummary, NewMessage,
-    QueueCounts, StoreBatch, StoreObject,
+    CheckIn, CommitReceipt, ContentReplacement, Delivery, Finish, FolderInfo, HostInfo,
+    MessageSummary, NewMessage, QueueCounts, StoreBatch, StoreObject,
 };
 use provider_abi::{Envelope, MessageId, ProviderError, StoredMessage, Timestamp};
 
@@ -250,6 +250,36 @@ impl StoreClient {
             let transport = transport.as_deref().map(RStr::from_str);
             store.flush(transport.into(), now).into_result()
         })
+    }
+
+    /// Holds or releases an Outbox message; the folder it is in, if there is one.
+    pub fn hold(
+        &self,
+        id: MessageId,
+        hold: bool,
+        now: Timestamp,
+    ) -> Result<Option<String>, ProviderError> {
+        self.call(move |store| {
+            store
+                .hold(id, hold, now)
+                .into_result()
+                .map(|folder| folder.into_option().map(RString::into_string))
+        })
+    }
+
+    /// Deletes a message from any folder; false if there is none.
+    pub fn delete(&self, id: MessageId) -> Result<bool, ProviderError> {
+        self.call(move |store| store.delete(id).into_result())
+    }
+
+    /// Renews this host's leases and learns what other hosts changed.
+    pub fn check_in(&self, now: Timestamp) -> Result<CheckIn, ProviderError> {
+        self.call(move |store| store.check_in(now).into_result())
+    }
+
+    /// The hosts working on the store.
+    pub fn hosts(&self) -> Result<Vec<HostInfo>, ProviderError> {
+        self.call(|store| store.hosts().into_result().map(Vec::from))
     }
 
     /// The address types the store delivers itself.

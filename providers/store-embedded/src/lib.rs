@@ -16,9 +16,9 @@ mod schema;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use provider_abi::abi_stable::std_types::{ROption, RString};
+use provider_abi::abi_stable::std_types::ROption;
 use provider_abi::store::{
-    CommitReceipt, FolderInfo, MessageSummary, QueueCounts, StoreBatch, TransportCount, INBOX,
+    self, CommitReceipt, FolderInfo, MessageSummary, QueueCounts, StoreBatch, TransportCount, INBOX,
     OUTBOX, SENT_ITEMS,
 };
 use provider_abi::{
@@ -40,11 +40,6 @@ struct Config {
 
 fn default_local_types() -> Vec<String> {
     vec!["LOCAL".into()]
-}
-
-/// The folder a local recipient's mail is delivered into.
-pub fn local_folder(recipient: &Recipient) -> String {
-    format!("Local/{}", recipient.address.address())
 }
 
 /// The store instance: one database connection and the locks of this run.
@@ -147,18 +142,7 @@ impl EmbeddedStore {
             if !self.is_local(&envelope.recipients[index]) {
                 continue;
             }
-            let folder = local_folder(&envelope.recipients[index]);
-            let status = &mut envelope.recipients[index].status;
-            status.state = DeliveryState::Delivered;
-            status.transport = ROption::RSome(RString::from(self.name.as_str()));
-            status.attempts += 1;
-            status.last_answer = format!("delivered to folder {folder}").into();
-            status.status_code = "2.0.0".into();
-            let mut copy = Envelope::new(
-                envelope.sender.clone(),
-                vec![envelope.recipients[index].clone()],
-            );
-            copy.submitted_at = now;
+            let (folder, copy) = store::deliver_locally(envelope, index, &self.name, now);
             rows::insert(transaction, &folder, &copy, content)?;
         }
         Ok(())

@@ -10,29 +10,6 @@ use provider_abi::{
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-/// When an Outbox message is next due: the latest of its deferral and the earliest next
-/// attempt of its pending recipients (its submission, for one never tried); its submission
-/// when nothing is pending and it only waits to be finished. `None` when it is held.
-pub fn due(envelope: &Envelope) -> Option<i64> {
-    if envelope.held {
-        return None;
-    }
-    let earliest = envelope
-        .recipients
-        .iter()
-        .filter(|r| r.status.state == DeliveryState::Pending)
-        .map(|r| {
-            r.status
-                .next_attempt
-                .map_or(envelope.submitted_at.0, |t| t.0)
-        })
-        .min();
-    match earliest {
-        Some(earliest) => Some(earliest.max(envelope.deferred_until.map_or(i64::MIN, |t| t.0))),
-        None => Some(envelope.submitted_at.0),
-    }
-}
-
 /// Inserts a message into `folder` and returns its id.
 pub fn insert(
     connection: &Connection,
@@ -42,7 +19,7 @@ pub fn insert(
 ) -> rusqlite::Result<MessageId> {
     let subject = header(content, "Subject").unwrap_or_default();
     let due = if folder == provider_abi::store::OUTBOX {
-        due(envelope)
+        envelope.due().map(|due| due.0)
     } else {
         None
     };
@@ -58,7 +35,7 @@ pub fn insert(
             envelope.sender.to_string(),
             envelope.reports.delivery,
             envelope.reports.non_delivery,
-            priority_number(envelope.priority),
+            envelope.priority.as_number(),
             envelope.submitted_at.0,
             envelope.deferred_until.map(|t| t.0).into_option(),
             envelope.expires_at.map(|t| t.0).into_option(),
@@ -117,7 +94,7 @@ pub fn update(connection: &Connection, envelope: &Envelope) -> rusqlite::Result<
         return Ok(false);
     };
     let due = if folder == provider_abi::store::OUTBOX {
-        due(envelope)
+        envelope.due().map(|due| due.0)
     } else {
         None
     };
@@ -132,7 +109,7 @@ pub fn update(connection: &Connection, envelope: &Envelope) -> rusqlite::Result<
             id,
             envelope.reports.delivery,
             envelope.reports.non_delivery,
-            priority_number(envelope.priority),
+            envelope.priority.as_number(),
             envelope.deferred_until.map(|t| t.0).into_option(),
             envelope.expires_at.map(|t| t.0).into_option(),
             envelope.delete_after_submission,
@@ -181,8 +158,8 @@ fn write_recipients(
             position as i64,
             recipient.address.address_type(),
             recipient.address.address(),
-            kind_number(recipient.kind),
-            state_number(status.state),
+            recipient.kind.as_number(),
+            status.state.as_number(),
             status.transport.as_ref().map(|t| t.as_str()).into_option(),
             status.attempts,
             status.next_attempt.map(|t| t.0).into_option(),
@@ -241,7 +218,7 @@ pub fn read_envelope(
             delivery: row.get(2)?,
             non_delivery: row.get(3)?,
         },
-        priority: priority_from(row.get(4)?),
+        priority: Priority::from_number(row.get(4)?),
         submitted_at: Timestamp(row.get(5)?),
         deferred_until: row.get::<_, Option<i64>>(6)?.map(Timestamp).into(),
         expires_at: row.get::<_, Option<i64>>(7)?.map(Timestamp).into(),
@@ -266,9 +243,9 @@ fn read_recipients(connection: &Connection, id: MessageId) -> rusqlite::Result<R
         Ok(Recipient {
             address: Address::new(&address_type, &address)
                 .map_err(|error| conversion_error(1, error))?,
-            kind: kind_from(row.get(2)?),
+            kind: RecipientKind::from_number(row.get(2)?),
             status: RecipientStatus {
-                state: state_from(row.get(3)?),
+                state: DeliveryState::from_number(row.get(3)?),
                 transport: row.get::<_, Option<String>>(4)?.map(RString::from).into(),
                 attempts: row.get(5)?,
                 next_attempt: row.get::<_, Option<i64>>(6)?.map(Timestamp).into(),
@@ -302,52 +279,4 @@ fn parse_address(text: &str, column: usize) -> rusqlite::Result<Address> {
 
 fn conversion_error(column: usize, error: provider_abi::AddressError) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(error))
-}
-
-fn priority_number(priority: Priority) -> i64 {
-    match priority {
-        Priority::Low => 0,
-        Priority::Normal => 1,
-        Priority::High => 2,
-    }
-}
-
-fn priority_from(number: i64) -> Priority {
-    match number {
-        0 => Priority::Low,
-        2 => Priority::High,
-        _ => Priority::Normal,
-    }
-}
-
-fn kind_number(kind: RecipientKind) -> i64 {
-    match kind {
-        RecipientKind::To => 0,
-        RecipientKind::Cc => 1,
-        RecipientKind::Bcc => 2,
-    }
-}
-
-fn kind_from(number: i64) -> RecipientKind {
-    match number {
-        1 => RecipientKind::Cc,
-        2 => RecipientKind::Bcc,
-        _ => RecipientKind::To,
-    }
-}
-
-fn state_number(state: DeliveryState) -> i64 {
-    match state {
-        DeliveryState::Pending => 0,
-        DeliveryState::Delivered => 1,
-        DeliveryState::Failed => 2,
-    }
-}
-
-fn state_from(number: i64) -> DeliveryState {
-    match number {
-        1 => DeliveryState::Delivered,
-        2 => DeliveryState::Failed,
-        _ => DeliveryState::Pending,
-    }
 }
