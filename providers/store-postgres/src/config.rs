@@ -1,0 +1,169 @@
+//! The store's configuration table: where the database is, who this host is among those
+//! sharing it, and how long a lease lasts.
+
+use std::time::Duration;
+
+use provider_abi::ProviderError;
+use serde::Deserialize;
+
+/// The table as an operator writes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Table {
+    /// `postgres://user@server:port/database`; or the parts below.
+    url: Option<String>,
+    server: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    database: Option<String>,
+    /// Where the password is read from, so that it need not stand in the profile.
+    password_file: Option<String>,
+    password_env: Option<String>,
+    /// This host's name among the hosts sharing the database.
+    host_name: Option<String>,
+    /// How long a lease lasts without renewal, in seconds.
+    #[serde(default = "default_lease")]
+    lease: u64,
+    /// The address types this store delivers itself.
+    #[serde(default = "default_local_types")]
+    delivers_itself: Vec<String>,
+}
+
+fn default_lease() -> u64 {
+    60
+}
+
+fn default_local_types() -> Vec<String> {
+    vec!["LOCAL".into()]
+}
+
+/// The configuration, checked.
+pub struct Config {
+    /// How to connect.
+    pub connection: postgres::Config,
+    /// The connection for messages: the server and database, never the password.
+    pub describe: String,
+    /// This host's name.
+    pub host_name: String,
+    /// How long a lease lasts.
+    pub lease: Duration,
+    /// The address types this store delivers itself, upper case.
+    pub delivers_itself: Vec<String>,
+}
+
+impl Config {
+    /// Reads the table of store instance `name`.
+    pub fn parse(name: &str, text: &str) -> Result<Config, ProviderError> {
+        let bad = |why: String| ProviderError::configuration(format!("store `{name}`: {why}"));
+        let table: Table = toml::from_str(text).map_err(|error| bad(error.message().into()))?;
+        let mut connection = match &table.url {
+            Some(url) => url
+                .parse::<postgres::Config>()
+                .map_err(|error| bad(format!("url: {error}")))?,
+            None => postgres::Config::new(),
+        };
+        if let Some(server) = &table.server {
+            connection.host(server);
+        }
+        if let Some(port) = table.port {
+            connection.port(port);
+        }
+        if let Some(user) = &table.user {
+            connection.user(user);
+        }
+        if let Some(database) = &table.database {
+            connection.dbname(database);
+        }
+        if connection.get_hosts().is_empty() {
+            return Err(bad(
+                "no database server: set `url` (postgres://user@server/database) or `server`"
+                    .into(),
+            ));
+        }
+        if connection.get_user().is_none() {
+            return Err(bad("no database user: set it in `url` or as `user`".into()));
+        }
+        match (&table.password_file, &table.password_env) {
+            (Some(_), Some(_)) => {
+                return Err(bad("set `password_file` or `password_env`, not both".into()))
+            }
+            (Some(file), None) => {
+                let password = std::fs::read_to_string(file)
+                    .map_err(|error| bad(format!("password_file {file}: {error}")))?;
+                connection.password(password.trim_end_matches(['\r', '\n']));
+            }
+            (None, Some(variable)) => {
+                let password = std::env::var(variable).map_err(|_| {
+                    bad(format!("password_env: the variable {variable} is not set"))
+                })?;
+                connection.password(password);
+            }
+            (None, None) => {}
+        }
+        if table.lease < 3 {
+            return Err(bad(format!(
+                "lease: {} s is too short to renew in time; give at least 3 (seconds)",
+                table.lease
+            )));
+        }
+        if let Some(bad_type) = table
+            .delivers_itself
+            .iter()
+            .find(|t| !provider_abi::address::is_address_type(t))
+        {
+            return Err(bad(format!(
+                "delivers_itself: `{bad_type}` is not an address type"
+            )));
+        }
+        let host_name = match table.host_name {
+            Some(host) if host.trim().is_empty() => {
+                return Err(bad("host_name is empty".into()));
+            }
+            Some(host) => host,
+            None => machine_name(),
+        };
+        connection.application_name(&format!("spooler-host {host_name}"));
+        connection.connect_timeout(Duration::from_secs(10));
+        Ok(Config {
+            describe: describe(&connection),
+            connection,
+            host_name,
+            lease: Duration::from_secs(table.lease),
+            delivers_itself: table
+                .delivers_itself
+                .iter()
+                .map(|t| t.to_ascii_uppercase())
+                .collect(),
+        })
+    }
+}
+
+/// `user@server:port/database`, for messages.
+fn describe(connection: &postgres::Config) -> String {
+    let server = match connection.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(name)) => name.clone(),
+        Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => String::new(),
+    };
+    let port = connection.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{server}:{port}/{}",
+        connection.get_user().unwrap_or_default(),
+        connection
+            .get_dbname()
+            .or(connection.get_user())
+            .unwrap_or_default()
+    )
+}
+
+/// The machine's host name, the default name of this host.
+fn machine_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length, and gethostname NUL-terminates within it.
+    let done = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    let end = buffer.iter().position(|&b| b == 0).unwrap_or(0);
+    match std::str::from_utf8(&buffer[..end]) {
+        Ok(name) if done == 0 && !name.is_empty() => name.to_owned(),
+        _ => "localhost".into(),
+    }
+}

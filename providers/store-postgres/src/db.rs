@@ -1,0 +1,65 @@
+//! A connection (or transaction) with its prepared statements: every statement the store
+//! makes is prepared once per connection, not once per call.
+
+use std::collections::HashMap;
+
+use postgres::types::ToSql;
+use postgres::{Error, GenericClient, Row, Statement};
+
+/// The statements prepared on the current connection, by their text.
+#[derive(Default)]
+pub struct Statements(HashMap<&'static str, Statement>);
+
+impl Statements {
+    /// Forgets them all: the connection they were prepared on is gone.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// A client or transaction and the statement cache of its connection.
+pub struct Db<'a, C: GenericClient> {
+    pub client: &'a mut C,
+    pub statements: &'a mut Statements,
+}
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl<C: GenericClient> Db<'_, C> {
+    fn prepared(&mut self, sql: &'static str) -> Result<Statement, Error> {
+        if let Some(statement) = self.statements.0.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.0.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    /// Runs a query and returns its rows.
+    pub fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+        let statement = self.prepared(sql)?;
+        self.client.query(&statement, params)
+    }
+
+    /// Runs a query that returns at most one row.
+    pub fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, Error> {
+        let statement = self.prepared(sql)?;
+        self.client.query_opt(&statement, params)
+    }
+
+    /// Runs a query that returns exactly one row.
+    pub fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row, Error> {
+        let statement = self.prepared(sql)?;
+        self.client.query_one(&statement, params)
+    }
+
+    /// Runs a statement and returns how many rows it changed.
+    pub fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, Error> {
+        let statement = self.prepared(sql)?;
+        self.client.execute(&statement, params)
+    }
+}

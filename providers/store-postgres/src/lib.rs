@@ -1,0 +1,801 @@
+//! A message store on PostgreSQL that several spooler hosts share: one queue, worked by
+//! every host, with nothing lost when one of them dies.
+//!
+//! Same semantics as the embedded store (durable on commit, folders, per-recipient status,
+//! `LOCAL` delivered by the store itself), plus what sharing needs (see
+//! [`provider_abi::store`]):
+//! - a message is worked by one host at a time, through a **lease** taken with
+//!   `FOR UPDATE SKIP LOCKED`, stamped with this host run's session and an expiry on the
+//!   database's clock, and renewed at every check-in (a third of the lease);
+//! - a host whose lease expired or was taken over cannot store anything about that message
+//!   (**fencing**), so no recorded delivery is made again and no host overwrites another's
+//!   answers;
+//! - `NOTIFY`/`LISTEN` wake idle hosts when another host changes the queue (`listener`).
+//!
+//! ```toml
+//! [store]
+//! provider = "postgres"
+//! config = { url = "postgres://spooler@db.example.net/spooler", password_file = "/etc/spooler/db-password", host_name = "mx1", lease = 60 }
+//! ```
+
+mod config;
+mod db;
+mod listener;
+mod rows;
+mod schema;
+
+use std::collections::{HashMap, HashSet};
+
+use postgres::{Client, GenericClient, NoTls};
+use provider_abi::store::{
+    self, CheckIn, CommitReceipt, FolderInfo, HostInfo, MessageSummary, QueueCounts, StoreBatch,
+    TransportCount, INBOX, OUTBOX, SENT_ITEMS,
+};
+use provider_abi::{
+    export_library, DeliveryState, Envelope, Library, MessageId, OpenContext, ProviderError, Store,
+    StoredMessage, Timestamp,
+};
+
+use config::Config;
+use db::{Db, Statements};
+use listener::Listener;
+
+/// One host's store instance: its connection, its session (this run of this host), and the
+/// leases it holds.
+pub struct PostgresStore {
+    name: String,
+    config: Config,
+    /// `None` after the connection broke; the next call connects again.
+    client: Option<Client>,
+    statements: Statements,
+    session: i64,
+    /// The messages this instance locked and has not released.
+    leased: HashSet<MessageId>,
+    /// Leased messages whose updates were refused since the last check-in.
+    lost: Vec<MessageId>,
+    listener: Listener,
+}
+
+/// What a commit may do with one message this host touches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fence {
+    /// Go ahead.
+    Open,
+    /// No such message (deleted meanwhile): skip it.
+    Gone,
+    /// Another host holds it, or this host's lease on it expired: refuse.
+    Closed,
+}
+
+impl PostgresStore {
+    /// Connects, prepares the schema and starts this host's session.
+    pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
+        let name = context.name().to_owned();
+        let config = Config::parse(&name, context.config())?;
+        let mut client = connect(&name, &config)?;
+        schema::prepare(&mut client).map_err(|why| {
+            ProviderError::permanent(format!("store `{name}` on {}: {why}", config.describe))
+        })?;
+        let session = start_session(&mut client, &config).map_err(|error| {
+            classify(
+                format!("store `{name}`: cannot start this host's session"),
+                &error,
+            )
+        })?;
+        log::info!(
+            "store `{name}` opened on {} as host `{}` (session {session}, leases of {} s)",
+            config.describe,
+            config.host_name,
+            config.lease.as_secs()
+        );
+        let listener = Listener::start(
+            &name,
+            config.connection.clone(),
+            session,
+            context.host().clone(),
+        );
+        Ok(PostgresStore {
+            name,
+            config,
+            client: Some(client),
+            statements: Statements::default(),
+            session,
+            leased: HashSet::new(),
+            lost: Vec::new(),
+            listener,
+        })
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.config.lease.as_millis() as i64
+    }
+
+    /// The connection, connecting again if it broke.
+    fn client(&mut self) -> Result<(&mut Client, &mut Statements), ProviderError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.statements.clear();
+            self.client = None;
+            let client = connect(&self.name, &self.config)?;
+            log::info!("store `{}`: connected again", self.name);
+            self.client = Some(client);
+        }
+        let client = self.client.as_mut().expect("connected just above");
+        Ok((client, &mut self.statements))
+    }
+
+    /// Runs `work` on the connection; a failure becomes an error naming the store and
+    /// `doing`, temporary when the server or the connection is at fault.
+    fn run<T>(
+        &mut self,
+        doing: &str,
+        work: impl FnOnce(&mut Db<'_, Client>) -> Result<T, postgres::Error>,
+    ) -> Result<T, ProviderError> {
+        let name = self.name.clone();
+        let (client, statements) = self.client()?;
+        work(&mut Db { client, statements })
+            .map_err(|error| classify(format!("store `{name}`: {doing}"), &error))
+    }
+
+    /// Like [`run`](Self::run), in one transaction that commits when `work` succeeds.
+    fn transaction<T>(
+        &mut self,
+        doing: &str,
+        work: impl FnOnce(&mut Db<'_, postgres::Transaction<'_>>) -> Result<T, postgres::Error>,
+    ) -> Result<T, ProviderError> {
+        let name = self.name.clone();
+        let (client, statements) = self.client()?;
+        let result = client.transaction().and_then(|mut transaction| {
+            let value = work(&mut Db {
+                client: &mut transaction,
+                statements,
+            })?;
+            transaction.commit().map(|()| value)
+        });
+        result.map_err(|error| classify(format!("store `{name}`: {doing}"), &error))
+    }
+
+    /// Which recipients of `envelope` this store delivers itself now: pending ones of its own
+    /// types, once the message is preprocessed (a preprocessor may still expand a local
+    /// address that is a distribution list).
+    fn local_recipients(&self, envelope: &Envelope) -> Vec<bool> {
+        envelope
+            .recipients
+            .iter()
+            .map(|recipient| {
+                envelope.preprocessed
+                    && recipient.status.state == DeliveryState::Pending
+                    && self
+                        .config
+                        .delivers_itself
+                        .iter()
+                        .any(|t| recipient.address.has_type(t))
+            })
+            .collect()
+    }
+}
+
+fn connect(name: &str, config: &Config) -> Result<Client, ProviderError> {
+    config.connection.connect(NoTls).map_err(|error| {
+        ProviderError::temporary(format!(
+            "store `{name}`: cannot connect to {}: {error}",
+            config.describe
+        ))
+    })
+}
+
+/// A database error as a provider error: temporary when it is about the connection, the
+/// server's resources or a conflict between transactions; permanent otherwise.
+fn classify(doing: String, error: &postgres::Error) -> ProviderError {
+    let message = format!("{doing}: {error}");
+    let temporary = match error.code() {
+        None => true,
+        Some(code) => ["08", "40", "53", "57", "58"]
+            .iter()
+            .any(|class| code.code().starts_with(class)),
+    };
+    if temporary {
+        ProviderError::temporary(message)
+    } else {
+        ProviderError::permanent(message)
+    }
+}
+
+/// Registers this run of the host and takes back the leases of its previous runs (a host
+/// restarted after a crash works its own messages again at once, not after the lease).
+fn start_session(client: &mut Client, config: &Config) -> Result<i64, postgres::Error> {
+    let mut transaction = client.transaction()?;
+    let lease_ms = config.lease.as_millis() as i64;
+    let recent = transaction.query_opt(
+        "SELECT spooler_now_ms() - max(last_seen) FROM spooler_sessions WHERE host = $1
+         HAVING max(last_seen) > spooler_now_ms() - $2",
+        &[&config.host_name, &lease_ms],
+    )?;
+    if let Some(row) = recent {
+        let ago: i64 = row.get(0);
+        log::warn!(
+            "host `{}` was last seen {} s ago; taking over its leases. If that host is still \
+             running, give each host its own `host_name`",
+            config.host_name,
+            ago / 1000
+        );
+    }
+    transaction.execute(
+        "UPDATE messages SET lease_session = NULL, lease_until = NULL
+         WHERE lease_session IN (SELECT session FROM spooler_sessions WHERE host = $1)",
+        &[&config.host_name],
+    )?;
+    transaction.execute(
+        "DELETE FROM spooler_sessions WHERE host = $1
+            OR last_seen < spooler_now_ms() - 86400000",
+        &[&config.host_name],
+    )?;
+    let row = transaction.query_one(
+        "INSERT INTO spooler_sessions (host, pid, started_at, last_seen, lease_ms)
+         VALUES ($1, $2, spooler_now_ms(), spooler_now_ms(), $3) RETURNING session",
+        &[&config.host_name, &i64::from(std::process::id()), &lease_ms],
+    )?;
+    transaction.commit()?;
+    Ok(row.get(0))
+}
+
+/// Tells the other hosts `payload` when the transaction commits.
+fn notify<C: GenericClient>(db: &mut Db<'_, C>, payload: &str) -> Result<(), postgres::Error> {
+    db.execute("SELECT pg_notify('spooler', $1)", &[&payload])?;
+    Ok(())
+}
+
+/// Whether this host may change message `id` now. A message this host leased needs its lease
+/// still valid; any other message needs no valid lease of another host. The row stays locked
+/// to the end of the transaction, so no host takes the message over meanwhile.
+fn fence<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    id: MessageId,
+    session: i64,
+    leased_by_me: bool,
+) -> Result<Fence, postgres::Error> {
+    let row = db.query_opt(
+        "SELECT lease_session, lease_until, spooler_now_ms() FROM messages WHERE id = $1
+         FOR UPDATE",
+        &[&(id.0 as i64)],
+    )?;
+    let Some(row) = row else {
+        return Ok(Fence::Gone);
+    };
+    let holder: Option<i64> = row.get(0);
+    let until: Option<i64> = row.get(1);
+    let now: i64 = row.get(2);
+    let valid = until.is_some_and(|until| until > now);
+    let open = if leased_by_me {
+        holder == Some(session) && valid
+    } else {
+        holder.is_none() || holder == Some(session) || !valid
+    };
+    Ok(if open { Fence::Open } else { Fence::Closed })
+}
+
+impl Store for PostgresStore {
+    fn commit(&mut self, batch: &StoreBatch<'_>) -> Result<CommitReceipt, ProviderError> {
+        let session = self.session;
+        let leased = self.leased.clone();
+        let store_name = self.name.clone();
+        // Which recipients the store delivers itself, worked out before the transaction
+        // borrows the connection.
+        let submit_local: Vec<Vec<bool>> = batch
+            .submit
+            .iter()
+            .map(|m| self.local_recipients(&m.envelope))
+            .collect();
+        let update_local: Vec<Vec<bool>> = batch
+            .update_envelopes
+            .iter()
+            .map(|e| self.local_recipients(e))
+            .collect();
+        let mut refused = Vec::new();
+        let receipt = self.transaction("cannot commit", |db| {
+            let now = Timestamp::now();
+            let mut receipt = CommitReceipt::default();
+            let mut fences: HashMap<MessageId, Fence> = HashMap::new();
+            let mut check = |db: &mut Db<'_, _>, id: MessageId| -> Result<Fence, postgres::Error> {
+                if let Some(fence) = fences.get(&id) {
+                    return Ok(*fence);
+                }
+                let verdict = fence(db, id, session, leased.contains(&id))?;
+                fences.insert(id, verdict);
+                Ok(verdict)
+            };
+            let mut wake_others = false;
+            for (index, message) in batch.submit.iter().enumerate() {
+                let mut envelope = message.envelope.clone();
+                envelope.submitted_at = now;
+                deliver_locally(
+                    db,
+                    &mut envelope,
+                    &submit_local[index],
+                    &store_name,
+                    now,
+                    &message.content,
+                )?;
+                envelope.id = rows::insert(db, OUTBOX, &envelope, &message.content)?;
+                receipt.submitted.push(envelope.id);
+                receipt.stored.push(envelope);
+                wake_others = true;
+            }
+            for replacement in batch.replace_content.iter() {
+                if check(db, replacement.id)? == Fence::Open {
+                    rows::replace_content(db, replacement.id, &replacement.content)?;
+                }
+            }
+            let mut accepted = Vec::new();
+            for (index, envelope) in batch.update_envelopes.iter().enumerate() {
+                match check(db, envelope.id)? {
+                    Fence::Open => {}
+                    Fence::Gone => continue,
+                    Fence::Closed => {
+                        refused.push(envelope.id);
+                        continue;
+                    }
+                }
+                let mut envelope = envelope.clone();
+                if update_local[index].contains(&true) {
+                    let Some(content) = rows::read_content(db, envelope.id)? else {
+                        continue;
+                    };
+                    let local = &update_local[index];
+                    deliver_locally(db, &mut envelope, local, &store_name, now, &content)?;
+                }
+                rows::update_columns(db, &envelope, leased.contains(&envelope.id))?;
+                accepted.push(envelope);
+            }
+            rows::update_lists(db, &accepted)?;
+            receipt.stored.extend(accepted);
+            for finish in batch.finish.iter() {
+                match check(db, finish.id)? {
+                    Fence::Open => {}
+                    Fence::Gone => continue,
+                    Fence::Closed => {
+                        refused.push(finish.id);
+                        continue;
+                    }
+                }
+                let id = finish.id.0 as i64;
+                match &finish.move_to {
+                    provider_abi::abi_stable::std_types::ROption::RSome(folder) => db.execute(
+                        "UPDATE messages SET folder = $2, due = NULL, lease_session = NULL,
+                            lease_until = NULL WHERE id = $1",
+                        &[&id, &folder.as_str()],
+                    )?,
+                    provider_abi::abi_stable::std_types::ROption::RNone => {
+                        db.execute("DELETE FROM messages WHERE id = $1", &[&id])?
+                    }
+                };
+            }
+            for delivery in batch.deliver.iter() {
+                let mut envelope = delivery.envelope.clone();
+                envelope.submitted_at = now;
+                let id = rows::insert(db, delivery.folder.as_str(), &envelope, &delivery.content)?;
+                notify(db, &listener::mail_arrived(session, id))?;
+                receipt.delivered.push(id);
+            }
+            for id in batch.unlock.iter() {
+                let released = db.query_opt(
+                    "UPDATE messages SET lease_session = NULL, lease_until = NULL
+                     WHERE id = $1 AND lease_session = $2 RETURNING due",
+                    &[&(id.0 as i64), &session],
+                )?;
+                let due: Option<i64> = released.and_then(|row| row.get(0));
+                wake_others |= due.is_some_and(|due| due <= now.0);
+            }
+            if wake_others {
+                notify(db, &listener::queue_changed(session))?;
+            }
+            Ok(receipt)
+        })?;
+        for id in batch
+            .unlock
+            .iter()
+            .chain(batch.finish.iter().map(|f| &f.id))
+        {
+            self.leased.remove(id);
+        }
+        for id in refused {
+            log::warn!(
+                "store `{}`: message {id}: this host's lease on it expired or was taken over; \
+                 its update is refused (fencing) and the host that holds it now carries on",
+                self.name
+            );
+            self.leased.remove(&id);
+            self.lost.push(id);
+        }
+        Ok(receipt)
+    }
+
+    fn lock_due(
+        &mut self,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>, ProviderError> {
+        let (session, lease_ms) = (self.session, self.lease_ms());
+        let messages = self.run("cannot take messages from the queue", |db| {
+            let rows = db.query(
+                "UPDATE messages SET lease_session = $1, lease_until = spooler_now_ms() + $2
+                 WHERE id IN (SELECT id FROM messages
+                     WHERE due IS NOT NULL AND due <= $3
+                         AND (lease_session IS NULL OR lease_until <= spooler_now_ms())
+                     ORDER BY due, priority DESC, submitted_at, id LIMIT $4
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING id, due, priority, submitted_at",
+                &[&session, &lease_ms, &now.0, &i64::from(limit)],
+            )?;
+            let mut order: Vec<(i64, i64, i64, i64)> = rows
+                .iter()
+                .map(|row| (row.get(1), -row.get::<_, i64>(2), row.get(3), row.get(0)))
+                .collect();
+            order.sort_unstable();
+            let ids: Vec<i64> = order.iter().map(|o| o.3).collect();
+            rows::read(db, &ids, true)
+        })?;
+        let messages: Vec<StoredMessage> = messages
+            .into_iter()
+            .map(|m| StoredMessage {
+                envelope: m.envelope,
+                folder: m.folder.into(),
+                content: m.content.unwrap_or_default().into(),
+            })
+            .collect();
+        self.leased
+            .extend(messages.iter().map(|message| message.envelope.id));
+        Ok(messages)
+    }
+
+    fn next_due(&mut self) -> Result<Option<Timestamp>, ProviderError> {
+        let session = self.session;
+        let now = Timestamp::now();
+        self.run("cannot read the queue", |db| {
+            let free: Option<i64> = db
+                .query_opt(
+                    "SELECT due FROM messages
+                     WHERE due IS NOT NULL
+                         AND (lease_session IS NULL OR lease_until <= spooler_now_ms())
+                     ORDER BY due, priority DESC, submitted_at, id LIMIT 1",
+                    &[],
+                )?
+                .map(|row| row.get(0));
+            // Another host's lease ends: if that host died, its messages are due then.
+            let lease_ends_in: Option<i64> = db
+                .query_one(
+                    "SELECT min(lease_until) - spooler_now_ms() FROM messages
+                     WHERE lease_session IS NOT NULL AND lease_session <> $1
+                         AND due IS NOT NULL",
+                    &[&session],
+                )?
+                .get(0);
+            let takeover = lease_ends_in.map(|ms| Timestamp(now.0 + ms.max(0)));
+            Ok(match (free.map(Timestamp), takeover) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            })
+        })
+    }
+
+    fn get(&mut self, id: MessageId) -> Result<Option<StoredMessage>, ProviderError> {
+        let messages = self.run(&format!("cannot read message {id}"), |db| {
+            rows::read(db, &[id.0 as i64], true)
+        })?;
+        Ok(messages.into_iter().next().map(|m| StoredMessage {
+            envelope: m.envelope,
+            folder: m.folder.into(),
+            content: m.content.unwrap_or_default().into(),
+        }))
+    }
+
+    fn folders(&mut self) -> Result<Vec<FolderInfo>, ProviderError> {
+        let rows = self.run("cannot list folders", |db| {
+            db.query("SELECT folder, count(*) FROM messages GROUP BY folder", &[])
+        })?;
+        let mut folders: Vec<FolderInfo> = rows
+            .iter()
+            .map(|row| FolderInfo {
+                name: row.get::<_, String>(0).into(),
+                messages: row.get::<_, i64>(1) as u64,
+            })
+            .collect();
+        for standard in [INBOX, OUTBOX, SENT_ITEMS] {
+            if !folders.iter().any(|f| f.name == standard) {
+                folders.push(FolderInfo {
+                    name: standard.into(),
+                    messages: 0,
+                });
+            }
+        }
+        folders.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(folders)
+    }
+
+    fn list(&mut self, folder: &str) -> Result<Vec<MessageSummary>, ProviderError> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.list_page(
+                folder,
+                all.last().map(|m: &MessageSummary| m.envelope.id),
+                1000,
+            )?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
+
+    fn list_page(
+        &mut self,
+        folder: &str,
+        after: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<MessageSummary>, ProviderError> {
+        let after = after.map_or(0, |id| id.0 as i64);
+        let messages = self.run(&format!("cannot list folder {folder}"), |db| {
+            let ids: Vec<i64> = db
+                .query(
+                    "SELECT id FROM messages WHERE folder = $1 AND id > $2 ORDER BY id LIMIT $3",
+                    &[&folder, &after, &i64::from(limit)],
+                )?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            rows::read(db, &ids, false)
+        })?;
+        Ok(messages
+            .into_iter()
+            .map(|m| MessageSummary {
+                envelope: m.envelope,
+                folder: m.folder.into(),
+                subject: m.subject.into(),
+                size: m.size,
+            })
+            .collect())
+    }
+
+    fn queue_counts(&mut self) -> Result<QueueCounts, ProviderError> {
+        self.run("cannot count the queue", |db| {
+            let messages: i64 = db
+                .query_one("SELECT count(*) FROM messages WHERE folder = 'Outbox'", &[])?
+                .get(0);
+            // Pending recipients exist in the Outbox only.
+            let waiting = db
+                .query(
+                    "SELECT transport, count(*) FROM recipients
+                     WHERE state = 0 AND transport IS NOT NULL GROUP BY transport",
+                    &[],
+                )?
+                .iter()
+                .map(|row| TransportCount {
+                    transport: row.get::<_, String>(0).into(),
+                    recipients: row.get::<_, i64>(1) as u64,
+                })
+                .collect::<Vec<_>>();
+            Ok(QueueCounts {
+                messages: messages as u64,
+                waiting: waiting.into(),
+            })
+        })
+    }
+
+    fn flush(&mut self, transport: Option<&str>, now: Timestamp) -> Result<u64, ProviderError> {
+        let session = self.session;
+        self.transaction("cannot flush the queue", |db| {
+            let made_due = db.execute(
+                "UPDATE recipients SET next_attempt = $1
+                 WHERE state = 0 AND ($2::TEXT IS NULL OR transport = $2)
+                 AND message_id IN (SELECT id FROM messages WHERE folder = 'Outbox')",
+                &[&now.0, &transport],
+            )?;
+            // A held message (due NULL) stays held; the others are due now, or after their
+            // deferral.
+            db.execute(
+                "UPDATE messages SET due = LEAST(due, GREATEST($1, COALESCE(deferred_until, $1)))
+                 WHERE due IS NOT NULL AND id IN (SELECT message_id FROM recipients
+                     WHERE state = 0 AND ($2::TEXT IS NULL OR transport = $2))",
+                &[&now.0, &transport],
+            )?;
+            notify(db, &listener::queue_changed(session))?;
+            Ok(made_due)
+        })
+    }
+
+    fn delivers_itself(&self) -> Vec<String> {
+        self.config.delivers_itself.clone()
+    }
+
+    fn hold(
+        &mut self,
+        id: MessageId,
+        hold: bool,
+        now: Timestamp,
+    ) -> Result<Option<String>, ProviderError> {
+        let session = self.session;
+        let doing = format!(
+            "cannot {} message {id}",
+            if hold { "hold" } else { "release" }
+        );
+        self.transaction(&doing, |db| {
+            let id = id.0 as i64;
+            let Some(row) = db.query_opt(
+                "SELECT folder FROM messages WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )?
+            else {
+                return Ok(None);
+            };
+            let folder: String = row.get(0);
+            if folder != OUTBOX {
+                return Ok(Some(folder));
+            }
+            if hold {
+                db.execute(
+                    "UPDATE messages SET held = TRUE, due = NULL WHERE id = $1",
+                    &[&id],
+                )?;
+            } else {
+                db.execute(
+                    "UPDATE recipients SET next_attempt = $2 WHERE message_id = $1 AND state = 0",
+                    &[&id, &now.0],
+                )?;
+                db.execute(
+                    "UPDATE messages SET held = FALSE,
+                        due = GREATEST($2, COALESCE(deferred_until, $2)) WHERE id = $1",
+                    &[&id, &now.0],
+                )?;
+                notify(db, &listener::queue_changed(session))?;
+            }
+            Ok(Some(folder))
+        })
+    }
+
+    fn delete(&mut self, id: MessageId) -> Result<bool, ProviderError> {
+        let deleted = self.run(&format!("cannot delete message {id}"), |db| {
+            db.execute("DELETE FROM messages WHERE id = $1", &[&(id.0 as i64)])
+        })?;
+        self.leased.remove(&id);
+        Ok(deleted > 0)
+    }
+
+    fn check_in(&mut self, now: Timestamp) -> Result<CheckIn, ProviderError> {
+        let (session, lease_ms) = (self.session, self.lease_ms());
+        let renewed: HashSet<MessageId> =
+            self.transaction("cannot renew this host's leases", |db| {
+                db.execute(
+                    "UPDATE spooler_sessions SET last_seen = spooler_now_ms() WHERE session = $1",
+                    &[&session],
+                )?;
+                Ok(db
+                    .query(
+                        "UPDATE messages SET lease_until = spooler_now_ms() + $2
+                     WHERE lease_session = $1 AND lease_until > spooler_now_ms() RETURNING id",
+                        &[&session, &lease_ms],
+                    )?
+                    .iter()
+                    .map(|row| MessageId(row.get::<_, i64>(0) as u64))
+                    .collect())
+            })?;
+        let mut lost = std::mem::take(&mut self.lost);
+        lost.extend(self.leased.iter().filter(|id| !renewed.contains(id)));
+        self.leased.retain(|id| renewed.contains(id));
+        Ok(CheckIn {
+            lost: lost.into(),
+            arrived: self.listener.take_arrived().into(),
+            next: Some(now.plus(self.config.lease / 3)).into(),
+        })
+    }
+
+    fn hosts(&mut self) -> Result<Vec<HostInfo>, ProviderError> {
+        let now = Timestamp::now();
+        let rows = self.run("cannot list the hosts", |db| {
+            db.query(
+                "SELECT s.host, spooler_now_ms() - s.last_seen, s.lease_ms, count(m.id)
+                 FROM spooler_sessions s LEFT JOIN messages m
+                     ON m.lease_session = s.session AND m.lease_until > spooler_now_ms()
+                 GROUP BY s.session ORDER BY s.host, s.session",
+                &[],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let ago: i64 = row.get(1);
+                HostInfo {
+                    name: row.get::<_, String>(0).into(),
+                    alive: ago < row.get::<_, i64>(2),
+                    last_seen: Timestamp(now.0 - ago.max(0)),
+                    leases: row.get::<_, i64>(3) as u64,
+                }
+            })
+            .collect())
+    }
+}
+
+/// Delivers the pending recipients marked in `local` into their local folders, in the
+/// transaction that stores the message.
+fn deliver_locally<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    envelope: &mut Envelope,
+    local: &[bool],
+    store_name: &str,
+    now: Timestamp,
+    content: &[u8],
+) -> Result<(), postgres::Error> {
+    for (index, _) in local.iter().enumerate().filter(|(_, local)| **local) {
+        let (folder, copy) = store::deliver_locally(envelope, index, store_name, now);
+        rows::insert(db, &folder, &copy, content)?;
+    }
+    Ok(())
+}
+
+impl Drop for PostgresStore {
+    /// A host that stops lets go of its leases at once and leaves the hosts list.
+    fn drop(&mut self) {
+        let session = self.session;
+        let released = self.run("cannot end this host's session", |db| {
+            db.execute(
+                "UPDATE messages SET lease_session = NULL, lease_until = NULL
+                 WHERE lease_session = $1",
+                &[&session],
+            )?;
+            db.execute(
+                "DELETE FROM spooler_sessions WHERE session = $1",
+                &[&session],
+            )
+        });
+        if let Err(error) = released {
+            log::warn!("{error}; its leases end when they expire");
+        }
+    }
+}
+
+fn library() -> Library {
+    Library::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")).store(
+        "postgres",
+        &["LOCAL"],
+        PostgresStore::open,
+    )
+}
+
+export_library!(library);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn lease_shorter_than_three_seconds_is_refused() {
+        let error = Config::parse("pg", "url = \"postgres://u@localhost/db\"\nlease = 1")
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("at least 3"), "{error}");
+    }
+
+    #[test]
+    fn a_server_is_required() {
+        let error = Config::parse("pg", "").err().expect("refused");
+        assert!(error.to_string().contains("no database server"), "{error}");
+    }
+
+    #[test]
+    fn the_password_comes_from_the_environment() {
+        std::env::set_var("STORE_POSTGRES_TEST_PASSWORD", "s3cret");
+        let config = Config::parse(
+            "pg",
+            "url = \"postgres://u@localhost/db\"\npassword_env = \"STORE_POSTGRES_TEST_PASSWORD\"",
+        )
+        .expect("accepted");
+        assert_eq!(config.connection.get_password(), Some(&b"s3cret"[..]));
+        assert!(!config.describe.contains("s3cret"));
+    }
+
+    #[test]
+    fn lease_renewal_happens_three_times_per_lease() {
+        let config = Config::parse("pg", "server = \"db\"\nuser = \"u\"\nlease = 30").unwrap();
+        assert_eq!(config.lease / 3, Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,132 @@
+//! The database layout, created and brought up to date when the store opens.
+//!
+//! The layout follows the embedded store's (content apart from the queue rows, a partial
+//! index holding exactly the queue in the order it is worked, pending recipients indexed by
+//! transport) and adds what several hosts need: `spooler_sessions` (one row per host run),
+//! and each message's lease (`lease_session`, `lease_until`, in milliseconds of the database
+//! server's clock, so hosts' clocks never decide who holds a message).
+
+use postgres::Client;
+
+/// The schema version this code reads and writes.
+pub const SCHEMA_VERSION: i32 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE spooler_sessions (
+    session BIGSERIAL PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    started_at BIGINT NOT NULL,
+    last_seen BIGINT NOT NULL,
+    lease_ms BIGINT NOT NULL
+);
+CREATE TABLE messages (
+    id BIGSERIAL PRIMARY KEY,
+    folder TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    report_delivery BOOLEAN NOT NULL,
+    report_non_delivery BOOLEAN NOT NULL,
+    priority BIGINT NOT NULL,
+    submitted_at BIGINT NOT NULL,
+    deferred_until BIGINT,
+    expires_at BIGINT,
+    delete_after_submission BOOLEAN NOT NULL,
+    is_report BOOLEAN NOT NULL,
+    held BOOLEAN NOT NULL,
+    preprocessed BOOLEAN NOT NULL,
+    subject TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    -- Outbox only: when the next attempt is due; NULL when held, and in every other folder.
+    due BIGINT,
+    -- The host run working on it, and until when (database clock, ms since the epoch).
+    lease_session BIGINT,
+    lease_until BIGINT
+);
+CREATE INDEX messages_folder ON messages (folder, id);
+CREATE INDEX messages_due ON messages (due, priority DESC, submitted_at, id)
+    WHERE due IS NOT NULL;
+CREATE INDEX messages_leased ON messages (lease_session) WHERE lease_session IS NOT NULL;
+CREATE TABLE contents (
+    message_id BIGINT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+    content BYTEA NOT NULL
+);
+CREATE TABLE recipients (
+    message_id BIGINT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    position BIGINT NOT NULL,
+    address_type TEXT NOT NULL,
+    address TEXT NOT NULL,
+    kind BIGINT NOT NULL,
+    state BIGINT NOT NULL,
+    transport TEXT,
+    attempts BIGINT NOT NULL,
+    next_attempt BIGINT,
+    last_answer TEXT NOT NULL,
+    status_code TEXT NOT NULL,
+    diagnostic TEXT NOT NULL,
+    delay_warned BOOLEAN NOT NULL,
+    reported BOOLEAN NOT NULL,
+    PRIMARY KEY (message_id, position)
+);
+CREATE INDEX recipients_waiting ON recipients (transport) WHERE state = 0;
+CREATE TABLE properties (
+    message_id BIGINT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    position BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (message_id, position)
+);
+";
+
+/// The database server's clock in milliseconds: leases are measured on it alone.
+const NOW_FUNCTION: &str = "
+CREATE OR REPLACE FUNCTION spooler_now_ms() RETURNS BIGINT LANGUAGE SQL VOLATILE AS
+    $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT $$;
+";
+
+/// Creates the layout in an empty database, or checks the version of an existing one. Hosts
+/// that start together take turns (an advisory lock), so only one creates it.
+pub fn prepare(client: &mut Client) -> Result<(), String> {
+    let mut transaction = client.transaction().map_err(|e| e.to_string())?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock(7715032001)", &[])
+        .map_err(|e| format!("cannot lock the schema: {e}"))?;
+    transaction
+        .batch_execute("CREATE TABLE IF NOT EXISTS spooler_schema (version INTEGER NOT NULL)")
+        .map_err(|e| format!("cannot create the schema table: {e}"))?;
+    let version: Option<i32> = transaction
+        .query_opt("SELECT max(version) FROM spooler_schema", &[])
+        .map_err(|e| format!("cannot read the schema version: {e}"))?
+        .and_then(|row| row.get(0));
+    match version {
+        None => {
+            transaction
+                .batch_execute(SCHEMA)
+                .map_err(|e| format!("cannot create the tables: {e}"))?;
+            transaction
+                .execute(
+                    "INSERT INTO spooler_schema (version) VALUES ($1)",
+                    &[&SCHEMA_VERSION],
+                )
+                .map_err(|e| format!("cannot record the schema version: {e}"))?;
+            log::info!("created the spooler's tables (schema version {SCHEMA_VERSION})");
+        }
+        Some(SCHEMA_VERSION) => {}
+        Some(newer) if newer > SCHEMA_VERSION => {
+            return Err(format!(
+                "the database has schema version {newer}, written by a newer store-postgres; \
+                 this one knows versions up to {SCHEMA_VERSION}. Install the newer provider \
+                 library on this host (and leave the database as it is)"
+            ));
+        }
+        Some(older) => {
+            return Err(format!(
+                "the database has schema version {older}, which this store-postgres cannot \
+                 upgrade (it knows only version {SCHEMA_VERSION})"
+            ));
+        }
+    }
+    transaction
+        .batch_execute(NOW_FUNCTION)
+        .map_err(|e| format!("cannot create spooler_now_ms(): {e}"))?;
+    transaction.commit().map_err(|e| e.to_string())
+}
