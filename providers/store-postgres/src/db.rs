@@ -63,3 +63,17 @@ impl<C: GenericClient> Db<'_, C> {
         self.client.execute(&statement, params)
     }
 }
+
+/// What went wrong, with the server's own message and SQLSTATE (the error's `Display` says
+/// only "db error" for those).
+pub fn explain(error: &Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!(
+            "{} ({}){}",
+            db.message(),
+            db.code().code(),
+            db.detail().map(|d| format!("; {d}")).unwrap_or_default()
+        ),
+        None => error.to_string(),
+    }
+}

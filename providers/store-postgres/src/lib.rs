@@ -186,7 +186,7 @@ fn connect(name: &str, config: &Config) -> Result<Client, ProviderError> {
 /// A database error as a provider error: temporary when it is about the connection, the
 /// server's resources or a conflict between transactions; permanent otherwise.
 fn classify(doing: String, error: &postgres::Error) -> ProviderError {
-    let message = format!("{doing}: {error}");
+    let message = format!("{doing}: {}", db::explain(error));
     let temporary = match error.code() {
         None => true,
         Some(code) => ["08", "40", "53", "57", "58"]

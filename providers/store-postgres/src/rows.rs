@@ -115,9 +115,9 @@ pub fn update_columns<C: GenericClient>(
     db.execute(
         "UPDATE messages SET report_delivery = $2, report_non_delivery = $3, priority = $4,
             deferred_until = $5, expires_at = $6, delete_after_submission = $7, is_report = $8,
-            held = CASE WHEN $12 THEN held ELSE $9 END, preprocessed = $10,
+            held = CASE WHEN $12::BOOLEAN THEN held ELSE $9::BOOLEAN END, preprocessed = $10,
             due = CASE WHEN folder <> 'Outbox' OR (CASE WHEN $12 THEN held ELSE $9 END)
-                THEN NULL ELSE $11 END
+                THEN NULL ELSE $11::BIGINT END
          WHERE id = $1",
         &[
             &(envelope.id.0 as i64),

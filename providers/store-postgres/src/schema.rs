@@ -8,6 +8,8 @@
 
 use postgres::Client;
 
+use crate::db::explain;
+
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: i32 = 1;
 
@@ -86,28 +88,34 @@ CREATE OR REPLACE FUNCTION spooler_now_ms() RETURNS BIGINT LANGUAGE SQL VOLATILE
 /// Creates the layout in an empty database, or checks the version of an existing one. Hosts
 /// that start together take turns (an advisory lock), so only one creates it.
 pub fn prepare(client: &mut Client) -> Result<(), String> {
-    let mut transaction = client.transaction().map_err(|e| e.to_string())?;
+    let mut transaction = client.transaction().map_err(|e| explain(&e))?;
     transaction
         .execute("SELECT pg_advisory_xact_lock(7715032001)", &[])
-        .map_err(|e| format!("cannot lock the schema: {e}"))?;
-    transaction
-        .batch_execute("CREATE TABLE IF NOT EXISTS spooler_schema (version INTEGER NOT NULL)")
-        .map_err(|e| format!("cannot create the schema table: {e}"))?;
+        .map_err(|e| format!("cannot lock the schema: {}", explain(&e)))?;
+    let exists: bool = transaction
+        .query_one("SELECT to_regclass('spooler_schema') IS NOT NULL", &[])
+        .map_err(|e| format!("cannot look for the schema table: {}", explain(&e)))?
+        .get(0);
+    if !exists {
+        transaction
+            .batch_execute("CREATE TABLE spooler_schema (version INTEGER NOT NULL)")
+            .map_err(|e| format!("cannot create the schema table: {}", explain(&e)))?;
+    }
     let version: Option<i32> = transaction
-        .query_opt("SELECT max(version) FROM spooler_schema", &[])
-        .map_err(|e| format!("cannot read the schema version: {e}"))?
-        .and_then(|row| row.get(0));
+        .query_one("SELECT max(version) FROM spooler_schema", &[])
+        .map_err(|e| format!("cannot read the schema version: {}", explain(&e)))?
+        .get(0);
     match version {
         None => {
             transaction
                 .batch_execute(SCHEMA)
-                .map_err(|e| format!("cannot create the tables: {e}"))?;
+                .map_err(|e| format!("cannot create the tables: {}", explain(&e)))?;
             transaction
                 .execute(
                     "INSERT INTO spooler_schema (version) VALUES ($1)",
                     &[&SCHEMA_VERSION],
                 )
-                .map_err(|e| format!("cannot record the schema version: {e}"))?;
+                .map_err(|e| format!("cannot record the schema version: {}", explain(&e)))?;
             log::info!("created the spooler's tables (schema version {SCHEMA_VERSION})");
         }
         Some(SCHEMA_VERSION) => {}
@@ -127,6 +135,6 @@ pub fn prepare(client: &mut Client) -> Result<(), String> {
     }
     transaction
         .batch_execute(NOW_FUNCTION)
-        .map_err(|e| format!("cannot create spooler_now_ms(): {e}"))?;
-    transaction.commit().map_err(|e| e.to_string())
+        .map_err(|e| format!("cannot create spooler_now_ms(): {}", explain(&e)))?;
+    transaction.commit().map_err(|e| explain(&e))
 }
