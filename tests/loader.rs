@@ -28,6 +28,7 @@ fn every_bundled_provider_is_listed_with_its_kind_and_address_types() {
     let listing = list(&folder, &[]);
     for (package, kind, name, types) in [
         ("store-embedded", "store", "embedded", "[LOCAL]"),
+        ("store-postgres", "store", "postgres", "[LOCAL]"),
         ("transport-directory", "transport", "directory", "[FILE]"),
         (
             "preprocessor-distlist",

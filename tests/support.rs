@@ -13,9 +13,14 @@ use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+#[path = "support/postgres.rs"]
+pub mod postgres;
+pub use postgres::Postgres;
+
 /// The bundled provider libraries, by crate name.
-pub const BUNDLED: [&str; 6] = [
+pub const BUNDLED: [&str; 7] = [
     "store-embedded",
+    "store-postgres",
     "transport-directory",
     "transport-smtp",
     "transport-pop3",
@@ -598,32 +603,56 @@ impl Drop for Watcher {
 /// Submits `count` messages over the control socket directly (fast), each to
 /// `FILE:sink<n % 7>`; returns the queue ids.
 pub fn submit_many(socket: &Path, count: usize) -> Vec<String> {
+    let (acknowledged, failure) =
+        submit_numbered(socket, 0..count, |n| format!("FILE:sink{}", n % 7));
+    if let Some(failure) = failure {
+        panic!("submission {} failed: {failure}", acknowledged.len());
+    }
+    acknowledged.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Submits messages `numbers` over the control socket directly (fast), message `n` with the
+/// subject `message <n>` to `recipient(n)`. Returns each acknowledged number with its queue
+/// id, in order, and why it stopped early, if it did (e.g. the host went away).
+pub fn submit_numbered(
+    socket: &Path,
+    numbers: std::ops::Range<usize>,
+    recipient: impl Fn(usize) -> String,
+) -> (Vec<(usize, String)>, Option<String>) {
     use std::io::{BufRead, Write};
-    let stream = std::os::unix::net::UnixStream::connect(socket).expect("the control socket");
+    let mut acknowledged = Vec::new();
+    let stream = match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(stream) => stream,
+        Err(error) => return (acknowledged, Some(format!("cannot connect: {error}"))),
+    };
+    stream.set_read_timeout(Some(PROMPTLY)).ok();
     let mut writer = stream.try_clone().expect("a second handle on the socket");
     let mut reader = std::io::BufReader::new(stream);
-    (0..count)
-        .map(|n| {
-            let content =
-                format!("From: load@example.com\r\nSubject: message {n}\r\n\r\nNumber {n}.\r\n");
-            let request = serde_json::json!({
-                "command": "submit",
-                "sender": "LOCAL:load",
-                "recipients": [{ "address": format!("FILE:sink{}", n % 7), "kind": "to" }],
-                "content_length": content.len(),
-            });
-            writer
-                .write_all(format!("{request}\n{content}").as_bytes())
-                .expect("sending a submission");
-            let mut answer = String::new();
-            reader.read_line(&mut answer).expect("the host answers");
-            let answer: serde_json::Value = serde_json::from_str(&answer).expect("a JSON answer");
-            answer["id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("not submitted: {answer}"))
-                .to_owned()
-        })
-        .collect()
+    for n in numbers {
+        let content =
+            format!("From: load@example.com\r\nSubject: message {n}\r\n\r\nNumber {n}.\r\n");
+        let request = serde_json::json!({
+            "command": "submit",
+            "sender": "LOCAL:load",
+            "recipients": [{ "address": recipient(n), "kind": "to" }],
+            "content_length": content.len(),
+        });
+        if let Err(error) = writer.write_all(format!("{request}\n{content}").as_bytes()) {
+            return (acknowledged, Some(format!("cannot send: {error}")));
+        }
+        let mut answer = String::new();
+        match reader.read_line(&mut answer) {
+            Ok(0) => return (acknowledged, Some("the host closed the connection".into())),
+            Err(error) => return (acknowledged, Some(format!("no answer: {error}"))),
+            Ok(_) => {}
+        }
+        let answer: serde_json::Value = serde_json::from_str(&answer).expect("a JSON answer");
+        match answer["id"].as_str() {
+            Some(id) => acknowledged.push((n, id.to_owned())),
+            None => return (acknowledged, Some(format!("not submitted: {answer}"))),
+        }
+    }
+    (acknowledged, None)
 }
 
 /// The message ids whose delivery a host log records (logged only after the commit).
@@ -748,17 +777,37 @@ impl SmtpSink {
 
     /// Every transaction it took, as dumped (`X-Mail-Args`, `X-Rcpt-Args`, then the message).
     pub fn transactions(&self) -> Vec<String> {
-        let Some(dump) = &self.dump else {
-            return Vec::new();
-        };
-        let mut files: Vec<PathBuf> = fs::read_dir(dump)
-            .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
+        self.transactions_with_times()
+            .into_iter()
+            .map(|(text, _)| text)
+            .collect()
+    }
+
+    /// Every transaction it took, with when it was dumped.
+    pub fn transactions_with_times(&self) -> Vec<(String, std::time::SystemTime)> {
+        let mut files = self.dumped();
         files.sort();
         files
             .iter()
-            .filter_map(|f| fs::read_to_string(f).ok())
+            .filter_map(|f| {
+                let modified = fs::metadata(f).and_then(|m| m.modified()).ok()?;
+                Some((fs::read_to_string(f).ok()?, modified))
+            })
             .collect()
+    }
+
+    /// How many transactions it took, without reading them.
+    pub fn transactions_count(&self) -> usize {
+        self.dumped().len()
+    }
+
+    fn dumped(&self) -> Vec<PathBuf> {
+        let Some(dump) = &self.dump else {
+            return Vec::new();
+        };
+        fs::read_dir(dump)
+            .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
     }
 }
 

@@ -1,0 +1,282 @@
+//! Several hosts on one PostgreSQL store: they share one queue, a host that dies loses its
+//! leases to the others, and a host whose lease was taken over cannot store a status.
+//! Each test starts its own PostgreSQL (initdb + pg_ctl on a free loopback port) and
+//! `smtp-sink`s.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use spooler_tests::{
+    free_port, real_server, recorded_deliveries, submit_numbered, wait_until, Host, Postgres, Site,
+    SmtpSink, PROMPTLY,
+};
+
+/// The lease the hosts take on a message; short, so that takeovers happen within a test.
+const LEASE_SECONDS: u64 = 5;
+/// The shortest retry delay.
+const RETRY_SECONDS: u64 = 1;
+
+/// A site whose profile puts the store on `database` as host `name`, with an SMTP transport
+/// (`parallel` connections) to `sink_port`.
+fn shared_host_site(database: &str, name: &str, sink_port: u16, parallel: u32) -> Site {
+    let site = Site::with_providers(&["store-postgres", "transport-smtp"]);
+    site.write_config(&format!(
+        "[store]\nprovider = \"postgres\"\n\
+         config = {{ url = \"{database}\", host_name = \"{name}\", lease = {LEASE_SECONDS} }}\n\
+         [[transport]]\nprovider = \"smtp\"\nname = \"smtp-{name}\"\nparallel = {parallel}\n\
+         config = {{ host = \"127.0.0.1\", port = {sink_port}, tls = \"none\", helo = \"{name}.test\", timeout_secs = 30 }}\n\
+         [retry]\nmin_delay = \"{RETRY_SECONDS}s\"\nmax_delay = \"{RETRY_SECONDS}s\"\n\
+         [limits]\nmax_in_flight = 300\n"
+    ));
+    site
+}
+
+fn servers() -> Option<Postgres> {
+    real_server("smtp-sink")?;
+    Postgres::start()
+}
+
+/// The numbers of the messages in the sink's transactions (`Subject: message <n>`), with
+/// when each number first arrived.
+fn received(sink: &SmtpSink) -> (BTreeMap<usize, usize>, BTreeMap<usize, SystemTime>) {
+    let mut counts = BTreeMap::new();
+    let mut first = BTreeMap::new();
+    for (text, modified) in sink.transactions_with_times() {
+        let Some(n) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: message "))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+        else {
+            continue;
+        };
+        *counts.entry(n).or_default() += 1;
+        first
+            .entry(n)
+            .and_modify(|t: &mut SystemTime| *t = (*t).min(modified))
+            .or_insert(modified);
+    }
+    (counts, first)
+}
+
+fn sent_items(host: &Host) -> u64 {
+    let folders = host.command(&["folders", "--json"]);
+    folders
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|f| f["name"] == "Sent Items")
+        .and_then(|f| f["messages"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn three_hosts_work_one_queue_and_a_killed_host_loses_nothing() {
+    let Some(postgres) = servers() else {
+        return;
+    };
+    let database = postgres.create_database("spooler");
+    let sink = SmtpSink::start(&Site::with_providers(&[]), "sink", free_port(), &[]);
+    let sites: Vec<Site> = ["a", "b", "c"]
+        .iter()
+        .map(|name| shared_host_site(&database, name, sink.port, 10))
+        .collect();
+    let mut hosts: Vec<Host> = sites
+        .iter()
+        .map(|site| Host::start(&site.path("spooler.toml"), "host.log"))
+        .collect();
+
+    // 10,000 messages, a third through each host's socket; a submitter whose host goes away
+    // carries on through the next host's socket.
+    const TOTAL: usize = 10_000;
+    let sockets: Vec<_> = sites.iter().map(|s| s.path("data/control.sock")).collect();
+    let submitters: Vec<_> = (0..3)
+        .map(|k| {
+            let sockets = sockets.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let (mut next, end) = (k * TOTAL / 3, (k + 1) * TOTAL / 3);
+                let mut socket = k;
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while next < end {
+                    assert!(Instant::now() < deadline, "submitter {k} is stuck");
+                    let (done, failure) = submit_numbered(&sockets[socket], next..end, |_| {
+                        "SMTP:someone@example.net".to_owned()
+                    });
+                    next += done.len();
+                    acked.extend(done);
+                    if failure.is_some() {
+                        socket = (socket + 1) % 3;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+
+    // Midway through delivery, host b dies with messages leased.
+    wait_until(
+        Duration::from_secs(300),
+        "3,000 messages reach the sink",
+        || sink.transactions_count() >= 3_000,
+    );
+    hosts[1].kill_hard();
+    let killed_at = SystemTime::now();
+    let orphans: BTreeSet<u64> = postgres
+        .psql(
+            "spooler",
+            "SELECT m.id FROM messages m JOIN spooler_sessions s ON m.lease_session = s.session \
+             WHERE s.host = 'b' AND m.folder = 'Outbox'",
+        )
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    // It stays down longer than its leases last: the other hosts take its messages over.
+    std::thread::sleep(Duration::from_secs(LEASE_SECONDS + 3));
+    hosts[1] = Host::start(&sites[1].path("spooler.toml"), "host-restarted.log");
+
+    let acked: Vec<(usize, String)> = submitters
+        .into_iter()
+        .flat_map(|s| s.join().expect("a submitter"))
+        .collect();
+    assert_eq!(
+        acked.len(),
+        TOTAL,
+        "every submission was acknowledged in the end"
+    );
+    wait_until(
+        Duration::from_secs(600),
+        "Sent Items holds all 10,000",
+        || sent_items(&hosts[0]) >= TOTAL as u64,
+    );
+
+    // Every acknowledged message arrived at least once.
+    let (counts, first_arrival) = received(&sink);
+    let missing: Vec<usize> = acked
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !counts.contains_key(n))
+        .collect();
+    assert!(missing.is_empty(), "never received: {missing:?}");
+    // Sent Items holds exactly one copy of each.
+    for host in &hosts {
+        assert_eq!(
+            sent_items(host),
+            TOTAL as u64,
+            "every host sees the whole store"
+        );
+    }
+    // No delivery was recorded twice, and a message sent twice was one whose first send was
+    // never recorded: it was in flight on the killed host.
+    let logs: Vec<String> = sites
+        .iter()
+        .flat_map(|s| ["host.log", "host-restarted.log"].map(|l| s.path(l)))
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    let mut recorded: BTreeMap<String, usize> = BTreeMap::new();
+    for id in logs.iter().flat_map(|log| recorded_deliveries(log)) {
+        *recorded.entry(id).or_default() += 1;
+    }
+    let twice: Vec<_> = recorded.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "deliveries recorded twice: {twice:?}");
+    let id_of: BTreeMap<usize, u64> = acked
+        .iter()
+        .map(|(n, id)| (*n, u64::from_str_radix(id, 16).expect("a hex queue id")))
+        .collect();
+    let repeated: Vec<usize> = counts
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(n, _)| *n)
+        .collect();
+    for n in &repeated {
+        assert!(
+            orphans.contains(&id_of[n]),
+            "message {n} was sent twice but was not in flight on the killed host"
+        );
+    }
+    // What the killed host held waited at most the lease plus the retry delay (and the time
+    // it takes to work through what was queued before it).
+    let worst = orphans
+        .iter()
+        .filter_map(|id| id_of.iter().find(|(_, i)| *i == id).map(|(n, _)| *n))
+        .filter_map(|n| first_arrival.get(&n))
+        .filter_map(|t| t.duration_since(killed_at).ok())
+        .max()
+        .unwrap_or_default();
+    let bound = Duration::from_secs(LEASE_SECONDS + RETRY_SECONDS) + PROMPTLY;
+    assert!(
+        worst <= bound,
+        "a taken-over message waited {worst:?} after the kill"
+    );
+    eprintln!(
+        "scale-out: {TOTAL} acknowledged, {} leased by the killed host, {} sent twice, \
+         worst wait after the kill {worst:?}",
+        orphans.len(),
+        repeated.len()
+    );
+    // Everything is done: no host holds a lease any more, and `status` lists the hosts.
+    let status = hosts[0].command(&["status"]).stdout;
+    for name in ["a", "b", "c"] {
+        assert!(status.contains(&format!("Host {name}")), "{status}");
+    }
+    assert!(status.contains("Outbox: 0 message(s)"), "{status}");
+}
+
+/// Whether host `name`'s log says it was refused or dropped a message it no longer held.
+fn gave_up_its_lease(log: &str) -> bool {
+    log.contains("refused (fencing)") || log.contains("no longer holds it")
+}
+
+#[test]
+fn a_host_whose_lease_was_taken_over_cannot_store_a_status() {
+    let Some(postgres) = servers() else {
+        return;
+    };
+    let database = postgres.create_database("spooler");
+    // Host a's smart host answers DATA only after 8 s; host b's at once.
+    let slow = SmtpSink::start(
+        &Site::with_providers(&[]),
+        "slow",
+        free_port(),
+        &["-w", "8"],
+    );
+    let fast = SmtpSink::start(&Site::with_providers(&[]), "fast", free_port(), &[]);
+    let site_a = shared_host_site(&database, "a", slow.port, 1);
+    let site_b = shared_host_site(&database, "b", fast.port, 1);
+    let host_a = Host::start(&site_a.path("spooler.toml"), "host.log");
+    let id = host_a.submit(
+        &["-f", "alice@example.com", "bob@example.net"],
+        "Subject: message 1\r\n\r\nWho delivers me?\r\n",
+    );
+    // It takes the message at once; after two seconds it waits for the slow DATA answer.
+    std::thread::sleep(Duration::from_secs(2));
+    // Host a stops (as a hung machine does) while it holds the lease...
+    host_a.signal(libc::SIGSTOP);
+    let host_b = Host::start(&site_b.path("spooler.toml"), "host.log");
+    // ...host b takes the message over when the lease expires and delivers it...
+    wait_until(PROMPTLY, "host b delivered it", || {
+        host_b.show(&id)["folder"] == "Sent Items"
+    });
+    // ...and host a, back, gets its smart host's answer but cannot store it.
+    host_a.signal(libc::SIGCONT);
+    wait_until(PROMPTLY, "host a gave the message up", || {
+        gave_up_its_lease(&host_a.log())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let message = host_b.show(&id);
+    let recipient = &message["recipients"][0];
+    assert_eq!(message["folder"], "Sent Items", "{message}");
+    assert_eq!(recipient["transport"], "smtp-b", "{message}");
+    assert_eq!(
+        recipient["attempts"], 1,
+        "host a's attempt was not stored: {message}"
+    );
+    assert_eq!(host_a.show(&id), message, "both hosts see host b's answer");
+    assert_eq!(fast.transactions().len(), 1);
+    assert_eq!(sent_items(&host_a), 1);
+    assert!(
+        !recorded_deliveries(&host_a.log()).contains(&id),
+        "host a recorded a delivery it no longer held:\n{}",
+        host_a.log()
+    );
+}
