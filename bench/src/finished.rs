@@ -51,21 +51,28 @@ impl Finished {
     /// Waits until `count` messages have finished; the moment the last one did. Panics after
     /// `limit`, naming how far it got.
     pub fn wait_for(&self, count: usize, limit: Duration) -> Instant {
-        let deadline = Instant::now() + limit;
-        loop {
-            {
-                let seen = self.seen.lock();
-                if seen.len() >= count {
-                    return seen.values().max().copied().unwrap_or_else(Instant::now);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {count} messages finished within {limit:?}",
-                self.count()
-            );
-            std::thread::sleep(Duration::from_millis(5));
+        wait_for_all(&[self], count, limit)
+    }
+}
+
+/// Waits until `count` messages have finished on the hosts `followers` follow, together; the
+/// moment the last one did. Panics after `limit`, naming how far it got.
+pub fn wait_for_all(followers: &[&Finished], count: usize, limit: Duration) -> Instant {
+    let deadline = Instant::now() + limit;
+    loop {
+        let total: usize = followers.iter().map(|f| f.count()).sum();
+        if total >= count {
+            return followers
+                .iter()
+                .filter_map(|f| f.seen.lock().values().max().copied())
+                .max()
+                .unwrap_or_else(Instant::now);
         }
+        assert!(
+            Instant::now() < deadline,
+            "only {total} of {count} messages finished within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

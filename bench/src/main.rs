@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use spooler_host::client;
 use spooler_host::protocol::{Request, Response};
-use spooler_tests::{free_port, host_binary, real_server, Host, Postfix, Site, SmtpSink};
+use spooler_tests::{free_port, host_binary, real_server, Host, Postfix, Postgres, Site, SmtpSink};
 
 use finished::Finished;
 
@@ -32,9 +32,11 @@ struct Settings {
     fanout: usize,
     /// Messages `smtp-source` sends for the ceiling.
     ceiling_messages: usize,
+    /// Messages drained on the embedded store vs PostgreSQL, one vs three hosts (0 skips it).
+    shared: usize,
 }
 
-const USAGE: &str = "usage: bench/run [--sizes 1000,10000,100000] [--timed 2000] [--sendmail 4000] [--fanout 10000] [--ceiling 20000]";
+const USAGE: &str = "usage: bench/run [--sizes 1000,10000,100000] [--timed 2000] [--sendmail 4000] [--fanout 10000] [--ceiling 20000] [--shared 10000]";
 
 impl Settings {
     fn from_args() -> Result<Settings, String> {
@@ -44,6 +46,7 @@ impl Settings {
             sendmail_messages: 4_000,
             fanout: 10_000,
             ceiling_messages: 20_000,
+            shared: 10_000,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -66,6 +69,7 @@ impl Settings {
                 "--sendmail" => settings.sendmail_messages = number(&value)?,
                 "--fanout" => settings.fanout = number(&value)?,
                 "--ceiling" => settings.ceiling_messages = number(&value)?,
+                "--shared" => settings.shared = number(&value)?,
                 _ => return Err(format!("unknown option {flag}\n{USAGE}")),
             }
         }
@@ -79,27 +83,39 @@ impl Settings {
 /// How long any one phase may take before the benchmark gives up on it.
 const PHASE_LIMIT: Duration = Duration::from_secs(900);
 
-/// A host with a queue of messages waiting for a smart host that is down.
-struct Queued {
+/// A host running on its site, with a follower of its log.
+struct Running {
     site: Site,
     host: Host,
     finished: Finished,
+}
+
+/// Hosts sharing a queue of messages waiting for a smart host that is down (usually one host
+/// with its own embedded store).
+struct Queued {
+    hosts: Vec<Running>,
     /// The smart host's port; nothing listens there until the drain.
     smart_host: u16,
     queued: usize,
 }
 
 impl Queued {
-    /// Starts a host and queues `count` messages while its smart host is down; the
-    /// submission rate of the whole fill.
+    /// Starts a host on the embedded store and queues `count` messages while its smart host
+    /// is down; the submission rate of the whole fill.
     fn fill(count: usize) -> (Queued, f64) {
+        Queued::fill_with(count, &[String::new()])
+    }
+
+    /// Starts one host per `[store]` section in `stores` (empty: the embedded default) and
+    /// queues `count` messages through the first while the smart host is down; the
+    /// submission rate of the whole fill.
+    fn fill_with(count: usize, stores: &[String]) -> (Queued, f64) {
         let smart_host = free_port();
-        let (site, host) = start_host(smart_host);
-        let finished = Finished::follow(host.log_path());
         let mut queued = Queued {
-            site,
-            host,
-            finished,
+            hosts: stores
+                .iter()
+                .map(|store| start_host(smart_host, store))
+                .collect(),
             smart_host,
             queued: 0,
         };
@@ -116,13 +132,13 @@ impl Queued {
     }
 
     fn socket(&self) -> PathBuf {
-        self.site.path("data").join("control.sock")
+        self.hosts[0].site.path("data").join("control.sock")
     }
 
     /// How long the clients an operator types first take on this queue: `status` from start
     /// to exit (the slowest of three runs), and `queue` until its first line.
     fn client_times(&self) -> (Duration, Duration) {
-        let config = self.site.path("spooler.toml");
+        let config = self.hosts[0].site.path("spooler.toml");
         let client = |command: &str| {
             let mut client = Command::new(host_binary());
             client.args([command, "--config"]).arg(&config);
@@ -154,31 +170,45 @@ impl Queued {
         (status, first)
     }
 
-    /// Starts the smart host, flushes, and waits until every message is delivered; the
-    /// delivery rate and the host's peak memory.
+    /// Starts the smart host, flushes (through the first host; on a shared store the others
+    /// hear of it), and waits until every message is delivered by one host or another; the
+    /// delivery rate and the first host's peak memory.
     fn drain(self) -> (f64, u64) {
         let _sink = SmtpSink::discarding(self.smart_host, &[]);
         let started = Instant::now();
         let flushed = client::request(&self.socket(), &Request::Flush { transport: None }, None);
         assert!(matches!(flushed, Ok(Response::Done)), "flush: {flushed:?}");
-        let last = self.finished.wait_for(self.queued, PHASE_LIMIT);
+        let followers: Vec<&Finished> = self.hosts.iter().map(|h| &h.finished).collect();
+        let last = finished::wait_for_all(&followers, self.queued, PHASE_LIMIT);
         (
             rate(self.queued, last - started),
-            peak_rss_kib(self.host.pid()),
+            peak_rss_kib(self.hosts[0].host.pid()),
         )
     }
 }
 
-/// A site with the embedded store and the SMTP transport (20 connections to `smart_host`),
-/// and its host, running.
-fn start_host(smart_host: u16) -> (Site, Host) {
-    let site = Site::with_providers(&["store-embedded", "transport-smtp"]);
+/// A site with `store` (a `[store]` section; empty for the embedded default) and the SMTP
+/// transport (20 connections to `smart_host`), and its host, running.
+fn start_host(smart_host: u16, store: &str) -> Running {
+    let site = Site::with_providers(&["store-embedded", "store-postgres", "transport-smtp"]);
     let config = site.write_config(&format!(
-        "[[transport]]\nprovider = \"smtp\"\nparallel = 20\n\
+        "{store}[[transport]]\nprovider = \"smtp\"\nparallel = 20\n\
          config = {{ host = \"127.0.0.1\", port = {smart_host}, tls = \"none\", helo = \"bench.example.com\" }}\n"
     ));
     let host = Host::start(&config, "host.log");
-    (site, host)
+    let finished = Finished::follow(host.log_path());
+    Running {
+        site,
+        host,
+        finished,
+    }
+}
+
+/// The `[store]` section of a host named `name` on the PostgreSQL database at `url`.
+fn postgres_store(url: &str, name: &str) -> String {
+    format!(
+        "[store]\nprovider = \"postgres\"\nconfig = {{ url = \"{url}\", host_name = \"{name}\" }}\n"
+    )
 }
 
 fn rate(count: usize, took: Duration) -> f64 {
@@ -233,8 +263,11 @@ fn sendmail_path(count: usize) -> SendmailPath {
     let port = free_port();
     let _sink = SmtpSink::discarding(port, &[]);
 
-    let (site, host) = start_host(port);
-    let finished = Finished::follow(host.log_path());
+    let Running {
+        site,
+        host,
+        finished,
+    } = start_host(port, "");
     let sendmail = site.path("sendmail");
     std::os::unix::fs::symlink(host_binary(), &sendmail).expect("linking sendmail");
     let config = site.path("spooler.toml");
@@ -290,8 +323,12 @@ struct Latency {
 fn latency(recipients: usize) -> Latency {
     let port = free_port();
     let _sink = SmtpSink::discarding(port, &[]);
-    let (site, host) = start_host(port);
-    let finished = Finished::follow(host.log_path());
+    // The host runs until it is dropped at the end.
+    let Running {
+        site,
+        host: _host,
+        finished,
+    } = start_host(port, "");
     let socket = site.path("data").join("control.sock");
     let single = |n: usize| {
         let started = Instant::now();
@@ -504,6 +541,10 @@ fn main() {
         ));
     }
 
+    if settings.shared > 0 {
+        shared_store(settings.shared, ceiling, &mut rows);
+    }
+
     eprintln!("sendmail path: spooler, then Postfix…");
     let sendmail = sendmail_path(settings.sendmail_messages);
     rows.push(row(
@@ -565,6 +606,54 @@ fn main() {
     ));
 
     print_table(&rows, &checks);
+}
+
+/// The same drain on the embedded store, on PostgreSQL with one host, and on PostgreSQL with
+/// three hosts sharing the queue (a private server in a temporary folder, fsync on).
+fn shared_store(count: usize, ceiling: f64, rows: &mut Vec<Row>) {
+    let Some(postgres) = Postgres::start() else {
+        rows.push(row(
+            "shared store on PostgreSQL",
+            "skipped",
+            "not installed",
+        ));
+        return;
+    };
+    eprintln!("shared store: {count} drained on the embedded store…");
+    let (embedded, _) = Queued::fill(count);
+    let (embedded, _) = embedded.drain();
+    eprintln!("shared store: {count} drained by one host on PostgreSQL…");
+    let one = postgres.create_database("one_host");
+    let (queued, one_fill) = Queued::fill_with(count, &[postgres_store(&one, "a")]);
+    let (one_host, _) = queued.drain();
+    eprintln!("shared store: {count} drained by three hosts on PostgreSQL…");
+    let three = postgres.create_database("three_hosts");
+    let stores: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|name| postgres_store(&three, name))
+        .collect();
+    let (queued, _) = Queued::fill_with(count, &stores);
+    let (three_hosts, _) = queued.drain();
+    rows.push(row(
+        format!("drain, {count} queued, embedded store, 1 host"),
+        per_second(embedded),
+        format!("{} of ceiling", percent(embedded, ceiling)),
+    ));
+    rows.push(row(
+        format!("drain, {count} queued, PostgreSQL, 1 host"),
+        per_second(one_host),
+        format!("{} of the embedded store", percent(one_host, embedded)),
+    ));
+    rows.push(row(
+        "  filling that queue, 8 socket clients, PostgreSQL",
+        per_second(one_fill),
+        "",
+    ));
+    rows.push(row(
+        format!("drain, {count} queued, PostgreSQL, 3 hosts"),
+        per_second(three_hosts),
+        format!("{:.2}x one host", three_hosts / one_host),
+    ));
 }
 
 fn print_table(rows: &[Row], checks: &[(String, bool)]) {

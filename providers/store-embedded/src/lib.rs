@@ -18,8 +18,8 @@ use std::path::PathBuf;
 
 use provider_abi::abi_stable::std_types::ROption;
 use provider_abi::store::{
-    self, CommitReceipt, FolderInfo, MessageSummary, QueueCounts, StoreBatch, TransportCount, INBOX,
-    OUTBOX, SENT_ITEMS,
+    self, CommitReceipt, FolderInfo, MessageSummary, QueueCounts, StoreBatch, TransportCount,
+    INBOX, OUTBOX, SENT_ITEMS,
 };
 use provider_abi::{
     export_library, DeliveryState, Envelope, Library, MessageId, OpenContext, ProviderError,

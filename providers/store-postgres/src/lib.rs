@@ -70,8 +70,14 @@ enum Fence {
 impl PostgresStore {
     /// Connects, prepares the schema and starts this host's session.
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
-        let name = context.name().to_owned();
-        let config = Config::parse(&name, context.config())?;
+        PostgresStore::open_as(context.name(), context.config(), context.host().clone())
+    }
+
+    /// [`open`](Self::open) with the context's parts: instance `name`, its `config` table and
+    /// the `host` to notify.
+    fn open_as(name: &str, config: &str, host: provider_abi::Host) -> Result<Self, ProviderError> {
+        let name = name.to_owned();
+        let config = Config::parse(&name, config)?;
         let mut client = connect(&name, &config)?;
         schema::prepare(&mut client).map_err(|why| {
             ProviderError::permanent(format!("store `{name}` on {}: {why}", config.describe))
@@ -88,12 +94,7 @@ impl PostgresStore {
             config.host_name,
             config.lease.as_secs()
         );
-        let listener = Listener::start(
-            &name,
-            config.connection.clone(),
-            session,
-            context.host().clone(),
-        );
+        let listener = Listener::start(&name, config.connection.clone(), session, host);
         Ok(PostgresStore {
             name,
             config,
@@ -397,6 +398,8 @@ impl Store for PostgresStore {
         {
             self.leased.remove(id);
         }
+        refused.sort_unstable();
+        refused.dedup();
         for id in refused {
             log::warn!(
                 "store `{}`: message {id}: this host's lease on it expired or was taken over; \
@@ -760,6 +763,9 @@ fn library() -> Library {
 }
 
 export_library!(library);
+
+#[cfg(test)]
+mod shared_tests;
 
 #[cfg(test)]
 mod tests {
