@@ -122,6 +122,14 @@ fn three_hosts_work_one_queue_and_a_killed_host_loses_nothing() {
     let sink = SmtpSink::start(&Site::with_providers(&[]), "sink", sink_port, &[]);
     let flushed = hosts[2].command(&["flush"]);
     assert_eq!(flushed.code, Some(0), "{}", flushed.stderr);
+    // The flush went through host c; the others hear of it at once (LISTEN/NOTIFY), not at
+    // their next look at the queue on a timer (30 s).
+    wait_until(PROMPTLY, "every host is delivering", || {
+        sites.iter().all(|site| {
+            let log = std::fs::read_to_string(site.path("host.log")).unwrap_or_default();
+            !recorded_deliveries(&log).is_empty()
+        })
+    });
 
     // Midway through delivery, host b dies with messages leased.
     wait_until(
@@ -291,4 +299,40 @@ fn a_host_whose_lease_was_taken_over_cannot_store_a_status() {
         "host a recorded a delivery it no longer held:\n{}",
         host_a.log()
     );
+}
+
+#[test]
+fn a_client_watching_one_host_hears_of_mail_another_host_took_in() {
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let database = postgres.create_database("spooler");
+    let store = |name: &str| {
+        format!(
+            "[store]\nprovider = \"postgres\"\n\
+             config = {{ url = \"{database}\", host_name = \"{name}\", lease = {LEASE_SECONDS} }}\n"
+        )
+    };
+    let site_a = Site::with_providers(&["store-postgres", "transport-directory"]);
+    site_a.write_config(&format!(
+        "{}[[transport]]\nprovider = \"directory\"\n\
+         config = {{ path = \"{{site}}/files\", pickup = \"{{site}}/pickup\", poll_interval_secs = 1 }}\n",
+        store("a")
+    ));
+    let site_b = Site::with_providers(&["store-postgres"]);
+    site_b.write_config(&store("b"));
+    let _host_a = Host::start(&site_a.path("spooler.toml"), "host.log");
+    let host_b = Host::start(&site_b.path("spooler.toml"), "host.log");
+    let watcher = host_b.watch();
+
+    site_a.drop_message(
+        "pickup",
+        "0001.eml",
+        "From: Carol <carol@example.org>\r\nSubject: minutes of Monday\r\n\r\nSee below.\r\n",
+    );
+    let event = watcher.next(PROMPTLY);
+    assert_eq!(event["event"], "new_mail", "{event}");
+    assert_eq!(event["folder"], "Inbox");
+    assert_eq!(event["subject"], "minutes of Monday");
+    assert_eq!(host_b.show(event["id"].as_str().unwrap())["folder"], "Inbox");
 }
