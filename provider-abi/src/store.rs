@@ -139,6 +139,21 @@ pub struct FolderInfo {
     pub messages: u64,
 }
 
+/// `folders` with the standard folders (Inbox, Outbox, Sent Items) added where missing, as
+/// empty ones, sorted by name: what [`Store::folders`] answers whatever the store holds.
+pub fn with_standard_folders(mut folders: Vec<FolderInfo>) -> Vec<FolderInfo> {
+    for standard in [INBOX, OUTBOX, SENT_ITEMS] {
+        if !folders.iter().any(|f| f.name == standard) {
+            folders.push(FolderInfo {
+                name: standard.into(),
+                messages: 0,
+            });
+        }
+    }
+    folders.sort_by(|a, b| a.name.cmp(&b.name));
+    folders
+}
+
 /// One line of a folder listing.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]

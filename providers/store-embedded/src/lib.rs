@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use provider_abi::abi_stable::std_types::ROption;
 use provider_abi::store::{
     self, CommitReceipt, FolderInfo, MessageSummary, QueueCounts, StoreBatch, TransportCount,
-    INBOX, OUTBOX, SENT_ITEMS,
+    OUTBOX,
 };
 use provider_abi::{
     export_library, DeliveryState, Envelope, Library, MessageId, OpenContext, ProviderError,
@@ -311,7 +311,7 @@ impl Store for EmbeddedStore {
             let mut statement = self
                 .connection
                 .prepare_cached("SELECT folder, COUNT(*) FROM messages GROUP BY folder")?;
-            let mut folders: Vec<FolderInfo> = statement
+            let folders: Vec<FolderInfo> = statement
                 .query_map([], |row| {
                     Ok(FolderInfo {
                         name: row.get::<_, String>(0)?.into(),
@@ -319,16 +319,7 @@ impl Store for EmbeddedStore {
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            for standard in [INBOX, OUTBOX, SENT_ITEMS] {
-                if !folders.iter().any(|f| f.name == standard) {
-                    folders.push(FolderInfo {
-                        name: standard.into(),
-                        messages: 0,
-                    });
-                }
-            }
-            folders.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(folders)
+            Ok(store::with_standard_folders(folders))
         };
         read().map_err(|error| self.error("cannot list folders", error))
     }

@@ -29,7 +29,7 @@ use std::collections::{HashMap, HashSet};
 use postgres::{Client, GenericClient, NoTls};
 use provider_abi::store::{
     self, CheckIn, CommitReceipt, FolderInfo, HostInfo, MessageSummary, QueueCounts, StoreBatch,
-    TransportCount, INBOX, OUTBOX, SENT_ITEMS,
+    TransportCount, OUTBOX,
 };
 use provider_abi::{
     export_library, DeliveryState, Envelope, Library, MessageId, OpenContext, ProviderError, Store,
@@ -495,23 +495,14 @@ impl Store for PostgresStore {
         let rows = self.run("cannot list folders", |db| {
             db.query("SELECT folder, count(*) FROM messages GROUP BY folder", &[])
         })?;
-        let mut folders: Vec<FolderInfo> = rows
+        let folders: Vec<FolderInfo> = rows
             .iter()
             .map(|row| FolderInfo {
                 name: row.get::<_, String>(0).into(),
                 messages: row.get::<_, i64>(1) as u64,
             })
             .collect();
-        for standard in [INBOX, OUTBOX, SENT_ITEMS] {
-            if !folders.iter().any(|f| f.name == standard) {
-                folders.push(FolderInfo {
-                    name: standard.into(),
-                    messages: 0,
-                });
-            }
-        }
-        folders.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(folders)
+        Ok(store::with_standard_folders(folders))
     }
 
     fn list(&mut self, folder: &str) -> Result<Vec<MessageSummary>, ProviderError> {
