@@ -3,13 +3,23 @@
 //! so a test running as root starts it as the `postgres` system user.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::{free_port, set_mode};
 
 /// The role the tests connect as: the server's superuser, trusted on loopback.
 const ROLE: &str = "spooler";
+
+/// The system user the server runs as when the tests run as root.
+const SYSTEM_USER: &str = "postgres";
+
+/// How long `pg_ctl` may take to start or stop the server, in seconds.
+const START_SECONDS: &str = "60";
+const STOP_SECONDS: &str = "20";
+
+/// How many ports to try when another process takes the free port first.
+const PORT_ATTEMPTS: usize = 5;
 
 /// A running private PostgreSQL server.
 pub struct Postgres {
@@ -18,56 +28,87 @@ pub struct Postgres {
     port: u16,
 }
 
-/// Where PostgreSQL's server programs are: Debian keeps them out of the PATH.
+/// Where PostgreSQL's server programs (`initdb`, `pg_ctl`) are: the PATH, /usr/local/bin,
+/// then Debian's /usr/lib/postgresql/<version>/bin (out of the PATH), newest version first.
+/// A symbolic link (/usr/local/bin/initdb on some machines) is followed to its real folder,
+/// so that `psql` is taken from the same version.
 fn server_programs() -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default();
+    candidates.push("/usr/local/bin".into());
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .map(|entries| {
             entries
-                .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .filter_map(|e| e.ok())
+                .map(|e| {
+                    let version = e
+                        .file_name()
+                        .to_string_lossy()
+                        .split('.')
+                        .map(|part| part.parse().unwrap_or(0))
+                        .collect();
+                    (version, e.path().join("bin"))
+                })
                 .collect()
         })
         .unwrap_or_default();
-    candidates.sort();
-    candidates.reverse();
-    candidates.push("/usr/local/bin".into());
-    candidates.push("/usr/bin".into());
-    candidates
-        .into_iter()
-        .find(|bin| bin.join("initdb").exists() && bin.join("pg_ctl").exists())
+    versions.sort();
+    candidates.extend(versions.into_iter().rev().map(|(_, bin)| bin));
+    candidates.into_iter().find_map(|bin| {
+        let initdb = fs::canonicalize(bin.join("initdb")).ok()?;
+        let real = initdb.parent()?;
+        if real.join("pg_ctl").exists() {
+            Some(real.to_owned())
+        } else if bin.join("pg_ctl").exists() {
+            Some(bin)
+        } else {
+            None
+        }
+    })
+}
+
+/// The last lines of a server log, for a failure message.
+fn log_tail(log: &Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 impl Postgres {
     /// Starts a server, or says SKIPPED and returns `None` when PostgreSQL is not installed
-    /// (a failure under `SPOOLER_REQUIRE_SERVERS=1`, which `.ci/run` sets).
+    /// (a failure under `SPOOLER_REQUIRE_SERVERS=1`, which `.ci/run` sets). Panics, with the
+    /// end of the server's log, when it is installed but does not start.
     pub fn start() -> Option<Postgres> {
         let Some(bin) = server_programs() else {
             assert!(
                 std::env::var("SPOOLER_REQUIRE_SERVERS").as_deref() != Ok("1"),
                 "PostgreSQL is missing, and SPOOLER_REQUIRE_SERVERS=1 says the real servers must be here (.ci/run installs it)"
             );
-            eprintln!("SKIPPED: PostgreSQL is not installed; `bash .ci/run` installs it (apt-get install postgresql)");
+            eprintln!("SKIPPED: PostgreSQL is not installed (no initdb and pg_ctl in the PATH, /usr/local/bin or /usr/lib/postgresql/*/bin); `bash .ci/run` installs it (apt-get install postgresql)");
             return None;
         };
         let folder = tempfile::tempdir().expect("a temporary folder");
-        let server = Postgres {
+        let mut server = Postgres {
             folder,
             bin,
-            port: free_port(),
+            port: 0,
         };
         if as_root() {
+            // The data folder is made by initdb running as the postgres user, in ours.
             let status = Command::new("chown")
-                .args(["postgres:postgres"])
+                .arg(format!("{SYSTEM_USER}:"))
                 .arg(server.folder.path())
                 .status()
                 .expect("chown runs");
             assert!(
                 status.success(),
-                "cannot hand the folder to the postgres user"
+                "cannot hand the folder to the {SYSTEM_USER} user"
             );
         }
         set_mode(server.folder.path(), 0o755);
-        let data = server.folder.path().join("data");
-        server.run(
+        let data = server.data();
+        if let Err(why) = server.try_run(
             "initdb",
             &[
                 "-D",
@@ -77,35 +118,56 @@ impl Postgres {
                 "--auth=trust",
                 "--no-sync",
             ],
-        );
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=200",
-            server.port,
-            server.folder.path().display()
-        );
-        let log = server.folder.path().join("server.log");
-        let started = server.try_run(
-            "pg_ctl",
-            &[
-                "-D",
-                &data.to_string_lossy(),
-                "-l",
-                &log.to_string_lossy(),
-                "-o",
-                &options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
-        if let Err(why) = started {
+        ) {
             panic!(
-                "PostgreSQL did not start: {why}\n{}",
-                fs::read_to_string(&log).unwrap_or_default()
+                "initdb failed in {} (as root, the {SYSTEM_USER} user must be able to reach it): {why}",
+                server.folder.path().display()
             );
         }
-        Some(server)
+        let log = server.folder.path().join("server.log");
+        for attempt in 1..=PORT_ATTEMPTS {
+            server.port = free_port();
+            let logged_before = fs::metadata(&log).map_or(0, |m| m.len() as usize);
+            // Loopback only (initdb's trust covers local connections); fsync stays on so
+            // that the benchmark measures a durable store.
+            let options = format!(
+                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=on -c max_connections=200",
+                server.port,
+                server.folder.path().display()
+            );
+            let started = server.try_run(
+                "pg_ctl",
+                &[
+                    "-D",
+                    &data.to_string_lossy(),
+                    "-l",
+                    &log.to_string_lossy(),
+                    "-o",
+                    &options,
+                    "-w",
+                    "-t",
+                    START_SECONDS,
+                    "start",
+                ],
+            );
+            match started {
+                Ok(()) => return Some(server),
+                // Another process took the port between free_port and the server's bind.
+                Err(_)
+                    if attempt < PORT_ATTEMPTS
+                        && fs::read(&log).is_ok_and(|text| {
+                            String::from_utf8_lossy(text.get(logged_before..).unwrap_or_default())
+                                .contains("could not bind")
+                        }) => {}
+                Err(why) => panic!(
+                    "PostgreSQL did not start on port {}: {why}\nthe end of {}:\n{}",
+                    server.port,
+                    log.display(),
+                    log_tail(&log)
+                ),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Its port on 127.0.0.1.
@@ -113,7 +175,8 @@ impl Postgres {
         self.port
     }
 
-    /// The URL of `database` on it, as the store's `url` takes it.
+    /// The URL of `database` on it, as the store's `url` takes it:
+    /// `postgres://spooler@127.0.0.1:<port>/<database>`.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://{ROLE}@127.0.0.1:{}/{database}", self.port)
     }
@@ -124,8 +187,9 @@ impl Postgres {
         self.url(database)
     }
 
-    /// Runs `sql` in `database` and returns what it printed: rows unaligned, one per line,
-    /// without headers.
+    /// Runs `sql` in `database` and returns what it printed: rows unaligned (columns
+    /// separated by `|`), one per line, without headers. Panics with psql's message when
+    /// the SQL fails.
     pub fn psql(&self, database: &str, sql: &str) -> String {
         let psql = [self.bin.join("psql"), PathBuf::from("/usr/bin/psql")]
             .into_iter()
@@ -135,6 +199,7 @@ impl Postgres {
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
             .arg(self.url(database))
             .args(["-c", sql])
+            .env("PGCONNECT_TIMEOUT", "10")
             .stdin(Stdio::null())
             .output()
             .expect("psql runs");
@@ -146,19 +211,11 @@ impl Postgres {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    fn run(&self, program: &str, args: &[&str]) {
-        if let Err(why) = self.try_run(program, args) {
-            panic!("{program} failed: {why}");
-        }
-    }
-
     /// Runs a server program, as the `postgres` user when this is root.
     fn try_run(&self, program: &str, args: &[&str]) -> Result<(), String> {
         let path = self.bin.join(program);
         let mut command = if as_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&path);
-            command
+            as_system_user(&path)
         } else {
             Command::new(&path)
         };
@@ -189,6 +246,34 @@ fn as_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// A command running `program` as the postgres user: `runuser` (util-linux, in /usr/sbin on
+/// Debian, which a test's PATH may lack), else `su`, which hands the arguments after the
+/// user on to the shell (after `--`, so that su does not take `-D` for its own).
+fn as_system_user(program: &Path) -> Command {
+    let runuser = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if let Some(runuser) = runuser {
+        let mut command = Command::new(runuser);
+        command.args(["-u", SYSTEM_USER, "--"]).arg(program);
+        command
+    } else {
+        let mut command = Command::new("su");
+        command
+            .args([
+                "-s",
+                "/bin/sh",
+                "-c",
+                "exec \"$0\" \"$@\"",
+                "--",
+                SYSTEM_USER,
+            ])
+            .arg(program);
+        command
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.data();
@@ -201,13 +286,14 @@ impl Drop for Postgres {
                 "immediate",
                 "-w",
                 "-t",
-                "20",
+                STOP_SECONDS,
                 "stop",
             ],
         );
         if let Err(why) = stopped {
             eprintln!("PostgreSQL did not stop: {why}");
         }
+        // The folder (a TempDir) is removed after this, with the server's files in it.
     }
 }
 
@@ -216,14 +302,55 @@ mod tests {
     use super::Postgres;
 
     #[test]
-    fn two_private_servers_start_answer_and_stop() {
-        let Some(first) = Postgres::start() else {
-            return;
+    fn two_private_servers_start_in_parallel_answer_and_stop() {
+        let started: Vec<Option<Postgres>> = std::thread::scope(|scope| {
+            let starting: Vec<_> = (0..2).map(|_| scope.spawn(Postgres::start)).collect();
+            starting
+                .into_iter()
+                .map(|s| s.join().expect("a server starts"))
+                .collect()
+        });
+        let Some(mut servers) = started.into_iter().collect::<Option<Vec<_>>>() else {
+            return; // Skipped: PostgreSQL is not installed (said so).
         };
-        let second = Postgres::start().expect("a second server");
+        let second = servers.pop().unwrap();
+        let first = servers.pop().unwrap();
         assert_ne!(first.port(), second.port());
-        first.create_database("one");
-        assert_eq!(first.psql("one", "SELECT 40 + 2").trim(), "42");
-        assert_eq!(second.psql("postgres", "SELECT 1").trim(), "1");
+
+        let url = first.create_database("one");
+        assert_eq!(
+            url,
+            format!("postgres://spooler@127.0.0.1:{}/one", first.port())
+        );
+        assert_eq!(first.psql("one", "SELECT 1").trim(), "1");
+        second.create_database("two");
+        second.psql("two", "CREATE TABLE t (n int, s text)");
+        second.psql("two", "INSERT INTO t VALUES (1, 'a'), (2, 'b')");
+        assert_eq!(
+            second.psql("two", "SELECT n, s FROM t ORDER BY n").trim(),
+            "1|a\n2|b"
+        );
+        assert_eq!(
+            second.psql("postgres", "SHOW fsync").trim(),
+            "on",
+            "a durable server"
+        );
+        first.psql("postgres", "DROP DATABASE one");
+        assert_eq!(
+            first
+                .psql(
+                    "postgres",
+                    "SELECT count(*) FROM pg_database WHERE datname = 'one'"
+                )
+                .trim(),
+            "0"
+        );
+
+        // Dropping one stops it and removes its folder; the other goes on.
+        let (folder, port) = (first.folder.path().to_owned(), first.port());
+        drop(first);
+        assert!(!folder.exists(), "{} is removed", folder.display());
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+        assert_eq!(second.psql("two", "SELECT count(*) FROM t").trim(), "2");
     }
 }

@@ -420,12 +420,14 @@ impl Store for PostgresStore {
         let (session, lease_ms) = (self.session, self.lease_ms());
         let messages = self.run("cannot take messages from the queue", |db| {
             let rows = db.query(
+                // `= ANY(ARRAY(…))`: the picked ids are looked up one by one in the primary
+                // key; `IN (…)` let the planner hash-join against a scan of the whole table.
                 "UPDATE messages SET lease_session = $1, lease_until = spooler_now_ms() + $2
-                 WHERE id IN (SELECT id FROM messages
+                 WHERE id = ANY(ARRAY(SELECT id FROM messages
                      WHERE due IS NOT NULL AND due <= $3
                          AND (lease_session IS NULL OR lease_until <= spooler_now_ms())
                      ORDER BY due, priority DESC, submitted_at, id LIMIT $4
-                     FOR UPDATE SKIP LOCKED)
+                     FOR UPDATE SKIP LOCKED))
                  RETURNING id, due, priority, submitted_at",
                 &[&session, &lease_ms, &now.0, &i64::from(limit)],
             )?;
@@ -464,14 +466,16 @@ impl Store for PostgresStore {
                 )?
                 .map(|row| row.get(0));
             // Another host's lease ends: if that host died, its messages are due then.
+            // (In lease order, so that the planner walks `messages_lease_ends` and stops.)
             let lease_ends_in: Option<i64> = db
-                .query_one(
-                    "SELECT min(lease_until) - spooler_now_ms() FROM messages
+                .query_opt(
+                    "SELECT lease_until - spooler_now_ms() FROM messages
                      WHERE lease_session IS NOT NULL AND lease_session <> $1
-                         AND due IS NOT NULL",
+                         AND due IS NOT NULL
+                     ORDER BY lease_until LIMIT 1",
                     &[&session],
                 )?
-                .get(0);
+                .map(|row| row.get(0));
             let takeover = lease_ends_in.map(|ms| Timestamp(now.0 + ms.max(0)));
             Ok(match (free.map(Timestamp), takeover) {
                 (Some(a), Some(b)) => Some(a.min(b)),

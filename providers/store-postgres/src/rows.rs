@@ -308,8 +308,9 @@ pub fn read<C: GenericClient>(
         db.query(
             "SELECT id, sender, report_delivery, report_non_delivery, priority, submitted_at,
                 deferred_until, expires_at, delete_after_submission, is_report, held,
-                preprocessed, folder, subject, size, content
-             FROM messages JOIN contents ON message_id = id WHERE id = ANY($1)",
+                preprocessed, folder, subject, size,
+                (SELECT content FROM contents WHERE message_id = id)
+             FROM messages WHERE id = ANY($1)",
             &[&ids],
         )?
     } else {
@@ -356,7 +357,8 @@ pub fn read<C: GenericClient>(
                 folder: row.get(12),
                 subject: row.get(13),
                 size: row.get::<_, i64>(14) as u64,
-                content: with_content.then(|| row.get(15)),
+                content: with_content
+                    .then(|| row.get::<_, Option<Vec<u8>>>(15).unwrap_or_default()),
             },
         );
     }

@@ -48,6 +48,7 @@ CREATE INDEX messages_folder ON messages (folder, id);
 CREATE INDEX messages_due ON messages (due, priority DESC, submitted_at, id)
     WHERE due IS NOT NULL;
 CREATE INDEX messages_leased ON messages (lease_session) WHERE lease_session IS NOT NULL;
+CREATE INDEX messages_lease_ends ON messages (lease_until) WHERE lease_session IS NOT NULL;
 CREATE TABLE contents (
     message_id BIGINT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
     content BYTEA NOT NULL
