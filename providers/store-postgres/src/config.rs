@@ -124,9 +124,8 @@ impl Config {
         };
         connection.application_name(&format!("spooler-host {host_name}"));
         connection.connect_timeout(Duration::from_secs(10));
-        // Plan every statement for its values: a plan cached while the tables were small
-        // (a seq scan) would stay as the queue grows and make each call cost the whole queue.
-        connection.options("-c plan_cache_mode=force_custom_plan");
+        // Commits wait for the disk only where the store says so (see `PostgresStore::run`).
+        connection.options("-c synchronous_commit=off");
         Ok(Config {
             describe: describe(&connection),
             connection,

@@ -124,8 +124,12 @@ impl PostgresStore {
         Ok((client, &mut self.statements))
     }
 
-    /// Runs `work` on the connection; a failure becomes an error naming the store and
-    /// `doing`, temporary when the server or the connection is at fault.
+    /// Runs `work` on the connection, statement by statement, **without waiting for the
+    /// disk**: for reads and for lease bookkeeping (taking, renewing, releasing leases). A
+    /// lease lost when the database server crashes is harmless: the host that held it finds
+    /// its answers refused (fencing) and another host delivers the message again, at least
+    /// once, never zero times. A failure becomes an error naming the store and `doing`,
+    /// temporary when the server or the connection is at fault.
     fn run<T>(
         &mut self,
         doing: &str,
@@ -137,7 +141,8 @@ impl PostgresStore {
             .map_err(|error| classify(format!("store `{name}`: {doing}"), &error))
     }
 
-    /// Like [`run`](Self::run), in one transaction that commits when `work` succeeds.
+    /// Like [`run`](Self::run), in one transaction that commits when `work` succeeds, and
+    /// durably: the commit returns once it is on the server's disk.
     fn transaction<T>(
         &mut self,
         doing: &str,
@@ -146,6 +151,7 @@ impl PostgresStore {
         let name = self.name.clone();
         let (client, statements) = self.client()?;
         let result = client.transaction().and_then(|mut transaction| {
+            transaction.batch_execute("SET LOCAL synchronous_commit = on")?;
             let value = work(&mut Db {
                 client: &mut transaction,
                 statements,
@@ -274,6 +280,36 @@ fn fence<C: GenericClient>(
     Ok(if open { Fence::Open } else { Fence::Closed })
 }
 
+/// The fences of the messages one commit touches, each asked of the database once.
+struct Fences<'a> {
+    known: HashMap<MessageId, Fence>,
+    session: i64,
+    leased: &'a HashSet<MessageId>,
+}
+
+impl Fences<'_> {
+    fn check<C: GenericClient>(
+        &mut self,
+        db: &mut Db<'_, C>,
+        id: MessageId,
+    ) -> Result<Fence, postgres::Error> {
+        if let Some(known) = self.known.get(&id) {
+            return Ok(*known);
+        }
+        let verdict = fence(db, id, self.session, self.leased.contains(&id))?;
+        self.known.insert(id, verdict);
+        Ok(verdict)
+    }
+
+    /// Notes `id` among the refused if its fence is closed (a deleted message is skipped
+    /// quietly).
+    fn refuse(&self, id: MessageId, refused: &mut Vec<MessageId>) {
+        if self.known.get(&id) == Some(&Fence::Closed) {
+            refused.push(id);
+        }
+    }
+}
+
 impl Store for PostgresStore {
     fn commit(&mut self, batch: &StoreBatch<'_>) -> Result<CommitReceipt, ProviderError> {
         let session = self.session;
@@ -295,14 +331,10 @@ impl Store for PostgresStore {
         let receipt = self.transaction("cannot commit", |db| {
             let now = Timestamp::now();
             let mut receipt = CommitReceipt::default();
-            let mut fences: HashMap<MessageId, Fence> = HashMap::new();
-            let mut check = |db: &mut Db<'_, _>, id: MessageId| -> Result<Fence, postgres::Error> {
-                if let Some(fence) = fences.get(&id) {
-                    return Ok(*fence);
-                }
-                let verdict = fence(db, id, session, leased.contains(&id))?;
-                fences.insert(id, verdict);
-                Ok(verdict)
+            let mut fences = Fences {
+                known: HashMap::new(),
+                session,
+                leased: &leased,
             };
             let mut wake_others = false;
             for (index, message) in batch.submit.iter().enumerate() {
@@ -322,41 +354,52 @@ impl Store for PostgresStore {
                 wake_others = true;
             }
             for replacement in batch.replace_content.iter() {
-                if check(db, replacement.id)? == Fence::Open {
+                if fences.check(db, replacement.id)? == Fence::Open {
                     rows::replace_content(db, replacement.id, &replacement.content)?;
                 }
             }
             let mut accepted = Vec::new();
             for (index, envelope) in batch.update_envelopes.iter().enumerate() {
-                match check(db, envelope.id)? {
-                    Fence::Open => {}
-                    Fence::Gone => continue,
-                    Fence::Closed => {
-                        refused.push(envelope.id);
+                let mut envelope = envelope.clone();
+                let mine = leased.contains(&envelope.id);
+                if update_local[index].contains(&true) {
+                    // Local copies are written only once the fence is known to be open.
+                    if fences.check(db, envelope.id)? != Fence::Open {
+                        fences.refuse(envelope.id, &mut refused);
                         continue;
                     }
-                }
-                let mut envelope = envelope.clone();
-                if update_local[index].contains(&true) {
                     let Some(content) = rows::read_content(db, envelope.id)? else {
                         continue;
                     };
                     let local = &update_local[index];
                     deliver_locally(db, &mut envelope, local, &store_name, now, &content)?;
                 }
-                rows::update_columns(db, &envelope, leased.contains(&envelope.id))?;
-                accepted.push(envelope);
+                // The update checks the fence itself (one round trip); only when it changes
+                // nothing is it worth asking why.
+                let known = fences.known.get(&envelope.id).copied();
+                let stored = known != Some(Fence::Closed)
+                    && known != Some(Fence::Gone)
+                    && rows::update_columns(db, &envelope, mine, session)?;
+                let stored = stored || {
+                    // Ask why; the row is locked from here on. Open now means the lease
+                    // changed hands in between and is this host's again: write it.
+                    fences.known.remove(&envelope.id);
+                    fences.check(db, envelope.id)? == Fence::Open
+                        && rows::update_columns(db, &envelope, mine, session)?
+                };
+                if stored {
+                    fences.known.insert(envelope.id, Fence::Open);
+                    accepted.push(envelope);
+                } else {
+                    fences.refuse(envelope.id, &mut refused);
+                }
             }
             rows::update_lists(db, &accepted)?;
             receipt.stored.extend(accepted);
             for finish in batch.finish.iter() {
-                match check(db, finish.id)? {
-                    Fence::Open => {}
-                    Fence::Gone => continue,
-                    Fence::Closed => {
-                        refused.push(finish.id);
-                        continue;
-                    }
+                if fences.check(db, finish.id)? != Fence::Open {
+                    fences.refuse(finish.id, &mut refused);
+                    continue;
                 }
                 let id = finish.id.0 as i64;
                 match &finish.move_to {
@@ -377,14 +420,16 @@ impl Store for PostgresStore {
                 notify(db, &listener::mail_arrived(session, id))?;
                 receipt.delivered.push(id);
             }
-            for id in batch.unlock.iter() {
-                let released = db.query_opt(
-                    "UPDATE messages SET lease_session = NULL, lease_until = NULL
-                     WHERE id = $1 AND lease_session = $2 RETURNING due",
-                    &[&(id.0 as i64), &session],
+            if !batch.unlock.is_empty() {
+                let ids: Vec<i64> = batch.unlock.iter().map(|id| id.0 as i64).collect();
+                let due_now = db.query_one(
+                    "WITH released AS (
+                         UPDATE messages SET lease_session = NULL, lease_until = NULL
+                         WHERE id = ANY($1) AND lease_session = $2 RETURNING due)
+                     SELECT count(*) FROM released WHERE due <= $3",
+                    &[&ids, &session, &now.0],
                 )?;
-                let due: Option<i64> = released.and_then(|row| row.get(0));
-                wake_others |= due.is_some_and(|due| due <= now.0);
+                wake_others |= due_now.get::<_, i64>(0) > 0;
             }
             if wake_others {
                 notify(db, &listener::queue_changed(session))?;
@@ -456,26 +501,22 @@ impl Store for PostgresStore {
         let session = self.session;
         let now = Timestamp::now();
         self.run("cannot read the queue", |db| {
-            let free: Option<i64> = db
-                .query_opt(
-                    "SELECT due FROM messages
+            // The first free message due, and when another host's lease on a due message
+            // ends (if that host died, its messages are due then); each one index step away.
+            let row = db.query_one(
+                "SELECT
+                    (SELECT due FROM messages
                      WHERE due IS NOT NULL
                          AND (lease_session IS NULL OR lease_until <= spooler_now_ms())
-                     ORDER BY due, priority DESC, submitted_at, id LIMIT 1",
-                    &[],
-                )?
-                .map(|row| row.get(0));
-            // Another host's lease ends: if that host died, its messages are due then.
-            // (In lease order, so that the planner walks `messages_lease_ends` and stops.)
-            let lease_ends_in: Option<i64> = db
-                .query_opt(
-                    "SELECT lease_until - spooler_now_ms() FROM messages
+                     ORDER BY due, priority DESC, submitted_at, id LIMIT 1),
+                    (SELECT lease_until - spooler_now_ms() FROM messages
                      WHERE lease_session IS NOT NULL AND lease_session <> $1
                          AND due IS NOT NULL
-                     ORDER BY lease_until LIMIT 1",
-                    &[&session],
-                )?
-                .map(|row| row.get(0));
+                     ORDER BY lease_until LIMIT 1)",
+                &[&session],
+            )?;
+            let free: Option<i64> = row.get(0);
+            let lease_ends_in: Option<i64> = row.get(1);
             let takeover = lease_ends_in.map(|ms| Timestamp(now.0 + ms.max(0)));
             Ok(match (free.map(Timestamp), takeover) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -650,7 +691,7 @@ impl Store for PostgresStore {
     }
 
     fn delete(&mut self, id: MessageId) -> Result<bool, ProviderError> {
-        let deleted = self.run(&format!("cannot delete message {id}"), |db| {
+        let deleted = self.transaction(&format!("cannot delete message {id}"), |db| {
             db.execute("DELETE FROM messages WHERE id = $1", &[&(id.0 as i64)])
         })?;
         self.leased.remove(&id);
@@ -659,22 +700,21 @@ impl Store for PostgresStore {
 
     fn check_in(&mut self, now: Timestamp) -> Result<CheckIn, ProviderError> {
         let (session, lease_ms) = (self.session, self.lease_ms());
-        let renewed: HashSet<MessageId> =
-            self.transaction("cannot renew this host's leases", |db| {
-                db.execute(
-                    "UPDATE spooler_sessions SET last_seen = spooler_now_ms() WHERE session = $1",
-                    &[&session],
-                )?;
-                Ok(db
-                    .query(
-                        "UPDATE messages SET lease_until = spooler_now_ms() + $2
+        let renewed: HashSet<MessageId> = self.run("cannot renew this host's leases", |db| {
+            db.execute(
+                "UPDATE spooler_sessions SET last_seen = spooler_now_ms() WHERE session = $1",
+                &[&session],
+            )?;
+            Ok(db
+                .query(
+                    "UPDATE messages SET lease_until = spooler_now_ms() + $2
                      WHERE lease_session = $1 AND lease_until > spooler_now_ms() RETURNING id",
-                        &[&session, &lease_ms],
-                    )?
-                    .iter()
-                    .map(|row| MessageId(row.get::<_, i64>(0) as u64))
-                    .collect())
-            })?;
+                    &[&session, &lease_ms],
+                )?
+                .iter()
+                .map(|row| MessageId(row.get::<_, i64>(0) as u64))
+                .collect())
+        })?;
         let mut lost = std::mem::take(&mut self.lost);
         lost.extend(self.leased.iter().filter(|id| !renewed.contains(id)));
         self.leased.retain(|id| renewed.contains(id));

@@ -35,11 +35,14 @@ pub fn insert<C: GenericClient>(
         .then(|| envelope.due().map(|due| due.0))
         .flatten();
     let row = db.query_one(
-        "INSERT INTO messages (folder, sender, report_delivery, report_non_delivery, priority,
-            submitted_at, deferred_until, expires_at, delete_after_submission, is_report, held,
-            preprocessed, subject, size, due)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-         RETURNING id",
+        "WITH message AS (
+             INSERT INTO messages (folder, sender, report_delivery, report_non_delivery, priority,
+                 submitted_at, deferred_until, expires_at, delete_after_submission, is_report,
+                 held, preprocessed, subject, size, due)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             RETURNING id)
+         INSERT INTO contents (message_id, content) SELECT id, $16 FROM message
+         RETURNING message_id",
         &[
             &folder,
             &envelope.sender.to_string(),
@@ -56,13 +59,10 @@ pub fn insert<C: GenericClient>(
             &subject,
             &(content.len() as i64),
             &due,
+            &content,
         ],
     )?;
     let id: i64 = row.get(0);
-    db.execute(
-        "INSERT INTO contents (message_id, content) VALUES ($1, $2)",
-        &[&id, &content],
-    )?;
     let id = MessageId(id as u64);
     write_recipients(db, &[(id, &envelope.recipients, &[])])?;
     write_properties(db, id, &envelope.properties)?;
@@ -104,21 +104,26 @@ pub fn read_content<C: GenericClient>(
         .map(|row| row.get(0)))
 }
 
-/// Writes the envelope's own columns over the stored ones. A message whose lease this host
-/// holds (`mine`) keeps its stored `held` flag: an operator may have held it meanwhile. The
-/// caller has checked the lease.
+/// Writes the envelope's own columns over the stored ones, if this host may: a message whose
+/// lease it holds (`mine`) needs that lease still valid, any other message no valid lease of
+/// another host (`session` is this host's run). Such a message keeps its stored `held` flag:
+/// an operator may have held it meanwhile. False if nothing was written.
 pub fn update_columns<C: GenericClient>(
     db: &mut Db<'_, C>,
     envelope: &Envelope,
     mine: bool,
-) -> Result<(), Error> {
-    db.execute(
+    session: i64,
+) -> Result<bool, Error> {
+    let updated = db.execute(
         "UPDATE messages SET report_delivery = $2, report_non_delivery = $3, priority = $4,
             deferred_until = $5, expires_at = $6, delete_after_submission = $7, is_report = $8,
             held = CASE WHEN $12::BOOLEAN THEN held ELSE $9::BOOLEAN END, preprocessed = $10,
             due = CASE WHEN folder <> 'Outbox' OR (CASE WHEN $12 THEN held ELSE $9 END)
                 THEN NULL ELSE $11::BIGINT END
-         WHERE id = $1",
+         WHERE id = $1 AND CASE WHEN $12
+             THEN lease_session = $13 AND lease_until > spooler_now_ms()
+             ELSE lease_session IS NULL OR lease_session = $13 OR lease_until <= spooler_now_ms()
+         END",
         &[
             &(envelope.id.0 as i64),
             &envelope.reports.delivery,
@@ -132,9 +137,10 @@ pub fn update_columns<C: GenericClient>(
             &envelope.preprocessed,
             &envelope.due().map(|due| due.0),
             &mine,
+            &session,
         ],
     )?;
-    Ok(())
+    Ok(updated > 0)
 }
 
 /// Stores the recipients and properties of `envelopes` (already stored messages) where they
