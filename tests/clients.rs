@@ -615,3 +615,57 @@ fn queue_and_status_page_and_count_a_long_outbox() {
         String::from_utf8_lossy(&ended.stderr)
     );
 }
+
+#[test]
+fn a_message_over_the_size_limit_is_refused_at_once_and_nothing_is_stored() {
+    use std::io::{BufRead, Write};
+    let site = Site::new();
+    let config = site.write_config("[limits]\nmax_message_size = \"64K\"\n");
+    let host = Host::start(&config, "host.log");
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(200 * 1024));
+
+    // `submit` (and so `sendmail`) stops before sending: sendmail's EX_DATAERR, the limit named.
+    let refused = host.submit_with_status(&["LOCAL:alice"], &big);
+    assert_eq!(refused.code, Some(65), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("at most 65536 bytes (limits.max_message_size)"),
+        "{}",
+        refused.stderr
+    );
+
+    // A client that does not check, still writing 8 MiB, gets the host's answer instead of
+    // waiting for ever: the host answers and closes.
+    let stream = std::os::unix::net::UnixStream::connect(site.path("data/control.sock"))
+        .expect("the control socket");
+    stream.set_write_timeout(Some(PROMPTLY)).unwrap();
+    stream.set_read_timeout(Some(PROMPTLY)).unwrap();
+    let content = vec![b'x'; 8 << 20];
+    let request = serde_json::json!({
+        "command": "submit",
+        "sender": "LOCAL:load",
+        "recipients": [{ "address": "LOCAL:alice", "kind": "to" }],
+        "content_length": content.len(),
+    });
+    let written = (&stream)
+        .write_all(format!("{request}\n").as_bytes())
+        .and_then(|()| (&stream).write_all(&content));
+    let mut answer = String::new();
+    std::io::BufReader::new(&stream)
+        .read_line(&mut answer)
+        .expect("the host answers before the timeout");
+    assert!(
+        answer.contains("this spooler takes at most 65536 bytes"),
+        "{answer} (writing: {written:?})"
+    );
+    assert!(written.is_err(), "the host closed the connection");
+
+    // Nothing was stored, and the host takes the next message as usual.
+    assert!(host.list("Outbox").is_empty());
+    assert!(host.list("Local/alice").is_empty());
+    host.submit(&["LOCAL:alice"], "Subject: small\r\n\r\nfits\r\n");
+    wait_until(PROMPTLY, "the small one is delivered", || {
+        host.list("Local/alice").len() == 1
+    });
+}

@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::protocol::{Request, Response};
 
@@ -23,6 +24,10 @@ impl std::fmt::Display for ClientError {
     }
 }
 
+/// How long a client waits to hand over a request or for its answer before it gives up: a
+/// host that hangs does not hang its clients (a cron job, a mail program).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Sends `request` (and `content`, for a submission) and returns the host's answer.
 pub fn request(
     socket: &Path,
@@ -35,17 +40,25 @@ pub fn request(
             socket.display()
         ))
     };
-    let mut stream = UnixStream::connect(socket).map_err(not_running)?;
+    let stream = UnixStream::connect(socket).map_err(not_running)?;
+    stream
+        .set_read_timeout(Some(ANSWER_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(ANSWER_TIMEOUT)))
+        .map_err(not_running)?;
     let mut line = serde_json::to_string(request).expect("requests serialize");
     line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(not_running)?;
-    if let Some(content) = content {
-        stream.write_all(content).map_err(not_running)?;
-    }
+    let sent = (&stream)
+        .write_all(line.as_bytes())
+        .and_then(|()| content.map_or(Ok(()), |content| (&stream).write_all(content)));
+    // A host that refuses a request before reading all of it (a message over its size
+    // limit) answers and closes: the answer is still there to read after a failed write.
     let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(not_running)?;
+    let read = BufReader::new(&stream).read_line(&mut answer);
+    match (sent, read) {
+        (_, Ok(n)) if n > 0 => {}
+        (Err(error), _) | (Ok(()), Err(error)) => return Err(not_running(error)),
+        (Ok(()), Ok(_)) => {}
+    }
     match serde_json::from_str::<Response>(answer.trim_end()) {
         Ok(Response::Error { message }) => Err(ClientError::Refused(message)),
         Ok(response) => Ok(response),

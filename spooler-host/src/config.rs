@@ -66,6 +66,8 @@ pub struct Profile {
     pub retry: RetryPolicy,
     /// How many messages the engine holds in memory at most.
     pub max_in_flight: usize,
+    /// The largest message a client may submit, in bytes.
+    pub max_message_size: usize,
 }
 
 /// A profile that could not be read, naming the file and what is wrong.
@@ -140,12 +142,59 @@ impl Default for RawRetry {
 #[serde(deny_unknown_fields, default)]
 struct RawLimits {
     max_in_flight: usize,
+    #[serde(deserialize_with = "size")]
+    max_message_size: usize,
 }
+
+/// The default largest message: 50 MiB, like many mail systems' limit (and, base64-encoded
+/// attachments being a third larger, room for about 35 MiB of attachments).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 50 * 1024 * 1024;
 
 impl Default for RawLimits {
     fn default() -> Self {
-        RawLimits { max_in_flight: 256 }
+        RawLimits {
+            max_in_flight: 256,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        }
     }
+}
+
+/// A size in bytes: a number, or text such as `50M`, `512K`, `1G` (powers of 1024).
+fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(usize),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Bytes(bytes) => Ok(bytes),
+        Size::Text(text) => parse_size(&text).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `50M`, `512K`, `1G` or a plain number of bytes.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let trimmed = text.trim();
+    let digits = trimmed.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &trimmed[digits.len()..];
+    let factor: usize = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size (expected e.g. 50M, 512K or 1G)"
+            ))
+        }
+    };
+    digits
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("`{text}` is not a size (expected e.g. 50M, 512K or 1G)"))
 }
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -258,6 +307,9 @@ impl Profile {
         if raw.limits.max_in_flight == 0 {
             return Err("limits.max_in_flight: expected at least 1".into());
         }
+        if raw.limits.max_message_size == 0 {
+            return Err("limits.max_message_size: expected at least 1 byte".into());
+        }
         Ok(Profile {
             data_dir,
             providers: raw.providers,
@@ -267,6 +319,7 @@ impl Profile {
             hooks,
             retry,
             max_in_flight: raw.limits.max_in_flight,
+            max_message_size: raw.limits.max_message_size,
         })
     }
 
@@ -318,6 +371,10 @@ mod tests {
     #[test]
     fn durations_read_with_units() {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_size("50M"), Ok(50 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("5 parsecs").is_err());
         assert_eq!(parse_duration("5d"), Ok(Duration::from_secs(5 * 86400)));
         assert!(parse_duration("5 parsecs")
             .unwrap_err()

@@ -8,6 +8,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::RwLock;
@@ -26,8 +27,9 @@ use crate::watchers::Watchers;
 /// The most messages one listing request answers with.
 pub const PAGE: u32 = 1000;
 
-/// The largest message the socket accepts.
-pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+/// How long the host waits for a client's next bytes, or for a client to take an answer,
+/// before it closes the connection: a client that stops midway holds no thread for ever.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the control threads need.
 #[derive(Clone)]
@@ -42,6 +44,8 @@ pub struct Control {
     watchers: Watchers,
     /// Set when the host is stopping: submissions are refused (temporarily).
     pub shutting_down: Arc<AtomicBool>,
+    /// The largest message a client may submit (`limits.max_message_size`).
+    max_message_size: usize,
 }
 
 /// Binds the control socket at `path`, refusing if a host already answers there.
@@ -136,8 +140,10 @@ impl Control {
         engine: Sender<Command>,
         inbound: Sender<InboundCommand>,
         watchers: Watchers,
+        max_message_size: usize,
     ) -> Control {
         Control {
+            max_message_size,
             store,
             registry: Arc::new(RwLock::new(registry)),
             status,
@@ -179,6 +185,13 @@ impl Control {
                 return;
             }
         }
+        if let Err(error) = stream
+            .set_read_timeout(Some(CLIENT_TIMEOUT))
+            .and_then(|()| writer.set_write_timeout(Some(CLIENT_TIMEOUT)))
+        {
+            log::warn!("control: {error}");
+            return;
+        }
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         loop {
@@ -202,6 +215,19 @@ impl Control {
             if request == Request::Watch {
                 self.watch(&mut writer);
                 return;
+            }
+            if let Request::Submit(submission) = &request {
+                if submission.content_length > self.max_message_size {
+                    // Its content follows and is not read: answer, and close the connection,
+                    // so that a client still writing gets an error instead of waiting.
+                    let message = format!(
+                        "the message is {} bytes; this spooler takes at most {} bytes \
+                         (limits.max_message_size)",
+                        submission.content_length, self.max_message_size
+                    );
+                    send(&mut writer, &Response::Error { message });
+                    return;
+                }
             }
             let response = self.answer(request, &mut reader);
             if !send(&mut writer, &response) {
@@ -311,12 +337,6 @@ impl Control {
         submission: &crate::protocol::Submission,
         reader: &mut impl Read,
     ) -> Result<Response, String> {
-        if submission.content_length > MAX_MESSAGE_SIZE {
-            return Err(format!(
-                "the message is {} bytes; the limit is {MAX_MESSAGE_SIZE}",
-                submission.content_length
-            ));
-        }
         let mut content = vec![0; submission.content_length];
         reader
             .read_exact(&mut content)

@@ -321,9 +321,28 @@ fn submit(place: &Place, args: &[String], json: bool) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    let profile = match place.profile() {
+        Ok(profile) => profile,
+        Err(error) => {
+            eprintln!("spooler-host submit: {error}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    // Read no more than the spooler takes: a message over the limit stops here, at once.
+    let limit = profile.max_message_size;
     let mut input = Vec::new();
-    if let Err(error) = std::io::stdin().read_to_end(&mut input) {
+    let read = std::io::stdin()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut input);
+    if let Err(error) = read {
         eprintln!("spooler-host submit: cannot read the message: {error}");
+        return ExitCode::from(exit::DATA_ERROR);
+    }
+    if input.len() > limit {
+        eprintln!(
+            "spooler-host submit: the message is larger than this spooler takes: at most {limit} \
+             bytes (limits.max_message_size); nothing was sent"
+        );
         return ExitCode::from(exit::DATA_ERROR);
     }
     let content = sendmail::message_from_input(input, args.ignore_dots);
@@ -338,13 +357,7 @@ fn submit(place: &Place, args: &[String], json: bool) -> ExitCode {
                 return ExitCode::from(exit::USAGE);
             }
         };
-    let socket = match place.profile() {
-        Ok(profile) => profile.socket_path(),
-        Err(error) => {
-            eprintln!("spooler-host submit: {error}");
-            return ExitCode::from(exit::USAGE);
-        }
-    };
+    let socket = profile.socket_path();
     match client::request(&socket, &Request::Submit(submission), Some(&content)) {
         Ok(Response::Submitted { id }) => {
             if json {

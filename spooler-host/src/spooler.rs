@@ -93,7 +93,15 @@ impl Spooler {
             inbound: inbound.clone(),
             watchers: watchers.clone(),
         });
-        let control = Control::new(store, registry, status.clone(), engine, inbound, watchers);
+        let control = Control::new(
+            store,
+            registry,
+            status.clone(),
+            engine,
+            inbound,
+            watchers,
+            profile.max_message_size,
+        );
         control::serve(listener, control.clone(), profile.socket_path());
         log::info!(
             "spooler running; control socket {}",
