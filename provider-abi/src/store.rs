@@ -364,8 +364,7 @@ pub trait Store: Send + 'static {
     /// Renews this host's leases and tells it what other hosts changed; see [`CheckIn`]. The
     /// host calls it by [`CheckIn::next`], and when the store sends
     /// [`Notice::StoreChanged`](crate::Notice::StoreChanged).
-    fn check_in(&mut self, now: Timestamp) -> Result<CheckIn, ProviderError> {
-        let _ = now;
+    fn check_in(&mut self, _now: Timestamp) -> Result<CheckIn, ProviderError> {
         Ok(CheckIn::default())
     }
 
@@ -558,8 +557,7 @@ pub trait StoreFfi: Send {
 
     /// See [`Store::check_in`]. Since 1.2; a store built against an older version keeps its
     /// locks until unlocked, and has nothing to tell.
-    fn check_in(&mut self, now: Timestamp) -> RResult<CheckIn, ProviderError> {
-        let _ = now;
+    fn check_in(&mut self, _now: Timestamp) -> RResult<CheckIn, ProviderError> {
         RResult::ROk(CheckIn::default())
     }
 

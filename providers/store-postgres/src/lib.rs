@@ -804,8 +804,6 @@ mod shared_tests;
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
@@ -832,11 +830,5 @@ mod tests {
         .expect("accepted");
         assert_eq!(config.connection.get_password(), Some(&b"s3cret"[..]));
         assert!(!config.describe.contains("s3cret"));
-    }
-
-    #[test]
-    fn lease_renewal_happens_three_times_per_lease() {
-        let config = Config::parse("pg", "server = \"db\"\nuser = \"u\"\nlease = 30").unwrap();
-        assert_eq!(config.lease / 3, Duration::from_secs(10));
     }
 }
