@@ -13,6 +13,8 @@ use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+#[path = "support/crash.rs"]
+pub mod crash;
 #[path = "support/postgres.rs"]
 pub mod postgres;
 pub use postgres::Postgres;

@@ -24,6 +24,17 @@
 //!
 //! A store for one host (like the embedded one) keeps its locks until unlocked or reopened,
 //! and the defaults of these methods suffice.
+//!
+//! # Submissions that happen once
+//!
+//! A client that lost the answer to a submission (the host died after the commit) submits
+//! again. The host marks each submission with a [`SubmissionKey`] (from the message's
+//! Message-ID, sender and recipients); a store that honours it keeps the key with the new
+//! message's id until the key's `remember_until`, and a submission with a key it remembers
+//! gets the first message's id in [`CommitReceipt::submitted`] and stores nothing (its
+//! envelope is then not in [`CommitReceipt::stored`]). The check and the write are one
+//! transaction, and the key outlives the message: a retry after delivery is still
+//! recognised. A store that ignores the key stores every submission.
 
 use abi_stable::{
     sabi_trait,
@@ -33,7 +44,7 @@ use abi_stable::{
 
 use crate::error::ProviderError;
 use crate::guard::{guarded, strings, Guarded};
-use crate::message::{DeliveryState, Envelope, MessageId, StoredMessage, Timestamp};
+use crate::message::{DeliveryState, Envelope, MessageId, Property, StoredMessage, Timestamp};
 
 /// The folder submitted messages wait in until every recipient is final.
 pub const OUTBOX: &str = "Outbox";
@@ -41,6 +52,42 @@ pub const OUTBOX: &str = "Outbox";
 pub const SENT_ITEMS: &str = "Sent Items";
 /// The folder inbound mail and reports arrive in.
 pub const INBOX: &str = "Inbox";
+
+/// What makes two submissions the same message, carried as an envelope property (see
+/// "Submissions that happen once" above).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmissionKey {
+    /// A digest of the message's identity.
+    pub key: String,
+    /// Until when the store remembers it.
+    pub remember_until: Timestamp,
+}
+
+impl SubmissionKey {
+    /// The envelope property's name; its value is `<remember_until in ms> <key>`.
+    pub const PROPERTY: &'static str = "spooler.submission-key";
+
+    /// The key a submitted envelope carries, if any.
+    pub fn of(envelope: &Envelope) -> Option<SubmissionKey> {
+        let property = envelope
+            .properties
+            .iter()
+            .find(|p| p.name.as_str() == Self::PROPERTY)?;
+        let (until, key) = property.value.split_once(' ')?;
+        Some(SubmissionKey {
+            key: key.to_owned(),
+            remember_until: Timestamp(until.parse().ok()?),
+        })
+    }
+
+    /// The property that carries it.
+    pub fn property(&self) -> Property {
+        Property {
+            name: Self::PROPERTY.into(),
+            value: format!("{} {}", self.remember_until.0, self.key).into(),
+        }
+    }
+}
 
 /// A message being submitted: the store assigns its id and submission time.
 #[repr(C)]
@@ -655,5 +702,23 @@ impl<T: Store> StoreFfi for Guarded<T> {
 
     fn hosts(&mut self) -> RResult<RVec<HostInfo>, ProviderError> {
         guarded("hosts", || self.0.hosts().map(RVec::from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Address;
+
+    #[test]
+    fn a_submission_key_travels_as_a_property() {
+        let key = SubmissionKey {
+            key: "f00d".into(),
+            remember_until: Timestamp(1_700_000_000_000),
+        };
+        let mut envelope = Envelope::new(Address::parse("a@example.com").unwrap(), Vec::new());
+        assert_eq!(SubmissionKey::of(&envelope), None);
+        envelope.properties.push(key.property());
+        assert_eq!(SubmissionKey::of(&envelope), Some(key));
     }
 }

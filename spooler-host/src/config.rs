@@ -23,6 +23,14 @@
 //! max_delay = "1h"
 //! max_lifetime = "5d"
 //! delay_warning = "4h"                 # optional: warn the sender once
+//!
+//! [limits]
+//! max_in_flight = 256
+//! max_message_size = "50M"
+//!
+//! [submission]
+//! duplicate_window = "24h"             # a resubmission within it is recognised; "0s": off
+//! client_retry = "60s"                 # how long `submit` retries a lost connection
 //! ```
 
 use std::fmt;
@@ -68,6 +76,11 @@ pub struct Profile {
     pub max_in_flight: usize,
     /// The largest message a client may submit, in bytes.
     pub max_message_size: usize,
+    /// How long a submission is remembered, so that the same message submitted again (a
+    /// client retrying after a lost answer) returns the first one's id; zero: not at all.
+    pub duplicate_window: Duration,
+    /// How long `submit` keeps trying after a lost connection or a temporary refusal.
+    pub client_retry: Duration,
 }
 
 /// A profile that could not be read, naming the file and what is wrong.
@@ -101,6 +114,29 @@ struct RawProfile {
     retry: RawRetry,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    submission: RawSubmission,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSubmission {
+    #[serde(deserialize_with = "duration")]
+    duplicate_window: Duration,
+    #[serde(deserialize_with = "duration")]
+    client_retry: Duration,
+}
+
+/// The default duplicate window: a day, longer than any client keeps retrying.
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for RawSubmission {
+    fn default() -> Self {
+        RawSubmission {
+            duplicate_window: DEFAULT_DUPLICATE_WINDOW,
+            client_retry: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -320,6 +356,8 @@ impl Profile {
             retry,
             max_in_flight: raw.limits.max_in_flight,
             max_message_size: raw.limits.max_message_size,
+            duplicate_window: raw.submission.duplicate_window,
+            client_retry: raw.submission.client_retry,
         })
     }
 

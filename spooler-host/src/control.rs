@@ -13,11 +13,11 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::RwLock;
 use provider_abi::store::OUTBOX;
-use provider_abi::{MessageId, ProviderKind};
+use provider_abi::{MessageId, ProviderKind, Timestamp};
 
 use crate::engine::{Command, Reply};
 use crate::inbound::InboundCommand;
-use crate::protocol::{FolderView, HostView, MessageView, Request, Response, StatusView};
+use crate::protocol::{Failure, FolderView, HostView, MessageView, Request, Response, StatusView};
 use crate::registry::Registry;
 use crate::status::StatusTable;
 use crate::store_thread::{Commit, StoreClient};
@@ -44,8 +44,8 @@ pub struct Control {
     watchers: Watchers,
     /// Set when the host is stopping: submissions are refused (temporarily).
     pub shutting_down: Arc<AtomicBool>,
-    /// The largest message a client may submit (`limits.max_message_size`).
-    max_message_size: usize,
+    /// What submissions are held to.
+    rules: submission::Rules,
 }
 
 /// Binds the control socket at `path`, refusing if a host already answers there.
@@ -140,10 +140,10 @@ impl Control {
         engine: Sender<Command>,
         inbound: Sender<InboundCommand>,
         watchers: Watchers,
-        max_message_size: usize,
+        rules: submission::Rules,
     ) -> Control {
         Control {
-            max_message_size,
+            rules,
             store,
             registry: Arc::new(RwLock::new(registry)),
             status,
@@ -178,9 +178,10 @@ impl Control {
             Some(uid) if uid == owner || uid == 0 => {}
             peer => {
                 log::warn!("control: refused a client of uid {peer:?}; only uid {owner} may use this spooler");
-                let refusal = Response::Error {
-                    message: format!("permission denied: this spooler belongs to uid {owner}"),
-                };
+                let refusal = Response::error(
+                    Failure::Refused,
+                    format!("permission denied: this spooler belongs to uid {owner}"),
+                );
                 send(&mut writer, &refusal);
                 return;
             }
@@ -208,7 +209,7 @@ impl Control {
                 Ok(request) => request,
                 Err(error) => {
                     let message = format!("not a request this host understands: {error}");
-                    send(&mut writer, &Response::Error { message });
+                    send(&mut writer, &Response::error(Failure::Refused, message));
                     continue;
                 }
             };
@@ -217,15 +218,15 @@ impl Control {
                 return;
             }
             if let Request::Submit(submission) = &request {
-                if submission.content_length > self.max_message_size {
+                if submission.content_length > self.rules.max_message_size {
                     // Its content follows and is not read: answer, and close the connection,
                     // so that a client still writing gets an error instead of waiting.
                     let message = format!(
                         "the message is {} bytes; this spooler takes at most {} bytes \
                          (limits.max_message_size)",
-                        submission.content_length, self.max_message_size
+                        submission.content_length, self.rules.max_message_size
                     );
-                    send(&mut writer, &Response::Error { message });
+                    send(&mut writer, &Response::error(Failure::BadMessage, message));
                     return;
                 }
             }
@@ -251,7 +252,7 @@ impl Control {
 
     fn answer(&self, request: Request, reader: &mut impl Read) -> Response {
         let result = match request {
-            Request::Submit(submission) => self.submit(&submission, reader),
+            Request::Submit(submission) => return self.submit(&submission, reader),
             Request::Show { id, content } => self.show(&id, content),
             Request::List {
                 folder,
@@ -273,7 +274,7 @@ impl Control {
             Request::Delete { id } => self.ask_engine(&id, Command::Delete),
             Request::Watch => unreachable!("answered by `watch`"),
         };
-        result.unwrap_or_else(|message| Response::Error { message })
+        result.unwrap_or_else(|message| Response::error(Failure::Refused, message))
     }
 
     fn flush(&self, transport: Option<String>) -> Result<Response, String> {
@@ -332,40 +333,53 @@ impl Control {
         })
     }
 
-    fn submit(
-        &self,
-        submission: &crate::protocol::Submission,
-        reader: &mut impl Read,
-    ) -> Result<Response, String> {
+    /// Reads the content, checks the submission and commits it; each refusal says what kind
+    /// it is, so that `submit` exits with the code its caller expects.
+    fn submit(&self, submission: &crate::protocol::Submission, reader: &mut impl Read) -> Response {
         let mut content = vec![0; submission.content_length];
-        reader
-            .read_exact(&mut content)
-            .map_err(|e| format!("the message content ended early: {e}"))?;
+        if let Err(error) = reader.read_exact(&mut content) {
+            let message = format!("the message content ended early: {error}");
+            return Response::error(Failure::BadMessage, message);
+        }
         if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(
-                "the store is not taking messages: the spooler is shutting down; try again".into(),
+            return Response::error(
+                Failure::Temporary,
+                "the store is not taking messages: the spooler is shutting down; try again",
             );
         }
-        let (mut envelope, content) = submission::envelope_and_content(submission, content)?;
+        let prepared =
+            submission::envelope_and_content(submission, content, &self.rules, Timestamp::now());
+        let (mut envelope, content) = match prepared {
+            Ok(prepared) => prepared,
+            Err(refusal) => return Response::error(refusal.failure, refusal.message),
+        };
         envelope.preprocessed = self
             .registry()
             .preprocessors_for(&envelope.recipients)
             .is_empty();
-        let receipt = self
-            .store
-            .commit(Commit {
-                submit: vec![(envelope, content)],
-                ..Commit::default()
-            })
-            .map_err(|e| format!("the store could not take the message: {e}"))?;
-        let id = receipt
-            .submitted
-            .first()
-            .copied()
-            .ok_or("the store assigned no id")?;
-        self.engine.send(Command::Wake).ok();
-        log::info!("{id}: submitted by a client");
-        Ok(Response::Submitted { id: id.to_string() })
+        let committed = self.store.commit(Commit {
+            submit: vec![(envelope, content)],
+            ..Commit::default()
+        });
+        let receipt = match committed {
+            Ok(receipt) => receipt,
+            Err(error) => {
+                let message = format!("the store could not take the message: {error}; try again");
+                return Response::error(Failure::Temporary, message);
+            }
+        };
+        let Some(&id) = receipt.submitted.first() else {
+            return Response::error(Failure::Temporary, "the store assigned no id");
+        };
+        if receipt.stored.iter().any(|stored| stored.id == id) {
+            self.engine.send(Command::Wake).ok();
+            log::info!("{id}: submitted by a client");
+        } else {
+            log::info!(
+                "{id}: submitted again (same Message-ID, sender and recipients); stored once"
+            );
+        }
+        Response::Submitted { id: id.to_string() }
     }
 
     fn show(&self, id: &str, content: bool) -> Result<Response, String> {

@@ -5,7 +5,8 @@
 //! profile; `spooler` starts everything; `store_thread` owns the store (group commit);
 //! `worker` runs each other provider on its own thread; `registry` is the routing table;
 //! `engine` is the queue manager; `policy` says when to retry; `reports` writes RFC 3464
-//! reports; `control` and `protocol` serve clients, `client` is their side.
+//! reports; `control` and `protocol` serve clients, `client` is their side; `submission` and
+//! `mailbox` check what clients submit.
 
 pub mod client;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod engine;
 pub mod host_services;
 pub mod inbound;
 pub mod loader;
+pub mod mailbox;
 pub mod paths;
 pub mod policy;
 pub mod protocol;

@@ -13,7 +13,7 @@ use spooler_host::client::{self, ClientError};
 use spooler_host::config::Profile;
 use spooler_host::loader::{self, FileOutcome, ProviderFolder};
 use spooler_host::paths;
-use spooler_host::protocol::{MessageView, Request, Response};
+use spooler_host::protocol::{Failure, MessageView, Request, Response};
 use spooler_host::sendmail::{self, exit};
 use spooler_host::spooler::Spooler;
 
@@ -294,8 +294,8 @@ fn watch(place: &Place, json: bool) -> ExitCode {
 fn client_failure(error: ClientError) -> ExitCode {
     eprintln!("spooler-host: {error}");
     match error {
-        ClientError::NotRunning(_) => ExitCode::from(exit::UNAVAILABLE),
-        ClientError::Refused(_) => ExitCode::FAILURE,
+        ClientError::NotRunning(_) | ClientError::Lost(_) => ExitCode::from(exit::UNAVAILABLE),
+        ClientError::Refused(..) => ExitCode::FAILURE,
     }
 }
 
@@ -345,7 +345,10 @@ fn submit(place: &Place, args: &[String], json: bool) -> ExitCode {
         );
         return ExitCode::from(exit::DATA_ERROR);
     }
-    let content = sendmail::message_from_input(input, args.ignore_dots);
+    let content = sendmail::with_message_id(
+        sendmail::message_from_input(input, args.ignore_dots),
+        &spooler_host::spooler::hostname(),
+    );
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "root".into());
@@ -358,7 +361,8 @@ fn submit(place: &Place, args: &[String], json: bool) -> ExitCode {
             }
         };
     let socket = profile.socket_path();
-    match client::request(&socket, &Request::Submit(submission), Some(&content)) {
+    let request = Request::Submit(submission);
+    match client::submit(&socket, &request, &content, profile.client_retry) {
         Ok(Response::Submitted { id }) => {
             if json {
                 println!("{}", serde_json::json!({ "id": id }));
@@ -371,20 +375,16 @@ fn submit(place: &Place, args: &[String], json: bool) -> ExitCode {
             eprintln!("spooler-host submit: unexpected answer {other:?}");
             ExitCode::from(exit::TEMPORARY)
         }
-        Err(ClientError::NotRunning(why)) => {
-            eprintln!("spooler-host submit: {why}");
-            ExitCode::from(exit::UNAVAILABLE)
-        }
-        Err(ClientError::Refused(why)) => {
-            eprintln!("spooler-host submit: {why}");
-            let code = if why.contains("recipient") || why.contains("sender") {
-                exit::NO_USER
-            } else if why.contains("store") {
-                exit::TEMPORARY
-            } else {
-                exit::DATA_ERROR
-            };
-            ExitCode::from(code)
+        Err(error) => {
+            eprintln!("spooler-host submit: {error}");
+            ExitCode::from(match error {
+                ClientError::NotRunning(_) => exit::UNAVAILABLE,
+                ClientError::Lost(_) | ClientError::Refused(Failure::Temporary, _) => {
+                    exit::TEMPORARY
+                }
+                ClientError::Refused(Failure::BadAddress, _) => exit::NO_USER,
+                ClientError::Refused(Failure::BadMessage | Failure::Refused, _) => exit::DATA_ERROR,
+            })
         }
     }
 }
@@ -552,7 +552,7 @@ fn as_table(response: &Response) -> String {
             "{} in {}: {} from {}: {}\n",
             event.event, event.folder, event.id, event.sender, event.subject
         ),
-        Response::Error { message } => format!("error: {message}\n"),
+        Response::Error { message, .. } => format!("error: {message}\n"),
     }
 }
 

@@ -211,7 +211,37 @@ pub enum Response {
     Error {
         /// Why.
         message: String,
+        /// What kind of failure: what the client tells its caller.
+        #[serde(default)]
+        failure: Failure,
     },
+}
+
+impl Response {
+    /// An error answer.
+    pub fn error(failure: Failure, message: impl Into<String>) -> Response {
+        Response::Error {
+            message: message.into(),
+            failure,
+        }
+    }
+}
+
+/// What kind of failure an error answer reports, so that a client gives its caller the exit
+/// code it expects (sendmail's, for `submit`) and knows whether trying again can help.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// Refused as asked (a wrong id, an unknown transport).
+    #[default]
+    Refused,
+    /// The message is malformed, empty or too large.
+    BadMessage,
+    /// The sender or a recipient is not a valid address.
+    BadAddress,
+    /// Not now (the store is unavailable, the disk is full, the host is stopping): the same
+    /// request can succeed later.
+    Temporary,
 }
 
 /// A message as clients see it.

@@ -8,7 +8,7 @@
 //! `--expire-after DURATION`, `--delete-after`. Other sendmail options (`-oX`, `-F`, `-B`,
 //! `-bm`, `-R`, `-V`, `-X`) are accepted and ignored, as Postfix's sendmail does.
 
-use provider_abi::headers::header_fields;
+use provider_abi::headers::{header, header_fields};
 use provider_abi::Timestamp;
 
 use crate::config::parse_duration;
@@ -159,6 +159,49 @@ pub fn message_from_input(input: Vec<u8>, ignore_dots: bool) -> Vec<u8> {
     input
 }
 
+/// The message with a Message-ID header field added at the top if it has none: the
+/// Message-ID is what makes a retried submission recognisable (with the sender and the
+/// recipients). The field ends its line as the message's first line does; a message that
+/// starts with no header field at all gets the field and the empty line that ends headers.
+pub fn with_message_id(content: Vec<u8>, host: &str) -> Vec<u8> {
+    if header(&content, "Message-ID").is_some() {
+        return content;
+    }
+    let first_line = content
+        .split_inclusive(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let newline: &[u8] = if first_line.ends_with(b"\r\n") || !first_line.ends_with(b"\n") {
+        b"\r\n"
+    } else {
+        b"\n"
+    };
+    let starts_with_headers = header_fields(first_line).len() == 1;
+    let mut out = Vec::with_capacity(content.len() + 100);
+    out.extend_from_slice(format!("Message-ID: <{}@{host}>", unique_part()).as_bytes());
+    out.extend_from_slice(newline);
+    if !starts_with_headers {
+        out.extend_from_slice(newline);
+    }
+    out.extend_from_slice(&content);
+    out
+}
+
+/// A part unique to this call: the time in nanoseconds, the process id and a counter.
+fn unique_part() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!(
+        "{nanos:x}.{:x}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// Builds the submission; `-t` adds the To, Cc and Bcc header recipients.
 pub fn submission(
     args: &SubmitArgs,
@@ -264,6 +307,26 @@ mod tests {
             addresses_in("Ann <ann@x>, bob@y, \"Doe, J\" <j@z>"),
             ["ann@x", "bob@y", "j@z"]
         );
+    }
+
+    #[test]
+    fn a_message_id_is_added_only_where_there_is_none() {
+        let with = b"Message-ID: <a@b>\nSubject: x\n\nbody\n".to_vec();
+        assert_eq!(with_message_id(with.clone(), "h"), with);
+        let lf = String::from_utf8(with_message_id(b"Subject: x\n\nbody\n".to_vec(), "h")).unwrap();
+        assert!(
+            lf.starts_with("Message-ID: <") && lf.ends_with("@h>\nSubject: x\n\nbody\n"),
+            "{lf}"
+        );
+        let crlf = String::from_utf8(with_message_id(b"Subject: x\r\n\r\nbody\r\n".to_vec(), "h"))
+            .unwrap();
+        assert!(
+            crlf.ends_with("@h>\r\nSubject: x\r\n\r\nbody\r\n"),
+            "{crlf}"
+        );
+        let body_only = String::from_utf8(with_message_id(b"just text\n".to_vec(), "h")).unwrap();
+        assert!(body_only.ends_with("@h>\n\njust text\n"), "{body_only}");
+        assert_ne!(unique_part(), unique_part());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::loader::{self, FileOutcome, ProviderFolder};
 use crate::registry::{Instance, Registry};
 use crate::status::StatusTable;
 use crate::store_thread::StoreClient;
+use crate::submission;
 use crate::watchers::Watchers;
 use crate::worker::{Opener, Worker};
 
@@ -100,7 +101,10 @@ impl Spooler {
             engine,
             inbound,
             watchers,
-            profile.max_message_size,
+            submission::Rules {
+                max_message_size: profile.max_message_size,
+                duplicate_window: profile.duplicate_window,
+            },
         );
         control::serve(listener, control.clone(), profile.socket_path());
         log::info!(

@@ -1,28 +1,80 @@
-//! Turning a client's submission into an envelope and content for the Outbox.
+//! Turning a client's submission into an envelope and content for the Outbox: the checks
+//! that refuse it at once, and the key that makes a retried submission happen once.
 
+use std::time::Duration;
+
+use provider_abi::headers::header;
+use provider_abi::store::SubmissionKey;
 use provider_abi::{Address, Envelope, Recipient, ReportRequest, Timestamp};
+use sha2::{Digest, Sha256};
 
-use crate::protocol::Submission;
+use crate::mailbox;
+use crate::protocol::{Failure, Submission};
+
+/// What every submission is held to, from the profile.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// The largest message, in bytes (`limits.max_message_size`).
+    pub max_message_size: usize,
+    /// How long a submission's key is remembered (`submission.duplicate_window`).
+    pub duplicate_window: Duration,
+}
+
+/// Why a submission was refused, and what kind of refusal it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What the client tells its caller.
+    pub failure: Failure,
+    /// Why, naming the address or limit.
+    pub message: String,
+}
+
+impl Refusal {
+    fn address(message: String) -> Refusal {
+        Refusal {
+            failure: Failure::BadAddress,
+            message,
+        }
+    }
+}
+
+/// Reads `input` as an address and checks its syntax for its type.
+fn checked_address(input: &str, role: &str) -> Result<Address, Refusal> {
+    let address = Address::parse(input).map_err(|e| Refusal::address(format!("{role}: {e}")))?;
+    match mailbox::syntax_error(&address) {
+        Some(why) => Err(Refusal::address(format!("{role}: {why}"))),
+        None => Ok(address),
+    }
+}
 
 /// Checks a submission and builds its envelope and content. Bcc header fields are removed
 /// from the content (as `sendmail -t` does): Bcc recipients live in the envelope only.
+///
+/// With a duplicate window, the envelope carries the submission's [`SubmissionKey`]: the
+/// same message (Message-ID, sender and recipients) submitted again within the window gets
+/// the first one's id from the store. A message without a Message-ID has no key.
 pub fn envelope_and_content(
     submission: &Submission,
     content: Vec<u8>,
-) -> Result<(Envelope, Vec<u8>), String> {
-    let sender = Address::parse(&submission.sender).map_err(|e| format!("sender: {e}"))?;
+    rules: &Rules,
+    now: Timestamp,
+) -> Result<(Envelope, Vec<u8>), Refusal> {
+    let sender = checked_address(&submission.sender, "sender")?;
     if submission.recipients.is_empty() {
-        return Err("the message has no recipients".into());
+        return Err(Refusal::address("the message has no recipients".into()));
     }
     let mut recipients: Vec<Recipient> = Vec::with_capacity(submission.recipients.len());
     for recipient in &submission.recipients {
-        let address = Address::parse(&recipient.address).map_err(|e| format!("recipient: {e}"))?;
+        let address = checked_address(&recipient.address, "recipient")?;
         if !recipients.iter().any(|r| r.address == address) {
             recipients.push(Recipient::new(address, recipient.kind.into()));
         }
     }
     if content.is_empty() {
-        return Err("the message is empty".into());
+        return Err(Refusal {
+            failure: Failure::BadMessage,
+            message: "the message is empty".into(),
+        });
     }
     let mut envelope = Envelope::new(sender, recipients);
     envelope.reports = ReportRequest {
@@ -33,7 +85,45 @@ pub fn envelope_and_content(
     envelope.deferred_until = submission.deferred_until.map(Timestamp).into();
     envelope.expires_at = submission.expires_at.map(Timestamp).into();
     envelope.delete_after_submission = submission.delete_after_submission;
+    if !rules.duplicate_window.is_zero() {
+        if let Some(key) = submission_key(&envelope, &content, now.plus(rules.duplicate_window)) {
+            envelope.properties.push(key.property());
+        }
+    }
     Ok((envelope, without_bcc_header(content)))
+}
+
+/// The key of a submission: a SHA-256 digest of its Message-ID, its sender and its
+/// recipients (in any order, each once).
+fn submission_key(
+    envelope: &Envelope,
+    content: &[u8],
+    remember_until: Timestamp,
+) -> Option<SubmissionKey> {
+    let message_id = header(content, "Message-ID")?;
+    let mut recipients: Vec<String> = envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.to_string())
+        .collect();
+    recipients.sort_unstable();
+    let mut digest = Sha256::new();
+    for part in [message_id.trim(), &envelope.sender.to_string()]
+        .into_iter()
+        .chain(recipients.iter().map(String::as_str))
+    {
+        digest.update(part.as_bytes());
+        digest.update([0]);
+    }
+    let key = digest
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    Some(SubmissionKey {
+        key,
+        remember_until,
+    })
 }
 
 /// The content without `Bcc` header fields (folded continuation lines included).
@@ -79,6 +169,81 @@ fn find_header_end(content: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{KindName, PriorityName, SubmittedRecipient};
+
+    fn submission(sender: &str, recipients: &[&str]) -> Submission {
+        Submission {
+            sender: sender.into(),
+            recipients: recipients
+                .iter()
+                .map(|address| SubmittedRecipient {
+                    address: (*address).into(),
+                    kind: KindName::To,
+                })
+                .collect(),
+            delivery_report: false,
+            no_non_delivery_report: false,
+            priority: PriorityName::Normal,
+            deferred_until: None,
+            expires_at: None,
+            delete_after_submission: false,
+            content_length: 0,
+        }
+    }
+
+    const RULES: Rules = Rules {
+        max_message_size: 1000,
+        duplicate_window: Duration::from_secs(3600),
+    };
+
+    fn key(submission: &Submission, content: &[u8]) -> Option<SubmissionKey> {
+        let (envelope, _) =
+            envelope_and_content(submission, content.to_vec(), &RULES, Timestamp(0)).unwrap();
+        SubmissionKey::of(&envelope)
+    }
+
+    #[test]
+    fn the_same_message_has_the_same_key_and_any_difference_another() {
+        let message = b"Message-ID: <1@x>\r\n\r\nhi\r\n";
+        let first = key(&submission("a@x.org", &["b@x.org", "c@x.org"]), message).unwrap();
+        assert_eq!(first.remember_until, Timestamp(3_600_000));
+        let reordered = key(&submission("a@x.org", &["c@x.org", "b@x.org"]), message);
+        assert_eq!(reordered.as_ref(), Some(&first));
+        for other in [
+            key(&submission("a@x.org", &["b@x.org"]), message),
+            key(&submission("z@x.org", &["b@x.org", "c@x.org"]), message),
+            key(
+                &submission("a@x.org", &["b@x.org", "c@x.org"]),
+                b"Message-ID: <2@x>\r\n\r\nhi\r\n",
+            ),
+        ] {
+            assert_ne!(other.unwrap().key, first.key);
+        }
+        assert_eq!(
+            key(
+                &submission("a@x.org", &["b@x.org"]),
+                b"Subject: none\r\n\r\n"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_bad_recipient_is_refused_as_an_address_error_naming_it() {
+        let refusal = envelope_and_content(
+            &submission("a@x.org", &["SMTP:x@example.net> NOTIFY=NEVER"]),
+            b"hi".to_vec(),
+            &RULES,
+            Timestamp(0),
+        )
+        .unwrap_err();
+        assert_eq!(refusal.failure, Failure::BadAddress);
+        assert!(
+            refusal.message.contains("x@example.net> NOTIFY=NEVER"),
+            "{}",
+            refusal.message
+        );
+    }
 
     #[test]
     fn bcc_header_fields_are_removed_and_the_rest_kept() {

@@ -5,6 +5,8 @@
 //! once a message is preprocessed, the store delivers its pending recipients of those types
 //! itself, into the folder `Local/<address>`, in the same transaction that stores it.
 //!
+//! It honours submission keys: a retried submission gets the first one's id.
+//!
 //! ```toml
 //! path = "/var/lib/spooler/store.sqlite"
 //! delivers_itself = ["LOCAL"]
@@ -18,8 +20,8 @@ use std::path::PathBuf;
 
 use provider_abi::abi_stable::std_types::ROption;
 use provider_abi::store::{
-    self, CommitReceipt, FolderInfo, MessageSummary, QueueCounts, StoreBatch, TransportCount,
-    OUTBOX,
+    self, CommitReceipt, FolderInfo, MessageSummary, QueueCounts, StoreBatch, SubmissionKey,
+    TransportCount, OUTBOX,
 };
 use provider_abi::{
     export_library, DeliveryState, Envelope, Library, MessageId, OpenContext, ProviderError,
@@ -156,10 +158,20 @@ impl EmbeddedStore {
         let mut receipt = CommitReceipt::default();
         let now = Timestamp::now();
         for message in batch.submit.iter() {
+            let key = SubmissionKey::of(&message.envelope);
+            if let Some(key) = &key {
+                if let Some(first) = rows::submitted_with(transaction, key, now)? {
+                    receipt.submitted.push(first);
+                    continue;
+                }
+            }
             let mut envelope = message.envelope.clone();
             envelope.submitted_at = now;
             self.deliver_locally(transaction, &mut envelope, &message.content)?;
             envelope.id = rows::insert(transaction, OUTBOX, &envelope, &message.content)?;
+            if let Some(key) = &key {
+                rows::remember_submission(transaction, key, envelope.id, now)?;
+            }
             receipt.submitted.push(envelope.id);
             receipt.stored.push(envelope);
         }

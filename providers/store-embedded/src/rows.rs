@@ -4,6 +4,7 @@
 
 use provider_abi::abi_stable::std_types::{RString, RVec};
 use provider_abi::headers::header;
+use provider_abi::store::SubmissionKey;
 use provider_abi::{
     Address, DeliveryState, Envelope, MessageId, Priority, Property, Recipient, RecipientKind,
     RecipientStatus, ReportRequest, Timestamp,
@@ -54,6 +55,39 @@ pub fn insert(
     write_recipients(connection, id, &envelope.recipients, &[])?;
     write_properties(connection, id, &envelope.properties)?;
     Ok(id)
+}
+
+/// The message a remembered submission key made, if the key is still remembered at `now`.
+pub fn submitted_with(
+    connection: &Connection,
+    key: &SubmissionKey,
+    now: Timestamp,
+) -> rusqlite::Result<Option<MessageId>> {
+    connection
+        .prepare_cached(
+            "SELECT message_id FROM submissions WHERE key = ?1 AND remember_until >= ?2",
+        )?
+        .query_row(params![key.key, now.0], |row| row.get::<_, i64>(0))
+        .optional()
+        .map(|id| id.map(|id| MessageId(id as u64)))
+}
+
+/// Remembers that `key` made message `id`, and forgets the keys whose time is over.
+pub fn remember_submission(
+    connection: &Connection,
+    key: &SubmissionKey,
+    id: MessageId,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached("DELETE FROM submissions WHERE remember_until < ?1")?
+        .execute([now.0])?;
+    connection
+        .prepare_cached(
+            "INSERT OR REPLACE INTO submissions (key, message_id, remember_until) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![key.key, id.0 as i64, key.remember_until.0])?;
+    Ok(())
 }
 
 /// Replaces a message's content (nothing, if there is no such message).

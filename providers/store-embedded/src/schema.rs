@@ -10,12 +10,14 @@
 //!   next due message is one index step away.
 //! - `recipients_waiting` holds the pending recipients (they exist in the Outbox only) by
 //!   transport, for the status counts.
+//! - `submissions` remembers submission keys apart from the messages, so that a retried
+//!   submission is recognised even after its message was delivered and deleted.
 
 use rusqlite::config::DbConfig;
 use rusqlite::Connection;
 
 /// The schema version this code reads and writes (SQLite's `user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE messages (
@@ -75,6 +77,17 @@ CREATE INDEX messages_due ON messages (due, priority DESC, submitted_at, id)
 CREATE INDEX recipients_waiting ON recipients (transport, state) WHERE state = 0;
 ";
 
+/// Added in version 3: submission keys (`provider_abi::store::SubmissionKey`) and the
+/// message each one made, until `remember_until`.
+const SUBMISSIONS: &str = "
+CREATE TABLE submissions (
+    key TEXT PRIMARY KEY,
+    message_id INTEGER NOT NULL,
+    remember_until INTEGER NOT NULL
+);
+CREATE INDEX submissions_expiry ON submissions (remember_until);
+";
+
 /// Version 1 kept the content in `messages` and indexed the queue under a condition on the
 /// folder that SQLite's planner passed over, so every queue query read the whole Outbox.
 const FROM_VERSION_1: &str = "
@@ -116,8 +129,9 @@ pub fn prepare(connection: &mut Connection) -> Result<(), String> {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(|error| format!("cannot read the schema version: {error}"))?;
     let steps = match version {
-        0 => [SCHEMA, INDEXES].concat(),
-        1 => [FROM_VERSION_1, INDEXES].concat(),
+        0 => [SCHEMA, INDEXES, SUBMISSIONS].concat(),
+        1 => [FROM_VERSION_1, INDEXES, SUBMISSIONS].concat(),
+        2 => SUBMISSIONS.to_owned(),
         SCHEMA_VERSION => return Ok(()),
         other => {
             return Err(format!(

@@ -29,7 +29,7 @@ use std::collections::{HashMap, HashSet};
 use postgres::{Client, GenericClient, NoTls};
 use provider_abi::store::{
     self, CheckIn, CommitReceipt, FolderInfo, HostInfo, MessageSummary, QueueCounts, StoreBatch,
-    TransportCount, OUTBOX,
+    SubmissionKey, TransportCount, OUTBOX,
 };
 use provider_abi::{
     export_library, DeliveryState, Envelope, Library, MessageId, OpenContext, ProviderError, Store,
@@ -338,6 +338,13 @@ impl Store for PostgresStore {
             };
             let mut wake_others = false;
             for (index, message) in batch.submit.iter().enumerate() {
+                let key = SubmissionKey::of(&message.envelope);
+                if let Some(key) = &key {
+                    if let Some(first) = rows::claim_submission(db, key, now)? {
+                        receipt.submitted.push(first);
+                        continue;
+                    }
+                }
                 let mut envelope = message.envelope.clone();
                 envelope.submitted_at = now;
                 deliver_locally(
@@ -349,6 +356,9 @@ impl Store for PostgresStore {
                     &message.content,
                 )?;
                 envelope.id = rows::insert(db, OUTBOX, &envelope, &message.content)?;
+                if let Some(key) = &key {
+                    rows::record_submission(db, key, envelope.id)?;
+                }
                 receipt.submitted.push(envelope.id);
                 receipt.stored.push(envelope);
                 wake_others = true;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use postgres::{Error, GenericClient, Row};
 use provider_abi::abi_stable::std_types::{RString, RVec};
 use provider_abi::headers::header;
-use provider_abi::store::OUTBOX;
+use provider_abi::store::{SubmissionKey, OUTBOX};
 use provider_abi::{
     Address, DeliveryState, Envelope, MessageId, Priority, Property, Recipient, RecipientKind,
     RecipientStatus, ReportRequest, Timestamp,
@@ -67,6 +67,48 @@ pub fn insert<C: GenericClient>(
     write_recipients(db, &[(id, &envelope.recipients, &[])])?;
     write_properties(db, id, &envelope.properties)?;
     Ok(id)
+}
+
+/// Claims `key` for a submission about to be stored, and forgets the keys whose time is
+/// over. `Some(id)` if the key is remembered already: message `id` is that submission. A
+/// host committing the same key at the same moment waits on the key's row, then finds it.
+pub fn claim_submission<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    key: &SubmissionKey,
+    now: Timestamp,
+) -> Result<Option<MessageId>, Error> {
+    db.execute(
+        "DELETE FROM spooler_submissions WHERE remember_until < $1",
+        &[&now.0],
+    )?;
+    let claimed = db.query_opt(
+        "INSERT INTO spooler_submissions (key, message_id, remember_until) VALUES ($1, 0, $2)
+         ON CONFLICT (key) DO UPDATE SET message_id = 0, remember_until = EXCLUDED.remember_until
+             WHERE spooler_submissions.remember_until < $3
+         RETURNING key",
+        &[&key.key, &key.remember_until.0, &now.0],
+    )?;
+    if claimed.is_some() {
+        return Ok(None);
+    }
+    let first = db.query_one(
+        "SELECT message_id FROM spooler_submissions WHERE key = $1",
+        &[&key.key],
+    )?;
+    Ok(Some(MessageId(first.get::<_, i64>(0) as u64)))
+}
+
+/// Records which message a claimed key made.
+pub fn record_submission<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    key: &SubmissionKey,
+    id: MessageId,
+) -> Result<(), Error> {
+    db.execute(
+        "UPDATE spooler_submissions SET message_id = $2 WHERE key = $1",
+        &[&key.key, &(id.0 as i64)],
+    )?;
+    Ok(())
 }
 
 /// Replaces a message's content; false if there is no such message.

@@ -4,14 +4,16 @@
 //! index holding exactly the queue in the order it is worked, pending recipients indexed by
 //! transport) and adds what several hosts need: `spooler_sessions` (one row per host run),
 //! and each message's lease (`lease_session`, `lease_until`, in milliseconds of the database
-//! server's clock, so hosts' clocks never decide who holds a message).
+//! server's clock, so hosts' clocks never decide who holds a message). Version 2 added
+//! `spooler_submissions`: submission keys and the message each made, kept apart from the
+//! messages so a retried submission is recognised after its message is gone.
 
 use postgres::Client;
 
 use crate::db::explain;
 
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE spooler_sessions (
@@ -80,6 +82,16 @@ CREATE TABLE properties (
 );
 ";
 
+/// Added in version 2.
+const SUBMISSIONS: &str = "
+CREATE TABLE spooler_submissions (
+    key TEXT PRIMARY KEY,
+    message_id BIGINT NOT NULL,
+    remember_until BIGINT NOT NULL
+);
+CREATE INDEX spooler_submissions_expiry ON spooler_submissions (remember_until);
+";
+
 /// The database server's clock in milliseconds: leases are measured on it alone.
 const NOW_FUNCTION: &str = "
 CREATE OR REPLACE FUNCTION spooler_now_ms() RETURNS BIGINT LANGUAGE SQL VOLATILE AS
@@ -109,7 +121,7 @@ pub fn prepare(client: &mut Client) -> Result<(), String> {
     match version {
         None => {
             transaction
-                .batch_execute(SCHEMA)
+                .batch_execute(&[SCHEMA, SUBMISSIONS].concat())
                 .map_err(|e| format!("cannot create the tables: {}", explain(&e)))?;
             transaction
                 .execute(
@@ -118,6 +130,15 @@ pub fn prepare(client: &mut Client) -> Result<(), String> {
                 )
                 .map_err(|e| format!("cannot record the schema version: {}", explain(&e)))?;
             log::info!("created the spooler's tables (schema version {SCHEMA_VERSION})");
+        }
+        Some(1) => {
+            transaction
+                .batch_execute(SUBMISSIONS)
+                .map_err(|e| format!("cannot add the submissions table: {}", explain(&e)))?;
+            transaction
+                .execute("UPDATE spooler_schema SET version = $1", &[&SCHEMA_VERSION])
+                .map_err(|e| format!("cannot record the schema version: {}", explain(&e)))?;
+            log::info!("upgraded the spooler's tables from schema version 1 to {SCHEMA_VERSION}");
         }
         Some(SCHEMA_VERSION) => {}
         Some(newer) if newer > SCHEMA_VERSION => {

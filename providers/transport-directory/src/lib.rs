@@ -265,7 +265,12 @@ impl Transport for DirectoryTransport {
     }
 }
 
-/// Links `aside` in as `<stem>.eml`, or `<stem>.<n>.eml` with the first free `n`.
+/// Links `aside` in as `<stem>.eml`, or `<stem>.<n>.eml` with the first free `n`; or, if one
+/// of those already holds exactly what `aside` holds, returns that one. The stem is the queue
+/// id and the recipients: the same bytes under it mean this very delivery was made before
+/// the host could record it (it was killed in between), and making it again would deliver
+/// twice. A different message under the same stem (a store started afresh reuses ids) gets
+/// a new name.
 fn link_without_replacing(aside: &Path, folder: &Path, stem: &str) -> std::io::Result<PathBuf> {
     for repeat in 0.. {
         let name = match repeat {
@@ -275,7 +280,11 @@ fn link_without_replacing(aside: &Path, folder: &Path, stem: &str) -> std::io::R
         let target = folder.join(name);
         match fs::hard_link(aside, &target) {
             Ok(()) => return Ok(target),
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                if fs::read(&target)? == fs::read(aside)? {
+                    return Ok(target);
+                }
+            }
             Err(error) => return Err(error),
         }
     }
