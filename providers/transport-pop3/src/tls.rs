@@ -63,6 +63,10 @@ pub fn certificate_refusal(server: &str, error: &(dyn Error + 'static)) -> Optio
         | CertificateError::NotValidYetContext { .. } => format!(
             "the TLS certificate of {server} is not valid now ({problem}); the server needs a current certificate"
         ),
+        CertificateError::UnknownIssuer => format!(
+            "the TLS certificate of {server} is not trusted: no trusted CA issued it; if the \
+             server uses a private or self-signed CA, set `ca_file` to that CA's certificate (PEM)"
+        ),
         _ => format!(
             "the TLS certificate of {server} is not trusted ({problem}); if the server uses a \
              private or self-signed CA, set `ca_file` to that CA's certificate (PEM)"
@@ -118,6 +122,16 @@ mod tests {
     fn other_errors_are_not_certificate_refusals() {
         let error = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert!(certificate_refusal("x:110", &error).is_none());
+    }
+
+    #[test]
+    fn the_client_trusts_the_public_roots_or_the_ca_file() {
+        assert!(client_config(None).is_ok());
+        let missing = client_config(Some("/nonexistent/ca.pem")).unwrap_err();
+        assert!(
+            missing.contains("ca_file /nonexistent/ca.pem: cannot read it"),
+            "{missing}"
+        );
     }
 
     #[test]

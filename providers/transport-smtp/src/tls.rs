@@ -38,6 +38,10 @@ pub fn certificate_refusal(server: &str, error: &(dyn Error + 'static)) -> Optio
         | CertificateError::NotValidYetContext { .. } => format!(
             "the TLS certificate of {server} is not valid now ({problem}); the server needs a current certificate"
         ),
+        CertificateError::UnknownIssuer => format!(
+            "the TLS certificate of {server} is not trusted: no trusted CA issued it; if the \
+             server uses a private or self-signed CA, set `ca_file` to that CA's certificate (PEM)"
+        ),
         _ => format!(
             "the TLS certificate of {server} is not trusted ({problem}); if the server uses a \
              private or self-signed CA, set `ca_file` to that CA's certificate (PEM)"
