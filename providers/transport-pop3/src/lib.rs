@@ -25,8 +25,8 @@
 //! certificates in that PEM file (for a private or self-signed CA). A refused certificate
 //! ends the session before the password is sent, and the error says why and what to set.
 //!
-//! The password is `password`, or the first line of the file `password_file` (a trailing
-//! line end is dropped), so that it need not stand in the profile.
+//! The password is `password`, or what the file `password_file` holds (its trailing line
+//! end dropped), so that it need not stand in the profile.
 
 mod pop3;
 mod tls;
@@ -119,15 +119,20 @@ impl Pop3Transport {
             toml::from_str(context.config()).map_err(|e| bad(e.message().to_owned()))?;
         let password =
             read_password(config.password, config.password_file.as_deref()).map_err(bad)?;
-        let security = match config.tls {
-            TlsMode::None => Security::None,
-            TlsMode::Stls => {
-                Security::Stls(tls::client_config(config.ca_file.as_deref()).map_err(bad)?)
-            }
-            TlsMode::Implicit => {
-                Security::Implicit(tls::client_config(config.ca_file.as_deref()).map_err(bad)?)
-            }
-        };
+        let security =
+            match config.tls {
+                TlsMode::None if config.ca_file.is_some() => return Err(bad(
+                    "ca_file is for TLS, and tls = \"none\"; set tls = \"stls\" or \"implicit\""
+                        .into(),
+                )),
+                TlsMode::None => Security::None,
+                TlsMode::Stls => {
+                    Security::Stls(tls::client_config(config.ca_file.as_deref()).map_err(bad)?)
+                }
+                TlsMode::Implicit => {
+                    Security::Implicit(tls::client_config(config.ca_file.as_deref()).map_err(bad)?)
+                }
+            };
         Ok(Pop3Transport {
             port: config.port.unwrap_or(if config.tls == TlsMode::Implicit {
                 995

@@ -238,9 +238,16 @@ impl Session {
         self.command(&format!("DELE {number}")).map(|_| ())
     }
 
-    /// Ends the session; the server now deletes what was marked.
+    /// Ends the session; the server now deletes what was marked. A TLS session is then
+    /// closed properly (close_notify), so the server sees an orderly end.
     pub fn quit(mut self) -> Result<(), Pop3Error> {
-        self.command("QUIT").map(|_| ())
+        self.command("QUIT")?;
+        if let Stream::Tls(stream) = self.stream.get_mut() {
+            // The server has answered QUIT: a close_notify that cannot be sent changes nothing.
+            stream.conn.send_close_notify();
+            stream.flush().ok();
+        }
+        Ok(())
     }
 }
 

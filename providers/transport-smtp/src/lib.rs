@@ -29,8 +29,8 @@
 //! deferred, and its answer and the log say so and what to set.
 //! `accept_invalid_certificates = true` turns verification off (only for testing).
 //!
-//! The AUTH password is `password`, or the first line of the file `password_file`
-//! (a trailing line end is dropped), so that it need not stand in the profile.
+//! The AUTH password is `password`, or what the file `password_file` holds
+//! (its trailing line end dropped), so that it need not stand in the profile.
 
 mod data;
 mod tls;
@@ -151,6 +151,10 @@ impl SmtpTransport {
             }
         };
         let tls_parameters = match config.tls {
+            TlsMode::None if config.ca_file.is_some() => return Err(bad(
+                "ca_file is for TLS, and tls = \"none\"; set tls = \"starttls\" or \"implicit\""
+                    .into(),
+            )),
             TlsMode::None => None,
             _ => Some(
                 tls_parameters(
