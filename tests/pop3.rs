@@ -8,7 +8,7 @@ const SECOND: &str = "From: dan@example.org\r\nTo: test@example.com\r\nSubject: 
 
 fn pop3_config(port: u16) -> String {
     format!(
-        "[[transport]]\nprovider = \"pop3\"\nname = \"mailbox\"\nconfig = {{ host = \"127.0.0.1\", port = {port}, username = \"test\", password = \"secret\", poll_interval_secs = 1 }}\n"
+        "[[transport]]\nprovider = \"pop3\"\nname = \"mailbox\"\nconfig = {{ host = \"127.0.0.1\", port = {port}, tls = \"none\", username = \"test\", password = \"secret\", poll_interval_secs = 1 }}\n"
     )
 }
 

@@ -19,6 +19,10 @@ pub mod crash;
 pub mod postgres;
 pub use postgres::Postgres;
 
+#[path = "support/tls.rs"]
+pub mod tls;
+pub use tls::Certificates;
+
 /// The bundled provider libraries, by crate name.
 pub const BUNDLED: [&str; 7] = [
     "store-embedded",
@@ -833,12 +837,23 @@ pub struct Dovecot {
     child: std::process::Child,
     /// Its POP3 port.
     pub port: u16,
+    /// Its POP3S port (TLS from the first byte), when started with TLS.
+    pub tls_port: Option<u16>,
     maildir: PathBuf,
 }
 
 impl Dovecot {
     /// Starts Dovecot for user `test` (password `secret`) with an empty mailbox.
     pub fn start(site: &Site) -> Dovecot {
+        Dovecot::launch(site, None)
+    }
+
+    /// Starts it with TLS from `certificates`: STLS offered on `port`, POP3S on `tls_port`.
+    pub fn start_tls(site: &Site, certificates: &Certificates) -> Dovecot {
+        Dovecot::launch(site, Some(certificates))
+    }
+
+    fn launch(site: &Site, certificates: Option<&Certificates>) -> Dovecot {
         let root = site.path("dovecot");
         let maildir = root.join("home/test/Maildir");
         for folder in ["new", "cur", "tmp"] {
@@ -846,13 +861,27 @@ impl Dovecot {
         }
         fs::write(root.join("users"), "test:{PLAIN}secret\n").expect("writing the users file");
         let port = free_port();
+        let tls_port = certificates.map(|_| free_port());
+        let (ssl, pop3s) = match (certificates, tls_port) {
+            (Some(certificates), Some(tls_port)) => (
+                format!(
+                    "ssl = yes\nssl_cert = <{}\nssl_key = <{}",
+                    certificates.cert_file.display(),
+                    certificates.key_file.display()
+                ),
+                format!(
+                    "inet_listener pop3s {{\n    address = 127.0.0.1\n    port = {tls_port}\n    ssl = yes\n  }}"
+                ),
+            ),
+            _ => ("ssl = no".to_owned(), String::new()),
+        };
         let config = format!(
             r#"protocols = pop3
 listen = 127.0.0.1
 base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 passdb {{
@@ -870,6 +899,7 @@ service pop3-login {{
     address = 127.0.0.1
     port = {port}
   }}
+  {pop3s}
 }}
 service anvil {{
   chroot =
@@ -899,11 +929,15 @@ pop3_uidl_format = %08Xu%08Xv
             .spawn()
             .expect("dovecot starts");
         wait_until(PROMPTLY, "Dovecot listens", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            [Some(port), tls_port]
+                .into_iter()
+                .flatten()
+                .all(|port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
         });
         Dovecot {
             child,
             port,
+            tls_port,
             maildir,
         }
     }
@@ -921,6 +955,16 @@ pop3_uidl_format = %08Xu%08Xv
         assert!(chown.success());
         fs::rename(&hidden, self.maildir.join("new").join(name))
             .expect("moving the message into new");
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        let root = self
+            .maildir
+            .ancestors()
+            .nth(3)
+            .expect("the Maildir is <root>/home/test/Maildir");
+        fs::read_to_string(root.join("dovecot.log")).unwrap_or_default()
     }
 
     /// How many messages are still in the mailbox on the server.
@@ -949,17 +993,35 @@ pub struct Postfix {
     config: PathBuf,
     /// Its SMTP port.
     pub port: u16,
+    /// Its SMTPS port (TLS from the first byte), when started with TLS.
+    pub tls_port: Option<u16>,
 }
 
 impl Postfix {
     /// Starts it; `rejects` are `(address, "550 5.1.1 User unknown")` pairs.
     pub fn start(site: &Site, relay_port: u16, rejects: &[(&str, &str)]) -> Postfix {
+        Postfix::launch(site, relay_port, rejects, None)
+    }
+
+    /// Starts it with TLS from `certificates`: STARTTLS offered on `port`, and SMTPS
+    /// (`smtpd_tls_wrappermode`) on `tls_port`.
+    pub fn start_tls(site: &Site, relay_port: u16, certificates: &Certificates) -> Postfix {
+        Postfix::launch(site, relay_port, &[], Some(certificates))
+    }
+
+    fn launch(
+        site: &Site,
+        relay_port: u16,
+        rejects: &[(&str, &str)],
+        certificates: Option<&Certificates>,
+    ) -> Postfix {
         let root = site.path("postfix");
         let (config, queue, data) = (root.join("conf"), root.join("queue"), root.join("data"));
         for folder in [&config, &queue, &data] {
             fs::create_dir_all(folder).expect("creating Postfix's folders");
         }
         let port = free_port();
+        let tls_port = certificates.map(|_| free_port());
         let master = fs::read_to_string("/usr/share/postfix/master.cf.dist")
             .expect("Postfix's master.cf template");
         // Our own smtpd port, and no chroot (the queue is in a test folder).
@@ -983,21 +1045,43 @@ impl Postfix {
             })
             .map(|line| line + "\n")
             .collect();
+        let master = match tls_port {
+            Some(tls_port) => format!(
+                "{master}127.0.0.1:{tls_port} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=encrypt\n"
+            ),
+            None => master,
+        };
         fs::write(config.join("master.cf"), master).expect("writing master.cf");
         let rejects: Vec<String> = rejects
             .iter()
             .map(|(address, reply)| format!("{address} = {reply}"))
             .collect();
+        // An empty inline table is a configuration error that Postfix answers with 451.
+        let access = if rejects.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "check_recipient_access inline:{{ {{ {} }} }}, ",
+                rejects.join(" }, { ")
+            )
+        };
         let main = format!(
             "compatibility_level = 3.6\nqueue_directory = {queue}\ndata_directory = {data}\nmail_owner = postfix\nsetgid_group = postdrop\n\
              myhostname = relay.spooler-test\nmydestination =\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmynetworks = 127.0.0.0/8\n\
-             relayhost = [127.0.0.1]:{relay_port}\nsmtpd_recipient_restrictions = check_recipient_access inline:{{ {{ {} }} }}, permit_mynetworks, reject\n\
+             relayhost = [127.0.0.1]:{relay_port}\nsmtpd_recipient_restrictions = {access}permit_mynetworks, reject\n\
              maillog_file = {root}/maillog\nmaillog_file_prefixes = {root}\nalias_maps =\nalias_database =\n",
-            rejects.join(" }, { "),
             queue = queue.display(),
             data = data.display(),
             root = root.display(),
         );
+        let main = match certificates {
+            Some(certificates) => format!(
+                "{main}smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\nsmtpd_tls_security_level = may\nsmtpd_tls_loglevel = 1\n",
+                certificates.cert_file.display(),
+                certificates.key_file.display()
+            ),
+            None => main,
+        };
         fs::write(config.join("main.cf"), main).expect("writing main.cf");
         let postfix = |args: &[&str]| {
             Command::new("/usr/sbin/postfix")
@@ -1023,9 +1107,16 @@ impl Postfix {
             root.display()
         );
         wait_until(PROMPTLY, "Postfix listens", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            [Some(port), tls_port]
+                .into_iter()
+                .flatten()
+                .all(|port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
         });
-        Postfix { config, port }
+        Postfix {
+            config,
+            port,
+            tls_port,
+        }
     }
 
     /// Postfix's own `sendmail`, set to submit to this instance.
@@ -1033,6 +1124,11 @@ impl Postfix {
         let mut command = Command::new("/usr/sbin/sendmail");
         command.arg("-C").arg(&self.config);
         command
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.config.with_file_name("maillog")).unwrap_or_default()
     }
 
     /// How many deliveries its log records as sent.

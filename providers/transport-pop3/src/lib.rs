@@ -13,10 +13,23 @@
 //! ```toml
 //! [[transport]]
 //! provider = "pop3"
-//! config = { host = "mail.example.com", port = 110, username = "spooler", password = "…", poll_interval_secs = 60 }
+//! config = { host = "mail.example.com", tls = "implicit", username = "spooler", password_file = "/etc/spooler/pop3-password", poll_interval_secs = 60 }
 //! ```
+//!
+//! `tls` is `stls` (the default: plain text on port 110 upgraded with STLS before the
+//! login; a server that does not offer STLS is refused, never used in plain text),
+//! `implicit` (POP3S: TLS from the first byte, port 995) or `none` (plain text, port 110:
+//! only on loopback or a trusted network). TLS always verifies the server's certificate: it
+//! must chain to a trusted CA and be issued for `host`. The trusted CAs are the public ones
+//! (Mozilla's list, built in) or, with `ca_file = "/path/ca.pem"`, instead exactly the CA
+//! certificates in that PEM file (for a private or self-signed CA). A refused certificate
+//! ends the session before the password is sent, and the error says why and what to set.
+//!
+//! The password is `password`, or what the file `password_file` holds (its trailing line
+//! end dropped), so that it need not stand in the profile.
 
 mod pop3;
+mod tls;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,27 +40,46 @@ use provider_abi::{
 };
 use serde::Deserialize;
 
-use pop3::{Pop3Error, Session};
+use pop3::{Pop3Error, Security, Session};
 
 /// How many messages one fetch takes at most.
 const BATCH: usize = 100;
+
+/// How the session is protected.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum TlsMode {
+    /// Plain text (only on loopback or a trusted network).
+    None,
+    /// Plain text upgraded with STLS before the login.
+    Stls,
+    /// TLS from the first byte (POP3S, port 995).
+    Implicit,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
     host: String,
-    #[serde(default = "default_port")]
-    port: u16,
+    /// The port [default: 995 with implicit TLS, otherwise 110].
+    port: Option<u16>,
+    /// `stls` (default), `implicit` or `none`.
+    #[serde(default = "default_tls")]
+    tls: TlsMode,
+    /// A PEM file of the CA certificates to trust instead of the built-in public roots.
+    ca_file: Option<String>,
     username: String,
-    password: String,
+    password: Option<String>,
+    /// A file holding the password (its trailing line end dropped).
+    password_file: Option<String>,
     #[serde(default = "default_poll")]
     poll_interval_secs: u32,
     #[serde(default = "default_timeout")]
     timeout_secs: u64,
 }
 
-fn default_port() -> u16 {
-    110
+fn default_tls() -> TlsMode {
+    TlsMode::Stls
 }
 
 fn default_poll() -> u32 {
@@ -67,35 +99,66 @@ struct OpenFetch {
 
 /// The transport instance.
 pub struct Pop3Transport {
-    config: Config,
+    host: String,
+    port: u16,
+    security: Security,
+    username: String,
+    password: String,
+    poll_interval_secs: u32,
+    timeout: Duration,
     fetch: Option<OpenFetch>,
 }
 
 impl Pop3Transport {
     /// Opens the transport from its configuration (it connects at the first fetch).
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
-        let config: Config = toml::from_str(context.config()).map_err(|e| {
-            ProviderError::configuration(format!(
-                "pop3 transport `{}`: {}",
-                context.name(),
-                e.message()
-            ))
-        })?;
+        let bad = |why: String| {
+            ProviderError::configuration(format!("pop3 transport `{}`: {why}", context.name()))
+        };
+        let config: Config =
+            toml::from_str(context.config()).map_err(|e| bad(e.message().to_owned()))?;
+        let password =
+            read_password(config.password, config.password_file.as_deref()).map_err(bad)?;
+        let security =
+            match config.tls {
+                TlsMode::None if config.ca_file.is_some() => return Err(bad(
+                    "ca_file is for TLS, and tls = \"none\"; set tls = \"stls\" or \"implicit\""
+                        .into(),
+                )),
+                TlsMode::None => Security::None,
+                TlsMode::Stls => {
+                    Security::Stls(tls::client_config(config.ca_file.as_deref()).map_err(bad)?)
+                }
+                TlsMode::Implicit => {
+                    Security::Implicit(tls::client_config(config.ca_file.as_deref()).map_err(bad)?)
+                }
+            };
         Ok(Pop3Transport {
-            config,
+            port: config.port.unwrap_or(if config.tls == TlsMode::Implicit {
+                995
+            } else {
+                110
+            }),
+            host: config.host,
+            security,
+            username: config.username,
+            password,
+            poll_interval_secs: config.poll_interval_secs,
+            timeout: Duration::from_secs(config.timeout_secs.max(1)),
             fetch: None,
         })
     }
 
     fn server(&self) -> String {
-        format!(
-            "{}@{}:{}",
-            self.config.username, self.config.host, self.config.port
-        )
+        format!("{}@{}:{}", self.username, self.host, self.port)
     }
 
     fn failure(&self, doing: &str, error: Pop3Error) -> ProviderError {
-        ProviderError::temporary(format!("POP3 {}: {doing}: {error}", self.server()))
+        let server = format!("{}:{}", self.host, self.port);
+        match tls::certificate_refusal(&server, &error) {
+            Some(refusal) => ProviderError::temporary(format!("POP3 {}: {refusal}", self.server())),
+            None => ProviderError::temporary(format!("POP3 {}: {doing}: {error}", self.server())),
+        }
     }
 
     /// Ends an earlier fetch without deleting what was not acknowledged.
@@ -132,13 +195,13 @@ impl Transport for Pop3Transport {
 
     fn pull(&mut self) -> Result<Vec<InboundMessage>, ProviderError> {
         self.end_fetch();
-        let timeout = Duration::from_secs(self.config.timeout_secs.max(1));
         let mut session = Session::open(
-            &self.config.host,
-            self.config.port,
-            &self.config.username,
-            &self.config.password,
-            timeout,
+            &self.host,
+            self.port,
+            &self.security,
+            &self.username,
+            &self.password,
+            self.timeout,
         )
         .map_err(|e| self.failure("cannot log in", e))?;
         let listing = session.uidl().map_err(|e| self.failure("UIDL", e))?;
@@ -203,7 +266,25 @@ impl Transport for Pop3Transport {
     }
 
     fn poll_interval_secs(&self) -> Option<u32> {
-        Some(self.config.poll_interval_secs.max(1))
+        Some(self.poll_interval_secs.max(1))
+    }
+}
+
+/// The password from `password` or from the file `password_file` (exactly one of them).
+fn read_password(password: Option<String>, password_file: Option<&str>) -> Result<String, String> {
+    match (password, password_file) {
+        (Some(_), Some(_)) => Err("set `password` or `password_file`, not both".into()),
+        (None, None) => Err("no password: set `password` or `password_file`".into()),
+        (Some(password), None) => Ok(password),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("password_file {file}: cannot read it: {e}"))?;
+            let password = text.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                return Err(format!("password_file {file}: the file is empty"));
+            }
+            Ok(password.to_owned())
+        }
     }
 }
 
@@ -216,3 +297,33 @@ fn library() -> Library {
 }
 
 export_library!(library);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_comes_from_the_profile_or_a_file_but_not_both() {
+        let folder = std::env::temp_dir().join(format!("pop3-password-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let file = folder.join("password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let file = file.to_str().unwrap();
+
+        assert_eq!(read_password(None, Some(file)).unwrap(), "s3cret");
+        assert_eq!(
+            read_password(Some("inline".into()), None).unwrap(),
+            "inline"
+        );
+        let both = read_password(Some("inline".into()), Some(file)).unwrap_err();
+        assert!(both.contains("not both"), "{both}");
+        let neither = read_password(None, None).unwrap_err();
+        assert!(neither.contains("password_file"), "{neither}");
+        let missing = read_password(None, Some("/nonexistent/password")).unwrap_err();
+        assert!(
+            missing.contains("password_file /nonexistent/password: cannot read it"),
+            "{missing}"
+        );
+        std::fs::remove_dir_all(&folder).ok();
+    }
+}

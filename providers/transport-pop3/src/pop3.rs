@@ -1,22 +1,70 @@
-//! A POP3 client (RFC 1939), just what fetching needs: USER/PASS, UIDL, RETR, DELE, QUIT.
+//! A POP3 client (RFC 1939), just what fetching needs: USER/PASS, UIDL, RETR, DELE, QUIT,
+//! over plain text, TLS from the first byte (POP3S), or plain text upgraded with STLS
+//! (RFC 2595) before anything else is said.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+/// How the session is protected.
+pub enum Security {
+    /// Plain text.
+    None,
+    /// Plain text upgraded with STLS before logging in; a server without STLS is refused.
+    Stls(Arc<ClientConfig>),
+    /// TLS from the first byte (POP3S).
+    Implicit(Arc<ClientConfig>),
+}
 
 /// One POP3 session.
 pub struct Session {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    stream: BufReader<Stream>,
 }
 
-/// A POP3 failure: the server's `-ERR` text, or the network's.
+/// The connection, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.read(buffer),
+            Stream::Tls(stream) => stream.read(buffer),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.write(buffer),
+            Stream::Tls(stream) => stream.write(buffer),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(stream) => stream.flush(),
+            Stream::Tls(stream) => stream.flush(),
+        }
+    }
+}
+
+/// A POP3 failure: the server's `-ERR` text, the network's, or TLS that could not be had.
 #[derive(Debug)]
 pub enum Pop3Error {
     /// The server answered `-ERR`.
     Refused(String),
-    /// The connection failed.
+    /// The connection failed (a refused certificate among others, inside the I/O error).
     Network(io::Error),
+    /// TLS could not be set up, and the session was not continued without it.
+    Tls(String),
 }
 
 impl std::fmt::Display for Pop3Error {
@@ -24,6 +72,16 @@ impl std::fmt::Display for Pop3Error {
         match self {
             Pop3Error::Refused(text) => write!(f, "the server said -ERR {text}"),
             Pop3Error::Network(error) => write!(f, "{error}"),
+            Pop3Error::Tls(text) => write!(f, "{text}"),
+        }
+    }
+}
+
+impl std::error::Error for Pop3Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Pop3Error::Network(error) => Some(error),
+            Pop3Error::Refused(_) | Pop3Error::Tls(_) => None,
         }
     }
 }
@@ -39,10 +97,11 @@ impl From<io::Error> for Pop3Error {
 const MAX_LINE: usize = 1 << 20;
 
 impl Session {
-    /// Connects and logs in.
+    /// Connects, sets up TLS as `security` says, and logs in.
     pub fn open(
         host: &str,
         port: u16,
+        security: &Security,
         user: &str,
         password: &str,
         timeout: Duration,
@@ -57,19 +116,55 @@ impl Session {
             })?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
+        let stream = match security {
+            Security::Implicit(config) => handshake(stream, config, host)?,
+            Security::None | Security::Stls(_) => Stream::Plain(stream),
+        };
         let mut session = Session {
-            reader: BufReader::new(stream.try_clone()?),
-            writer: stream,
+            stream: BufReader::new(stream),
         };
         session.status_line()?;
+        if let Security::Stls(config) = security {
+            session = session.starttls(config, host)?;
+        }
         session.command(&format!("USER {user}"))?;
         session.command(&format!("PASS {password}"))?;
         Ok(session)
     }
 
+    /// STLS: the session goes on over TLS, or not at all.
+    fn starttls(mut self, config: &Arc<ClientConfig>, host: &str) -> Result<Session, Pop3Error> {
+        match self.command("STLS") {
+            Ok(_) => {}
+            Err(Pop3Error::Refused(text)) => {
+                return Err(Pop3Error::Tls(format!(
+                    "the server does not offer STLS (it answered -ERR {text}), and the password \
+                     is not sent in plain text; set `tls = \"implicit\"` if it offers POP3S \
+                     (port 995), or `tls = \"none\"` only on a trusted network"
+                )))
+            }
+            Err(error) => return Err(error),
+        }
+        if !self.stream.buffer().is_empty() {
+            return Err(Pop3Error::Tls(
+                "the server sent more after agreeing to STLS; not continuing".into(),
+            ));
+        }
+        match self.stream.into_inner() {
+            Stream::Plain(stream) => Ok(Session {
+                stream: BufReader::new(handshake(stream, config, host)?),
+            }),
+            Stream::Tls(_) => Err(Pop3Error::Tls(
+                "STLS on a session that is already in TLS".into(),
+            )),
+        }
+    }
+
     /// Sends a command and reads its one-line answer.
     fn command(&mut self, line: &str) -> Result<String, Pop3Error> {
-        self.writer.write_all(format!("{line}\r\n").as_bytes())?;
+        let writer = self.stream.get_mut();
+        writer.write_all(format!("{line}\r\n").as_bytes())?;
+        writer.flush()?;
         self.status_line()
     }
 
@@ -86,7 +181,7 @@ impl Session {
 
     fn line(&mut self) -> Result<Vec<u8>, Pop3Error> {
         let mut line = Vec::new();
-        let read = (&mut self.reader)
+        let read = (&mut self.stream)
             .take(MAX_LINE as u64)
             .read_until(b'\n', &mut line)?;
         if read == 0 {
@@ -143,8 +238,32 @@ impl Session {
         self.command(&format!("DELE {number}")).map(|_| ())
     }
 
-    /// Ends the session; the server now deletes what was marked.
+    /// Ends the session; the server now deletes what was marked. A TLS session is then
+    /// closed properly (close_notify), so the server sees an orderly end.
     pub fn quit(mut self) -> Result<(), Pop3Error> {
-        self.command("QUIT").map(|_| ())
+        self.command("QUIT")?;
+        if let Stream::Tls(stream) = self.stream.get_mut() {
+            // The server has answered QUIT: a close_notify that cannot be sent changes nothing.
+            stream.conn.send_close_notify();
+            stream.flush().ok();
+        }
+        Ok(())
     }
+}
+
+/// The TLS handshake on `stream`, for the name `host`, done before anything is said, so a
+/// refused certificate ends the session before the password is sent.
+fn handshake(
+    mut stream: TcpStream,
+    config: &Arc<ClientConfig>,
+    host: &str,
+) -> Result<Stream, Pop3Error> {
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|_| Pop3Error::Tls(format!("`{host}` is not a host name or address for TLS")))?;
+    let mut connection = ClientConnection::new(Arc::clone(config), name)
+        .map_err(|e| Pop3Error::Tls(format!("TLS: {e}")))?;
+    while connection.is_handshaking() {
+        connection.complete_io(&mut stream)?;
+    }
+    Ok(Stream::Tls(Box::new(StreamOwned::new(connection, stream))))
 }

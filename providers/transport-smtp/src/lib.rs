@@ -18,15 +18,29 @@
 //! [[transport]]
 //! provider = "smtp"
 //! parallel = 4
-//! config = { host = "smtp.example.com", port = 587, tls = "starttls", username = "spooler", password = "…" }
+//! config = { host = "smtp.example.com", port = 587, tls = "starttls", username = "spooler", password_file = "/etc/spooler/smtp-password" }
 //! ```
+//!
+//! TLS (`tls = "starttls"`, the default, or `"implicit"`) always verifies the server's
+//! certificate: it must chain to a trusted CA and be issued for `host`. The trusted CAs are
+//! the public ones (Mozilla's list, built in) or, with `ca_file = "/path/ca.pem"`, instead
+//! exactly the CA certificates in that PEM file (for a private or self-signed CA). A
+//! certificate that is not trusted, or not issued for `host`, is refused: the message is
+//! deferred, and its answer and the log say so and what to set.
+//! `accept_invalid_certificates = true` turns verification off (only for testing).
+//!
+//! The AUTH password is `password`, or what the file `password_file` holds
+//! (its trailing line end dropped), so that it need not stand in the profile.
 
 mod data;
+mod tls;
 
 use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{
+    Certificate, CertificateStore, SmtpConnection, TlsParameters,
+};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
@@ -61,10 +75,14 @@ struct Config {
     /// Accept a certificate that does not verify (a test server's).
     #[serde(default)]
     accept_invalid_certificates: bool,
-    /// AUTH user name; with `password`.
+    /// A PEM file of the CA certificates to trust instead of the built-in public roots.
+    ca_file: Option<String>,
+    /// AUTH user name; with `password` or `password_file`.
     username: Option<String>,
     /// AUTH password.
     password: Option<String>,
+    /// A file holding the AUTH password (its trailing line end dropped).
+    password_file: Option<String>,
     /// The name given in EHLO, and the domain of `LOCAL:` senders [default: this host's name].
     helo: Option<String>,
     /// How long to wait for the server at each step, in seconds.
@@ -121,18 +139,30 @@ impl SmtpTransport {
             |why: String| ProviderError::configuration(format!("smtp transport `{name}`: {why}"));
         let config: Config =
             toml::from_str(context.config()).map_err(|e| bad(e.message().to_owned()))?;
-        let credentials = match (config.username, config.password) {
+        let password =
+            read_password(config.password, config.password_file.as_deref()).map_err(bad)?;
+        let credentials = match (config.username, password) {
             (Some(user), Some(password)) => Some(Credentials::new(user, password)),
             (None, None) => None,
-            _ => return Err(bad("username and password go together".into())),
+            _ => {
+                return Err(bad(
+                    "username and password (or password_file) go together".into()
+                ))
+            }
         };
         let tls_parameters = match config.tls {
+            TlsMode::None if config.ca_file.is_some() => return Err(bad(
+                "ca_file is for TLS, and tls = \"none\"; set tls = \"starttls\" or \"implicit\""
+                    .into(),
+            )),
             TlsMode::None => None,
             _ => Some(
-                TlsParameters::builder(config.host.clone())
-                    .dangerous_accept_invalid_certs(config.accept_invalid_certificates)
-                    .build_rustls()
-                    .map_err(|e| bad(format!("TLS for {}: {e}", config.host)))?,
+                tls_parameters(
+                    &config.host,
+                    config.ca_file.as_deref(),
+                    config.accept_invalid_certificates,
+                )
+                .map_err(bad)?,
             ),
         };
         let helo = config
@@ -311,11 +341,16 @@ impl SmtpTransport {
         let mut reused = self.connection.is_some();
         loop {
             let server = format!("{}:{}", self.host, self.port);
+            let name = self.name.clone();
             let connection = self.connection().map_err(|error| {
-                RecipientOutcome::deferred(
-                    format!("cannot talk to {server}: {}", explain(&error)),
-                    None,
-                )
+                let reason = match tls::certificate_refusal(&server, &error) {
+                    Some(refusal) => {
+                        log::warn!("{name}: {refusal}");
+                        refusal
+                    }
+                    None => format!("cannot talk to {server}: {}", explain(&error)),
+                };
+                RecipientOutcome::deferred(reason, None)
             })?;
             match connection.command(Mail::new(from.clone(), vec![])) {
                 Ok(_) => return Ok(()),
@@ -350,6 +385,48 @@ impl SmtpTransport {
             }
         }
     }
+}
+
+/// The password from `password` or from the file `password_file` (one of them, or none).
+fn read_password(
+    password: Option<String>,
+    password_file: Option<&str>,
+) -> Result<Option<String>, String> {
+    match (password, password_file) {
+        (Some(_), Some(_)) => Err("set `password` or `password_file`, not both".into()),
+        (password, None) => Ok(password),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("password_file {file}: cannot read it: {e}"))?;
+            let password = text.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                return Err(format!("password_file {file}: the file is empty"));
+            }
+            Ok(Some(password.to_owned()))
+        }
+    }
+}
+
+/// TLS for `host`, verified against the built-in public roots or, with `ca_file`, against
+/// exactly the CA certificates in that file.
+fn tls_parameters(
+    host: &str,
+    ca_file: Option<&str>,
+    accept_invalid_certificates: bool,
+) -> Result<TlsParameters, String> {
+    let mut builder = TlsParameters::builder(host.to_owned())
+        .dangerous_accept_invalid_certs(accept_invalid_certificates);
+    if let Some(file) = ca_file {
+        builder = builder.certificate_store(CertificateStore::None);
+        for certificate in tls::read_ca_file(file)? {
+            let certificate = Certificate::from_der(certificate.to_vec())
+                .map_err(|e| format!("ca_file {file}: {e}"))?;
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build_rustls()
+        .map_err(|e| format!("TLS for {host}: {}", explain(&e)))
 }
 
 impl SmtpTransport {
@@ -503,5 +580,50 @@ mod tests {
         );
         assert_eq!(enhanced_code("Error: command failed"), None);
         assert_eq!(enhanced_code("5.x.1 nope"), None);
+    }
+
+    #[test]
+    fn the_password_comes_from_the_profile_or_a_file_but_not_both() {
+        let folder = std::env::temp_dir().join(format!("smtp-password-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let file = folder.join("password");
+        std::fs::write(&file, "s3cret\r\n").unwrap();
+        let file = file.to_str().unwrap();
+
+        assert_eq!(
+            read_password(None, Some(file)).unwrap().as_deref(),
+            Some("s3cret"),
+            "the line end is dropped"
+        );
+        assert_eq!(
+            read_password(Some("inline".into()), None)
+                .unwrap()
+                .as_deref(),
+            Some("inline")
+        );
+        assert_eq!(read_password(None, None).unwrap(), None);
+        let both = read_password(Some("inline".into()), Some(file)).unwrap_err();
+        assert!(both.contains("not both"), "{both}");
+        let missing = read_password(None, Some("/nonexistent/password")).unwrap_err();
+        assert!(
+            missing.contains("password_file /nonexistent/password: cannot read it"),
+            "{missing}"
+        );
+        std::fs::write(folder.join("empty"), "\n").unwrap();
+        let empty = read_password(None, Some(folder.join("empty").to_str().unwrap())).unwrap_err();
+        assert!(empty.contains("empty"), "{empty}");
+        std::fs::remove_dir_all(&folder).ok();
+    }
+
+    #[test]
+    fn tls_is_verified_against_the_ca_file_when_one_is_given() {
+        let missing = tls_parameters("mail.example.com", Some("/nonexistent/ca.pem"), false)
+            .err()
+            .unwrap();
+        assert!(
+            missing.contains("ca_file /nonexistent/ca.pem: cannot read it"),
+            "{missing}"
+        );
+        assert!(tls_parameters("mail.example.com", None, false).is_ok());
     }
 }
