@@ -18,6 +18,9 @@
 
 mod pop3;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
