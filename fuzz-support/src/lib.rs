@@ -81,6 +81,46 @@ pub fn assemble(picks: &[u8], pieces: &[&[u8]]) -> Vec<u8> {
         .collect()
 }
 
+/// Pieces of RFC 5322 header blocks for [`assemble`]: field names (address lists among
+/// them), folding, quoting, comments, groups, encoded words, and the empty line.
+pub const HEADER_PIECES: &[&[u8]] = &[
+    b"To:",
+    b"Cc:",
+    b"Bcc:",
+    b"bcc :",
+    b"From:",
+    b"Subject:",
+    b"Return-Path:",
+    b"X-Envelope-To:",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\r\n ",
+    b"\r\n\t",
+    b"\r\n\r\n",
+    b" ",
+    b":",
+    b",",
+    b";",
+    b"\"",
+    b"\\",
+    b"<",
+    b">",
+    b"(",
+    b")",
+    b"@",
+    b".",
+    b"ann@example.org",
+    b"SMTP:",
+    b"FAX:+4930123",
+    b"Undisclosed recipients:;",
+    b"=?utf-8?q?J=C3=B6rg?=",
+    b"=?iso-8859-1?b?SvZyZw==?=",
+    b"\xc3\xb6",
+    b"\xff",
+    b"\0",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
