@@ -26,3 +26,6 @@ pub mod store_thread;
 pub mod submission;
 pub mod watchers;
 pub mod worker;
+
+#[cfg(test)]
+mod fuzz;
