@@ -36,7 +36,10 @@ fn fetch_from(reader: &mut impl BufRead) -> usize {
         return held;
     };
     for (_number, uid) in uid_listing(&listing) {
-        assert!(!uid.contains(['\r', '\n']), "{uid:?}");
+        assert!(
+            !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_graphic()),
+            "{uid:?}"
+        );
         if status_line(reader).is_err() {
             return held;
         }
@@ -131,4 +134,15 @@ fn dot_stuffed_lines_are_unstuffed_and_the_lone_dot_ends() {
         b".leading dot\r\n..\r\nbare\r\n"
     );
     assert_eq!(server, b"after\r\n");
+}
+
+/// Found by `fetch_dialogue_from_pieces`: a listing line's uid kept a carriage return and
+/// spaces (`1 +OK\r+OK 2 messages`), to be stored as the message's source id.
+#[test]
+fn regression_a_uid_with_control_characters_or_spaces_is_skipped() {
+    assert_eq!(
+        uid_listing(b"1 +OK\r+OK 2 messages\r\n2 uid-2\r\n3 \r\n"),
+        [(2, "uid-2".to_owned())]
+    );
+    fetch(b"+OK\r\n+OK\r\n+OK\r\n+OK\r\n1 +OK\r+OK 2 messages\r\n.\r\n+OK\r\n");
 }

@@ -168,13 +168,16 @@ pub(crate) fn body(reader: &mut impl BufRead) -> Result<Vec<u8>, Pop3Error> {
 }
 
 /// The message numbers and unique ids of a UIDL listing; lines that are not
-/// `number uid` are skipped.
+/// `number uid`, with the uid printable ASCII as RFC 1939 has it, are skipped (their
+/// messages stay on the server).
 pub(crate) fn uid_listing(listing: &[u8]) -> Vec<(u32, String)> {
     String::from_utf8_lossy(listing)
         .lines()
         .filter_map(|line| {
             let (number, uid) = line.split_once(' ')?;
-            Some((number.parse().ok()?, uid.trim().to_owned()))
+            let uid = uid.trim();
+            let printable = !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_graphic());
+            Some((number.parse().ok()?, printable.then(|| uid.to_owned())?))
         })
         .collect()
 }
