@@ -87,6 +87,9 @@ pub mod preprocessor;
 pub mod store;
 pub mod transport;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use abi_stable;
 pub use address::{Address, AddressError};
 pub use error::{ErrorKind, ProviderError};

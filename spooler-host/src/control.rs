@@ -194,43 +194,30 @@ impl Control {
             return;
         }
         let mut reader = BufReader::new(stream);
-        let mut line = String::new();
         loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(error) => {
-                    log::debug!("control: a client went away: {error}");
-                    return;
-                }
-            }
-            let request = match serde_json::from_str::<Request>(line.trim_end()) {
-                Ok(request) => request,
-                Err(error) => {
-                    let message = format!("not a request this host understands: {error}");
+            let (request, content) = match read_request(&mut reader, self.rules.max_message_size) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(ReadError::Unreadable(message)) => {
                     send(&mut writer, &Response::error(Failure::Refused, message));
                     continue;
+                }
+                Err(ReadError::Refused(failure, message)) => {
+                    // What follows is not read: answer, and close the connection, so that a
+                    // client still writing gets an error instead of waiting.
+                    send(&mut writer, &Response::error(failure, message));
+                    return;
+                }
+                Err(ReadError::Gone(error)) => {
+                    log::debug!("control: a client went away: {error}");
+                    return;
                 }
             };
             if request == Request::Watch {
                 self.watch(&mut writer);
                 return;
             }
-            if let Request::Submit(submission) = &request {
-                if submission.content_length > self.rules.max_message_size {
-                    // Its content follows and is not read: answer, and close the connection,
-                    // so that a client still writing gets an error instead of waiting.
-                    let message = format!(
-                        "the message is {} bytes; this spooler takes at most {} bytes \
-                         (limits.max_message_size)",
-                        submission.content_length, self.rules.max_message_size
-                    );
-                    send(&mut writer, &Response::error(Failure::BadMessage, message));
-                    return;
-                }
-            }
-            let response = self.answer(request, &mut reader);
+            let response = self.answer(request, content);
             if !send(&mut writer, &response) {
                 return;
             }
@@ -250,9 +237,9 @@ impl Control {
         }
     }
 
-    fn answer(&self, request: Request, reader: &mut impl Read) -> Response {
+    fn answer(&self, request: Request, content: Vec<u8>) -> Response {
         let result = match request {
-            Request::Submit(submission) => return self.submit(&submission, reader),
+            Request::Submit(submission) => return self.submit(&submission, content),
             Request::Show { id, content } => self.show(&id, content),
             Request::List {
                 folder,
@@ -333,14 +320,9 @@ impl Control {
         })
     }
 
-    /// Reads the content, checks the submission and commits it; each refusal says what kind
-    /// it is, so that `submit` exits with the code its caller expects.
-    fn submit(&self, submission: &crate::protocol::Submission, reader: &mut impl Read) -> Response {
-        let mut content = vec![0; submission.content_length];
-        if let Err(error) = reader.read_exact(&mut content) {
-            let message = format!("the message content ended early: {error}");
-            return Response::error(Failure::BadMessage, message);
-        }
+    /// Checks the submission and commits it; each refusal says what kind it is, so that
+    /// `submit` exits with the code its caller expects.
+    fn submit(&self, submission: &crate::protocol::Submission, content: Vec<u8>) -> Response {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Response::error(
                 Failure::Temporary,
@@ -414,6 +396,74 @@ impl Control {
             next,
         })
     }
+}
+
+/// The longest request line a client may send. Requests are small (a submission with
+/// thousands of recipients fits; its content follows the line), and a line without end must
+/// not make the host hold it all.
+pub const MAX_REQUEST_LINE: usize = 1 << 20;
+
+/// Why no request could be read from a client.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The line is not a request: answer so, and read the next.
+    Unreadable(String),
+    /// Answer so, and close: what follows the line cannot be read as requests.
+    Refused(Failure, String),
+    /// The connection failed.
+    Gone(std::io::Error),
+}
+
+/// Reads the next request line and, for a submission, the content that follows it; `None`
+/// when the client has closed the connection. A line over [`MAX_REQUEST_LINE`] or content
+/// over `max_message_size` is refused before it is read, so a client cannot make the host
+/// hold more than these.
+pub fn read_request(
+    reader: &mut impl BufRead,
+    max_message_size: usize,
+) -> Result<Option<(Request, Vec<u8>)>, ReadError> {
+    let mut line = Vec::new();
+    reader
+        .by_ref()
+        .take(MAX_REQUEST_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(ReadError::Gone)?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.len() > MAX_REQUEST_LINE && !line.ends_with(b"\n") {
+        return Err(ReadError::Refused(
+            Failure::Refused,
+            format!(
+                "the request line is longer than {MAX_REQUEST_LINE} bytes; a request is one line \
+             of JSON, and a submission's content follows it"
+            ),
+        ));
+    }
+    let request = serde_json::from_slice::<Request>(&line).map_err(|error| {
+        ReadError::Unreadable(format!("not a request this host understands: {error}"))
+    })?;
+    let mut content = Vec::new();
+    if let Request::Submit(submission) = &request {
+        if submission.content_length > max_message_size {
+            return Err(ReadError::Refused(
+                Failure::BadMessage,
+                format!(
+                    "the message is {} bytes; this spooler takes at most {max_message_size} bytes \
+                 (limits.max_message_size)",
+                    submission.content_length
+                ),
+            ));
+        }
+        content = vec![0; submission.content_length];
+        reader.read_exact(&mut content).map_err(|error| {
+            ReadError::Refused(
+                Failure::BadMessage,
+                format!("the message content ended early: {error}"),
+            )
+        })?;
+    }
+    Ok(Some((request, content)))
 }
 
 fn parse_id(id: &str) -> Result<MessageId, String> {

@@ -28,3 +28,6 @@ pub mod store_thread;
 pub mod submission;
 pub mod watchers;
 pub mod worker;
+
+#[cfg(test)]
+mod fuzz;

@@ -148,10 +148,15 @@ pub fn without_bcc_header(content: Vec<u8>) -> Vec<u8> {
     out
 }
 
+/// Whether `line` starts a Bcc field as `header_fields` (which `-t` takes recipients with)
+/// reads its name: the text before the colon, trimmed, so that no field `-t` reads as Bcc
+/// stays in the content (`\rBcc:` among them).
 fn is_bcc_line(line: &[u8]) -> bool {
-    line.len() >= 4
-        && line[..3].eq_ignore_ascii_case(b"bcc")
-        && line[3..].trim_ascii_start().starts_with(b":")
+    line.iter().position(|&b| b == b':').is_some_and(|colon| {
+        String::from_utf8_lossy(&line[..colon])
+            .trim()
+            .eq_ignore_ascii_case("bcc")
+    })
 }
 
 /// Where the header block ends (the index of the empty line's first byte, or the end).

@@ -19,6 +19,9 @@
 //! `poll_interval_secs`), and removed only once the host has stored it.
 
 mod pickup;
+
+#[cfg(test)]
+mod fuzz;
 mod watcher;
 
 use std::collections::hash_map::DefaultHasher;

@@ -82,7 +82,7 @@ impl Pickup {
 
 /// A message from a pickup file: its envelope from `Return-Path` and `X-Envelope-To`, if
 /// the file has them (as files this transport writes do).
-fn inbound(name: String, content: Vec<u8>) -> InboundMessage {
+pub(crate) fn inbound(name: String, content: Vec<u8>) -> InboundMessage {
     let fields = header_fields(&content);
     let address = |value: &str| {
         Address::parse(value.trim().trim_start_matches('<').trim_end_matches('>')).ok()

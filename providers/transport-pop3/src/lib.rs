@@ -31,6 +31,9 @@
 mod pop3;
 mod tls;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::collections::HashMap;
 use std::time::Duration;
 

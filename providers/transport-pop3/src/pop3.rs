@@ -94,7 +94,12 @@ impl From<io::Error> for Pop3Error {
 
 /// The longest line a server may send (RFC 1939 allows 512 for responses; messages lines
 /// are longer, but not this long).
-const MAX_LINE: usize = 1 << 20;
+pub(crate) const MAX_LINE: usize = 1 << 20;
+
+/// The longest multi-line answer (a message, a UIDL listing) this transport takes: larger
+/// than the host's default `limits.max_message_size`, so that a server sending without end
+/// cannot make it hold more.
+pub(crate) const MAX_ANSWER: usize = 64 << 20;
 
 impl Session {
     /// Connects, sets up TLS as `security` says, and logs in.
@@ -123,7 +128,7 @@ impl Session {
         let mut session = Session {
             stream: BufReader::new(stream),
         };
-        session.status_line()?;
+        status_line(&mut session.stream)?;
         if let Security::Stls(config) = security {
             session = session.starttls(config, host)?;
         }
@@ -165,72 +170,19 @@ impl Session {
         let writer = self.stream.get_mut();
         writer.write_all(format!("{line}\r\n").as_bytes())?;
         writer.flush()?;
-        self.status_line()
-    }
-
-    fn status_line(&mut self) -> Result<String, Pop3Error> {
-        let line = self.line()?;
-        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
-        match text.strip_prefix("+OK") {
-            Some(rest) => Ok(rest.trim().to_owned()),
-            None => Err(Pop3Error::Refused(
-                text.trim_start_matches("-ERR").trim().to_owned(),
-            )),
-        }
-    }
-
-    fn line(&mut self) -> Result<Vec<u8>, Pop3Error> {
-        let mut line = Vec::new();
-        let read = (&mut self.stream)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut line)?;
-        if read == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the server closed the connection",
-            )
-            .into());
-        }
-        Ok(line)
-    }
-
-    /// A multi-line answer's body, un-dot-stuffed, with CRLF line ends.
-    fn body(&mut self) -> Result<Vec<u8>, Pop3Error> {
-        let mut body = Vec::new();
-        loop {
-            let line = self.line()?;
-            let content = line.strip_suffix(b"\n").unwrap_or(&line);
-            let content = content.strip_suffix(b"\r").unwrap_or(content);
-            if content == b"." {
-                return Ok(body);
-            }
-            body.extend_from_slice(
-                content
-                    .strip_prefix(b".")
-                    .filter(|_| content.starts_with(b".."))
-                    .unwrap_or(content),
-            );
-            body.extend_from_slice(b"\r\n");
-        }
+        status_line(&mut self.stream)
     }
 
     /// Every message's number and unique id.
     pub fn uidl(&mut self) -> Result<Vec<(u32, String)>, Pop3Error> {
         self.command("UIDL")?;
-        let listing = String::from_utf8_lossy(&self.body()?).into_owned();
-        Ok(listing
-            .lines()
-            .filter_map(|line| {
-                let (number, uid) = line.split_once(' ')?;
-                Some((number.parse().ok()?, uid.trim().to_owned()))
-            })
-            .collect())
+        Ok(uid_listing(&body(&mut self.stream)?))
     }
 
     /// Message `number`'s content.
     pub fn retr(&mut self, number: u32) -> Result<Vec<u8>, Pop3Error> {
         self.command(&format!("RETR {number}"))?;
-        self.body()
+        body(&mut self.stream)
     }
 
     /// Marks message `number` deleted (done at QUIT).
@@ -266,4 +218,85 @@ fn handshake(
         connection.complete_io(&mut stream)?;
     }
     Ok(Stream::Tls(Box::new(StreamOwned::new(connection, stream))))
+}
+
+/// Reads a one-line answer: `+OK`'s text, or `-ERR`'s as [`Pop3Error::Refused`].
+pub(crate) fn status_line(reader: &mut impl BufRead) -> Result<String, Pop3Error> {
+    let line = line(reader)?;
+    let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+    match text.strip_prefix("+OK") {
+        Some(rest) => Ok(rest.trim().to_owned()),
+        None => Err(Pop3Error::Refused(
+            text.trim_start_matches("-ERR").trim().to_owned(),
+        )),
+    }
+}
+
+/// Reads one line with its line end; a line longer than [`MAX_LINE`] is an error.
+fn line(reader: &mut impl BufRead) -> Result<Vec<u8>, Pop3Error> {
+    let mut line = Vec::new();
+    let read = reader
+        .by_ref()
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', &mut line)?;
+    if read == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server closed the connection",
+        )
+        .into());
+    }
+    if read == MAX_LINE && !line.ends_with(b"\n") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the server sent a line longer than {MAX_LINE} bytes"),
+        )
+        .into());
+    }
+    Ok(line)
+}
+
+/// Reads a multi-line answer's body, un-dot-stuffed, with CRLF line ends; one longer than
+/// [`MAX_ANSWER`] is an error.
+pub(crate) fn body(reader: &mut impl BufRead) -> Result<Vec<u8>, Pop3Error> {
+    let mut body = Vec::new();
+    loop {
+        let line = line(reader)?;
+        let content = line.strip_suffix(b"\n").unwrap_or(&line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if content == b"." {
+            return Ok(body);
+        }
+        let content = content
+            .strip_prefix(b".")
+            .filter(|_| content.starts_with(b".."))
+            .unwrap_or(content);
+        if body.len() + content.len() + 2 > MAX_ANSWER {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the server sent an answer longer than {MAX_ANSWER} bytes; \
+                     this transport takes no larger message (remove it from the mailbox)"
+                ),
+            )
+            .into());
+        }
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The message numbers and unique ids of a UIDL listing; lines that are not
+/// `number uid`, with the uid printable ASCII as RFC 1939 has it, are skipped (their
+/// messages stay on the server).
+pub(crate) fn uid_listing(listing: &[u8]) -> Vec<(u32, String)> {
+    String::from_utf8_lossy(listing)
+        .lines()
+        .filter_map(|line| {
+            let (number, uid) = line.split_once(' ')?;
+            let uid = uid.trim();
+            let printable = !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_graphic());
+            Some((number.parse().ok()?, printable.then(|| uid.to_owned())?))
+        })
+        .collect()
 }
