@@ -619,7 +619,9 @@ fn a_panicking_transport_defers_only_its_own_mail_and_is_reopened() {
     });
     let flaky = recipient(&host.show(&id), "FLAKY:one").clone();
     assert_eq!(flaky["state"], "delivered", "{flaky}");
-    assert_eq!(flaky["attempts"], 2, "{flaky}");
+    // Attempts in the second before it is reopened are answered with the panic; then the
+    // reopened transport delivers, once.
+    assert!(flaky["attempts"].as_u64().unwrap() >= 2, "{flaky}");
     assert_eq!(fs::read_to_string(site.path("flaky-count")).unwrap(), "x");
     assert!(host.log().contains("flaky: opened"), "{}", host.log());
     assert!(

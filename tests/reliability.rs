@@ -197,3 +197,103 @@ fn twenty_kills_under_load_lose_no_acknowledged_message_and_store_none_twice() {
         report.table()
     );
 }
+
+fn recipient_of(host: &Host, id: &str, address: &str) -> serde_json::Value {
+    host.show(id)["recipients"]
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["address"] == address).cloned())
+        .unwrap_or_default()
+}
+
+const QUICK_RETRY: &str = "[retry]\nmin_delay = \"200ms\"\nmax_delay = \"200ms\"\n";
+
+#[test]
+fn a_transport_call_that_hangs_is_abandoned_its_mail_deferred_and_a_fresh_copy_delivers_it() {
+    let site = Site::new();
+    site.providers()
+        .add_library("fixture-misbehaving-transport");
+    let config = site.write_config(&format!(
+        "{FILES}\n[[transport]]\nprovider = \"hanging\"\ntimeout = \"2s\"\n{QUICK_RETRY}"
+    ));
+    let host = Host::start(&config, "host.log");
+    let stuck = host.submit(&["HANG:alice"], "Subject: to a hung server\r\n\r\nx\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let other = host.submit(&["FILE:bob"], "Subject: meanwhile\r\n\r\nx\r\n");
+
+    // The rest keeps delivering while the call hangs.
+    wait_until(
+        Duration::from_secs(2),
+        "the other message is delivered",
+        || {
+            site.delivered_files("files")
+                .iter()
+                .any(|f| f.to_string_lossy().contains(&other))
+        },
+    );
+    // At its timeout the call is abandoned: the recipient deferred with the reason, and a
+    // fresh copy of the transport, opened on a new thread, delivers it on the next attempt.
+    wait_until(PROMPTLY, "the message is delivered by a fresh copy", || {
+        recipient_of(&host, &stuck, "HANG:alice")["state"] == "delivered"
+    });
+    let alice = recipient_of(&host, &stuck, "HANG:alice");
+    assert_eq!(alice["attempts"], 2, "{alice}");
+    assert_eq!(alice["last_answer"], "delivered by a fresh copy", "{alice}");
+    let log = host.log();
+    assert!(
+        log.contains("hanging: a call did not return within 2s (the instance's timeout); it was abandoned and the provider is reopened on a fresh thread"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "{stuck}: transport hanging failed for HANG:alice: temporary failure: hanging: a \
+             call did not return within 2s"
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_transport_that_panics_on_every_call_is_reopened_after_growing_pauses_while_the_rest_delivers()
+{
+    let site = Site::new();
+    site.providers()
+        .add_library("fixture-misbehaving-transport");
+    let config = site.write_config(&format!(
+        "{FILES}\n[[transport]]\nprovider = \"broken\"\nconfig = {{ opens_file = \"{{site}}/opens\" }}\n{QUICK_RETRY}"
+    ));
+    let host = Host::start(&config, "host.log");
+    let broken = host.submit(&["BROKEN:alice"], "Subject: into the void\r\n\r\nx\r\n");
+    let started = std::time::Instant::now();
+    let mut delivered = Vec::new();
+    while started.elapsed() < Duration::from_secs(6) {
+        let id = host.submit(&["FILE:bob"], "Subject: meanwhile\r\n\r\nx\r\n");
+        delivered.push(id);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_until(PROMPTLY, "the other messages are delivered", || {
+        site.delivered_files("files").len() == delivered.len()
+    });
+
+    // Retried every 200 ms for 6 s, it was reopened after 1, 2 and 4 s of rest: not once per
+    // attempt.
+    let opens = std::fs::read_to_string(site.path("opens"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        (2..=4).contains(&opens),
+        "opened {opens} times in 6 s: {}",
+        host.log()
+    );
+    let alice = recipient_of(&host, &broken, "BROKEN:alice");
+    assert_eq!(alice["state"], "pending", "{alice}");
+    assert!(
+        alice["attempts"].as_u64().unwrap() >= 6,
+        "attempts go on meanwhile, answered with the fault: {alice}"
+    );
+    let status = host.command(&["status"]).stdout;
+    assert!(
+        status.contains("broken panicked; it is reopened in"),
+        "{status}"
+    );
+}

@@ -35,9 +35,10 @@ pub const BUNDLED: [&str; 7] = [
 ];
 
 /// The test fixtures, by crate name.
-pub const FIXTURES: [&str; 6] = [
+pub const FIXTURES: [&str; 7] = [
     "fixture-chatty",
     "fixture-flaky-transport",
+    "fixture-misbehaving-transport",
     "fixture-panicking",
     "fixture-incompatible-abi",
     "fixture-layout-mismatch",

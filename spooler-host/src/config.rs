@@ -53,7 +53,16 @@ pub struct ProviderConfig {
     /// How many copies run side by side, each on its own thread with its own provider
     /// (for a transport: parallel connections).
     pub parallel: usize,
+    /// How long one call may run before it is abandoned and the provider reopened on a
+    /// fresh thread (`timeout`; default [`DEFAULT_CALL_TIMEOUT`]). A store has none: its
+    /// calls are never abandoned.
+    pub timeout: Option<Duration>,
 }
+
+/// How long a transport, preprocessor or hook call may run by default: longer than any
+/// sensible delivery (Postfix waits up to 10 minutes for the end of DATA), so only a call
+/// that hangs is cut off.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The whole profile.
 #[derive(Debug, Clone)]
@@ -147,6 +156,8 @@ struct RawProvider {
     #[serde(default)]
     config: toml::Table,
     parallel: Option<usize>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    timeout: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -287,7 +298,17 @@ impl Profile {
     fn from_raw(raw: RawProfile, data_dir: Option<PathBuf>) -> Result<Profile, String> {
         let data_dir = data_dir.or(raw.data_dir).unwrap_or_else(default_data_dir);
         let store = match raw.store {
-            Some(store) => instance(store, "store")?,
+            Some(store) if store.timeout.is_some() => {
+                return Err(
+                    "store.timeout: a store call is never abandoned (the queue depends on its \
+                     answer); remove the key"
+                        .into(),
+                )
+            }
+            Some(store) => ProviderConfig {
+                timeout: None,
+                ..instance(store, "store")?
+            },
             None => {
                 let mut config = toml::Table::new();
                 config.insert(
@@ -303,6 +324,7 @@ impl Profile {
                     name: "embedded".into(),
                     config: toml::to_string(&config).map_err(|e| e.to_string())?,
                     parallel: 1,
+                    timeout: None,
                 }
             }
         };
@@ -388,6 +410,7 @@ fn instance(raw: RawProvider, key: &str) -> Result<ProviderConfig, String> {
         name,
         config: toml::to_string(&raw.config).map_err(|e| format!("{key}.config: {e}"))?,
         parallel,
+        timeout: Some(raw.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT)),
     })
 }
 

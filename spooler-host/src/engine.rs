@@ -542,23 +542,27 @@ impl QueueManager {
         let message = Arc::clone(&flight.message);
         let events = self.events.0.clone();
         let queued = preprocessor.worker.as_ref().map(|worker| {
-            worker.run(move |slot| {
-                let result = slot.map_err(Clone::clone).and_then(|preprocessor| {
-                    preprocessor
-                        .process(message.as_ref().as_ref())
-                        .into_result()
-                        .and_then(|verdict| {
-                            verdict.as_enum().cloned().map_err(|_| {
-                                ProviderError::temporary(
-                                    "it answered with a verdict this host does not know",
-                                )
+            worker.ask(
+                move |slot| {
+                    let result = slot.map_err(Clone::clone).and_then(|preprocessor| {
+                        preprocessor
+                            .process(message.as_ref().as_ref())
+                            .into_result()
+                            .and_then(|verdict| {
+                                verdict.as_enum().cloned().map_err(|_| {
+                                    ProviderError::temporary(
+                                        "it answered with a verdict this host does not know",
+                                    )
+                                })
                             })
-                        })
-                });
-                let health = Health::of(&result);
-                events.send(Event::Preprocessed { id, result }).ok();
-                health
-            })
+                    });
+                    (Health::of(&result), result)
+                },
+                move |result| {
+                    let result = result.and_then(|result| result);
+                    events.send(Event::Preprocessed { id, result }).ok();
+                },
+            )
         });
         if !matches!(queued, Some(Ok(()))) {
             let error = ProviderError::temporary(format!("preprocessor {name} is not running"));
@@ -879,8 +883,23 @@ impl QueueManager {
                     )
                 })
                 .collect();
+            let indices: Vec<usize> = calls.iter().flatten().map(|(index, _)| *index).collect();
             let queued = instance.worker.as_ref().map(|worker| {
-                worker.run(move |slot| submit_calls(slot, &message, calls, id, transport, &events))
+                worker.ask(
+                    move |slot| submit_calls(slot, &message, calls),
+                    move |answers| {
+                        let answers = answers.unwrap_or_else(|abandoned| {
+                            let reason = abandoned.to_string();
+                            indices.iter().map(|&i| (i, Err(reason.clone()))).collect()
+                        });
+                        let answered = Event::Submitted {
+                            id,
+                            transport,
+                            answers,
+                        };
+                        events.send(answered).ok();
+                    },
+                )
             });
             if !matches!(queued, Some(Ok(()))) {
                 unqueued.push((transport, answers_if_unqueued));
@@ -1138,25 +1157,29 @@ impl QueueManager {
         });
         let events = self.events.0.clone();
         let queued = hook.worker.as_ref().map(|worker| {
-            worker.run(move |slot| {
-                let result = slot.map_err(Clone::clone).and_then(|hook| {
-                    let view = HookMessage {
-                        direction: Direction::Outbound,
-                        folder: RStr::from_str(&message.folder),
-                        message: message.as_ref().as_ref(),
-                    };
-                    hook.run(view).into_result().and_then(|action| {
-                        action.as_enum().cloned().map_err(|_| {
-                            ProviderError::temporary(
-                                "it answered with an action this host does not know",
-                            )
+            worker.ask(
+                move |slot| {
+                    let result = slot.map_err(Clone::clone).and_then(|hook| {
+                        let view = HookMessage {
+                            direction: Direction::Outbound,
+                            folder: RStr::from_str(&message.folder),
+                            message: message.as_ref().as_ref(),
+                        };
+                        hook.run(view).into_result().and_then(|action| {
+                            action.as_enum().cloned().map_err(|_| {
+                                ProviderError::temporary(
+                                    "it answered with an action this host does not know",
+                                )
+                            })
                         })
-                    })
-                });
-                let health = Health::of(&result);
-                events.send(Event::Hooked { id, result }).ok();
-                health
-            })
+                    });
+                    (Health::of(&result), result)
+                },
+                move |result| {
+                    let result = result.and_then(|result| result);
+                    events.send(Event::Hooked { id, result }).ok();
+                },
+            )
         });
         if !matches!(queued, Some(Ok(()))) {
             self.hooked(
@@ -1228,15 +1251,12 @@ fn keep_last_update_per_message(updates: &mut Vec<provider_abi::Envelope>) {
     *updates = newest_first;
 }
 
-/// Calls the transport once per recipient group and sends the answers back.
+/// Calls the transport once per recipient group; its answers, per recipient index.
 fn submit_calls(
     mut slot: Result<&mut provider_abi::transport::TransportObject, &ProviderError>,
     message: &StoredMessage,
     calls: Vec<Vec<(usize, Address)>>,
-    id: MessageId,
-    transport: usize,
-    events: &Sender<Event>,
-) -> Health {
+) -> (Health, Vec<(usize, Answer)>) {
     let mut answers = Vec::new();
     let mut health = Health::Fine;
     // After a panic the transport is not called again; the rest get the panic as answer.
@@ -1285,14 +1305,7 @@ fn submit_calls(
             }
         }
     }
-    events
-        .send(Event::Submitted {
-            id,
-            transport,
-            answers,
-        })
-        .ok();
-    health
+    (health, answers)
 }
 
 /// Records a final answer.

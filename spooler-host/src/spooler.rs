@@ -365,6 +365,7 @@ fn start_instance<T: 'static>(
                 &config.name,
                 capacity,
                 config.parallel,
+                config.timeout,
                 opener(found, config, status, notices, entry),
                 status.clone(),
             );

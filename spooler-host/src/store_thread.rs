@@ -163,7 +163,7 @@ impl StoreClient {
         open: Opener<StoreObject>,
         status: StatusTable,
     ) -> (StoreClient, Vec<JoinHandle<()>>) {
-        let (worker, mut threads) = Worker::start(name, 1, 1, open, status);
+        let (worker, mut threads) = Worker::start(name, 1, 1, None, open, status);
         let (requests, queue) = bounded::<Request>(1024);
         let thread = std::thread::Builder::new()
             .name("store batcher".into())

@@ -2,17 +2,25 @@
 //!
 //! Every provider is called only from its worker's thread, so it needs no locking, and a slow
 //! provider delays only the work queued for it. A provider that panicked, or could not be
-//! opened, is faulted: it is reopened before the next job, at most once per backoff period
-//! (doubling from one second to one minute); until then jobs get the fault as their error,
-//! so the engine defers their messages instead of waiting.
+//! opened, is faulted: it is reopened before a later job, after a backoff that doubles with
+//! each fault in a row (from one second to one minute), so a provider that panics on every
+//! call is not reopened in a tight loop; until then jobs get the fault as their error, so the
+//! engine defers their messages instead of waiting.
+//!
+//! With a timeout, a watchdog looks at the running calls: one that has not returned in time
+//! is abandoned. Its caller gets a timeout error at once (its messages are deferred), and a
+//! fresh thread with a freshly opened provider takes its place. The stuck thread keeps its
+//! provider until the call returns, if it ever does; its answer is then dropped and the
+//! thread ends.
 
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use provider_abi::{ErrorKind, ProviderError};
+use parking_lot::Mutex;
+use provider_abi::{ErrorKind, ProviderError, ProviderState};
 
 use crate::status::StatusTable;
 
@@ -35,20 +43,32 @@ impl Health {
     }
 }
 
-type Job<T> = Box<dyn FnOnce(Result<&mut T, &ProviderError>) -> Health + Send>;
+type Work<T> = Box<dyn FnOnce(Result<&mut T, &ProviderError>) -> Health + Send>;
+
+/// Answers an abandoned job's caller with the timeout's error.
+type Abandon = Box<dyn FnOnce(ProviderError) + Send>;
+
+struct Job<T> {
+    work: Work<T>,
+    /// `None`: the job is never abandoned.
+    abandon: Option<Abandon>,
+}
 
 /// Opens the provider; called on the worker thread, again after each fault.
 pub type Opener<T> = Arc<dyn Fn() -> Result<T, ProviderError> + Send + Sync>;
 
-/// The handle to a provider's thread. Dropping every handle closes the provider.
+/// The handle to a provider's threads. Dropping every handle closes the provider.
 pub struct Worker<T> {
     jobs: Sender<Job<T>>,
+    /// Keeps the watchdog going while a handle exists.
+    _alive: Arc<()>,
 }
 
 impl<T> Clone for Worker<T> {
     fn clone(&self) -> Self {
         Worker {
             jobs: self.jobs.clone(),
+            _alive: Arc::clone(&self._alive),
         }
     }
 }
@@ -60,70 +80,171 @@ pub struct WorkerGone;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const LAST_BACKOFF: Duration = Duration::from_secs(60);
 
+/// The call a worker thread is running, for the watchdog.
+#[derive(Default)]
+struct Running {
+    since: Option<Instant>,
+    abandon: Option<Abandon>,
+    abandoned: bool,
+}
+
+type RunningSlot = Arc<Mutex<Running>>;
+
+/// What starting a thread of an instance takes.
+struct Pool<T> {
+    instance: String,
+    queue: Receiver<Job<T>>,
+    open: Opener<T>,
+    status: StatusTable,
+}
+
+impl<T: 'static> Pool<T> {
+    fn spawn(self: &Arc<Self>) -> (RunningSlot, JoinHandle<()>) {
+        let running = RunningSlot::default();
+        let (pool, slot) = (Arc::clone(self), Arc::clone(&running));
+        let thread = thread::Builder::new()
+            .name(format!("provider {}", self.instance))
+            .spawn(move || serve(&pool, &slot))
+            .expect("the system can start a thread");
+        (running, thread)
+    }
+}
+
 impl<T: 'static> Worker<T> {
     /// Starts `parallel` threads for instance `name`, each opening its own provider first
     /// and taking jobs from one queue, so jobs go to whichever is free (a transport's
     /// parallel connections). At most `capacity` jobs wait; more block the sender
-    /// (back-pressure).
+    /// (back-pressure). With a `timeout`, a call running longer is abandoned (see above).
     pub fn start(
         name: &str,
         capacity: usize,
         parallel: usize,
+        timeout: Option<Duration>,
         open: Opener<T>,
         status: StatusTable,
     ) -> (Worker<T>, Vec<JoinHandle<()>>) {
         let (jobs, queue) = bounded::<Job<T>>(capacity);
-        let threads = (0..parallel.max(1))
-            .map(|_| {
-                let (queue, open, status) = (queue.clone(), Arc::clone(&open), status.clone());
-                let instance = name.to_owned();
-                thread::Builder::new()
-                    .name(format!("provider {name}"))
-                    .spawn(move || serve(&instance, queue, &open, &status))
-                    .expect("the system can start a thread")
-            })
-            .collect();
-        (Worker { jobs }, threads)
+        let pool = Arc::new(Pool {
+            instance: name.to_owned(),
+            queue,
+            open,
+            status,
+        });
+        let (running, threads): (Vec<RunningSlot>, Vec<JoinHandle<()>>) =
+            (0..parallel.max(1)).map(|_| pool.spawn()).unzip();
+        let alive = Arc::new(());
+        if let Some(timeout) = timeout {
+            let alive = Arc::downgrade(&alive);
+            thread::Builder::new()
+                .name(format!("watchdog {name}"))
+                .spawn(move || watch(&pool, running, timeout, &alive))
+                .expect("the system can start a thread");
+        }
+        (
+            Worker {
+                jobs,
+                _alive: alive,
+            },
+            threads,
+        )
+    }
+}
+
+/// The watchdog: abandons calls running longer than `timeout` and starts a thread in place of
+/// each, until every handle on the worker is gone.
+fn watch<T: 'static>(
+    pool: &Arc<Pool<T>>,
+    mut running: Vec<RunningSlot>,
+    timeout: Duration,
+    alive: &Weak<()>,
+) {
+    let tick = (timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    while alive.strong_count() > 0 {
+        thread::sleep(tick);
+        for slot in &mut running {
+            let abandon = {
+                let mut call = slot.lock();
+                match (call.since, call.abandon.is_some()) {
+                    (Some(since), true) if since.elapsed() >= timeout => {
+                        call.abandoned = true;
+                        call.abandon.take()
+                    }
+                    _ => None,
+                }
+            };
+            let Some(abandon) = abandon else {
+                continue;
+            };
+            let why = format!(
+                "{}: a call did not return within {timeout:?} (the instance's timeout); it was \
+                 abandoned and the provider is reopened on a fresh thread",
+                pool.instance
+            );
+            log::error!("{why}");
+            pool.status.set(&pool.instance, ProviderState::Error, &why);
+            abandon(ProviderError::temporary(why));
+            *slot = pool.spawn().0;
+        }
     }
 }
 
 /// One worker thread: opens its provider, runs jobs until the queue closes, reopens after
-/// a fault.
-fn serve<T>(instance: &str, queue: Receiver<Job<T>>, open: &Opener<T>, status: &StatusTable) {
+/// a fault (after a backoff that doubles with each fault in a row). Ends early if its
+/// running call was abandoned.
+fn serve<T>(pool: &Pool<T>, running: &Mutex<Running>) {
+    let instance = pool.instance.as_str();
     let mut backoff = FIRST_BACKOFF;
-    let mut slot = open_now(instance, open, status);
+    let mut slot = open_now(pool);
     let mut reopen_at = Instant::now() + backoff;
-    for job in queue {
+    for job in pool.queue.iter() {
         if slot.is_err() && Instant::now() >= reopen_at {
-            slot = open_now(instance, open, status);
-            backoff = if slot.is_ok() {
-                FIRST_BACKOFF
-            } else {
-                (backoff * 2).min(LAST_BACKOFF)
-            };
+            slot = open_now(pool);
+            if slot.is_err() {
+                backoff = (backoff * 2).min(LAST_BACKOFF);
+            }
             reopen_at = Instant::now() + backoff;
         }
-        let health = job(slot.as_mut().map_err(|error| &*error));
-        if health == Health::Faulted {
-            let error = ProviderError::new(
-                ErrorKind::Panicked,
-                format!("{instance} panicked and is being reopened"),
+        *running.lock() = Running {
+            since: Some(Instant::now()),
+            abandon: job.abandon,
+            abandoned: false,
+        };
+        // A job answered with the fault that keeps the provider closed tells nothing new.
+        let called = slot.is_ok();
+        let health = (job.work)(slot.as_mut().map_err(|error| &*error));
+        if std::mem::take(&mut *running.lock()).abandoned {
+            log::warn!(
+                "{instance}: an abandoned call returned at last; its answer was dropped, and \
+                 this copy of the provider closes"
             );
-            status.set(
-                instance,
-                provider_abi::ProviderState::Error,
-                error.message(),
-            );
-            // Dropped here, on its own thread, before it is opened again.
-            slot = Err(error);
-            reopen_at = Instant::now();
+            return;
+        }
+        match health {
+            _ if !called => {}
+            Health::Faulted => {
+                let error = ProviderError::new(
+                    ErrorKind::Panicked,
+                    format!(
+                        "{instance} panicked; it is reopened in {} s",
+                        backoff.as_secs()
+                    ),
+                );
+                pool.status
+                    .set(instance, ProviderState::Error, error.message());
+                // Dropped here, on its own thread, before it is opened again.
+                slot = Err(error);
+                reopen_at = Instant::now() + backoff;
+                backoff = (backoff * 2).min(LAST_BACKOFF);
+            }
+            Health::Fine => backoff = FIRST_BACKOFF,
         }
     }
     log::debug!("{instance}: closed");
 }
 
-fn open_now<T>(instance: &str, open: &Opener<T>, status: &StatusTable) -> Result<T, ProviderError> {
-    match open() {
+fn open_now<T>(pool: &Pool<T>) -> Result<T, ProviderError> {
+    let instance = pool.instance.as_str();
+    match (pool.open)() {
         Ok(provider) => {
             log::info!("{instance}: opened");
             Ok(provider)
@@ -133,11 +254,8 @@ fn open_now<T>(instance: &str, open: &Opener<T>, status: &StatusTable) -> Result
                 error.kind(),
                 format!("{instance} cannot be opened: {}", error.message()),
             );
-            status.set(
-                instance,
-                provider_abi::ProviderState::Error,
-                error.message(),
-            );
+            pool.status
+                .set(instance, ProviderState::Error, error.message());
             log::error!("{}", error.message());
             Err(error)
         }
@@ -146,26 +264,60 @@ fn open_now<T>(instance: &str, open: &Opener<T>, status: &StatusTable) -> Result
 
 impl<T> Worker<T> {
     /// Queues `job`; it runs on the worker's thread with the provider, or with the fault
-    /// that keeps it closed.
+    /// that keeps it closed. It is never abandoned.
     pub fn run(
         &self,
         job: impl FnOnce(Result<&mut T, &ProviderError>) -> Health + Send + 'static,
     ) -> Result<(), WorkerGone> {
-        self.jobs.send(Box::new(job)).map_err(|_| WorkerGone)
+        let job = Job {
+            work: Box::new(job),
+            abandon: None,
+        };
+        self.jobs.send(job).map_err(|_| WorkerGone)
     }
 
-    /// Runs `call` on the worker's thread and waits for its answer.
+    /// Queues `work` and hands its result to `answer`: made when the work returns, or, if
+    /// the instance has a timeout and the work outlives it, made at once with the timeout's
+    /// error (the work is abandoned and its result, if it ever comes, dropped).
+    pub fn ask<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(Result<&mut T, &ProviderError>) -> (Health, R) + Send + 'static,
+        answer: impl FnOnce(Result<R, ProviderError>) + Send + 'static,
+    ) -> Result<(), WorkerGone> {
+        let once = Arc::new(Mutex::new(Some(answer)));
+        let abandoned = Arc::clone(&once);
+        let job = Job {
+            work: Box::new(move |slot| {
+                let (health, result) = work(slot);
+                if let Some(answer) = once.lock().take() {
+                    answer(Ok(result));
+                }
+                health
+            }),
+            abandon: Some(Box::new(move |error| {
+                if let Some(answer) = abandoned.lock().take() {
+                    answer(Err(error));
+                }
+            })),
+        };
+        self.jobs.send(job).map_err(|_| WorkerGone)
+    }
+
+    /// Runs `call` on the worker's thread and waits for its answer (at most the timeout).
     pub fn call<R: Send + 'static>(
         &self,
         call: impl FnOnce(&mut T) -> Result<R, ProviderError> + Send + 'static,
     ) -> Result<R, ProviderError> {
         let (answer, answered) = bounded(1);
-        self.run(move |slot| {
-            let result = slot.map_err(Clone::clone).and_then(call);
-            let health = Health::of(&result);
-            answer.send(result).ok();
-            health
-        })
+        self.ask(
+            move |slot| {
+                let result = slot.map_err(Clone::clone).and_then(call);
+                (Health::of(&result), result)
+            },
+            move |result| {
+                answer.send(result.and_then(|result| result)).ok();
+            },
+        )
         .map_err(|_| ProviderError::temporary("the host is shutting down"))?;
         answered
             .recv()
