@@ -297,3 +297,123 @@ fn a_transport_that_panics_on_every_call_is_reopened_after_growing_pauses_while_
         "{status}"
     );
 }
+
+/// A small tmpfs mounted over a folder for the life of a test (root only).
+struct SmallDisk {
+    folder: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(folder: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var("SPOOLER_REQUIRE_SERVERS").as_deref() != Ok("1"),
+                "the full-disk test needs root to mount a tmpfs"
+            );
+            eprintln!("SKIPPED: mounting a small tmpfs needs root (CI runs as root)");
+            return None;
+        }
+        std::fs::create_dir_all(folder).unwrap();
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(folder)
+            .status()
+            .expect("mount runs");
+        assert!(
+            mounted.success(),
+            "mounting a tmpfs at {}",
+            folder.display()
+        );
+        Some(SmallDisk {
+            folder: folder.to_owned(),
+        })
+    }
+
+    /// Fills it with a file until no byte more fits.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.folder.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 16 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        while file.write_all(&[0]).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        Command::new("umount")
+            .arg("-l")
+            .arg(&self.folder)
+            .status()
+            .ok();
+    }
+}
+
+#[test]
+fn a_full_disk_makes_submit_fail_temporarily_and_the_host_carries_on_when_space_is_freed() {
+    let site = Site::new();
+    let Some(disk) = SmallDisk::mount(&site.path("data"), "8M") else {
+        return;
+    };
+    std::fs::create_dir_all(site.path("files")).unwrap();
+    std::fs::write(site.path("files/.offline"), "").unwrap();
+    let config = site.write_config(&format!(
+        "{FILES}\n{QUICK_RETRY}\n[submission]\nclient_retry = \"1s\"\n"
+    ));
+    let host = Host::start(&config, "host.log");
+    let queued = host.submit(&["FILE:alice"], "Subject: queued before\r\n\r\nwaits\r\n");
+
+    let filler = disk.fill();
+    let big = format!("Subject: too much\r\n\r\n{}\r\n", "x".repeat(1 << 20));
+    let refused = host.submit_with_status(&["FILE:bob"], &big);
+    assert_eq!(refused.code, Some(75), "EX_TEMPFAIL: {}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("the store could not take the message")
+            && refused.stderr.contains("full")
+            && refused.stderr.contains("try again"),
+        "{}",
+        refused.stderr
+    );
+    // The queue manager's own writes fail too; it says so once, not at every retry.
+    let failures = || host.log().matches("the store failed").count();
+    wait_until(PROMPTLY, "the queue manager meets the full disk", || {
+        failures() > 0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(failures(), 1, "{}", host.log());
+    assert_eq!(host.command(&["status"]).code, Some(0), "the host runs on");
+
+    // Space comes back: everything goes on by itself, the queue as it was.
+    std::fs::remove_file(filler).unwrap();
+    let recovered = std::time::Instant::now();
+    while !host.log().contains("the store works again") {
+        assert!(recovered.elapsed() < PROMPTLY, "{}", host.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let later = host.submit(&["FILE:bob"], &big);
+    let outbox: Vec<String> = host
+        .list("Outbox")
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        outbox,
+        [queued.clone(), later.clone()],
+        "nothing half-stored"
+    );
+    std::fs::remove_file(site.path("files/.offline")).unwrap();
+    wait_until(PROMPTLY, "both are delivered", || {
+        site.delivered_files("files").len() == 2
+    });
+}

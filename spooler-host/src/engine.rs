@@ -23,6 +23,7 @@ use provider_abi::{
 
 use crate::host_services::ProviderNotice;
 use crate::inbound::InboundCommand;
+use crate::outage::Outage;
 use crate::policy::{Jitter, RetryPolicy};
 use crate::registry::Registry;
 use crate::reports::{self, ReportKind};
@@ -152,6 +153,8 @@ pub struct QueueManager {
     watchers: Watchers,
     /// Set by a shutdown: who to tell when done, and until when to wait for passes.
     draining: Option<(Sender<()>, std::time::Instant)>,
+    /// Whether the store is failing, logged once.
+    outage: Outage,
 }
 
 /// How long the queue manager sleeps at most, so a clock jump cannot stall it.
@@ -189,6 +192,7 @@ impl QueueManager {
             inbound: setup.inbound,
             watchers: setup.watchers,
             draining: None,
+            outage: Outage::default(),
         };
         let thread = std::thread::Builder::new()
             .name("queue manager".into())
@@ -256,6 +260,10 @@ impl QueueManager {
         if self.draining.is_some() {
             return Duration::from_millis(100);
         }
+        // A commit the store refused waits only until the next try.
+        if !self.pending.is_empty() {
+            return STORE_RETRY;
+        }
         if self.look_at_queue && self.flights.len() < self.max_in_flight {
             return Duration::ZERO;
         }
@@ -277,7 +285,7 @@ impl QueueManager {
         let news = match self.store.check_in(now) {
             Ok(news) => news,
             Err(error) => {
-                log::error!("cannot check in with the store, trying again: {error}");
+                self.outage.failed("checking in", &error);
                 self.next_check_in = now.plus(STORE_RETRY);
                 return;
             }
@@ -429,6 +437,7 @@ impl QueueManager {
         keep_last_update_per_message(&mut commit.update_envelopes);
         match self.store.commit(commit.clone()) {
             Ok(receipt) => {
+                self.outage.over();
                 for line in self.pending_log.drain(..) {
                     log::info!("{line}");
                 }
@@ -447,7 +456,7 @@ impl QueueManager {
                 true
             }
             Err(error) => {
-                log::error!("cannot store the queue's updates, trying again: {error}");
+                self.outage.failed("storing the queue's updates", &error);
                 self.pending = commit;
                 false
             }
@@ -458,7 +467,7 @@ impl QueueManager {
         match self.store.next_due() {
             Ok(due) => self.next_due = due,
             Err(error) => {
-                log::error!("cannot read the queue: {error}");
+                self.outage.failed("reading the queue", &error);
                 self.next_due = Some(Timestamp::now().plus(STORE_RETRY));
             }
         }
@@ -483,7 +492,7 @@ impl QueueManager {
                 }
             }
             Err(error) => {
-                log::error!("cannot take messages from the queue: {error}");
+                self.outage.failed("taking messages from the queue", &error);
                 self.next_due = Some(Timestamp::now().plus(STORE_RETRY));
             }
         }

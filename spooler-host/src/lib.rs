@@ -4,9 +4,9 @@
 //! One module, one job: `loader` finds and checks provider libraries; `config` reads the
 //! profile; `spooler` starts everything; `store_thread` owns the store (group commit);
 //! `worker` runs each other provider on its own thread; `registry` is the routing table;
-//! `engine` is the queue manager; `policy` says when to retry; `reports` writes RFC 3464
-//! reports; `control` and `protocol` serve clients, `client` is their side; `submission` and
-//! `mailbox` check what clients submit.
+//! `engine` is the queue manager (`outage` tells of a failing store once); `policy` says when
+//! to retry; `reports` writes RFC 3464 reports; `control` and `protocol` serve clients,
+//! `client` is their side; `submission` and `mailbox` check what clients submit.
 
 pub mod client;
 pub mod config;
@@ -16,6 +16,7 @@ pub mod host_services;
 pub mod inbound;
 pub mod loader;
 pub mod mailbox;
+pub mod outage;
 pub mod paths;
 pub mod policy;
 pub mod protocol;

@@ -84,11 +84,11 @@ impl CrashReport {
             ),
             row(
                 "median delay, acknowledgement to arrival",
-                format!("{:.2} s", self.median_delay.as_secs_f64()),
+                format!("{} ms", self.median_delay.as_millis()),
             ),
             row(
                 "worst delay, acknowledgement to arrival",
-                format!("{:.2} s", self.worst_delay.as_secs_f64()),
+                format!("{} ms", self.worst_delay.as_millis()),
             ),
             row("run time", format!("{:.0} s", self.elapsed.as_secs_f64())),
         ]
