@@ -417,3 +417,40 @@ fn a_full_disk_makes_submit_fail_temporarily_and_the_host_carries_on_when_space_
         site.delivered_files("files").len() == 2
     });
 }
+
+/// The most memory the process `pid` has held so far (its VmHWM), in bytes.
+fn peak_memory(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: usize = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("/proc/<pid>/status has VmHWM");
+    kib * 1024
+}
+
+#[test]
+fn a_message_of_40_mib_costs_the_host_about_twice_its_size_in_memory_from_submission_to_delivery() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(FILES), "host.log");
+    let before = peak_memory(host.pid());
+    let line = "The quick brown fox jumps over the lazy dog, and the message grows and grows.\r\n";
+    let size = 40 << 20;
+    let mut message = String::with_capacity(size + line.len());
+    message.push_str("Subject: big\r\n\r\n");
+    while message.len() < size {
+        message.push_str(line);
+    }
+    host.submit(&["-i", "FILE:alice"], &message);
+    wait_until(PROMPTLY, "the message is delivered", || {
+        host.list("Sent Items").len() == 1
+    });
+    let cost = peak_memory(host.pid()) - before;
+    // The content once, plus SQLite's page cache (32 MiB at most): no copy per step.
+    assert!(
+        cost as f64 <= 2.2 * message.len() as f64,
+        "the host's peak grew by {} MiB for a {} MiB message",
+        cost >> 20,
+        message.len() >> 20
+    );
+}

@@ -216,19 +216,25 @@ impl EmbeddedStore {
 
     fn read_message(&self, id: MessageId) -> rusqlite::Result<Option<StoredMessage>> {
         let mut statement = self.connection.prepare_cached(&format!(
-            "SELECT {}, content FROM messages JOIN contents ON message_id = id WHERE id = ?1",
+            "SELECT {} FROM messages WHERE id = ?1",
             rows::ENVELOPE_COLUMNS
         ))?;
-        statement
+        let Some((envelope, folder)) = statement
             .query_row([id.0 as i64], |row| {
-                let (envelope, folder) = rows::read_envelope(&self.connection, row)?;
-                Ok(StoredMessage {
-                    envelope,
-                    folder: folder.into(),
-                    content: row.get::<_, Vec<u8>>(13)?.into(),
-                })
+                rows::read_envelope(&self.connection, row)
             })
-            .optional()
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let Some(content) = rows::read_content(&self.connection, id)? else {
+            return Ok(None);
+        };
+        Ok(Some(StoredMessage {
+            envelope,
+            folder: folder.into(),
+            content: content.into(),
+        }))
     }
 
     /// Outbox ids in queue order that are due at `until` and not locked, at most `limit`.

@@ -9,7 +9,8 @@ use provider_abi::{
     Address, DeliveryState, Envelope, MessageId, Priority, Property, Recipient, RecipientKind,
     RecipientStatus, ReportRequest, Timestamp,
 };
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::blob::ZeroBlob;
+use rusqlite::{params, Connection, OptionalExtension, Row, MAIN_DB};
 
 /// Inserts a message into `folder` and returns its id.
 pub fn insert(
@@ -51,7 +52,8 @@ pub fn insert(
     let id = MessageId(connection.last_insert_rowid() as u64);
     connection
         .prepare_cached("INSERT INTO contents (message_id, content) VALUES (?1, ?2)")?
-        .execute(params![id.0 as i64, content])?;
+        .execute(params![id.0 as i64, room_for(content)])?;
+    write_content(connection, id, content)?;
     write_recipients(connection, id, &envelope.recipients, &[])?;
     write_properties(connection, id, &envelope.properties)?;
     Ok(id)
@@ -96,9 +98,13 @@ pub fn replace_content(
     id: MessageId,
     content: &[u8],
 ) -> rusqlite::Result<()> {
-    connection
+    let replaced = connection
         .prepare_cached("UPDATE contents SET content = ?2 WHERE message_id = ?1")?
-        .execute(params![id.0 as i64, content])?;
+        .execute(params![id.0 as i64, room_for(content)])?;
+    if replaced == 0 {
+        return Ok(());
+    }
+    write_content(connection, id, content)?;
     connection
         .prepare_cached("UPDATE messages SET size = ?2, subject = ?3 WHERE id = ?1")?
         .execute(params![
@@ -109,12 +115,33 @@ pub fn replace_content(
     Ok(())
 }
 
-/// A message's content.
-pub fn read_content(connection: &Connection, id: MessageId) -> rusqlite::Result<Option<Vec<u8>>> {
+/// A zero-filled blob the size of `content`, for [`write_content`] to fill.
+fn room_for(content: &[u8]) -> ZeroBlob {
+    ZeroBlob(content.len() as u64)
+}
+
+/// Writes message `id`'s content into the room made for it, with SQLite's incremental blob
+/// I/O: a bound parameter would be copied by SQLite first, so a message at the size limit
+/// would be in memory twice more.
+fn write_content(connection: &Connection, id: MessageId, content: &[u8]) -> rusqlite::Result<()> {
     connection
-        .prepare_cached("SELECT content FROM contents WHERE message_id = ?1")?
-        .query_row([id.0 as i64], |row| row.get(0))
-        .optional()
+        .blob_open(MAIN_DB, "contents", "content", id.0 as i64, false)?
+        .write_all_at(content, 0)
+}
+
+/// A message's content, read straight into one buffer (incremental blob I/O; reading the
+/// column would have SQLite assemble it in a buffer of its own first).
+pub fn read_content(connection: &Connection, id: MessageId) -> rusqlite::Result<Option<Vec<u8>>> {
+    let exists = connection
+        .prepare_cached("SELECT 1 FROM contents WHERE message_id = ?1")?
+        .exists([id.0 as i64])?;
+    if !exists {
+        return Ok(None);
+    }
+    let blob = connection.blob_open(MAIN_DB, "contents", "content", id.0 as i64, true)?;
+    let mut content = vec![0; blob.len()];
+    blob.read_at_exact(&mut content, 0)?;
+    Ok(Some(content))
 }
 
 /// Stores `envelope` over the stored one (same id); returns false if there is none.
