@@ -374,3 +374,36 @@ fn a_client_watching_one_host_hears_of_mail_another_host_took_in() {
         "Inbox"
     );
 }
+
+#[test]
+fn a_message_submitted_again_to_another_host_on_the_same_store_is_stored_once() {
+    let Some(postgres) = servers() else {
+        return;
+    };
+    let database = postgres.create_database("spooler");
+    let sink_site = Site::with_providers(&[]);
+    let sink = SmtpSink::start(&sink_site, "sink", free_port(), &[]);
+    let a = shared_host_site(&database, "a", sink.port, 1);
+    let b = shared_host_site(&database, "b", sink.port, 1);
+    let host_a = Host::start(&a.path("spooler.toml"), "host.log");
+    let host_b = Host::start(&b.path("spooler.toml"), "host.log");
+    let message = "Message-ID: <order-7@shop.example>\r\nSubject: order 7\r\n\r\nShipped.\r\n";
+    let first = host_a.submit(&["-f", "shop@example.com", "ann@example.net"], message);
+    let again = host_b.submit(&["-f", "shop@example.com", "ann@example.net"], message);
+    assert_eq!(
+        again, first,
+        "the retry, wherever it lands, finds the first"
+    );
+    let other = host_b.submit(&["-f", "shop@example.com", "bob@example.net"], message);
+    assert_ne!(other, first);
+    assert!(
+        host_b.log().contains(&format!("{first}: submitted again")),
+        "{}",
+        host_b.log()
+    );
+    wait_until(PROMPTLY, "both messages are delivered", || {
+        sink.transactions_count() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sink.transactions_count(), 2, "one copy each");
+}
