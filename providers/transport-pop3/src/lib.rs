@@ -29,7 +29,6 @@
 //! end dropped), so that it need not stand in the profile.
 
 mod pop3;
-mod tls;
 
 #[cfg(test)]
 mod fuzz;
@@ -121,21 +120,24 @@ impl Pop3Transport {
         let config: Config =
             toml::from_str(context.config()).map_err(|e| bad(e.message().to_owned()))?;
         let password =
-            read_password(config.password, config.password_file.as_deref()).map_err(bad)?;
-        let security =
-            match config.tls {
-                TlsMode::None if config.ca_file.is_some() => return Err(bad(
+            transport_support::password(config.password, config.password_file.as_deref())
+                .map_err(bad)?
+                .ok_or_else(|| bad("no password: set `password` or `password_file`".into()))?;
+        let security = match config.tls {
+            TlsMode::None if config.ca_file.is_some() => {
+                return Err(bad(
                     "ca_file is for TLS, and tls = \"none\"; set tls = \"stls\" or \"implicit\""
                         .into(),
-                )),
-                TlsMode::None => Security::None,
-                TlsMode::Stls => {
-                    Security::Stls(tls::client_config(config.ca_file.as_deref()).map_err(bad)?)
-                }
-                TlsMode::Implicit => {
-                    Security::Implicit(tls::client_config(config.ca_file.as_deref()).map_err(bad)?)
-                }
-            };
+                ))
+            }
+            TlsMode::None => Security::None,
+            TlsMode::Stls => Security::Stls(
+                transport_support::tls::client_config(config.ca_file.as_deref()).map_err(bad)?,
+            ),
+            TlsMode::Implicit => Security::Implicit(
+                transport_support::tls::client_config(config.ca_file.as_deref()).map_err(bad)?,
+            ),
+        };
         Ok(Pop3Transport {
             port: config.port.unwrap_or(if config.tls == TlsMode::Implicit {
                 995
@@ -158,7 +160,7 @@ impl Pop3Transport {
 
     fn failure(&self, doing: &str, error: Pop3Error) -> ProviderError {
         let server = format!("{}:{}", self.host, self.port);
-        match tls::certificate_refusal(&server, &error) {
+        match transport_support::tls::certificate_refusal(&server, &error) {
             Some(refusal) => ProviderError::temporary(format!("POP3 {}: {refusal}", self.server())),
             None => ProviderError::temporary(format!("POP3 {}: {doing}: {error}", self.server())),
         }
@@ -273,24 +275,6 @@ impl Transport for Pop3Transport {
     }
 }
 
-/// The password from `password` or from the file `password_file` (exactly one of them).
-fn read_password(password: Option<String>, password_file: Option<&str>) -> Result<String, String> {
-    match (password, password_file) {
-        (Some(_), Some(_)) => Err("set `password` or `password_file`, not both".into()),
-        (None, None) => Err("no password: set `password` or `password_file`".into()),
-        (Some(password), None) => Ok(password),
-        (None, Some(file)) => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("password_file {file}: cannot read it: {e}"))?;
-            let password = text.trim_end_matches(['\r', '\n']);
-            if password.is_empty() {
-                return Err(format!("password_file {file}: the file is empty"));
-            }
-            Ok(password.to_owned())
-        }
-    }
-}
-
 fn library() -> Library {
     Library::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")).transport(
         "pop3",
@@ -300,33 +284,3 @@ fn library() -> Library {
 }
 
 export_library!(library);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_password_comes_from_the_profile_or_a_file_but_not_both() {
-        let folder = std::env::temp_dir().join(format!("pop3-password-{}", std::process::id()));
-        std::fs::create_dir_all(&folder).unwrap();
-        let file = folder.join("password");
-        std::fs::write(&file, "s3cret\n").unwrap();
-        let file = file.to_str().unwrap();
-
-        assert_eq!(read_password(None, Some(file)).unwrap(), "s3cret");
-        assert_eq!(
-            read_password(Some("inline".into()), None).unwrap(),
-            "inline"
-        );
-        let both = read_password(Some("inline".into()), Some(file)).unwrap_err();
-        assert!(both.contains("not both"), "{both}");
-        let neither = read_password(None, None).unwrap_err();
-        assert!(neither.contains("password_file"), "{neither}");
-        let missing = read_password(None, Some("/nonexistent/password")).unwrap_err();
-        assert!(
-            missing.contains("password_file /nonexistent/password: cannot read it"),
-            "{missing}"
-        );
-        std::fs::remove_dir_all(&folder).ok();
-    }
-}

@@ -33,7 +33,6 @@
 //! (its trailing line end dropped), so that it need not stand in the profile.
 
 mod data;
-mod tls;
 
 use std::time::{Duration, Instant};
 
@@ -140,7 +139,8 @@ impl SmtpTransport {
         let config: Config =
             toml::from_str(context.config()).map_err(|e| bad(e.message().to_owned()))?;
         let password =
-            read_password(config.password, config.password_file.as_deref()).map_err(bad)?;
+            transport_support::password(config.password, config.password_file.as_deref())
+                .map_err(bad)?;
         let credentials = match (config.username, password) {
             (Some(user), Some(password)) => Some(Credentials::new(user, password)),
             (None, None) => None,
@@ -343,7 +343,7 @@ impl SmtpTransport {
             let server = format!("{}:{}", self.host, self.port);
             let name = self.name.clone();
             let connection = self.connection().map_err(|error| {
-                let reason = match tls::certificate_refusal(&server, &error) {
+                let reason = match transport_support::tls::certificate_refusal(&server, &error) {
                     Some(refusal) => {
                         log::warn!("{name}: {refusal}");
                         refusal
@@ -387,26 +387,6 @@ impl SmtpTransport {
     }
 }
 
-/// The password from `password` or from the file `password_file` (one of them, or none).
-fn read_password(
-    password: Option<String>,
-    password_file: Option<&str>,
-) -> Result<Option<String>, String> {
-    match (password, password_file) {
-        (Some(_), Some(_)) => Err("set `password` or `password_file`, not both".into()),
-        (password, None) => Ok(password),
-        (None, Some(file)) => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("password_file {file}: cannot read it: {e}"))?;
-            let password = text.trim_end_matches(['\r', '\n']);
-            if password.is_empty() {
-                return Err(format!("password_file {file}: the file is empty"));
-            }
-            Ok(Some(password.to_owned()))
-        }
-    }
-}
-
 /// TLS for `host`, verified against the built-in public roots or, with `ca_file`, against
 /// exactly the CA certificates in that file.
 fn tls_parameters(
@@ -418,7 +398,7 @@ fn tls_parameters(
         .dangerous_accept_invalid_certs(accept_invalid_certificates);
     if let Some(file) = ca_file {
         builder = builder.certificate_store(CertificateStore::None);
-        for certificate in tls::read_ca_file(file)? {
+        for certificate in transport_support::tls::read_ca_file(file)? {
             let certificate = Certificate::from_der(certificate.to_vec())
                 .map_err(|e| format!("ca_file {file}: {e}"))?;
             builder = builder.add_root_certificate(certificate);
@@ -580,39 +560,6 @@ mod tests {
         );
         assert_eq!(enhanced_code("Error: command failed"), None);
         assert_eq!(enhanced_code("5.x.1 nope"), None);
-    }
-
-    #[test]
-    fn the_password_comes_from_the_profile_or_a_file_but_not_both() {
-        let folder = std::env::temp_dir().join(format!("smtp-password-{}", std::process::id()));
-        std::fs::create_dir_all(&folder).unwrap();
-        let file = folder.join("password");
-        std::fs::write(&file, "s3cret\r\n").unwrap();
-        let file = file.to_str().unwrap();
-
-        assert_eq!(
-            read_password(None, Some(file)).unwrap().as_deref(),
-            Some("s3cret"),
-            "the line end is dropped"
-        );
-        assert_eq!(
-            read_password(Some("inline".into()), None)
-                .unwrap()
-                .as_deref(),
-            Some("inline")
-        );
-        assert_eq!(read_password(None, None).unwrap(), None);
-        let both = read_password(Some("inline".into()), Some(file)).unwrap_err();
-        assert!(both.contains("not both"), "{both}");
-        let missing = read_password(None, Some("/nonexistent/password")).unwrap_err();
-        assert!(
-            missing.contains("password_file /nonexistent/password: cannot read it"),
-            "{missing}"
-        );
-        std::fs::write(folder.join("empty"), "\n").unwrap();
-        let empty = read_password(None, Some(folder.join("empty").to_str().unwrap())).unwrap_err();
-        assert!(empty.contains("empty"), "{empty}");
-        std::fs::remove_dir_all(&folder).ok();
     }
 
     #[test]
