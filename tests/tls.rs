@@ -230,22 +230,7 @@ fn pop3_over_stls_with_a_password_file_fetches_into_the_inbox() {
             password_file.display()
         ),
     );
-    let host = Host::start(&site.write_config(&transport), "host.log");
-    dovecot.deliver("1.mail", INBOUND);
-
-    wait_until(PROMPTLY, "the message is in the Inbox", || {
-        host.list("Inbox").len() == 1
-    });
-    assert_eq!(host.contents("Inbox"), vec![INBOUND.to_owned()]);
-    wait_until(PROMPTLY, "it leaves the server", || {
-        dovecot.messages_on_server() == 0
-    });
-    let log = dovecot.log();
-    assert!(
-        log.lines()
-            .any(|line| line.contains("Login: user=<test>") && line.contains(", TLS")),
-        "logged in over TLS:\n{log}"
-    );
+    fetches_over_tls(&site, &dovecot, &transport);
 }
 
 #[test]
@@ -263,22 +248,7 @@ fn pop3s_fetches_into_the_inbox() {
             ca_file(&certificates)
         ),
     );
-    let host = Host::start(&site.write_config(&transport), "host.log");
-    dovecot.deliver("1.mail", INBOUND);
-
-    wait_until(PROMPTLY, "the message is in the Inbox", || {
-        host.list("Inbox").len() == 1
-    });
-    assert_eq!(host.contents("Inbox"), vec![INBOUND.to_owned()]);
-    wait_until(PROMPTLY, "it leaves the server", || {
-        dovecot.messages_on_server() == 0
-    });
-    let log = dovecot.log();
-    assert!(
-        log.lines()
-            .any(|line| line.contains("Login: user=<test>") && line.contains(", TLS")),
-        "logged in over TLS:\n{log}"
-    );
+    fetches_over_tls(&site, &dovecot, &transport);
 }
 
 #[test]
@@ -330,5 +300,26 @@ fn pop3_with_stls_refuses_a_server_that_does_not_offer_it_rather_than_send_the_p
     assert!(
         !dovecot.log().contains("Login: user=<test>"),
         "no login in plain text"
+    );
+}
+
+/// Runs a host with `transport` and checks that mail dropped on `dovecot` lands in the Inbox,
+/// leaves the server, and that Dovecot saw the login over TLS.
+fn fetches_over_tls(site: &Site, dovecot: &Dovecot, transport: &str) {
+    let host = Host::start(&site.write_config(transport), "host.log");
+    dovecot.deliver("1.mail", INBOUND);
+
+    wait_until(PROMPTLY, "the message is in the Inbox", || {
+        host.list("Inbox").len() == 1
+    });
+    assert_eq!(host.contents("Inbox"), vec![INBOUND.to_owned()]);
+    wait_until(PROMPTLY, "it leaves the server", || {
+        dovecot.messages_on_server() == 0
+    });
+    let log = dovecot.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("Login: user=<test>") && line.contains(", TLS")),
+        "logged in over TLS:\n{log}"
     );
 }

@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use spooler_host::client;
-use spooler_host::protocol::{
-    KindName, PriorityName, Request, Response, Submission, SubmittedRecipient,
-};
+use spooler_host::protocol::{Request, Response, Submission};
 
 /// How many clients submit side by side.
 pub const SUBMITTERS: usize = 8;
@@ -69,23 +67,7 @@ pub fn submit_over_socket(socket: &Path, first: usize, count: usize) -> Instant 
 
 /// Submits one message to `recipients` over the socket; its queue id.
 pub fn submit_one(socket: &Path, recipients: &[String], content: &[u8]) -> String {
-    let submission = Submission {
-        sender: "bench@example.com".into(),
-        recipients: recipients
-            .iter()
-            .map(|address| SubmittedRecipient {
-                address: address.clone(),
-                kind: KindName::To,
-            })
-            .collect(),
-        delivery_report: false,
-        no_non_delivery_report: false,
-        priority: PriorityName::Normal,
-        deferred_until: None,
-        expires_at: None,
-        delete_after_submission: false,
-        content_length: content.len(),
-    };
+    let submission = Submission::new("bench@example.com", recipients.to_vec(), content.len());
     match client::request(socket, &Request::Submit(submission), Some(content)) {
         Ok(Response::Submitted { id }) => id,
         other => panic!("a submission was not acknowledged: {other:?}"),

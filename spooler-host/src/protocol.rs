@@ -100,6 +100,34 @@ pub struct Submission {
     pub content_length: usize,
 }
 
+impl Submission {
+    /// A submission from `sender` to `recipients` (all To) of `content_length` bytes, with
+    /// every option at its default.
+    pub fn new(
+        sender: &str,
+        recipients: impl IntoIterator<Item = String>,
+        content_length: usize,
+    ) -> Submission {
+        Submission {
+            sender: sender.to_owned(),
+            recipients: recipients
+                .into_iter()
+                .map(|address| SubmittedRecipient {
+                    address,
+                    kind: KindName::To,
+                })
+                .collect(),
+            delivery_report: false,
+            no_non_delivery_report: false,
+            priority: PriorityName::Normal,
+            deferred_until: None,
+            expires_at: None,
+            delete_after_submission: false,
+            content_length,
+        }
+    }
+}
+
 /// A recipient of a submission.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SubmittedRecipient {

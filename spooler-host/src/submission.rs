@@ -174,26 +174,9 @@ fn find_header_end(content: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{KindName, PriorityName, SubmittedRecipient};
 
     fn submission(sender: &str, recipients: &[&str]) -> Submission {
-        Submission {
-            sender: sender.into(),
-            recipients: recipients
-                .iter()
-                .map(|address| SubmittedRecipient {
-                    address: (*address).into(),
-                    kind: KindName::To,
-                })
-                .collect(),
-            delivery_report: false,
-            no_non_delivery_report: false,
-            priority: PriorityName::Normal,
-            deferred_until: None,
-            expires_at: None,
-            delete_after_submission: false,
-            content_length: 0,
-        }
+        Submission::new(sender, recipients.iter().map(|r| r.to_string()), 0)
     }
 
     const RULES: Rules = Rules {
