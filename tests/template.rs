@@ -19,7 +19,10 @@ fn cargo_on_template(args: &[&str]) {
         .env("CARGO_TARGET_DIR", template_target())
         .status()
         .expect("cargo runs");
-    assert!(status.success(), "cargo {args:?} on the provider template failed");
+    assert!(
+        status.success(),
+        "cargo {args:?} on the provider template failed"
+    );
 }
 
 fn template_target() -> &'static Path {

@@ -264,6 +264,15 @@ mod tests {
     }
 
     #[test]
+    fn keeps_the_hosts_transport_contract() {
+        let folder = folder("contract");
+        let config = format!("path = \"{}\"", folder.display());
+        provider_testkit::check_transport(library, "mbox", &config, &["MBOX:alice", "MBOX:bob"])
+            .unwrap();
+        std::fs::remove_dir_all(folder).ok();
+    }
+
+    #[test]
     fn from_lines_carry_the_time_as_asctime_does() {
         let time = UNIX_EPOCH + Duration::from_secs(1_795_600_611);
         assert_eq!(asctime(time), "Wed Nov 25 09:56:51 2026");

@@ -443,3 +443,16 @@ fn library() -> Library {
 }
 
 export_library!(library);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keeps_the_hosts_store_contract() {
+        let folder = tempfile::tempdir().unwrap();
+        let config = format!(
+            "path = \"{}\"",
+            folder.path().join("store.sqlite").display()
+        );
+        provider_testkit::check_store(super::library, "embedded", &config).unwrap();
+    }
+}

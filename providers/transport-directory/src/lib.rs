@@ -308,3 +308,15 @@ fn library() -> Library {
 }
 
 export_library!(library);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keeps_the_hosts_transport_contract() {
+        let folder = tempfile::tempdir().unwrap();
+        let config = format!("path = \"{}\"", folder.path().display());
+        let recipients = ["FILE:alice", "FILE:bob"];
+        provider_testkit::check_transport(super::library, "directory", &config, &recipients)
+            .unwrap();
+    }
+}

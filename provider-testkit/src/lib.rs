@@ -1,0 +1,420 @@
+//! Runs a provider through the host's contract without the host. Add it as a
+//! dev-dependency, and call the check for your provider's kind from a test with your
+//! library function (the one you pass to `export_library!`), the provider's name in it, and
+//! a configuration:
+//!
+//! ```no_run
+//! # fn library() -> provider_abi::Library { unimplemented!() }
+//! #[test]
+//! fn keeps_the_hosts_contract() {
+//!     provider_testkit::check_transport(library, "mbox", "path = \"/tmp/mbox\"", &["MBOX:alice", "MBOX:bob"])
+//!         .unwrap();
+//! }
+//! ```
+//!
+//! Providers are opened as the host opens them: through the library's exported entry points,
+//! behind the same panic barrier, with a [`TestHost`] recording what they tell the host.
+//!
+//! - [`check_transport`]: one outcome per recipient for one and for several recipients, an
+//!   odd message (no headers, an empty body) answered and not panicked over, a second
+//!   instance opened beside the first (the host opens one per `parallel`) and a reopen
+//!   after the first is dropped (the host reopens after a fault).
+//! - [`check_store`]: a submission durable across a reopen, due messages locked once until
+//!   unlocked, a finished message moved to Sent Items, and folders paged with a cursor.
+
+use std::sync::{Arc, Mutex};
+
+use provider_abi::abi_stable::sabi_trait::TD_Opaque;
+use provider_abi::abi_stable::std_types::{RArc, ROption, RSlice, RStr, RString};
+use provider_abi::export::{self, LibraryCell};
+use provider_abi::host::{
+    HostServices, HostServices_TO, LogLevel, LogRecord, LogSink, NoticeAbi, ProviderStateAbi,
+};
+use provider_abi::library::OpenArgs;
+use provider_abi::store::{Finish, NewMessage, StoreBatch, StoreObject, OUTBOX, SENT_ITEMS};
+use provider_abi::transport::TransportObject;
+use provider_abi::{
+    Address, Envelope, ErrorKind, Library, MessageId, Notice, ProviderError, ProviderState,
+    Recipient, RecipientKind, StoredMessage, Timestamp,
+};
+
+/// What a provider told the host: its notices and status changes, in order.
+#[derive(Clone, Default)]
+pub struct TestHost {
+    notices: Arc<Mutex<Vec<Notice>>>,
+    statuses: Arc<Mutex<Vec<(ProviderState, String)>>>,
+}
+
+impl TestHost {
+    /// The notices so far.
+    pub fn notices(&self) -> Vec<Notice> {
+        self.notices.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    /// The status changes so far.
+    pub fn statuses(&self) -> Vec<(ProviderState, String)> {
+        self.statuses.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl HostServices for TestHost {
+    fn notify(&self, notice: NoticeAbi) {
+        if let (Ok(mut notices), Ok(notice)) = (self.notices.lock(), notice.as_enum()) {
+            notices.push(*notice);
+        }
+    }
+
+    fn set_status(&self, state: ProviderStateAbi, text: RString) {
+        if let (Ok(mut statuses), Ok(state)) = (self.statuses.lock(), state.as_enum()) {
+            statuses.push((*state, text.into_string()));
+        }
+    }
+}
+
+extern "C" fn log_enabled(_level: LogLevel, _target: RStr<'_>) -> bool {
+    true
+}
+
+extern "C" fn log_to_stderr(record: LogRecord<'_>) {
+    eprintln!("[{}] {}", record.target, record.message);
+}
+
+/// Loads `library` as the host does (its `load` entry point, with a log sink printing to
+/// standard error), ready to open providers.
+fn loaded(library: fn() -> Library) -> Result<LibraryCell, ProviderError> {
+    let cell = LibraryCell::new();
+    let sink = LogSink {
+        max_level: LogLevel::Debug,
+        enabled: log_enabled,
+        log: log_to_stderr,
+    };
+    export::load(&cell, sink, library).into_result()?;
+    Ok(cell)
+}
+
+fn arguments(provider: &str, config: &str, host: &TestHost) -> OpenArgs {
+    OpenArgs {
+        name: provider.into(),
+        instance: format!("{provider}-test").into(),
+        config: config.into(),
+        host: HostServices_TO::from_ptr(RArc::new(host.clone()), TD_Opaque),
+    }
+}
+
+/// Opens transport `provider` of `library` with `config`, as the host does.
+pub fn open_transport(
+    library: fn() -> Library,
+    provider: &str,
+    config: &str,
+) -> Result<(TransportObject, TestHost), ProviderError> {
+    let host = TestHost::default();
+    let cell = loaded(library)?;
+    let transport =
+        export::open_transport(&cell, arguments(provider, config, &host)).into_result()?;
+    Ok((transport, host))
+}
+
+/// Opens store `provider` of `library` with `config`, as the host does.
+pub fn open_store(
+    library: fn() -> Library,
+    provider: &str,
+    config: &str,
+) -> Result<(StoreObject, TestHost), ProviderError> {
+    let host = TestHost::default();
+    let cell = loaded(library)?;
+    let store = export::open_store(&cell, arguments(provider, config, &host)).into_result()?;
+    Ok((store, host))
+}
+
+/// A message from `ann@example.com` to `recipients` (`TYPE:address`), with `content`.
+pub fn message(recipients: &[&str], content: &str) -> StoredMessage {
+    let recipients = recipients
+        .iter()
+        .map(|r| {
+            Recipient::new(
+                Address::parse(r).expect("a valid address"),
+                RecipientKind::To,
+            )
+        })
+        .collect();
+    let mut envelope = Envelope::new(
+        Address::parse("ann@example.com").expect("a valid address"),
+        recipients,
+    );
+    envelope.id = MessageId(1);
+    StoredMessage {
+        envelope,
+        folder: OUTBOX.into(),
+        content: content.as_bytes().to_vec().into(),
+    }
+}
+
+/// A plain message with headers and a body.
+const PLAIN: &str = "From: ann@example.com\r\nSubject: testkit\r\n\r\nHello from the testkit.\r\n";
+
+/// Checks transport `provider` of `library` against the host's contract, with `recipients`
+/// it takes (`TYPE:address`, at least one). Says what broke.
+pub fn check_transport(
+    library: fn() -> Library,
+    provider: &str,
+    config: &str,
+    recipients: &[&str],
+) -> Result<(), String> {
+    let open = || {
+        open_transport(library, provider, config)
+            .map(|(transport, _)| transport)
+            .map_err(|e| format!("{provider} does not open with this configuration: {e}"))
+    };
+    let mut transport = open()?;
+    let claimed = transport
+        .address_types()
+        .into_result()
+        .map_err(|e| format!("address_types failed: {e}"))?;
+    for recipient in recipients {
+        let address = Address::parse(recipient).map_err(|e| e.to_string())?;
+        if !claimed.iter().any(|t| address.has_type(t)) {
+            return Err(format!(
+                "{provider} claims {claimed:?}, not the type of {recipient}"
+            ));
+        }
+    }
+    submit_once(&mut transport, &recipients[..1], PLAIN)?;
+    submit_once(&mut transport, recipients, PLAIN)?;
+    submit_once(&mut transport, recipients, "no headers and no empty line")?;
+    submit_once(&mut transport, recipients, "Subject: empty body\r\n\r\n")?;
+    let mut second = open().map_err(|e| format!("a second instance beside the first: {e}"))?;
+    submit_once(&mut second, recipients, PLAIN)?;
+    drop(transport);
+    drop(second);
+    let mut reopened = open().map_err(|e| format!("reopening after a drop: {e}"))?;
+    submit_once(&mut reopened, recipients, PLAIN)
+}
+
+/// One submission: one outcome per recipient, and no panic.
+fn submit_once(
+    transport: &mut TransportObject,
+    recipients: &[&str],
+    content: &str,
+) -> Result<(), String> {
+    let message = message(recipients, content);
+    let addresses: Vec<Address> = message
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.clone())
+        .collect();
+    match transport
+        .submit(message.as_ref(), RSlice::from_slice(&addresses))
+        .into_result()
+    {
+        Ok(outcomes) if outcomes.len() == addresses.len() => {
+            for outcome in outcomes.iter() {
+                if outcome.as_enum().is_err() {
+                    return Err("an outcome this provider-abi does not know".into());
+                }
+            }
+            Ok(())
+        }
+        Ok(outcomes) => Err(format!(
+            "{} outcomes for {} recipients; the host needs exactly one per recipient",
+            outcomes.len(),
+            addresses.len()
+        )),
+        Err(error) if error.kind() == ErrorKind::Panicked => Err(format!(
+            "it panicked on {content:?} (the host contains it, but defers the message and \
+             reopens the provider): {error}"
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Checks store `provider` of `library` against the host's contract, opened with `config`
+/// (which must name an empty, private place: the check writes and reopens it). Says what
+/// broke.
+pub fn check_store(library: fn() -> Library, provider: &str, config: &str) -> Result<(), String> {
+    let open = || {
+        open_store(library, provider, config)
+            .map(|(store, _)| store)
+            .map_err(|e| format!("{provider} does not open with this configuration: {e}"))
+    };
+    let mut store = open()?;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let mut envelope = message(&["SMTP:bob@example.net"], PLAIN).envelope;
+        envelope.preprocessed = true;
+        let content = format!("Subject: message {n}\r\n\r\nBody {n}.\r\n");
+        let receipt = store
+            .commit(StoreBatch {
+                submit: RSlice::from_slice(&[NewMessage {
+                    envelope,
+                    content: RSlice::from_slice(content.as_bytes()),
+                }]),
+                ..StoreBatch::EMPTY
+            })
+            .into_result()
+            .map_err(|e| format!("a submission was refused: {e}"))?;
+        match receipt.submitted.as_slice() {
+            [id] => ids.push(*id),
+            other => {
+                return Err(format!(
+                    "one submission, {} ids in the receipt",
+                    other.len()
+                ))
+            }
+        }
+    }
+    drop(store);
+
+    let mut store = open().map_err(|e| format!("reopening: {e}"))?;
+    let first = store
+        .get(ids[0])
+        .into_result()
+        .map_err(|e| format!("get: {e}"))?
+        .into_option()
+        .ok_or("a committed submission is gone after a reopen: commit must be durable")?;
+    if !first.content.as_slice().starts_with(b"Subject: message 0") {
+        return Err("the content read back is not the content stored".into());
+    }
+    let far_future = Timestamp(i64::MAX / 2);
+    let locked = store
+        .lock_due(far_future, 3)
+        .into_result()
+        .map_err(|e| format!("lock_due: {e}"))?;
+    if locked.len() != 3 {
+        return Err(format!("lock_due(limit 3) of 5 due gave {}", locked.len()));
+    }
+    let rest = store
+        .lock_due(far_future, 10)
+        .into_result()
+        .map_err(|e| format!("lock_due: {e}"))?;
+    if rest.len() != 2
+        || rest
+            .iter()
+            .any(|m| locked.iter().any(|l| l.envelope.id == m.envelope.id))
+    {
+        return Err("a locked message was handed out again before it was unlocked".into());
+    }
+    let unlock: Vec<MessageId> = rest.iter().map(|m| m.envelope.id).collect();
+    let finish = [Finish {
+        id: ids[0],
+        move_to: ROption::RSome(SENT_ITEMS.into()),
+    }];
+    store
+        .commit(StoreBatch {
+            unlock: RSlice::from_slice(&unlock),
+            finish: RSlice::from_slice(&finish),
+            ..StoreBatch::EMPTY
+        })
+        .into_result()
+        .map_err(|e| format!("finishing and unlocking: {e}"))?;
+    let again = store
+        .lock_due(far_future, 10)
+        .into_result()
+        .map_err(|e| format!("lock_due: {e}"))?;
+    if again.len() != 2 {
+        return Err(format!(
+            "after unlocking 2 messages, lock_due gave {} (unlocked messages are due again)",
+            again.len()
+        ));
+    }
+    let sent = store
+        .list_page(RStr::from_str(SENT_ITEMS), ROption::RNone, 10)
+        .into_result()
+        .map_err(|e| format!("list_page: {e}"))?;
+    if sent.len() != 1 || sent[0].envelope.id != ids[0] {
+        return Err("a finished message did not move to Sent Items".into());
+    }
+    let first_page = store
+        .list_page(RStr::from_str(OUTBOX), ROption::RNone, 2)
+        .into_result()
+        .map_err(|e| format!("list_page: {e}"))?;
+    let cursor = first_page.last().map(|m| m.envelope.id);
+    let second_page = store
+        .list_page(RStr::from_str(OUTBOX), cursor.into(), 10)
+        .into_result()
+        .map_err(|e| format!("list_page after a cursor: {e}"))?;
+    let paged: Vec<MessageId> = first_page
+        .iter()
+        .chain(second_page.iter())
+        .map(|m| m.envelope.id)
+        .collect();
+    if paged != ids[1..] {
+        return Err(format!(
+            "paging the Outbox by twos gave {paged:?}, not the four left in id order {:?}",
+            &ids[1..]
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provider_abi::{MessageRef, OpenContext, RecipientOutcome, Transport};
+
+    /// Answers once for all recipients, however many there are.
+    struct OneAnswer;
+
+    impl Transport for OneAnswer {
+        fn address_types(&self) -> Vec<String> {
+            vec!["TEST".into()]
+        }
+
+        fn submit(
+            &mut self,
+            _message: MessageRef<'_>,
+            _recipients: &[Address],
+        ) -> Result<Vec<RecipientOutcome>, ProviderError> {
+            Ok(vec![RecipientOutcome::delivered("all of them")])
+        }
+    }
+
+    /// Panics on a message without headers.
+    struct Fussy;
+
+    impl Transport for Fussy {
+        fn address_types(&self) -> Vec<String> {
+            vec!["TEST".into()]
+        }
+
+        fn submit(
+            &mut self,
+            message: MessageRef<'_>,
+            recipients: &[Address],
+        ) -> Result<Vec<RecipientOutcome>, ProviderError> {
+            let text = std::str::from_utf8(message.content.as_slice()).unwrap();
+            let (head, _) = text.split_once("\r\n\r\n").expect("a message has headers");
+            Ok(recipients
+                .iter()
+                .map(|_| RecipientOutcome::delivered(head.len().to_string()))
+                .collect())
+        }
+    }
+
+    fn one_answer() -> Library {
+        Library::new("one-answer", "0.1.0")
+            .transport("one", &["TEST"], |_: &OpenContext| Ok(OneAnswer))
+    }
+
+    fn fussy() -> Library {
+        Library::new("fussy", "0.1.0").transport("fussy", &["TEST"], |_: &OpenContext| Ok(Fussy))
+    }
+
+    #[test]
+    fn a_transport_that_breaks_the_contract_is_told_what_it_broke() {
+        let one = check_transport(one_answer, "one", "", &["TEST:a", "TEST:b"]).unwrap_err();
+        assert!(one.contains("1 outcomes for 2 recipients"), "{one}");
+        let panicked = check_transport(fussy, "fussy", "", &["TEST:a"]).unwrap_err();
+        assert!(
+            panicked.contains("it panicked on \"no headers"),
+            "{panicked}"
+        );
+        let unclaimed = check_transport(fussy, "fussy", "", &["SMTP:a@b.c"]).unwrap_err();
+        assert!(
+            unclaimed.contains("not the type of SMTP:a@b.c"),
+            "{unclaimed}"
+        );
+        let missing = check_transport(fussy, "nothing", "", &["TEST:a"]).unwrap_err();
+        assert!(missing.contains("does not open"), "{missing}");
+    }
+}
