@@ -674,8 +674,8 @@ pub fn recorded_deliveries(log: &str) -> std::collections::BTreeSet<String> {
     log.lines()
         .filter(|line| line.contains("state=Delivered"))
         .filter_map(|line| {
-            line.split("spooler_host::engine] ")
-                .nth(1)?
+            line.split_once("] ")?
+                .1
                 .split(':')
                 .next()
                 .map(str::to_owned)

@@ -102,9 +102,10 @@ fn read_lines(mut log: BufReader<File>, seen: &Mutex<HashMap<String, Instant>>, 
     }
 }
 
-/// The id in a line `… spooler_host::engine] 00000000000004d2: finished; moved to Sent Items`.
+/// The id in a log line `[… INFO  spooler_host::queue::commit] 00000000000004d2: finished; moved
+/// to Sent Items`.
 fn finished_id(line: &str) -> Option<&str> {
-    let (_, rest) = line.split_once("engine] ")?;
+    let (_, rest) = line.split_once("] ")?;
     let (id, what) = rest.split_once(": ")?;
     what.starts_with("finished;").then_some(id)
 }

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::policy::RetryPolicy;
+use crate::queue::policy::RetryPolicy;
 
 /// One provider instance the profile opens.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,11 +8,13 @@ use provider_abi::headers::header_fields;
 use provider_abi::Timestamp;
 use std::time::Duration;
 
-use crate::control::{read_request, ReadError};
-use crate::protocol::{KindName, PriorityName, Request, Response, Submission, SubmittedRecipient};
-use crate::reports::{self, ReportKind};
-use crate::sendmail::{self, SubmitArgs};
-use crate::submission::{envelope_and_content, Rules};
+use crate::clients::control::{read_request, ReadError};
+use crate::clients::protocol::{
+    KindName, PriorityName, Request, Response, Submission, SubmittedRecipient,
+};
+use crate::clients::sendmail::{self, SubmitArgs};
+use crate::clients::submission::{envelope_and_content, Rules};
+use crate::queue::reports::{self, ReportKind};
 
 #[global_allocator]
 static ALLOCATOR: fuzz_support::Counting = fuzz_support::Counting;
@@ -220,7 +222,7 @@ fn regression_a_bcc_field_after_a_carriage_return_is_removed() {
     sendmail_t(b"\rBcc:To:To:");
     let content = b"\rBcc: secret@example.org\r\nTo: ann@example.org\r\n\r\nbody\r\n".to_vec();
     assert_eq!(
-        crate::submission::without_bcc_header(content),
+        crate::clients::submission::without_bcc_header(content),
         b"To: ann@example.org\r\n\r\nbody\r\n"
     );
 }

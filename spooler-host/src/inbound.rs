@@ -21,10 +21,10 @@ use provider_abi::{
     ProviderError, Recipient, RecipientKind,
 };
 
-use crate::registry::Registry;
-use crate::sendmail::addresses_in;
-use crate::store_thread::{Commit, StoreClient};
-use crate::watchers::{MailEvent, Watchers};
+use crate::clients::sendmail::addresses_in;
+use crate::clients::watchers::{MailEvent, Watchers};
+use crate::providers::registry::Registry;
+use crate::store::thread::{Commit, StoreClient};
 
 /// What the inbound manager is asked to do.
 #[derive(Clone)]

@@ -9,12 +9,13 @@ use clap::{Args, Parser, Subcommand};
 use provider_abi::Timestamp;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use spooler_host::client::{self, ClientError};
+use spooler_host::clients::client::{self, ClientError};
+use spooler_host::clients::display::{as_json, as_table};
+use spooler_host::clients::protocol::{Failure, Request, Response};
+use spooler_host::clients::sendmail::{self, exit};
 use spooler_host::config::Profile;
-use spooler_host::loader::{self, FileOutcome, ProviderFolder};
 use spooler_host::paths;
-use spooler_host::protocol::{Failure, MessageView, Request, Response};
-use spooler_host::sendmail::{self, exit};
+use spooler_host::providers::loader::{self, FileOutcome, ProviderFolder};
 use spooler_host::spooler::Spooler;
 
 #[derive(Parser)]
@@ -468,119 +469,6 @@ fn ask(place: &Place, request: &Request, json: bool) -> ExitCode {
         }
         Err(error) => client_failure(error),
     }
-}
-
-/// JSON for scripts: one object per message for listings, one object otherwise.
-fn as_json(response: &Response) -> String {
-    let line = |value: &dyn erased::Json| format!("{}\n", value.json());
-    match response {
-        Response::Messages { messages, .. } => messages.iter().map(|m| line(m)).collect(),
-        Response::Message(message) => line(message),
-        Response::Folders { folders } => folders.iter().map(|f| line(f)).collect(),
-        Response::Status { providers, .. } => providers.iter().map(|p| line(p)).collect(),
-        Response::Submitted { id } => format!("{}\n", serde_json::json!({ "id": id })),
-        Response::Event(event) => line(event),
-        Response::Done | Response::Watching | Response::Error { .. } => String::new(),
-    }
-}
-
-mod erased {
-    /// Serializes any of the views to one JSON line.
-    pub trait Json {
-        fn json(&self) -> String;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> String {
-            serde_json::to_string(self).expect("views serialize")
-        }
-    }
-}
-
-fn as_table(response: &Response) -> String {
-    match response {
-        Response::Messages { messages, .. } if messages.is_empty() => "(no messages)\n".into(),
-        Response::Messages { messages, .. } => messages.iter().map(message_lines).collect(),
-        Response::Message(message) => {
-            message_lines(message)
-                + &message
-                    .content
-                    .clone()
-                    .map(|c| format!("\n{c}"))
-                    .unwrap_or_default()
-        }
-        Response::Folders { folders } => folders
-            .iter()
-            .map(|f| format!("{:>6}  {}\n", f.messages, f.name))
-            .collect(),
-        Response::Status {
-            providers,
-            outbox,
-            hosts,
-        } => providers
-            .iter()
-            .map(|p| {
-                let queued = p
-                    .queued
-                    .map(|n| format!("  {n} queued"))
-                    .unwrap_or_default();
-                let text = if p.text.is_empty() {
-                    String::new()
-                } else {
-                    format!("  {}", p.text)
-                };
-                format!(
-                    "{:<20} {:<12} {:<20} {}{queued}{text}\n",
-                    p.name, p.kind, p.provider, p.state
-                )
-            })
-            .chain(std::iter::once(format!("Outbox: {outbox} message(s)\n")))
-            .chain(hosts.iter().map(|h| {
-                format!(
-                    "Host {:<15} {:<6} seen {}s ago  {} lease(s)\n",
-                    h.name,
-                    if h.alive { "alive" } else { "gone" },
-                    h.seen_seconds_ago,
-                    h.leases
-                )
-            }))
-            .collect(),
-        Response::Submitted { id } => format!("{id}\n"),
-        Response::Done => "done\n".into(),
-        Response::Watching => String::new(),
-        Response::Event(event) => format!(
-            "{} in {}: {} from {}: {}\n",
-            event.event, event.folder, event.id, event.sender, event.subject
-        ),
-        Response::Error { message, .. } => format!("error: {message}\n"),
-    }
-}
-
-fn message_lines(message: &MessageView) -> String {
-    let age = Timestamp::now()
-        .since(Timestamp(message.submitted_at))
-        .as_secs();
-    let mut out = format!(
-        "{}  {:>8}  {:>6}s  {}{}  {}\n",
-        message.id,
-        message.size,
-        age,
-        message.sender,
-        if message.held { " (held)" } else { "" },
-        message.subject
-    );
-    for recipient in &message.recipients {
-        out += &format!(
-            "    {:<40} {:<4} {:<9} {:<3} {} {}\n",
-            recipient.address,
-            format!("{:?}", recipient.kind).to_lowercase(),
-            recipient.state,
-            recipient.attempts,
-            recipient.transport.as_deref().unwrap_or("-"),
-            recipient.last_answer
-        );
-    }
-    out
 }
 
 /// One line per library file, and one indented line per provider of a loaded library.

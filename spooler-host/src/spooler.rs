@@ -11,18 +11,18 @@ use provider_abi::abi_stable::std_types::{RResult, RString, RVec};
 use provider_abi::library::{OpenArgs, ProviderLibraryRef};
 use provider_abi::{ProviderError, ProviderKind, ProviderState};
 
+use crate::clients::control::{self, Control};
+use crate::clients::submission;
+use crate::clients::watchers::Watchers;
 use crate::config::{Profile, ProviderConfig};
-use crate::control::{self, Control};
-use crate::engine::{Command, QueueManager, Setup};
-use crate::host_services::{self, ProviderNotice};
 use crate::inbound::{InboundCommand, InboundManager};
-use crate::loader::{self, FileOutcome, ProviderFolder};
-use crate::registry::{Instance, Registry};
-use crate::status::StatusTable;
-use crate::store_thread::StoreClient;
-use crate::submission;
-use crate::watchers::Watchers;
-use crate::worker::{Opener, Worker};
+use crate::providers::host_services::{self, ProviderNotice};
+use crate::providers::loader::{self, FileOutcome, ProviderFolder};
+use crate::providers::registry::{Instance, Registry};
+use crate::providers::status::StatusTable;
+use crate::providers::worker::{Opener, Worker};
+use crate::queue::{Command, QueueManager, Setup};
+use crate::store::thread::StoreClient;
 
 /// How long a shutdown waits for the queue manager and the inbound manager.
 const STOP_WAIT: Duration = Duration::from_secs(30);

@@ -1,7 +1,7 @@
 //! The control socket: a Unix socket in the data folder that only the host's user can open
 //! (the folder is mode 0700, the socket 0600, and each connection's peer credentials are
 //! checked as well). Each connection gets a thread; requests and answers follow
-//! [`crate::protocol`].
+//! [`crate::clients::protocol`].
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -15,14 +15,16 @@ use parking_lot::RwLock;
 use provider_abi::store::OUTBOX;
 use provider_abi::{MessageId, ProviderKind, Timestamp};
 
-use crate::engine::{Command, Reply};
+use crate::clients::protocol::{
+    Failure, FolderView, HostView, MessageView, Request, Response, StatusView,
+};
+use crate::clients::submission;
+use crate::clients::watchers::Watchers;
 use crate::inbound::InboundCommand;
-use crate::protocol::{Failure, FolderView, HostView, MessageView, Request, Response, StatusView};
-use crate::registry::Registry;
-use crate::status::StatusTable;
-use crate::store_thread::{Commit, StoreClient};
-use crate::submission;
-use crate::watchers::Watchers;
+use crate::providers::registry::Registry;
+use crate::providers::status::StatusTable;
+use crate::queue::{Command, Reply};
+use crate::store::thread::{Commit, StoreClient};
 
 /// The most messages one listing request answers with.
 pub const PAGE: u32 = 1000;
@@ -322,7 +324,11 @@ impl Control {
 
     /// Checks the submission and commits it; each refusal says what kind it is, so that
     /// `submit` exits with the code its caller expects.
-    fn submit(&self, submission: &crate::protocol::Submission, content: Vec<u8>) -> Response {
+    fn submit(
+        &self,
+        submission: &crate::clients::protocol::Submission,
+        content: Vec<u8>,
+    ) -> Response {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Response::error(
                 Failure::Temporary,

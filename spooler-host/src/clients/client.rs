@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::protocol::{Failure, Request, Response};
+use crate::clients::protocol::{Failure, Request, Response};
 
 /// Why a request got no answer.
 #[derive(Debug)]
@@ -117,7 +117,7 @@ pub fn submit(
 /// Sends `watch` and calls `on_event` for every event until the host goes away.
 pub fn watch(
     socket: &Path,
-    mut on_event: impl FnMut(&crate::watchers::MailEvent),
+    mut on_event: impl FnMut(&crate::clients::watchers::MailEvent),
 ) -> Result<(), ClientError> {
     let not_running = |error: std::io::Error| {
         ClientError::NotRunning(format!(

@@ -11,8 +11,8 @@
 use provider_abi::headers::{header, header_fields};
 use provider_abi::Timestamp;
 
+use crate::clients::protocol::{KindName, PriorityName, Submission, SubmittedRecipient};
 use crate::config::parse_duration;
-use crate::protocol::{KindName, PriorityName, Submission, SubmittedRecipient};
 
 /// sendmail's exit codes (sysexits.h).
 pub mod exit {

@@ -8,7 +8,7 @@ use provider_abi::transport::TransportObject;
 use provider_abi::{HookObject, Recipient};
 
 use crate::config::ProviderConfig;
-use crate::worker::Worker;
+use crate::providers::worker::Worker;
 
 /// A configured provider instance and its worker; `None` when it could not be started
 /// (its provider was not found), which the status table explains.

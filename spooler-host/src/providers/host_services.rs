@@ -7,7 +7,7 @@ use provider_abi::abi_stable::std_types::{RArc, RString};
 use provider_abi::host::{HostObject, HostServices, HostServices_TO, NoticeAbi, ProviderStateAbi};
 use provider_abi::{Notice, ProviderState};
 
-use crate::status::StatusTable;
+use crate::providers::status::StatusTable;
 
 /// Something a provider instance told the host.
 #[derive(Debug, Clone, PartialEq)]

@@ -22,7 +22,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use provider_abi::{ErrorKind, ProviderError, ProviderState};
 
-use crate::status::StatusTable;
+use crate::providers::status::StatusTable;
 
 /// What a job reports about the provider after using it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use provider_abi::store::{
 };
 use provider_abi::{Envelope, MessageId, ProviderError, StoredMessage, Timestamp};
 
-use crate::status::StatusTable;
-use crate::worker::{Health, Opener, Worker};
+use crate::providers::status::StatusTable;
+use crate::providers::worker::{Health, Opener, Worker};
 
 /// A batch of store writes with owned data, built by the engine and by clients.
 #[derive(Debug, Default, Clone)]

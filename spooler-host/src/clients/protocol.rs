@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use provider_abi::store::{FolderInfo, MessageSummary};
 use provider_abi::{DeliveryState, Envelope, Priority, RecipientKind, StoredMessage};
 
-use crate::status::StatusRow;
+use crate::providers::status::StatusRow;
 
 /// A client's request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -234,7 +234,7 @@ pub enum Response {
     /// Watching: events follow, one per line.
     Watching,
     /// New mail or a report was stored.
-    Event(crate::watchers::MailEvent),
+    Event(crate::clients::watchers::MailEvent),
     /// The request failed.
     Error {
         /// Why.

@@ -8,8 +8,8 @@ use provider_abi::store::SubmissionKey;
 use provider_abi::{Address, Envelope, Recipient, ReportRequest, Timestamp};
 use sha2::{Digest, Sha256};
 
-use crate::mailbox;
-use crate::protocol::{Failure, Submission};
+use crate::clients::mailbox;
+use crate::clients::protocol::{Failure, Submission};
 
 /// What every submission is held to, from the profile.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,240 @@
+//! The end of a pass: reports for what became final (and delay warnings), then either back
+//! to the queue for the recipients still pending or, when every recipient is final, the
+//! outbound hooks one after the other and the move to Sent Items (or deletion).
+
+use std::sync::Arc;
+
+use provider_abi::abi_stable::std_types::RStr;
+use provider_abi::hook::HookMessage;
+use provider_abi::store::{INBOX, SENT_ITEMS};
+use provider_abi::{
+    DeliveryState, Direction, HookAction, MessageId, ProviderError, Recipient, StoredMessage,
+    Timestamp,
+};
+
+use super::reports::{self, ReportKind};
+use super::{Event, QueueManager, Stage};
+use crate::providers::worker::Health;
+
+impl QueueManager {
+    /// The pass over a message is over: report, then finish it or put it back in the queue.
+    pub(super) fn conclude(&mut self, id: MessageId) {
+        let now = Timestamp::now();
+        let Some(flight) = self.flights.get_mut(&id) else {
+            return;
+        };
+        let envelope = &mut flight.envelope;
+        // A sender waiting this long gets one warning per recipient still pending.
+        let delayed_long = self
+            .policy
+            .delay_warning
+            .is_some_and(|after| now.since(envelope.submitted_at) >= after);
+        for recipient in envelope
+            .recipients
+            .iter()
+            .filter(|r| r.status.is_final() && !r.status.reported)
+        {
+            self.pending_log.push(format!(
+                "{id}: to={} kind={:?} via={} state={:?} attempts={}: {}",
+                recipient.address,
+                recipient.kind,
+                recipient
+                    .status
+                    .transport
+                    .as_ref()
+                    .into_option()
+                    .map_or("-", |t| t.as_str()),
+                recipient.status.state,
+                recipient.status.attempts,
+                recipient.status.last_answer
+            ));
+        }
+        if !envelope.is_report {
+            let content = flight.message.content.as_slice();
+            let mut reports = Vec::new();
+            for (kind, wanted, state) in [
+                (
+                    ReportKind::Failed,
+                    envelope.reports.non_delivery,
+                    DeliveryState::Failed,
+                ),
+                (
+                    ReportKind::Delivered,
+                    envelope.reports.delivery,
+                    DeliveryState::Delivered,
+                ),
+            ] {
+                let about: Vec<&Recipient> = envelope
+                    .recipients
+                    .iter()
+                    .filter(|r| r.status.state == state && !r.status.reported)
+                    .collect();
+                if wanted && !about.is_empty() {
+                    reports.push(reports::build(
+                        kind,
+                        envelope,
+                        content,
+                        &about,
+                        &self.hostname,
+                        now,
+                    ));
+                }
+            }
+            let warn: Vec<&Recipient> = envelope
+                .recipients
+                .iter()
+                .filter(|r| delayed_long && !r.status.is_final() && !r.status.delay_warned)
+                .collect();
+            if !warn.is_empty() {
+                reports.push(reports::build(
+                    ReportKind::Delayed,
+                    envelope,
+                    content,
+                    &warn,
+                    &self.hostname,
+                    now,
+                ));
+            }
+            for (report, content) in reports {
+                self.pending_log.push(format!(
+                    "{id}: report for {} placed in {INBOX}",
+                    envelope.sender
+                ));
+                self.pending
+                    .deliver
+                    .push((INBOX.to_owned(), report, content));
+            }
+        }
+        for recipient in envelope.recipients.iter_mut() {
+            if recipient.status.is_final() {
+                recipient.status.reported = true;
+            } else if delayed_long {
+                recipient.status.delay_warned = true;
+            }
+        }
+        if envelope.is_finished() {
+            // The reports and their `reported` flags are stored together, before the hooks.
+            self.pending.update_envelopes.push(envelope.clone());
+            let folder = Some(SENT_ITEMS.to_owned());
+            self.run_hook(id, 0, folder);
+        } else {
+            self.pending.update_envelopes.push(envelope.clone());
+            self.pending.unlock.push(id);
+            flight.stage = Stage::Done;
+        }
+    }
+
+    pub(super) fn run_hook(&mut self, id: MessageId, position: usize, folder: Option<String>) {
+        let Some(flight) = self.flights.get_mut(&id) else {
+            return;
+        };
+        let registry = Arc::clone(&flight.registry);
+        let Some(hook) = registry.hooks.get(position) else {
+            let folder = if flight.envelope.delete_after_submission {
+                None
+            } else {
+                folder
+            };
+            self.pending_log.push(format!(
+                "{id}: finished; {}",
+                folder
+                    .as_deref()
+                    .map_or("deleted".to_owned(), |f| format!("moved to {f}"))
+            ));
+            self.pending.update_envelopes.push(flight.envelope.clone());
+            self.pending.finish.push((id, folder));
+            flight.stage = Stage::Done;
+            return;
+        };
+        let name = hook.name.clone();
+        flight.stage = Stage::Hooks {
+            position,
+            folder: folder.clone(),
+        };
+        let message = Arc::new(StoredMessage {
+            envelope: flight.envelope.clone(),
+            folder: folder.clone().unwrap_or_default().into(),
+            content: flight.message.content.clone(),
+        });
+        let events = self.events.0.clone();
+        let queued = hook.worker.as_ref().map(|worker| {
+            worker.ask(
+                move |slot| {
+                    let result = slot.map_err(Clone::clone).and_then(|hook| {
+                        let view = HookMessage {
+                            direction: Direction::Outbound,
+                            folder: RStr::from_str(&message.folder),
+                            message: message.as_ref().as_ref(),
+                        };
+                        hook.run(view).into_result().and_then(|action| {
+                            action.as_enum().cloned().map_err(|_| {
+                                ProviderError::temporary(
+                                    "it answered with an action this host does not know",
+                                )
+                            })
+                        })
+                    });
+                    (Health::of(&result), result)
+                },
+                move |result| {
+                    let result = result.and_then(|result| result);
+                    events.send(Event::Hooked { id, result }).ok();
+                },
+            )
+        });
+        if !matches!(queued, Some(Ok(()))) {
+            self.hooked(
+                id,
+                Err(ProviderError::temporary(format!(
+                    "hook {name} is not running"
+                ))),
+            );
+        }
+    }
+
+    pub(super) fn hooked(&mut self, id: MessageId, result: Result<HookAction, ProviderError>) {
+        let Some(flight) = self.flights.get_mut(&id) else {
+            return;
+        };
+        if !matches!(flight.stage, Stage::Hooks { .. }) {
+            return;
+        }
+        let Stage::Hooks { position, folder } = std::mem::replace(&mut flight.stage, Stage::Done)
+        else {
+            unreachable!("checked above");
+        };
+        let name = flight.registry.hooks[position].name.clone();
+        let next = match result {
+            Ok(HookAction::Leave) => Some(folder),
+            Ok(HookAction::MoveTo { folder }) => Some(Some(folder.into_string())),
+            Ok(HookAction::Delete) => {
+                self.pending_log
+                    .push(format!("{id}: deleted by hook {name}"));
+                self.finish_now(id, None);
+                return;
+            }
+            Ok(HookAction::Stop) => {
+                self.finish_now(id, folder);
+                return;
+            }
+            Ok(_) => {
+                log::warn!(
+                    "{id}: hook {name} answered with an action this host does not know; ignored"
+                );
+                Some(folder)
+            }
+            Err(error) => {
+                log::warn!("{id}: hook {name} failed, going on without it: {error}");
+                Some(folder)
+            }
+        };
+        if let Some(folder) = next {
+            self.run_hook(id, position + 1, folder);
+        }
+    }
+
+    pub(super) fn finish_now(&mut self, id: MessageId, folder: Option<String>) {
+        // Past the last hook: finish.
+        self.run_hook(id, usize::MAX, folder);
+    }
+}

@@ -1,0 +1,65 @@
+//! Taking due messages from the store into memory, up to `max_in_flight`, and starting each
+//! one's pass: preprocessing first when it has not been preprocessed, else routing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use provider_abi::{StoredMessage, Timestamp};
+
+use super::{Flight, QueueManager, Stage, STORE_RETRY};
+
+impl QueueManager {
+    /// Takes due messages from the store, up to the in-memory limit.
+    pub(super) fn fill(&mut self) {
+        self.look_at_queue = false;
+        let room = (self.max_in_flight - self.flights.len()) as u32;
+        match self.store.lock_due(Timestamp::now(), room) {
+            Ok(messages) => {
+                // A full batch: there may be more due now, so look again rather than ask
+                // when the next one is due.
+                let full = messages.len() as u32 == room;
+                for message in messages {
+                    self.take_off(message);
+                }
+                if full {
+                    self.look_at_queue = true;
+                } else {
+                    self.refresh_next_due();
+                }
+            }
+            Err(error) => {
+                self.outage.failed("taking messages from the queue", &error);
+                self.next_due = Some(Timestamp::now().plus(STORE_RETRY));
+            }
+        }
+    }
+
+    pub(super) fn take_off(&mut self, message: StoredMessage) {
+        let id = message.envelope.id;
+        if self.flights.contains_key(&id) {
+            // The store lost its locks (it was reopened); this one is being worked on.
+            log::warn!("{id}: handed out again while in progress; left to the pass under way");
+            return;
+        }
+        let envelope = message.envelope.clone();
+        let expired = Timestamp::now() >= self.policy.expiry(&envelope);
+        let chain = if envelope.preprocessed || expired {
+            Vec::new()
+        } else {
+            self.registry.preprocessors_for(&envelope.recipients)
+        };
+        let flight = Flight {
+            registry: Arc::clone(&self.registry),
+            message: Arc::new(message),
+            envelope,
+            stage: Stage::Delivering { outstanding: 0 },
+            next_claimant: HashMap::new(),
+        };
+        self.flights.insert(id, flight);
+        if chain.is_empty() {
+            self.after_preprocessing(id);
+        } else {
+            self.preprocess(id, chain, 0);
+        }
+    }
+}

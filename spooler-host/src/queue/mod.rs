@@ -1,0 +1,304 @@
+//! The queue manager: it takes due messages from the store, runs preprocessing, routes each
+//! recipient to a transport, records every answer, makes reports, runs outbound hooks and
+//! finishes messages. One thread; every provider call runs on that provider's own worker,
+//! and answers come back as events.
+//!
+//! At most `max_in_flight` messages are in memory, whatever the size of the queue. Every
+//! status change is stored before the message is released: the updates of one pass through
+//! the event loop are committed together (group commit), so a recorded delivery is never
+//! made again, also after a crash.
+//!
+//! This file holds the thread and its event loop; each step of a message's pass has its own
+//! file, in the order a message meets them: `intake` (from the store into memory),
+//! `preprocessing`, `routing` (transports and their answers, with `recipient` for status
+//! changes and `policy` for when to retry), `finishing` (`reports`, hooks, the move to Sent
+//! Items), and `commit` (the group commit and check-ins). `commands` answers operators and
+//! providers' notices. The store is reached through the store thread by `intake`, `commit`
+//! and `commands`, and by `preprocessing`, which stores a preprocessed message at once;
+//! providers only through their workers.
+
+mod commands;
+mod commit;
+mod finishing;
+mod intake;
+pub mod policy;
+mod preprocessing;
+mod recipient;
+pub mod reports;
+mod routing;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use provider_abi::{
+    HookAction, MessageId, Preprocessed, ProviderError, RecipientOutcome, StoredMessage, Timestamp,
+};
+
+use crate::clients::watchers::Watchers;
+use crate::inbound::InboundCommand;
+use crate::providers::host_services::ProviderNotice;
+use crate::providers::registry::Registry;
+use crate::providers::status::StatusTable;
+use crate::queue::policy::{Jitter, RetryPolicy};
+use crate::store::outage::Outage;
+use crate::store::thread::{Commit, StoreClient};
+
+/// The answer to an operator's command about one message.
+pub type Reply = Sender<Result<(), String>>;
+
+/// What clients and the host ask of the queue manager.
+#[derive(Clone)]
+pub enum Command {
+    /// New mail was submitted: look at the queue now.
+    Wake,
+    /// Try every pending recipient now (of one transport, if named).
+    Flush(Option<String>),
+    /// Keep a queued message from being sent until it is released.
+    Hold(MessageId, Reply),
+    /// Let a held message go, now.
+    Release(MessageId, Reply),
+    /// Delete a message (from any folder) for good.
+    Delete(MessageId, Reply),
+    /// Route new work through this table from now on (the profile was reloaded).
+    Registry(Arc<Registry>),
+    /// Take no new work, let the passes under way finish (or put them back), store
+    /// everything, then answer and stop.
+    Shutdown(Sender<()>),
+}
+
+/// How long a shutdown waits for passes under way before putting them back in the queue.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// A transport's answer about one recipient, or why there is none.
+type Answer = Result<RecipientOutcome, String>;
+
+/// Answers coming back from provider workers.
+enum Event {
+    Submitted {
+        id: MessageId,
+        transport: usize,
+        answers: Vec<(usize, Answer)>,
+    },
+    Preprocessed {
+        id: MessageId,
+        result: Result<Preprocessed, ProviderError>,
+    },
+    Hooked {
+        id: MessageId,
+        result: Result<HookAction, ProviderError>,
+    },
+}
+
+/// Where a message in memory stands.
+enum Stage {
+    /// Waiting for the preprocessor at this position of its list.
+    Preprocessing { chain: Vec<usize>, position: usize },
+    /// Waiting for this many transport jobs.
+    Delivering { outstanding: usize },
+    /// Waiting for the outbound hook at this position; the message goes to `folder`
+    /// (deleted if `None`).
+    Hooks {
+        position: usize,
+        folder: Option<String>,
+    },
+    /// Its updates are in the pending commit; it leaves memory when that is stored.
+    Done,
+}
+
+/// A message the queue manager holds: locked in the store, being worked on.
+struct Flight {
+    /// The routing table it started with; a reload (SIGHUP) affects only later messages.
+    registry: Arc<Registry>,
+    /// The message as providers see it (content and envelope), shared with their workers.
+    message: Arc<StoredMessage>,
+    /// The working copy of the envelope, with the statuses of this pass.
+    envelope: provider_abi::Envelope,
+    stage: Stage,
+    /// For recipients a transport answered `NotMine`: where in the claimant list to go on.
+    next_claimant: HashMap<usize, usize>,
+}
+
+/// The queue manager's inputs, for [`QueueManager::start`].
+pub struct Setup {
+    /// The store thread.
+    pub store: StoreClient,
+    /// Transports, preprocessors and hooks.
+    pub registry: Arc<Registry>,
+    /// The status table.
+    pub status: StatusTable,
+    /// The retry policy.
+    pub policy: RetryPolicy,
+    /// How many messages it holds in memory at most.
+    pub max_in_flight: usize,
+    /// Notices from providers.
+    pub notices: Receiver<ProviderNotice>,
+    /// The name reports give as the reporting system.
+    pub hostname: String,
+    /// Where "new mail waiting" notices go.
+    pub inbound: Sender<InboundCommand>,
+    /// The clients watching for new mail and reports.
+    pub watchers: Watchers,
+}
+
+/// The queue manager thread.
+pub struct QueueManager {
+    store: StoreClient,
+    registry: Arc<Registry>,
+    status: StatusTable,
+    policy: RetryPolicy,
+    max_in_flight: usize,
+    hostname: String,
+    events: (Sender<Event>, Receiver<Event>),
+    commands: Receiver<Command>,
+    notices: Receiver<ProviderNotice>,
+    flights: HashMap<MessageId, Flight>,
+    pending: Commit,
+    /// Log lines that become true once the pending commit is stored.
+    pending_log: Vec<String>,
+    look_at_queue: bool,
+    next_due: Option<Timestamp>,
+    /// When to check in with the store next (to keep leases on a shared store).
+    next_check_in: Timestamp,
+    jitter: Jitter,
+    inbound: Sender<InboundCommand>,
+    watchers: Watchers,
+    /// Set by a shutdown: who to tell when done, and until when to wait for passes.
+    draining: Option<(Sender<()>, std::time::Instant)>,
+    /// Whether the store is failing, logged once.
+    outage: Outage,
+}
+
+/// How long the queue manager sleeps at most, so a clock jump cannot stall it.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// How long it waits before trying a failed store call again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+impl QueueManager {
+    /// Starts the queue manager thread; commands reach it through the returned sender.
+    pub fn start(setup: Setup) -> (Sender<Command>, std::thread::JoinHandle<()>) {
+        let (commands_tx, commands) = bounded(1024);
+        // Room for an answer from every worker for every message in memory, so a worker
+        // never waits on the queue manager while it waits on the worker.
+        let workers = setup.registry.transports.len()
+            + setup.registry.preprocessors.len()
+            + setup.registry.hooks.len();
+        let events = bounded(setup.max_in_flight * (workers + 1) + 64);
+        let manager = QueueManager {
+            store: setup.store,
+            registry: setup.registry,
+            status: setup.status,
+            policy: setup.policy,
+            max_in_flight: setup.max_in_flight,
+            hostname: setup.hostname,
+            events,
+            commands,
+            notices: setup.notices,
+            flights: HashMap::new(),
+            pending: Commit::default(),
+            pending_log: Vec::new(),
+            look_at_queue: true,
+            next_due: None,
+            next_check_in: Timestamp::now(),
+            jitter: Jitter::new(),
+            inbound: setup.inbound,
+            watchers: setup.watchers,
+            draining: None,
+            outage: Outage::default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("queue manager".into())
+            .spawn(move || manager.run())
+            .expect("the system can start a thread");
+        (commands_tx, thread)
+    }
+
+    fn run(mut self) {
+        loop {
+            let sleep = self.sleep_time();
+            let events = self.events.1.clone();
+            select! {
+                recv(events) -> event => if let Ok(event) = event { self.handle(event) },
+                recv(self.commands) -> command => match command {
+                    Ok(command) => self.command(command),
+                    Err(_) => return,
+                },
+                recv(self.notices) -> notice => if let Ok(notice) = notice { self.notice(notice) },
+                default(sleep) => {}
+            }
+            // Take whatever else is already waiting, so one commit covers it all.
+            while let Ok(event) = self.events.1.try_recv() {
+                self.handle(event);
+            }
+            if !self.commit_pending() {
+                std::thread::sleep(STORE_RETRY);
+                continue;
+            }
+            if self.next_check_in <= Timestamp::now() {
+                self.check_in();
+            }
+            if let Some((_, deadline)) = &self.draining {
+                if self.flights.is_empty() || std::time::Instant::now() >= *deadline {
+                    self.stop();
+                    return;
+                }
+                continue;
+            }
+            let due = self.next_due.is_some_and(|due| due <= Timestamp::now());
+            if (self.look_at_queue || due) && self.flights.len() < self.max_in_flight {
+                self.fill();
+                self.commit_pending();
+            }
+        }
+    }
+
+    /// The end of a shutdown: passes still under way go back to the queue as they stand.
+    fn stop(&mut self) {
+        for (id, flight) in self.flights.drain() {
+            log::warn!("{id}: still being worked on at shutdown; put back in the queue");
+            self.pending.update_envelopes.push(flight.envelope);
+            self.pending.unlock.push(id);
+        }
+        while !self.commit_pending() {
+            std::thread::sleep(STORE_RETRY);
+        }
+        if let Some((done, _)) = self.draining.take() {
+            done.send(()).ok();
+        }
+        log::info!("queue manager stopped; everything is stored");
+    }
+
+    fn sleep_time(&self) -> Duration {
+        if self.draining.is_some() {
+            return Duration::from_millis(100);
+        }
+        // A commit the store refused waits only until the next try.
+        if !self.pending.is_empty() {
+            return STORE_RETRY;
+        }
+        if self.look_at_queue && self.flights.len() < self.max_in_flight {
+            return Duration::ZERO;
+        }
+        let now = Timestamp::now();
+        let until_check_in = self.next_check_in.since(now);
+        match self.next_due {
+            Some(due) if self.flights.len() < self.max_in_flight => due.since(now),
+            _ => MAX_SLEEP,
+        }
+        .min(MAX_SLEEP)
+        .min(until_check_in)
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Submitted {
+                id,
+                transport,
+                answers,
+            } => self.submitted(id, transport, answers),
+            Event::Preprocessed { id, result } => self.preprocessed(id, result),
+            Event::Hooked { id, result } => self.hooked(id, result),
+        }
+    }
+}
