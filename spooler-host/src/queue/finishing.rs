@@ -7,12 +7,9 @@ use std::sync::Arc;
 use provider_abi::abi_stable::std_types::RStr;
 use provider_abi::hook::HookMessage;
 use provider_abi::store::{INBOX, SENT_ITEMS};
-use provider_abi::{
-    DeliveryState, Direction, HookAction, MessageId, ProviderError, Recipient, StoredMessage,
-    Timestamp,
-};
+use provider_abi::{Direction, HookAction, MessageId, ProviderError, StoredMessage, Timestamp};
 
-use super::reports::{self, ReportKind};
+use super::reports;
 use super::{Event, QueueManager, Stage};
 use crate::providers::worker::Health;
 
@@ -51,50 +48,7 @@ impl QueueManager {
         }
         if !envelope.is_report {
             let content = flight.message.content.as_slice();
-            let mut reports = Vec::new();
-            for (kind, wanted, state) in [
-                (
-                    ReportKind::Failed,
-                    envelope.reports.non_delivery,
-                    DeliveryState::Failed,
-                ),
-                (
-                    ReportKind::Delivered,
-                    envelope.reports.delivery,
-                    DeliveryState::Delivered,
-                ),
-            ] {
-                let about: Vec<&Recipient> = envelope
-                    .recipients
-                    .iter()
-                    .filter(|r| r.status.state == state && !r.status.reported)
-                    .collect();
-                if wanted && !about.is_empty() {
-                    reports.push(reports::build(
-                        kind,
-                        envelope,
-                        content,
-                        &about,
-                        &self.hostname,
-                        now,
-                    ));
-                }
-            }
-            let warn: Vec<&Recipient> = envelope
-                .recipients
-                .iter()
-                .filter(|r| delayed_long && !r.status.is_final() && !r.status.delay_warned)
-                .collect();
-            if !warn.is_empty() {
-                reports.push(reports::build(
-                    ReportKind::Delayed,
-                    envelope,
-                    content,
-                    &warn,
-                    &self.hostname,
-                    now,
-                ));
-            }
+            let reports = reports::owed(envelope, content, delayed_long, &self.hostname, now);
             for (report, content) in reports {
                 self.pending_log.push(format!(
                     "{id}: report for {} placed in {INBOX}",

@@ -60,6 +60,65 @@ pub fn reporter() -> Address {
     Address::new("LOCAL", "mailer-daemon").expect("a valid address")
 }
 
+/// The reports a pass over `original` owes its sender, as the sender asked for them: one
+/// about the recipients that failed and one about those delivered since the last report,
+/// and a delay warning for those still pending when the message has waited long
+/// (`delayed_long`) and they were not warned about yet.
+pub fn owed(
+    original: &Envelope,
+    original_content: &[u8],
+    delayed_long: bool,
+    reporting_host: &str,
+    now: Timestamp,
+) -> Vec<(Envelope, Vec<u8>)> {
+    let wanted = [
+        (
+            ReportKind::Failed,
+            original.reports.non_delivery,
+            DeliveryState::Failed,
+        ),
+        (
+            ReportKind::Delivered,
+            original.reports.delivery,
+            DeliveryState::Delivered,
+        ),
+    ];
+    let mut reports: Vec<(ReportKind, Vec<&Recipient>)> = wanted
+        .into_iter()
+        .filter(|(_, wanted, _)| *wanted)
+        .map(|(kind, _, state)| {
+            let about = original
+                .recipients
+                .iter()
+                .filter(|r| r.status.state == state && !r.status.reported)
+                .collect();
+            (kind, about)
+        })
+        .collect();
+    if delayed_long {
+        let about = original
+            .recipients
+            .iter()
+            .filter(|r| !r.status.is_final() && !r.status.delay_warned)
+            .collect();
+        reports.push((ReportKind::Delayed, about));
+    }
+    reports
+        .into_iter()
+        .filter(|(_, about)| !about.is_empty())
+        .map(|(kind, about)| {
+            build(
+                kind,
+                original,
+                original_content,
+                &about,
+                reporting_host,
+                now,
+            )
+        })
+        .collect()
+}
+
 /// The envelope and RFC 5322 content of a report about `recipients` of `original`.
 ///
 /// `recipients` must not be empty; the caller never makes a report about a report.
