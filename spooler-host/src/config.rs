@@ -31,6 +31,10 @@
 //! [submission]
 //! duplicate_window = "24h"             # a resubmission within it is recognised; "0s": off
 //! client_retry = "60s"                 # how long `submit` retries a lost connection
+//! myorigin = "example.org"             # bare names (root) go to name@myorigin; default: LOCAL
+//! alias_pipes_and_files = false        # `|command` and `/file` aliases: PIPE: and FILE:
+//!
+//! aliases = "/etc/aliases"             # default: /etc/aliases if it exists; "" for none
 //! ```
 
 use std::fmt;
@@ -39,6 +43,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::clients::aliases::LocalNames;
 use crate::queue::policy::RetryPolicy;
 
 /// One provider instance the profile opens.
@@ -90,6 +95,8 @@ pub struct Profile {
     pub duplicate_window: Duration,
     /// How long `submit` keeps trying after a lost connection or a temporary refusal.
     pub client_retry: Duration,
+    /// What bare local names become, and the alias table.
+    pub local_names: LocalNames,
 }
 
 /// A profile that could not be read, naming the file and what is wrong.
@@ -125,6 +132,7 @@ struct RawProfile {
     limits: RawLimits,
     #[serde(default)]
     submission: RawSubmission,
+    aliases: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +142,8 @@ struct RawSubmission {
     duplicate_window: Duration,
     #[serde(deserialize_with = "duration")]
     client_retry: Duration,
+    myorigin: Option<String>,
+    alias_pipes_and_files: bool,
 }
 
 /// The default duplicate window: a day, longer than any client keeps retrying.
@@ -144,6 +154,8 @@ impl Default for RawSubmission {
         RawSubmission {
             duplicate_window: DEFAULT_DUPLICATE_WINDOW,
             client_retry: Duration::from_secs(60),
+            myorigin: None,
+            alias_pipes_and_files: false,
         }
     }
 }
@@ -380,6 +392,11 @@ impl Profile {
             max_message_size: raw.limits.max_message_size,
             duplicate_window: raw.submission.duplicate_window,
             client_retry: raw.submission.client_retry,
+            local_names: local_names(
+                raw.aliases,
+                raw.submission.myorigin,
+                raw.submission.alias_pipes_and_files,
+            )?,
         })
     }
 
@@ -387,6 +404,37 @@ impl Profile {
     pub fn socket_path(&self) -> PathBuf {
         self.data_dir.join("control.sock")
     }
+}
+
+/// The alias file the system has, used when the profile names none.
+const SYSTEM_ALIASES: &str = "/etc/aliases";
+
+fn local_names(
+    aliases: Option<PathBuf>,
+    myorigin: Option<String>,
+    pipes_and_files: bool,
+) -> Result<LocalNames, String> {
+    if let Some(domain) = &myorigin {
+        let valid = !domain.is_empty()
+            && domain.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !valid {
+            return Err(format!(
+                "submission.myorigin: expected a domain such as example.org, found `{domain}`"
+            ));
+        }
+    }
+    let aliases = match aliases {
+        Some(file) if file.as_os_str().is_empty() => None,
+        Some(file) => Some(file),
+        None => Some(PathBuf::from(SYSTEM_ALIASES)).filter(|file| file.exists()),
+    };
+    Ok(LocalNames {
+        aliases,
+        myorigin: myorigin.map(|domain| domain.to_ascii_lowercase()),
+        pipes_and_files,
+    })
 }
 
 fn instance(raw: RawProvider, key: &str) -> Result<ProviderConfig, String> {

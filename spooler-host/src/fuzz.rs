@@ -6,8 +6,10 @@
 
 use provider_abi::headers::header_fields;
 use provider_abi::Timestamp;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clients::aliases::{Aliases, LocalNames};
 use crate::clients::control::{read_request, ReadError};
 use crate::clients::protocol::{
     KindName, PriorityName, Request, Response, Submission, SubmittedRecipient,
@@ -175,6 +177,7 @@ fn sendmail_t(input: &[u8]) {
             let rules = Rules {
                 max_message_size: usize::MAX,
                 duplicate_window: Duration::from_secs(86_400),
+                aliases: Arc::new(Aliases::new(LocalNames::default())),
             };
             envelope_and_content(&submission, content, &rules, now).ok()
         });

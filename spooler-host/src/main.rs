@@ -1,18 +1,17 @@
 //! `spooler-host`: the spooler's command line. `run` starts the spooler; the other commands
 //! talk to a running one over its control socket. Invoked as `sendmail`, it submits.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use provider_abi::Timestamp;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use spooler_host::clients::client::{self, ClientError};
 use spooler_host::clients::display::{as_json, as_table};
-use spooler_host::clients::protocol::{Failure, Request, Response};
-use spooler_host::clients::sendmail::{self, exit};
+use spooler_host::clients::mail_commands::{self, Print};
+use spooler_host::clients::protocol::{Request, Response};
+use spooler_host::clients::sendmail::{self, exit, Mode};
 use spooler_host::config::Profile;
 use spooler_host::paths;
 use spooler_host::providers::loader::{self, FileOutcome, ProviderFolder};
@@ -176,21 +175,27 @@ fn main() -> ExitCode {
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
     });
-    if invoked_as.as_deref() == Some("sendmail") {
+    let mode = match invoked_as.as_deref() {
+        Some("sendmail") => Some(None),
+        Some("mailq") => Some(Some(Mode::ListQueue)),
+        Some("newaliases") => Some(Some(Mode::RebuildAliases)),
+        _ => None,
+    };
+    if let Some(mode) = mode {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        return submit(
-            &Place {
-                config: None,
-                data_dir: None,
-            },
-            &args,
-            false,
-        );
+        let place = Place {
+            config: None,
+            data_dir: None,
+        };
+        return sendmail(&place, &args, mode, Print::Nothing);
     }
     match Cli::parse().command {
         Command::Run { place, providers } => run(&place, providers),
         Command::Providers { providers, all } => list_providers(providers, all),
-        Command::Submit { place, json, args } => submit(&place, &args, json),
+        Command::Submit { place, json, args } => {
+            let print = if json { Print::Json } else { Print::Id };
+            sendmail(&place, &args, None, print)
+        }
         Command::Show {
             place,
             json,
@@ -314,78 +319,22 @@ fn list_providers(providers: Option<PathBuf>, all: bool) -> ExitCode {
     }
 }
 
-fn submit(place: &Place, args: &[String], json: bool) -> ExitCode {
-    let args = match sendmail::parse(args) {
+/// sendmail's command line (`submit`, or the binary invoked as `sendmail`); invoked as
+/// `mailq` or `newaliases`, the mode that name stands for.
+fn sendmail(place: &Place, args: &[String], mode: Option<Mode>, print: Print) -> ExitCode {
+    let mut args = match sendmail::parse(args) {
         Ok(args) => args,
         Err(error) => {
-            eprintln!("spooler-host submit: {error}");
+            eprintln!("sendmail: {error}");
             return ExitCode::from(exit::USAGE);
         }
     };
-    let profile = match place.profile() {
-        Ok(profile) => profile,
+    args.mode = mode.unwrap_or(args.mode);
+    match place.profile() {
+        Ok(profile) => ExitCode::from(mail_commands::run(&profile, &args, print)),
         Err(error) => {
-            eprintln!("spooler-host submit: {error}");
-            return ExitCode::from(exit::USAGE);
-        }
-    };
-    // Read no more than the spooler takes: a message over the limit stops here, at once.
-    let limit = profile.max_message_size;
-    let mut input = Vec::new();
-    let read = std::io::stdin()
-        .take(limit as u64 + 1)
-        .read_to_end(&mut input);
-    if let Err(error) = read {
-        eprintln!("spooler-host submit: cannot read the message: {error}");
-        return ExitCode::from(exit::DATA_ERROR);
-    }
-    if input.len() > limit {
-        eprintln!(
-            "spooler-host submit: the message is larger than this spooler takes: at most {limit} \
-             bytes (limits.max_message_size); nothing was sent"
-        );
-        return ExitCode::from(exit::DATA_ERROR);
-    }
-    let content = sendmail::with_message_id(
-        sendmail::message_from_input(input, args.ignore_dots),
-        &spooler_host::spooler::hostname(),
-    );
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "root".into());
-    let submission =
-        match sendmail::submission(&args, &format!("LOCAL:{user}"), &content, Timestamp::now()) {
-            Ok(submission) => submission,
-            Err(error) => {
-                eprintln!("spooler-host submit: {error}");
-                return ExitCode::from(exit::USAGE);
-            }
-        };
-    let socket = profile.socket_path();
-    let request = Request::Submit(submission);
-    match client::submit(&socket, &request, &content, profile.client_retry) {
-        Ok(Response::Submitted { id }) => {
-            if json {
-                println!("{}", serde_json::json!({ "id": id }));
-            } else {
-                println!("{id}");
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(other) => {
-            eprintln!("spooler-host submit: unexpected answer {other:?}");
-            ExitCode::from(exit::TEMPORARY)
-        }
-        Err(error) => {
-            eprintln!("spooler-host submit: {error}");
-            ExitCode::from(match error {
-                ClientError::NotRunning(_) => exit::UNAVAILABLE,
-                ClientError::Lost(_) | ClientError::Refused(Failure::Temporary, _) => {
-                    exit::TEMPORARY
-                }
-                ClientError::Refused(Failure::BadAddress, _) => exit::NO_USER,
-                ClientError::Refused(Failure::BadMessage | Failure::Refused, _) => exit::DATA_ERROR,
-            })
+            eprintln!("sendmail: {error}");
+            ExitCode::from(exit::USAGE)
         }
     }
 }

@@ -11,6 +11,7 @@ use provider_abi::abi_stable::std_types::{RResult, RString, RVec};
 use provider_abi::library::{OpenArgs, ProviderLibraryRef};
 use provider_abi::{ProviderError, ProviderKind, ProviderState};
 
+use crate::clients::aliases::Aliases;
 use crate::clients::control::{self, Control};
 use crate::clients::submission;
 use crate::clients::watchers::Watchers;
@@ -34,6 +35,7 @@ pub struct Spooler {
     status: StatusTable,
     notices: Sender<ProviderNotice>,
     control: Control,
+    aliases: Arc<Aliases>,
 }
 
 impl Spooler {
@@ -94,6 +96,7 @@ impl Spooler {
             inbound: inbound.clone(),
             watchers: watchers.clone(),
         });
+        let aliases = Arc::new(Aliases::new(profile.local_names.clone()));
         let control = Control::new(
             store,
             registry,
@@ -104,6 +107,7 @@ impl Spooler {
             submission::Rules {
                 max_message_size: profile.max_message_size,
                 duplicate_window: profile.duplicate_window,
+                aliases: Arc::clone(&aliases),
             },
         );
         control::serve(listener, control.clone(), profile.socket_path());
@@ -117,6 +121,7 @@ impl Spooler {
             status,
             notices,
             control,
+            aliases,
         })
     }
 
@@ -133,6 +138,7 @@ impl Spooler {
             }
         };
         report_folder(&folder);
+        self.aliases.configure(profile.local_names.clone());
         if profile.store != self.store_config || profile.max_in_flight != self.max_in_flight {
             log::warn!(
                 "reload: changes to the store and to limits take effect at the next restart"

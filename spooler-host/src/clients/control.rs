@@ -262,6 +262,19 @@ impl Control {
             Request::Release { id } => self.ask_engine(&id, Command::Release),
             Request::Delete { id } => self.ask_engine(&id, Command::Delete),
             Request::Watch => unreachable!("answered by `watch`"),
+            Request::Verify { addresses } => {
+                let registry = self.registry();
+                let verdicts = addresses
+                    .iter()
+                    .flat_map(|given| submission::verify(given, &self.rules, &registry))
+                    .collect();
+                Ok(Response::Verified { verdicts })
+            }
+            Request::ReloadAliases => self
+                .rules
+                .aliases
+                .reload()
+                .map(|(aliases, problems)| Response::AliasesRead { aliases, problems }),
         };
         result.unwrap_or_else(|message| Response::error(Failure::Refused, message))
     }

@@ -15,6 +15,11 @@ pub fn as_json(response: &Response) -> String {
         Response::Status { providers, .. } => providers.iter().map(|p| line(p)).collect(),
         Response::Submitted { id } => format!("{}\n", serde_json::json!({ "id": id })),
         Response::Event(event) => line(event),
+        Response::Verified { verdicts } => verdicts.iter().map(|v| line(v)).collect(),
+        Response::AliasesRead { aliases, problems } => format!(
+            "{}\n",
+            serde_json::json!({ "aliases": aliases, "problems": problems })
+        ),
         Response::Done | Response::Watching | Response::Error { .. } => String::new(),
     }
 }
@@ -82,6 +87,22 @@ pub fn as_table(response: &Response) -> String {
             }))
             .collect(),
         Response::Submitted { id } => format!("{id}\n"),
+        Response::Verified { verdicts } => verdicts
+            .iter()
+            .map(|v| {
+                let verdict = if v.deliverable {
+                    "deliverable"
+                } else {
+                    "undeliverable"
+                };
+                format!("{}... {verdict}: {}\n", v.given, v.detail)
+            })
+            .collect(),
+        Response::AliasesRead { aliases, problems } => problems
+            .iter()
+            .map(|problem| format!("{problem}\n"))
+            .chain(std::iter::once(format!("{aliases} alias(es)\n")))
+            .collect(),
         Response::Done => "done\n".into(),
         Response::Watching => String::new(),
         Response::Event(event) => format!(

@@ -1,15 +1,19 @@
 //! Everything that faces clients: the control socket and its protocol (`control`,
 //! `protocol`), the client side of it (`client`) and how answers are shown (`display`), the
-//! `sendmail` interface, the checks a submission passes (`submission`, `mailbox`) and the
-//! clients watching for new mail (`watchers`).
+//! `sendmail` interface with `mailq`, the checks a submission passes (`submission`,
+//! `mailbox`), what local names and aliases become (`aliases`) and the clients watching for
+//! new mail (`watchers`).
 //!
 //! Clients reach the queue through the queue manager's commands and the store through the
 //! store thread; nothing here calls a provider.
 
+pub mod aliases;
 pub mod client;
 pub mod control;
 pub mod display;
+pub mod mail_commands;
 pub mod mailbox;
+pub mod mailq;
 pub mod protocol;
 pub mod sendmail;
 pub mod submission;

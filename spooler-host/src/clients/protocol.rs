@@ -69,6 +69,14 @@ pub enum Request {
     },
     /// Stream an event for every inbound message and report the store commits.
     Watch,
+    /// What these addresses would become and who would deliver them (`sendmail -bv`);
+    /// nothing is sent.
+    Verify {
+        /// The addresses, as `submit` takes them (bare local names too).
+        addresses: Vec<String>,
+    },
+    /// Read the alias file again (`sendmail -bi`, `newaliases`).
+    ReloadAliases,
 }
 
 /// A message to submit.
@@ -229,6 +237,18 @@ pub enum Response {
         #[serde(default)]
         hosts: Vec<HostView>,
     },
+    /// What each verified address becomes, one line per address it expands to.
+    Verified {
+        /// The verdicts.
+        verdicts: Vec<Verdict>,
+    },
+    /// The alias file was read again.
+    AliasesRead {
+        /// How many aliases it has.
+        aliases: usize,
+        /// The lines it ignored, each naming the file and line.
+        problems: Vec<String>,
+    },
     /// Done, nothing to say.
     Done,
     /// Watching: events follow, one per line.
@@ -296,6 +316,17 @@ pub struct MessageView {
     /// Its content, when asked for (as text; invalid UTF-8 replaced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+}
+
+/// What one address given to `sendmail -bv` becomes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Verdict {
+    /// The address as given.
+    pub given: String,
+    /// Whether mail to it would be taken and has somewhere to go.
+    pub deliverable: bool,
+    /// `TYPE:address` and who delivers it, or why not.
+    pub detail: String,
 }
 
 /// A recipient with its status.

@@ -1,18 +1,25 @@
-//! `spooler-host submit` (and the binary invoked as `sendmail`): sendmail's command line,
-//! so cron, git send-email and scripts can submit mail.
+//! `spooler-host submit` (and the binary invoked as `sendmail`, `mailq` or `newaliases`):
+//! sendmail's command line, so cron, mail programs, git send-email and scripts can use it.
 //!
-//! Understood: recipients as arguments (`TYPE:address` or bare SMTP addresses), `-f SENDER`,
-//! `-t` (recipients from To, Cc and Bcc), `-i`/`-oi` (a lone `.` line does not end the
-//! message), `-N never|success,failure,delay` (which reports), and these extensions:
-//! `--cc ADDR`, `--bcc ADDR`, `--priority low|normal|high`, `--defer DURATION`,
-//! `--expire-after DURATION`, `--delete-after`. Other sendmail options (`-oX`, `-F`, `-B`,
-//! `-bm`, `-R`, `-V`, `-X`) are accepted and ignored, as Postfix's sendmail does.
+//! Understood: recipients as arguments (`TYPE:address`, bare SMTP addresses, or local names
+//! such as `root`), `-f SENDER`, `-F NAME` (the full name in a From header added to a
+//! message without one), `-t` (recipients from To, Cc and Bcc), `-i`/`-oi` (a lone `.` line
+//! does not end the message), `-N never|success,failure,delay` (which reports), the modes
+//! `-bm` (deliver, the default), `-bp` (list the queue), `-bs` (SMTP on standard input and
+//! output), `-bv` (verify addresses), `-bi` (read the alias file again) and `-q` (flush;
+//! `-qR…`, `-qS…` and `-q<interval>` flush everything), and these extensions: `--cc ADDR`,
+//! `--bcc ADDR`, `--priority low|normal|high`, `--defer DURATION`,
+//! `--expire-after DURATION`, `--delete-after`. Other sendmail options (`-o…` such as `-oem`
+//! and `-odq`, `-B`, `-R`, `-V`, `-X`, `-C`, `-L`, `-U`, `-v`) are accepted and ignored, as
+//! Postfix's sendmail does: delivery is always in the background and errors always come
+//! back as reports.
 
 use provider_abi::headers::{header, header_fields};
 use provider_abi::Timestamp;
 
 use crate::clients::protocol::{KindName, PriorityName, Submission, SubmittedRecipient};
 use crate::config::parse_duration;
+use crate::queue::reports::rfc5322_date;
 
 /// sendmail's exit codes (sysexits.h).
 pub mod exit {
@@ -24,13 +31,39 @@ pub mod exit {
     pub const NO_USER: u8 = 67;
     /// The spooler is not running.
     pub const UNAVAILABLE: u8 = 69;
+    /// The spooler answered something this program does not understand.
+    pub const SOFTWARE: u8 = 70;
     /// The spooler could not take the message now; try again.
     pub const TEMPORARY: u8 = 75;
+    /// A configuration file (the alias file) cannot be read.
+    pub const CONFIG: u8 = 78;
+}
+
+/// What the command line asks for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Submit the message on standard input (`-bm`, the default).
+    #[default]
+    Deliver,
+    /// List the queue (`-bp`, `mailq`).
+    ListQueue,
+    /// Try every waiting recipient now (`-q`).
+    Flush,
+    /// An SMTP dialogue on standard input and output (`-bs`).
+    Smtp,
+    /// Say what the recipients would become, without sending (`-bv`).
+    Verify,
+    /// Read the alias file again (`-bi`, `newaliases`).
+    RebuildAliases,
 }
 
 /// A parsed `submit` command line.
 #[derive(Debug, Default, PartialEq)]
 pub struct SubmitArgs {
+    /// What to do.
+    pub mode: Mode,
+    /// `-F`: the sender's full name.
+    pub full_name: Option<String>,
     /// `-f`.
     pub sender: Option<String>,
     /// Recipients given as arguments or options.
@@ -117,17 +150,20 @@ pub fn parse(args: &[String]) -> Result<SubmitArgs, String> {
                 parsed.delivery_report = wanted.contains(&"success");
                 parsed.no_non_delivery_report = !wanted.contains(&"failure");
             }
-            flag if flag.starts_with("-F")
-                || flag.starts_with("-B")
-                || flag.starts_with("-R")
-                || flag.starts_with("-V")
-                || flag.starts_with("-X") =>
+            flag if flag.starts_with("-F") => {
+                parsed.full_name = Some(value("-F", &flag[2..], &mut args)?)
+            }
+            flag if flag.starts_with("-q") => parsed.mode = Mode::Flush,
+            flag if flag.starts_with("-b") => parsed.mode = mode(flag)?,
+            flag if ["-B", "-R", "-V", "-X", "-C", "-L"]
+                .iter()
+                .any(|option| flag.starts_with(option)) =>
             {
                 if flag.len() == 2 {
                     args.next();
                 }
             }
-            flag if flag.starts_with("-o") || flag == "-bm" || flag == "-U" || flag == "-v" => {}
+            flag if flag.starts_with("-o") || flag == "-U" || flag == "-v" => {}
             flag if flag.starts_with('-') && flag.len() > 1 => {
                 return Err(format!("unknown option `{flag}`"))
             }
@@ -135,6 +171,22 @@ pub fn parse(args: &[String]) -> Result<SubmitArgs, String> {
         }
     }
     Ok(parsed)
+}
+
+/// The mode of a `-b` option.
+fn mode(flag: &str) -> Result<Mode, String> {
+    Ok(match flag {
+        "-bm" => Mode::Deliver,
+        "-bp" => Mode::ListQueue,
+        "-bs" => Mode::Smtp,
+        "-bv" => Mode::Verify,
+        "-bi" => Mode::RebuildAliases,
+        other => {
+            return Err(format!(
+                "`{other}`: this mode is not supported (-bm, -bp, -bs, -bv and -bi are)"
+            ))
+        }
+    })
 }
 
 fn recipient(address: &str, kind: KindName) -> SubmittedRecipient {
@@ -167,6 +219,72 @@ pub fn with_message_id(content: Vec<u8>, host: &str) -> Vec<u8> {
     if header(&content, "Message-ID").is_some() {
         return content;
     }
+    with_fields_on_top(
+        content,
+        &[format!("Message-ID: <{}@{host}>", unique_part())],
+    )
+}
+
+/// The message with the From and Date header fields every message needs (RFC 5322 3.6)
+/// added at the top where it has none, as Postfix's cleanup does: From is `from` with the
+/// full name of `-F`, Date the time of submission.
+pub fn with_from_and_date(
+    content: Vec<u8>,
+    from: &str,
+    full_name: Option<&str>,
+    now: Timestamp,
+) -> Vec<u8> {
+    let mut fields = Vec::new();
+    if header(&content, "From").is_none() {
+        fields.push(match full_name.filter(|name| !name.trim().is_empty()) {
+            Some(name) => format!("From: {} <{from}>", display_name(name.trim())),
+            None => format!("From: {from}"),
+        });
+    }
+    if header(&content, "Date").is_none() {
+        fields.push(format!("Date: {}", rfc5322_date(now)));
+    }
+    if fields.is_empty() {
+        return content;
+    }
+    with_fields_on_top(content, &fields)
+}
+
+/// The address a From field gives for the envelope sender: SMTP addresses as they are, a
+/// local name (`LOCAL:root`, `root`) at `domain`.
+pub fn from_address(sender: &str, domain: &str) -> String {
+    match sender.split_once(':') {
+        Some((kind, address)) if kind.eq_ignore_ascii_case("SMTP") => address.to_owned(),
+        Some((_, name)) => format!("{name}@{domain}"),
+        None if sender.contains('@') => sender.to_owned(),
+        None => format!("{sender}@{domain}"),
+    }
+}
+
+/// A display name as RFC 5322 allows it: as it is when it is plain words, quoted when it
+/// has specials, an encoded word (RFC 2047) when it is not ASCII.
+fn display_name(name: &str) -> String {
+    if !name.is_ascii() {
+        let encoded: String = name
+            .bytes()
+            .map(|byte| match byte {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (byte as char).to_string(),
+                b' ' => "_".to_owned(),
+                _ => format!("={byte:02X}"),
+            })
+            .collect();
+        return format!("=?utf-8?q?{encoded}?=");
+    }
+    if name.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ') {
+        return name.to_owned();
+    }
+    format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// `fields` put at the top of `content`. They end their lines as the message's first line
+/// does; a message that starts with no header field at all gets the empty line that ends
+/// headers after them.
+fn with_fields_on_top(content: Vec<u8>, fields: &[String]) -> Vec<u8> {
     let first_line = content
         .split_inclusive(|&b| b == b'\n')
         .next()
@@ -177,9 +295,11 @@ pub fn with_message_id(content: Vec<u8>, host: &str) -> Vec<u8> {
         b"\n"
     };
     let starts_with_headers = header_fields(first_line).len() == 1;
-    let mut out = Vec::with_capacity(content.len() + 100);
-    out.extend_from_slice(format!("Message-ID: <{}@{host}>", unique_part()).as_bytes());
-    out.extend_from_slice(newline);
+    let mut out = Vec::with_capacity(content.len() + 200);
+    for field in fields {
+        out.extend_from_slice(field.as_bytes());
+        out.extend_from_slice(newline);
+    }
     if !starts_with_headers {
         out.extend_from_slice(newline);
     }
@@ -327,6 +447,58 @@ mod tests {
         let body_only = String::from_utf8(with_message_id(b"just text\n".to_vec(), "h")).unwrap();
         assert!(body_only.ends_with("@h>\n\njust text\n"), "{body_only}");
         assert_ne!(unique_part(), unique_part());
+    }
+
+    #[test]
+    fn from_and_date_are_added_where_missing() {
+        let now = Timestamp(1_795_457_702_000);
+        let added = String::from_utf8(with_from_and_date(
+            b"Subject: x\n\nbody\n".to_vec(),
+            "root@host",
+            Some("Cron Daemon"),
+            now,
+        ))
+        .unwrap();
+        assert_eq!(
+            added,
+            "From: Cron Daemon <root@host>\nDate: Mon, 23 Nov 2026 18:15:02 +0000\nSubject: x\n\nbody\n"
+        );
+        let kept = b"From: a@b\r\nDate: x\r\n\r\n".to_vec();
+        assert_eq!(
+            with_from_and_date(kept.clone(), "root@host", None, now),
+            kept
+        );
+        assert_eq!(display_name("Doe, John"), "\"Doe, John\"");
+        assert_eq!(display_name("Jürgen"), "=?utf-8?q?J=C3=BCrgen?=");
+        assert_eq!(from_address("LOCAL:root", "host"), "root@host");
+        assert_eq!(from_address("SMTP:a@b", "host"), "a@b");
+        assert_eq!(from_address("a@b", "host"), "a@b");
+    }
+
+    #[test]
+    fn modes_and_names() {
+        assert_eq!(parse(&strings(&["-bp"])).unwrap().mode, Mode::ListQueue);
+        assert_eq!(
+            parse(&strings(&["-qRexample.org"])).unwrap().mode,
+            Mode::Flush
+        );
+        assert_eq!(
+            parse(&strings(&["-bv", "root"])).unwrap().mode,
+            Mode::Verify
+        );
+        let cron = parse(&strings(&[
+            "-FCronDaemon",
+            "-i",
+            "-B8BITMIME",
+            "-oem",
+            "root",
+        ]))
+        .unwrap();
+        assert_eq!(cron.full_name.as_deref(), Some("CronDaemon"));
+        assert_eq!(cron.recipients.len(), 1);
+        assert!(parse(&strings(&["-bd"]))
+            .unwrap_err()
+            .contains("not supported"));
     }
 
     #[test]

@@ -1,24 +1,34 @@
 //! Turning a client's submission into an envelope and content for the Outbox: the checks
 //! that refuse it at once, and the key that makes a retried submission happen once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use provider_abi::headers::header;
 use provider_abi::store::SubmissionKey;
-use provider_abi::{Address, Envelope, Recipient, ReportRequest, Timestamp};
+use provider_abi::{Address, Envelope, Property, Recipient, ReportRequest, Timestamp};
 use sha2::{Digest, Sha256};
 
+use crate::clients::aliases::Aliases;
 use crate::clients::mailbox;
-use crate::clients::protocol::{Failure, Submission};
+use crate::clients::protocol::{Failure, Submission, Verdict};
+use crate::providers::registry::Registry;
 
 /// What every submission is held to, from the profile.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Rules {
     /// The largest message, in bytes (`limits.max_message_size`).
     pub max_message_size: usize,
     /// How long a submission's key is remembered (`submission.duplicate_window`).
     pub duplicate_window: Duration,
+    /// What local names become (bare names, aliases).
+    pub aliases: Arc<Aliases>,
 }
+
+/// The envelope property that keeps, for a recipient an alias made, the address the client
+/// gave: `spooler.original-recipient.<TYPE:address>` = the address as submitted. Reports
+/// show it as the Original-Recipient (RFC 3464).
+pub const ORIGINAL_RECIPIENT: &str = "spooler.original-recipient.";
 
 /// Why a submission was refused, and what kind of refusal it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,14 +69,34 @@ pub fn envelope_and_content(
     rules: &Rules,
     now: Timestamp,
 ) -> Result<(Envelope, Vec<u8>), Refusal> {
-    let sender = checked_address(&submission.sender, "sender")?;
+    let sender = checked_address(
+        &rules.aliases.qualified_sender(&submission.sender),
+        "sender",
+    )?;
     if submission.recipients.is_empty() {
         return Err(Refusal::address("the message has no recipients".into()));
     }
     let mut recipients: Vec<Recipient> = Vec::with_capacity(submission.recipients.len());
+    let mut originals = Vec::new();
     for recipient in &submission.recipients {
-        let address = checked_address(&recipient.address, "recipient")?;
-        if !recipients.iter().any(|r| r.address == address) {
+        let expanded = rules
+            .aliases
+            .expand(&recipient.address)
+            .map_err(|e| Refusal {
+                failure: Failure::Temporary,
+                message: format!("recipient {}: {e}", recipient.address),
+            })?;
+        for expanded in expanded {
+            let address = checked_address(&expanded.address, "recipient")?;
+            if recipients.iter().any(|r| r.address == address) {
+                continue;
+            }
+            if let Some(original) = expanded.original {
+                originals.push(Property {
+                    name: format!("{ORIGINAL_RECIPIENT}{address}").into(),
+                    value: original.into(),
+                });
+            }
             recipients.push(Recipient::new(address, recipient.kind.into()));
         }
     }
@@ -85,12 +115,60 @@ pub fn envelope_and_content(
     envelope.deferred_until = submission.deferred_until.map(Timestamp).into();
     envelope.expires_at = submission.expires_at.map(Timestamp).into();
     envelope.delete_after_submission = submission.delete_after_submission;
+    envelope.properties.extend(originals);
     if !rules.duplicate_window.is_zero() {
         if let Some(key) = submission_key(&envelope, &content, now.plus(rules.duplicate_window)) {
             envelope.properties.push(key.property());
         }
     }
     Ok((envelope, without_bcc_header(content)))
+}
+
+/// What `sendmail -bv` says of `given`: each address it becomes (an alias may make
+/// several), and whether something delivers it: the store for its own address types, else
+/// the transports claiming the type, in routing order.
+pub fn verify(given: &str, rules: &Rules, registry: &Registry) -> Vec<Verdict> {
+    let verdict = |deliverable, detail| Verdict {
+        given: given.to_owned(),
+        deliverable,
+        detail,
+    };
+    let expanded = match rules.aliases.expand(given) {
+        Ok(expanded) => expanded,
+        Err(error) => return vec![verdict(false, error)],
+    };
+    expanded
+        .into_iter()
+        .map(|expanded| {
+            let address = match checked_address(&expanded.address, "address") {
+                Ok(address) => address,
+                Err(refusal) => return verdict(false, refusal.message),
+            };
+            let kind = address.address_type();
+            let transports: Vec<&str> = registry
+                .claimants(kind)
+                .into_iter()
+                .map(|index| registry.transports[index].name.as_str())
+                .collect();
+            if registry
+                .store_types
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(kind))
+            {
+                verdict(true, format!("{address}, into the store"))
+            } else if transports.is_empty() {
+                verdict(
+                    false,
+                    format!("{address}: no transport claims address type {kind}"),
+                )
+            } else {
+                verdict(
+                    true,
+                    format!("{address}, via {}", transports.join(", then ")),
+                )
+            }
+        })
+        .collect()
 }
 
 /// The key of a submission: a SHA-256 digest of its Message-ID, its sender and its
@@ -174,19 +252,23 @@ fn find_header_end(content: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clients::aliases::LocalNames;
 
     fn submission(sender: &str, recipients: &[&str]) -> Submission {
         Submission::new(sender, recipients.iter().map(|r| r.to_string()), 0)
     }
 
-    const RULES: Rules = Rules {
-        max_message_size: 1000,
-        duplicate_window: Duration::from_secs(3600),
-    };
+    fn rules() -> Rules {
+        Rules {
+            max_message_size: 1000,
+            duplicate_window: Duration::from_secs(3600),
+            aliases: Arc::new(Aliases::new(LocalNames::default())),
+        }
+    }
 
     fn key(submission: &Submission, content: &[u8]) -> Option<SubmissionKey> {
         let (envelope, _) =
-            envelope_and_content(submission, content.to_vec(), &RULES, Timestamp(0)).unwrap();
+            envelope_and_content(submission, content.to_vec(), &rules(), Timestamp(0)).unwrap();
         SubmissionKey::of(&envelope)
     }
 
@@ -221,7 +303,7 @@ mod tests {
         let refusal = envelope_and_content(
             &submission("a@x.org", &["SMTP:x@example.net> NOTIFY=NEVER"]),
             b"hi".to_vec(),
-            &RULES,
+            &rules(),
             Timestamp(0),
         )
         .unwrap_err();
@@ -240,6 +322,58 @@ mod tests {
         assert_eq!(
             cleaned,
             "From: a@x\r\nTo: b@x\r\n\r\nBcc: in the body stays\r\n"
+        );
+    }
+}
+
+#[cfg(test)]
+mod local_name_tests {
+    use super::*;
+    use crate::clients::aliases::LocalNames;
+
+    #[test]
+    fn bare_names_become_local_recipients_and_aliases_keep_the_original() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("aliases");
+        std::fs::write(&file, "root: admin@example.org, root\n").unwrap();
+        let rules = Rules {
+            max_message_size: 1000,
+            duplicate_window: Duration::ZERO,
+            aliases: Arc::new(Aliases::new(LocalNames {
+                aliases: Some(file),
+                ..LocalNames::default()
+            })),
+        };
+        let submission = Submission::new("cron", ["root".to_string(), "www-data".to_string()], 2);
+        let (envelope, _) =
+            envelope_and_content(&submission, b"hi".to_vec(), &rules, Timestamp(0)).unwrap();
+        assert_eq!(envelope.sender.to_string(), "LOCAL:cron");
+        let recipients: Vec<String> = envelope
+            .recipients
+            .iter()
+            .map(|r| r.address.to_string())
+            .collect();
+        assert_eq!(
+            recipients,
+            ["LOCAL:root", "SMTP:admin@example.org", "LOCAL:www-data"]
+        );
+        let originals: Vec<(String, String)> = envelope
+            .properties
+            .iter()
+            .map(|p| (p.name.to_string(), p.value.to_string()))
+            .collect();
+        assert_eq!(
+            originals,
+            [
+                (
+                    "spooler.original-recipient.LOCAL:root".to_string(),
+                    "root".to_string()
+                ),
+                (
+                    "spooler.original-recipient.SMTP:admin@example.org".to_string(),
+                    "root".to_string()
+                )
+            ]
         );
     }
 }

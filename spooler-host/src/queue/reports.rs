@@ -12,6 +12,8 @@ use provider_abi::{
     Address, DeliveryState, Envelope, Recipient, RecipientKind, RecipientStatus, Timestamp,
 };
 
+use crate::clients::submission::ORIGINAL_RECIPIENT;
+
 /// What a report says about its recipients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportKind {
@@ -183,9 +185,13 @@ pub fn build(
     );
     for recipient in recipients {
         let status = &recipient.status;
+        text.push_str("\r\n");
+        if let Some(original) = original_recipient(original, &recipient.address) {
+            let _ = write!(text, "Original-Recipient: rfc822; {original}\r\n");
+        }
         let _ = write!(
             text,
-            "\r\nFinal-Recipient: {}\r\nAction: {}\r\nStatus: {}\r\n",
+            "Final-Recipient: {}\r\nAction: {}\r\nStatus: {}\r\n",
             dsn_address(&recipient.address),
             kind.action(),
             status_code(kind, status),
@@ -225,6 +231,16 @@ pub fn build(
 }
 
 /// The answer a person reads: the transport's text, and why.
+/// The address the client gave for `address`, when an alias made it.
+fn original_recipient<'a>(original: &'a Envelope, address: &Address) -> Option<&'a str> {
+    let name = format!("{ORIGINAL_RECIPIENT}{address}");
+    original
+        .properties
+        .iter()
+        .find(|p| p.name.as_str() == name)
+        .map(|p| p.value.as_str())
+}
+
 fn human_answer(status: &RecipientStatus) -> String {
     match (status.last_answer.is_empty(), status.diagnostic.is_empty()) {
         (false, false) if status.last_answer != status.diagnostic => {
@@ -300,16 +316,18 @@ fn headers_without_bcc(content: &[u8]) -> String {
     out
 }
 
+/// Weekday names, from the weekday of day 0 of the epoch (a Thursday).
+const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
 /// An RFC 5322 date in UTC, e.g. `Mon, 23 Nov 2026 18:21:42 +0000`.
 pub fn rfc5322_date(time: Timestamp) -> String {
     let seconds = time.0.div_euclid(1000);
     let days = seconds.div_euclid(86400);
     let of_day = seconds.rem_euclid(86400);
     let (year, month, day) = civil_from_days(days);
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     format!(
         "{}, {day:02} {} {year} {:02}:{:02}:{:02} +0000",
         WEEKDAYS[days.rem_euclid(7) as usize],
@@ -321,6 +339,22 @@ pub fn rfc5322_date(time: Timestamp) -> String {
 }
 
 /// Howard Hinnant's days-to-civil conversion.
+/// `Sun Nov 29 09:31:08`, as `mailq` shows arrival times (UTC).
+pub fn asctime(time: Timestamp) -> String {
+    let seconds = time.0.div_euclid(1000);
+    let days = seconds.div_euclid(86400);
+    let of_day = seconds.rem_euclid(86400);
+    let (_, month, day) = civil_from_days(days);
+    format!(
+        "{} {} {day:2} {:02}:{:02}:{:02}",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -1,0 +1,238 @@
+//! What `sendmail`, `mailq` and `newaliases` do, mode by mode, against a running spooler:
+//! submit a message, list the queue as Postfix's `mailq` does, flush, verify addresses,
+//! read the alias file again. Each returns sendmail's exit code (sysexits.h), which is what
+//! cron, mail programs and scripts look at.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use provider_abi::Timestamp;
+
+use crate::clients::client::{self, ClientError};
+use crate::clients::mailq;
+use crate::clients::protocol::{Failure, Request, Response};
+use crate::clients::sendmail::{self, exit, Mode, SubmitArgs};
+use crate::config::Profile;
+
+/// What a successful submission prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Print {
+    /// Nothing, as sendmail does: mail programs and cron pass its output on.
+    Nothing,
+    /// The queue id (`submit`).
+    Id,
+    /// `{"id": …}` (`submit --json`).
+    Json,
+}
+
+/// Runs the command line `args` (sendmail's options) against the spooler `profile` names.
+pub fn run(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
+    let socket = profile.socket_path();
+    match args.mode {
+        Mode::Deliver => deliver(profile, args, print),
+        Mode::ListQueue => list_queue(&socket),
+        Mode::Flush => match client::request(&socket, &Request::Flush { transport: None }, None) {
+            Ok(_) => 0,
+            Err(error) => failure(error),
+        },
+        Mode::Verify => verify(&socket, args),
+        Mode::RebuildAliases => rebuild_aliases(profile),
+        Mode::Smtp => {
+            eprintln!("sendmail: -bs is not available in this build");
+            exit::USAGE
+        }
+    }
+}
+
+/// Reads the message from standard input and submits it.
+fn deliver(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
+    // Read no more than the spooler takes: a message over the limit stops here, at once.
+    let limit = profile.max_message_size;
+    let mut input = Vec::new();
+    let read = std::io::stdin()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut input);
+    if let Err(error) = read {
+        eprintln!("sendmail: cannot read the message: {error}");
+        return exit::DATA_ERROR;
+    }
+    if input.len() > limit {
+        eprintln!(
+            "sendmail: the message is larger than this spooler takes: at most {limit} bytes \
+             (limits.max_message_size); nothing was sent"
+        );
+        return exit::DATA_ERROR;
+    }
+    let host = crate::spooler::hostname();
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "root".into());
+    let sender = args
+        .sender
+        .clone()
+        .unwrap_or_else(|| format!("LOCAL:{user}"));
+    let now = Timestamp::now();
+    let from = sendmail::from_address(
+        &sender,
+        profile.local_names.myorigin.as_deref().unwrap_or(&host),
+    );
+    let content = sendmail::with_from_and_date(
+        sendmail::with_message_id(sendmail::message_from_input(input, args.ignore_dots), &host),
+        &from,
+        args.full_name.as_deref(),
+        now,
+    );
+    let submission = match sendmail::submission(args, &sender, &content, now) {
+        Ok(submission) => submission,
+        Err(error) => {
+            eprintln!("sendmail: {error}");
+            return exit::USAGE;
+        }
+    };
+    let request = Request::Submit(submission);
+    match client::submit(
+        &profile.socket_path(),
+        &request,
+        &content,
+        profile.client_retry,
+    ) {
+        Ok(Response::Submitted { id }) => {
+            match print {
+                Print::Nothing => {}
+                Print::Id => println!("{id}"),
+                Print::Json => println!("{}", serde_json::json!({ "id": id })),
+            }
+            0
+        }
+        Ok(other) => {
+            eprintln!("sendmail: unexpected answer {other:?}");
+            exit::TEMPORARY
+        }
+        Err(error) => {
+            eprintln!("sendmail: {error}");
+            match error {
+                ClientError::NotRunning(_) => exit::UNAVAILABLE,
+                ClientError::Lost(_) | ClientError::Refused(Failure::Temporary, _) => {
+                    exit::TEMPORARY
+                }
+                ClientError::Refused(Failure::BadAddress, _) => exit::NO_USER,
+                ClientError::Refused(Failure::BadMessage | Failure::Refused, _) => exit::DATA_ERROR,
+            }
+        }
+    }
+}
+
+/// Prints the Outbox page by page as `mailq` does; a reader that stops early ends it.
+fn list_queue(socket: &Path) -> u8 {
+    let mut out = std::io::stdout().lock();
+    let mut after = None;
+    let (mut bytes, mut messages) = (0, 0);
+    loop {
+        let request = Request::Queue { after, limit: None };
+        let (page, next) = match client::request(socket, &request, None) {
+            Ok(Response::Messages { messages, next }) => (messages, next),
+            Ok(other) => {
+                eprintln!("mailq: unexpected answer {other:?}");
+                return exit::TEMPORARY;
+            }
+            Err(error) => return failure(error),
+        };
+        let mut text = String::new();
+        if messages == 0 && !page.is_empty() {
+            text += mailq::HEADING;
+        }
+        for message in &page {
+            bytes += message.size;
+            messages += 1;
+            text += &mailq::entry(message);
+        }
+        if next.is_none() {
+            text += &if messages == 0 {
+                mailq::EMPTY.to_owned()
+            } else {
+                mailq::total(bytes, messages)
+            };
+        }
+        if out.write_all(text.as_bytes()).is_err() {
+            return 0;
+        }
+        match next {
+            Some(next) => after = Some(next),
+            None => return 0,
+        }
+    }
+}
+
+/// Prints what each recipient would become; EX_NOUSER when one is undeliverable.
+fn verify(socket: &Path, args: &SubmitArgs) -> u8 {
+    let addresses: Vec<String> = args.recipients.iter().map(|r| r.address.clone()).collect();
+    if addresses.is_empty() {
+        eprintln!("sendmail: -bv: name the addresses to verify");
+        return exit::USAGE;
+    }
+    match client::request(socket, &Request::Verify { addresses }, None) {
+        Ok(Response::Verified { verdicts }) => {
+            for verdict in &verdicts {
+                let what = if verdict.deliverable {
+                    "deliverable"
+                } else {
+                    "undeliverable"
+                };
+                println!("{}... {what}: {}", verdict.given, verdict.detail);
+            }
+            if verdicts.iter().all(|v| v.deliverable) {
+                0
+            } else {
+                exit::NO_USER
+            }
+        }
+        Ok(other) => {
+            eprintln!("sendmail: unexpected answer {other:?}");
+            exit::TEMPORARY
+        }
+        Err(error) => failure(error),
+    }
+}
+
+/// Has the running spooler read the alias file again and says what it found; with no
+/// spooler running, checks the file itself (the spooler reads it when it starts).
+fn rebuild_aliases(profile: &Profile) -> u8 {
+    let Some(file) = &profile.local_names.aliases else {
+        eprintln!("newaliases: no alias file (the profile's `aliases` key names none)");
+        return 0;
+    };
+    let (aliases, problems) =
+        match client::request(&profile.socket_path(), &Request::ReloadAliases, None) {
+            Ok(Response::AliasesRead { aliases, problems }) => (aliases, problems),
+            Err(ClientError::NotRunning(_)) => match crate::clients::aliases::Table::read(file) {
+                Ok(table) => (table.len(), table.problems),
+                Err(error) => {
+                    eprintln!("newaliases: {error}");
+                    return exit::CONFIG;
+                }
+            },
+            Ok(other) => {
+                eprintln!("newaliases: unexpected answer {other:?}");
+                return exit::TEMPORARY;
+            }
+            Err(error) => {
+                eprintln!("newaliases: {error}");
+                return exit::CONFIG;
+            }
+        };
+    for problem in &problems {
+        eprintln!("newaliases: {problem}; ignored");
+    }
+    println!("{}: {aliases} aliases", file.display());
+    0
+}
+
+/// Says why the spooler could not be asked; EX_UNAVAILABLE when none answers.
+fn failure(error: ClientError) -> u8 {
+    eprintln!("sendmail: {error}");
+    match error {
+        ClientError::NotRunning(_) | ClientError::Lost(_) => exit::UNAVAILABLE,
+        ClientError::Refused(Failure::Temporary, _) => exit::TEMPORARY,
+        ClientError::Refused(..) => exit::SOFTWARE,
+    }
+}

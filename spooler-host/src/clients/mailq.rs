@@ -1,0 +1,126 @@
+//! `mailq` and `sendmail -bp`: the queue as Postfix's `mailq` shows it, so that an operator
+//! used to Postfix reads it at a glance: the queue id (with `!` when held), the size, the
+//! arrival time (UTC), the sender, and each recipient still waiting, after the last answer
+//! about it in parentheses.
+//!
+//! ```text
+//! -Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------
+//! 0000000000000007!      339 Sun Nov 29 09:31:08  LOCAL:root
+//! (deferred by smtp: connect to mx.example.org: Connection refused)
+//!                                          ann@example.org
+//!
+//! -- 1 Kbytes in 1 Request.
+//! ```
+
+use provider_abi::Timestamp;
+
+use crate::clients::protocol::MessageView;
+use crate::queue::reports::asctime;
+
+/// The heading line.
+pub const HEADING: &str = "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n";
+
+/// What `mailq` prints for an empty queue.
+pub const EMPTY: &str = "Mail queue is empty\n";
+
+/// How far recipients are indented: under the sender column.
+const RECIPIENT_COLUMN: usize = 41;
+
+/// The lines of one queued message; only recipients still waiting are shown.
+pub fn entry(message: &MessageView) -> String {
+    let mark = if message.held { '!' } else { ' ' };
+    let mut out = format!(
+        "{}{mark} {:>8} {}  {}\n",
+        message.id,
+        message.size,
+        asctime(Timestamp(message.submitted_at)),
+        shown_address(&message.sender)
+    );
+    let mut last_reason = "";
+    for recipient in message.recipients.iter().filter(|r| r.state == "pending") {
+        if !recipient.last_answer.is_empty() && recipient.last_answer != last_reason {
+            out += &format!("({})\n", recipient.last_answer);
+            last_reason = &recipient.last_answer;
+        }
+        out += &format!(
+            "{:RECIPIENT_COLUMN$}{}\n",
+            "",
+            shown_address(&recipient.address)
+        );
+    }
+    out.push('\n');
+    out
+}
+
+/// The closing line: the queue's size in kilobytes and its number of messages.
+pub fn total(bytes: u64, messages: usize) -> String {
+    format!(
+        "-- {} Kbytes in {messages} Request{}.\n",
+        bytes.div_ceil(1024),
+        if messages == 1 { "" } else { "s" }
+    )
+}
+
+/// SMTP addresses as mail programs write them; other types keep their `TYPE:`.
+fn shown_address(address: &str) -> &str {
+    match address.split_once(':') {
+        Some((kind, rest)) if kind.eq_ignore_ascii_case("SMTP") => rest,
+        _ => address,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clients::protocol::{KindName, RecipientView};
+
+    fn recipient(address: &str, state: &str, answer: &str) -> RecipientView {
+        RecipientView {
+            address: address.into(),
+            kind: KindName::To,
+            state: state.into(),
+            transport: None,
+            attempts: 1,
+            next_attempt: None,
+            last_answer: answer.into(),
+            status_code: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_entry_reads_like_postfix() {
+        let message = MessageView {
+            id: "0000000000000007".into(),
+            folder: "Outbox".into(),
+            sender: "LOCAL:root".into(),
+            subject: "Cron <root@host> backup".into(),
+            size: 339,
+            submitted_at: 1_795_457_702_000,
+            held: true,
+            is_report: false,
+            recipients: vec![
+                recipient(
+                    "SMTP:ann@example.org",
+                    "pending",
+                    "deferred by smtp: refused",
+                ),
+                recipient(
+                    "SMTP:bob@example.org",
+                    "pending",
+                    "deferred by smtp: refused",
+                ),
+                recipient("SMTP:carol@example.org", "delivered", "250 ok"),
+            ],
+            content: None,
+        };
+        assert_eq!(
+            entry(&message),
+            "0000000000000007!      339 Mon Nov 23 18:15:02  LOCAL:root\n\
+             (deferred by smtp: refused)\n\
+             \x20                                        ann@example.org\n\
+             \x20                                        bob@example.org\n\n"
+        );
+        assert_eq!(total(339, 1), "-- 1 Kbytes in 1 Request.\n");
+        assert_eq!(total(4096, 3), "-- 4 Kbytes in 3 Requests.\n");
+    }
+}

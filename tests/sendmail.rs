@@ -1,0 +1,345 @@
+//! The binary as a sendmail drop-in, driven by its real callers: cron's exact invocation,
+//! s-nail and git send-email with the binary as their MTA, `mailq` and `newaliases` by name,
+//! and the alias table an operator writes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use spooler_tests::{host_binary, real_server, wait_until, Host, Site, PROMPTLY};
+
+/// A directory transport `files` for FILE mail; a long retry, so only a flush retries.
+const FILES: &str = r#"
+[[transport]]
+provider = "directory"
+name = "files"
+config = { path = "{site}/files" }
+
+[retry]
+min_delay = "1h"
+max_delay = "1h"
+"#;
+
+/// The message Debian's cron pipes to `sendmail -FCronDaemon -i -B8BITMIME -oem root`.
+const CRON_MAIL: &str = "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@buildhost> /usr/local/bin/backup\nMIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\nContent-Transfer-Encoding: 8bit\nX-Cron-Env: <SHELL=/bin/sh>\nX-Cron-Env: <HOME=/root>\n\nbackup: 3 files copied\n";
+
+/// The binary linked as `sendmail`, `mailq` and `newaliases` in the site's folder, as an
+/// operator links it into /usr/sbin and /usr/bin, reaching the host through
+/// `$SPOOLER_CONFIG`.
+struct Mta {
+    folder: PathBuf,
+    config: PathBuf,
+}
+
+impl Mta {
+    fn new(site: &Site, config: &Path) -> Mta {
+        let folder = site.path("bin");
+        fs::create_dir_all(&folder).unwrap();
+        for name in ["sendmail", "mailq", "newaliases"] {
+            std::os::unix::fs::symlink(host_binary(), folder.join(name)).unwrap();
+        }
+        Mta {
+            folder,
+            config: config.to_owned(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.folder.join(name)
+    }
+
+    /// Runs `command` with the binary's links first in PATH and the profile in the
+    /// environment, `input` on its standard input.
+    fn run(&self, mut command: Command, input: &str) -> Output {
+        let path = format!(
+            "{}:{}",
+            self.folder.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut child = command
+            .env("SPOOLER_CONFIG", &self.config)
+            .env("PATH", path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs one of the links with `args`.
+    fn invoke(&self, name: &str, args: &[&str], input: &str) -> Output {
+        let mut command = Command::new(self.path(name));
+        command.args(args);
+        self.run(command, input)
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} exited {:?}: {}{}",
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+/// The subjects of the messages in a folder.
+fn subjects(host: &Host, folder: &str) -> Vec<String> {
+    host.list(folder)
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn crons_invocation_for_root_lands_in_local_root_with_no_configuration() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config("aliases = \"\"\n"), "host.log");
+    let mta = Mta::new(&site, host.config());
+    let sent = mta.invoke(
+        "sendmail",
+        &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+        CRON_MAIL,
+    );
+    assert_success(&sent, "cron's sendmail");
+    assert_eq!(text(&sent.stdout), "", "sendmail prints nothing on success");
+    wait_until(PROMPTLY, "the cron mail is in Local/root", || {
+        !host.list("Local/root").is_empty()
+    });
+    assert_eq!(
+        subjects(&host, "Local/root"),
+        ["Cron <root@buildhost> /usr/local/bin/backup"]
+    );
+    let content = &host.contents("Local/root")[0];
+    assert!(content.contains("From: root (Cron Daemon)\n"), "{content}");
+    assert!(
+        !content.contains("CronDaemon"),
+        "-F adds no second From: {content}"
+    );
+    assert!(content.contains("Date: "), "a Date is added: {content}");
+}
+
+#[test]
+fn aliases_redirect_local_names_recursively_and_reports_name_the_original() {
+    let site = Site::new();
+    let aliases = site.path("aliases");
+    fs::write(
+        &aliases,
+        "# who reads mail for whom\npostmaster: root\nroot: admin,\n\tFILE:ops\n\
+         admin: admin, |/usr/bin/procmail\nbroken line\n",
+    )
+    .unwrap();
+    let host = Host::start(
+        &site.write_config(&format!("aliases = \"{}\"\n{FILES}", aliases.display())),
+        "host.log",
+    );
+    let mta = Mta::new(&site, host.config());
+
+    let verified = mta.invoke("sendmail", &["-bv", "postmaster", "nobody"], "");
+    assert_success(&verified, "sendmail -bv");
+    assert_eq!(
+        text(&verified.stdout),
+        "postmaster... deliverable: FILE:ops, via files\n\
+         postmaster... deliverable: LOCAL:admin, into the store\n\
+         nobody... deliverable: LOCAL:nobody, into the store\n"
+    );
+    let undeliverable = mta.invoke("sendmail", &["-bv", "SMTP:x@example.org"], "");
+    assert_eq!(undeliverable.status.code(), Some(67), "EX_NOUSER");
+    assert!(text(&undeliverable.stdout).contains("no transport claims address type SMTP"));
+
+    let rebuilt = mta.invoke("newaliases", &[], "");
+    assert_success(&rebuilt, "newaliases");
+    assert_eq!(
+        text(&rebuilt.stdout),
+        format!("{}: 3 aliases\n", aliases.display())
+    );
+    assert!(
+        text(&rebuilt.stderr).contains(&format!(
+            "{}:6: `broken line` is not `name: target, …`",
+            aliases.display()
+        )),
+        "{}",
+        text(&rebuilt.stderr)
+    );
+
+    let sent = mta.invoke(
+        "sendmail",
+        &["-N", "success", "postmaster"],
+        "Subject: disk full\n\n/var is at 99%\n",
+    );
+    assert_success(&sent, "sendmail postmaster");
+    wait_until(PROMPTLY, "admin's copy and the file are delivered", || {
+        host.list("Local/admin").len() == 1 && site.delivered_files("files").len() == 1
+    });
+    // The delivery report about the file names the address the sender wrote.
+    wait_until(
+        PROMPTLY,
+        "the report about FILE:ops is in the Inbox",
+        || {
+            host.contents("Inbox").iter().any(|report| {
+                report.contains(
+                    "Original-Recipient: rfc822; postmaster\r\nFinal-Recipient: x-file; ops",
+                )
+            })
+        },
+    );
+    assert!(host
+        .log()
+        .contains("the command `|/usr/bin/procmail` refused"));
+
+    // The file changes: the next submission reads it again, no restart, no signal.
+    fs::write(&aliases, "postmaster: carol\n").unwrap();
+    let verified = mta.invoke("sendmail", &["-bv", "postmaster"], "");
+    assert_eq!(
+        text(&verified.stdout),
+        "postmaster... deliverable: LOCAL:carol, into the store\n"
+    );
+}
+
+#[test]
+fn mailq_lists_the_queue_as_postfix_does_and_q_flushes_it() {
+    let site = Site::new();
+    let host = Host::start(
+        &site.write_config(&format!("aliases = \"\"\n{FILES}")),
+        "host.log",
+    );
+    let mta = Mta::new(&site, host.config());
+    assert_eq!(
+        text(&mta.invoke("mailq", &[], "").stdout),
+        "Mail queue is empty\n"
+    );
+    // A file where the folder should be: the delivery is deferred.
+    fs::remove_dir_all(site.path("files")).unwrap();
+    fs::write(site.path("files"), "not a folder").unwrap();
+    let sent = mta.invoke(
+        "sendmail",
+        &["-f", "backup@example.org", "FILE:tape", "FILE:disk"],
+        "Subject: nightly\n\nok\n",
+    );
+    assert_success(&sent, "sendmail");
+    wait_until(PROMPTLY, "the delivery is deferred", || {
+        text(&mta.invoke("mailq", &[], "").stdout).contains("(deferred by files")
+    });
+    let listing = text(&mta.invoke("mailq", &[], "").stdout);
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(
+        lines[0],
+        "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------"
+    );
+    assert!(
+        lines[1].ends_with("  backup@example.org") && lines[1].starts_with("00000000000000"),
+        "{listing}"
+    );
+    assert!(
+        lines[2].starts_with("(deferred by files: "),
+        "the reason, in parentheses: {listing}"
+    );
+    assert_eq!(lines[3], format!("{:41}FILE:tape", ""), "{listing}");
+    assert_eq!(lines[4], format!("{:41}FILE:disk", ""), "{listing}");
+    assert_eq!(lines[6], "-- 1 Kbytes in 1 Request.", "{listing}");
+    assert_eq!(
+        text(&mta.invoke("sendmail", &["-bp"], "").stdout),
+        listing,
+        "sendmail -bp is mailq"
+    );
+
+    fs::remove_file(site.path("files")).unwrap();
+    fs::create_dir(site.path("files")).unwrap();
+    assert_success(&mta.invoke("sendmail", &["-q"], ""), "sendmail -q");
+    wait_until(PROMPTLY, "the flush delivered it", || {
+        site.delivered_files("files").len() == 1
+    });
+    wait_until(PROMPTLY, "the queue is empty", || {
+        text(&mta.invoke("mailq", &[], "").stdout) == "Mail queue is empty\n"
+    });
+}
+
+#[test]
+fn s_nail_sends_with_the_binary_as_its_mta() {
+    let Some(s_nail) = real_server("s-nail") else {
+        return;
+    };
+    let site = Site::new();
+    let host = Host::start(&site.write_config("aliases = \"\"\n"), "host.log");
+    let mta = Mta::new(&site, host.config());
+    let mut command = Command::new(s_nail);
+    command.args(["-:/", "-S", "sendwait", "-S"]);
+    command.arg(format!("mta={}", mta.path("sendmail").display()));
+    command.args(["-s", "Grüße from s-nail", "root"]);
+    let sent = mta.run(command, "Hello from a mail program.\n");
+    assert_success(&sent, "s-nail");
+    wait_until(PROMPTLY, "the message is in Local/root", || {
+        !host.list("Local/root").is_empty()
+    });
+    assert_eq!(subjects(&host, "Local/root").len(), 1);
+    assert!(host.contents("Local/root")[0].contains("Hello from a mail program."));
+}
+
+#[test]
+fn git_send_email_sends_a_patch_through_the_binary() {
+    let git = Path::new("/usr/bin/git");
+    if !Path::new("/usr/lib/git-core/git-send-email").exists() {
+        assert!(
+            std::env::var("SPOOLER_REQUIRE_SERVERS").as_deref() != Ok("1"),
+            "git send-email is missing (.ci/run installs git-email)"
+        );
+        eprintln!("SKIPPED: git send-email is not installed (apt-get install git-email)");
+        return;
+    }
+    let site = Site::new();
+    let host = Host::start(&site.write_config("aliases = \"\"\n"), "host.log");
+    let mta = Mta::new(&site, host.config());
+    let repository = site.path("repository");
+    fs::create_dir(&repository).unwrap();
+    let git_in = |args: &[&str]| {
+        let mut command = Command::new(git);
+        command
+            .current_dir(&repository)
+            .args(["-c", "user.name=Dev", "-c", "user.email=dev@example.org"])
+            .args(args);
+        command
+    };
+    fs::write(
+        repository.join("frobnicator.c"),
+        "int frobnicate(void) { return 42; }\n",
+    )
+    .unwrap();
+    for args in [
+        &["init", "-q"][..],
+        &["add", "frobnicator.c"],
+        &["commit", "-q", "-m", "Fix the frobnicator"],
+        &["format-patch", "-q", "-1", "-o", "patches"],
+    ] {
+        assert_success(&mta.run(git_in(args), ""), "git");
+    }
+    let patch = fs::read_dir(repository.join("patches"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut send = git_in(&["send-email", "--confirm=never", "--to=root"]);
+    send.arg(format!("--smtp-server={}", mta.path("sendmail").display()))
+        .arg(patch);
+    assert_success(&mta.run(send, ""), "git send-email");
+    wait_until(PROMPTLY, "the patch is in Local/root", || {
+        !host.list("Local/root").is_empty()
+    });
+    assert_eq!(
+        subjects(&host, "Local/root"),
+        ["[PATCH] Fix the frobnicator"]
+    );
+}
