@@ -343,3 +343,65 @@ fn git_send_email_sends_a_patch_through_the_binary() {
         ["[PATCH] Fix the frobnicator"]
     );
 }
+
+#[test]
+fn other_users_submit_through_the_public_socket_and_may_only_submit_list_and_flush() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: running a client as another user needs root");
+        return;
+    }
+    let site = Site::new();
+    let public = site.path("run/submit.sock");
+    let host = Host::start(
+        &site.write_config(&format!(
+            "aliases = \"\"\n[submission]\npublic_socket = \"{}\"\n",
+            public.display()
+        )),
+        "host.log",
+    );
+    // A copy of the binary anyone may run, as /usr/sbin/sendmail is.
+    let sendmail = site.path("sendmail");
+    fs::copy(host_binary(), &sendmail).unwrap();
+    let as_nobody = |args: &[&str], input: &str| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&sendmail)
+            .args(args)
+            .env("USER", "root");
+        Mta {
+            folder: site.path("bin"),
+            config: host.config().to_owned(),
+        }
+        .run(command, input)
+    };
+    let sent = as_nobody(&["root"], "Subject: from a cron job of nobody\n\nhi\n");
+    assert_success(&sent, "nobody's sendmail");
+    wait_until(PROMPTLY, "nobody's mail is in Local/root", || {
+        !host.list("Local/root").is_empty()
+    });
+    assert_eq!(
+        host.list("Local/root")[0]["sender"].as_str(),
+        Some("LOCAL:nobody"),
+        "the sender is the user who ran sendmail, whatever $USER says"
+    );
+    assert!(host
+        .log()
+        .contains("from a client of uid 65534 on the public socket"));
+    assert_eq!(
+        text(&as_nobody(&["-bp"], "").stdout),
+        "Mail queue is empty\n"
+    );
+    let mut status = Command::new("setpriv");
+    status
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&sendmail)
+        .args(["status", "--config"])
+        .arg(host.config());
+    let refused = status.output().unwrap();
+    assert!(
+        !refused.status.success(),
+        "the control socket is not theirs"
+    );
+}

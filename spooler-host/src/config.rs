@@ -33,6 +33,7 @@
 //! client_retry = "60s"                 # how long `submit` retries a lost connection
 //! myorigin = "example.org"             # bare names (root) go to name@myorigin; default: LOCAL
 //! alias_pipes_and_files = false        # `|command` and `/file` aliases: PIPE: and FILE:
+//! public_socket = "/run/spooler/submit.sock"  # other users' sendmail; default: none
 //!
 //! aliases = "/etc/aliases"             # default: /etc/aliases if it exists; "" for none
 //! ```
@@ -97,6 +98,8 @@ pub struct Profile {
     pub client_retry: Duration,
     /// What bare local names become, and the alias table.
     pub local_names: LocalNames,
+    /// The socket other users' `sendmail` submits through, if any.
+    pub public_socket: Option<PathBuf>,
 }
 
 /// A profile that could not be read, naming the file and what is wrong.
@@ -144,6 +147,7 @@ struct RawSubmission {
     client_retry: Duration,
     myorigin: Option<String>,
     alias_pipes_and_files: bool,
+    public_socket: Option<PathBuf>,
 }
 
 /// The default duplicate window: a day, longer than any client keeps retrying.
@@ -156,6 +160,7 @@ impl Default for RawSubmission {
             client_retry: Duration::from_secs(60),
             myorigin: None,
             alias_pipes_and_files: false,
+            public_socket: None,
         }
     }
 }
@@ -392,6 +397,7 @@ impl Profile {
             max_message_size: raw.limits.max_message_size,
             duplicate_window: raw.submission.duplicate_window,
             client_retry: raw.submission.client_retry,
+            public_socket: raw.submission.public_socket,
             local_names: local_names(
                 raw.aliases,
                 raw.submission.myorigin,
@@ -403,6 +409,20 @@ impl Profile {
     /// The control socket's path.
     pub fn socket_path(&self) -> PathBuf {
         self.data_dir.join("control.sock")
+    }
+
+    /// The socket this process's `sendmail` uses: the control socket for the spooler's user
+    /// (the data folder's owner) and root, the public submission socket for other users
+    /// when there is one.
+    pub fn submission_socket(&self) -> PathBuf {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let owner = std::fs::metadata(&self.data_dir).map(|m| m.uid()).ok();
+        match &self.public_socket {
+            Some(public) if me != 0 && owner != Some(me) => public.clone(),
+            _ => self.socket_path(),
+        }
     }
 }
 

@@ -30,7 +30,7 @@ struct Cli {
 /// Where the spooler's profile and data are.
 #[derive(Args, Clone)]
 struct Place {
-    /// The profile (TOML) [default: $SPOOLER_CONFIG; without either, the embedded store and no transports].
+    /// The profile (TOML) [default: $SPOOLER_CONFIG, else /etc/spooler/spooler.toml; without any, the embedded store and no transports].
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// The data folder (store, control socket) [default: $XDG_DATA_HOME/spooler].
@@ -39,18 +39,23 @@ struct Place {
 }
 
 impl Place {
-    /// The profile from `--config`, else from `$SPOOLER_CONFIG` (so that programs invoking
-    /// plain `sendmail` reach the right spooler), else the defaults.
+    /// The profile from `--config`, else from `$SPOOLER_CONFIG`, else the system's
+    /// ([`SYSTEM_PROFILE`], so that cron and mail programs invoking plain `sendmail` reach the
+    /// system's spooler), else the defaults.
     fn profile(&self) -> Result<Profile, String> {
         let from_environment = std::env::var_os("SPOOLER_CONFIG")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
-        match self.config.clone().or(from_environment) {
+        let system = Some(PathBuf::from(SYSTEM_PROFILE)).filter(|file| file.exists());
+        match self.config.clone().or(from_environment).or(system) {
             Some(file) => Profile::read(&file, self.data_dir.clone()).map_err(|e| e.to_string()),
             None => Ok(Profile::defaults(self.data_dir.clone())),
         }
     }
 }
+
+/// Where an installed spooler's profile is (README, "Installing as a service").
+const SYSTEM_PROFILE: &str = "/etc/spooler/spooler.toml";
 
 #[derive(Subcommand)]
 enum Command {

@@ -12,7 +12,8 @@ use provider_abi::library::{OpenArgs, ProviderLibraryRef};
 use provider_abi::{ProviderError, ProviderKind, ProviderState};
 
 use crate::clients::aliases::Aliases;
-use crate::clients::control::{self, Control};
+use crate::clients::control::Control;
+use crate::clients::socket::{self, Access};
 use crate::clients::submission;
 use crate::clients::watchers::Watchers;
 use crate::config::{Profile, ProviderConfig};
@@ -44,12 +45,17 @@ impl Spooler {
     /// store to work with or the control socket cannot be had; other providers that fail
     /// are reported in the status table and their mail waits.
     pub fn start(profile: &Profile, providers_folder: &Path) -> Result<Spooler, String> {
-        control::make_private_folder(&profile.data_dir)?;
+        socket::make_private_folder(&profile.data_dir)?;
         let folder = loader::load_folder(providers_folder).map_err(|e| e.to_string())?;
         report_folder(&folder);
         let status = StatusTable::default();
         let (notices, notices_rx) = bounded::<ProviderNotice>(1024);
-        let listener = control::bind(&profile.socket_path())?;
+        let listener = socket::bind(&profile.socket_path(), 0o600)?;
+        let public = profile
+            .public_socket
+            .as_deref()
+            .map(socket::bind_public)
+            .transpose()?;
 
         let store_root = find(&folder, ProviderKind::Store, &profile.store.provider).ok_or_else(|| {
             format!(
@@ -110,7 +116,16 @@ impl Spooler {
                 aliases: Arc::clone(&aliases),
             },
         );
-        control::serve(listener, control.clone(), profile.socket_path());
+        socket::serve(
+            listener,
+            control.clone(),
+            profile.socket_path(),
+            Access::Owner,
+        );
+        if let (Some(public), Some(path)) = (public, &profile.public_socket) {
+            socket::serve(public, control.clone(), path.clone(), Access::Public);
+            log::info!("public submission socket {}", path.display());
+        }
         log::info!(
             "spooler running; control socket {}",
             profile.socket_path().display()

@@ -1,11 +1,9 @@
-//! The control socket: a Unix socket in the data folder that only the host's user can open
-//! (the folder is mode 0700, the socket 0600, and each connection's peer credentials are
-//! checked as well). Each connection gets a thread; requests and answers follow
-//! [`crate::clients::protocol`].
+//! What the host answers on its sockets (see [`crate::clients::socket`] for who may connect):
+//! submissions, listings, queue commands and watching. Each connection gets a thread;
+//! requests and answers follow [`crate::clients::protocol`].
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +16,7 @@ use provider_abi::{MessageId, ProviderKind, Timestamp};
 use crate::clients::protocol::{
     Failure, FolderView, HostView, MessageView, Request, Response, StatusView,
 };
+use crate::clients::socket::{self, Access};
 use crate::clients::submission;
 use crate::clients::watchers::Watchers;
 use crate::inbound::InboundCommand;
@@ -48,89 +47,6 @@ pub struct Control {
     pub shutting_down: Arc<AtomicBool>,
     /// What submissions are held to.
     rules: submission::Rules,
-}
-
-/// Binds the control socket at `path`, refusing if a host already answers there.
-pub fn bind(path: &Path) -> Result<UnixListener, String> {
-    if UnixStream::connect(path).is_ok() {
-        return Err(format!(
-            "another spooler-host is already running with the control socket {}",
-            path.display()
-        ));
-    }
-    if path.exists() {
-        std::fs::remove_file(path)
-            .map_err(|e| format!("cannot remove the stale socket {}: {e}", path.display()))?;
-    }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| format!("cannot create the control socket {}: {e}", path.display()))?;
-    set_mode(path, 0o600)?;
-    Ok(listener)
-}
-
-/// Makes `folder` (the data folder) private to the host's user.
-pub fn make_private_folder(folder: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(folder)
-        .map_err(|e| format!("cannot create the data folder {}: {e}", folder.display()))?;
-    set_mode(folder, 0o700)
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot set the permissions of {}: {e}", path.display()))
-}
-
-/// Serves connections until the process ends.
-pub fn serve(listener: UnixListener, control: Control, socket: PathBuf) {
-    std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || {
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(stream) => {
-                        let control = control.clone();
-                        let spawned = std::thread::Builder::new()
-                            .name("control client".into())
-                            .spawn(move || control.converse(stream));
-                        if let Err(error) = spawned {
-                            log::error!("control: cannot start a thread for a client: {error}");
-                        }
-                    }
-                    Err(error) => log::warn!("control {}: {error}", socket.display()),
-                }
-            }
-        })
-        .expect("the system can start a thread");
-}
-
-/// The user id of the process at the other end of `stream`.
-#[cfg(target_os = "linux")]
-fn peer_uid(stream: &UnixStream) -> Option<u32> {
-    use std::os::unix::io::AsRawFd;
-    let mut credentials = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut length = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: the buffer and its length describe a valid `ucred` for SO_PEERCRED.
-    let done = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut credentials as *mut libc::ucred).cast(),
-            &mut length,
-        )
-    };
-    (done == 0).then_some(credentials.uid)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn peer_uid(_stream: &UnixStream) -> Option<u32> {
-    // SAFETY: geteuid cannot fail; elsewhere the socket's file mode is the only guard.
-    Some(unsafe { libc::geteuid() })
 }
 
 impl Control {
@@ -166,7 +82,8 @@ impl Control {
         *self.registry.write() = registry;
     }
 
-    fn converse(&self, stream: UnixStream) {
+    /// Answers one client's requests until it goes away; `access` says what it may ask.
+    pub(crate) fn converse(&self, stream: UnixStream, access: Access) {
         let mut writer = match stream.try_clone() {
             Ok(writer) => writer,
             Err(error) => {
@@ -174,20 +91,13 @@ impl Control {
                 return;
             }
         };
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let owner = unsafe { libc::geteuid() };
-        match peer_uid(&stream) {
-            Some(uid) if uid == owner || uid == 0 => {}
-            peer => {
-                log::warn!("control: refused a client of uid {peer:?}; only uid {owner} may use this spooler");
-                let refusal = Response::error(
-                    Failure::Refused,
-                    format!("permission denied: this spooler belongs to uid {owner}"),
-                );
-                send(&mut writer, &refusal);
+        let peer = match socket::peer(&stream, access) {
+            Ok(peer) => peer,
+            Err(refusal) => {
+                send(&mut writer, &Response::error(Failure::Refused, refusal));
                 return;
             }
-        }
+        };
         if let Err(error) = stream
             .set_read_timeout(Some(CLIENT_TIMEOUT))
             .and_then(|()| writer.set_write_timeout(Some(CLIENT_TIMEOUT)))
@@ -219,7 +129,18 @@ impl Control {
                 self.watch(&mut writer);
                 return;
             }
+            if let Err(refusal) = peer.may_ask(&request) {
+                send(&mut writer, &Response::error(Failure::Refused, refusal));
+                return;
+            }
+            let sender = match (&request, access) {
+                (Request::Submit(submission), Access::Public) => Some(submission.sender.clone()),
+                _ => None,
+            };
             let response = self.answer(request, content);
+            if let (Some(sender), Response::Submitted { id }) = (sender, &response) {
+                log::info!("{id}: from {peer} on the public socket, sender {sender}");
+            }
             if !send(&mut writer, &response) {
                 return;
             }

@@ -27,7 +27,7 @@ pub enum Print {
 
 /// Runs the command line `args` (sendmail's options) against the spooler `profile` names.
 pub fn run(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
-    let socket = profile.socket_path();
+    let socket = profile.submission_socket();
     match args.mode {
         Mode::Deliver => deliver(profile, args, print),
         Mode::ListQueue => list_queue(&socket),
@@ -64,13 +64,10 @@ fn deliver(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
         return exit::DATA_ERROR;
     }
     let host = crate::spooler::hostname();
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "root".into());
     let sender = args
         .sender
         .clone()
-        .unwrap_or_else(|| format!("LOCAL:{user}"));
+        .unwrap_or_else(|| format!("LOCAL:{}", user_name()));
     let now = Timestamp::now();
     let from = sendmail::from_address(
         &sender,
@@ -91,7 +88,7 @@ fn deliver(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
     };
     let request = Request::Submit(submission);
     match client::submit(
-        &profile.socket_path(),
+        &profile.submission_socket(),
         &request,
         &content,
         profile.client_retry,
@@ -225,6 +222,25 @@ fn rebuild_aliases(profile: &Profile) -> u8 {
     }
     println!("{}: {aliases} aliases", file.display());
     0
+}
+
+/// The name of the user this process runs as (from the password database, so that a
+/// changed `$USER` does not change the sender), else `$USER` or `$LOGNAME`.
+fn user_name() -> String {
+    // SAFETY: getpwuid returns null or a pointer to a static entry that stays valid until
+    // the next call; the name is copied at once, and this program makes no other call.
+    let from_database = unsafe {
+        let entry = libc::getpwuid(libc::geteuid());
+        (!entry.is_null()).then(|| {
+            std::ffi::CStr::from_ptr((*entry).pw_name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    };
+    from_database
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_else(|| "root".into())
 }
 
 /// Says why the spooler could not be asked; EX_UNAVAILABLE when none answers.

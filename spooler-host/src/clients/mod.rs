@@ -16,5 +16,6 @@ pub mod mailbox;
 pub mod mailq;
 pub mod protocol;
 pub mod sendmail;
+pub mod socket;
 pub mod submission;
 pub mod watchers;
