@@ -7,6 +7,7 @@
 use std::sync::OnceLock;
 
 use abi_stable::{sabi_trait::TD_Opaque, std_types::RResult};
+use serde::de::DeserializeOwned;
 
 use crate::error::ProviderError;
 use crate::guard::{guarded, strings, Guarded};
@@ -39,6 +40,41 @@ impl OpenContext {
     /// Its configuration: the text of its TOML table (empty when the profile has none).
     pub fn config(&self) -> &str {
         &self.config
+    }
+
+    /// Its configuration read into `T`, usually a `#[derive(Deserialize)]` struct with
+    /// `#[serde(deny_unknown_fields)]`; an empty table reads as one without keys.
+    ///
+    /// A configuration error names the instance, the dotted key, the line and what was
+    /// expected: `instance "relay": key port at line 2: invalid type: string "x", expected
+    /// u16`. See [`config`](crate::config).
+    ///
+    /// ```
+    /// use provider_abi::{OpenContext, ProviderError};
+    /// use serde::Deserialize;
+    ///
+    /// #[derive(Deserialize)]
+    /// #[serde(deny_unknown_fields)]
+    /// struct Config {
+    ///     path: std::path::PathBuf,
+    ///     #[serde(default)]
+    ///     sync: bool,
+    /// }
+    ///
+    /// fn open(context: &OpenContext) -> Result<Config, ProviderError> {
+    ///     let config: Config = context.config_as()?;
+    ///     if !config.path.is_absolute() {
+    ///         return Err(ProviderError::configuration(format!(
+    ///             "instance \"{}\": key path: {} is relative; give an absolute path",
+    ///             context.name(),
+    ///             config.path.display()
+    ///         )));
+    ///     }
+    ///     Ok(config)
+    /// }
+    /// ```
+    pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, ProviderError> {
+        crate::config::from_toml(&self.name, &self.config)
     }
 
     /// The host's services for this instance.

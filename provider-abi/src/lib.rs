@@ -74,6 +74,7 @@
 #![allow(non_local_definitions)]
 
 pub mod address;
+pub mod config;
 pub mod error;
 pub mod export;
 pub mod guard;
