@@ -74,6 +74,19 @@ pub fn from_toml<T: DeserializeOwned>(instance: &str, text: &str) -> Result<T, P
     })
 }
 
+/// A configuration error about `key` of instance `instance`, for what `from_toml` cannot
+/// check (a folder that does not exist, two keys that go together): worded like its errors,
+/// `instance "relay": key ca_file: cannot read /etc/ca.pem: No such file or directory`.
+///
+/// `why` should say what to do about it. An empty `key` is a problem of the whole table.
+pub fn error(instance: &str, key: &str, why: impl std::fmt::Display) -> ProviderError {
+    if key.is_empty() {
+        ProviderError::configuration(format!("instance \"{instance}\": {why}"))
+    } else {
+        ProviderError::configuration(format!("instance \"{instance}\": key {key}: {why}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,8 +122,7 @@ mod tests {
 
     fn error(text: &str) -> String {
         from_toml::<Config>("smtp", text)
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .message()
             .to_owned()
     }

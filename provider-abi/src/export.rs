@@ -64,17 +64,22 @@ impl OpenContext {
     /// fn open(context: &OpenContext) -> Result<Config, ProviderError> {
     ///     let config: Config = context.config_as()?;
     ///     if !config.path.is_absolute() {
-    ///         return Err(ProviderError::configuration(format!(
-    ///             "instance \"{}\": key path: {} is relative; give an absolute path",
-    ///             context.name(),
-    ///             config.path.display()
-    ///         )));
+    ///         let why = format!("{} is relative; give an absolute path", config.path.display());
+    ///         return Err(context.config_error("path", why));
     ///     }
     ///     Ok(config)
     /// }
     /// ```
     pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, ProviderError> {
         crate::config::from_toml(&self.name, &self.config)
+    }
+
+    /// A configuration error about `key` worded like those of [`config_as`](Self::config_as),
+    /// for what serde cannot check: `context.config_error("path", "not a folder; create
+    /// it")` reads `instance "mbox": key path: not a folder; create it`. An empty `key` is a
+    /// problem of the whole table. See [`config::error`](crate::config::error).
+    pub fn config_error(&self, key: &str, why: impl std::fmt::Display) -> ProviderError {
+        crate::config::error(&self.name, key, why)
     }
 
     /// The host's services for this instance.

@@ -78,8 +78,9 @@ struct Rule {
 }
 
 impl Rule {
-    fn from_config(index: usize, config: RuleConfig) -> Result<Rule, String> {
-        let at = format!("rule[{index}]");
+    /// Checks rule `index`; an error is `(key, why)`.
+    fn from_config(index: usize, config: RuleConfig) -> Result<Rule, (String, String)> {
+        let at = |key: &str| format!("rule[{index}].{key}");
         let field = match config.field.to_ascii_lowercase().as_str() {
             "sender" => Field::Sender,
             "recipient" => Field::Recipient,
@@ -87,9 +88,12 @@ impl Rule {
             other => match other.strip_prefix("header:") {
                 Some(name) if !name.trim().is_empty() => Field::Header(name.trim().to_owned()),
                 _ => {
-                    return Err(format!(
-                        "{at}.field: `{}` is not sender, recipient, subject or header:NAME",
-                        config.field
+                    return Err((
+                        at("field"),
+                        format!(
+                            "`{}` is not sender, recipient, subject or header:NAME",
+                            config.field
+                        ),
                     ))
                 }
             },
@@ -99,14 +103,19 @@ impl Rule {
                 Action::Move(folder.trim().to_owned())
             }
             (ActionConfig::Move, _) => {
-                return Err(format!("{at}.folder: action `move` needs a folder name"))
+                return Err((at("folder"), "action `move` needs a folder name".into()))
             }
-            (_, Some(_)) => return Err(format!("{at}.folder: only action `move` takes a folder")),
+            (_, Some(_)) => {
+                return Err((
+                    at("folder"),
+                    "only action `move` takes a folder; remove it".into(),
+                ))
+            }
             (ActionConfig::Delete, None) => Action::Delete,
             (ActionConfig::Stop, None) => Action::Stop,
         };
         if config.contains.is_empty() {
-            return Err(format!("{at}.contains: must not be empty"));
+            return Err((at("contains"), "must not be empty".into()));
         }
         Ok(Rule {
             field,
@@ -160,17 +169,14 @@ pub struct Rules {
 impl Rules {
     /// Opens it from its configuration table.
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
-        let name = context.name();
-        let bad = |why: String| ProviderError::configuration(format!("rules hook `{name}`: {why}"));
-        let config: Config =
-            toml::from_str(context.config()).map_err(|error| bad(error.message().to_owned()))?;
+        let config: Config = context.config_as()?;
         let rules = config
             .rules
             .into_iter()
             .enumerate()
             .map(|(index, rule)| Rule::from_config(index, rule))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(bad)?;
+            .map_err(|(key, why)| context.config_error(&key, why))?;
         Ok(Rules { rules })
     }
 }

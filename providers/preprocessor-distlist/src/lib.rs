@@ -35,19 +35,11 @@ pub struct DistributionLists {
 impl DistributionLists {
     /// Opens it from its configuration table; every address must parse.
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
-        let name = context.name();
-        let config: Config = toml::from_str(context.config()).map_err(|error| {
-            ProviderError::configuration(format!(
-                "distribution lists `{name}`: {}",
-                error.message()
-            ))
-        })?;
+        let config: Config = context.config_as()?;
         let mut lists = BTreeMap::new();
         for (list, members) in config.lists {
             let bad = |error: provider_abi::AddressError| {
-                ProviderError::configuration(format!(
-                    "distribution lists `{name}`: key `lists.\"{list}\"`: {error}"
-                ))
+                context.config_error(&format!("lists.\"{list}\""), error)
             };
             let list_address = Address::parse(&list).map_err(bad)?;
             let members = members

@@ -92,26 +92,21 @@ pub struct DirectoryTransport {
 impl DirectoryTransport {
     /// Opens the transport from its configuration table.
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
-        let config: Config = toml::from_str(context.config()).map_err(|error| {
-            ProviderError::configuration(format!(
-                "directory transport `{}`: {}",
-                context.name(),
-                error.message()
-            ))
-        })?;
+        let config: Config = context.config_as()?;
         if !provider_abi::address::is_address_type(&config.address_type) {
-            return Err(ProviderError::configuration(format!(
-                "directory transport `{}`: address_type `{}` is not an address type (letters, digits, '-' or '_')",
-                context.name(),
-                config.address_type
-            )));
+            return Err(context.config_error(
+                "address_type",
+                format!(
+                    "`{}` is not an address type (letters, digits, '-' or '_')",
+                    config.address_type
+                ),
+            ));
         }
         fs::create_dir_all(&config.path).map_err(|error| {
-            ProviderError::configuration(format!(
-                "directory transport `{}`: cannot create folder {}: {error}",
-                context.name(),
-                config.path.display()
-            ))
+            context.config_error(
+                "path",
+                format!("cannot create folder {}: {error}", config.path.display()),
+            )
         })?;
         let offline_marker = config
             .offline_marker
@@ -121,10 +116,7 @@ impl DirectoryTransport {
             .map(Pickup::open)
             .transpose()
             .map_err(|error| {
-                ProviderError::configuration(format!(
-                    "directory transport `{}`: cannot create the pickup folder: {error}",
-                    context.name()
-                ))
+                context.config_error("pickup", format!("cannot create the folder: {error}"))
             })?;
         let stop_watching = Arc::new(AtomicBool::new(false));
         watcher::start(

@@ -114,20 +114,18 @@ pub struct Pop3Transport {
 impl Pop3Transport {
     /// Opens the transport from its configuration (it connects at the first fetch).
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
-        let bad = |why: String| {
-            ProviderError::configuration(format!("pop3 transport `{}`: {why}", context.name()))
-        };
-        let config: Config =
-            toml::from_str(context.config()).map_err(|e| bad(e.message().to_owned()))?;
+        // The helpers' words name the key themselves.
+        let bad = |why: String| context.config_error("", why);
+        let config: Config = context.config_as()?;
         let password =
             transport_support::password(config.password, config.password_file.as_deref())
                 .map_err(bad)?
                 .ok_or_else(|| bad("no password: set `password` or `password_file`".into()))?;
         let security = match config.tls {
             TlsMode::None if config.ca_file.is_some() => {
-                return Err(bad(
-                    "ca_file is for TLS, and tls = \"none\"; set tls = \"stls\" or \"implicit\""
-                        .into(),
+                return Err(context.config_error(
+                    "ca_file",
+                    "it is for TLS, and tls = \"none\"; set tls = \"stls\" or \"implicit\"",
                 ))
             }
             TlsMode::None => Security::None,

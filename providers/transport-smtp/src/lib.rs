@@ -134,10 +134,9 @@ impl SmtpTransport {
     /// Opens the transport from its configuration (it connects lazily, at the first message).
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
         let name = context.name().to_owned();
-        let bad =
-            |why: String| ProviderError::configuration(format!("smtp transport `{name}`: {why}"));
-        let config: Config =
-            toml::from_str(context.config()).map_err(|e| bad(e.message().to_owned()))?;
+        // The helpers' words name the key themselves.
+        let bad = |why: String| context.config_error("", why);
+        let config: Config = context.config_as()?;
         let password =
             transport_support::password(config.password, config.password_file.as_deref())
                 .map_err(bad)?;
@@ -151,10 +150,12 @@ impl SmtpTransport {
             }
         };
         let tls_parameters = match config.tls {
-            TlsMode::None if config.ca_file.is_some() => return Err(bad(
-                "ca_file is for TLS, and tls = \"none\"; set tls = \"starttls\" or \"implicit\""
-                    .into(),
-            )),
+            TlsMode::None if config.ca_file.is_some() => {
+                return Err(context.config_error(
+                    "ca_file",
+                    "it is for TLS, and tls = \"none\"; set tls = \"starttls\" or \"implicit\"",
+                ))
+            }
             TlsMode::None => None,
             _ => Some(
                 tls_parameters(
@@ -173,9 +174,10 @@ impl SmtpTransport {
             .iter()
             .find(|t| !provider_abi::address::is_address_type(t))
         {
-            return Err(bad(format!(
-                "address_types: `{bad_type}` is not an address type"
-            )));
+            return Err(context.config_error(
+                "address_types",
+                format!("`{bad_type}` is not an address type (letters, digits, '-' or '_')"),
+            ));
         }
         Ok(SmtpTransport {
             port: config.port.unwrap_or(if config.tls == TlsMode::Implicit {
