@@ -27,15 +27,17 @@ use std::sync::{Arc, Mutex};
 use provider_abi::abi_stable::sabi_trait::TD_Opaque;
 use provider_abi::abi_stable::std_types::{RArc, ROption, RSlice, RStr, RString};
 use provider_abi::export::{self, LibraryCell};
+use provider_abi::hook::HookObject;
 use provider_abi::host::{
     HostServices, HostServices_TO, LogLevel, LogRecord, LogSink, NoticeAbi, ProviderStateAbi,
 };
 use provider_abi::library::OpenArgs;
+use provider_abi::preprocessor::PreprocessorObject;
 use provider_abi::store::{Finish, NewMessage, StoreBatch, StoreObject, OUTBOX, SENT_ITEMS};
 use provider_abi::transport::TransportObject;
 use provider_abi::{
-    Address, Envelope, ErrorKind, Library, MessageId, Notice, ProviderError, ProviderState,
-    Recipient, RecipientKind, StoredMessage, Timestamp,
+    Address, Direction, Envelope, ErrorKind, HookAction, HookMessage, Library, MessageId, Notice,
+    Preprocessed, ProviderError, ProviderState, Recipient, RecipientKind, StoredMessage, Timestamp,
 };
 
 /// What a provider told the host: its notices and status changes, in order.
@@ -126,6 +128,63 @@ pub fn open_store(
     Ok((store, host))
 }
 
+/// Opens preprocessor `provider` of `library` with `config`, as the host does.
+pub fn open_preprocessor(
+    library: fn() -> Library,
+    provider: &str,
+    config: &str,
+) -> Result<(PreprocessorObject, TestHost), ProviderError> {
+    let host = TestHost::default();
+    let cell = loaded(library)?;
+    let preprocessor =
+        export::open_preprocessor(&cell, arguments(provider, config, &host)).into_result()?;
+    Ok((preprocessor, host))
+}
+
+/// Opens hook `provider` of `library` with `config`, as the host does.
+pub fn open_hook(
+    library: fn() -> Library,
+    provider: &str,
+    config: &str,
+) -> Result<(HookObject, TestHost), ProviderError> {
+    let host = TestHost::default();
+    let cell = loaded(library)?;
+    let hook = export::open_hook(&cell, arguments(provider, config, &host)).into_result()?;
+    Ok((hook, host))
+}
+
+/// Hands `message` to an open preprocessor, as the host does; a verdict this
+/// `provider-abi` does not know is an error.
+pub fn process(
+    preprocessor: &mut PreprocessorObject,
+    message: &StoredMessage,
+) -> Result<Preprocessed, ProviderError> {
+    let verdict = preprocessor.process(message.as_ref()).into_result()?;
+    verdict
+        .into_enum()
+        .map_err(|_| ProviderError::permanent("a verdict this provider-abi does not know"))
+}
+
+/// Runs an open hook on `message`, going `direction` and headed for `folder`, as the host
+/// does; an action this `provider-abi` does not know is an error.
+pub fn run_hook(
+    hook: &mut HookObject,
+    direction: Direction,
+    folder: &str,
+    message: &StoredMessage,
+) -> Result<HookAction, ProviderError> {
+    let action = hook
+        .run(HookMessage {
+            direction,
+            folder: RStr::from_str(folder),
+            message: message.as_ref(),
+        })
+        .into_result()?;
+    action
+        .into_enum()
+        .map_err(|_| ProviderError::permanent("an action this provider-abi does not know"))
+}
+
 /// A message from `ann@example.com` to `recipients` (`TYPE:address`), with `content`.
 pub fn message(recipients: &[&str], content: &str) -> StoredMessage {
     let recipients = recipients
@@ -151,6 +210,34 @@ pub fn message(recipients: &[&str], content: &str) -> StoredMessage {
 
 /// A plain message with headers and a body.
 const PLAIN: &str = "From: ann@example.com\r\nSubject: testkit\r\n\r\nHello from the testkit.\r\n";
+
+/// Contents a provider must answer without panicking: a plain message, no headers at all,
+/// headers and an empty body, nothing, bytes that are not UTF-8, and header lines without
+/// a colon or folded oddly.
+const ODD: [&[u8]; 6] = [
+    PLAIN.as_bytes(),
+    b"no headers and no empty line",
+    b"Subject: empty body\r\n\r\n",
+    b"",
+    b"Subject: \xff\xfe not UTF-8\r\n\r\n\xc3\x28\r\n",
+    b"no colon here\r\n continued\r\nSubject:\r\n\r\nbody",
+];
+
+/// [`message`] with raw `content`.
+fn message_with(recipients: &[&str], content: &[u8]) -> StoredMessage {
+    StoredMessage {
+        content: content.to_vec().into(),
+        ..message(recipients, "")
+    }
+}
+
+/// What a panic in a call means for the host, for the checks' words.
+fn panicked(what: &str, content: &[u8], error: &ProviderError) -> String {
+    format!(
+        "it panicked on {:?} (the host contains it, but {what} and reopens the provider): {error}",
+        String::from_utf8_lossy(content)
+    )
+}
 
 /// Checks transport `provider` of `library` against the host's contract, with `recipients`
 /// it takes (`TYPE:address`, at least one). Says what broke.
@@ -220,11 +307,145 @@ fn submit_once(
             outcomes.len(),
             addresses.len()
         )),
-        Err(error) if error.kind() == ErrorKind::Panicked => Err(format!(
-            "it panicked on {content:?} (the host contains it, but defers the message and \
-             reopens the provider): {error}"
-        )),
+        Err(error) if error.kind() == ErrorKind::Panicked => {
+            Err(panicked("defers the message", content.as_bytes(), &error))
+        }
         Err(_) => Ok(()),
+    }
+}
+
+/// Checks preprocessor `provider` of `library` against the host's contract, with
+/// `recipients` it looks at (`TYPE:address`, at least one). Says what broke.
+///
+/// Every message gets one verdict the host knows, or an error (the host defers the
+/// message); odd messages are answered, not panicked over; the changes name only the
+/// message's own recipients; a second instance opens beside the first (the host opens one
+/// per thread) and a new one after both are dropped (the host reopens after a panic).
+pub fn check_preprocessor(
+    library: fn() -> Library,
+    provider: &str,
+    config: &str,
+    recipients: &[&str],
+) -> Result<(), String> {
+    let open = || {
+        open_preprocessor(library, provider, config)
+            .map(|(preprocessor, _)| preprocessor)
+            .map_err(|e| format!("{provider} does not open with this configuration: {e}"))
+    };
+    let mut preprocessor = open()?;
+    let claimed = preprocessor
+        .address_types()
+        .into_result()
+        .map_err(|e| format!("address_types failed: {e}"))?;
+    for recipient in recipients {
+        let address = Address::parse(recipient).map_err(|e| e.to_string())?;
+        if !claimed.is_empty() && !claimed.iter().any(|t| address.has_type(t)) {
+            return Err(format!(
+                "{provider} looks at {claimed:?}, not at the type of {recipient}"
+            ));
+        }
+    }
+    process_once(&mut preprocessor, &recipients[..1], PLAIN.as_bytes())?;
+    for content in ODD {
+        process_once(&mut preprocessor, recipients, content)?;
+    }
+    let mut second = open().map_err(|e| format!("a second instance beside the first: {e}"))?;
+    process_once(&mut second, recipients, PLAIN.as_bytes())?;
+    drop(preprocessor);
+    drop(second);
+    let mut reopened = open().map_err(|e| format!("reopening after a drop: {e}"))?;
+    process_once(&mut reopened, recipients, PLAIN.as_bytes())
+}
+
+/// One message through a preprocessor: a verdict the host knows whose changes name the
+/// message's recipients, or an error, and no panic.
+fn process_once(
+    preprocessor: &mut PreprocessorObject,
+    recipients: &[&str],
+    content: &[u8],
+) -> Result<(), String> {
+    let message = message_with(recipients, content);
+    let changes = match process(preprocessor, &message) {
+        Ok(Preprocessed::Accept(changes)) => changes,
+        Ok(Preprocessed::Reject { reason }) if reason.trim().is_empty() => {
+            return Err("a rejection without a reason (the report's reader needs one)".into())
+        }
+        Ok(_) => return Ok(()),
+        Err(error) if error.kind() == ErrorKind::Panicked => {
+            return Err(panicked("defers the message", content, &error))
+        }
+        Err(_) => return Ok(()),
+    };
+    let known = |address: &Address| {
+        message
+            .envelope
+            .recipients
+            .iter()
+            .any(|r| &r.address == address)
+    };
+    let foreign = changes
+        .remove_recipients
+        .iter()
+        .chain(changes.undeliverable.iter().map(|u| &u.address))
+        .find(|address| !known(address));
+    match foreign {
+        Some(address) => Err(format!(
+            "its changes name {address}, not a recipient of the message (the host ignores it)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks hook `provider` of `library` against the host's contract, opened with `config`.
+/// Says what broke.
+///
+/// Every message, inbound and outbound, gets one action the host knows, or an error (the
+/// host goes on without the hook); odd messages are answered, not panicked over; a move
+/// names a folder; a second instance opens beside the first and a new one after both are
+/// dropped (the host reopens after a panic).
+pub fn check_hook(library: fn() -> Library, provider: &str, config: &str) -> Result<(), String> {
+    let open = || {
+        open_hook(library, provider, config)
+            .map(|(hook, _)| hook)
+            .map_err(|e| format!("{provider} does not open with this configuration: {e}"))
+    };
+    let mut hook = open()?;
+    for content in ODD {
+        hook_once(&mut hook, Direction::Inbound, "Inbox", content)?;
+        hook_once(&mut hook, Direction::Outbound, SENT_ITEMS, content)?;
+    }
+    let mut second = open().map_err(|e| format!("a second instance beside the first: {e}"))?;
+    hook_once(&mut second, Direction::Inbound, "Inbox", PLAIN.as_bytes())?;
+    drop(hook);
+    drop(second);
+    let mut reopened = open().map_err(|e| format!("reopening after a drop: {e}"))?;
+    hook_once(
+        &mut reopened,
+        Direction::Outbound,
+        SENT_ITEMS,
+        PLAIN.as_bytes(),
+    )
+}
+
+/// One message through a hook: an action the host knows, or an error, and no panic.
+fn hook_once(
+    hook: &mut HookObject,
+    direction: Direction,
+    folder: &str,
+    content: &[u8],
+) -> Result<(), String> {
+    let message = message_with(&["SMTP:bob@example.net", "LOCAL:carol"], content);
+    match run_hook(hook, direction, folder, &message) {
+        Ok(HookAction::MoveTo { folder }) if folder.trim().is_empty() => Err(format!(
+            "a move to a folder without a name ({direction:?}, {:?})",
+            String::from_utf8_lossy(content)
+        )),
+        Err(error) if error.kind() == ErrorKind::Panicked => Err(panicked(
+            "goes on without the hook for this message",
+            content,
+            &error,
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -350,7 +571,9 @@ pub fn check_store(library: fn() -> Library, provider: &str, config: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use provider_abi::{MessageRef, OpenContext, RecipientOutcome, Transport};
+    use provider_abi::{
+        Changes, Hook, MessageRef, OpenContext, Preprocessor, RecipientOutcome, Transport,
+    };
 
     /// Answers once for all recipients, however many there are.
     struct OneAnswer;
@@ -398,6 +621,71 @@ mod tests {
 
     fn fussy() -> Library {
         Library::new("fussy", "0.1.0").transport("fussy", &["TEST"], |_: &OpenContext| Ok(Fussy))
+    }
+
+    /// Removes a recipient the message does not have; panics on a message without headers.
+    struct Careless;
+
+    impl Preprocessor for Careless {
+        fn process(&mut self, message: MessageRef<'_>) -> Result<Preprocessed, ProviderError> {
+            let text = String::from_utf8_lossy(message.content.as_slice());
+            assert!(text.contains("\r\n\r\n"), "a message has headers");
+            let mut changes = Changes::default();
+            changes
+                .remove_recipients
+                .push(Address::parse("SMTP:nobody@example.org").unwrap());
+            Ok(Preprocessed::Accept(changes))
+        }
+    }
+
+    /// Moves everything to a folder without a name, or, configured so, panics on no content.
+    struct Mover {
+        panics: bool,
+    }
+
+    impl Hook for Mover {
+        fn run(&mut self, message: HookMessage<'_>) -> Result<HookAction, ProviderError> {
+            if !self.panics {
+                return Ok(HookAction::MoveTo { folder: "".into() });
+            }
+            assert!(!message.message.content.is_empty(), "no content");
+            Ok(HookAction::Leave)
+        }
+    }
+
+    fn careless() -> Library {
+        Library::new("careless", "0.1.0")
+            .preprocessor("careless", &[], |_: &OpenContext| Ok(Careless))
+    }
+
+    fn mover() -> Library {
+        Library::new("mover", "0.1.0").hook("mover", |context: &OpenContext| {
+            Ok(Mover {
+                panics: context.config().contains("panics"),
+            })
+        })
+    }
+
+    #[test]
+    fn a_preprocessor_that_breaks_the_contract_is_told_what_it_broke() {
+        let foreign = check_preprocessor(careless, "careless", "", &["TEST:a"]).unwrap_err();
+        assert!(
+            foreign.contains("name SMTP:nobody@example.org, not a recipient"),
+            "{foreign}"
+        );
+        let (mut opened, _) = open_preprocessor(careless, "careless", "").unwrap();
+        let error = process(&mut opened, &message(&["TEST:a"], "no headers")).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Panicked, "{error}");
+    }
+
+    #[test]
+    fn a_hook_that_breaks_the_contract_is_told_what_it_broke() {
+        let nameless = check_hook(mover, "mover", "").unwrap_err();
+        assert!(nameless.contains("a folder without a name"), "{nameless}");
+        let panicked = check_hook(mover, "mover", "panics").unwrap_err();
+        assert!(panicked.contains("it panicked on \"\""), "{panicked}");
+        let missing = check_hook(mover, "nothing", "").unwrap_err();
+        assert!(missing.contains("does not open"), "{missing}");
     }
 
     #[test]
