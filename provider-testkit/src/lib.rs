@@ -277,6 +277,73 @@ pub fn check_transport(
     submit_once(&mut reopened, recipients, PLAIN)
 }
 
+/// Checks the inbound side of transport `provider` of `library`, opened with `config`,
+/// against the host's contract, on the messages waiting in its messaging system (put at
+/// least one there first). Returns how many it fetched; says what broke.
+///
+/// The host pulls, commits what it got to the store, and only then acknowledges each message
+/// by its source id: so a pull must not remove anything, a message not acknowledged must
+/// come again after a reopen (the host may have crashed before its commit), and one
+/// acknowledged must not (it is stored).
+pub fn check_pull(library: fn() -> Library, provider: &str, config: &str) -> Result<usize, String> {
+    let open = || {
+        open_transport(library, provider, config)
+            .map(|(transport, _)| transport)
+            .map_err(|e| format!("{provider} does not open with this configuration: {e}"))
+    };
+    let pull = |transport: &mut TransportObject| -> Result<Vec<String>, String> {
+        let messages = transport
+            .pull()
+            .into_result()
+            .map_err(|e| format!("pull: {e}"))?;
+        let mut ids: Vec<String> = messages
+            .iter()
+            .map(|m| m.source_id.as_str().to_owned())
+            .collect();
+        ids.sort();
+        if ids.iter().any(|id| id.is_empty()) {
+            return Err(
+                "a pulled message without a source id (the host acknowledges by it)".into(),
+            );
+        }
+        if ids.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(format!("two pulled messages share a source id: {ids:?}"));
+        }
+        Ok(ids)
+    };
+    let mut transport = open()?;
+    let first = pull(&mut transport)?;
+    if first.is_empty() {
+        return Err(
+            "nothing to pull: put at least one message in its messaging system first".into(),
+        );
+    }
+    drop(transport);
+    let mut transport = open().map_err(|e| format!("reopening: {e}"))?;
+    let again = pull(&mut transport)?;
+    if again != first {
+        return Err(format!(
+            "pulled {first:?}, then without acknowledging anything {again:?} after a reopen: \
+             what was not acknowledged must come again (the host commits before it acknowledges)"
+        ));
+    }
+    for id in &again {
+        transport
+            .acknowledge(RStr::from_str(id))
+            .into_result()
+            .map_err(|e| format!("acknowledging {id}: {e}"))?;
+    }
+    drop(transport);
+    let mut transport = open().map_err(|e| format!("reopening: {e}"))?;
+    let last = pull(&mut transport)?;
+    if let Some(id) = last.iter().find(|id| first.contains(id)) {
+        return Err(format!(
+            "{id} came again after it was acknowledged: the host stored it, so it is a duplicate"
+        ));
+    }
+    Ok(first.len())
+}
+
 /// One submission: one outcome per recipient, and no panic.
 fn submit_once(
     transport: &mut TransportObject,
@@ -572,7 +639,8 @@ pub fn check_store(library: fn() -> Library, provider: &str, config: &str) -> Re
 mod tests {
     use super::*;
     use provider_abi::{
-        Changes, Hook, MessageRef, OpenContext, Preprocessor, RecipientOutcome, Transport,
+        Changes, Hook, InboundMessage, MessageRef, OpenContext, Preprocessor, RecipientOutcome,
+        Transport,
     };
 
     /// Answers once for all recipients, however many there are.
@@ -664,6 +732,73 @@ mod tests {
                 panics: context.config().contains("panics"),
             })
         })
+    }
+
+    /// Inbound mail on a "server" of its own, removed when pulled instead of when
+    /// acknowledged, unless configured to keep it until acknowledged.
+    static SERVER: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Pulling {
+        keeps: bool,
+    }
+
+    impl Transport for Pulling {
+        fn address_types(&self) -> Vec<String> {
+            Vec::new()
+        }
+
+        fn submit(
+            &mut self,
+            _message: MessageRef<'_>,
+            recipients: &[Address],
+        ) -> Result<Vec<RecipientOutcome>, ProviderError> {
+            Ok(recipients
+                .iter()
+                .map(|_| RecipientOutcome::NotMine)
+                .collect())
+        }
+
+        fn pull(&mut self) -> Result<Vec<InboundMessage>, ProviderError> {
+            let mut server = SERVER.lock().unwrap();
+            let ids = if self.keeps {
+                server.clone()
+            } else {
+                std::mem::take(&mut *server)
+            };
+            Ok(ids
+                .into_iter()
+                .map(|id| InboundMessage {
+                    source_id: id.into(),
+                    sender: None.into(),
+                    recipients: Default::default(),
+                    content: b"Subject: in\r\n\r\nx".to_vec().into(),
+                })
+                .collect())
+        }
+
+        fn acknowledge(&mut self, source_id: &str) -> Result<(), ProviderError> {
+            SERVER.lock().unwrap().retain(|id| id != source_id);
+            Ok(())
+        }
+    }
+
+    fn pulling() -> Library {
+        Library::new("pulling", "0.1.0").transport("pulling", &[], |context: &OpenContext| {
+            Ok(Pulling {
+                keeps: context.config().contains("keeps"),
+            })
+        })
+    }
+
+    #[test]
+    fn a_transport_that_loses_inbound_mail_before_it_is_acknowledged_is_told() {
+        *SERVER.lock().unwrap() = vec!["1".into(), "2".into()];
+        let lost = check_pull(pulling, "pulling", "").unwrap_err();
+        assert!(lost.contains("must come again"), "{lost}");
+        let empty = check_pull(pulling, "pulling", "keeps").unwrap_err();
+        assert!(empty.contains("nothing to pull"), "{empty}");
+        *SERVER.lock().unwrap() = vec!["1".into(), "2".into()];
+        assert_eq!(check_pull(pulling, "pulling", "keeps"), Ok(2));
     }
 
     #[test]
