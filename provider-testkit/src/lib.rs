@@ -37,7 +37,8 @@ use provider_abi::store::{Finish, NewMessage, StoreBatch, StoreObject, OUTBOX, S
 use provider_abi::transport::TransportObject;
 use provider_abi::{
     Address, Direction, Envelope, ErrorKind, HookAction, HookMessage, Library, MessageId, Notice,
-    Preprocessed, ProviderError, ProviderState, Recipient, RecipientKind, StoredMessage, Timestamp,
+    Preprocessed, ProviderError, ProviderState, Recipient, RecipientKind, RecipientOutcome,
+    StoredMessage, Timestamp,
 };
 
 /// What a provider told the host: its notices and status changes, in order.
@@ -151,6 +152,31 @@ pub fn open_hook(
     let cell = loaded(library)?;
     let hook = export::open_hook(&cell, arguments(provider, config, &host)).into_result()?;
     Ok((hook, host))
+}
+
+/// Hands `message` to an open transport for all its recipients, as the host does; an
+/// outcome this `provider-abi` does not know is an error.
+pub fn submit(
+    transport: &mut TransportObject,
+    message: &StoredMessage,
+) -> Result<Vec<RecipientOutcome>, ProviderError> {
+    let addresses: Vec<Address> = message
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.clone())
+        .collect();
+    let outcomes = transport
+        .submit(message.as_ref(), RSlice::from_slice(&addresses))
+        .into_result()?;
+    outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome
+                .into_enum()
+                .map_err(|_| ProviderError::permanent("an outcome this provider-abi does not know"))
+        })
+        .collect()
 }
 
 /// Hands `message` to an open preprocessor, as the host does; a verdict this
@@ -350,29 +376,12 @@ fn submit_once(
     recipients: &[&str],
     content: &str,
 ) -> Result<(), String> {
-    let message = message(recipients, content);
-    let addresses: Vec<Address> = message
-        .envelope
-        .recipients
-        .iter()
-        .map(|r| r.address.clone())
-        .collect();
-    match transport
-        .submit(message.as_ref(), RSlice::from_slice(&addresses))
-        .into_result()
-    {
-        Ok(outcomes) if outcomes.len() == addresses.len() => {
-            for outcome in outcomes.iter() {
-                if outcome.as_enum().is_err() {
-                    return Err("an outcome this provider-abi does not know".into());
-                }
-            }
-            Ok(())
-        }
+    match submit(transport, &message(recipients, content)) {
+        Ok(outcomes) if outcomes.len() == recipients.len() => Ok(()),
         Ok(outcomes) => Err(format!(
             "{} outcomes for {} recipients; the host needs exactly one per recipient",
             outcomes.len(),
-            addresses.len()
+            recipients.len()
         )),
         Err(error) if error.kind() == ErrorKind::Panicked => {
             Err(panicked("defers the message", content.as_bytes(), &error))
@@ -639,8 +648,7 @@ pub fn check_store(library: fn() -> Library, provider: &str, config: &str) -> Re
 mod tests {
     use super::*;
     use provider_abi::{
-        Changes, Hook, InboundMessage, MessageRef, OpenContext, Preprocessor, RecipientOutcome,
-        Transport,
+        Changes, Hook, InboundMessage, MessageRef, OpenContext, Preprocessor, Transport,
     };
 
     /// Answers once for all recipients, however many there are.

@@ -282,3 +282,65 @@ fn library() -> Library {
 }
 
 export_library!(library);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provider_abi::ErrorKind;
+    use provider_testkit::{check_pull, message, open_transport, submit};
+    use spooler_tests::{free_port, real_server, Dovecot, Site};
+
+    fn config(port: u16) -> String {
+        format!(
+            "host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nusername = \"test\"\npassword = \"secret\"\ntimeout_secs = 5"
+        )
+    }
+
+    #[test]
+    fn keeps_the_hosts_inbound_contract() {
+        if real_server("dovecot").is_none() {
+            return;
+        }
+        let site = Site::with_providers(&[]);
+        let dovecot = Dovecot::start(&site);
+        for n in 0..3 {
+            dovecot.deliver(
+                &format!("m{n}"),
+                &format!("Subject: {n}\r\n\r\nBody {n}.\r\n"),
+            );
+        }
+        assert_eq!(check_pull(library, "pop3", &config(dovecot.port)), Ok(3));
+        assert_eq!(dovecot.messages_on_server(), 0, "acknowledged: deleted");
+    }
+
+    #[test]
+    fn outbound_mail_is_not_its_own_and_a_server_down_is_temporary() {
+        let (mut transport, _) = open_transport(library, "pop3", &config(free_port())).unwrap();
+        assert!(transport.address_types().unwrap().is_empty());
+        let outcomes = submit(&mut transport, &message(&["SMTP:bob@example.net"], "x"));
+        assert_eq!(outcomes, Ok(vec![RecipientOutcome::NotMine]));
+        let error = transport.pull().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Temporary, "{error}");
+        assert!(error.message().contains("cannot log in"), "{error}");
+    }
+
+    #[test]
+    fn a_wrong_table_is_refused_naming_the_key() {
+        let refused = |config: &str| {
+            let error = open_transport(library, "pop3", config)
+                .err()
+                .expect("refused");
+            assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
+            error.message().to_owned()
+        };
+        let misspelt = refused("host = \"pop.example.com\"\nusename = \"ann\"");
+        assert!(
+            misspelt.starts_with(
+                "instance \"pop3-test\": key usename at line 2: unknown field `usename`"
+            ),
+            "{misspelt}"
+        );
+        let password = refused("host = \"pop.example.com\"\nusername = \"ann\"");
+        assert!(password.contains("no password"), "{password}");
+    }
+}

@@ -553,6 +553,85 @@ export_library!(library);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use provider_abi::ErrorKind;
+    use provider_testkit::{check_transport, message, open_transport, submit};
+    use spooler_tests::{free_port, real_server, SmtpSink};
+
+    const RECIPIENTS: [&str; 2] = ["SMTP:bob@example.net", "SMTP:carol@example.org"];
+
+    fn config(port: u16) -> String {
+        format!("host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nhelo = \"testkit.example\"\ntimeout_secs = 5")
+    }
+
+    #[test]
+    fn keeps_the_hosts_transport_contract_with_a_server() {
+        if real_server("smtp-sink").is_none() {
+            return;
+        }
+        let sink = SmtpSink::discarding(free_port(), &[]);
+        check_transport(library, "smtp", &config(sink.port), &RECIPIENTS).unwrap();
+        let (mut transport, _) = open_transport(library, "smtp", &config(sink.port)).unwrap();
+        let outcomes = submit(
+            &mut transport,
+            &message(&RECIPIENTS, "Subject: hi\r\n\r\nx\r\n"),
+        );
+        assert!(
+            matches!(
+                outcomes.as_deref(),
+                Ok([
+                    RecipientOutcome::Delivered { .. },
+                    RecipientOutcome::Delivered { .. }
+                ])
+            ),
+            "{outcomes:?}"
+        );
+    }
+
+    #[test]
+    fn keeps_the_hosts_transport_contract_with_the_server_down() {
+        let port = free_port();
+        check_transport(library, "smtp", &config(port), &RECIPIENTS).unwrap();
+        let (mut transport, _) = open_transport(library, "smtp", &config(port)).unwrap();
+        let outcomes = submit(
+            &mut transport,
+            &message(&RECIPIENTS, "Subject: hi\r\n\r\nx\r\n"),
+        );
+        assert!(
+            matches!(
+                outcomes.as_deref(),
+                Ok([
+                    RecipientOutcome::Deferred { .. },
+                    RecipientOutcome::Deferred { .. }
+                ])
+            ),
+            "a refused connection defers every recipient: {outcomes:?}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_table_is_refused_naming_the_key() {
+        let refused = |config: &str| {
+            let error = open_transport(library, "smtp", config)
+                .err()
+                .expect("refused");
+            assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
+            error.message().to_owned()
+        };
+        assert_eq!(
+            refused("host = \"mail.example.com\"\nport = \"x\""),
+            "instance \"smtp-test\": key port at line 2: invalid type: string \"x\", expected u16"
+        );
+        let misspelt = refused("host = \"mail.example.com\"\nprot = 25");
+        assert!(
+            misspelt
+                .starts_with("instance \"smtp-test\": key prot at line 2: unknown field `prot`"),
+            "{misspelt}"
+        );
+        let ca = refused("host = \"mail.example.com\"\ntls = \"none\"\nca_file = \"/ca.pem\"");
+        assert!(ca.contains("key ca_file: it is for TLS"), "{ca}");
+        let user = refused("host = \"mail.example.com\"\nusername = \"spooler\"");
+        assert!(user.contains("username and password"), "{user}");
+    }
 
     #[test]
     fn enhanced_codes_are_read_from_the_server_text() {
