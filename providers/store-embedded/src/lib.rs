@@ -454,4 +454,15 @@ mod tests {
         );
         provider_testkit::check_store(super::library, "embedded", &config).unwrap();
     }
+
+    #[test]
+    fn a_wrong_table_is_refused_naming_the_key() {
+        let error = provider_testkit::open_store(super::library, "embedded", "path = 5")
+            .err()
+            .expect("refused");
+        assert_eq!(
+            error.message(),
+            "instance \"embedded-test\": key path at line 1: invalid type: integer `5`, expected path string"
+        );
+    }
 }

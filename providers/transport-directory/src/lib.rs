@@ -311,4 +311,49 @@ mod tests {
         provider_testkit::check_transport(super::library, "directory", &config, &recipients)
             .unwrap();
     }
+
+    #[test]
+    fn keeps_the_hosts_inbound_contract() {
+        let folder = tempfile::tempdir().unwrap();
+        let pickup = folder.path().join("pickup");
+        std::fs::create_dir(&pickup).unwrap();
+        for n in 0..2 {
+            let content = format!("From: ann@example.com\r\nTo: FILE:bob\r\n\r\nBody {n}.\r\n");
+            std::fs::write(pickup.join(format!("m{n}.eml")), content).unwrap();
+        }
+        let config = format!(
+            "path = \"{}\"\npickup = \"{}\"",
+            folder.path().join("out").display(),
+            pickup.display()
+        );
+        assert_eq!(
+            provider_testkit::check_pull(super::library, "directory", &config),
+            Ok(2)
+        );
+    }
+
+    #[test]
+    fn a_wrong_table_is_refused_naming_the_key() {
+        let error = provider_testkit::open_transport(
+            super::library,
+            "directory",
+            "path = \"/tmp/x\"\naddress_type = \"F I\"",
+        )
+        .err()
+        .expect("refused");
+        assert_eq!(
+            error.message(),
+            "instance \"directory-test\": key address_type: `F I` is not an address type (letters, digits, '-' or '_')"
+        );
+        let error =
+            provider_testkit::open_transport(super::library, "directory", "pth = \"/tmp/x\"")
+                .err()
+                .expect("refused");
+        assert!(
+            error
+                .message()
+                .starts_with("instance \"directory-test\": key pth at line 1: unknown field `pth`"),
+            "{error}"
+        );
+    }
 }
