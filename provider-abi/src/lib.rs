@@ -81,11 +81,12 @@
 //! opened once, on the store thread, and every store call comes from that thread. Threads a
 //! provider starts itself (a watcher) may use [`Host`] (`notify`, `set_status`) and `log`.
 //!
-//! **Ordering.** No two calls about one message overlap. An outbound message goes through
-//! the preprocessors in the profile's order, each seeing the changes of those before; their
-//! result is stored before the message is routed; then each transport gets one call per
-//! group of recipients it claims (Bcc recipients get calls of their own); then, once every
-//! recipient is final, the hooks run in the profile's order. Inbound mail goes
+//! **Ordering.** An outbound message goes through the preprocessors one after the other, in
+//! the profile's order, each seeing the changes of those before; their result is stored
+//! before the message is routed. Then each transport claiming some of its recipients gets a
+//! call for them (Bcc recipients get calls of their own); different transports may have the
+//! same message at the same time, one instance never has it twice at once. Once every
+//! recipient is final, the hooks run one after the other, in the profile's order. Inbound mail goes
 //! [`pull`](Transport::pull), then the hooks, then [`Store::commit`], and only then
 //! [`acknowledge`](Transport::acknowledge), one source id at a time. The host promises no
 //! order between messages: retries and parallel instances reorder them.
