@@ -1,16 +1,7 @@
 //! Runs a provider through the host's contract without the host. Add it as a
 //! dev-dependency, and call the check for your provider's kind from a test with your
 //! library function (the one you pass to `export_library!`), the provider's name in it, and
-//! a configuration:
-//!
-//! ```no_run
-//! # fn library() -> provider_abi::Library { unimplemented!() }
-//! #[test]
-//! fn keeps_the_hosts_contract() {
-//!     provider_testkit::check_transport(library, "mbox", "path = \"/tmp/mbox\"", &["MBOX:alice", "MBOX:bob"])
-//!         .unwrap();
-//! }
-//! ```
+//! a configuration. Each check says what broke, in words that say what the host needs.
 //!
 //! Providers are opened as the host opens them: through the library's exported entry points,
 //! behind the same panic barrier, with a [`TestHost`] recording what they tell the host.
@@ -19,8 +10,76 @@
 //!   odd message (no headers, an empty body) answered and not panicked over, a second
 //!   instance opened beside the first (the host opens one per `parallel`) and a reopen
 //!   after the first is dropped (the host reopens after a fault).
+//! - [`check_pull`]: inbound mail not removed by a pull, back after a reopen until it is
+//!   acknowledged, and gone once it is.
 //! - [`check_store`]: a submission durable across a reopen, due messages locked once until
 //!   unlocked, a finished message moved to Sent Items, and folders paged with a cursor.
+//! - [`check_preprocessor`]: one verdict the host knows per message, odd messages answered
+//!   and not panicked over, changes that name only the message's own recipients, a second
+//!   instance and a reopen.
+//! - [`check_hook`]: one action the host knows per message, inbound and outbound, odd
+//!   messages answered and not panicked over, moves that name a folder, a second instance and
+//!   a reopen.
+//!
+//! For tests of your own, [`open_transport`], [`open_store`], [`open_preprocessor`] and
+//! [`open_hook`] open a provider the same way, and [`submit`], [`process`] and [`run_hook`]
+//! call it as the host does; [`message`] makes a message to hand them.
+//!
+//! # Example
+//!
+//! A hook that moves mail from `boss@example.com` to a folder, checked against the contract
+//! and then tried on a message, both through its library's entry points:
+//!
+//! ```
+//! use provider_abi::headers::header;
+//! use provider_abi::{
+//!     export_library, Direction, Hook, HookAction, HookMessage, Library, OpenContext,
+//!     ProviderError,
+//! };
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config {
+//!     folder: String,
+//! }
+//!
+//! struct Boss {
+//!     folder: String,
+//! }
+//!
+//! impl Hook for Boss {
+//!     fn run(&mut self, message: HookMessage<'_>) -> Result<HookAction, ProviderError> {
+//!         let from_boss = header(&message.message.content, "From")
+//!             .is_some_and(|from| from.contains("boss@example.com"));
+//!         Ok(if from_boss && message.direction == Direction::Inbound {
+//!             HookAction::MoveTo { folder: self.folder.as_str().into() }
+//!         } else {
+//!             HookAction::Leave
+//!         })
+//!     }
+//! }
+//!
+//! fn library() -> Library {
+//!     Library::new("hook-boss", "0.1.0").hook("boss", |context: &OpenContext| {
+//!         let config: Config = context.config_as()?;
+//!         Ok(Boss { folder: config.folder })
+//!     })
+//! }
+//!
+//! export_library!(library);
+//!
+//! // In a #[test]:
+//! provider_testkit::check_hook(library, "boss", "folder = \"Boss\"").unwrap();
+//!
+//! let (mut hook, _host) = provider_testkit::open_hook(library, "boss", "folder = \"Boss\"").unwrap();
+//! let mail = provider_testkit::message(&["LOCAL:me"], "From: boss@example.com\r\n\r\nNow.\r\n");
+//! let action = provider_testkit::run_hook(&mut hook, Direction::Inbound, "Inbox", &mail);
+//! assert_eq!(action, Ok(HookAction::MoveTo { folder: "Boss".into() }));
+//!
+//! let misspelt = provider_testkit::open_hook(library, "boss", "fodler = \"Boss\"").err().unwrap();
+//! assert!(misspelt.message().contains("unknown field `fodler`"));
+//! ```
 
 use std::sync::{Arc, Mutex};
 
