@@ -6,8 +6,9 @@
 //! Providers are opened as the host opens them: through the library's exported entry points,
 //! behind the same panic barrier, with a [`TestHost`] recording what they tell the host.
 //!
-//! - [`check_transport`]: one outcome per recipient for one and for several recipients, an
-//!   odd message (no headers, an empty body) answered and not panicked over, a second
+//! - [`check_transport`]: one outcome per recipient for one and for several recipients, odd
+//!   messages (no headers, an empty body, no content, bytes that are not UTF-8) answered and
+//!   not panicked over, a second
 //!   instance opened beside the first (the host opens one per `parallel`) and a reopen
 //!   after the first is dropped (the host reopens after a fault).
 //! - [`check_pull`]: inbound mail not removed by a pull, back after a reopen until it is
@@ -350,16 +351,16 @@ pub fn check_transport(
             ));
         }
     }
-    submit_once(&mut transport, &recipients[..1], PLAIN)?;
-    submit_once(&mut transport, recipients, PLAIN)?;
-    submit_once(&mut transport, recipients, "no headers and no empty line")?;
-    submit_once(&mut transport, recipients, "Subject: empty body\r\n\r\n")?;
+    submit_once(&mut transport, &recipients[..1], PLAIN.as_bytes())?;
+    for content in ODD {
+        submit_once(&mut transport, recipients, content)?;
+    }
     let mut second = open().map_err(|e| format!("a second instance beside the first: {e}"))?;
-    submit_once(&mut second, recipients, PLAIN)?;
+    submit_once(&mut second, recipients, PLAIN.as_bytes())?;
     drop(transport);
     drop(second);
     let mut reopened = open().map_err(|e| format!("reopening after a drop: {e}"))?;
-    submit_once(&mut reopened, recipients, PLAIN)
+    submit_once(&mut reopened, recipients, PLAIN.as_bytes())
 }
 
 /// Checks the inbound side of transport `provider` of `library`, opened with `config`,
@@ -433,9 +434,9 @@ pub fn check_pull(library: fn() -> Library, provider: &str, config: &str) -> Res
 fn submit_once(
     transport: &mut TransportObject,
     recipients: &[&str],
-    content: &str,
+    content: &[u8],
 ) -> Result<(), String> {
-    match submit(transport, &message(recipients, content)) {
+    match submit(transport, &message_with(recipients, content)) {
         Ok(outcomes) if outcomes.len() == recipients.len() => Ok(()),
         Ok(outcomes) => Err(format!(
             "{} outcomes for {} recipients; the host needs exactly one per recipient",
@@ -443,7 +444,7 @@ fn submit_once(
             recipients.len()
         )),
         Err(error) if error.kind() == ErrorKind::Panicked => {
-            Err(panicked("defers the message", content.as_bytes(), &error))
+            Err(panicked("defers the message", content, &error))
         }
         Err(_) => Ok(()),
     }
