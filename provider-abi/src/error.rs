@@ -71,6 +71,8 @@ impl ProviderError {
     }
 
     /// The configuration is wrong; the message should name the key and what was expected.
+    /// [`OpenContext::config_as`](crate::OpenContext::config_as) and
+    /// [`OpenContext::config_error`](crate::OpenContext::config_error) word it so.
     pub fn configuration(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Configuration, message)
     }

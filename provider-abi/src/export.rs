@@ -7,6 +7,7 @@
 use std::sync::OnceLock;
 
 use abi_stable::{sabi_trait::TD_Opaque, std_types::RResult};
+use serde::de::DeserializeOwned;
 
 use crate::error::ProviderError;
 use crate::guard::{guarded, strings, Guarded};
@@ -39,6 +40,46 @@ impl OpenContext {
     /// Its configuration: the text of its TOML table (empty when the profile has none).
     pub fn config(&self) -> &str {
         &self.config
+    }
+
+    /// Its configuration read into `T`, usually a `#[derive(Deserialize)]` struct with
+    /// `#[serde(deny_unknown_fields)]`; an empty table reads as one without keys.
+    ///
+    /// A configuration error names the instance, the dotted key, the line and what was
+    /// expected: `instance "relay": key port at line 2: invalid type: string "x", expected
+    /// u16`. See [`config`](crate::config).
+    ///
+    /// ```
+    /// use provider_abi::{OpenContext, ProviderError};
+    /// use serde::Deserialize;
+    ///
+    /// #[derive(Deserialize)]
+    /// #[serde(deny_unknown_fields)]
+    /// struct Config {
+    ///     path: std::path::PathBuf,
+    ///     #[serde(default)]
+    ///     sync: bool,
+    /// }
+    ///
+    /// fn open(context: &OpenContext) -> Result<Config, ProviderError> {
+    ///     let config: Config = context.config_as()?;
+    ///     if !config.path.is_absolute() {
+    ///         let why = format!("{} is relative; give an absolute path", config.path.display());
+    ///         return Err(context.config_error("path", why));
+    ///     }
+    ///     Ok(config)
+    /// }
+    /// ```
+    pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, ProviderError> {
+        crate::config::from_toml(&self.name, &self.config)
+    }
+
+    /// A configuration error about `key` worded like those of [`config_as`](Self::config_as),
+    /// for what serde cannot check: `context.config_error("path", "not a folder; create
+    /// it")` reads `instance "mbox": key path: not a folder; create it`. An empty `key` is a
+    /// problem of the whole table. See [`config::error`](crate::config::error).
+    pub fn config_error(&self, key: &str, why: impl std::fmt::Display) -> ProviderError {
+        crate::config::error(&self.name, key, why)
     }
 
     /// The host's services for this instance.

@@ -56,6 +56,40 @@ pub enum HookAction {
 pub type HookActionAbi = HookAction_NE;
 
 /// A hook, as a provider author writes it.
+///
+/// The host runs the hooks in the profile's order on inbound mail before it is stored, and
+/// on outbound mail once every recipient is final; each sees the folder the ones before it
+/// chose. Each instance is called from one thread of its own. An error is logged and the
+/// message goes on as if this hook had answered [`HookAction::Leave`]; a panic does the same,
+/// and the host reopens the instance. See the crate documentation for everything the host
+/// guarantees.
+///
+/// A hook that files inbound mail flagged as spam into `Junk`:
+///
+/// ```
+/// use provider_abi::headers::header;
+/// use provider_abi::{Direction, Hook, HookAction, HookMessage, ProviderError};
+///
+/// struct Junk;
+///
+/// impl Hook for Junk {
+///     fn run(&mut self, message: HookMessage<'_>) -> Result<HookAction, ProviderError> {
+///         let flagged = header(&message.message.content, "X-Spam-Flag")
+///             .is_some_and(|flag| flag.trim().eq_ignore_ascii_case("yes"));
+///         Ok(if message.direction == Direction::Inbound && flagged {
+///             HookAction::MoveTo { folder: "Junk".into() }
+///         } else {
+///             HookAction::Leave
+///         })
+///     }
+/// }
+///
+/// # use provider_abi::{Address, Envelope, StoredMessage};
+/// # let envelope = Envelope::new(Address::parse("ann@example.com").unwrap(), vec![]);
+/// # let spam = StoredMessage { envelope, folder: "Inbox".into(), content: b"X-Spam-Flag: YES\r\n\r\nx".to_vec().into() };
+/// let view = HookMessage { direction: Direction::Inbound, folder: "Inbox".into(), message: spam.as_ref() };
+/// assert_eq!(Junk.run(view).unwrap(), HookAction::MoveTo { folder: "Junk".into() });
+/// ```
 pub trait Hook: Send + 'static {
     /// Decides what happens to `message`.
     fn run(&mut self, message: HookMessage<'_>) -> Result<HookAction, ProviderError>;

@@ -60,6 +60,71 @@
 //! # fn main() {}
 //! ```
 //!
+//! # Reading the configuration
+//!
+//! Each instance gets its TOML table from the host's profile. Read it into a
+//! `#[derive(Deserialize)]` struct with [`OpenContext::config_as`]; with
+//! `#[serde(deny_unknown_fields)]` a misspelt key is refused, and every error names the
+//! instance, the key, the line and what was expected (see [`config`]). Word the checks serde
+//! cannot make with [`OpenContext::config_error`], so that they read alike.
+//!
+//! # What the host guarantees, and what it expects
+//!
+//! What follows is what `spooler-host` does today; a provider may rely on it.
+//!
+//! **Threads.** The host opens each instance on a thread of its own, calls it only from that
+//! thread, and drops it there: an instance needs no locking. A transport, preprocessor or
+//! hook with `parallel = N` in the profile is opened N times, one instance per thread, and
+//! each takes the next job from one shared queue; the instances share nothing unless the
+//! provider shares it (a `static`), so two of them must not trip over each other (two
+//! connections to one server are fine; two writers of one file need a lock). The store is
+//! opened once, on the store thread, and every store call comes from that thread. Threads a
+//! provider starts itself (a watcher) may use [`Host`] (`notify`, `set_status`) and `log`.
+//!
+//! **Ordering.** An outbound message goes through the preprocessors one after the other, in
+//! the profile's order, each seeing the changes of those before; their result is stored
+//! before the message is routed. Then each transport claiming some of its recipients gets a
+//! call for them (Bcc recipients get calls of their own); different transports may have the
+//! same message at the same time, one instance never has it twice at once. Once every
+//! recipient is final, the hooks run one after the other, in the profile's order. Inbound mail goes
+//! [`pull`](Transport::pull), then the hooks, then [`Store::commit`], and only then
+//! [`acknowledge`](Transport::acknowledge), one source id at a time. The host promises no
+//! order between messages: retries and parallel instances reorder them.
+//!
+//! **Errors.** An error is about the call, not the instance: the instance stays open. A
+//! transport's error defers every recipient of that call (tried again later); a
+//! preprocessor's defers the message (preprocessed again at its next attempt); a hook's is
+//! logged and the message goes on without that hook; a failed `pull` is tried again at the
+//! next poll; a failed store call is retried after a pause. Choose the [`ErrorKind`]: a
+//! [`RecipientOutcome::Failed`] is the way to fail a recipient for good.
+//!
+//! **Panics.** The bridge catches a panic at the boundary and the call fails with
+//! [`ErrorKind::Panicked`], handled like any error of that call; in addition the instance is
+//! taken to be broken: it is dropped on its thread and opened again before its next job,
+//! after a pause that doubles with each panic in a row (1 s up to 60 s). Until then its jobs
+//! fail at once, so their messages are deferred. A panic while opening is a failed open, with
+//! the same pauses. (A library built with `panic = "abort"` takes the host down instead:
+//! keep the default, `unwind`.)
+//!
+//! **Timeouts.** A transport, preprocessor or hook call that runs longer than its instance's
+//! `timeout` (600 s unless the profile says otherwise) is abandoned: its messages are
+//! deferred, and a freshly opened instance on a new thread takes the stuck one's place. The
+//! stuck thread keeps its instance until the call returns, then drops it; so for a while two
+//! instances may be alive even with `parallel = 1`. Store calls are never abandoned.
+//!
+//! **Durability.** When [`Store::commit`] returns `Ok`, the whole batch must be durable (on
+//! disk, or committed by the database): the host then answers the client that submitted,
+//! acknowledges inbound mail at its source and forgets what it did. Locks taken by
+//! [`Store::lock_due`] need not survive a reopen. A transport answers
+//! [`RecipientOutcome::Delivered`] only when the messaging system has taken the message for
+//! good (a file synced, a `250` to the end of `DATA`): the host never sends it again. A
+//! [`pull`](Transport::pull) must not remove anything at the source; only
+//! [`acknowledge`](Transport::acknowledge) may, since the host may stop between the two and
+//! pull the same messages again after a restart.
+//!
+//! The `provider-testkit` crate, beside this one in the spooler's repository, checks a
+//! provider against these rules without the host: add it as a dev-dependency.
+//!
 //! # Compatibility
 //!
 //! This crate follows semver, and its version is the ABI version ([`ABI_VERSION`]). A host
@@ -69,11 +134,12 @@
 //! `abi_stable` non-exhaustive enums, so a library built against an older compatible version
 //! keeps loading.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 // abi_stable 0.11's derives and #[sabi_trait] put impls inside constants.
 #![allow(non_local_definitions)]
 
 pub mod address;
+pub mod config;
 pub mod error;
 pub mod export;
 pub mod guard;

@@ -64,6 +64,57 @@ pub enum Preprocessed {
 pub type PreprocessedAbi = Preprocessed_NE;
 
 /// A preprocessor, as a provider author writes it.
+///
+/// The host hands it each outbound message with a recipient of its
+/// [`address_types`](Preprocessor::address_types) once, before routing, in the profile's
+/// order of preprocessors; the verdicts are stored before the message is routed. Each
+/// instance is called from one thread of its own. An error defers the message (it is
+/// preprocessed again at its next attempt); a panic does too, and the host reopens the
+/// instance. See the crate documentation for everything the host guarantees.
+///
+/// A preprocessor that rejects messages above a size and fails `FAX:` recipients without a
+/// number:
+///
+/// ```
+/// use provider_abi::{
+///     Changes, MessageRef, Preprocessed, Preprocessor, ProviderError, Undeliverable,
+/// };
+///
+/// struct Limits {
+///     max_bytes: usize,
+/// }
+///
+/// impl Preprocessor for Limits {
+///     fn process(&mut self, message: MessageRef<'_>) -> Result<Preprocessed, ProviderError> {
+///         if message.content.len() > self.max_bytes {
+///             return Ok(Preprocessed::Reject {
+///                 reason: format!("larger than {} bytes", self.max_bytes).into(),
+///             });
+///         }
+///         let mut changes = Changes::default();
+///         for recipient in message.envelope.recipients.iter() {
+///             let number = recipient.address.address();
+///             if recipient.address.has_type("FAX") && !number.starts_with('+') {
+///                 changes.undeliverable.push(Undeliverable {
+///                     address: recipient.address.clone(),
+///                     reason: "a fax number starts with + and the country code".into(),
+///                 });
+///             }
+///         }
+///         Ok(Preprocessed::Accept(changes))
+///     }
+/// }
+///
+/// # use provider_abi::{Address, Envelope, Recipient, RecipientKind, StoredMessage};
+/// # let fax = Recipient::new(Address::parse("FAX:030123").unwrap(), RecipientKind::To);
+/// # let envelope = Envelope::new(Address::parse("ann@example.com").unwrap(), vec![fax]);
+/// # let message = StoredMessage { envelope, folder: "Outbox".into(), content: b"x".to_vec().into() };
+/// let mut limits = Limits { max_bytes: 1024 };
+/// let Preprocessed::Accept(changes) = limits.process(message.as_ref()).unwrap() else {
+///     panic!("accepted");
+/// };
+/// assert_eq!(changes.undeliverable.len(), 1);
+/// ```
 pub trait Preprocessor: Send + 'static {
     /// The address types whose messages it wants to see; empty means every message.
     fn address_types(&self) -> Vec<String> {

@@ -298,7 +298,157 @@ pub fn deliver_locally(
 
 /// A message store, as a provider author writes it.
 ///
-/// Called only from the host's store thread.
+/// The host opens one instance, on its store thread, and calls it only from there (see the
+/// crate documentation for what the host guarantees). [`commit`](Store::commit) is the only
+/// write, and what it commits must be durable when it returns `Ok`.
+///
+/// A store keeping everything in memory: the six required methods, the rest left to their
+/// defaults. It is not durable, so it is fit for tests only; a real store writes each batch
+/// in one transaction (see `store-embedded`, on SQLite).
+///
+/// ```
+/// use std::collections::{BTreeMap, HashSet};
+///
+/// use provider_abi::abi_stable::std_types::ROption;
+/// use provider_abi::headers::header;
+/// use provider_abi::store::{
+///     with_standard_folders, CommitReceipt, FolderInfo, MessageSummary, NewMessage,
+///     StoreBatch, OUTBOX,
+/// };
+/// use provider_abi::{
+///     Address, Envelope, MessageId, ProviderError, Recipient, RecipientKind, Store,
+///     StoredMessage, Timestamp,
+/// };
+///
+/// #[derive(Default)]
+/// struct MemoryStore {
+///     messages: BTreeMap<MessageId, StoredMessage>,
+///     last_id: u64,
+///     locked: HashSet<MessageId>,
+/// }
+///
+/// impl MemoryStore {
+///     fn add(&mut self, folder: &str, mut envelope: Envelope, content: &[u8]) -> MessageId {
+///         self.last_id += 1;
+///         envelope.id = MessageId(self.last_id);
+///         envelope.submitted_at = Timestamp::now();
+///         let id = envelope.id;
+///         let content = content.to_vec().into();
+///         self.messages.insert(id, StoredMessage { envelope, folder: folder.into(), content });
+///         id
+///     }
+///
+///     fn unlocked_outbox(&self) -> impl Iterator<Item = &StoredMessage> + '_ {
+///         self.messages
+///             .values()
+///             .filter(|m| m.folder == OUTBOX && !self.locked.contains(&m.envelope.id))
+///     }
+/// }
+///
+/// impl Store for MemoryStore {
+///     fn commit(&mut self, batch: &StoreBatch<'_>) -> Result<CommitReceipt, ProviderError> {
+///         let mut receipt = CommitReceipt::default();
+///         for new in batch.submit.iter() {
+///             let id = self.add(OUTBOX, new.envelope.clone(), &new.content);
+///             receipt.submitted.push(id);
+///             receipt.stored.push(self.messages[&id].envelope.clone());
+///         }
+///         for envelope in batch.update_envelopes.iter() {
+///             // A message deleted meanwhile is skipped, not an error.
+///             if let Some(message) = self.messages.get_mut(&envelope.id) {
+///                 message.envelope = envelope.clone();
+///                 receipt.stored.push(envelope.clone());
+///             }
+///         }
+///         for new in batch.replace_content.iter() {
+///             if let Some(message) = self.messages.get_mut(&new.id) {
+///                 message.content = new.content.to_vec().into();
+///             }
+///         }
+///         for finish in batch.finish.iter() {
+///             self.locked.remove(&finish.id);
+///             match &finish.move_to {
+///                 ROption::RSome(folder) => {
+///                     if let Some(message) = self.messages.get_mut(&finish.id) {
+///                         message.folder = folder.clone();
+///                     }
+///                 }
+///                 ROption::RNone => {
+///                     self.messages.remove(&finish.id);
+///                 }
+///             }
+///         }
+///         for delivery in batch.deliver.iter() {
+///             let id = self.add(&delivery.folder, delivery.envelope.clone(), &delivery.content);
+///             receipt.delivered.push(id);
+///         }
+///         for id in batch.unlock.iter() {
+///             self.locked.remove(id);
+///         }
+///         Ok(receipt)
+///     }
+///
+///     fn lock_due(&mut self, now: Timestamp, limit: u32) -> Result<Vec<StoredMessage>, ProviderError> {
+///         let mut due: Vec<&StoredMessage> = self
+///             .unlocked_outbox()
+///             .filter(|m| m.envelope.due().is_some_and(|due| due <= now))
+///             .collect();
+///         // By next attempt, then priority (high first), then submission.
+///         due.sort_by_key(|m| {
+///             let envelope = &m.envelope;
+///             (envelope.due(), -envelope.priority.as_number(), envelope.submitted_at, envelope.id)
+///         });
+///         let due: Vec<StoredMessage> = due.into_iter().take(limit as usize).cloned().collect();
+///         self.locked.extend(due.iter().map(|m| m.envelope.id));
+///         Ok(due)
+///     }
+///
+///     fn next_due(&mut self) -> Result<Option<Timestamp>, ProviderError> {
+///         Ok(self.unlocked_outbox().filter_map(|m| m.envelope.due()).min())
+///     }
+///
+///     fn get(&mut self, id: MessageId) -> Result<Option<StoredMessage>, ProviderError> {
+///         Ok(self.messages.get(&id).cloned())
+///     }
+///
+///     fn folders(&mut self) -> Result<Vec<FolderInfo>, ProviderError> {
+///         let mut counts = BTreeMap::<String, u64>::new();
+///         for message in self.messages.values() {
+///             *counts.entry(message.folder.to_string()).or_default() += 1;
+///         }
+///         let folders = counts.into_iter().map(|(name, messages)| FolderInfo {
+///             name: name.into(),
+///             messages,
+///         });
+///         Ok(with_standard_folders(folders.collect()))
+///     }
+///
+///     fn list(&mut self, folder: &str) -> Result<Vec<MessageSummary>, ProviderError> {
+///         let summaries = self.messages.values().filter(|m| m.folder == folder).map(|m| {
+///             MessageSummary {
+///                 envelope: m.envelope.clone(),
+///                 folder: m.folder.clone(),
+///                 subject: header(&m.content, "Subject").unwrap_or_default().into(),
+///                 size: m.content.len() as u64,
+///             }
+///         });
+///         Ok(summaries.collect())
+///     }
+/// }
+///
+/// let mut store = MemoryStore::default();
+/// let bob = Recipient::new(Address::parse("bob@example.net").unwrap(), RecipientKind::To);
+/// let envelope = Envelope::new(Address::parse("ann@example.com").unwrap(), vec![bob]);
+/// let submission = [NewMessage { envelope, content: b"Subject: hi\r\n\r\nHello.\r\n"[..].into() }];
+/// let receipt = store
+///     .commit(&StoreBatch { submit: submission[..].into(), ..StoreBatch::EMPTY })
+///     .unwrap();
+/// let soon = Timestamp::now().plus(std::time::Duration::from_secs(1));
+/// let due = store.lock_due(soon, 10).unwrap();
+/// assert_eq!(due[0].envelope.id, receipt.submitted[0]);
+/// assert!(store.lock_due(soon, 10).unwrap().is_empty(), "locked until unlocked");
+/// assert_eq!(store.list(OUTBOX).unwrap()[0].subject, "hi");
+/// ```
 ///
 /// [`list_page`](Store::list_page), [`queue_counts`](Store::queue_counts) and
 /// [`flush`](Store::flush) came with provider-abi 1.1. Their defaults work through

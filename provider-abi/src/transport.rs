@@ -78,8 +78,85 @@ impl RecipientOutcome {
 
 /// A transport, as a provider author writes it.
 ///
-/// The host calls it from one thread of its own, so it needs no locking. Every method may
-/// fail; a failure or panic defers the messages involved and the host reopens the transport.
+/// The host calls each instance from one thread of its own, so it needs no locking; with
+/// `parallel = N` it opens N instances, one per thread. An error from
+/// [`submit`](Transport::submit) defers every recipient of the call; a panic does too, and
+/// the host then reopens the instance. See the crate documentation for everything the host
+/// guarantees.
+///
+/// A transport for `LOOP:` addresses that hands every message back as inbound mail: it
+/// answers one outcome per recipient, refuses what is not its own with
+/// [`RecipientOutcome::NotMine`], and keeps inbound mail until the host acknowledges it.
+///
+/// ```
+/// use provider_abi::{
+///     Address, InboundMessage, MessageRef, ProviderError, RecipientOutcome, Transport,
+/// };
+///
+/// #[derive(Default)]
+/// struct Loopback {
+///     waiting: Vec<(String, Vec<u8>)>,
+///     last_id: u64,
+/// }
+///
+/// impl Transport for Loopback {
+///     fn address_types(&self) -> Vec<String> {
+///         vec!["LOOP".into()]
+///     }
+///
+///     fn submit(
+///         &mut self,
+///         message: MessageRef<'_>,
+///         recipients: &[Address],
+///     ) -> Result<Vec<RecipientOutcome>, ProviderError> {
+///         Ok(recipients
+///             .iter()
+///             .map(|recipient| {
+///                 if recipient.address() == "nobody" {
+///                     return RecipientOutcome::NotMine;
+///                 }
+///                 self.last_id += 1;
+///                 self.waiting.push((self.last_id.to_string(), message.content.to_vec()));
+///                 RecipientOutcome::delivered(format!("looped back as {}", self.last_id))
+///             })
+///             .collect())
+///     }
+///
+///     fn pull(&mut self) -> Result<Vec<InboundMessage>, ProviderError> {
+///         // Nothing is removed here: the host acknowledges what it has stored.
+///         Ok(self
+///             .waiting
+///             .iter()
+///             .map(|(id, content)| InboundMessage {
+///                 source_id: id.as_str().into(),
+///                 sender: None.into(),
+///                 recipients: Default::default(),
+///                 content: content.clone().into(),
+///             })
+///             .collect())
+///     }
+///
+///     fn acknowledge(&mut self, source_id: &str) -> Result<(), ProviderError> {
+///         self.waiting.retain(|(id, _)| id != source_id);
+///         Ok(())
+///     }
+///
+///     fn poll_interval_secs(&self) -> Option<u32> {
+///         Some(30)
+///     }
+/// }
+///
+/// # use provider_abi::{Envelope, StoredMessage};
+/// # let recipients = vec![Address::parse("LOOP:alice").unwrap(), Address::parse("LOOP:nobody").unwrap()];
+/// # let envelope = Envelope::new(Address::parse("ann@example.com").unwrap(), vec![]);
+/// # let message = StoredMessage { envelope, folder: "Outbox".into(), content: b"x".to_vec().into() };
+/// let mut transport = Loopback::default();
+/// let outcomes = transport.submit(message.as_ref(), &recipients).unwrap();
+/// assert!(matches!(outcomes[..], [RecipientOutcome::Delivered { .. }, RecipientOutcome::NotMine]));
+/// let inbound = transport.pull().unwrap();
+/// transport.acknowledge(&inbound[0].source_id).unwrap();
+/// assert!(transport.pull().unwrap().is_empty());
+/// ```
 pub trait Transport: Send + 'static {
     /// The address types this instance claims (`SMTP`, `FAX`); usually from its configuration.
     fn address_types(&self) -> Vec<String>;

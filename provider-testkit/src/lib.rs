@@ -1,41 +1,104 @@
 //! Runs a provider through the host's contract without the host. Add it as a
 //! dev-dependency, and call the check for your provider's kind from a test with your
 //! library function (the one you pass to `export_library!`), the provider's name in it, and
-//! a configuration:
-//!
-//! ```no_run
-//! # fn library() -> provider_abi::Library { unimplemented!() }
-//! #[test]
-//! fn keeps_the_hosts_contract() {
-//!     provider_testkit::check_transport(library, "mbox", "path = \"/tmp/mbox\"", &["MBOX:alice", "MBOX:bob"])
-//!         .unwrap();
-//! }
-//! ```
+//! a configuration. Each check says what broke, in words that say what the host needs.
 //!
 //! Providers are opened as the host opens them: through the library's exported entry points,
 //! behind the same panic barrier, with a [`TestHost`] recording what they tell the host.
 //!
-//! - [`check_transport`]: one outcome per recipient for one and for several recipients, an
-//!   odd message (no headers, an empty body) answered and not panicked over, a second
+//! - [`check_transport`]: one outcome per recipient for one and for several recipients, odd
+//!   messages (no headers, an empty body, no content, bytes that are not UTF-8) answered and
+//!   not panicked over, a second
 //!   instance opened beside the first (the host opens one per `parallel`) and a reopen
 //!   after the first is dropped (the host reopens after a fault).
+//! - [`check_pull`]: inbound mail not removed by a pull, back after a reopen until it is
+//!   acknowledged, and gone once it is.
 //! - [`check_store`]: a submission durable across a reopen, due messages locked once until
 //!   unlocked, a finished message moved to Sent Items, and folders paged with a cursor.
+//! - [`check_preprocessor`]: one verdict the host knows per message, odd messages answered
+//!   and not panicked over, changes that name only the message's own recipients, a second
+//!   instance and a reopen.
+//! - [`check_hook`]: one action the host knows per message, inbound and outbound, odd
+//!   messages answered and not panicked over, moves that name a folder, a second instance and
+//!   a reopen.
+//!
+//! For tests of your own, [`open_transport`], [`open_store`], [`open_preprocessor`] and
+//! [`open_hook`] open a provider the same way, and [`submit`], [`process`] and [`run_hook`]
+//! call it as the host does; [`message`] makes a message to hand them.
+//!
+//! # Example
+//!
+//! A hook that moves mail from `boss@example.com` to a folder, checked against the contract
+//! and then tried on a message, both through its library's entry points:
+//!
+//! ```
+//! use provider_abi::headers::header;
+//! use provider_abi::{
+//!     export_library, Direction, Hook, HookAction, HookMessage, Library, OpenContext,
+//!     ProviderError,
+//! };
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config {
+//!     folder: String,
+//! }
+//!
+//! struct Boss {
+//!     folder: String,
+//! }
+//!
+//! impl Hook for Boss {
+//!     fn run(&mut self, message: HookMessage<'_>) -> Result<HookAction, ProviderError> {
+//!         let from_boss = header(&message.message.content, "From")
+//!             .is_some_and(|from| from.contains("boss@example.com"));
+//!         Ok(if from_boss && message.direction == Direction::Inbound {
+//!             HookAction::MoveTo { folder: self.folder.as_str().into() }
+//!         } else {
+//!             HookAction::Leave
+//!         })
+//!     }
+//! }
+//!
+//! fn library() -> Library {
+//!     Library::new("hook-boss", "0.1.0").hook("boss", |context: &OpenContext| {
+//!         let config: Config = context.config_as()?;
+//!         Ok(Boss { folder: config.folder })
+//!     })
+//! }
+//!
+//! export_library!(library);
+//!
+//! // In a #[test]:
+//! provider_testkit::check_hook(library, "boss", "folder = \"Boss\"").unwrap();
+//!
+//! let (mut hook, _host) = provider_testkit::open_hook(library, "boss", "folder = \"Boss\"").unwrap();
+//! let mail = provider_testkit::message(&["LOCAL:me"], "From: boss@example.com\r\n\r\nNow.\r\n");
+//! let action = provider_testkit::run_hook(&mut hook, Direction::Inbound, "Inbox", &mail);
+//! assert_eq!(action, Ok(HookAction::MoveTo { folder: "Boss".into() }));
+//!
+//! let misspelt = provider_testkit::open_hook(library, "boss", "fodler = \"Boss\"").err().unwrap();
+//! assert!(misspelt.message().contains("unknown field `fodler`"));
+//! ```
 
 use std::sync::{Arc, Mutex};
 
 use provider_abi::abi_stable::sabi_trait::TD_Opaque;
 use provider_abi::abi_stable::std_types::{RArc, ROption, RSlice, RStr, RString};
 use provider_abi::export::{self, LibraryCell};
+use provider_abi::hook::HookObject;
 use provider_abi::host::{
     HostServices, HostServices_TO, LogLevel, LogRecord, LogSink, NoticeAbi, ProviderStateAbi,
 };
 use provider_abi::library::OpenArgs;
+use provider_abi::preprocessor::PreprocessorObject;
 use provider_abi::store::{Finish, NewMessage, StoreBatch, StoreObject, OUTBOX, SENT_ITEMS};
 use provider_abi::transport::TransportObject;
 use provider_abi::{
-    Address, Envelope, ErrorKind, Library, MessageId, Notice, ProviderError, ProviderState,
-    Recipient, RecipientKind, StoredMessage, Timestamp,
+    Address, Direction, Envelope, ErrorKind, HookAction, HookMessage, Library, MessageId, Notice,
+    Preprocessed, ProviderError, ProviderState, Recipient, RecipientKind, RecipientOutcome,
+    StoredMessage, Timestamp,
 };
 
 /// What a provider told the host: its notices and status changes, in order.
@@ -126,6 +189,88 @@ pub fn open_store(
     Ok((store, host))
 }
 
+/// Opens preprocessor `provider` of `library` with `config`, as the host does.
+pub fn open_preprocessor(
+    library: fn() -> Library,
+    provider: &str,
+    config: &str,
+) -> Result<(PreprocessorObject, TestHost), ProviderError> {
+    let host = TestHost::default();
+    let cell = loaded(library)?;
+    let preprocessor =
+        export::open_preprocessor(&cell, arguments(provider, config, &host)).into_result()?;
+    Ok((preprocessor, host))
+}
+
+/// Opens hook `provider` of `library` with `config`, as the host does.
+pub fn open_hook(
+    library: fn() -> Library,
+    provider: &str,
+    config: &str,
+) -> Result<(HookObject, TestHost), ProviderError> {
+    let host = TestHost::default();
+    let cell = loaded(library)?;
+    let hook = export::open_hook(&cell, arguments(provider, config, &host)).into_result()?;
+    Ok((hook, host))
+}
+
+/// Hands `message` to an open transport for all its recipients, as the host does; an
+/// outcome this `provider-abi` does not know is an error.
+pub fn submit(
+    transport: &mut TransportObject,
+    message: &StoredMessage,
+) -> Result<Vec<RecipientOutcome>, ProviderError> {
+    let addresses: Vec<Address> = message
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.clone())
+        .collect();
+    let outcomes = transport
+        .submit(message.as_ref(), RSlice::from_slice(&addresses))
+        .into_result()?;
+    outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome
+                .into_enum()
+                .map_err(|_| ProviderError::permanent("an outcome this provider-abi does not know"))
+        })
+        .collect()
+}
+
+/// Hands `message` to an open preprocessor, as the host does; a verdict this
+/// `provider-abi` does not know is an error.
+pub fn process(
+    preprocessor: &mut PreprocessorObject,
+    message: &StoredMessage,
+) -> Result<Preprocessed, ProviderError> {
+    let verdict = preprocessor.process(message.as_ref()).into_result()?;
+    verdict
+        .into_enum()
+        .map_err(|_| ProviderError::permanent("a verdict this provider-abi does not know"))
+}
+
+/// Runs an open hook on `message`, going `direction` and headed for `folder`, as the host
+/// does; an action this `provider-abi` does not know is an error.
+pub fn run_hook(
+    hook: &mut HookObject,
+    direction: Direction,
+    folder: &str,
+    message: &StoredMessage,
+) -> Result<HookAction, ProviderError> {
+    let action = hook
+        .run(HookMessage {
+            direction,
+            folder: RStr::from_str(folder),
+            message: message.as_ref(),
+        })
+        .into_result()?;
+    action
+        .into_enum()
+        .map_err(|_| ProviderError::permanent("an action this provider-abi does not know"))
+}
+
 /// A message from `ann@example.com` to `recipients` (`TYPE:address`), with `content`.
 pub fn message(recipients: &[&str], content: &str) -> StoredMessage {
     let recipients = recipients
@@ -151,6 +296,34 @@ pub fn message(recipients: &[&str], content: &str) -> StoredMessage {
 
 /// A plain message with headers and a body.
 const PLAIN: &str = "From: ann@example.com\r\nSubject: testkit\r\n\r\nHello from the testkit.\r\n";
+
+/// Contents a provider must answer without panicking: a plain message, no headers at all,
+/// headers and an empty body, nothing, bytes that are not UTF-8, and header lines without
+/// a colon or folded oddly.
+const ODD: [&[u8]; 6] = [
+    PLAIN.as_bytes(),
+    b"no headers and no empty line",
+    b"Subject: empty body\r\n\r\n",
+    b"",
+    b"Subject: \xff\xfe not UTF-8\r\n\r\n\xc3\x28\r\n",
+    b"no colon here\r\n continued\r\nSubject:\r\n\r\nbody",
+];
+
+/// [`message`] with raw `content`.
+fn message_with(recipients: &[&str], content: &[u8]) -> StoredMessage {
+    StoredMessage {
+        content: content.to_vec().into(),
+        ..message(recipients, "")
+    }
+}
+
+/// What a panic in a call means for the host, for the checks' words.
+fn panicked(what: &str, content: &[u8], error: &ProviderError) -> String {
+    format!(
+        "it panicked on {:?} (the host contains it, but {what} and reopens the provider): {error}",
+        String::from_utf8_lossy(content)
+    )
+}
 
 /// Checks transport `provider` of `library` against the host's contract, with `recipients`
 /// it takes (`TYPE:address`, at least one). Says what broke.
@@ -178,53 +351,237 @@ pub fn check_transport(
             ));
         }
     }
-    submit_once(&mut transport, &recipients[..1], PLAIN)?;
-    submit_once(&mut transport, recipients, PLAIN)?;
-    submit_once(&mut transport, recipients, "no headers and no empty line")?;
-    submit_once(&mut transport, recipients, "Subject: empty body\r\n\r\n")?;
+    submit_once(&mut transport, &recipients[..1], PLAIN.as_bytes())?;
+    for content in ODD {
+        submit_once(&mut transport, recipients, content)?;
+    }
     let mut second = open().map_err(|e| format!("a second instance beside the first: {e}"))?;
-    submit_once(&mut second, recipients, PLAIN)?;
+    submit_once(&mut second, recipients, PLAIN.as_bytes())?;
     drop(transport);
     drop(second);
     let mut reopened = open().map_err(|e| format!("reopening after a drop: {e}"))?;
-    submit_once(&mut reopened, recipients, PLAIN)
+    submit_once(&mut reopened, recipients, PLAIN.as_bytes())
+}
+
+/// Checks the inbound side of transport `provider` of `library`, opened with `config`,
+/// against the host's contract, on the messages waiting in its messaging system (put at
+/// least one there first). Returns how many it fetched; says what broke.
+///
+/// The host pulls, commits what it got to the store, and only then acknowledges each message
+/// by its source id: so a pull must not remove anything, a message not acknowledged must
+/// come again after a reopen (the host may have crashed before its commit), and one
+/// acknowledged must not (it is stored).
+pub fn check_pull(library: fn() -> Library, provider: &str, config: &str) -> Result<usize, String> {
+    let open = || {
+        open_transport(library, provider, config)
+            .map(|(transport, _)| transport)
+            .map_err(|e| format!("{provider} does not open with this configuration: {e}"))
+    };
+    let pull = |transport: &mut TransportObject| -> Result<Vec<String>, String> {
+        let messages = transport
+            .pull()
+            .into_result()
+            .map_err(|e| format!("pull: {e}"))?;
+        let mut ids: Vec<String> = messages
+            .iter()
+            .map(|m| m.source_id.as_str().to_owned())
+            .collect();
+        ids.sort();
+        if ids.iter().any(|id| id.is_empty()) {
+            return Err(
+                "a pulled message without a source id (the host acknowledges by it)".into(),
+            );
+        }
+        if ids.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(format!("two pulled messages share a source id: {ids:?}"));
+        }
+        Ok(ids)
+    };
+    let mut transport = open()?;
+    let first = pull(&mut transport)?;
+    if first.is_empty() {
+        return Err(
+            "nothing to pull: put at least one message in its messaging system first".into(),
+        );
+    }
+    drop(transport);
+    let mut transport = open().map_err(|e| format!("reopening: {e}"))?;
+    let again = pull(&mut transport)?;
+    if again != first {
+        return Err(format!(
+            "pulled {first:?}, then without acknowledging anything {again:?} after a reopen: \
+             what was not acknowledged must come again (the host commits before it acknowledges)"
+        ));
+    }
+    for id in &again {
+        transport
+            .acknowledge(RStr::from_str(id))
+            .into_result()
+            .map_err(|e| format!("acknowledging {id}: {e}"))?;
+    }
+    drop(transport);
+    let mut transport = open().map_err(|e| format!("reopening: {e}"))?;
+    let last = pull(&mut transport)?;
+    if let Some(id) = last.iter().find(|id| first.contains(id)) {
+        return Err(format!(
+            "{id} came again after it was acknowledged: the host stored it, so it is a duplicate"
+        ));
+    }
+    Ok(first.len())
 }
 
 /// One submission: one outcome per recipient, and no panic.
 fn submit_once(
     transport: &mut TransportObject,
     recipients: &[&str],
-    content: &str,
+    content: &[u8],
 ) -> Result<(), String> {
-    let message = message(recipients, content);
-    let addresses: Vec<Address> = message
-        .envelope
-        .recipients
-        .iter()
-        .map(|r| r.address.clone())
-        .collect();
-    match transport
-        .submit(message.as_ref(), RSlice::from_slice(&addresses))
-        .into_result()
-    {
-        Ok(outcomes) if outcomes.len() == addresses.len() => {
-            for outcome in outcomes.iter() {
-                if outcome.as_enum().is_err() {
-                    return Err("an outcome this provider-abi does not know".into());
-                }
-            }
-            Ok(())
-        }
+    match submit(transport, &message_with(recipients, content)) {
+        Ok(outcomes) if outcomes.len() == recipients.len() => Ok(()),
         Ok(outcomes) => Err(format!(
             "{} outcomes for {} recipients; the host needs exactly one per recipient",
             outcomes.len(),
-            addresses.len()
+            recipients.len()
         )),
-        Err(error) if error.kind() == ErrorKind::Panicked => Err(format!(
-            "it panicked on {content:?} (the host contains it, but defers the message and \
-             reopens the provider): {error}"
-        )),
+        Err(error) if error.kind() == ErrorKind::Panicked => {
+            Err(panicked("defers the message", content, &error))
+        }
         Err(_) => Ok(()),
+    }
+}
+
+/// Checks preprocessor `provider` of `library` against the host's contract, with
+/// `recipients` it looks at (`TYPE:address`, at least one). Says what broke.
+///
+/// Every message gets one verdict the host knows, or an error (the host defers the
+/// message); odd messages are answered, not panicked over; the changes name only the
+/// message's own recipients; a second instance opens beside the first (the host opens one
+/// per thread) and a new one after both are dropped (the host reopens after a panic).
+pub fn check_preprocessor(
+    library: fn() -> Library,
+    provider: &str,
+    config: &str,
+    recipients: &[&str],
+) -> Result<(), String> {
+    let open = || {
+        open_preprocessor(library, provider, config)
+            .map(|(preprocessor, _)| preprocessor)
+            .map_err(|e| format!("{provider} does not open with this configuration: {e}"))
+    };
+    let mut preprocessor = open()?;
+    let claimed = preprocessor
+        .address_types()
+        .into_result()
+        .map_err(|e| format!("address_types failed: {e}"))?;
+    for recipient in recipients {
+        let address = Address::parse(recipient).map_err(|e| e.to_string())?;
+        if !claimed.is_empty() && !claimed.iter().any(|t| address.has_type(t)) {
+            return Err(format!(
+                "{provider} looks at {claimed:?}, not at the type of {recipient}"
+            ));
+        }
+    }
+    process_once(&mut preprocessor, &recipients[..1], PLAIN.as_bytes())?;
+    for content in ODD {
+        process_once(&mut preprocessor, recipients, content)?;
+    }
+    let mut second = open().map_err(|e| format!("a second instance beside the first: {e}"))?;
+    process_once(&mut second, recipients, PLAIN.as_bytes())?;
+    drop(preprocessor);
+    drop(second);
+    let mut reopened = open().map_err(|e| format!("reopening after a drop: {e}"))?;
+    process_once(&mut reopened, recipients, PLAIN.as_bytes())
+}
+
+/// One message through a preprocessor: a verdict the host knows whose changes name the
+/// message's recipients, or an error, and no panic.
+fn process_once(
+    preprocessor: &mut PreprocessorObject,
+    recipients: &[&str],
+    content: &[u8],
+) -> Result<(), String> {
+    let message = message_with(recipients, content);
+    let changes = match process(preprocessor, &message) {
+        Ok(Preprocessed::Accept(changes)) => changes,
+        Ok(Preprocessed::Reject { reason }) if reason.trim().is_empty() => {
+            return Err("a rejection without a reason (the report's reader needs one)".into())
+        }
+        Ok(_) => return Ok(()),
+        Err(error) if error.kind() == ErrorKind::Panicked => {
+            return Err(panicked("defers the message", content, &error))
+        }
+        Err(_) => return Ok(()),
+    };
+    let known = |address: &Address| {
+        message
+            .envelope
+            .recipients
+            .iter()
+            .any(|r| &r.address == address)
+    };
+    let foreign = changes
+        .remove_recipients
+        .iter()
+        .chain(changes.undeliverable.iter().map(|u| &u.address))
+        .find(|address| !known(address));
+    match foreign {
+        Some(address) => Err(format!(
+            "its changes name {address}, not a recipient of the message (the host ignores it)"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks hook `provider` of `library` against the host's contract, opened with `config`.
+/// Says what broke.
+///
+/// Every message, inbound and outbound, gets one action the host knows, or an error (the
+/// host goes on without the hook); odd messages are answered, not panicked over; a move
+/// names a folder; a second instance opens beside the first and a new one after both are
+/// dropped (the host reopens after a panic).
+pub fn check_hook(library: fn() -> Library, provider: &str, config: &str) -> Result<(), String> {
+    let open = || {
+        open_hook(library, provider, config)
+            .map(|(hook, _)| hook)
+            .map_err(|e| format!("{provider} does not open with this configuration: {e}"))
+    };
+    let mut hook = open()?;
+    for content in ODD {
+        hook_once(&mut hook, Direction::Inbound, "Inbox", content)?;
+        hook_once(&mut hook, Direction::Outbound, SENT_ITEMS, content)?;
+    }
+    let mut second = open().map_err(|e| format!("a second instance beside the first: {e}"))?;
+    hook_once(&mut second, Direction::Inbound, "Inbox", PLAIN.as_bytes())?;
+    drop(hook);
+    drop(second);
+    let mut reopened = open().map_err(|e| format!("reopening after a drop: {e}"))?;
+    hook_once(
+        &mut reopened,
+        Direction::Outbound,
+        SENT_ITEMS,
+        PLAIN.as_bytes(),
+    )
+}
+
+/// One message through a hook: an action the host knows, or an error, and no panic.
+fn hook_once(
+    hook: &mut HookObject,
+    direction: Direction,
+    folder: &str,
+    content: &[u8],
+) -> Result<(), String> {
+    let message = message_with(&["SMTP:bob@example.net", "LOCAL:carol"], content);
+    match run_hook(hook, direction, folder, &message) {
+        Ok(HookAction::MoveTo { folder }) if folder.trim().is_empty() => Err(format!(
+            "a move to a folder without a name ({direction:?}, {:?})",
+            String::from_utf8_lossy(content)
+        )),
+        Err(error) if error.kind() == ErrorKind::Panicked => Err(panicked(
+            "goes on without the hook for this message",
+            content,
+            &error,
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -350,7 +707,9 @@ pub fn check_store(library: fn() -> Library, provider: &str, config: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use provider_abi::{MessageRef, OpenContext, RecipientOutcome, Transport};
+    use provider_abi::{
+        Changes, Hook, InboundMessage, MessageRef, OpenContext, Preprocessor, Transport,
+    };
 
     /// Answers once for all recipients, however many there are.
     struct OneAnswer;
@@ -398,6 +757,138 @@ mod tests {
 
     fn fussy() -> Library {
         Library::new("fussy", "0.1.0").transport("fussy", &["TEST"], |_: &OpenContext| Ok(Fussy))
+    }
+
+    /// Removes a recipient the message does not have; panics on a message without headers.
+    struct Careless;
+
+    impl Preprocessor for Careless {
+        fn process(&mut self, message: MessageRef<'_>) -> Result<Preprocessed, ProviderError> {
+            let text = String::from_utf8_lossy(message.content.as_slice());
+            assert!(text.contains("\r\n\r\n"), "a message has headers");
+            let mut changes = Changes::default();
+            changes
+                .remove_recipients
+                .push(Address::parse("SMTP:nobody@example.org").unwrap());
+            Ok(Preprocessed::Accept(changes))
+        }
+    }
+
+    /// Moves everything to a folder without a name, or, configured so, panics on no content.
+    struct Mover {
+        panics: bool,
+    }
+
+    impl Hook for Mover {
+        fn run(&mut self, message: HookMessage<'_>) -> Result<HookAction, ProviderError> {
+            if !self.panics {
+                return Ok(HookAction::MoveTo { folder: "".into() });
+            }
+            assert!(!message.message.content.is_empty(), "no content");
+            Ok(HookAction::Leave)
+        }
+    }
+
+    fn careless() -> Library {
+        Library::new("careless", "0.1.0")
+            .preprocessor("careless", &[], |_: &OpenContext| Ok(Careless))
+    }
+
+    fn mover() -> Library {
+        Library::new("mover", "0.1.0").hook("mover", |context: &OpenContext| {
+            Ok(Mover {
+                panics: context.config().contains("panics"),
+            })
+        })
+    }
+
+    /// Inbound mail on a "server" of its own, removed when pulled instead of when
+    /// acknowledged, unless configured to keep it until acknowledged.
+    static SERVER: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    struct Pulling {
+        keeps: bool,
+    }
+
+    impl Transport for Pulling {
+        fn address_types(&self) -> Vec<String> {
+            Vec::new()
+        }
+
+        fn submit(
+            &mut self,
+            _message: MessageRef<'_>,
+            recipients: &[Address],
+        ) -> Result<Vec<RecipientOutcome>, ProviderError> {
+            Ok(recipients
+                .iter()
+                .map(|_| RecipientOutcome::NotMine)
+                .collect())
+        }
+
+        fn pull(&mut self) -> Result<Vec<InboundMessage>, ProviderError> {
+            let mut server = SERVER.lock().unwrap();
+            let ids = if self.keeps {
+                server.clone()
+            } else {
+                std::mem::take(&mut *server)
+            };
+            Ok(ids
+                .into_iter()
+                .map(|id| InboundMessage {
+                    source_id: id.into(),
+                    sender: None.into(),
+                    recipients: Default::default(),
+                    content: b"Subject: in\r\n\r\nx".to_vec().into(),
+                })
+                .collect())
+        }
+
+        fn acknowledge(&mut self, source_id: &str) -> Result<(), ProviderError> {
+            SERVER.lock().unwrap().retain(|id| id != source_id);
+            Ok(())
+        }
+    }
+
+    fn pulling() -> Library {
+        Library::new("pulling", "0.1.0").transport("pulling", &[], |context: &OpenContext| {
+            Ok(Pulling {
+                keeps: context.config().contains("keeps"),
+            })
+        })
+    }
+
+    #[test]
+    fn a_transport_that_loses_inbound_mail_before_it_is_acknowledged_is_told() {
+        *SERVER.lock().unwrap() = vec!["1".into(), "2".into()];
+        let lost = check_pull(pulling, "pulling", "").unwrap_err();
+        assert!(lost.contains("must come again"), "{lost}");
+        let empty = check_pull(pulling, "pulling", "keeps").unwrap_err();
+        assert!(empty.contains("nothing to pull"), "{empty}");
+        *SERVER.lock().unwrap() = vec!["1".into(), "2".into()];
+        assert_eq!(check_pull(pulling, "pulling", "keeps"), Ok(2));
+    }
+
+    #[test]
+    fn a_preprocessor_that_breaks_the_contract_is_told_what_it_broke() {
+        let foreign = check_preprocessor(careless, "careless", "", &["TEST:a"]).unwrap_err();
+        assert!(
+            foreign.contains("name SMTP:nobody@example.org, not a recipient"),
+            "{foreign}"
+        );
+        let (mut opened, _) = open_preprocessor(careless, "careless", "").unwrap();
+        let error = process(&mut opened, &message(&["TEST:a"], "no headers")).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Panicked, "{error}");
+    }
+
+    #[test]
+    fn a_hook_that_breaks_the_contract_is_told_what_it_broke() {
+        let nameless = check_hook(mover, "mover", "").unwrap_err();
+        assert!(nameless.contains("a folder without a name"), "{nameless}");
+        let panicked = check_hook(mover, "mover", "panics").unwrap_err();
+        assert!(panicked.contains("it panicked on \"\""), "{panicked}");
+        let missing = check_hook(mover, "nothing", "").unwrap_err();
+        assert!(missing.contains("does not open"), "{missing}");
     }
 
     #[test]

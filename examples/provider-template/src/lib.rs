@@ -35,15 +35,17 @@ pub struct MboxTransport {
 impl MboxTransport {
     /// Opens an instance from its context, checking its configuration.
     pub fn open(context: &OpenContext) -> Result<MboxTransport, ProviderError> {
-        let bad = |why: String| {
-            ProviderError::configuration(format!("mbox transport `{}`: {why}", context.name()))
-        };
-        let config: Config = toml::from_str(context.config()).map_err(|e| bad(e.to_string()))?;
+        // Errors name the instance, the key, the line and what was expected; with
+        // `deny_unknown_fields` a misspelt key is one of them.
+        let config: Config = context.config_as()?;
         if !config.path.is_dir() {
-            return Err(bad(format!(
-                "path {}: not a folder; create it, writable by the spooler's user",
-                config.path.display()
-            )));
+            return Err(context.config_error(
+                "path",
+                format!(
+                    "{} is not a folder; create it, writable by the spooler's user",
+                    config.path.display()
+                ),
+            ));
         }
         Ok(MboxTransport {
             name: context.name().to_owned(),
@@ -270,6 +272,24 @@ mod tests {
         provider_testkit::check_transport(library, "mbox", &config, &["MBOX:alice", "MBOX:bob"])
             .unwrap();
         std::fs::remove_dir_all(folder).ok();
+    }
+
+    #[test]
+    fn a_wrong_table_is_refused_naming_the_key() {
+        let refused = |config: &str| {
+            provider_testkit::open_transport(library, "mbox", config)
+                .err()
+                .expect("refused")
+                .message()
+                .to_owned()
+        };
+        assert!(refused("path = \"/tmp\"\naccpet = [\"alice\"]")
+            .starts_with("instance \"mbox-test\": key accpet at line 2: unknown field `accpet`"));
+        assert_eq!(
+            refused("path = \"/nonexistent/mbox\""),
+            "instance \"mbox-test\": key path: /nonexistent/mbox is not a folder; create it, \
+             writable by the spooler's user"
+        );
     }
 
     #[test]

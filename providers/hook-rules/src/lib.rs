@@ -78,8 +78,9 @@ struct Rule {
 }
 
 impl Rule {
-    fn from_config(index: usize, config: RuleConfig) -> Result<Rule, String> {
-        let at = format!("rule[{index}]");
+    /// Checks rule `index`; an error is `(key, why)`.
+    fn from_config(index: usize, config: RuleConfig) -> Result<Rule, (String, String)> {
+        let at = |key: &str| format!("rule[{index}].{key}");
         let field = match config.field.to_ascii_lowercase().as_str() {
             "sender" => Field::Sender,
             "recipient" => Field::Recipient,
@@ -87,9 +88,12 @@ impl Rule {
             other => match other.strip_prefix("header:") {
                 Some(name) if !name.trim().is_empty() => Field::Header(name.trim().to_owned()),
                 _ => {
-                    return Err(format!(
-                        "{at}.field: `{}` is not sender, recipient, subject or header:NAME",
-                        config.field
+                    return Err((
+                        at("field"),
+                        format!(
+                            "`{}` is not sender, recipient, subject or header:NAME",
+                            config.field
+                        ),
                     ))
                 }
             },
@@ -99,14 +103,19 @@ impl Rule {
                 Action::Move(folder.trim().to_owned())
             }
             (ActionConfig::Move, _) => {
-                return Err(format!("{at}.folder: action `move` needs a folder name"))
+                return Err((at("folder"), "action `move` needs a folder name".into()))
             }
-            (_, Some(_)) => return Err(format!("{at}.folder: only action `move` takes a folder")),
+            (_, Some(_)) => {
+                return Err((
+                    at("folder"),
+                    "only action `move` takes a folder; remove it".into(),
+                ))
+            }
             (ActionConfig::Delete, None) => Action::Delete,
             (ActionConfig::Stop, None) => Action::Stop,
         };
         if config.contains.is_empty() {
-            return Err(format!("{at}.contains: must not be empty"));
+            return Err((at("contains"), "must not be empty".into()));
         }
         Ok(Rule {
             field,
@@ -160,17 +169,14 @@ pub struct Rules {
 impl Rules {
     /// Opens it from its configuration table.
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
-        let name = context.name();
-        let bad = |why: String| ProviderError::configuration(format!("rules hook `{name}`: {why}"));
-        let config: Config =
-            toml::from_str(context.config()).map_err(|error| bad(error.message().to_owned()))?;
+        let config: Config = context.config_as()?;
         let rules = config
             .rules
             .into_iter()
             .enumerate()
             .map(|(index, rule)| Rule::from_config(index, rule))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(bad)?;
+            .map_err(|(key, why)| context.config_error(&key, why))?;
         Ok(Rules { rules })
     }
 }
@@ -200,3 +206,101 @@ fn library() -> Library {
 }
 
 export_library!(library);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provider_abi::ErrorKind;
+    use provider_testkit::{check_hook, message, open_hook, run_hook};
+
+    const RULES: &str = r#"
+[[rule]]
+field = "header:X-Spam-Flag"
+contains = "yes"
+action = "move"
+folder = "Junk"
+
+[[rule]]
+field = "subject"
+contains = "newsletter"
+action = "delete"
+direction = "both"
+
+[[rule]]
+field = "recipient"
+contains = "carol"
+action = "stop"
+direction = "outbound"
+"#;
+
+    fn run(direction: Direction, content: &str) -> HookAction {
+        let (mut hook, _) = open_hook(library, "rules", RULES).expect("the rules open");
+        let message = message(&["SMTP:bob@example.net", "LOCAL:carol"], content);
+        run_hook(&mut hook, direction, "Inbox", &message).expect("an action")
+    }
+
+    #[test]
+    fn keeps_the_hosts_hook_contract() {
+        check_hook(library, "rules", RULES).unwrap();
+        check_hook(library, "rules", "").unwrap();
+    }
+
+    #[test]
+    fn the_first_rule_that_matches_decides() {
+        assert_eq!(
+            run(
+                Direction::Inbound,
+                "X-Spam-Flag: YES\r\nSubject: newsletter\r\n\r\nx"
+            ),
+            HookAction::MoveTo {
+                folder: "Junk".into()
+            }
+        );
+        assert_eq!(
+            run(Direction::Inbound, "Subject: Our Newsletter\r\n\r\nx"),
+            HookAction::Delete
+        );
+        assert_eq!(
+            run(Direction::Outbound, "X-Spam-Flag: yes\r\n\r\nx"),
+            HookAction::Stop,
+            "the spam rule is for inbound mail only"
+        );
+        assert_eq!(
+            run(Direction::Inbound, "Subject: hello\r\n\r\nx"),
+            HookAction::Leave
+        );
+    }
+
+    #[test]
+    fn a_wrong_rule_is_refused_naming_its_key() {
+        let refused = |config: &str| {
+            let error = open_hook(library, "rules", config).err().expect("refused");
+            assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
+            error.message().to_owned()
+        };
+        let misspelt = refused("[[rule]]\nfeild = \"subject\"\n");
+        assert!(
+            misspelt.starts_with(
+                "instance \"rules-test\": key rule[0].feild at line 2: unknown field `feild`"
+            ),
+            "{misspelt}"
+        );
+        let action =
+            refused("[[rule]]\nfield = \"subject\"\ncontains = \"x\"\naction = \"jump\"\n");
+        assert!(
+            action.contains("key rule[0].action at line 4: unknown variant `jump`"),
+            "{action}"
+        );
+        let folder =
+            refused("[[rule]]\nfield = \"subject\"\ncontains = \"x\"\naction = \"move\"\n");
+        assert_eq!(
+            folder,
+            "instance \"rules-test\": key rule[0].folder: action `move` needs a folder name"
+        );
+        let field = refused("[[rule]]\nfield = \"body\"\ncontains = \"x\"\naction = \"stop\"\n");
+        assert!(
+            field.contains("key rule[0].field: `body` is not sender"),
+            "{field}"
+        );
+    }
+}

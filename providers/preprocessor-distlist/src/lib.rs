@@ -35,19 +35,11 @@ pub struct DistributionLists {
 impl DistributionLists {
     /// Opens it from its configuration table; every address must parse.
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
-        let name = context.name();
-        let config: Config = toml::from_str(context.config()).map_err(|error| {
-            ProviderError::configuration(format!(
-                "distribution lists `{name}`: {}",
-                error.message()
-            ))
-        })?;
+        let config: Config = context.config_as()?;
         let mut lists = BTreeMap::new();
         for (list, members) in config.lists {
             let bad = |error: provider_abi::AddressError| {
-                ProviderError::configuration(format!(
-                    "distribution lists `{name}`: key `lists.\"{list}\"`: {error}"
-                ))
+                context.config_error(&format!("lists.\"{list}\""), error)
             };
             let list_address = Address::parse(&list).map_err(bad)?;
             let members = members
@@ -132,3 +124,74 @@ fn library() -> Library {
 }
 
 export_library!(library);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provider_abi::ErrorKind;
+    use provider_testkit::{check_preprocessor, message, open_preprocessor, process};
+
+    const LISTS: &str = r#"
+[lists]
+"LOCAL:team" = ["SMTP:ann@example.com", "LOCAL:ops", "LOCAL:team"]
+"LOCAL:ops" = ["FAX:+4930123456", "SMTP:ann@example.com"]
+"#;
+
+    #[test]
+    fn keeps_the_hosts_preprocessor_contract() {
+        check_preprocessor(
+            library,
+            "distribution-lists",
+            LISTS,
+            &["LOCAL:team", "LOCAL:alice"],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_list_is_replaced_by_its_members_once_each_despite_a_loop() {
+        let (mut lists, _) = open_preprocessor(library, "distribution-lists", LISTS).unwrap();
+        let message = message(&["LOCAL:team", "LOCAL:alice"], "Subject: hi\r\n\r\nx");
+        let Preprocessed::Accept(changes) = process(&mut lists, &message).unwrap() else {
+            panic!("accepted");
+        };
+        let added: Vec<String> = changes
+            .add_recipients
+            .iter()
+            .map(|r| r.address.to_string())
+            .collect();
+        assert_eq!(added, ["SMTP:ann@example.com", "FAX:+4930123456"]);
+        assert_eq!(
+            changes.remove_recipients.as_slice(),
+            [Address::parse("LOCAL:team").unwrap()]
+        );
+    }
+
+    #[test]
+    fn a_wrong_list_is_refused_naming_its_key() {
+        let refused = |config: &str| {
+            let error = open_preprocessor(library, "distribution-lists", config)
+                .err()
+                .expect("refused");
+            assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
+            error.message().to_owned()
+        };
+        let member = refused("[lists]\n\"LOCAL:team\" = [\"nobody\"]\n");
+        assert!(
+            member.starts_with(
+                "instance \"distribution-lists-test\": key lists.\"LOCAL:team\": `nobody` is not a recipient address"
+            ),
+            "{member}"
+        );
+        let members = refused("[lists]\n\"LOCAL:team\" = \"SMTP:ann@example.com\"\n");
+        assert!(
+            members.contains("key lists.LOCAL:team at line 2: invalid type: string"),
+            "{members}"
+        );
+        let misspelt = refused("[list]\n");
+        assert!(
+            misspelt.contains("unknown field `list`, expected `lists`"),
+            "{misspelt}"
+        );
+    }
+}

@@ -56,31 +56,30 @@ impl EmbeddedStore {
     /// Opens (or creates) the database named in the configuration.
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
         let name = context.name().to_owned();
-        let config: Config = toml::from_str(context.config()).map_err(|error| {
-            ProviderError::configuration(format!("store `{name}`: {}", error.message()))
-        })?;
+        let config: Config = context.config_as()?;
         if let Some(bad) = config
             .delivers_itself
             .iter()
             .find(|t| !provider_abi::address::is_address_type(t))
         {
-            return Err(ProviderError::configuration(format!(
-                "store `{name}`: delivers_itself: `{bad}` is not an address type"
-            )));
+            return Err(context.config_error(
+                "delivers_itself",
+                format!("`{bad}` is not an address type (letters, digits, '-' or '_')"),
+            ));
         }
         if let Some(folder) = config.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder).map_err(|error| {
-                ProviderError::configuration(format!(
-                    "store `{name}`: cannot create folder {}: {error}",
-                    folder.display()
-                ))
+                context.config_error(
+                    "path",
+                    format!("cannot create folder {}: {error}", folder.display()),
+                )
             })?;
         }
         let mut connection = Connection::open(&config.path).map_err(|error| {
-            ProviderError::configuration(format!(
-                "store `{name}`: cannot open database {}: {error}",
-                config.path.display()
-            ))
+            context.config_error(
+                "path",
+                format!("cannot open database {}: {error}", config.path.display()),
+            )
         })?;
         schema::prepare(&mut connection).map_err(|why| {
             ProviderError::permanent(format!(
@@ -454,5 +453,16 @@ mod tests {
             folder.path().join("store.sqlite").display()
         );
         provider_testkit::check_store(super::library, "embedded", &config).unwrap();
+    }
+
+    #[test]
+    fn a_wrong_table_is_refused_naming_the_key() {
+        let error = provider_testkit::open_store(super::library, "embedded", "path = 5")
+            .err()
+            .expect("refused");
+        assert_eq!(
+            error.message(),
+            "instance \"embedded-test\": key path at line 1: invalid type: integer `5`, expected path string"
+        );
     }
 }

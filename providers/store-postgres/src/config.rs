@@ -54,8 +54,8 @@ pub struct Config {
 impl Config {
     /// Reads the table of store instance `name`.
     pub fn parse(name: &str, text: &str) -> Result<Config, ProviderError> {
-        let bad = |why: String| ProviderError::configuration(format!("store `{name}`: {why}"));
-        let table: Table = toml::from_str(text).map_err(|error| bad(error.message().into()))?;
+        let bad = |why: String| provider_abi::config::error(name, "", why);
+        let table: Table = provider_abi::config::from_toml(name, text)?;
         let mut connection = match &table.url {
             Some(url) => url
                 .parse::<postgres::Config>()

@@ -825,6 +825,33 @@ mod tests {
     }
 
     #[test]
+    fn keeps_the_hosts_store_contract() {
+        let Some(postgres) = spooler_tests::Postgres::start() else {
+            return;
+        };
+        let url = postgres.create_database("contract");
+        let config = format!("url = \"{url}\"\nhost_name = \"contract\"\nlease = 3");
+        provider_testkit::check_store(library, "postgres", &config).unwrap();
+    }
+
+    #[test]
+    fn a_misspelt_key_is_refused_naming_it() {
+        let error = provider_testkit::open_store(
+            library,
+            "postgres",
+            "url = \"postgres://u@localhost/db\"\nleese = 5",
+        )
+        .err()
+        .expect("refused");
+        assert!(
+            error.message().starts_with(
+                "instance \"postgres-test\": key leese at line 2: unknown field `leese`, expected one of"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn a_server_is_required() {
         let error = Config::parse("pg", "").err().expect("refused");
         assert!(error.to_string().contains("no database server"), "{error}");

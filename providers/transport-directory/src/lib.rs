@@ -92,26 +92,21 @@ pub struct DirectoryTransport {
 impl DirectoryTransport {
     /// Opens the transport from its configuration table.
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
-        let config: Config = toml::from_str(context.config()).map_err(|error| {
-            ProviderError::configuration(format!(
-                "directory transport `{}`: {}",
-                context.name(),
-                error.message()
-            ))
-        })?;
+        let config: Config = context.config_as()?;
         if !provider_abi::address::is_address_type(&config.address_type) {
-            return Err(ProviderError::configuration(format!(
-                "directory transport `{}`: address_type `{}` is not an address type (letters, digits, '-' or '_')",
-                context.name(),
-                config.address_type
-            )));
+            return Err(context.config_error(
+                "address_type",
+                format!(
+                    "`{}` is not an address type (letters, digits, '-' or '_')",
+                    config.address_type
+                ),
+            ));
         }
         fs::create_dir_all(&config.path).map_err(|error| {
-            ProviderError::configuration(format!(
-                "directory transport `{}`: cannot create folder {}: {error}",
-                context.name(),
-                config.path.display()
-            ))
+            context.config_error(
+                "path",
+                format!("cannot create folder {}: {error}", config.path.display()),
+            )
         })?;
         let offline_marker = config
             .offline_marker
@@ -121,10 +116,7 @@ impl DirectoryTransport {
             .map(Pickup::open)
             .transpose()
             .map_err(|error| {
-                ProviderError::configuration(format!(
-                    "directory transport `{}`: cannot create the pickup folder: {error}",
-                    context.name()
-                ))
+                context.config_error("pickup", format!("cannot create the folder: {error}"))
             })?;
         let stop_watching = Arc::new(AtomicBool::new(false));
         watcher::start(
@@ -318,5 +310,50 @@ mod tests {
         let recipients = ["FILE:alice", "FILE:bob"];
         provider_testkit::check_transport(super::library, "directory", &config, &recipients)
             .unwrap();
+    }
+
+    #[test]
+    fn keeps_the_hosts_inbound_contract() {
+        let folder = tempfile::tempdir().unwrap();
+        let pickup = folder.path().join("pickup");
+        std::fs::create_dir(&pickup).unwrap();
+        for n in 0..2 {
+            let content = format!("From: ann@example.com\r\nTo: FILE:bob\r\n\r\nBody {n}.\r\n");
+            std::fs::write(pickup.join(format!("m{n}.eml")), content).unwrap();
+        }
+        let config = format!(
+            "path = \"{}\"\npickup = \"{}\"",
+            folder.path().join("out").display(),
+            pickup.display()
+        );
+        assert_eq!(
+            provider_testkit::check_pull(super::library, "directory", &config),
+            Ok(2)
+        );
+    }
+
+    #[test]
+    fn a_wrong_table_is_refused_naming_the_key() {
+        let error = provider_testkit::open_transport(
+            super::library,
+            "directory",
+            "path = \"/tmp/x\"\naddress_type = \"F I\"",
+        )
+        .err()
+        .expect("refused");
+        assert_eq!(
+            error.message(),
+            "instance \"directory-test\": key address_type: `F I` is not an address type (letters, digits, '-' or '_')"
+        );
+        let error =
+            provider_testkit::open_transport(super::library, "directory", "pth = \"/tmp/x\"")
+                .err()
+                .expect("refused");
+        assert!(
+            error
+                .message()
+                .starts_with("instance \"directory-test\": key pth at line 1: unknown field `pth`"),
+            "{error}"
+        );
     }
 }

@@ -114,20 +114,18 @@ pub struct Pop3Transport {
 impl Pop3Transport {
     /// Opens the transport from its configuration (it connects at the first fetch).
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
-        let bad = |why: String| {
-            ProviderError::configuration(format!("pop3 transport `{}`: {why}", context.name()))
-        };
-        let config: Config =
-            toml::from_str(context.config()).map_err(|e| bad(e.message().to_owned()))?;
+        // The helpers' words name the key themselves.
+        let bad = |why: String| context.config_error("", why);
+        let config: Config = context.config_as()?;
         let password =
             transport_support::password(config.password, config.password_file.as_deref())
                 .map_err(bad)?
                 .ok_or_else(|| bad("no password: set `password` or `password_file`".into()))?;
         let security = match config.tls {
             TlsMode::None if config.ca_file.is_some() => {
-                return Err(bad(
-                    "ca_file is for TLS, and tls = \"none\"; set tls = \"stls\" or \"implicit\""
-                        .into(),
+                return Err(context.config_error(
+                    "ca_file",
+                    "it is for TLS, and tls = \"none\"; set tls = \"stls\" or \"implicit\"",
                 ))
             }
             TlsMode::None => Security::None,
@@ -284,3 +282,65 @@ fn library() -> Library {
 }
 
 export_library!(library);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provider_abi::ErrorKind;
+    use provider_testkit::{check_pull, message, open_transport, submit};
+    use spooler_tests::{free_port, real_server, Dovecot, Site};
+
+    fn config(port: u16) -> String {
+        format!(
+            "host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nusername = \"test\"\npassword = \"secret\"\ntimeout_secs = 5"
+        )
+    }
+
+    #[test]
+    fn keeps_the_hosts_inbound_contract() {
+        if real_server("dovecot").is_none() {
+            return;
+        }
+        let site = Site::with_providers(&[]);
+        let dovecot = Dovecot::start(&site);
+        for n in 0..3 {
+            dovecot.deliver(
+                &format!("m{n}"),
+                &format!("Subject: {n}\r\n\r\nBody {n}.\r\n"),
+            );
+        }
+        assert_eq!(check_pull(library, "pop3", &config(dovecot.port)), Ok(3));
+        assert_eq!(dovecot.messages_on_server(), 0, "acknowledged: deleted");
+    }
+
+    #[test]
+    fn outbound_mail_is_not_its_own_and_a_server_down_is_temporary() {
+        let (mut transport, _) = open_transport(library, "pop3", &config(free_port())).unwrap();
+        assert!(transport.address_types().unwrap().is_empty());
+        let outcomes = submit(&mut transport, &message(&["SMTP:bob@example.net"], "x"));
+        assert_eq!(outcomes, Ok(vec![RecipientOutcome::NotMine]));
+        let error = transport.pull().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Temporary, "{error}");
+        assert!(error.message().contains("cannot log in"), "{error}");
+    }
+
+    #[test]
+    fn a_wrong_table_is_refused_naming_the_key() {
+        let refused = |config: &str| {
+            let error = open_transport(library, "pop3", config)
+                .err()
+                .expect("refused");
+            assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
+            error.message().to_owned()
+        };
+        let misspelt = refused("host = \"pop.example.com\"\nusename = \"ann\"");
+        assert!(
+            misspelt.starts_with(
+                "instance \"pop3-test\": key usename at line 2: unknown field `usename`"
+            ),
+            "{misspelt}"
+        );
+        let password = refused("host = \"pop.example.com\"\nusername = \"ann\"");
+        assert!(password.contains("no password"), "{password}");
+    }
+}

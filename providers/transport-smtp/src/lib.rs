@@ -134,10 +134,9 @@ impl SmtpTransport {
     /// Opens the transport from its configuration (it connects lazily, at the first message).
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
         let name = context.name().to_owned();
-        let bad =
-            |why: String| ProviderError::configuration(format!("smtp transport `{name}`: {why}"));
-        let config: Config =
-            toml::from_str(context.config()).map_err(|e| bad(e.message().to_owned()))?;
+        // The helpers' words name the key themselves.
+        let bad = |why: String| context.config_error("", why);
+        let config: Config = context.config_as()?;
         let password =
             transport_support::password(config.password, config.password_file.as_deref())
                 .map_err(bad)?;
@@ -151,10 +150,12 @@ impl SmtpTransport {
             }
         };
         let tls_parameters = match config.tls {
-            TlsMode::None if config.ca_file.is_some() => return Err(bad(
-                "ca_file is for TLS, and tls = \"none\"; set tls = \"starttls\" or \"implicit\""
-                    .into(),
-            )),
+            TlsMode::None if config.ca_file.is_some() => {
+                return Err(context.config_error(
+                    "ca_file",
+                    "it is for TLS, and tls = \"none\"; set tls = \"starttls\" or \"implicit\"",
+                ))
+            }
             TlsMode::None => None,
             _ => Some(
                 tls_parameters(
@@ -173,9 +174,10 @@ impl SmtpTransport {
             .iter()
             .find(|t| !provider_abi::address::is_address_type(t))
         {
-            return Err(bad(format!(
-                "address_types: `{bad_type}` is not an address type"
-            )));
+            return Err(context.config_error(
+                "address_types",
+                format!("`{bad_type}` is not an address type (letters, digits, '-' or '_')"),
+            ));
         }
         Ok(SmtpTransport {
             port: config.port.unwrap_or(if config.tls == TlsMode::Implicit {
@@ -551,6 +553,85 @@ export_library!(library);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use provider_abi::ErrorKind;
+    use provider_testkit::{check_transport, message, open_transport, submit};
+    use spooler_tests::{free_port, real_server, SmtpSink};
+
+    const RECIPIENTS: [&str; 2] = ["SMTP:bob@example.net", "SMTP:carol@example.org"];
+
+    fn config(port: u16) -> String {
+        format!("host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nhelo = \"testkit.example\"\ntimeout_secs = 5")
+    }
+
+    #[test]
+    fn keeps_the_hosts_transport_contract_with_a_server() {
+        if real_server("smtp-sink").is_none() {
+            return;
+        }
+        let sink = SmtpSink::discarding(free_port(), &[]);
+        check_transport(library, "smtp", &config(sink.port), &RECIPIENTS).unwrap();
+        let (mut transport, _) = open_transport(library, "smtp", &config(sink.port)).unwrap();
+        let outcomes = submit(
+            &mut transport,
+            &message(&RECIPIENTS, "Subject: hi\r\n\r\nx\r\n"),
+        );
+        assert!(
+            matches!(
+                outcomes.as_deref(),
+                Ok([
+                    RecipientOutcome::Delivered { .. },
+                    RecipientOutcome::Delivered { .. }
+                ])
+            ),
+            "{outcomes:?}"
+        );
+    }
+
+    #[test]
+    fn keeps_the_hosts_transport_contract_with_the_server_down() {
+        let port = free_port();
+        check_transport(library, "smtp", &config(port), &RECIPIENTS).unwrap();
+        let (mut transport, _) = open_transport(library, "smtp", &config(port)).unwrap();
+        let outcomes = submit(
+            &mut transport,
+            &message(&RECIPIENTS, "Subject: hi\r\n\r\nx\r\n"),
+        );
+        assert!(
+            matches!(
+                outcomes.as_deref(),
+                Ok([
+                    RecipientOutcome::Deferred { .. },
+                    RecipientOutcome::Deferred { .. }
+                ])
+            ),
+            "a refused connection defers every recipient: {outcomes:?}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_table_is_refused_naming_the_key() {
+        let refused = |config: &str| {
+            let error = open_transport(library, "smtp", config)
+                .err()
+                .expect("refused");
+            assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
+            error.message().to_owned()
+        };
+        assert_eq!(
+            refused("host = \"mail.example.com\"\nport = \"x\""),
+            "instance \"smtp-test\": key port at line 2: invalid type: string \"x\", expected u16"
+        );
+        let misspelt = refused("host = \"mail.example.com\"\nprot = 25");
+        assert!(
+            misspelt
+                .starts_with("instance \"smtp-test\": key prot at line 2: unknown field `prot`"),
+            "{misspelt}"
+        );
+        let ca = refused("host = \"mail.example.com\"\ntls = \"none\"\nca_file = \"/ca.pem\"");
+        assert!(ca.contains("key ca_file: it is for TLS"), "{ca}");
+        let user = refused("host = \"mail.example.com\"\nusername = \"spooler\"");
+        assert!(user.contains("username and password"), "{user}");
+    }
 
     #[test]
     fn enhanced_codes_are_read_from_the_server_text() {
