@@ -90,20 +90,27 @@ pub fn mailboxes(content: &[u8], name: &str) -> Vec<Mailbox> {
     found
 }
 
-/// Where the fields called `name` (case-insensitive) lie in `content`: from the first byte
-/// of the name to the end of the field's last line, its line ending included, in order.
+/// Where the fields called `name` (case-insensitive) lie in `content`, in order: from the
+/// end of the field before (the start of its name, but for stray bytes the parser skipped)
+/// to the end of the field's last line, its line ending included.
 pub fn field_spans(content: &[u8], name: &str) -> Vec<Range<usize>> {
     let wanted = HeaderName::from(name.to_owned());
     let parser = MessageParser::new().default_header_ignore();
     let Some(message) = parser.parse_headers(content) else {
         return Vec::new();
     };
-    message
-        .headers()
-        .iter()
-        .filter(|field| field.name == wanted)
-        .map(|field| field.offset_field() as usize..field.offset_end() as usize)
-        .collect()
+    // A field owns whatever lies between the end of the field before it and its name (a
+    // stray carriage return, say), so that removing a field leaves nothing of it behind.
+    let mut previous_end = 0;
+    let mut spans = Vec::new();
+    for field in message.headers() {
+        let end = field.offset_end() as usize;
+        if field.name == wanted {
+            spans.push(previous_end..end);
+        }
+        previous_end = end;
+    }
+    spans
 }
 
 /// How long the header block of `content` is: up to the end of its last field's last line

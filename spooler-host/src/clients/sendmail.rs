@@ -2,13 +2,14 @@
 //! so cron, git send-email and scripts can submit mail.
 //!
 //! Understood: recipients as arguments (`TYPE:address` or bare SMTP addresses), `-f SENDER`,
-//! `-t` (recipients from To, Cc and Bcc), `-i`/`-oi` (a lone `.` line does not end the
+//! `-t` (recipients from To, Cc and Bcc, or from Resent-To, Resent-Cc and Resent-Bcc when the
+//! message has any, as sendmail does; read as RFC 5322 address lists, groups included), `-i`/`-oi` (a lone `.` line does not end the
 //! message), `-N never|success,failure,delay` (which reports), and these extensions:
 //! `--cc ADDR`, `--bcc ADDR`, `--priority low|normal|high`, `--defer DURATION`,
 //! `--expire-after DURATION`, `--delete-after`. Other sendmail options (`-oX`, `-F`, `-B`,
 //! `-bm`, `-R`, `-V`, `-X`) are accepted and ignored, as Postfix's sendmail does.
 
-use provider_abi::headers::{header, header_fields};
+use provider_abi::headers::{header, header_block_len, mailboxes};
 use provider_abi::Timestamp;
 
 use crate::clients::protocol::{KindName, PriorityName, Submission, SubmittedRecipient};
@@ -176,7 +177,7 @@ pub fn with_message_id(content: Vec<u8>, host: &str) -> Vec<u8> {
     } else {
         b"\n"
     };
-    let starts_with_headers = header_fields(first_line).len() == 1;
+    let starts_with_headers = header_block_len(first_line) > 0;
     let mut out = Vec::with_capacity(content.len() + 100);
     out.extend_from_slice(format!("Message-ID: <{}@{host}>", unique_part()).as_bytes());
     out.extend_from_slice(newline);
@@ -202,7 +203,43 @@ fn unique_part() -> String {
     )
 }
 
-/// Builds the submission; `-t` adds the To, Cc and Bcc header recipients.
+/// The header fields `-t` takes recipients from, with the kind each gives: the Resent-
+/// fields if the message has any (it is being resent; its original recipients have had it),
+/// else To, Cc and Bcc.
+const RESENT_FIELDS: [(&str, KindName); 3] = [
+    ("Resent-To", KindName::To),
+    ("Resent-Cc", KindName::Cc),
+    ("Resent-Bcc", KindName::Bcc),
+];
+const FIELDS: [(&str, KindName); 3] = [
+    ("To", KindName::To),
+    ("Cc", KindName::Cc),
+    ("Bcc", KindName::Bcc),
+];
+
+/// The recipients `-t` reads from `content`'s headers: each mailbox as an SMTP address
+/// (whatever its text, a header address is never the spooler's `TYPE:address`), group
+/// members included, empty groups (`undisclosed-recipients:;`) giving none.
+pub fn header_recipients(content: &[u8]) -> Vec<SubmittedRecipient> {
+    let from = |fields: &[(&str, KindName)]| -> Vec<SubmittedRecipient> {
+        fields
+            .iter()
+            .flat_map(|&(name, kind)| {
+                mailboxes(content, name)
+                    .into_iter()
+                    .map(move |mailbox| recipient(&format!("SMTP:{}", mailbox.address), kind))
+            })
+            .collect()
+    };
+    let resent = from(&RESENT_FIELDS);
+    if resent.is_empty() {
+        from(&FIELDS)
+    } else {
+        resent
+    }
+}
+
+/// Builds the submission; `-t` adds the recipients of the message's headers.
 pub fn submission(
     args: &SubmitArgs,
     default_sender: &str,
@@ -211,19 +248,7 @@ pub fn submission(
 ) -> Result<Submission, String> {
     let mut recipients = args.recipients.clone();
     if args.from_headers {
-        for (name, value) in header_fields(content) {
-            let kind = match name.to_ascii_lowercase().as_str() {
-                "to" => KindName::To,
-                "cc" => KindName::Cc,
-                "bcc" => KindName::Bcc,
-                _ => continue,
-            };
-            recipients.extend(
-                addresses_in(&value)
-                    .into_iter()
-                    .map(|address| recipient(&address, kind)),
-            );
-        }
+        recipients.extend(header_recipients(content));
     }
     if recipients.is_empty() {
         return Err("no recipients: name them as arguments, or use -t to take them from the To, Cc and Bcc headers".into());
@@ -242,34 +267,6 @@ pub fn submission(
         delete_after_submission: args.delete_after,
         content_length: content.len(),
     })
-}
-
-/// The addresses in an address-list header: `Ann <ann@x>, bob@y, "Doe, J" <j@z>`.
-pub fn addresses_in(value: &str) -> Vec<String> {
-    let mut addresses = Vec::new();
-    let mut quoted = false;
-    let mut current = String::new();
-    for c in value.chars().chain(std::iter::once(',')) {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                current.push(c);
-            }
-            ',' if !quoted => {
-                let part = current.trim();
-                let address = match (part.rfind('<'), part.rfind('>')) {
-                    (Some(open), Some(close)) if open < close => &part[open + 1..close],
-                    _ => part,
-                };
-                if !address.trim().is_empty() {
-                    addresses.push(address.trim().to_owned());
-                }
-                current.clear();
-            }
-            _ => current.push(c),
-        }
-    }
-    addresses
 }
 
 #[cfg(test)]
@@ -301,11 +298,47 @@ mod tests {
             .contains("unknown option"));
     }
 
+    fn header_addresses(content: &str) -> Vec<(String, KindName)> {
+        header_recipients(content.as_bytes())
+            .into_iter()
+            .map(|r| (r.address, r.kind))
+            .collect()
+    }
+
     #[test]
-    fn header_address_lists() {
+    fn header_address_lists_are_rfc5322_with_groups() {
+        let message = "To: \"Doe, John\" <john@example.net>, =?utf-8?q?J=C3=BCrgen?= <j@example.net> (work),\r\n\
+            \tfriends: ann@example.net, bob@example.net;\r\n\
+            Cc: undisclosed-recipients:;\r\n\
+            Bcc: secret@example.net\r\n\r\nbody\r\n";
+        let to = |a: &str| (format!("SMTP:{a}"), KindName::To);
         assert_eq!(
-            addresses_in("Ann <ann@x>, bob@y, \"Doe, J\" <j@z>"),
-            ["ann@x", "bob@y", "j@z"]
+            header_addresses(message),
+            [
+                to("john@example.net"),
+                to("j@example.net"),
+                to("ann@example.net"),
+                to("bob@example.net"),
+                ("SMTP:secret@example.net".into(), KindName::Bcc),
+            ]
+        );
+        assert!(header_addresses("Cc: undisclosed-recipients:;\n\nhi\n").is_empty());
+        // In a header, `FAX:` starts a group: never an address type.
+        assert_eq!(
+            header_addresses("To: FAX:123@x.example;\n\n")[0].0,
+            "SMTP:123@x.example"
+        );
+    }
+
+    #[test]
+    fn resent_fields_replace_the_original_recipients() {
+        let message = "To: old@example.net\nResent-To: new@example.net\nResent-Bcc: hidden@example.net\n\nbody\n";
+        assert_eq!(
+            header_addresses(message),
+            [
+                ("SMTP:new@example.net".into(), KindName::To),
+                ("SMTP:hidden@example.net".into(), KindName::Bcc),
+            ]
         );
     }
 
