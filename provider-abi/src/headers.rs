@@ -80,14 +80,40 @@ pub fn mailboxes(content: &[u8], name: &str) -> Vec<Mailbox> {
             _ => Vec::new(),
         };
         found.extend(addrs.into_iter().filter_map(|addr| {
-            let address = addr.address()?.trim();
+            let address = addr_spec(addr.address()?);
             (!address.is_empty()).then(|| Mailbox {
                 name: addr.name().map(str::to_owned),
-                address: address.to_owned(),
+                address,
             })
         }));
     }
     found
+}
+
+/// An address as RFC 5322 means it where the parser hands it on as written in obsolete
+/// syntax (section 4.4): without a source route (`@relay.example:`, which RFC 5321 says to
+/// ignore) and without the white space allowed around the dots (`jdoe@test . example`);
+/// white space inside a quoted local part stays.
+fn addr_spec(raw: &str) -> String {
+    let raw = raw.trim();
+    let without_route = match raw.strip_prefix('@').and_then(|_| raw.split_once(':')) {
+        Some((_, rest)) => rest,
+        None => raw,
+    };
+    let mut address = String::with_capacity(without_route.len());
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in without_route.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => continue,
+            _ => {}
+        }
+        address.push(c);
+    }
+    address
 }
 
 /// Where the fields called `name` (case-insensitive) lie in `content`, in order: from the
@@ -177,6 +203,23 @@ mod tests {
         assert!(names[1].as_deref().unwrap().starts_with("Jürgen"));
         assert!(mailboxes(message, "Cc").is_empty());
         assert_eq!(mailboxes(message, "BCC")[0].address, "secret@example.net");
+    }
+
+    #[test]
+    fn obsolete_routes_and_spaces_are_read_as_rfc5322_means_them() {
+        let message = b"To: Mary <@node.test,@relay.test:mary@example.net>, jdoe@test  . example,\n <\"john  doe\"@example.org>\n\n";
+        let to: Vec<String> = mailboxes(message, "To")
+            .into_iter()
+            .map(|m| m.address)
+            .collect();
+        assert_eq!(
+            to,
+            [
+                "mary@example.net",
+                "jdoe@test.example",
+                "\"john  doe\"@example.org"
+            ]
+        );
     }
 
     #[test]
