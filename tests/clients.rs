@@ -248,7 +248,7 @@ fn undisclosed_recipients_name_no_one_and_the_queue_shows_decoded_subjects() {
         "From: =?utf-8?q?J=C3=BCrgen?= <j@example.net>\r\n\
          To: undisclosed-recipients:;\r\n\
          Bcc: hidden@example.net\r\n\
-         Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe_aus?=\r\n =?iso-8859-1?q?K=F6ln?=\r\n\
+         Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe_aus_?=\r\n =?iso-8859-1?q?K=F6ln?=\r\n\
          \r\n\
          Hallo.\r\n",
     );
