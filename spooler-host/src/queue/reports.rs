@@ -150,7 +150,8 @@ pub fn build(
             ),
             MimePart::new(
                 ContentType::new("message/delivery-status"),
-                delivery_status(kind, original, recipients, reporting_host, now),
+                // As bytes, so no charset is added: the part is 7-bit ASCII.
+                delivery_status(kind, original, recipients, reporting_host, now).into_bytes(),
             )
             // Mail readers parse this part's fields as they stand: it is kept 7-bit
             // (non-ASCII is escaped by `dsn_text`) and never transfer-encoded.
@@ -208,7 +209,7 @@ fn human_part(
 ) -> String {
     let mut text = String::new();
     let mut paragraph = |words: String| {
-        text.push_str(&wrapped(&words, "", "    "));
+        text.push_str(&wrapped(&words, TEXT_WIDTH, "", "    "));
         text.push_str("\r\n");
     };
     paragraph(kind.lead().to_owned());
@@ -236,21 +237,20 @@ fn human_part(
             recipient.address,
             human_answer(&recipient.status)
         );
-        text.push_str(&wrapped(&line, "  ", "    "));
+        text.push_str(&wrapped(&line, TEXT_WIDTH, "  ", "    "));
     }
     text
 }
 
-/// `words` broken at spaces into lines of at most 76 characters (a longer word stands on a
-/// line of its own), the first line starting with `first`, the others with `rest`; each
-/// line ends with CRLF.
-fn wrapped(words: &str, first: &str, rest: &str) -> String {
-    const WIDTH: usize = 76;
+/// `words` broken at spaces into lines of at most `width` characters (a longer word stands
+/// on a line of its own), the first line starting with `first`, the others with `rest`;
+/// each line ends with CRLF.
+fn wrapped(words: &str, width: usize, first: &str, rest: &str) -> String {
     let mut out = String::new();
     let mut line = first.to_owned();
     let mut line_has_word = false;
     for word in words.split_whitespace() {
-        if line_has_word && line.chars().count() + 1 + word.chars().count() > WIDTH {
+        if line_has_word && line.chars().count() + 1 + word.chars().count() > width {
             out.push_str(&line);
             out.push_str("\r\n");
             line = rest.to_owned();
@@ -267,9 +267,29 @@ fn wrapped(words: &str, first: &str, rest: &str) -> String {
     out
 }
 
+/// How wide the text a person reads is wrapped: under mail-builder's 76 so that plain ASCII
+/// stays 7-bit, not quoted-printable.
+const TEXT_WIDTH: usize = 72;
+
+/// The longest line RFC 5322 allows (998 octets without CRLF); delivery status fields
+/// longer than that are folded. Shorter ones stay on one line, as programs that read
+/// reports by line (and this project's tests) expect.
+const MAX_LINE: usize = 998;
+
+/// `name: value` as a delivery status field line (or lines, folded at spaces, if longer
+/// than RFC 5322 allows), ending with CRLF.
+fn dsn_field(name: &str, value: &str) -> String {
+    let line = format!("{name}: {value}");
+    if line.len() <= MAX_LINE {
+        line + "\r\n"
+    } else {
+        wrapped(&line, 76, "", " ")
+    }
+}
+
 /// The `message/delivery-status` part (RFC 3464): the per-message fields, then a block of
-/// fields per recipient. Every line is 7-bit and at most 78 characters (longer values are
-/// folded at spaces).
+/// fields per recipient. Every line is 7-bit and within RFC 5322's 998 octets (longer
+/// values are folded at spaces).
 fn delivery_status(
     kind: ReportKind,
     original: &Envelope,
@@ -278,10 +298,7 @@ fn delivery_status(
     now: Timestamp,
 ) -> String {
     let mut text = String::new();
-    let mut field = |name: &str, value: &str| {
-        text.push_str(wrapped(&format!("{name}: {value}"), "", " ").trim_end_matches("\r\n"));
-        text.push_str("\r\n");
-    };
+    let mut field = |name: &str, value: &str| text.push_str(&dsn_field(name, value));
     field(
         "Reporting-MTA",
         &format!("dns; {}", dsn_text(reporting_host)),
@@ -290,10 +307,7 @@ fn delivery_status(
     field("Arrival-Date", &date(original.submitted_at));
     for recipient in recipients {
         text.push_str("\r\n");
-        let mut field = |name: &str, value: &str| {
-            text.push_str(wrapped(&format!("{name}: {value}"), "", " ").trim_end_matches("\r\n"));
-            text.push_str("\r\n");
-        };
+        let mut field = |name: &str, value: &str| text.push_str(&dsn_field(name, value));
         let status = &recipient.status;
         field("Final-Recipient", &dsn_address(&recipient.address));
         field("Action", kind.action());
@@ -511,6 +525,19 @@ mod tests {
     }
 
     #[test]
+    fn very_long_status_fields_are_folded_and_plain_text_stays_7bit() {
+        assert_eq!(dsn_field("Action", "failed"), "Action: failed\r\n");
+        let long = dsn_field(
+            "Diagnostic-Code",
+            &format!("smtp; 550 {}", "word ".repeat(300)),
+        );
+        assert!(long.split("\r\n").all(|line| line.len() <= 78), "{long}");
+        assert!(long.starts_with("Diagnostic-Code: smtp; 550 word"));
+        let text = wrapped(&"a ".repeat(100), TEXT_WIDTH, "  ", "    ");
+        assert!(text.split("\r\n").all(|line| line.len() <= TEXT_WIDTH));
+    }
+
+    #[test]
     fn reports_are_well_formed_mime_with_short_crlf_lines() {
         let report = international_report();
         for line in report.split(|&b| b == b'\n') {
@@ -519,7 +546,7 @@ mod tests {
                 "a bare LF in {}",
                 String::from_utf8_lossy(&report)
             );
-            assert!(line.len() <= 79, "{}", String::from_utf8_lossy(line));
+            assert!(line.len() <= 999, "{}", String::from_utf8_lossy(line));
         }
         assert!(report.is_ascii(), "{}", String::from_utf8_lossy(&report));
         let message = mail_parser::MessageParser::default()
@@ -547,6 +574,14 @@ mod tests {
                 "text/rfc822-headers"
             ]
         );
+        // The text a person reads stays within 78 characters a line, and 7-bit if ASCII.
+        let raw_text = String::from_utf8_lossy(&report);
+        let raw_text = raw_text
+            .split("Content-Type: text/plain")
+            .nth(1)
+            .and_then(|part| part.split("\r\n\r\n").nth(1))
+            .unwrap();
+        assert!(raw_text.lines().all(|line| line.len() <= 78), "{raw_text}");
         let text = message.body_text(0).unwrap();
         assert!(text.contains("(\"Grüße\")"), "{text}");
         assert!(text.contains("jörg@müller.example (Bcc)"), "{text}");
