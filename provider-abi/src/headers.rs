@@ -10,8 +10,9 @@ use std::ops::Range;
 
 use mail_parser::{Address as ParsedAddress, HeaderName, HeaderValue, MessageParser};
 
-/// The header fields of `content` in order: names as written, values unfolded, encoded
-/// words (RFC 2047) decoded to UTF-8, and trimmed. Reading stops where the header block
+/// The header fields of `content` in order: names as written (fields RFC 5322 and MIME
+/// define in their usual spelling, `Cc` for `CC`), values unfolded, encoded words (RFC 2047)
+/// decoded to UTF-8, and trimmed. Reading stops where the header block
 /// ends (at the first empty line, or at a line that is not a header field).
 pub fn header_fields(content: &[u8]) -> Vec<(String, String)> {
     let parser = MessageParser::new().default_header_text();

@@ -156,8 +156,8 @@ fn control_answer_of_bytes() {
 }
 
 /// `sendmail -t` with `input` on standard input: the message as read (a lone dot ends it),
-/// its recipients from To, Cc and Bcc, its envelope and Bcc-less content, and a
-/// non-delivery report quoting its headers. No Bcc field survives into what is stored or
+/// its recipients from To, Cc and Bcc (SMTP mailboxes only, groups or not), its envelope and
+/// Bcc-less content, and a non-delivery report quoting its headers. No Bcc field survives into what is stored or
 /// quoted, as far as the header reader can tell.
 fn sendmail_t(input: &[u8]) {
     let args = SubmitArgs {
@@ -181,6 +181,15 @@ fn sendmail_t(input: &[u8]) {
     let Some((envelope, content)) = stored else {
         return;
     };
+    // A header names RFC 5322 mailboxes: never one of the spooler's own address types.
+    assert!(
+        envelope
+            .recipients
+            .iter()
+            .all(|r| r.address.has_type("SMTP")),
+        "{:?}",
+        envelope.recipients
+    );
     let is_bcc = |(name, _): &(String, String)| name.eq_ignore_ascii_case("bcc");
     assert!(!header_fields(&content).iter().any(is_bcc), "{content:?}");
     let recipients: Vec<_> = envelope.recipients.iter().collect();
