@@ -23,6 +23,24 @@ min_delay = "200ms"
 max_delay = "1s"
 "#;
 
+/// PICKUP and a directory transport `mail` that claims SMTP, for messages whose recipients
+/// come from their headers (`submit -t`), which are always SMTP mailboxes.
+const PICKUP_AND_MAIL: &str = r#"
+[[transport]]
+provider = "directory"
+name = "files"
+config = { path = "{site}/files", pickup = "{site}/pickup", poll_interval_secs = 1 }
+
+[[transport]]
+provider = "directory"
+name = "mail"
+config = { path = "{site}/mail", address_type = "SMTP" }
+
+[retry]
+min_delay = "200ms"
+max_delay = "1s"
+"#;
+
 const INBOUND: &str = "Return-Path: <carol@example.org>\r\nFrom: Carol <carol@example.org>\r\nTo: me@example.com\r\nSubject: minutes of Monday\r\n\r\nSee below.\r\n";
 
 fn pickup_files(site: &Site) -> Vec<String> {
@@ -143,11 +161,18 @@ fn a_pickup_file_stays_until_the_store_has_committed_its_message() {
 #[test]
 fn submit_t_from_a_shell_queues_a_real_message_and_delivers_it() {
     let site = Site::new();
-    let host = Host::start(&site.write_config(PICKUP), "host.log");
+    let host = Host::start(&site.write_config(PICKUP_AND_MAIL), "host.log");
     let message = site.path("message.eml");
     fs::write(
         &message,
-        "From: Alice <alice@example.com>\nTo: Bob <FILE:bob>, FILE:carol\nCc: \"Doe, Dan\" <FILE:dan>\nBcc: FILE:eve\nSubject: Re: the plan\nMessage-ID: <plan.1@example.com>\n\nAgreed.\n.\nThis line comes after a lone dot.\n",
+        // As mail programs write them: a quoted name with a comma, an encoded word and a
+        // comment, a group, an empty group (written when there are only Bcc recipients).
+        "From: Alice <alice@example.com>\n\
+         To: \"Doe, John\" <john@example.net>, =?utf-8?q?J=C3=BCrgen?= <j@example.net> (work),\n\
+         \tfriends: ann@example.net, bob@example.net;\n\
+         Cc: undisclosed-recipients:;\n\
+         Bcc: secret@example.net\n\
+         Subject: Re: the plan\nMessage-ID: <plan.1@example.com>\n\nAgreed.\n.\nThis line comes after a lone dot.\n",
     )
     .unwrap();
     let script = format!(
@@ -184,10 +209,11 @@ fn submit_t_from_a_shell_queues_a_real_message_and_delivers_it() {
         })
         .collect();
     let expected: Vec<(String, String)> = [
-        ("FILE:bob", "to"),
-        ("FILE:carol", "to"),
-        ("FILE:dan", "cc"),
-        ("FILE:eve", "bcc"),
+        ("SMTP:john@example.net", "to"),
+        ("SMTP:j@example.net", "to"),
+        ("SMTP:ann@example.net", "to"),
+        ("SMTP:bob@example.net", "to"),
+        ("SMTP:secret@example.net", "bcc"),
     ]
     .map(|(a, k)| (a.to_owned(), k.to_owned()))
     .into();
@@ -195,7 +221,7 @@ fn submit_t_from_a_shell_queues_a_real_message_and_delivers_it() {
     assert_eq!(message["sender"], "SMTP:alice@example.com");
     let content = message["content"].as_str().unwrap();
     assert!(
-        !content.contains("Bcc") && !content.contains("eve"),
+        !content.contains("Bcc") && !content.contains("secret"),
         "the Bcc header is gone: {content}"
     );
     assert!(
@@ -203,10 +229,41 @@ fn submit_t_from_a_shell_queues_a_real_message_and_delivers_it() {
         "without -i a lone dot ends the message"
     );
     assert_eq!(
-        site.delivered_files("files").len(),
+        site.delivered_files("mail").len(),
         2,
         "one delivery for To and Cc, one for the Bcc"
     );
+    assert!(
+        host.list("Inbox").is_empty(),
+        "no report: every recipient was delivered"
+    );
+}
+
+#[test]
+fn undisclosed_recipients_name_no_one_and_the_queue_shows_decoded_subjects() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(PICKUP_AND_MAIL), "host.log");
+    let id = host.submit(
+        &["-t", "--defer", "1h"],
+        "From: =?utf-8?q?J=C3=BCrgen?= <j@example.net>\r\n\
+         To: undisclosed-recipients:;\r\n\
+         Bcc: hidden@example.net\r\n\
+         Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe_aus_?=\r\n =?iso-8859-1?q?K=F6ln?=\r\n\
+         \r\n\
+         Hallo.\r\n",
+    );
+    let message = host.show(&id);
+    let recipients: Vec<&str> = message["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(recipients, ["SMTP:hidden@example.net"]);
+    assert_eq!(message["subject"], "Grüße aus Köln");
+    let queue = host.command(&["queue"]).stdout;
+    assert!(queue.contains("Grüße aus Köln"), "{queue}");
+    assert_eq!(host.list("Outbox")[0]["subject"], "Grüße aus Köln");
 }
 
 #[test]

@@ -2,14 +2,15 @@
 //! message or a user brings. Run on stable by `cargo test` (bolero replays the seed corpus
 //! in `__fuzz__/` and tries random inputs for a second); see README.md, "Fuzzing".
 
-use crate::headers::{header, header_fields};
+use crate::headers::{field_spans, header, header_block_len, header_fields, mailboxes};
 use crate::Address;
 
 #[global_allocator]
 static ALLOCATOR: fuzz_support::Counting = fuzz_support::Counting;
 
 /// Reads `content`'s header fields: no panic, memory in proportion to the input, values
-/// unfolded, and `header` finds each field's first value.
+/// unfolded, `header` finds each field's first value, address fields give mailboxes, and
+/// field spans lie in order inside the header block.
 fn read_headers(content: &[u8]) {
     let fields =
         fuzz_support::assert_peak_within(8 * content.len() + 4096, "reading header fields", || {
@@ -26,6 +27,17 @@ fn read_headers(content: &[u8]) {
             .find(|(other, _)| other.eq_ignore_ascii_case(name))
             .map(|(_, value)| value);
         assert_eq!(header(content, name).as_ref(), first);
+    }
+    let to = fuzz_support::assert_peak_within(8 * content.len() + 4096, "reading To", || {
+        mailboxes(content, "To")
+    });
+    assert!(to.iter().all(|mailbox| !mailbox.address.is_empty()));
+    let block = header_block_len(content);
+    assert!(block <= content.len());
+    let mut previous_end = 0;
+    for span in field_spans(content, "Bcc") {
+        assert!(previous_end <= span.start && span.start < span.end && span.end <= block);
+        previous_end = span.end;
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use provider_abi::abi_stable::std_types::RStr;
+use provider_abi::headers::mailboxes;
 use provider_abi::hook::HookMessage;
 use provider_abi::store::INBOX;
 use provider_abi::{
@@ -21,7 +22,6 @@ use provider_abi::{
     ProviderError, Recipient, RecipientKind,
 };
 
-use crate::clients::sendmail::addresses_in;
 use crate::clients::watchers::{MailEvent, Watchers};
 use crate::providers::registry::Registry;
 use crate::store::thread::{Commit, StoreClient};
@@ -283,9 +283,9 @@ fn unwrap(message: Arc<(Envelope, Vec<u8>)>) -> (Envelope, Vec<u8>) {
 fn inbound_envelope(transport: &str, message: &InboundMessage) -> Envelope {
     let content = message.content.as_slice();
     let from_header = || {
-        provider_abi::headers::header(content, "From")
-            .and_then(|from| addresses_in(&from).into_iter().next())
-            .and_then(|address| Address::parse(&address).ok())
+        mailboxes(content, "From")
+            .into_iter()
+            .find_map(|from| Address::new("SMTP", &from.address).ok())
     };
     let sender = message
         .sender
@@ -295,11 +295,10 @@ fn inbound_envelope(transport: &str, message: &InboundMessage) -> Envelope {
         .unwrap_or_else(|| Address::new("LOCAL", "unknown-sender").expect("a valid address"));
     let mut addresses: Vec<Address> = message.recipients.iter().cloned().collect();
     if addresses.is_empty() {
-        addresses = provider_abi::headers::header_fields(content)
-            .iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case("to") || name.eq_ignore_ascii_case("cc"))
-            .flat_map(|(_, value)| addresses_in(value))
-            .filter_map(|address| Address::parse(&address).ok())
+        addresses = ["To", "Cc"]
+            .into_iter()
+            .flat_map(|name| mailboxes(content, name))
+            .filter_map(|mailbox| Address::new("SMTP", &mailbox.address).ok())
             .collect();
     }
     let recipients = addresses

@@ -1,14 +1,18 @@
-//! Address syntax checked at submission, before anything is stored: an SMTP address must be
-//! an RFC 5321 mailbox (with RFC 6531's UTF-8, for transports that speak SMTPUTF8), and no
-//! address of any type may hold angle brackets (they would end an SMTP path and let what
-//! follows be read as parameters, e.g. `x@example.net> NOTIFY=NEVER`).
+//! Address syntax checked at submission, before anything is stored, for recipients named on
+//! the command line and read from headers (`-t`) alike: an SMTP address must be an RFC 5321
+//! mailbox (with RFC 6531's UTF-8, for transports that speak SMTPUTF8), and no address of any
+//! type may hold angle brackets (they would end an SMTP path and let what follows be read as
+//! parameters, e.g. `x@example.net> NOTIFY=NEVER`).
+//!
+//! The grammar is `email_address`'s (RFC 5321/5322 local parts and domains, UTF-8 allowed),
+//! the checker the SMTP transport's `lettre` validates with, so what is accepted here is what
+//! that transport accepts; this module adds what it leaves open: the length of the whole
+//! path and the content of address literals (`[192.0.2.1]`, `[IPv6:…]`).
 
+use email_address::{EmailAddress, Error, Options};
 use provider_abi::Address;
 
-/// RFC 5321's limits: a local part of at most 64 octets, a domain of at most 255, a path
-/// (with its angle brackets) of at most 256.
-const MAX_LOCAL_PART: usize = 64;
-const MAX_DOMAIN: usize = 255;
+/// RFC 5321's limit on a path (with its angle brackets) of 256 octets.
 const MAX_MAILBOX: usize = 254;
 
 /// Why `address` cannot be submitted, or `None` if its syntax is good.
@@ -31,90 +35,39 @@ fn smtp_mailbox_error(mailbox: &str) -> Option<&'static str> {
     if mailbox.len() > MAX_MAILBOX {
         return Some("it is longer than 254 octets");
     }
-    let Some((local, domain)) = mailbox.rsplit_once('@') else {
-        return Some("it has no @domain");
-    };
-    if local.is_empty() {
-        return Some("the part before the @ is empty");
+    let options = Options::default().without_display_text();
+    if let Err(error) = EmailAddress::parse_with_options(mailbox, options) {
+        return Some(match error {
+            Error::MissingSeparator => "it has no @domain",
+            Error::LocalPartEmpty => "the part before the @ is empty",
+            Error::LocalPartTooLong => "the part before the @ is longer than 64 octets",
+            Error::DomainEmpty => "the domain after the @ is empty",
+            Error::DomainTooLong => "the domain is longer than 255 octets",
+            Error::UnbalancedQuotes => "the quotes around the part before the @ do not match",
+            _ if mailbox
+                .rsplit_once('@')
+                .is_some_and(|(local, _)| !EmailAddress::is_valid_local_part(local)) =>
+            {
+                "the part before the @ has a character that needs quoting (space, comma, \
+                 parenthesis, @...) or an empty dot-separated part"
+            }
+            _ => DOMAIN_RULE,
+        });
     }
-    if local.len() > MAX_LOCAL_PART {
-        return Some("the part before the @ is longer than 64 octets");
-    }
-    let local_ok = if local.starts_with('"') {
-        is_quoted_string(local)
-    } else {
-        local
-            .split('.')
-            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
-    };
-    if !local_ok {
-        return Some(
-            "the part before the @ has a character that needs quoting (space, comma, \
-             parenthesis, @...) or an empty dot-separated part",
-        );
-    }
-    if domain.is_empty() {
-        return Some("the domain after the @ is empty");
-    }
-    if domain.len() > MAX_DOMAIN {
-        return Some("the domain is longer than 255 octets");
-    }
-    let domain_ok = if let Some(literal) = domain.strip_prefix('[') {
-        literal.strip_suffix(']').is_some_and(is_address_literal)
-    } else {
-        domain.split('.').all(is_sub_domain)
-    };
-    if !domain_ok {
-        return Some(
-            "the domain must be dot-separated labels of letters, digits and hyphens, \
-             or an address literal such as [192.0.2.1]",
-        );
-    }
-    None
-}
-
-/// RFC 5321 `atext` (RFC 5322's) and RFC 6531's UTF-8 characters.
-fn is_atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii()
-}
-
-/// `"…"` with printable characters inside, `\` quoting one of them.
-fn is_quoted_string(text: &str) -> bool {
-    let Some(inner) = text
-        .strip_prefix('"')
-        .and_then(|rest| rest.strip_suffix('"'))
-    else {
-        return false;
-    };
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        let ok = match c {
-            '\\' => chars
-                .next()
-                .is_some_and(|q| q == ' ' || q.is_ascii_graphic()),
-            '"' => false,
-            c => c == ' ' || c.is_ascii_graphic() || !c.is_ascii(),
-        };
-        if !ok {
-            return false;
+    let (_, domain) = mailbox.rsplit_once('@')?;
+    match domain.strip_prefix('[') {
+        Some(literal) if !literal.strip_suffix(']').is_some_and(is_address_literal) => {
+            Some(DOMAIN_RULE)
         }
+        _ => None,
     }
-    true
 }
 
-/// A label: letters, digits (or UTF-8) and inner hyphens, at most 63 octets.
-fn is_sub_domain(label: &str) -> bool {
-    !label.is_empty()
-        && label.len() <= 63
-        && !label.starts_with('-')
-        && !label.ends_with('-')
-        && label
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || !c.is_ascii())
-}
+const DOMAIN_RULE: &str = "the domain must be dot-separated labels of letters, digits and \
+                           hyphens, or an address literal such as [192.0.2.1]";
 
 /// The inside of `[…]`: an IPv4 address, `IPv6:` and an IPv6 address, or a standardized
-/// tag and its printable content.
+/// tag (a label) and its printable content (RFC 5321, 4.1.3).
 fn is_address_literal(inner: &str) -> bool {
     if let Some(v6) = inner.strip_prefix("IPv6:") {
         return v6.parse::<std::net::Ipv6Addr>().is_ok();
@@ -124,7 +77,10 @@ fn is_address_literal(inner: &str) -> bool {
     }
     match inner.split_once(':') {
         Some((tag, content)) => {
-            is_sub_domain(tag)
+            !tag.is_empty()
+                && !tag.ends_with('-')
+                && tag.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
                 && !content.is_empty()
                 && content
                     .chars()

@@ -12,10 +12,10 @@
 //! -- 1 Kbytes in 1 Request.
 //! ```
 
+use mail_parser::DateTime;
 use provider_abi::Timestamp;
 
 use crate::clients::protocol::MessageView;
-use crate::queue::reports::asctime;
 
 /// The heading line.
 pub const HEADING: &str = "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n";
@@ -58,6 +58,24 @@ pub fn total(bytes: u64, messages: usize) -> String {
         "-- {} Kbytes in {messages} Request{}.\n",
         bytes.div_ceil(1024),
         if messages == 1 { "" } else { "s" }
+    )
+}
+
+/// `Sun Nov 29 09:31:08`, as `mailq` shows arrival times (UTC).
+fn asctime(time: Timestamp) -> String {
+    const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let time = DateTime::from_timestamp(time.0.div_euclid(1000));
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02}",
+        WEEKDAYS[usize::from(time.day_of_week())],
+        MONTHS[usize::from(time.month.clamp(1, 12) - 1)],
+        time.day,
+        time.hour,
+        time.minute,
+        time.second
     )
 }
 

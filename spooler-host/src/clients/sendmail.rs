@@ -3,20 +3,22 @@
 //!
 //! Understood: recipients as arguments (`TYPE:address`, bare SMTP addresses, or local names
 //! such as `root`), `-f SENDER`, `-F NAME` (the full name in a From header added to a
-//! message without one), `-t` (recipients from To, Cc and Bcc), `-i`/`-oi` (a lone `.` line
-//! does not end the message), `-N never|success,failure,delay` (which reports), the modes
-//! `-bm` (deliver, the default), `-bp` (list the queue), `-bs` (SMTP on standard input and
-//! output), `-bv` (verify addresses), `-bi` (read the alias file again) and `-q` (flush;
-//! `-qR…`, `-qS…` and `-q<interval>` flush everything), and these extensions: `--cc ADDR`,
-//! `--bcc ADDR`, `--priority low|normal|high`, `--defer DURATION`,
-//! `--expire-after DURATION`, `--delete-after`. Other sendmail options (`-o…` such as `-oem`
-//! and `-odq`, `-B`, `-R`, `-V`, `-X`, `-C`, `-L`, `-U`, `-v`) are accepted and ignored, as
-//! Postfix's sendmail does: delivery is always in the background and errors always come
-//! back as reports.
+//! message without one), `-t` (recipients from To, Cc and Bcc, or from Resent-To, Resent-Cc
+//! and Resent-Bcc when the message has any, as sendmail does; read as RFC 5322 address
+//! lists, groups included), `-i`/`-oi` (a lone `.` line does not end the message),
+//! `-N never|success,failure,delay` (which reports), the modes `-bm` (deliver, the default),
+//! `-bp` (list the queue), `-bs` (SMTP on standard input and output), `-bv` (verify
+//! addresses), `-bi` (read the alias file again) and `-q` (flush; `-qR…`, `-qS…` and
+//! `-q<interval>` flush everything), and these extensions: `--cc ADDR`, `--bcc ADDR`,
+//! `--priority low|normal|high`, `--defer DURATION`, `--expire-after DURATION`,
+//! `--delete-after`. Other sendmail options (`-o…` such as `-oem` and `-odq`, `-B`, `-R`,
+//! `-V`, `-X`, `-C`, `-L`, `-U`, `-v`) are accepted and ignored, as Postfix's sendmail does:
+//! delivery is always in the background and errors always come back as reports.
 
-use provider_abi::headers::{header, header_fields};
+use provider_abi::headers::{header, header_block_len, mailboxes};
 use provider_abi::Timestamp;
 
+use crate::clients::aliases::local_name;
 use crate::clients::protocol::{KindName, PriorityName, Submission, SubmittedRecipient};
 use crate::config::parse_duration;
 use crate::queue::reports::rfc5322_date;
@@ -294,7 +296,7 @@ fn with_fields_on_top(content: Vec<u8>, fields: &[String]) -> Vec<u8> {
     } else {
         b"\n"
     };
-    let starts_with_headers = header_fields(first_line).len() == 1;
+    let starts_with_headers = header_block_len(first_line) > 0;
     let mut out = Vec::with_capacity(content.len() + 200);
     for field in fields {
         out.extend_from_slice(field.as_bytes());
@@ -322,7 +324,54 @@ fn unique_part() -> String {
     )
 }
 
-/// Builds the submission; `-t` adds the To, Cc and Bcc header recipients.
+/// The header fields `-t` takes recipients from, with the kind each gives: the Resent-
+/// fields if the message has any (it is being resent; its original recipients have had it),
+/// else To, Cc and Bcc.
+const RESENT_FIELDS: [(&str, KindName); 3] = [
+    ("Resent-To", KindName::To),
+    ("Resent-Cc", KindName::Cc),
+    ("Resent-Bcc", KindName::Bcc),
+];
+const FIELDS: [(&str, KindName); 3] = [
+    ("To", KindName::To),
+    ("Cc", KindName::Cc),
+    ("Bcc", KindName::Bcc),
+];
+
+/// The recipients `-t` reads from `content`'s headers: each mailbox as an SMTP address
+/// (whatever its text, a header address is never the spooler's `TYPE:address`), group
+/// members included, empty groups (`undisclosed-recipients:;`) giving none.
+pub fn header_recipients(content: &[u8]) -> Vec<SubmittedRecipient> {
+    let from = |fields: &[(&str, KindName)]| -> Vec<SubmittedRecipient> {
+        fields
+            .iter()
+            .flat_map(|&(name, kind)| {
+                mailboxes(content, name)
+                    .into_iter()
+                    .map(move |mailbox| recipient(&header_address(&mailbox.address), kind))
+            })
+            .collect()
+    };
+    let resent = from(&RESENT_FIELDS);
+    if resent.is_empty() {
+        from(&FIELDS)
+    } else {
+        resent
+    }
+}
+
+/// A header's mailbox as a recipient: an SMTP address, or a bare local name (`To: root`),
+/// which the host qualifies and looks up in the alias table. Never one of the spooler's own
+/// `TYPE:` addresses: in a header, `name:` starts a group.
+fn header_address(address: &str) -> String {
+    if local_name(address).is_some() {
+        address.to_owned()
+    } else {
+        format!("SMTP:{address}")
+    }
+}
+
+/// Builds the submission; `-t` adds the recipients of the message's headers.
 pub fn submission(
     args: &SubmitArgs,
     default_sender: &str,
@@ -331,19 +380,7 @@ pub fn submission(
 ) -> Result<Submission, String> {
     let mut recipients = args.recipients.clone();
     if args.from_headers {
-        for (name, value) in header_fields(content) {
-            let kind = match name.to_ascii_lowercase().as_str() {
-                "to" => KindName::To,
-                "cc" => KindName::Cc,
-                "bcc" => KindName::Bcc,
-                _ => continue,
-            };
-            recipients.extend(
-                addresses_in(&value)
-                    .into_iter()
-                    .map(|address| recipient(&address, kind)),
-            );
-        }
+        recipients.extend(header_recipients(content));
     }
     if recipients.is_empty() {
         return Err("no recipients: name them as arguments, or use -t to take them from the To, Cc and Bcc headers".into());
@@ -362,34 +399,6 @@ pub fn submission(
         delete_after_submission: args.delete_after,
         content_length: content.len(),
     })
-}
-
-/// The addresses in an address-list header: `Ann <ann@x>, bob@y, "Doe, J" <j@z>`.
-pub fn addresses_in(value: &str) -> Vec<String> {
-    let mut addresses = Vec::new();
-    let mut quoted = false;
-    let mut current = String::new();
-    for c in value.chars().chain(std::iter::once(',')) {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                current.push(c);
-            }
-            ',' if !quoted => {
-                let part = current.trim();
-                let address = match (part.rfind('<'), part.rfind('>')) {
-                    (Some(open), Some(close)) if open < close => &part[open + 1..close],
-                    _ => part,
-                };
-                if !address.trim().is_empty() {
-                    addresses.push(address.trim().to_owned());
-                }
-                current.clear();
-            }
-            _ => current.push(c),
-        }
-    }
-    addresses
 }
 
 #[cfg(test)]
@@ -421,11 +430,47 @@ mod tests {
             .contains("unknown option"));
     }
 
+    fn header_addresses(content: &str) -> Vec<(String, KindName)> {
+        header_recipients(content.as_bytes())
+            .into_iter()
+            .map(|r| (r.address, r.kind))
+            .collect()
+    }
+
     #[test]
-    fn header_address_lists() {
+    fn header_address_lists_are_rfc5322_with_groups() {
+        let message = "To: \"Doe, John\" <john@example.net>, =?utf-8?q?J=C3=BCrgen?= <j@example.net> (work),\r\n\
+            \tfriends: ann@example.net, bob@example.net;\r\n\
+            Cc: undisclosed-recipients:;\r\n\
+            Bcc: secret@example.net\r\n\r\nbody\r\n";
+        let to = |a: &str| (format!("SMTP:{a}"), KindName::To);
         assert_eq!(
-            addresses_in("Ann <ann@x>, bob@y, \"Doe, J\" <j@z>"),
-            ["ann@x", "bob@y", "j@z"]
+            header_addresses(message),
+            [
+                to("john@example.net"),
+                to("j@example.net"),
+                to("ann@example.net"),
+                to("bob@example.net"),
+                ("SMTP:secret@example.net".into(), KindName::Bcc),
+            ]
+        );
+        assert!(header_addresses("Cc: undisclosed-recipients:;\n\nhi\n").is_empty());
+        // In a header, `FAX:` starts a group: never an address type.
+        assert_eq!(
+            header_addresses("To: FAX:123@x.example;\n\n")[0].0,
+            "SMTP:123@x.example"
+        );
+    }
+
+    #[test]
+    fn resent_fields_replace_the_original_recipients() {
+        let message = "To: old@example.net\nResent-To: new@example.net\nResent-Bcc: hidden@example.net\n\nbody\n";
+        assert_eq!(
+            header_addresses(message),
+            [
+                ("SMTP:new@example.net".into(), KindName::To),
+                ("SMTP:hidden@example.net".into(), KindName::Bcc),
+            ]
         );
     }
 
@@ -473,6 +518,17 @@ mod tests {
         assert_eq!(from_address("LOCAL:root", "host"), "root@host");
         assert_eq!(from_address("SMTP:a@b", "host"), "a@b");
         assert_eq!(from_address("a@b", "host"), "a@b");
+    }
+
+    #[test]
+    fn a_bare_name_in_a_header_stays_a_local_name() {
+        let addresses: Vec<String> = header_recipients(
+            b"To: root, Ann <ann@example.org>\nCc: undisclosed-recipients:;\n\nhi\n",
+        )
+        .into_iter()
+        .map(|r| r.address)
+        .collect();
+        assert_eq!(addresses, ["root", "SMTP:ann@example.org"]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use provider_abi::headers::header;
+use provider_abi::headers::{field_spans, header};
 use provider_abi::store::SubmissionKey;
 use provider_abi::{Address, Envelope, Property, Recipient, ReportRequest, Timestamp};
 use sha2::{Digest, Sha256};
@@ -204,49 +204,21 @@ fn submission_key(
     })
 }
 
-/// The content without `Bcc` header fields (folded continuation lines included).
+/// The content without `Bcc` header fields (folded continuation lines included), found as
+/// `-t` finds the Bcc recipients: by the same parser, so no field `-t` reads as Bcc stays.
 pub fn without_bcc_header(content: Vec<u8>) -> Vec<u8> {
-    let header_end = find_header_end(&content);
-    let (head, body) = content.split_at(header_end);
-    if !head.split(|&b| b == b'\n').any(is_bcc_line) {
+    let spans = field_spans(&content, "Bcc");
+    if spans.is_empty() {
         return content;
     }
     let mut out = Vec::with_capacity(content.len());
-    let mut skipping = false;
-    for line in head.split_inclusive(|&b| b == b'\n') {
-        let continuation = line.first().is_some_and(|&b| b == b' ' || b == b'\t');
-        if !continuation {
-            skipping = is_bcc_line(line);
-        }
-        if !skipping {
-            out.extend_from_slice(line);
-        }
+    let mut kept_from = 0;
+    for span in spans {
+        out.extend_from_slice(&content[kept_from..span.start]);
+        kept_from = span.end;
     }
-    out.extend_from_slice(body);
+    out.extend_from_slice(&content[kept_from..]);
     out
-}
-
-/// Whether `line` starts a Bcc field as `header_fields` (which `-t` takes recipients with)
-/// reads its name: the text before the colon, trimmed, so that no field `-t` reads as Bcc
-/// stays in the content (`\rBcc:` among them).
-fn is_bcc_line(line: &[u8]) -> bool {
-    line.iter().position(|&b| b == b':').is_some_and(|colon| {
-        String::from_utf8_lossy(&line[..colon])
-            .trim()
-            .eq_ignore_ascii_case("bcc")
-    })
-}
-
-/// Where the header block ends (the index of the empty line's first byte, or the end).
-fn find_header_end(content: &[u8]) -> usize {
-    let mut start = 0;
-    for line in content.split_inclusive(|&b| b == b'\n') {
-        if line == b"\n" || line == b"\r\n" {
-            return start;
-        }
-        start += line.len();
-    }
-    content.len()
 }
 
 #[cfg(test)]

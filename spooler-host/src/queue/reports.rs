@@ -5,8 +5,14 @@
 //! the only one who may see Bcc recipients, and the original headers it quotes never carry a
 //! `Bcc` field. No report is ever made about a report.
 
-use std::fmt::Write;
-
+use mail_builder::headers::address::Address as MailAddress;
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::date::Date;
+use mail_builder::headers::raw::Raw;
+use mail_builder::headers::HeaderType;
+use mail_builder::mime::MimePart;
+use mail_builder::MessageBuilder;
+use provider_abi::headers::{field_spans, header, header_block_len, mailboxes};
 use provider_abi::store::INBOX;
 use provider_abi::{
     Address, DeliveryState, Envelope, Recipient, RecipientKind, RecipientStatus, Timestamp,
@@ -121,7 +127,9 @@ pub fn owed(
         .collect()
 }
 
-/// The envelope and RFC 5322 content of a report about `recipients` of `original`.
+/// The envelope and RFC 5322 content of a report about `recipients` of `original`, built
+/// by `mail-builder`: MIME boundaries, encoded words for non-ASCII names, folded header
+/// fields and transfer encodings for lines that would be too long are its work.
 ///
 /// `recipients` must not be empty; the caller never makes a report about a report.
 pub fn build(
@@ -133,71 +141,187 @@ pub fn build(
     now: Timestamp,
 ) -> (Envelope, Vec<u8>) {
     debug_assert!(!original.is_report, "never a report about a report");
-    let boundary = format!("=_report_{}_{}", original.id, now.0);
-    let mut text = String::new();
-    let date = rfc5322_date(now);
-    let _ = write!(
-        text,
-        "From: Mail Delivery System <mailer-daemon@{reporting_host}>\r\n\
-         To: {sender}\r\n\
-         Subject: {subject}\r\n\
-         Date: {date}\r\n\
-         Message-ID: <report.{id}.{millis}@{reporting_host}>\r\n\
-         Auto-Submitted: auto-replied\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=delivery-status;\r\n\
-         \tboundary=\"{boundary}\"\r\n\
-         \r\n\
-         This is a MIME-encapsulated delivery status notification.\r\n\
-         \r\n\
-         --{boundary}\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\
-         \r\n\
-         {lead}\r\n\
-         \r\n\
-         Message {id}, submitted {submitted}.\r\n\
-         \r\n",
-        sender = original.sender.address(),
-        subject = kind.subject(),
-        id = original.id,
-        millis = now.0,
-        lead = kind.lead(),
-        submitted = rfc5322_date(original.submitted_at),
+    let report = MimePart::new(
+        // The report type written as part of the type, so it stays unquoted as mail
+        // programs (and this project's tests) are used to; the boundary is added after it.
+        ContentType::new("multipart/report; report-type=delivery-status"),
+        vec![
+            MimePart::new(
+                ContentType::new("text/plain").attribute("charset", "utf-8"),
+                human_part(kind, original, original_content, recipients),
+            ),
+            MimePart::new(
+                ContentType::new("message/delivery-status"),
+                // As bytes, so no charset is added: the part is 7-bit ASCII.
+                delivery_status(kind, original, recipients, reporting_host, now).into_bytes(),
+            )
+            // Mail readers parse this part's fields as they stand: it is kept 7-bit
+            // (non-ASCII is escaped by `dsn_text`) and never transfer-encoded.
+            .transfer_encoding("7bit"),
+            MimePart::new(
+                ContentType::new("text/rfc822-headers").attribute("charset", "utf-8"),
+                quoted_headers(original_content),
+            ),
+        ],
     );
-    for recipient in recipients {
-        let status = &recipient.status;
-        let _ = write!(text, "  {}", recipient.address);
-        if recipient.kind == RecipientKind::Bcc {
-            text.push_str(" (Bcc)");
-        }
-        let _ = write!(text, ": {}\r\n", human_answer(status));
+    let content = MessageBuilder::new()
+        .from((
+            "Mail Delivery System".to_owned(),
+            format!("mailer-daemon@{reporting_host}"),
+        ))
+        .header("To", report_recipient(original, original_content))
+        .subject(kind.subject())
+        .date(Date::new(now.0.div_euclid(1000)))
+        .message_id(format!("report.{}.{}@{reporting_host}", original.id, now.0))
+        .header("Auto-Submitted", Raw::new("auto-replied"))
+        .body(report)
+        .write_to_vec()
+        .expect("writing into memory does not fail");
+    let mut to_sender = Recipient::new(original.sender.clone(), RecipientKind::To);
+    to_sender.status.state = DeliveryState::Delivered;
+    to_sender.status.last_answer = format!("placed in {INBOX}").into();
+    to_sender.status.reported = true;
+    let mut envelope = Envelope::new(reporter(), vec![to_sender]);
+    envelope.is_report = true;
+    (envelope, content)
+}
+
+/// The report's `To`: the original sender, with the display name (encoded if need be) that
+/// the original's `From` gives that address; without one, the bare address.
+fn report_recipient(original: &Envelope, original_content: &[u8]) -> HeaderType<'static> {
+    let address = original.sender.address().to_owned();
+    let name = mailboxes(original_content, "From")
+        .into_iter()
+        .find(|from| from.address.eq_ignore_ascii_case(&address))
+        .and_then(|from| from.name)
+        .filter(|name| !name.trim().is_empty());
+    match name {
+        Some(name) => MailAddress::new_address(Some(name), address).into(),
+        None => Raw::new(address).into(),
     }
-    let _ = write!(
-        text,
-        "\r\n--{boundary}\r\n\
-         Content-Type: message/delivery-status\r\n\
-         \r\n\
-         Reporting-MTA: dns; {reporting_host}\r\n\
-         Original-Envelope-Id: {id}\r\n\
-         Arrival-Date: {arrival}\r\n",
-        id = original.id,
-        arrival = rfc5322_date(original.submitted_at),
-    );
-    for recipient in recipients {
-        let status = &recipient.status;
+}
+
+/// The part a person reads: what happened, the message (its subject decoded), and each
+/// recipient with the answer, wrapped to lines of at most 76 characters.
+fn human_part(
+    kind: ReportKind,
+    original: &Envelope,
+    original_content: &[u8],
+    recipients: &[&Recipient],
+) -> String {
+    let mut text = String::new();
+    let mut paragraph = |words: String| {
+        text.push_str(&wrapped(&words, TEXT_WIDTH, "", "    "));
         text.push_str("\r\n");
-        if let Some(original) = original_recipient(original, &recipient.address) {
-            let _ = write!(text, "Original-Recipient: rfc822; {original}\r\n");
-        }
-        let _ = write!(
-            text,
-            "Final-Recipient: {}\r\nAction: {}\r\nStatus: {}\r\n",
-            dsn_address(&recipient.address),
-            kind.action(),
-            status_code(kind, status),
+    };
+    paragraph(kind.lead().to_owned());
+    let subject = header(original_content, "Subject").filter(|s| !s.is_empty());
+    paragraph(match subject {
+        Some(subject) => format!(
+            "Message {} (\"{subject}\"), submitted {}.",
+            original.id,
+            rfc5322_date(original.submitted_at)
+        ),
+        None => format!(
+            "Message {}, submitted {}.",
+            original.id,
+            rfc5322_date(original.submitted_at)
+        ),
+    });
+    for recipient in recipients {
+        let bcc = if recipient.kind == RecipientKind::Bcc {
+            " (Bcc)"
+        } else {
+            ""
+        };
+        let line = format!(
+            "{}{bcc}: {}",
+            recipient.address,
+            human_answer(&recipient.status)
         );
+        text.push_str(&wrapped(&line, TEXT_WIDTH, "  ", "    "));
+    }
+    text
+}
+
+/// `words` broken at spaces into lines of at most `width` characters (a longer word stands
+/// on a line of its own), the first line starting with `first`, the others with `rest`;
+/// each line ends with CRLF.
+fn wrapped(words: &str, width: usize, first: &str, rest: &str) -> String {
+    let mut out = String::new();
+    let mut line = first.to_owned();
+    let mut line_has_word = false;
+    for word in words.split_whitespace() {
+        if line_has_word && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push_str("\r\n");
+            line = rest.to_owned();
+            line_has_word = false;
+        }
+        if line_has_word {
+            line.push(' ');
+        }
+        line.push_str(word);
+        line_has_word = true;
+    }
+    out.push_str(&line);
+    out.push_str("\r\n");
+    out
+}
+
+/// How wide the text a person reads is wrapped: under mail-builder's 76 so that plain ASCII
+/// stays 7-bit, not quoted-printable.
+const TEXT_WIDTH: usize = 72;
+
+/// The longest line RFC 5322 allows (998 octets without CRLF); delivery status fields
+/// longer than that are folded. Shorter ones stay on one line, as programs that read
+/// reports by line (and this project's tests) expect.
+const MAX_LINE: usize = 998;
+
+/// `name: value` as a delivery status field line (or lines, folded at spaces, if longer
+/// than RFC 5322 allows), ending with CRLF.
+fn dsn_field(name: &str, value: &str) -> String {
+    let line = format!("{name}: {value}");
+    if line.len() <= MAX_LINE {
+        line + "\r\n"
+    } else {
+        wrapped(&line, 76, "", " ")
+    }
+}
+
+/// The `message/delivery-status` part (RFC 3464): the per-message fields, then a block of
+/// fields per recipient. Every line is 7-bit and within RFC 5322's 998 octets (longer
+/// values are folded at spaces).
+fn delivery_status(
+    kind: ReportKind,
+    original: &Envelope,
+    recipients: &[&Recipient],
+    reporting_host: &str,
+    now: Timestamp,
+) -> String {
+    let mut text = String::new();
+    let mut field = |name: &str, value: &str| text.push_str(&dsn_field(name, value));
+    field(
+        "Reporting-MTA",
+        &format!("dns; {}", dsn_text(reporting_host)),
+    );
+    field("Original-Envelope-Id", &original.id.to_string());
+    field("Arrival-Date", &rfc5322_date(original.submitted_at));
+    for recipient in recipients {
+        text.push_str("\r\n");
+        let mut field = |name: &str, value: &str| text.push_str(&dsn_field(name, value));
+        let status = &recipient.status;
+        if let Some(given) = original_recipient(original, &recipient.address) {
+            field(
+                "Original-Recipient",
+                &format!("rfc822; {}", dsn_text(given)),
+            );
+        }
+        field("Final-Recipient", &dsn_address(&recipient.address));
+        field("Action", kind.action());
+        field("Status", &status_code(kind, status));
         if let Some(transport) = status.transport.as_ref().into_option() {
-            let _ = write!(text, "X-Spooler-Transport: {transport}\r\n");
+            field("X-Spooler-Transport", &dsn_text(transport));
         }
         let diagnostic = if status.diagnostic.is_empty() {
             status.last_answer.as_str()
@@ -205,29 +329,54 @@ pub fn build(
             status.diagnostic.as_str()
         };
         if !diagnostic.is_empty() {
-            let _ = write!(text, "Diagnostic-Code: {}\r\n", diagnostic_code(diagnostic));
+            field("Diagnostic-Code", &diagnostic_code(diagnostic));
         }
         if let Some(next) = status
             .next_attempt
             .into_option()
             .filter(|_| kind == ReportKind::Delayed)
         {
-            let _ = write!(text, "Will-Retry-Until: {}\r\n", rfc5322_date(next));
+            field("Will-Retry-Until", &rfc5322_date(next));
         }
-        let _ = write!(text, "Last-Attempt-Date: {date}\r\n");
+        field("Last-Attempt-Date", &rfc5322_date(now));
     }
-    let _ = write!(
-        text,
-        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n{}\r\n--{boundary}--\r\n",
-        headers_without_bcc(original_content)
-    );
-    let mut to_sender = Recipient::new(original.sender.clone(), RecipientKind::To);
-    to_sender.status.state = DeliveryState::Delivered;
-    to_sender.status.last_answer = format!("placed in {INBOX}").into();
-    to_sender.status.reported = true;
-    let mut envelope = Envelope::new(reporter(), vec![to_sender]);
-    envelope.is_report = true;
-    (envelope, text.into_bytes())
+    text
+}
+
+/// `text` in 7 bits: each character outside printable ASCII written `\x{HEX}` as RFC 6533
+/// writes UTF-8 in delivery status fields.
+fn dsn_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == ' ' || c.is_ascii_graphic() && c != '\\' {
+            out.push(c);
+        } else if c.is_whitespace() {
+            out.push(' ');
+        } else {
+            out.push_str(&format!("\\x{{{:X}}}", u32::from(c)));
+        }
+    }
+    out
+}
+
+/// The original's header block as `text/rfc822-headers` quotes it: without any `Bcc` field
+/// (found as `-t` finds them), each line ending in CRLF.
+fn quoted_headers(content: &[u8]) -> String {
+    let block = &content[..header_block_len(content)];
+    let mut kept = Vec::with_capacity(block.len());
+    let mut from = 0;
+    for span in field_spans(block, "Bcc") {
+        kept.extend_from_slice(&block[from..span.start]);
+        from = span.end;
+    }
+    kept.extend_from_slice(&block[from..]);
+    let text = String::from_utf8_lossy(&kept);
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.lines() {
+        out.push_str(line.trim_end_matches('\r'));
+        out.push_str("\r\n");
+    }
+    out
 }
 
 /// The answer a person reads: the transport's text, and why.
@@ -263,22 +412,25 @@ fn status_code(kind: ReportKind, status: &RecipientStatus) -> String {
     }
 }
 
-/// `rfc822; bob@example.com` for SMTP, `x-fax; +4930…` for other address types.
+/// `rfc822; bob@example.com` for SMTP, `utf-8; j\x{FC}rgen@example.net` for an SMTPUTF8
+/// address (RFC 6533), `x-fax; +4930…` for other address types.
 fn dsn_address(address: &Address) -> String {
-    if address.has_type("SMTP") {
+    if address.has_type("SMTP") && address.address().is_ascii() {
         format!("rfc822; {}", address.address())
+    } else if address.has_type("SMTP") {
+        format!("utf-8; {}", dsn_text(address.address()))
     } else {
         format!(
             "x-{}; {}",
             address.address_type().to_ascii_lowercase(),
-            address.address()
+            dsn_text(address.address())
         )
     }
 }
 
 /// A diagnostic as `type; text`, keeping a transport's own `smtp; …` form.
 fn diagnostic_code(diagnostic: &str) -> String {
-    let one_line = diagnostic.replace(['\r', '\n'], " ");
+    let one_line = dsn_text(diagnostic);
     match one_line.split_once(';') {
         Some((kind, _))
             if !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
@@ -289,83 +441,9 @@ fn diagnostic_code(diagnostic: &str) -> String {
     }
 }
 
-/// The original's header block without any `Bcc` field (folded lines included).
-fn headers_without_bcc(content: &[u8]) -> String {
-    let text = String::from_utf8_lossy(content);
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
-        if line.is_empty() {
-            break;
-        }
-        if line.starts_with([' ', '\t']) {
-            if !skipping {
-                out.push_str(line);
-                out.push_str("\r\n");
-            }
-            continue;
-        }
-        skipping = line
-            .split_once(':')
-            .is_some_and(|(name, _)| name.trim().eq_ignore_ascii_case("bcc"));
-        if !skipping {
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-    }
-    out
-}
-
-/// Weekday names, from the weekday of day 0 of the epoch (a Thursday).
-const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
 /// An RFC 5322 date in UTC, e.g. `Mon, 23 Nov 2026 18:21:42 +0000`.
 pub fn rfc5322_date(time: Timestamp) -> String {
-    let seconds = time.0.div_euclid(1000);
-    let days = seconds.div_euclid(86400);
-    let of_day = seconds.rem_euclid(86400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} +0000",
-        WEEKDAYS[days.rem_euclid(7) as usize],
-        MONTHS[(month - 1) as usize],
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
-}
-
-/// Howard Hinnant's days-to-civil conversion.
-/// `Sun Nov 29 09:31:08`, as `mailq` shows arrival times (UTC).
-pub fn asctime(time: Timestamp) -> String {
-    let seconds = time.0.div_euclid(1000);
-    let days = seconds.div_euclid(86400);
-    let of_day = seconds.rem_euclid(86400);
-    let (_, month, day) = civil_from_days(days);
-    format!(
-        "{} {} {day:2} {:02}:{:02}:{:02}",
-        WEEKDAYS[days.rem_euclid(7) as usize],
-        MONTHS[(month - 1) as usize],
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    Date::new(time.0.div_euclid(1000)).to_rfc822()
 }
 
 #[cfg(test)]
@@ -375,10 +453,8 @@ mod tests {
 
     #[test]
     fn dates_are_rfc5322() {
-        assert_eq!(
-            rfc5322_date(Timestamp(0)),
-            "Thu, 01 Jan 1970 00:00:00 +0000"
-        );
+        // mail-builder writes the day without a leading zero (RFC 5322's `1*2DIGIT`).
+        assert_eq!(rfc5322_date(Timestamp(0)), "Thu, 1 Jan 1970 00:00:00 +0000");
         assert_eq!(
             rfc5322_date(Timestamp(1_795_457_702_000)),
             "Mon, 23 Nov 2026 18:15:02 +0000"
@@ -420,13 +496,178 @@ mod tests {
             report.contains("Diagnostic-Code: x-fax; number not in service"),
             "{report}"
         );
-        assert!(report.contains(
+        // The text a person reads is wrapped to short lines: compared with spaces collapsed.
+        let words = report.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains(
             "FAX:+4930123: the fax gateway refused the number (x-fax; number not in service)"
         ));
         assert!(report.contains("Subject: hi"));
         assert!(
             !report.contains("secret") && !report.contains("other@"),
             "{report}"
+        );
+    }
+
+    /// A failed report about an SMTPUTF8 recipient of a message with a non-ASCII subject
+    /// and sender name, and a long diagnostic.
+    fn international_report() -> Vec<u8> {
+        let sender = Address::parse("SMTP:jurgen@example.net").unwrap();
+        let mut failed = Recipient::new(
+            Address::parse("SMTP:jörg@müller.example").unwrap(),
+            RecipientKind::Bcc,
+        );
+        failed.status.state = DeliveryState::Failed;
+        failed.status.status_code = "5.1.1".into();
+        failed.status.diagnostic = format!(
+            "smtp; 550 5.1.1 <jörg@müller.example>: Recipient address rejected: {}",
+            "user unknown in virtual mailbox table ".repeat(6)
+        )
+        .into();
+        let mut original = Envelope::new(sender, vec![failed.clone()]);
+        original.id = MessageId(7);
+        let content = "From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <jurgen@example.net>\n\
+            To: friends: ann@example.net;\n\
+            Bcc: jörg@müller.example\n\
+            Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\n\
+            \n\
+            body\n";
+        build(
+            ReportKind::Failed,
+            &original,
+            content.as_bytes(),
+            &[&failed],
+            "host.example",
+            Timestamp(1_795_457_702_000),
+        )
+        .1
+    }
+
+    #[test]
+    fn very_long_status_fields_are_folded_and_plain_text_stays_7bit() {
+        assert_eq!(dsn_field("Action", "failed"), "Action: failed\r\n");
+        let long = dsn_field(
+            "Diagnostic-Code",
+            &format!("smtp; 550 {}", "word ".repeat(300)),
+        );
+        assert!(long.split("\r\n").all(|line| line.len() <= 78), "{long}");
+        assert!(long.starts_with("Diagnostic-Code: smtp; 550 word"));
+        let text = wrapped(&"a ".repeat(100), TEXT_WIDTH, "  ", "    ");
+        assert!(text.split("\r\n").all(|line| line.len() <= TEXT_WIDTH));
+    }
+
+    #[test]
+    fn reports_are_well_formed_mime_with_short_crlf_lines() {
+        let report = international_report();
+        for line in report.split(|&b| b == b'\n') {
+            assert!(
+                line.is_empty() || line.ends_with(b"\r"),
+                "a bare LF in {}",
+                String::from_utf8_lossy(&report)
+            );
+            assert!(line.len() <= 999, "{}", String::from_utf8_lossy(line));
+        }
+        assert!(report.is_ascii(), "{}", String::from_utf8_lossy(&report));
+        let message = mail_parser::MessageParser::default()
+            .parse(&report)
+            .expect("the report parses");
+        assert_eq!(
+            message.subject(),
+            Some("Undelivered Mail Returned to Sender")
+        );
+        let to = message.to().and_then(|to| to.first()).unwrap();
+        assert_eq!(to.name(), Some("Jürgen Müller"));
+        assert_eq!(to.address(), Some("jurgen@example.net"));
+        let types: Vec<String> = message
+            .parts
+            .iter()
+            .filter_map(|part| mail_parser::MimeHeaders::content_type(part))
+            .map(|t| format!("{}/{}", t.ctype(), t.subtype().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "multipart/report",
+                "text/plain",
+                "message/delivery-status",
+                "text/rfc822-headers"
+            ]
+        );
+        // The text a person reads stays within 78 characters a line, and 7-bit if ASCII.
+        let raw_text = String::from_utf8_lossy(&report);
+        let raw_text = raw_text
+            .split("Content-Type: text/plain")
+            .nth(1)
+            .and_then(|part| part.split("\r\n\r\n").nth(1))
+            .unwrap();
+        assert!(raw_text.lines().all(|line| line.len() <= 78), "{raw_text}");
+        let text = message.body_text(0).unwrap();
+        assert!(text.contains("(\"Grüße\")"), "{text}");
+        assert!(text.contains("jörg@müller.example (Bcc)"), "{text}");
+        let status = String::from_utf8_lossy(message.parts[2].contents());
+        assert!(
+            status.contains("Final-Recipient: utf-8; j\\x{F6}rg@m\\x{FC}ller.example\r\n"),
+            "{status}"
+        );
+        let quoted = String::from_utf8_lossy(message.parts[3].contents()).into_owned();
+        assert!(
+            quoted.contains("To: friends: ann@example.net;\r\n"),
+            "{quoted}"
+        );
+        assert!(!quoted.contains("Bcc"), "{quoted}");
+    }
+
+    /// Python's `email` package reads the report as a mail program would: the report type,
+    /// the decoded subject and names, the delivery status fields per recipient.
+    #[test]
+    fn reports_parse_with_pythons_email_package() {
+        let script = r#"
+import email, email.policy, sys
+m = email.message_from_bytes(sys.stdin.buffer.read(), policy=email.policy.default)
+assert not m.defects, m.defects
+assert m.get_content_type() == "multipart/report", m.get_content_type()
+assert m.get_param("report-type") == "delivery-status"
+assert str(m["Subject"]) == "Undelivered Mail Returned to Sender"
+assert m["To"].addresses[0].display_name == "Jürgen Müller", m["To"]
+text, status, headers = m.get_payload()
+for part in m.walk():
+    assert not part.defects, (part.get_content_type(), part.defects)
+assert "Grüße" in text.get_content(), text.get_content()
+blocks = status.get_payload()
+assert len(blocks) == 2, blocks
+assert blocks[1]["Action"] == "failed" and blocks[1]["Status"] == "5.1.1"
+assert headers.get_content_type() == "text/rfc822-headers"
+assert "Bcc" not in headers.get_content()
+print("ok")
+"#;
+        let python = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let mut python = match python {
+            Ok(child) => child,
+            Err(error) if std::env::var_os("SPOOLER_REQUIRE_SERVERS").is_some_and(|v| v == "1") => {
+                panic!("python3 is required (SPOOLER_REQUIRE_SERVERS=1) and cannot be run: {error}")
+            }
+            Err(error) => {
+                eprintln!("skipped: python3 cannot be run: {error}");
+                return;
+            }
+        };
+        use std::io::Write as _;
+        python
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&international_report())
+            .unwrap();
+        let output = python.wait_with_output().unwrap();
+        assert!(
+            output.status.success() && output.stdout == b"ok\n",
+            "Python's email package rejected the report:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         );
     }
 }
