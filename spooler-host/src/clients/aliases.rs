@@ -236,7 +236,7 @@ fn qualify(names: &LocalNames, name: &str) -> String {
     }
 }
 
-/// The local name in `root` or `LOCAL:root`, lower-case; none for any other address.
+/// The local name in `root` or `LOCAL:root`, as written; none for any other address.
 pub fn local_name(address: &str) -> Option<String> {
     let address = address.trim();
     let name = match address.split_once(':') {
@@ -249,7 +249,7 @@ pub fn local_name(address: &str) -> Option<String> {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c));
-    valid.then(|| name.to_ascii_lowercase())
+    valid.then(|| name.to_owned())
 }
 
 fn expand_name(
@@ -259,11 +259,9 @@ fn expand_name(
     path: &mut Vec<String>,
     found: &mut BTreeSet<String>,
 ) -> Result<(), String> {
-    let Some(targets) = table
-        .aliases
-        .get(name)
-        .filter(|_| !path.iter().any(|p| p == name))
-    else {
+    // Aliases are looked up whatever the case; a name without one keeps its own.
+    let key = name.to_ascii_lowercase();
+    let Some(targets) = table.aliases.get(&key).filter(|_| !path.contains(&key)) else {
         // No alias, or met again on its own path: its local mailbox.
         found.insert(qualify(names, name));
         return Ok(());
@@ -274,7 +272,7 @@ fn expand_name(
             path[0]
         ));
     }
-    path.push(name.to_owned());
+    path.push(key);
     let before = found.len();
     for target in targets {
         expand_target(table, names, target, path, found)?;
@@ -436,7 +434,7 @@ mod tests {
     fn bare_names_are_local_or_qualified() {
         let none = Aliases::new(LocalNames::default());
         assert_eq!(addresses(&none, "root"), ["LOCAL:root"]);
-        assert_eq!(addresses(&none, "LOCAL:Www-Data"), ["LOCAL:www-data"]);
+        assert_eq!(addresses(&none, "LOCAL:Www-Data"), ["LOCAL:Www-Data"]);
         assert_eq!(addresses(&none, "bob@example.net"), ["bob@example.net"]);
         assert_eq!(addresses(&none, "FAX:+4930"), ["FAX:+4930"]);
         let qualified = aliases("", Some("example.org"), false);
