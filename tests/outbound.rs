@@ -28,7 +28,7 @@ min_delay = "200ms"
 max_delay = "1s"
 "#;
 
-const MESSAGE: &str = "Date: Mon, 23 Nov 2026 09:00:00 +0000\r\nMessage-ID: <figures-q3@example.com>\r\nFrom: alice@example.com\r\nTo: bob\r\nSubject: quarterly figures\r\n\r\nThe figures are attached.\r\n";
+const MESSAGE: &str = "Message-ID: <figures-q3@example.com>\r\nFrom: alice@example.com\r\nTo: bob\r\nSubject: quarterly figures\r\n\r\nThe figures are attached.\r\n";
 
 fn recipient<'a>(message: &'a Value, address: &str) -> &'a Value {
     message["recipients"]

@@ -129,7 +129,23 @@ fn crons_invocation_for_root_lands_in_local_root_with_no_configuration() {
         !content.contains("CronDaemon"),
         "-F adds no second From: {content}"
     );
-    assert!(content.contains("Date: "), "a Date is added: {content}");
+    // Without a From of its own, -F's name goes into one.
+    let sent = mta.invoke(
+        "sendmail",
+        &["-F", "Backup Job", "-f", "backup@example.org", "root"],
+        "Subject: nightly\n\ndone\n",
+    );
+    assert_success(&sent, "sendmail -F");
+    wait_until(PROMPTLY, "the second message is in Local/root", || {
+        host.list("Local/root").len() == 2
+    });
+    let contents = host.contents("Local/root");
+    assert!(
+        contents
+            .iter()
+            .any(|c| c.contains("From: Backup Job <backup@example.org>\n")),
+        "{contents:?}"
+    );
 }
 
 #[test]

@@ -15,7 +15,26 @@ use mail_parser::{Address as ParsedAddress, HeaderName, HeaderValue, MessagePars
 /// decoded to UTF-8, and trimmed. Reading stops where the header block
 /// ends (at the first empty line, or at a line that is not a header field).
 pub fn header_fields(content: &[u8]) -> Vec<(String, String)> {
-    let parser = MessageParser::new().default_header_text();
+    // mail-parser reads the fields it knows (From, To, Date, Message-ID, Received…) with
+    // their own parsers whatever the default says, and those values have no text: every name
+    // the message has is set to be read as text.
+    let Some(names) = MessageParser::new()
+        .default_header_ignore()
+        .parse_headers(content)
+        .map(|message| {
+            message
+                .headers()
+                .iter()
+                .map(|field| field.name.to_owned())
+                .collect::<Vec<_>>()
+        })
+    else {
+        return Vec::new();
+    };
+    let parser = names.into_iter().fold(
+        MessageParser::new().default_header_text(),
+        |parser, name| parser.header_text(name),
+    );
     let Some(message) = parser.parse_headers(content) else {
         return Vec::new();
     };
@@ -164,6 +183,27 @@ pub fn header_block_len(content: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_mail_parser_knows_are_read_as_text_too() {
+        let message = b"From: Boss <boss@example.com>\r\nMessage-ID: <a@b>\r\nTo: x@y, z@w\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\nReceived: from a by b; Mon, 23 Nov 2026 09:00:00 +0000\r\n\r\nNow.\r\n";
+        assert_eq!(
+            header_fields(message),
+            [
+                ("From".to_owned(), "Boss <boss@example.com>".to_owned()),
+                ("Message-ID".to_owned(), "<a@b>".to_owned()),
+                ("To".to_owned(), "x@y, z@w".to_owned()),
+                (
+                    "Date".to_owned(),
+                    "Mon, 23 Nov 2026 09:00:00 +0000".to_owned()
+                ),
+                (
+                    "Received".to_owned(),
+                    "from a by b; Mon, 23 Nov 2026 09:00:00 +0000".to_owned()
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn reads_folded_headers_and_stops_at_the_body() {

@@ -73,11 +73,10 @@ fn deliver(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
         &sender,
         profile.local_names.myorigin.as_deref().unwrap_or(&host),
     );
-    let content = sendmail::with_from_and_date(
+    let content = sendmail::with_full_name(
         sendmail::with_message_id(sendmail::message_from_input(input, args.ignore_dots), &host),
         &from,
         args.full_name.as_deref(),
-        now,
     );
     let submission = match sendmail::submission(args, &sender, &content, now) {
         Ok(submission) => submission,

@@ -21,7 +21,6 @@ use provider_abi::Timestamp;
 use crate::clients::aliases::local_name;
 use crate::clients::protocol::{KindName, PriorityName, Submission, SubmittedRecipient};
 use crate::config::parse_duration;
-use crate::queue::reports::rfc5322_date;
 
 /// sendmail's exit codes (sysexits.h).
 pub mod exit {
@@ -227,29 +226,16 @@ pub fn with_message_id(content: Vec<u8>, host: &str) -> Vec<u8> {
     )
 }
 
-/// The message with the From and Date header fields every message needs (RFC 5322 3.6)
-/// added at the top where it has none, as Postfix's cleanup does: From is `from` with the
-/// full name of `-F`, Date the time of submission.
-pub fn with_from_and_date(
-    content: Vec<u8>,
-    from: &str,
-    full_name: Option<&str>,
-    now: Timestamp,
-) -> Vec<u8> {
-    let mut fields = Vec::new();
-    if header(&content, "From").is_none() {
-        fields.push(match full_name.filter(|name| !name.trim().is_empty()) {
-            Some(name) => format!("From: {} <{from}>", display_name(name.trim())),
-            None => format!("From: {from}"),
-        });
-    }
-    if header(&content, "Date").is_none() {
-        fields.push(format!("Date: {}", rfc5322_date(now)));
-    }
-    if fields.is_empty() {
+/// The message with a From field naming the sender with `-F`'s full name, added at the top
+/// when `-F` is given and the message has no From (as sendmail does); otherwise unchanged.
+pub fn with_full_name(content: Vec<u8>, from: &str, full_name: Option<&str>) -> Vec<u8> {
+    let Some(name) = full_name.map(str::trim).filter(|name| !name.is_empty()) else {
+        return content;
+    };
+    if header(&content, "From").is_some() {
         return content;
     }
-    with_fields_on_top(content, &fields)
+    with_fields_on_top(content, &[format!("From: {} <{from}>", display_name(name))])
 }
 
 /// The address a From field gives for the envelope sender: SMTP addresses as they are, a
@@ -495,24 +481,18 @@ mod tests {
     }
 
     #[test]
-    fn from_and_date_are_added_where_missing() {
-        let now = Timestamp(1_795_457_702_000);
-        let added = String::from_utf8(with_from_and_date(
+    fn a_from_with_the_full_name_is_added_only_where_there_is_none() {
+        let added = String::from_utf8(with_full_name(
             b"Subject: x\n\nbody\n".to_vec(),
             "root@host",
             Some("Cron Daemon"),
-            now,
         ))
         .unwrap();
-        assert_eq!(
-            added,
-            "From: Cron Daemon <root@host>\nDate: Mon, 23 Nov 2026 18:15:02 +0000\nSubject: x\n\nbody\n"
-        );
-        let kept = b"From: a@b\r\nDate: x\r\n\r\n".to_vec();
-        assert_eq!(
-            with_from_and_date(kept.clone(), "root@host", None, now),
-            kept
-        );
+        assert_eq!(added, "From: Cron Daemon <root@host>\nSubject: x\n\nbody\n");
+        let kept = b"From: a@b\r\n\r\n".to_vec();
+        assert_eq!(with_full_name(kept.clone(), "root@host", Some("X")), kept);
+        let plain = b"Subject: x\n\n".to_vec();
+        assert_eq!(with_full_name(plain.clone(), "root@host", None), plain);
         assert_eq!(display_name("Doe, John"), "\"Doe, John\"");
         assert_eq!(display_name("Jürgen"), "=?utf-8?q?J=C3=BCrgen?=");
         assert_eq!(from_address("LOCAL:root", "host"), "root@host");
