@@ -31,6 +31,9 @@
 //! [submission]
 //! duplicate_window = "24h"             # a resubmission within it is recognised; "0s": off
 //! client_retry = "60s"                 # how long `submit` retries a lost connection
+//!
+//! [[listener]]                         # an SMTP listener (see `listener::settings`)
+//! address = "127.0.0.1:2525"
 //! ```
 
 use std::fmt;
@@ -39,6 +42,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::listener::settings::{ListenerConfig, RawListener};
 use crate::policy::RetryPolicy;
 
 /// One provider instance the profile opens.
@@ -90,6 +94,8 @@ pub struct Profile {
     pub duplicate_window: Duration,
     /// How long `submit` keeps trying after a lost connection or a temporary refusal.
     pub client_retry: Duration,
+    /// The SMTP listeners.
+    pub listeners: Vec<ListenerConfig>,
 }
 
 /// A profile that could not be read, naming the file and what is wrong.
@@ -125,6 +131,8 @@ struct RawProfile {
     limits: RawLimits,
     #[serde(default)]
     submission: RawSubmission,
+    #[serde(default, rename = "listener")]
+    listeners: Vec<RawListener>,
 }
 
 #[derive(Deserialize)]
@@ -368,7 +376,14 @@ impl Profile {
         if raw.limits.max_message_size == 0 {
             return Err("limits.max_message_size: expected at least 1 byte".into());
         }
+        let listeners = raw
+            .listeners
+            .into_iter()
+            .enumerate()
+            .map(|(index, raw)| raw.check(&format!("listener[{index}]")))
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Profile {
+            listeners,
             data_dir,
             providers: raw.providers,
             store,

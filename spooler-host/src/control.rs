@@ -323,6 +323,17 @@ impl Control {
     /// Checks the submission and commits it; each refusal says what kind it is, so that
     /// `submit` exits with the code its caller expects.
     fn submit(&self, submission: &crate::protocol::Submission, content: Vec<u8>) -> Response {
+        self.submit_with(submission, content, Vec::new())
+    }
+
+    /// [`Control::submit`] with extra envelope `properties`: the one way into the Outbox
+    /// for the control socket and the SMTP listener alike.
+    pub fn submit_with(
+        &self,
+        submission: &crate::protocol::Submission,
+        content: Vec<u8>,
+        properties: Vec<provider_abi::Property>,
+    ) -> Response {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Response::error(
                 Failure::Temporary,
@@ -335,6 +346,7 @@ impl Control {
             Ok(prepared) => prepared,
             Err(refusal) => return Response::error(refusal.failure, refusal.message),
         };
+        envelope.properties.extend(properties);
         envelope.preprocessed = self
             .registry()
             .preprocessors_for(&envelope.recipients)

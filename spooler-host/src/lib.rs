@@ -6,7 +6,8 @@
 //! `worker` runs each other provider on its own thread; `registry` is the routing table;
 //! `engine` is the queue manager (`outage` tells of a failing store once); `policy` says when
 //! to retry; `reports` writes RFC 3464 reports; `control` and `protocol` serve clients,
-//! `client` is their side; `submission` and `mailbox` check what clients submit.
+//! `client` is their side; `submission` and `mailbox` check what clients submit; `listener`
+//! takes mail over SMTP.
 
 pub mod client;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod control;
 pub mod engine;
 pub mod host_services;
 pub mod inbound;
+pub mod listener;
 pub mod loader;
 pub mod mailbox;
 pub mod outage;

@@ -106,6 +106,7 @@ impl Spooler {
                 duplicate_window: profile.duplicate_window,
             },
         );
+        crate::listener::start(&profile.listeners, &control, profile.max_message_size)?;
         control::serve(listener, control.clone(), profile.socket_path());
         log::info!(
             "spooler running; control socket {}",
