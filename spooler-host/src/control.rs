@@ -366,7 +366,10 @@ impl Control {
             return Response::error(Failure::Temporary, "the store assigned no id");
         };
         if receipt.stored.iter().any(|stored| stored.id == id) {
-            self.engine.send(Command::Wake).ok();
+            // Never wait for the queue manager: a full queue of commands means it has wake-ups
+            // waiting already, and blocking here held every concurrent submitter (16 ms per
+            // SMTP message under load, see BENCHMARKS.md "issue 11").
+            self.engine.try_send(Command::Wake).ok();
             log::info!("{id}: submitted by a client");
         } else {
             log::info!(
