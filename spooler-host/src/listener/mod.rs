@@ -4,7 +4,7 @@
 //!
 //! Each `[[listener]]` of the profile gets a thread accepting connections and one thread per
 //! session, at most `max_sessions` at once (beyond them a client is answered `421` and
-//! closed). `settings` reads the profile's table, `network` the allowed networks, `command`
+//! closed); a session thread serves the next connection when its session ends. `settings` reads the profile's table, `network` the allowed networks, `command`
 //! the command lines, `session` runs a session, `message` reads DATA and adds the trace
 //! fields, `dsn` maps DSN parameters, `auth` checks users, `tls` serves TLS.
 
@@ -18,11 +18,12 @@ pub mod settings;
 mod tls;
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_channel::{bounded, TrySendError};
 use rustls::ServerConfig;
 
 use crate::control::Control;
@@ -89,9 +90,16 @@ pub fn start(
     Ok(())
 }
 
-/// Accepts connections for ever, each session on its own thread while there is room.
+/// How long a session thread with nothing to do waits for the next connection before it ends.
+const IDLE_THREAD: Duration = Duration::from_secs(60);
+
+/// Accepts connections for ever, each session on a thread of its own while there is room:
+/// an idle session thread takes the connection if there is one (starting a thread costs
+/// more than a short session), else a new thread starts, up to `max_sessions` threads.
 fn accept(socket: TcpListener, shared: Arc<Shared>) {
-    let sessions = Arc::new(AtomicUsize::new(0));
+    let threads = Arc::new(AtomicUsize::new(0));
+    // A rendezvous: a connection is handed over only to a thread waiting for one.
+    let (hand, take) = bounded::<(TcpStream, IpAddr)>(0);
     for connection in socket.incoming() {
         let connection = match connection {
             Ok(connection) => connection,
@@ -106,8 +114,12 @@ fn accept(socket: TcpListener, shared: Arc<Shared>) {
             Ok(peer) => peer.ip(),
             Err(_) => continue,
         };
-        if sessions.fetch_add(1, Ordering::SeqCst) >= shared.config.max_sessions {
-            sessions.fetch_sub(1, Ordering::SeqCst);
+        let (connection, peer) = match hand.try_send((connection, peer)) {
+            Ok(()) => continue,
+            Err(TrySendError::Full(work) | TrySendError::Disconnected(work)) => work,
+        };
+        if threads.fetch_add(1, Ordering::SeqCst) >= shared.config.max_sessions {
+            threads.fetch_sub(1, Ordering::SeqCst);
             log::warn!(
                 "listener {}: refused {peer}: {} sessions already",
                 shared.config.address,
@@ -116,14 +128,18 @@ fn accept(socket: TcpListener, shared: Arc<Shared>) {
             refuse(connection, &shared.hostname);
             continue;
         }
-        let guard = SessionCount(Arc::clone(&sessions));
+        let guard = ThreadCount(Arc::clone(&threads));
         let shared = Arc::clone(&shared);
+        let take = take.clone();
         let spawned = std::thread::Builder::new()
             .name("smtp session".into())
             .stack_size(1 << 20)
             .spawn(move || {
                 let _guard = guard;
                 session::serve(connection, peer, &shared);
+                while let Ok((connection, peer)) = take.recv_timeout(IDLE_THREAD) {
+                    session::serve(connection, peer, &shared);
+                }
             });
         if let Err(error) = spawned {
             log::error!("listener: cannot start a thread for a session: {error}");
@@ -140,10 +156,10 @@ fn refuse(mut connection: TcpStream, hostname: &str) {
     connection.write_all(text.as_bytes()).ok();
 }
 
-/// One session counted while it lives.
-struct SessionCount(Arc<AtomicUsize>);
+/// One session thread counted while it lives.
+struct ThreadCount(Arc<AtomicUsize>);
 
-impl Drop for SessionCount {
+impl Drop for ThreadCount {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
