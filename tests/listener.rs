@@ -176,7 +176,7 @@ fn twenty_thousand_messages_from_smtp_source_are_delivered_once_each() {
 }
 
 #[test]
-fn lettre_sends_over_starttls_with_auth_and_a_wrong_password_or_none_is_refused() {
+fn lettre_sends_over_starttls_and_implicit_tls_with_auth_and_a_wrong_password_or_none_is_refused() {
     if real_server("smtp-sink").is_none() {
         return;
     }
@@ -185,33 +185,43 @@ fn lettre_sends_over_starttls_with_auth_and_a_wrong_password_or_none_is_refused(
     let users = site.path("users");
     std::fs::write(&users, USERS).unwrap();
     let sink = SmtpSink::start(&site, "sink", free_port(), &[]);
-    let port = free_port();
-    // Nobody may send without AUTH, not even from loopback.
-    let listener = format!(
+    let (port, implicit) = (free_port(), free_port());
+    // Nobody may send without AUTH, not even from loopback; a second listener speaks TLS from
+    // the first byte.
+    let tls = format!(
         "tls_certificate = \"{}\"\ntls_key = \"{}\"\nusers_file = \"{}\"\nallowed_networks = []",
         certificates.cert_file.display(),
         certificates.key_file.display(),
         users.display()
+    );
+    let listener = format!(
+        "{tls}\n[[listener]]\naddress = \"127.0.0.1:{implicit}\"\nimplicit_tls = true\n{tls}"
     );
     let host = Host::start(
         &site.write_config(&profile(port, &listener, sink.port, "")),
         "host.log",
     );
     let ca = std::fs::read(&certificates.ca_file).unwrap();
-    let client = |credentials: Option<(&str, &str)>| {
+    let connect = |port: u16, wrapper: bool, credentials: Option<(&str, &str)>| {
         let tls = TlsParameters::builder("localhost".into())
             .add_root_certificate(Certificate::from_pem(&ca).unwrap())
             .build_rustls()
             .unwrap();
+        let tls = if wrapper {
+            Tls::Wrapper(tls)
+        } else {
+            Tls::Required(tls)
+        };
         let mut builder = SmtpTransport::builder_dangerous("127.0.0.1")
             .port(port)
-            .tls(Tls::Required(tls))
+            .tls(tls)
             .timeout(Some(PROMPTLY));
         if let Some((user, password)) = credentials {
             builder = builder.credentials(Credentials::new(user.into(), password.into()));
         }
         builder.build()
     };
+    let client = |credentials| connect(port, false, credentials);
     let envelope = Envelope::new(
         Some("app@example.com".parse().unwrap()),
         vec!["bob@example.net".parse().unwrap()],
@@ -247,6 +257,13 @@ fn lettre_sends_over_starttls_with_auth_and_a_wrong_password_or_none_is_refused(
         1,
         "only the authenticated message"
     );
+
+    let wrapped = connect(implicit, true, Some(("app", "secret")));
+    let response = wrapped.send_raw(&envelope, MESSAGE.as_bytes());
+    assert_eq!(response.expect("implicit TLS").code().to_string(), "250");
+    wait_until(PROMPTLY, "the second message reaches the sink", || {
+        sink.transactions_count() == 2
+    });
 
     // STARTTLS is offered in clear text; AUTH over clear text from loopback is allowed.
     let (mut plain, ehlo) = Client::greeted(port);
