@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 #[path = "support/crash.rs"]
 pub mod crash;
+#[path = "support/disk.rs"]
+pub mod disk;
+pub use disk::SmallDisk;
 #[path = "support/postgres.rs"]
 pub mod postgres;
 pub use postgres::Postgres;

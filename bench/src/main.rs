@@ -34,9 +34,13 @@ struct Settings {
     ceiling_messages: usize,
     /// Messages drained on the embedded store vs PostgreSQL, one vs three hosts (0 skips it).
     shared: usize,
+    /// Messages `smtp-source` sends through the SMTP listener and through Postfix.
+    listener_messages: usize,
+    /// Run only this phase (`listener`).
+    only: Option<String>,
 }
 
-const USAGE: &str = "usage: bench/run [--sizes 1000,10000,100000] [--timed 2000] [--sendmail 4000] [--fanout 10000] [--ceiling 20000] [--shared 10000]";
+const USAGE: &str = "usage: bench/run [--sizes 1000,10000,100000] [--timed 2000] [--sendmail 4000] [--fanout 10000] [--ceiling 20000] [--shared 10000] [--listener 20000] [--only listener]";
 
 impl Settings {
     fn from_args() -> Result<Settings, String> {
@@ -47,6 +51,8 @@ impl Settings {
             fanout: 10_000,
             ceiling_messages: 20_000,
             shared: 10_000,
+            listener_messages: 20_000,
+            only: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -70,6 +76,13 @@ impl Settings {
                 "--fanout" => settings.fanout = number(&value)?,
                 "--ceiling" => settings.ceiling_messages = number(&value)?,
                 "--shared" => settings.shared = number(&value)?,
+                "--listener" => settings.listener_messages = number(&value)?,
+                "--only" if value == "listener" => settings.only = Some(value),
+                "--only" => {
+                    return Err(format!(
+                        "--only: `{value}` is not a phase (listener)\n{USAGE}"
+                    ))
+                }
                 _ => return Err(format!("unknown option {flag}\n{USAGE}")),
             }
         }
@@ -233,17 +246,9 @@ fn peak_rss_kib(pid: u32) -> u64 {
 fn ceiling(messages: usize) -> f64 {
     let port = free_port();
     let _sink = SmtpSink::discarding(port, &[]);
-    let program = real_server("smtp-source").expect("smtp-source is installed");
     let run = || {
         let started = Instant::now();
-        let status = Command::new(&program)
-            .args(["-s", "20", "-l", "2048", "-f", "bench@example.com"])
-            .args(["-t", "rcpt@example.net", "-m", &messages.to_string()])
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("smtp-source runs");
-        assert!(status.success(), "smtp-source failed: {status}");
+        smtp_source(port, messages);
         rate(messages, started.elapsed())
     };
     (0..3).map(|_| run()).fold(0.0, f64::max)
@@ -430,6 +435,11 @@ fn main() {
         per_second(ceiling),
         "100% of ceiling",
     ));
+    if settings.only.is_some() {
+        listener_phase(settings.listener_messages, ceiling, &mut rows, &mut checks);
+        print_table(&rows, &checks);
+        return;
+    }
 
     let smallest = settings.sizes.iter().copied().min().unwrap_or(1);
     let largest = settings.sizes.iter().copied().max().unwrap_or(1);
@@ -605,7 +615,91 @@ fn main() {
         ),
     ));
 
+    listener_phase(settings.listener_messages, ceiling, &mut rows, &mut checks);
     print_table(&rows, &checks);
+}
+
+/// The same `smtp-source` messages (20 sessions, 2 KB each) into a private Postfix and into
+/// the spooler's SMTP listener, both relaying to one smtp-sink: the end-to-end rates, from
+/// the first connection to the last message delivered.
+fn listener_phase(
+    count: usize,
+    ceiling: f64,
+    rows: &mut Vec<Row>,
+    checks: &mut Vec<(String, bool)>,
+) {
+    let sink_port = free_port();
+    let _sink = SmtpSink::discarding(sink_port, &[]);
+
+    eprintln!("listener: {count} messages smtp-source -> Postfix -> smtp-sink…");
+    let postfix_site = Site::with_providers(&[]);
+    let postfix = Postfix::start(&postfix_site, sink_port, &[]);
+    let started = Instant::now();
+    smtp_source(postfix.port, count);
+    let deadline = started + PHASE_LIMIT;
+    while postfix.sent() < count {
+        assert!(Instant::now() < deadline, "Postfix did not deliver in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let postfix_rate = rate(count, started.elapsed());
+    drop(postfix);
+
+    eprintln!("listener: {count} messages smtp-source -> spooler listener -> smtp-sink…");
+    let site = Site::with_providers(&["store-embedded", "transport-smtp"]);
+    let listener_port = free_port();
+    let config = site.write_config(&format!(
+        "[[listener]]\naddress = \"127.0.0.1:{listener_port}\"\n\
+         [[transport]]\nprovider = \"smtp\"\nparallel = 20\n\
+         config = {{ host = \"127.0.0.1\", port = {sink_port}, tls = \"none\", helo = \"bench.example.com\" }}\n"
+    ));
+    let host = Host::start(&config, "host.log");
+    let finished = Finished::follow(host.log_path());
+    let started = Instant::now();
+    smtp_source(listener_port, count);
+    let accepted = rate(count, started.elapsed());
+    let spooler = rate(count, finished.wait_for(count, PHASE_LIMIT) - started);
+    drop(host);
+
+    rows.push(row(
+        format!("listener: smtp-source -> spooler -> smtp-sink ({count} msgs, 20 sessions)"),
+        per_second(spooler),
+        format!(
+            "{:.2}x Postfix, {} of ceiling",
+            spooler / postfix_rate,
+            percent(spooler, ceiling)
+        ),
+    ));
+    rows.push(row(
+        "  accepted by the listener (250 after the commit)",
+        per_second(accepted),
+        format!("{} of ceiling", percent(accepted, ceiling)),
+    ));
+    rows.push(row(
+        "listener: smtp-source -> Postfix -> smtp-sink",
+        per_second(postfix_rate),
+        "1.00x",
+    ));
+    checks.push((
+        "listener path >= 4x Postfix's".into(),
+        spooler >= 4.0 * postfix_rate,
+    ));
+    checks.push((
+        "listener path >= 40% of the ceiling".into(),
+        spooler >= 0.4 * ceiling,
+    ));
+}
+
+/// `smtp-source` sending `count` messages of 2 KB in 20 sessions to `port`.
+fn smtp_source(port: u16, count: usize) {
+    let program = real_server("smtp-source").expect("smtp-source is installed");
+    let status = Command::new(program)
+        .args(["-s", "20", "-l", "2048", "-f", "bench@example.com"])
+        .args(["-t", "rcpt@example.net", "-m", &count.to_string()])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("smtp-source runs");
+    assert!(status.success(), "smtp-source failed: {status}");
 }
 
 /// The same drain on the embedded store, on PostgreSQL with one host, and on PostgreSQL with

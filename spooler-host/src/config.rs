@@ -36,6 +36,9 @@
 //! public_socket = "/run/spooler/submit.sock"  # other users' sendmail; default: none
 //!
 //! aliases = "/etc/aliases"             # default: /etc/aliases if it exists; "" for none
+//!
+//! [[listener]]                         # an SMTP listener (see `clients::listener::settings`)
+//! address = "127.0.0.1:2525"
 //! ```
 
 use std::fmt;
@@ -45,6 +48,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::clients::aliases::LocalNames;
+use crate::clients::listener::settings::{ListenerConfig, RawListener};
 use crate::queue::policy::RetryPolicy;
 
 /// One provider instance the profile opens.
@@ -100,6 +104,8 @@ pub struct Profile {
     pub local_names: LocalNames,
     /// The socket other users' `sendmail` submits through, if any.
     pub public_socket: Option<PathBuf>,
+    /// The SMTP listeners.
+    pub listeners: Vec<ListenerConfig>,
 }
 
 /// A profile that could not be read, naming the file and what is wrong.
@@ -136,6 +142,8 @@ struct RawProfile {
     #[serde(default)]
     submission: RawSubmission,
     aliases: Option<PathBuf>,
+    #[serde(default, rename = "listener")]
+    listeners: Vec<RawListener>,
 }
 
 #[derive(Deserialize)]
@@ -385,7 +393,14 @@ impl Profile {
         if raw.limits.max_message_size == 0 {
             return Err("limits.max_message_size: expected at least 1 byte".into());
         }
+        let listeners = raw
+            .listeners
+            .into_iter()
+            .enumerate()
+            .map(|(index, raw)| raw.check(&format!("listener[{index}]")))
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Profile {
+            listeners,
             data_dir,
             providers: raw.providers,
             store,

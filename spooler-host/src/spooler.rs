@@ -116,6 +116,7 @@ impl Spooler {
                 aliases: Arc::clone(&aliases),
             },
         );
+        crate::clients::listener::start(&profile.listeners, &control, profile.max_message_size)?;
         socket::serve(
             listener,
             control.clone(),

@@ -263,6 +263,17 @@ impl Control {
         submission: &crate::clients::protocol::Submission,
         content: Vec<u8>,
     ) -> Response {
+        self.submit_with(submission, content, Vec::new())
+    }
+
+    /// [`Control::submit`] with extra envelope `properties`: the one way into the Outbox
+    /// for the control socket and the SMTP listener alike.
+    pub fn submit_with(
+        &self,
+        submission: &crate::clients::protocol::Submission,
+        content: Vec<u8>,
+        properties: Vec<provider_abi::Property>,
+    ) -> Response {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Response::error(
                 Failure::Temporary,
@@ -275,6 +286,7 @@ impl Control {
             Ok(prepared) => prepared,
             Err(refusal) => return Response::error(refusal.failure, refusal.message),
         };
+        envelope.properties.extend(properties);
         envelope.preprocessed = self
             .registry()
             .preprocessors_for(&envelope.recipients)
@@ -294,7 +306,10 @@ impl Control {
             return Response::error(Failure::Temporary, "the store assigned no id");
         };
         if receipt.stored.iter().any(|stored| stored.id == id) {
-            self.engine.send(Command::Wake).ok();
+            // Never wait for the queue manager: a full queue of commands means it has wake-ups
+            // waiting already, and blocking here held every concurrent submitter (16 ms per
+            // SMTP message under load, see BENCHMARKS.md "issue 11").
+            self.engine.try_send(Command::Wake).ok();
             log::info!("{id}: submitted by a client");
         } else {
             log::info!(

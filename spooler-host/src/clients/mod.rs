@@ -1,4 +1,5 @@
-//! Everything that faces clients: the control socket and its protocol (`control`,
+//! Everything that faces clients: the SMTP listener (`listener`), the control socket and
+//! its protocol (`control`,
 //! `protocol`), the client side of it (`client`) and how answers are shown (`display`), the
 //! `sendmail` interface with `mailq`, the checks a submission passes (`submission`,
 //! `mailbox`), what local names and aliases become (`aliases`) and the clients watching for
@@ -11,6 +12,7 @@ pub mod aliases;
 pub mod client;
 pub mod control;
 pub mod display;
+pub mod listener;
 pub mod mail_commands;
 pub mod mailbox;
 pub mod mailq;
