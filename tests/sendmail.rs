@@ -421,3 +421,34 @@ fn other_users_submit_through_the_public_socket_and_may_only_submit_list_and_flu
         "the control socket is not theirs"
     );
 }
+
+#[test]
+fn sendmail_bs_speaks_smtp_on_standard_input_and_output() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config("aliases = \"\"\n"), "host.log");
+    let mta = Mta::new(&site, host.config());
+    let dialogue = "EHLO client.example\r\nMAIL FROM:<app@example.org>\r\nRCPT TO:<root>\r\n\
+                    RCPT TO:<not an address>\r\nDATA\r\nSubject: via -bs\r\n\r\nhello\r\n.\r\n\
+                    QUIT\r\n";
+    let session = mta.invoke("sendmail", &["-bs"], dialogue);
+    assert_success(&session, "sendmail -bs");
+    let replies = text(&session.stdout);
+    let codes: Vec<&str> = replies
+        .lines()
+        .filter(|line| line.as_bytes().get(3) == Some(&b' '))
+        .map(|line| &line[..3])
+        .collect();
+    assert_eq!(
+        codes,
+        ["220", "250", "250", "250", "553", "354", "250", "221"],
+        "{replies}"
+    );
+    wait_until(PROMPTLY, "the message is in Local/root", || {
+        !host.list("Local/root").is_empty()
+    });
+    assert_eq!(subjects(&host, "Local/root"), ["via -bs"]);
+    assert_eq!(
+        host.list("Local/root")[0]["sender"].as_str(),
+        Some("SMTP:app@example.org")
+    );
+}

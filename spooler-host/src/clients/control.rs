@@ -13,6 +13,7 @@ use parking_lot::RwLock;
 use provider_abi::store::OUTBOX;
 use provider_abi::{MessageId, ProviderKind, Timestamp};
 
+use crate::clients::listener;
 use crate::clients::protocol::{
     Failure, FolderView, HostView, MessageView, Request, Response, StatusView,
 };
@@ -129,6 +130,17 @@ impl Control {
                 self.watch(&mut writer);
                 return;
             }
+            if request == Request::Smtp {
+                // The client waits for the greeting: anything already read would be lost.
+                if !reader.buffer().is_empty() {
+                    let refusal =
+                        "an SMTP session starts after the greeting; send nothing before it";
+                    send(&mut writer, &Response::error(Failure::Refused, refusal));
+                    return;
+                }
+                listener::serve_local(reader.into_inner(), self, self.rules.max_message_size);
+                return;
+            }
             if let Err(refusal) = peer.may_ask(&request) {
                 send(&mut writer, &Response::error(Failure::Refused, refusal));
                 return;
@@ -182,7 +194,7 @@ impl Control {
             Request::Hold { id } => self.ask_engine(&id, Command::Hold),
             Request::Release { id } => self.ask_engine(&id, Command::Release),
             Request::Delete { id } => self.ask_engine(&id, Command::Delete),
-            Request::Watch => unreachable!("answered by `watch`"),
+            Request::Watch | Request::Smtp => unreachable!("answered by `converse`"),
             Request::Verify { addresses } => {
                 let registry = self.registry();
                 let verdicts = addresses

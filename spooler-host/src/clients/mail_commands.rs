@@ -3,7 +3,8 @@
 //! read the alias file again. Each returns sendmail's exit code (sysexits.h), which is what
 //! cron, mail programs and scripts look at.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use provider_abi::Timestamp;
@@ -37,10 +38,7 @@ pub fn run(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
         },
         Mode::Verify => verify(&socket, args),
         Mode::RebuildAliases => rebuild_aliases(profile),
-        Mode::Smtp => {
-            eprintln!("sendmail: -bs is not available in this build");
-            exit::USAGE
-        }
+        Mode::Smtp => smtp(&socket),
     }
 }
 
@@ -115,6 +113,79 @@ fn deliver(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
                 ClientError::Refused(Failure::BadMessage | Failure::Refused, _) => exit::DATA_ERROR,
             }
         }
+    }
+}
+
+/// `-bs`: an SMTP dialogue on standard input and output, served by the host's SMTP session
+/// (the listener's) over the socket: this process only carries the bytes. The host's first
+/// line is its greeting, or an error answer if it refuses.
+fn smtp(socket: &Path) -> u8 {
+    let mut connection = match UnixStream::connect(socket) {
+        Ok(connection) => connection,
+        Err(error) => {
+            return failure(ClientError::NotRunning(format!(
+                "cannot reach the spooler at {}: {error}",
+                socket.display()
+            )))
+        }
+    };
+    let mut request = serde_json::to_string(&Request::Smtp).expect("requests serialize");
+    request.push('\n');
+    let mut replies = match connection
+        .write_all(request.as_bytes())
+        .and_then(|()| connection.try_clone())
+    {
+        Ok(replies) => BufReader::new(replies),
+        Err(error) => return failure(ClientError::Lost(error.to_string())),
+    };
+    let mut greeting = String::new();
+    if let Err(error) = replies.read_line(&mut greeting) {
+        return failure(ClientError::Lost(error.to_string()));
+    }
+    if !greeting.starts_with("220") {
+        return match serde_json::from_str::<Response>(&greeting) {
+            Ok(Response::Error {
+                message,
+                failure: kind,
+            }) => failure(ClientError::Refused(kind, message)),
+            _ => failure(ClientError::Lost(format!(
+                "unexpected greeting {greeting:?}"
+            ))),
+        };
+    }
+    let mut out = std::io::stdout();
+    if out
+        .write_all(greeting.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        return 0;
+    }
+    // The client's side: what it writes goes to the host until its end of input, which
+    // ends the session's input too. The host's replies come back until it closes.
+    std::thread::spawn(move || {
+        std::io::copy(&mut std::io::stdin().lock(), &mut connection).ok();
+        connection.shutdown(std::net::Shutdown::Write).ok();
+    });
+    let mut replies_out = LineFlushing(out);
+    match std::io::copy(&mut replies, &mut replies_out) {
+        Ok(_) => 0,
+        Err(error) => failure(ClientError::Lost(error.to_string())),
+    }
+}
+
+/// Standard output flushed after every write, so each SMTP reply reaches the client at once.
+struct LineFlushing(std::io::Stdout);
+
+impl Write for LineFlushing {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.0.write(bytes)?;
+        self.0.flush()?;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 

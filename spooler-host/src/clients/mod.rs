@@ -1,9 +1,9 @@
-//! Everything that faces clients: the SMTP listener (`listener`), the control socket and
-//! its protocol (`control`,
-//! `protocol`), the client side of it (`client`) and how answers are shown (`display`), the
-//! `sendmail` interface with `mailq`, the checks a submission passes (`submission`,
-//! `mailbox`), what local names and aliases become (`aliases`) and the clients watching for
-//! new mail (`watchers`).
+//! Everything that faces clients: the SMTP listener (`listener`), the sockets and who may
+//! use them (`socket`), what the host answers on them (`control`, in the language of
+//! `protocol`), the client side (`client`, `display`), the `sendmail` interface with its
+//! modes (`sendmail`, `mail_commands`, `mailq`), the checks a submission passes
+//! (`submission`, `mailbox`), what local names and aliases become (`aliases`) and the
+//! clients watching for new mail (`watchers`).
 //!
 //! Clients reach the queue through the queue manager's commands and the store through the
 //! store thread; nothing here calls a provider.

@@ -77,6 +77,9 @@ pub enum Request {
     },
     /// Read the alias file again (`sendmail -bi`, `newaliases`).
     ReloadAliases,
+    /// An SMTP session follows on this connection (`sendmail -bs`): the host's next line is
+    /// its greeting. The client sends nothing more until it has read the greeting.
+    Smtp,
 }
 
 /// A message to submit.

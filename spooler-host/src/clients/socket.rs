@@ -5,8 +5,8 @@
 //! well (root is let in too). The public submission socket (`submission.public_socket`,
 //! off unless configured) is what `sendmail` of every other user on the machine reaches,
 //! as Postfix's `postdrop` is: mode 0666 in a folder anyone may enter, and it takes only what
-//! any user may do with sendmail: submit, list the queue (`mailq`), flush it (`-q`) and
-//! verify addresses (`-bv`). The peer's user id goes into the log with each submission.
+//! any user may do with sendmail: submit (also as an SMTP session, `-bs`), list the queue
+//! (`mailq`), flush it (`-q`) and verify addresses (`-bv`). The peer's user id goes into the log with each submission.
 
 use std::fmt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -49,6 +49,7 @@ impl Peer {
                 | Request::Queue { .. }
                 | Request::Flush { transport: None }
                 | Request::Verify { .. }
+                | Request::Smtp
         );
         if self.access == Access::Owner || public {
             Ok(())

@@ -19,6 +19,7 @@ mod tls;
 
 use std::io::Write;
 use std::net::{IpAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +89,21 @@ pub fn start(
             .map_err(|e| format!("cannot start a thread for a listener: {e}"))?;
     }
     Ok(())
+}
+
+/// Serves `sendmail -bs` on a connection to the host's socket: the listener's SMTP session,
+/// with no TLS (the connection never leaves the machine) and no users file, answering as
+/// to a client on the loopback address.
+pub fn serve_local(connection: UnixStream, control: &Control, max_message_size: usize) {
+    let shared = Shared {
+        config: ListenerConfig::local(),
+        hostname: crate::spooler::hostname(),
+        tls: None,
+        users: None,
+        control: control.clone(),
+        max_message_size,
+    };
+    session::serve_local(connection, &shared);
 }
 
 /// How long a session thread with nothing to do waits for the next connection before it ends.

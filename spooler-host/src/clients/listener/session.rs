@@ -5,7 +5,8 @@
 //! waits for more.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
+use std::os::unix::net::UnixStream;
 
 use provider_abi::{Address, Property, Timestamp};
 
@@ -15,6 +16,7 @@ use super::dsn::{self, Dsn};
 use super::message::{self, Data};
 use super::tls::Stream;
 use super::Shared;
+use crate::clients::aliases::local_name;
 use crate::clients::mailbox;
 use crate::clients::protocol::{Failure, Response, Submission};
 use crate::queue::reports::rfc5322_date;
@@ -78,6 +80,29 @@ pub fn serve(socket: TcpStream, peer: IpAddr, shared: &Shared) {
         },
         _ => Stream::Plain(socket),
     };
+    converse(stream, peer, shared);
+}
+
+/// Serves a session over a connection to one of the host's own sockets (`sendmail -bs`):
+/// a local client, allowed to send as one on the loopback address is.
+pub fn serve_local(socket: UnixStream, shared: &Shared) {
+    let timeout = Some(shared.config.command_timeout);
+    if let Err(error) = socket
+        .set_read_timeout(timeout)
+        .and_then(|()| socket.set_write_timeout(timeout))
+    {
+        log::warn!("sendmail -bs: {error}");
+        return;
+    }
+    converse(
+        Stream::Local(socket),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        shared,
+    );
+}
+
+/// Runs the session until the client quits, goes away or times out.
+fn converse(stream: Stream, peer: IpAddr, shared: &Shared) {
     let mut session = Session {
         shared,
         peer,
@@ -94,7 +119,10 @@ pub fn serve(socket: TcpStream, peer: IpAddr, shared: &Shared) {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
                 session.reply(421, "4.4.2", "timeout exceeded, closing the connection");
                 session.flush().ok();
-                log::info!("listener: {peer}: closed a session idle for {timeout:?}");
+                log::info!(
+                    "listener: {peer}: closed a session idle for {:?}",
+                    shared.config.command_timeout
+                );
             }
             _ => log::debug!("listener: {peer}: {error}"),
         }
@@ -331,6 +359,11 @@ impl Session<'_> {
     /// `TYPE:local-part` for a domain the listener maps to a type, else `SMTP:path`,
     /// checked; or why not.
     fn recipient_address(&self, path: &str) -> Result<String, String> {
+        // A path without a domain (`RCPT TO:<root>`, RFC 5321's `<postmaster>`) is a local
+        // name: the submission path qualifies it and looks it up in the alias table.
+        if let Some(name) = local_name(path).filter(|_| !path.contains(':')) {
+            return Ok(name);
+        }
         if let Some((local, domain)) = path.rsplit_once('@') {
             let domain = domain.to_ascii_lowercase();
             let mapped = self

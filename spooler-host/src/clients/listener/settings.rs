@@ -71,6 +71,24 @@ pub struct ListenerConfig {
     pub domain_types: Vec<(String, String)>,
 }
 
+impl ListenerConfig {
+    /// The settings of a `sendmail -bs` session on the host's own socket: no TLS, no users,
+    /// the default timeout.
+    pub fn local() -> ListenerConfig {
+        ListenerConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+            implicit_tls: false,
+            allowed_networks: Network::loopback(),
+            users_file: None,
+            max_sessions: 1,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            hostname: None,
+            domain_types: Vec::new(),
+        }
+    }
+}
+
 impl RawListener {
     /// Checks the table; `key` (e.g. `listener[0]`) names it in errors.
     pub fn check(self, key: &str) -> Result<ListenerConfig, String> {

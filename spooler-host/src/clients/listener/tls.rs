@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -51,6 +52,8 @@ pub enum Stream {
     Plain(TcpStream),
     /// TLS over the connection.
     Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
+    /// A connection to one of the host's own sockets (`sendmail -bs`), in clear text.
+    Local(UnixStream),
     /// Neither, for the moment STARTTLS takes the connection out of its reader.
     Switching,
 }
@@ -71,7 +74,7 @@ impl Stream {
     pub fn into_plain(self) -> Option<TcpStream> {
         match self {
             Stream::Plain(socket) => Some(socket),
-            Stream::Tls(_) | Stream::Switching => None,
+            Stream::Tls(_) | Stream::Local(_) | Stream::Switching => None,
         }
     }
 }
@@ -80,6 +83,7 @@ impl Read for Stream {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(socket) => socket.read(buffer),
+            Stream::Local(socket) => socket.read(buffer),
             Stream::Tls(tls) => tls.read(buffer),
             Stream::Switching => Err(switching()),
         }
@@ -90,6 +94,7 @@ impl Write for Stream {
     fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(socket) => socket.write(buffer),
+            Stream::Local(socket) => socket.write(buffer),
             Stream::Tls(tls) => tls.write(buffer),
             Stream::Switching => Err(switching()),
         }
@@ -98,6 +103,7 @@ impl Write for Stream {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(socket) => socket.flush(),
+            Stream::Local(socket) => socket.flush(),
             Stream::Tls(tls) => tls.flush(),
             Stream::Switching => Err(switching()),
         }
