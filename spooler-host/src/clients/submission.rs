@@ -25,9 +25,10 @@ pub struct Rules {
     pub aliases: Arc<Aliases>,
 }
 
-/// The envelope property that keeps, for a recipient an alias made, the address the client
-/// gave: `spooler.original-recipient.<TYPE:address>` = the address as submitted. Reports
-/// show it as the Original-Recipient (RFC 3464).
+/// The envelope property that keeps the address a recipient was given as, when it is not its
+/// own: `spooler.original-recipient.<TYPE:address>` = `rfc822; <address as submitted>` for a
+/// recipient an alias made, or the client's `ORCPT` (RFC 3461) for one given over SMTP.
+/// Reports show it as the Original-Recipient (RFC 3464).
 pub const ORIGINAL_RECIPIENT: &str = "spooler.original-recipient.";
 
 /// Why a submission was refused, and what kind of refusal it is.
@@ -94,7 +95,7 @@ pub fn envelope_and_content(
             if let Some(original) = expanded.original {
                 originals.push(Property {
                     name: format!("{ORIGINAL_RECIPIENT}{address}").into(),
-                    value: original.into(),
+                    value: format!("rfc822; {original}").into(),
                 });
             }
             recipients.push(Recipient::new(address, recipient.kind.into()));
@@ -339,11 +340,11 @@ mod local_name_tests {
             [
                 (
                     "spooler.original-recipient.LOCAL:root".to_string(),
-                    "root".to_string()
+                    "rfc822; root".to_string()
                 ),
                 (
                     "spooler.original-recipient.SMTP:admin@example.org".to_string(),
-                    "root".to_string()
+                    "rfc822; root".to_string()
                 )
             ]
         );

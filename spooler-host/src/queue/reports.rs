@@ -380,7 +380,8 @@ fn quoted_headers(content: &[u8]) -> String {
 }
 
 /// The answer a person reads: the transport's text, and why.
-/// The address the client gave for `address`, when an alias made it.
+/// What `address` was given as (`type; address`), when an alias made it or the client's
+/// ORCPT named it.
 fn original_recipient<'a>(original: &'a Envelope, address: &Address) -> Option<&'a str> {
     let name = format!("{ORIGINAL_RECIPIENT}{address}");
     original

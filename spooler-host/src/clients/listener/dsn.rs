@@ -2,9 +2,12 @@
 //! and ORCPT, checked, mapped onto the report options `submit -N` has (a delivery report
 //! if any recipient asks for SUCCESS; no non-delivery report if every recipient's NOTIFY
 //! leaves FAILURE out), and kept with the message as envelope properties (`dsn.ret`,
-//! `dsn.envid`, and per recipient `dsn.notify` and `dsn.orcpt`, valued `address value`).
+//! `dsn.envid`, and per recipient `dsn.notify`, valued `address value`; ORCPT goes where
+//! reports read it, [`ORIGINAL_RECIPIENT`]).
 
 use provider_abi::{Property, ReportRequest};
+
+use crate::clients::submission::ORIGINAL_RECIPIENT;
 
 /// The DSN requests of one transaction.
 #[derive(Debug, Default)]
@@ -146,7 +149,10 @@ impl Dsn {
                 ));
             }
             if let Some(original) = original {
-                properties.push(property("dsn.orcpt", format!("{address} {original}")));
+                properties.push(property(
+                    &format!("{ORIGINAL_RECIPIENT}{address}"),
+                    original.clone(),
+                ));
             }
         }
         properties
@@ -205,7 +211,10 @@ mod tests {
                 ("dsn.ret".into(), "HDRS".into()),
                 ("dsn.envid".into(), "QQ314159".into()),
                 ("dsn.notify".into(), "SMTP:b@x FAILURE".into()),
-                ("dsn.orcpt".into(), "SMTP:b@x rfc822;b@x".into()),
+                (
+                    "spooler.original-recipient.SMTP:b@x".into(),
+                    "rfc822;b@x".into()
+                ),
             ]
         );
     }

@@ -208,7 +208,7 @@ mod tests {
         );
         assert!(
             added.contains(
-                "@h>\r\nDate: Thu, 01 Jan 1970 00:00:00 +0000\r\nSubject: s\r\n\r\nbody\r\n"
+                "@h>\r\nDate: Thu, 1 Jan 1970 00:00:00 +0000\r\nSubject: s\r\n\r\nbody\r\n"
             ),
             "{added}"
         );
