@@ -1,0 +1,250 @@
+//! A session's mail transaction: MAIL with its SIZE and DSN parameters, RCPT (local names,
+//! domains mapped to other address types, checked addresses), DATA read to its end, and the
+//! submission whose commit comes before the 250, with the trace field it adds.
+
+use std::io;
+
+use provider_abi::{Address, Property, Timestamp};
+
+use super::{Session, Transaction, MAX_RECIPIENTS};
+use crate::clients::aliases::local_name;
+use crate::clients::listener::command;
+use crate::clients::listener::dsn::{self, Dsn};
+use crate::clients::listener::message::{self, Data};
+use crate::clients::mailbox;
+use crate::clients::protocol::{Failure, Response, Submission};
+use crate::queue::reports::rfc5322_date;
+
+impl Session<'_> {
+    pub(super) fn mail(&mut self, path: &str, parameters: &[command::Parameter]) {
+        if self.greeted.is_none() {
+            return self.error(503, "5.5.1", "send EHLO or HELO first");
+        }
+        if self.transaction.is_some() {
+            return self.error(503, "5.5.1", "nested MAIL command");
+        }
+        if !self.may_send() {
+            return self.refuse_relay();
+        }
+        let mut dsn = Dsn::default();
+        for parameter in parameters {
+            let value = parameter.value.as_deref();
+            let outcome = match parameter.keyword.as_str() {
+                "SIZE" => match value.and_then(|v| v.parse::<u64>().ok()) {
+                    Some(size) if size > self.shared.max_message_size as u64 => {
+                        let text = format!(
+                            "message size exceeds the limit of {} bytes",
+                            self.shared.max_message_size
+                        );
+                        return self.error(552, "5.3.4", &text);
+                    }
+                    Some(_) => Ok(()),
+                    None => Err("SIZE takes a number of bytes".to_owned()),
+                },
+                "BODY" => match value.map(str::to_ascii_uppercase).as_deref() {
+                    Some("7BIT" | "8BITMIME") => Ok(()),
+                    _ => Err("BODY takes 7BIT or 8BITMIME".to_owned()),
+                },
+                // Who authenticated at a previous hop: taken and not relied on.
+                "AUTH" => Ok(()),
+                keyword @ ("RET" | "ENVID") => dsn.mail_parameter(keyword, value),
+                other => {
+                    let text = format!("the MAIL parameter {other} is not supported");
+                    return self.error(555, "5.5.4", &text);
+                }
+            };
+            if let Err(why) = outcome {
+                return self.error(501, "5.5.4", &why);
+            }
+        }
+        let sender = if path.is_empty() {
+            None
+        } else {
+            match checked("SMTP", path) {
+                Ok(address) => Some(address),
+                Err(why) => return self.error(553, "5.1.7", &format!("sender {why}")),
+            }
+        };
+        self.transaction = Some(Transaction {
+            sender,
+            recipients: Vec::new(),
+            dsn,
+        });
+        self.reply(250, "2.1.0", "Ok");
+    }
+
+    pub(super) fn rcpt(&mut self, path: &str, parameters: &[command::Parameter]) {
+        let address = self.recipient_address(path);
+        let Some(transaction) = self.transaction.as_mut() else {
+            return self.error(503, "5.5.1", "need MAIL before RCPT");
+        };
+        if transaction.recipients.len() >= MAX_RECIPIENTS {
+            let text = format!("too many recipients (at most {MAX_RECIPIENTS} per message)");
+            return self.reply(452, "4.5.3", &text);
+        }
+        let address = match address {
+            Ok(address) => address,
+            Err(why) => return self.error(553, "5.1.3", &format!("recipient {why}")),
+        };
+        let mut notify = None;
+        let mut original = None;
+        for parameter in parameters {
+            let value = parameter.value.as_deref();
+            let outcome = match parameter.keyword.as_str() {
+                "NOTIFY" => dsn::notify(value).map(|n| notify = Some(n)),
+                "ORCPT" => dsn::original_recipient(value).map(|o| original = Some(o)),
+                other => {
+                    let text = format!("the RCPT parameter {other} is not supported");
+                    return self.error(555, "5.5.4", &text);
+                }
+            };
+            if let Err(why) = outcome {
+                return self.error(501, "5.5.4", &why);
+            }
+        }
+        transaction.dsn.recipient(&address, notify, original);
+        transaction.recipients.push(address);
+        self.reply(250, "2.1.5", "Ok");
+    }
+
+    /// `TYPE:local-part` for a domain the listener maps to a type, else `SMTP:path`,
+    /// checked; or why not.
+    pub(super) fn recipient_address(&self, path: &str) -> Result<String, String> {
+        // A path without a domain (`RCPT TO:<root>`, RFC 5321's `<postmaster>`) is a local
+        // name: the submission path qualifies it and looks it up in the alias table.
+        if let Some(name) = local_name(path).filter(|_| !path.contains(':')) {
+            return Ok(name);
+        }
+        if let Some((local, domain)) = path.rsplit_once('@') {
+            let domain = domain.to_ascii_lowercase();
+            let mapped = self
+                .shared
+                .config
+                .domain_types
+                .iter()
+                .find(|(d, _)| *d == domain);
+            if let Some((_, address_type)) = mapped {
+                return checked(address_type, local);
+            }
+        }
+        checked("SMTP", path)
+    }
+
+    pub(super) fn data(&mut self) -> io::Result<()> {
+        let Some(transaction) = self.transaction.take() else {
+            self.error(503, "5.5.1", "need MAIL and RCPT before DATA");
+            return Ok(());
+        };
+        if transaction.recipients.is_empty() {
+            self.error(554, "5.5.1", "no valid recipients");
+            return Ok(());
+        }
+        self.reply(354, "", "End data with <CR><LF>.<CR><LF>");
+        self.flush()?;
+        let content = match message::read(&mut self.reader, self.shared.max_message_size) {
+            Ok(Data::Message(content)) => content,
+            Ok(Data::TooBig) => {
+                let text = format!(
+                    "message size exceeds the limit of {} bytes",
+                    self.shared.max_message_size
+                );
+                self.reply(552, "5.3.4", &text);
+                return Ok(());
+            }
+            Ok(Data::LineTooLong) => {
+                let text = format!(
+                    "a line of the message is longer than {} octets",
+                    message::MAX_TEXT_LINE
+                );
+                self.reply(500, "5.5.2", &text);
+                return Ok(());
+            }
+            Err(error) => {
+                log::info!(
+                    "listener: {}: the client went away during DATA ({error}); nothing stored",
+                    self.peer
+                );
+                return Err(error);
+            }
+        };
+        self.submit(transaction, content);
+        Ok(())
+    }
+
+    /// Puts the message into the Outbox as `submit` does, and answers with its id.
+    pub(super) fn submit(&mut self, transaction: Transaction, content: Vec<u8>) {
+        let now = Timestamp::now();
+        let content = message::with_trace(content, &self.received(now), &self.shared.hostname, now);
+        let null_sender = transaction.sender.is_none();
+        let sender = transaction
+            .sender
+            .unwrap_or_else(|| format!("SMTP:MAILER-DAEMON@{}", self.shared.hostname));
+        let mut submission = Submission::new(&sender, transaction.recipients, content.len());
+        let reports = transaction.dsn.reports();
+        submission.delivery_report = reports.delivery && !null_sender;
+        // A message from the null sender is itself a report: never answered with one.
+        submission.no_non_delivery_report = !reports.non_delivery || null_sender;
+        let properties: Vec<Property> = transaction.dsn.properties();
+        match self
+            .shared
+            .control
+            .submit_with(&submission, content, properties)
+        {
+            Response::Submitted { id } => {
+                self.reply(250, "2.0.0", &format!("Ok: queued as {id}"));
+            }
+            Response::Error { message, failure } => {
+                let message = message.replace(['\r', '\n'], " ");
+                let (code, enhanced) = match failure {
+                    Failure::Temporary if message.contains("full") => (452, "4.3.1"),
+                    Failure::Temporary => (451, "4.3.0"),
+                    Failure::BadAddress => (550, "5.1.3"),
+                    Failure::BadMessage => (554, "5.6.0"),
+                    Failure::Refused => (554, "5.7.1"),
+                };
+                log::warn!("listener: {}: refused a message: {message}", self.peer);
+                self.reply(code, enhanced, &message);
+            }
+            other => {
+                log::error!("listener: the host answered a submission with {other:?}");
+                self.reply(451, "4.3.0", "internal error; try again");
+            }
+        }
+    }
+
+    /// The `Received:` field of a message from this session.
+    pub(super) fn received(&self, now: Timestamp) -> String {
+        let (name, extended) = self
+            .greeted
+            .as_ref()
+            .map(|(name, extended)| (name.as_str(), *extended))
+            .unwrap_or(("unknown", false));
+        let name: String = name
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(255)
+            .collect();
+        let protocol = match (extended, self.stream().is_tls(), self.user.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        };
+        format!(
+            "Received: from {name} ([{}])\r\n\tby {} (spooler-host) with {protocol};\r\n\t{}\r\n",
+            self.peer,
+            self.shared.hostname,
+            rfc5322_date(now)
+        )
+    }
+}
+
+/// `address` of `address_type`, if its syntax is good for the type; or why not.
+pub(super) fn checked(address_type: &str, address: &str) -> Result<String, String> {
+    let address = Address::new(address_type, address).map_err(|e| e.to_string())?;
+    match mailbox::syntax_error(&address) {
+        Some(why) => Err(why),
+        None => Ok(address.to_string()),
+    }
+}
