@@ -169,8 +169,8 @@ fn sendmail_t(input: &[u8]) {
     let now = Timestamp(1_795_000_000_000);
     let stored =
         fuzz_support::assert_peak_within(64 * input.len() + 64 * 1024, "sendmail -t", || {
-            let content = sendmail::with_message_id(
-                sendmail::message_from_input(input.to_vec(), false),
+            let content = sendmail::message::with_message_id(
+                sendmail::message::message_from_input(input.to_vec(), false),
                 "host.example",
             );
             let submission = sendmail::submission(&args, "LOCAL:me", &content, now).ok()?;

@@ -9,8 +9,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use spooler_host::clients::client::{self, ClientError};
 use spooler_host::clients::display::{as_json, as_table};
-use spooler_host::clients::mail_commands::{self, Print};
 use spooler_host::clients::protocol::{Request, Response};
+use spooler_host::clients::sendmail::modes::{self, Print};
 use spooler_host::clients::sendmail::{self, exit, Mode};
 use spooler_host::config::Profile;
 use spooler_host::paths;
@@ -336,7 +336,7 @@ fn sendmail(place: &Place, args: &[String], mode: Option<Mode>, print: Print) ->
     };
     args.mode = mode.unwrap_or(args.mode);
     match place.profile() {
-        Ok(profile) => ExitCode::from(mail_commands::run(&profile, &args, print)),
+        Ok(profile) => ExitCode::from(modes::run(&profile, &args, print)),
         Err(error) => {
             eprintln!("sendmail: {error}");
             ExitCode::from(exit::USAGE)

@@ -1,7 +1,7 @@
 //! Everything that faces clients: the SMTP listener (`listener`), the sockets and who may
 //! use them (`socket`), what the host answers on them (`control`, in the language of
 //! `protocol`), the client side (`client`, `display`), the `sendmail` interface with its
-//! modes (`sendmail`, `mail_commands`, `mailq`), the checks a submission passes
+//! modes (`sendmail`: its options, the message it reads, what each mode does, `mailq`), the checks a submission passes
 //! (`submission`, `mailbox`), what local names and aliases become (`aliases`) and the
 //! clients watching for new mail (`watchers`).
 //!
@@ -13,9 +13,7 @@ pub mod client;
 pub mod control;
 pub mod display;
 pub mod listener;
-pub mod mail_commands;
 pub mod mailbox;
-pub mod mailq;
 pub mod protocol;
 pub mod sendmail;
 pub mod socket;

@@ -10,9 +10,9 @@ use std::path::Path;
 use provider_abi::Timestamp;
 
 use crate::clients::client::{self, ClientError};
-use crate::clients::mailq;
 use crate::clients::protocol::{Failure, Request, Response};
 use crate::clients::sendmail::{self, exit, Mode, SubmitArgs};
+use crate::clients::sendmail::{mailq, message};
 use crate::config::Profile;
 
 /// What a successful submission prints.
@@ -67,12 +67,12 @@ fn deliver(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
         .clone()
         .unwrap_or_else(|| format!("LOCAL:{}", user_name()));
     let now = Timestamp::now();
-    let from = sendmail::from_address(
+    let from = message::from_address(
         &sender,
         profile.local_names.myorigin.as_deref().unwrap_or(&host),
     );
-    let content = sendmail::with_full_name(
-        sendmail::with_message_id(sendmail::message_from_input(input, args.ignore_dots), &host),
+    let content = message::with_full_name(
+        message::with_message_id(message::message_from_input(input, args.ignore_dots), &host),
         &from,
         args.full_name.as_deref(),
     );
