@@ -112,6 +112,7 @@ fn control_request_round_trips() {
                     deferred_until: *time,
                     expires_at: time.map(i64::wrapping_neg),
                     delete_after_submission: *flag,
+                    return_full: *flag,
                     content_length: content.len(),
                 }),
                 1 => Request::Show {

@@ -107,6 +107,10 @@ pub struct Submission {
     /// Delete the message when done instead of keeping it in Sent Items.
     #[serde(default)]
     pub delete_after_submission: bool,
+    /// A non-delivery report carries the whole message, not only its headers (`-R full`,
+    /// SMTP's `RET=FULL`).
+    #[serde(default)]
+    pub return_full: bool,
     /// The length of the content that follows the request line.
     pub content_length: usize,
 }
@@ -134,6 +138,7 @@ impl Submission {
             deferred_until: None,
             expires_at: None,
             delete_after_submission: false,
+            return_full: false,
             content_length,
         }
     }

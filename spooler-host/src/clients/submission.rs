@@ -13,6 +13,7 @@ use crate::clients::aliases::Aliases;
 use crate::clients::mailbox;
 use crate::clients::protocol::{Failure, Submission, Verdict};
 use crate::providers::registry::Registry;
+use crate::queue::reports::RETURN;
 
 /// What every submission is held to, from the profile.
 #[derive(Debug, Clone)]
@@ -116,6 +117,12 @@ pub fn envelope_and_content(
     envelope.deferred_until = submission.deferred_until.map(Timestamp).into();
     envelope.expires_at = submission.expires_at.map(Timestamp).into();
     envelope.delete_after_submission = submission.delete_after_submission;
+    if submission.return_full {
+        envelope.properties.push(Property {
+            name: RETURN.into(),
+            value: "FULL".into(),
+        });
+    }
     envelope.properties.extend(originals);
     if !rules.duplicate_window.is_zero() {
         if let Some(key) = submission_key(&envelope, &content, now.plus(rules.duplicate_window)) {

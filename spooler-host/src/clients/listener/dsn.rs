@@ -8,6 +8,7 @@
 use provider_abi::{Property, ReportRequest};
 
 use crate::clients::submission::ORIGINAL_RECIPIENT;
+use crate::queue::reports::RETURN;
 
 /// The DSN requests of one transaction.
 #[derive(Debug, Default)]
@@ -136,7 +137,7 @@ impl Dsn {
         };
         let mut properties = Vec::new();
         if let Some(ret) = &self.ret {
-            properties.push(property("dsn.ret", ret.clone()));
+            properties.push(property(RETURN, ret.clone()));
         }
         if let Some(envid) = &self.envid {
             properties.push(property("dsn.envid", envid.clone()));

@@ -11,8 +11,9 @@
 //! addresses), `-bi` (read the alias file again) and `-q` (flush; `-qR…`, `-qS…` and
 //! `-q<interval>` flush everything), and these extensions: `--cc ADDR`, `--bcc ADDR`,
 //! `--priority low|normal|high`, `--defer DURATION`, `--expire-after DURATION`,
-//! `--delete-after`. Other sendmail options (`-o…` such as `-oem` and `-odq`, `-B`, `-R`,
-//! `-V`, `-X`, `-C`, `-L`, `-U`, `-v`) are accepted and ignored, as Postfix's sendmail does:
+//! `--delete-after`, and `-R full|hdrs` (what a failure report returns). Other sendmail
+//! options (`-o…` such as `-oem` and `-odq`, `-B`, `-V`, `-X`, `-C`, `-L`, `-U`, `-v`) are
+//! accepted and ignored, as Postfix's sendmail does:
 //! delivery is always in the background and errors always come back as reports.
 //!
 //! This file reads the command line and builds the submission; `message` prepares the
@@ -93,6 +94,8 @@ pub struct SubmitArgs {
     pub expire_after: Option<std::time::Duration>,
     /// `--delete-after`.
     pub delete_after: bool,
+    /// `-R full`: failure reports return the whole message.
+    pub return_full: bool,
 }
 
 /// Reads the command line; the error says what is wrong.
@@ -164,7 +167,17 @@ pub fn parse(args: &[String]) -> Result<SubmitArgs, String> {
             }
             flag if flag.starts_with("-q") => parsed.mode = Mode::Flush,
             flag if flag.starts_with("-b") => parsed.mode = mode(flag)?,
-            flag if ["-B", "-R", "-V", "-X", "-C", "-L"]
+            flag if flag.starts_with("-R") => {
+                parsed.return_full = match value("-R", &flag[2..], &mut args)?
+                    .to_ascii_lowercase()
+                    .as_str()
+                {
+                    "full" => true,
+                    "hdrs" => false,
+                    other => return Err(format!("-R: `{other}` is not full or hdrs")),
+                }
+            }
+            flag if ["-B", "-V", "-X", "-C", "-L"]
                 .iter()
                 .any(|option| flag.starts_with(option)) =>
             {
@@ -278,6 +291,7 @@ pub fn submission(
         deferred_until: args.defer.map(|d| now.plus(d).0),
         expires_at: args.expire_after.map(|d| now.plus(d).0),
         delete_after_submission: args.delete_after,
+        return_full: args.return_full,
         content_length: content.len(),
     })
 }

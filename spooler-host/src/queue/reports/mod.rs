@@ -158,10 +158,7 @@ pub fn build(
             // Mail readers parse this part's fields as they stand: it is kept 7-bit
             // (non-ASCII is escaped by `dsn_text`) and never transfer-encoded.
             .transfer_encoding("7bit"),
-            MimePart::new(
-                ContentType::new("text/rfc822-headers").attribute("charset", "utf-8"),
-                quoted_headers(original_content),
-            ),
+            returned(kind, original, original_content),
         ],
     );
     let content = MessageBuilder::new()
@@ -184,6 +181,39 @@ pub fn build(
     let mut envelope = Envelope::new(reporter(), vec![to_sender]);
     envelope.is_report = true;
     (envelope, content)
+}
+
+/// The envelope property that says what a failure report returns of the message: `FULL`
+/// (the whole message) or `HDRS` (its headers, also without the property), as SMTP's `RET`
+/// (RFC 3461) and `sendmail -R` ask.
+pub const RETURN: &str = "dsn.ret";
+
+/// The report's third part: the whole original (`message/rfc822`) in a failure report when
+/// the sender asked for it (RET=FULL), else its headers (`text/rfc822-headers`). The stored
+/// message has no Bcc field: submission removed it.
+fn returned(kind: ReportKind, original: &Envelope, original_content: &[u8]) -> MimePart<'static> {
+    let full = kind == ReportKind::Failed
+        && original
+            .properties
+            .iter()
+            .any(|p| p.name.as_str() == RETURN && p.value.eq_ignore_ascii_case("FULL"));
+    if full {
+        // RFC 2046 allows a message/rfc822 part no transfer encoding but 7bit or 8bit (or
+        // binary): the message goes as it is, its lines ended with CRLF.
+        let mut message = Vec::with_capacity(original_content.len() + 64);
+        for line in original_content.split_inclusive(|&b| b == b'\n') {
+            let text = line.strip_suffix(b"\n").unwrap_or(line);
+            message.extend_from_slice(text.strip_suffix(b"\r").unwrap_or(text));
+            message.extend_from_slice(b"\r\n");
+        }
+        let encoding = if message.is_ascii() { "7bit" } else { "8bit" };
+        MimePart::new(ContentType::new("message/rfc822"), message).transfer_encoding(encoding)
+    } else {
+        MimePart::new(
+            ContentType::new("text/rfc822-headers").attribute("charset", "utf-8"),
+            quoted_headers(original_content),
+        )
+    }
 }
 
 /// The report's `To`: the original sender, with the display name (encoded if need be) that

@@ -59,6 +59,32 @@ fn a_non_delivery_report_names_the_failure_and_hides_bcc_headers() {
     );
 }
 
+#[test]
+fn ret_full_returns_the_whole_message_in_a_failure_report_only() {
+    let sender = Address::parse("SMTP:alice@example.com").unwrap();
+    let mut failed = Recipient::new(Address::parse("FAX:+4930123").unwrap(), RecipientKind::To);
+    failed.status.state = DeliveryState::Failed;
+    let mut original = Envelope::new(sender, vec![failed.clone()]);
+    original.properties.push(provider_abi::Property {
+        name: RETURN.into(),
+        value: "FULL".into(),
+    });
+    let content = b"From: alice@example.com\r\nSubject: hi\r\n\r\nthe whole body\r\n";
+    let report = |kind| {
+        let (_, report) = build(kind, &original, content, &[&failed], "host", Timestamp(0));
+        String::from_utf8(report).unwrap()
+    };
+    let failure = report(ReportKind::Failed);
+    assert!(
+        failure.contains("Content-Type: message/rfc822"),
+        "{failure}"
+    );
+    assert!(failure.contains("the whole body"), "{failure}");
+    let delayed = report(ReportKind::Delayed);
+    assert!(delayed.contains("text/rfc822-headers"), "{delayed}");
+    assert!(!delayed.contains("the whole body"), "{delayed}");
+}
+
 /// A failed report about an SMTPUTF8 recipient of a message with a non-ASCII subject
 /// and sender name, and a long diagnostic.
 fn international_report() -> Vec<u8> {
