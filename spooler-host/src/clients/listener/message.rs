@@ -4,9 +4,10 @@
 
 use std::io::{self, BufRead, Read};
 
-use provider_abi::headers::header_fields;
+use provider_abi::headers::{header_block_len, header_fields};
 use provider_abi::Timestamp;
 
+use crate::clients::sendmail::message::unique_part;
 use crate::queue::reports::rfc5322_date;
 
 /// The longest text line taken (RFC 5321 allows 1000 octets; real mail sometimes has longer
@@ -84,59 +85,22 @@ pub fn read(reader: &mut impl BufRead, max_size: usize) -> io::Result<Data> {
 /// The message with `received` (a whole `Received:` field, CRLF-ended) in front, and a
 /// Message-ID (`<unique@hostname>`) and a Date added if its header has none.
 pub fn with_trace(content: Vec<u8>, received: &str, hostname: &str, now: Timestamp) -> Vec<u8> {
-    let header_end = header_end(&content);
-    let fields = header_fields(&content[..header_end]);
+    let fields = header_fields(&content);
     let has = |name: &str| fields.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
     let mut out = Vec::with_capacity(content.len() + received.len() + 200);
     out.extend_from_slice(received.as_bytes());
     if !has("Message-ID") {
-        out.extend_from_slice(format!("Message-ID: <{}@{hostname}>\r\n", unique()).as_bytes());
+        out.extend_from_slice(format!("Message-ID: <{}@{hostname}>\r\n", unique_part()).as_bytes());
     }
     if !has("Date") {
         out.extend_from_slice(format!("Date: {}\r\n", rfc5322_date(now)).as_bytes());
     }
-    if header_end == 0 && !content.starts_with(b"\r\n") {
+    if header_block_len(&content) == 0 && !content.starts_with(b"\r\n") {
         // No header at all: the added fields end the header, the content is the body.
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(&content);
     out
-}
-
-/// Where the header ends: the index of the empty line, the end if there is none, and 0 if
-/// the content does not start with a header field.
-fn header_end(content: &[u8]) -> usize {
-    let mut offset = 0;
-    for line in content.split_inclusive(|&b| b == b'\n') {
-        if line == b"\r\n" {
-            return offset;
-        }
-        let continuation = line.starts_with(b" ") || line.starts_with(b"\t");
-        let field = line
-            .iter()
-            .position(|&b| b == b':')
-            .is_some_and(|colon| colon > 0 && line[..colon].iter().all(|b| b.is_ascii_graphic()));
-        if !(field || continuation && offset > 0) {
-            return offset;
-        }
-        offset += line.len();
-    }
-    offset
-}
-
-/// A part unique to this host process: the time in nanoseconds, the process id, a counter.
-fn unique() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!(
-        "{nanos:x}.{:x}.{}.spooler",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 #[cfg(test)]

@@ -102,8 +102,9 @@ fn with_fields_on_top(content: Vec<u8>, fields: &[String]) -> Vec<u8> {
     out
 }
 
-/// A part unique to this call: the time in nanoseconds, the process id and a counter.
-fn unique_part() -> String {
+/// A part unique to this call, for a Message-ID: the time in nanoseconds, the process id
+/// and a counter.
+pub fn unique_part() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
