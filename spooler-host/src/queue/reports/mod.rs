@@ -342,10 +342,7 @@ fn delivery_status(
         let mut field = |name: &str, value: &str| text.push_str(&dsn_field(name, value));
         let status = &recipient.status;
         if let Some(given) = original_recipient(original, &recipient.address) {
-            field(
-                "Original-Recipient",
-                &format!("rfc822; {}", dsn_text(given)),
-            );
+            field("Original-Recipient", &dsn_text(given));
         }
         field("Final-Recipient", &dsn_address(&recipient.address));
         field("Action", kind.action());
