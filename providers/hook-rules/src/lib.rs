@@ -240,6 +240,28 @@ direction = "outbound"
     }
 
     #[test]
+    fn address_and_date_fields_are_matched_as_written() {
+        let rules = r#"
+[[rule]]
+field = "header:From"
+contains = "boss@example.com"
+action = "move"
+folder = "Boss"
+"#;
+        let (mut hook, _) = open_hook(library, "rules", rules).expect("the rules open");
+        let from_boss = message(
+            &["LOCAL:me"],
+            "From: The Boss <boss@example.com>\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\n\r\nx",
+        );
+        assert_eq!(
+            run_hook(&mut hook, Direction::Inbound, "Inbox", &from_boss),
+            Ok(HookAction::MoveTo {
+                folder: "Boss".into()
+            })
+        );
+    }
+
+    #[test]
     fn keeps_the_hosts_hook_contract() {
         check_hook(library, "rules", RULES).unwrap();
         check_hook(library, "rules", "").unwrap();
