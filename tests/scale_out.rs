@@ -119,7 +119,8 @@ fn three_hosts_work_one_queue_and_a_killed_host_loses_nothing() {
         .flat_map(|s| s.join().expect("a submitter"))
         .collect();
     assert_eq!(acked.len(), TOTAL, "every submission was acknowledged");
-    let sink = SmtpSink::start(&Site::with_providers(&[]), "sink", sink_port, &[]);
+    let sink_site = Site::with_providers(&[]);
+    let sink = SmtpSink::start(&sink_site, "sink", sink_port, &[]);
     let flushed = hosts[2].command(&["flush"]);
     assert_eq!(flushed.code, Some(0), "{}", flushed.stderr);
     // The flush went through host c; the others hear of it at once (LISTEN/NOTIFY), not at
@@ -281,13 +282,9 @@ fn a_host_whose_lease_was_taken_over_cannot_store_a_status() {
     };
     let database = postgres.create_database("spooler");
     // Host a's smart host answers DATA only after 8 s; host b's at once.
-    let slow = SmtpSink::start(
-        &Site::with_providers(&[]),
-        "slow",
-        free_port(),
-        &["-w", "8"],
-    );
-    let fast = SmtpSink::start(&Site::with_providers(&[]), "fast", free_port(), &[]);
+    let sinks = Site::with_providers(&[]);
+    let slow = SmtpSink::start(&sinks, "slow", free_port(), &["-w", "8"]);
+    let fast = SmtpSink::start(&sinks, "fast", free_port(), &[]);
     let site_a = shared_host_site(&database, "a", slow.port, 1);
     let site_b = shared_host_site(&database, "b", fast.port, 1);
     let host_a = Host::start(&site_a.path("spooler.toml"), "host.log");

@@ -5,11 +5,13 @@
 //! `cargo test --workspace` alone runs the whole suite: cargo does not build `cdylib`
 //! artifacts for tests on its own.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -673,7 +675,7 @@ pub fn submit_numbered(
 }
 
 /// The message ids whose delivery a host log records (logged only after the commit).
-pub fn recorded_deliveries(log: &str) -> std::collections::BTreeSet<String> {
+pub fn recorded_deliveries(log: &str) -> BTreeSet<String> {
     log.lines()
         .filter(|line| line.contains("state=Delivered"))
         .filter_map(|line| {
@@ -735,27 +737,44 @@ pub fn real_server(program: &str) -> Option<PathBuf> {
     found
 }
 
-/// A free TCP port on the loopback address.
+/// A free TCP port on the loopback address, never the same twice in one test process.
+///
+/// The kernel hands a port that was just released to the next `bind(0)`, and the tests in one
+/// binary run in parallel. A test that leaves its port closed for a while on purpose (a smart
+/// host that is down) would otherwise find another test's server answering on it, and its
+/// mail "delivered" there.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port")
+            .port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
-/// Postfix's `smtp-sink` on a loopback port, dumping every transaction into a folder (or,
-/// for the benchmark, discarding them).
-pub struct SmtpSink {
+/// Postfix's `smtp-sink` on a loopback port, dumping every transaction into a folder of a
+/// site (or, for the benchmark, discarding them).
+///
+/// It borrows the site it dumps into: a site dropped while its sink runs deletes the folder,
+/// and with it whatever the sink dumped until then (smtp-sink makes the folder again at its
+/// next dump, so only the first few go missing: a flaky "acknowledged but never received").
+pub struct SmtpSink<'site> {
     child: std::process::Child,
     /// Its port.
     pub port: u16,
     dump: Option<PathBuf>,
+    site: PhantomData<&'site Site>,
 }
 
-impl SmtpSink {
+impl<'site> SmtpSink<'site> {
     /// Starts `smtp-sink` with `options` (e.g. `["-f", "RCPT"]`) on `port`, dumping into
     /// `site/<name>`. Waits until it accepts connections.
-    pub fn start(site: &Site, name: &str, port: u16, options: &[&str]) -> SmtpSink {
+    pub fn start(site: &'site Site, name: &str, port: u16, options: &[&str]) -> SmtpSink<'site> {
         let dump = site.path(name);
         fs::create_dir_all(&dump).expect("creating the sink's folder");
         // smtp-sink drops to `nobody` when started as root; it must be able to write there.
@@ -767,11 +786,11 @@ impl SmtpSink {
     }
 
     /// Starts `smtp-sink` with `options` on `port`, keeping nothing of what it receives.
-    pub fn discarding(port: u16, options: &[&str]) -> SmtpSink {
+    pub fn discarding(port: u16, options: &[&str]) -> SmtpSink<'static> {
         SmtpSink::spawn(port, options, None)
     }
 
-    fn spawn(port: u16, options: &[&str], dump: Option<PathBuf>) -> SmtpSink {
+    fn spawn(port: u16, options: &[&str], dump: Option<PathBuf>) -> SmtpSink<'site> {
         let program = real_server("smtp-sink").expect("the caller checked for smtp-sink");
         let mut command = Command::new(program);
         // SAFETY: geteuid cannot fail.
@@ -789,7 +808,12 @@ impl SmtpSink {
         wait_until(PROMPTLY, "smtp-sink listens", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        SmtpSink { child, port, dump }
+        SmtpSink {
+            child,
+            port,
+            dump,
+            site: PhantomData,
+        }
     }
 
     /// Every transaction it took, as dumped (`X-Mail-Args`, `X-Rcpt-Args`, then the message).
@@ -828,7 +852,7 @@ impl SmtpSink {
     }
 }
 
-impl Drop for SmtpSink {
+impl Drop for SmtpSink<'_> {
     fn drop(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
