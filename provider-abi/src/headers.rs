@@ -18,17 +18,13 @@ pub fn header_fields(content: &[u8]) -> Vec<(String, String)> {
     // mail-parser reads the fields it knows (From, To, Date, Message-ID, Received…) with
     // their own parsers whatever the default says, and those values have no text: every name
     // the message has is set to be read as text.
-    let Some(names) = MessageParser::new()
-        .default_header_ignore()
-        .parse_headers(content)
-        .map(|message| {
-            message
-                .headers()
-                .iter()
-                .map(|field| field.name.to_owned())
-                .collect::<Vec<_>>()
-        })
-    else {
+    let Some(names) = skipping_values().parse_headers(content).map(|message| {
+        message
+            .headers()
+            .iter()
+            .map(|field| field.name.to_owned())
+            .collect::<Vec<_>>()
+    }) else {
         return Vec::new();
     };
     let parser = names.into_iter().fold(
@@ -41,15 +37,17 @@ pub fn header_fields(content: &[u8]) -> Vec<(String, String)> {
     message
         .headers()
         .iter()
-        .map(|field| {
-            let value = match field.value() {
-                HeaderValue::Text(text) => one_line(text),
-                HeaderValue::TextList(texts) => one_line(&texts.join(", ")),
-                _ => String::new(),
-            };
-            (one_line(field.name()), value)
-        })
+        .map(|field| (one_line(field.name()), text_of(field.value())))
         .collect()
+}
+
+/// A field's value read as text, on one line.
+fn text_of(value: &HeaderValue<'_>) -> String {
+    match value {
+        HeaderValue::Text(text) => one_line(text),
+        HeaderValue::TextList(texts) => one_line(&texts.join(", ")),
+        _ => String::new(),
+    }
 }
 
 /// `text` on one line and trimmed: a line break (which a decoded encoded word may hold)
@@ -58,12 +56,36 @@ fn one_line(text: &str) -> String {
     text.trim().replace(['\r', '\n'], " ")
 }
 
+/// A parser that reads no field's value, only where each field lies. Giving one field name
+/// (here one no field has) a parser of its own makes mail-parser use the default, ignore, for
+/// every other field; with none, it reads every field it knows with its own parser (Received,
+/// Date, addresses), the costliest part of reading a header block.
+fn skipping_values() -> MessageParser {
+    MessageParser::new()
+        .default_header_ignore()
+        .header_raw(HeaderName::Other("".into()))
+}
+
 /// The first value of header `name` (case-insensitive), unfolded and decoded.
 pub fn header(content: &[u8], name: &str) -> Option<String> {
-    header_fields(content)
-        .into_iter()
-        .find(|(field, _)| field.eq_ignore_ascii_case(name))
-        .map(|(_, value)| value)
+    // One pass that reads only the wanted field, as text (as `header_fields` reads it).
+    let message = MessageParser::new()
+        .default_header_ignore()
+        .header_text(HeaderName::from(name.to_owned()))
+        .parse_headers(content)?;
+    let field = message
+        .headers()
+        .iter()
+        .find(|field| one_line(field.name()).eq_ignore_ascii_case(name))?;
+    match field.value() {
+        // Empty, or a name mail-parser reads otherwise than as written (with a control
+        // character, say): ask the slow way, which reads every field as text.
+        HeaderValue::Empty => header_fields(content)
+            .into_iter()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value),
+        value => Some(text_of(value)),
+    }
 }
 
 /// A mailbox named in an address field: its display name (decoded, comments included) and
@@ -147,8 +169,7 @@ fn addr_spec(raw: &str) -> String {
 /// to the end of the field's last line, its line ending included.
 pub fn field_spans(content: &[u8], name: &str) -> Vec<Range<usize>> {
     let wanted = HeaderName::from(name.to_owned());
-    let parser = MessageParser::new().default_header_ignore();
-    let Some(message) = parser.parse_headers(content) else {
+    let Some(message) = skipping_values().parse_headers(content) else {
         return Vec::new();
     };
     // A field owns whatever lies between the end of the field before it and its name (a
@@ -168,8 +189,7 @@ pub fn field_spans(content: &[u8], name: &str) -> Vec<Range<usize>> {
 /// How long the header block of `content` is: up to the end of its last field's last line
 /// (its line ending included), without the empty line that ends the block.
 pub fn header_block_len(content: &[u8]) -> usize {
-    let parser = MessageParser::new().default_header_ignore();
-    parser
+    skipping_values()
         .parse_headers(content)
         .and_then(|message| {
             message

@@ -10,7 +10,9 @@
 //!
 //! The connection stays open between messages (checked with NOOP before reuse after a
 //! pause; a reused connection the server has closed meanwhile is replaced at once); for
-//! parallel connections, give the transport `parallel = N` in the profile. With
+//! parallel connections, give the transport `parallel = N` in the profile. With a server
+//! that offers PIPELINING (RFC 2920), MAIL, the RCPTs and DATA go in one write and their
+//! replies are read after it: one round trip where there were two and more. With
 //! `domains = [...]` it takes only recipients in those domains and answers "not mine" for
 //! the others, which the host offers to the next transport (a transport map).
 //!
@@ -40,7 +42,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
     Certificate, CertificateStore, SmtpConnection, TlsParameters,
 };
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
 use provider_abi::{
@@ -121,6 +123,8 @@ pub struct SmtpTransport {
     address_types: Vec<String>,
     domains: Option<Vec<String>>,
     connection: Option<SmtpConnection>,
+    /// Whether the open connection's server offers PIPELINING.
+    pipelining: bool,
     /// When the connection last finished a command; a connection idle for longer than
     /// [`CHECK_AFTER_IDLE`] is checked with NOOP before reuse.
     last_used: Instant,
@@ -201,6 +205,7 @@ impl SmtpTransport {
                 .domains
                 .map(|domains| domains.iter().map(|d| d.to_ascii_lowercase()).collect()),
             connection: None,
+            pipelining: false,
             last_used: Instant::now(),
             name,
         })
@@ -233,6 +238,14 @@ impl SmtpTransport {
                     .expect("STARTTLS has TLS parameters");
                 connection.starttls(parameters, &self.client_id)?;
             }
+            // lettre keeps only the EHLO keywords it knows, and PIPELINING is not one: ask
+            // again (RFC 5321 allows a second EHLO; it resets nothing but the transaction).
+            let features = connection.command(Ehlo::new(self.client_id.clone()))?;
+            self.pipelining = features.message().any(|line| {
+                line.split_whitespace()
+                    .next()
+                    .is_some_and(|keyword| keyword.eq_ignore_ascii_case("PIPELINING"))
+            });
             if let Some(credentials) = &self.credentials {
                 connection.auth(&[Mechanism::Plain, Mechanism::Login], credentials)?;
             }
@@ -264,37 +277,59 @@ impl SmtpTransport {
         recipients: &[Address],
     ) -> Vec<RecipientOutcome> {
         let server = format!("{}:{}", self.host, self.port);
-        if let Err(outcome) = self.begin(&message) {
-            return recipients.iter().map(|_| outcome.clone()).collect();
-        }
         let mut outcomes: Vec<Option<RecipientOutcome>> = vec![None; recipients.len()];
+        let mut addresses = Vec::with_capacity(recipients.len());
         for (index, recipient) in recipients.iter().enumerate() {
-            let Ok(address) = recipient.address().parse::<lettre::Address>() else {
-                outcomes[index] = Some(RecipientOutcome::failed(
-                    "5.1.3",
-                    format!(
-                        "x-spooler; `{}` is not an SMTP address",
-                        recipient.address()
-                    ),
-                    "the address is not valid",
-                ));
-                continue;
-            };
-            let Some(connection) = self.connection.as_mut() else {
-                break;
-            };
-            match connection.command(Rcpt::new(address, vec![])) {
-                Ok(_) => {}
-                Err(error) => {
-                    outcomes[index] = Some(answer_to_error(&error, "RCPT TO"));
-                    if !error.is_permanent() && !error.is_transient() {
-                        self.after_error(&error);
-                        break;
-                    }
+            match recipient.address().parse::<lettre::Address>() {
+                Ok(address) => addresses.push((index, address)),
+                Err(_) => {
+                    outcomes[index] = Some(RecipientOutcome::failed(
+                        "5.1.3",
+                        format!(
+                            "x-spooler; `{}` is not an SMTP address",
+                            recipient.address()
+                        ),
+                        "the address is not valid",
+                    ))
                 }
             }
         }
-        let accepted: Vec<usize> = (0..recipients.len())
+        if addresses.is_empty() {
+            return outcomes.into_iter().flatten().collect();
+        }
+        let rcpts: Vec<Rcpt> = addresses
+            .iter()
+            .map(|(_, address)| Rcpt::new(address.clone(), vec![]))
+            .collect();
+        let pipelined = match self.begin(&message, &rcpts) {
+            Ok(pipelined) => pipelined,
+            Err(outcome) => {
+                return outcomes
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| outcome.clone()))
+                    .collect()
+            }
+        };
+        for ((index, _), rcpt) in addresses.iter().zip(rcpts) {
+            let Some(connection) = self.connection.as_mut() else {
+                break;
+            };
+            let reply = if pipelined {
+                connection.read_response()
+            } else {
+                connection.command(rcpt)
+            };
+            if let Err(error) = reply {
+                outcomes[*index] = Some(answer_to_error(&error, "RCPT TO"));
+                if !error.is_permanent() && !error.is_transient() {
+                    self.after_error(&error);
+                    break;
+                }
+            }
+        }
+        let accepted: Vec<usize> = addresses
+            .iter()
+            .map(|(index, _)| *index)
             .filter(|&i| outcomes[i].is_none())
             .collect();
         let Some(connection) = self.connection.as_mut() else {
@@ -304,15 +339,26 @@ impl SmtpTransport {
                 .map(|o| o.unwrap_or_else(|| RecipientOutcome::deferred(reason.clone(), None)))
                 .collect();
         };
+        let data = if pipelined {
+            connection.read_response()
+        } else if accepted.is_empty() {
+            // Nothing to send: end the transaction as if DATA had been refused.
+            connection.command(Rset)
+        } else {
+            connection.command(Data)
+        };
         if accepted.is_empty() {
-            if connection.command(Rset).is_err() {
-                self.connection = None;
+            match data {
+                // A pipelined DATA the server took without a recipient: it waits for content
+                // we will not send, so the connection goes.
+                Ok(_) if pipelined => self.drop_connection(),
+                Ok(_) => {}
+                Err(error) => self.after_error(&error),
             }
         } else {
-            // `message` sends the content and the final dot; DATA must come first.
-            let data = connection
-                .command(Data)
-                .and_then(|_| data::send_content(connection, message.content.as_slice()));
+            // `send_content` sends the content and the final dot after DATA's 354.
+            let data =
+                data.and_then(|_| data::send_content(connection, message.content.as_slice()));
             let outcome = match &data {
                 Ok(response) => RecipientOutcome::delivered(describe(response)),
                 Err(error) => answer_to_error(error, "DATA"),
@@ -335,16 +381,22 @@ impl SmtpTransport {
             .collect()
     }
 
-    /// Starts a transaction (MAIL FROM). A reused connection that fails here without a reply,
-    /// or with 421, was closed by the server while idle: it is replaced once, so the message
-    /// is not deferred for what is no fault of the server's.
-    fn begin(&mut self, message: &MessageRef<'_>) -> Result<(), RecipientOutcome> {
+    /// Starts a transaction: MAIL FROM, and with PIPELINING the RCPTs and DATA in the same
+    /// write (their replies are left for the caller to read); true if they were sent. A
+    /// reused connection that fails here without a reply, or with 421, was closed by the
+    /// server while idle: it is replaced once, so the message is not deferred for what is no
+    /// fault of the server's.
+    fn begin(
+        &mut self,
+        message: &MessageRef<'_>,
+        rcpts: &[Rcpt],
+    ) -> Result<bool, RecipientOutcome> {
         let from = self.mail_from(message);
         let mut reused = self.connection.is_some();
         loop {
             let server = format!("{}:{}", self.host, self.port);
             let name = self.name.clone();
-            let connection = self.connection().map_err(|error| {
+            self.connection().map_err(|error| {
                 let reason = match transport_support::tls::certificate_refusal(&server, &error) {
                     Some(refusal) => {
                         log::warn!("{name}: {refusal}");
@@ -354,8 +406,16 @@ impl SmtpTransport {
                 };
                 RecipientOutcome::deferred(reason, None)
             })?;
-            match connection.command(Mail::new(from.clone(), vec![])) {
-                Ok(_) => return Ok(()),
+            let mut group = Mail::new(from.clone(), vec![]).to_string();
+            if self.pipelining {
+                for rcpt in rcpts {
+                    group.push_str(&rcpt.to_string());
+                }
+                group.push_str(&Data.to_string());
+            }
+            let connection = self.connection.as_mut().expect("connected above");
+            match connection.command(group) {
+                Ok(_) => return Ok(self.pipelining),
                 Err(error) if reused && closed_by_server(&error) => {
                     log::debug!(
                         "{}: {server} had closed the connection; reconnecting",
@@ -366,10 +426,22 @@ impl SmtpTransport {
                 }
                 Err(error) => {
                     let outcome = answer_to_error(&error, "MAIL FROM");
-                    self.after_error(&error);
+                    if self.pipelining {
+                        // The replies to the RCPTs and DATA are still to come.
+                        self.drop_connection();
+                    } else {
+                        self.after_error(&error);
+                    }
                     return Err(outcome);
                 }
             }
+        }
+    }
+
+    /// Closes the connection without a word, ending any transaction under way.
+    fn drop_connection(&mut self) {
+        if let Some(mut connection) = self.connection.take() {
+            connection.abort();
         }
     }
 
@@ -378,9 +450,7 @@ impl SmtpTransport {
     fn after_error(&mut self, error: &lettre::transport::smtp::Error) {
         let closing = error.status().is_some_and(|code| code.to_string() == "421");
         if closing || !(error.is_permanent() || error.is_transient()) {
-            if let Some(mut connection) = self.connection.take() {
-                connection.abort();
-            }
+            self.drop_connection();
         } else if let Some(connection) = self.connection.as_mut() {
             if connection.command(Rset).is_err() {
                 self.connection = None;
