@@ -1,10 +1,15 @@
 //! The store thread: it owns the store provider, and every store call goes through it.
 //!
-//! Commits are batched (group commit): when several commits are waiting, the thread merges
-//! them into one `StoreBatch`, so one durable write covers them all, and hands each caller
-//! its part of the receipt. If the merged commit fails, each is committed on its own, so one
-//! bad request does not fail the others.
+//! Commits are batched (group commit): callers leave their commits in a queue, and the store
+//! thread takes every commit waiting there, merges them into one `StoreBatch`, so one durable
+//! write covers them all, and hands each caller its part of the receipt. If the merged commit
+//! fails, each is committed on its own, so one bad request does not fail the others. The
+//! store thread itself collects the commits (no thread in between): under load a commit
+//! crosses two threads, the caller's and the store's, and most find a collection already
+//! scheduled.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -139,18 +144,16 @@ fn part_of(receipt: &mut CommitReceipt, commit: &Commit) -> CommitReceipt {
 
 type Reply = Sender<Result<CommitReceipt, ProviderError>>;
 
-/// A read the store worker runs; it says whether the store is still healthy.
-type StoreCall = Box<dyn FnOnce(Result<&mut StoreObject, &ProviderError>) -> Health + Send>;
-
-enum Request {
-    Commit(Commit, Reply),
-    Call(StoreCall),
-}
-
 /// A handle to the store thread, cheap to clone.
 #[derive(Clone)]
 pub struct StoreClient {
-    requests: Sender<Request>,
+    store: Worker<StoreObject>,
+    /// Commits waiting for the next group commit.
+    commits: Sender<(Commit, Reply)>,
+    waiting: Receiver<(Commit, Reply)>,
+    /// Whether a job that collects the waiting commits is queued on the store thread and has
+    /// not started yet: a commit arriving meanwhile is taken by it.
+    collection_queued: Arc<AtomicBool>,
 }
 
 /// How many commits one group commit merges at most.
@@ -163,20 +166,32 @@ impl StoreClient {
         open: Opener<StoreObject>,
         status: StatusTable,
     ) -> (StoreClient, Vec<JoinHandle<()>>) {
-        let (worker, mut threads) = Worker::start(name, 1, 1, None, open, status);
-        let (requests, queue) = bounded::<Request>(1024);
-        let thread = std::thread::Builder::new()
-            .name("store batcher".into())
-            .spawn(move || batch_requests(queue, worker))
-            .expect("the system can start a thread");
-        threads.push(thread);
-        (StoreClient { requests }, threads)
+        let (store, threads) = Worker::start(name, 1, 1, None, open, status);
+        let (commits, waiting) = bounded(1024);
+        let client = StoreClient {
+            store,
+            commits,
+            waiting,
+            collection_queued: Arc::new(AtomicBool::new(false)),
+        };
+        (client, threads)
     }
 
     /// Commits `commit` durably (possibly together with other callers' commits).
     pub fn commit(&self, commit: Commit) -> Result<CommitReceipt, ProviderError> {
         let (reply, answer) = bounded(1);
-        self.send(Request::Commit(commit, reply))?;
+        self.commits.send((commit, reply)).map_err(|_| gone())?;
+        // The flag is cleared when a collection starts, before it looks at the queue: a
+        // commit queued before it is cleared is seen by that collection, one queued after
+        // schedules the next.
+        if !self.collection_queued.swap(true, Ordering::SeqCst) {
+            let (waiting, queued) = (self.waiting.clone(), Arc::clone(&self.collection_queued));
+            let collect = move |store: Result<&mut StoreObject, &ProviderError>| {
+                queued.store(false, Ordering::SeqCst);
+                commit_waiting(store, &waiting)
+            };
+            self.store.run(collect).map_err(|_| gone())?;
+        }
         answer.recv().unwrap_or_else(|_| Err(gone()))
     }
 
@@ -184,18 +199,7 @@ impl StoreClient {
         &self,
         call: impl FnOnce(&mut StoreObject) -> Result<R, ProviderError> + Send + 'static,
     ) -> Result<R, ProviderError> {
-        let (reply, answer) = bounded(1);
-        self.send(Request::Call(Box::new(move |store| {
-            let result = store.map_err(Clone::clone).and_then(call);
-            let health = Health::of(&result);
-            reply.send(result).ok();
-            health
-        })))?;
-        answer.recv().unwrap_or_else(|_| Err(gone()))
-    }
-
-    fn send(&self, request: Request) -> Result<(), ProviderError> {
-        self.requests.send(request).map_err(|_| gone())
+        self.store.call(call)
     }
 
     /// Locks and returns up to `limit` due Outbox messages.
@@ -297,30 +301,29 @@ fn gone() -> ProviderError {
     ProviderError::temporary("the store thread has stopped (the host is shutting down)")
 }
 
-fn batch_requests(queue: Receiver<Request>, store: Worker<StoreObject>) {
-    while let Ok(first) = queue.recv() {
-        let mut commits = Vec::new();
-        let mut calls = Vec::new();
-        let mut next = Some(first);
-        while let Some(request) = next.take() {
-            match request {
-                Request::Commit(commit, reply) => commits.push((commit, reply)),
-                Request::Call(call) => calls.push(call),
+/// On the store thread: commits every waiting commit, in groups of at most [`MAX_GROUP`], or
+/// answers each with the fault that keeps the store closed.
+fn commit_waiting(
+    store: Result<&mut StoreObject, &ProviderError>,
+    waiting: &Receiver<(Commit, Reply)>,
+) -> Health {
+    let store = match store {
+        Ok(store) => store,
+        Err(fault) => {
+            for (_, reply) in waiting.try_iter() {
+                reply.send(Err(fault.clone())).ok();
             }
-            if commits.len() < MAX_GROUP {
-                next = queue.try_recv().ok();
-            }
+            return Health::Fine;
         }
-        if !commits.is_empty() {
-            let done = store.call(move |store| commit_group(store, commits));
-            if let Err(error) = done {
-                log::error!("store: {error}");
-            }
+    };
+    loop {
+        let group: Vec<(Commit, Reply)> = waiting.try_iter().take(MAX_GROUP).collect();
+        if group.is_empty() {
+            return Health::Fine;
         }
-        for call in calls {
-            if store.run(call).is_err() {
-                return;
-            }
+        if let Err(error) = commit_group(store, group) {
+            log::error!("store: {error}");
+            return Health::Faulted;
         }
     }
 }
