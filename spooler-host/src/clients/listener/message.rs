@@ -4,7 +4,7 @@
 
 use std::io::{self, BufRead, Read};
 
-use provider_abi::headers::{header_block_len, header_fields};
+use provider_abi::headers::{field_spans, header_block_len};
 use provider_abi::Timestamp;
 
 use crate::clients::sendmail::message::unique_part;
@@ -85,8 +85,7 @@ pub fn read(reader: &mut impl BufRead, max_size: usize) -> io::Result<Data> {
 /// The message with `received` (a whole `Received:` field, CRLF-ended) in front, and a
 /// Message-ID (`<unique@hostname>`) and a Date added if its header has none.
 pub fn with_trace(content: Vec<u8>, received: &str, hostname: &str, now: Timestamp) -> Vec<u8> {
-    let fields = header_fields(&content);
-    let has = |name: &str| fields.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    let has = |name: &str| !field_spans(&content, name).is_empty();
     let mut out = Vec::with_capacity(content.len() + received.len() + 200);
     out.extend_from_slice(received.as_bytes());
     if !has("Message-ID") {

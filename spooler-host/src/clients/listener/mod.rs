@@ -2,9 +2,9 @@
 //! into the Outbox exactly as `submit` does (the same checks, size limit, exactly-once key
 //! and group commit, through [`Control::submit_with`]).
 //!
-//! Each `[[listener]]` of the profile gets a thread accepting connections and one thread per
-//! session, at most `max_sessions` at once (beyond them a client is answered `421` and
-//! closed); a session thread serves the next connection when its session ends. `settings` reads the profile's table, `network` the allowed networks, `command`
+//! Each `[[listener]]` of the profile gets one thread per session, at most `max_sessions` at
+//! once (beyond them a client is answered `421` and closed). Session threads take their
+//! connections from the listening socket themselves and serve the next when a session ends. `settings` reads the profile's table, `network` the allowed networks, `command`
 //! the command lines, `session` runs a session, `message` reads DATA and adds the trace
 //! fields, `dsn` maps DSN parameters, `auth` checks users, `tls` serves TLS.
 
@@ -17,14 +17,14 @@ mod session;
 pub mod settings;
 mod tls;
 
-use std::io::Write;
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, TrySendError};
+use parking_lot::Mutex;
 use rustls::ServerConfig;
 
 use crate::clients::control::Control;
@@ -83,9 +83,20 @@ pub fn start(
             shared.config.address,
             shared.config.max_sessions
         );
+        wait_at_most(&socket, IDLE_THREAD)
+            .map_err(|e| format!("listener {}: {e}", shared.config.address))?;
+        let sessions = Arc::new(Sessions {
+            socket,
+            shared,
+            threads: Mutex::new(Threads {
+                alive: 1,
+                waiting: 0,
+            }),
+        });
         std::thread::Builder::new()
-            .name(format!("listener {}", shared.config.address))
-            .spawn(move || accept(socket, shared))
+            .name("smtp session".into())
+            .stack_size(SESSION_STACK)
+            .spawn(move || take_connections(&sessions))
             .map_err(|e| format!("cannot start a thread for a listener: {e}"))?;
     }
     Ok(())
@@ -106,60 +117,112 @@ pub fn serve_local(connection: UnixStream, control: &Control, max_message_size: 
     session::serve_local(connection, &shared);
 }
 
-/// How long a session thread with nothing to do waits for the next connection before it ends.
+/// How long a session thread with nothing to do waits for the next connection before it
+/// ends (unless no other thread is waiting).
 const IDLE_THREAD: Duration = Duration::from_secs(60);
 
-/// Accepts connections for ever, each session on a thread of its own while there is room:
-/// an idle session thread takes the connection if there is one (starting a thread costs
-/// more than a short session), else a new thread starts, up to `max_sessions` threads.
-fn accept(socket: TcpListener, shared: Arc<Shared>) {
-    let threads = Arc::new(AtomicUsize::new(0));
-    // A rendezvous: a connection is handed over only to a thread waiting for one.
-    let (hand, take) = bounded::<(TcpStream, IpAddr)>(0);
-    for connection in socket.incoming() {
-        let connection = match connection {
-            Ok(connection) => connection,
+/// The stack of a session thread.
+const SESSION_STACK: usize = 1 << 20;
+
+/// One listener's socket and session threads.
+struct Sessions {
+    socket: TcpListener,
+    shared: Arc<Shared>,
+    threads: Mutex<Threads>,
+}
+
+/// The session threads of a listener, counted.
+struct Threads {
+    /// Threads that live (serving, or waiting for a connection).
+    alive: usize,
+    /// Threads waiting for a connection.
+    waiting: usize,
+}
+
+/// A session thread: takes connections from the listening socket and serves them, for as
+/// long as there is work. Taking them straight from the socket spares each connection a
+/// hand-over from an accepting thread, a context switch that costs more than a short
+/// session's own work on a busy machine. One thread always waits: one that takes a
+/// connection while no other waits starts another; beyond `max_sessions` sessions the
+/// waiting thread answers `421` and waits again.
+fn take_connections(sessions: &Arc<Sessions>) {
+    let max_sessions = sessions.shared.config.max_sessions;
+    loop {
+        sessions.threads.lock().waiting += 1;
+        let accepted = sessions.socket.accept();
+        let mut threads = sessions.threads.lock();
+        threads.waiting -= 1;
+        let (connection, peer) = match accepted {
+            Ok((connection, peer)) => (connection, peer.ip()),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if threads.waiting > 0 {
+                    threads.alive -= 1;
+                    return;
+                }
+                continue;
+            }
             Err(error) => {
-                log::warn!("listener {}: {error}", shared.config.address);
+                drop(threads);
+                log::warn!("listener {}: {error}", sessions.shared.config.address);
                 // Out of file descriptors, most likely: give sessions time to end.
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
-        let peer = match connection.peer_addr() {
-            Ok(peer) => peer.ip(),
-            Err(_) => continue,
-        };
-        let (connection, peer) = match hand.try_send((connection, peer)) {
-            Ok(()) => continue,
-            Err(TrySendError::Full(work) | TrySendError::Disconnected(work)) => work,
-        };
-        if threads.fetch_add(1, Ordering::SeqCst) >= shared.config.max_sessions {
-            threads.fetch_sub(1, Ordering::SeqCst);
+        let serving = threads.alive - threads.waiting;
+        if serving > max_sessions {
+            drop(threads);
             log::warn!(
-                "listener {}: refused {peer}: {} sessions already",
-                shared.config.address,
-                shared.config.max_sessions
+                "listener {}: refused {peer}: {max_sessions} sessions already",
+                sessions.shared.config.address,
             );
-            refuse(connection, &shared.hostname);
+            refuse(connection, &sessions.shared.hostname);
             continue;
         }
-        let guard = ThreadCount(Arc::clone(&threads));
-        let shared = Arc::clone(&shared);
-        let take = take.clone();
-        let spawned = std::thread::Builder::new()
-            .name("smtp session".into())
-            .stack_size(1 << 20)
-            .spawn(move || {
-                let _guard = guard;
-                session::serve(connection, peer, &shared);
-                while let Ok((connection, peer)) = take.recv_timeout(IDLE_THREAD) {
-                    session::serve(connection, peer, &shared);
-                }
-            });
-        if let Err(error) = spawned {
-            log::error!("listener: cannot start a thread for a session: {error}");
+        if threads.waiting == 0 {
+            threads.alive += 1;
+            let next = Arc::clone(sessions);
+            let spawned = std::thread::Builder::new()
+                .name("smtp session".into())
+                .stack_size(SESSION_STACK)
+                .spawn(move || take_connections(&next));
+            if let Err(error) = spawned {
+                threads.alive -= 1;
+                log::error!("listener: cannot start a thread for a session: {error}");
+            }
         }
+        drop(threads);
+        session::serve(connection, peer, &sessions.shared);
+    }
+}
+
+/// Makes `accept` on `socket` give up after `idle` (`SO_RCVTIMEO`), so that idle session
+/// threads can end.
+fn wait_at_most(socket: &TcpListener, idle: Duration) -> io::Result<()> {
+    let timeout = libc::timeval {
+        tv_sec: idle.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: the descriptor is the listener's own, open while it lives, and `timeout` is a
+    // valid `timeval` of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if set == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -170,13 +233,4 @@ fn refuse(mut connection: TcpStream, hostname: &str) {
         .ok();
     let text = format!("421 4.7.0 {hostname} too many sessions, try again later\r\n");
     connection.write_all(text.as_bytes()).ok();
-}
-
-/// One session thread counted while it lives.
-struct ThreadCount(Arc<AtomicUsize>);
-
-impl Drop for ThreadCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
