@@ -274,3 +274,38 @@ fn a_server_refusing_one_recipient_of_a_transaction_fails_only_that_one() {
         "{relayed}"
     );
 }
+
+#[test]
+fn a_smart_host_that_does_not_offer_pipelining_gets_one_command_at_a_time() {
+    if real_server("smtp-sink").is_none() {
+        return;
+    }
+    let site = Site::new();
+    // `-p`: no PIPELINING in its EHLO reply, so the transport waits for each reply.
+    let sink = SmtpSink::start(&site, "sink", free_port(), &["-p"]);
+    let host = Host::start(
+        &site.write_config(&smtp_transport("smarthost", sink.port, "")),
+        "host.log",
+    );
+    let id = host.submit(
+        &[
+            "-f",
+            "alice@example.com",
+            "bob@example.net",
+            "carol@example.net",
+        ],
+        MESSAGE,
+    );
+    wait_until(PROMPTLY, "the message is delivered", || {
+        host.show(&id)["folder"] == "Sent Items"
+    });
+    let transactions = sink.transactions();
+    assert_eq!(transactions.len(), 1, "{transactions:#?}");
+    for rcpt in [
+        "X-Rcpt-Args: <bob@example.net>",
+        "X-Rcpt-Args: <carol@example.net>",
+    ] {
+        assert!(transactions[0].contains(rcpt), "{}", transactions[0]);
+    }
+    assert!(transactions[0].contains("Hello over SMTP."));
+}
