@@ -93,10 +93,7 @@ pub fn start(
                 waiting: 0,
             }),
         });
-        std::thread::Builder::new()
-            .name("smtp session".into())
-            .stack_size(SESSION_STACK)
-            .spawn(move || take_connections(&sessions))
+        start_session_thread(sessions)
             .map_err(|e| format!("cannot start a thread for a listener: {e}"))?;
     }
     Ok(())
@@ -186,12 +183,7 @@ fn take_connections(sessions: &Arc<Sessions>) {
         }
         if threads.waiting == 0 {
             threads.alive += 1;
-            let next = Arc::clone(sessions);
-            let spawned = std::thread::Builder::new()
-                .name("smtp session".into())
-                .stack_size(SESSION_STACK)
-                .spawn(move || take_connections(&next));
-            if let Err(error) = spawned {
+            if let Err(error) = start_session_thread(Arc::clone(sessions)) {
                 threads.alive -= 1;
                 log::error!("listener: cannot start a thread for a session: {error}");
             }
@@ -199,6 +191,15 @@ fn take_connections(sessions: &Arc<Sessions>) {
         drop(threads);
         session::serve(connection, peer, &sessions.shared);
     }
+}
+
+/// Starts a session thread of `sessions` (counted by the caller).
+fn start_session_thread(sessions: Arc<Sessions>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("smtp session".into())
+        .stack_size(SESSION_STACK)
+        .spawn(move || take_connections(&sessions))
+        .map(drop)
 }
 
 /// Makes `accept` on `socket` give up after `idle` (`SO_RCVTIMEO`), so that idle session
