@@ -105,6 +105,14 @@ UPDATE messages SET due = NULL WHERE folder <> 'Outbox';
 /// (a few hundred bytes per message), so that working the queue reads no page from the file.
 const CACHE_KIB: i64 = 32 * 1024;
 
+/// How many pages the WAL holds before a commit copies them into the database file
+/// (SQLite's default is 1,000). The same index and folder pages change in nearly every
+/// commit, and a checkpoint copies each page once however often it changed: ten times fewer
+/// checkpoints cut the store thread's CPU by 9% under the listener benchmark. The WAL grows
+/// to about 40 MiB before it is reused; durability is the same (a commit is in the WAL, synced,
+/// before it returns).
+const WAL_CHECKPOINT_PAGES: u32 = 10_000;
+
 /// How many prepared statements the connection keeps. The store uses about two dozen; with
 /// rusqlite's default of 16 they pushed each other out, and every message paid for parsing
 /// and planning its statements again (a quarter of the store thread's time in a drain).
@@ -113,7 +121,7 @@ const STATEMENT_CACHE: usize = 64;
 /// Sets the connection up for durability and speed, and creates or upgrades the schema.
 ///
 /// WAL with `synchronous = FULL`: a commit is on disk when it returns, and one commit (one
-/// fsync) covers a whole batch.
+/// fsync) covers a whole batch; checkpoints every [`WAL_CHECKPOINT_PAGES`] pages.
 pub fn prepare(connection: &mut Connection) -> Result<(), String> {
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     connection
@@ -122,7 +130,8 @@ pub fn prepare(connection: &mut Connection) -> Result<(), String> {
     connection
         .execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
-             PRAGMA cache_size = -{CACHE_KIB}; PRAGMA temp_store = MEMORY;"
+             PRAGMA cache_size = -{CACHE_KIB}; PRAGMA temp_store = MEMORY;
+             PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES};"
         ))
         .map_err(|error| format!("cannot set the database up: {error}"))?;
     let version: i64 = connection
