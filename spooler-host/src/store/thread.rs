@@ -185,10 +185,16 @@ impl StoreClient {
         // commit queued before it is cleared is seen by that collection, one queued after
         // schedules the next.
         if !self.collection_queued.swap(true, Ordering::SeqCst) {
-            let (waiting, queued) = (self.waiting.clone(), Arc::clone(&self.collection_queued));
+            let mut collection = Collection {
+                waiting: self.waiting.clone(),
+                queued: Arc::clone(&self.collection_queued),
+                done: false,
+            };
             let collect = move |store: Result<&mut StoreObject, &ProviderError>| {
-                queued.store(false, Ordering::SeqCst);
-                commit_waiting(store, &waiting)
+                collection.queued.store(false, Ordering::SeqCst);
+                let health = commit_waiting(store, &collection.waiting);
+                collection.done = true;
+                health
             };
             self.store.run(collect).map_err(|_| gone())?;
         }
@@ -299,6 +305,27 @@ impl StoreClient {
 
 fn gone() -> ProviderError {
     ProviderError::temporary("the store thread has stopped (the host is shutting down)")
+}
+
+/// A job that collects the waiting commits on the store thread.
+struct Collection {
+    waiting: Receiver<(Commit, Reply)>,
+    queued: Arc<AtomicBool>,
+    /// Whether it ran to its end.
+    done: bool,
+}
+
+impl Drop for Collection {
+    /// A collection dropped before its end (the store thread ended, or the host's own code
+    /// panicked on it) answers what waits, so that no caller waits for ever.
+    fn drop(&mut self) {
+        if !self.done {
+            for (_, reply) in self.waiting.try_iter() {
+                reply.send(Err(gone())).ok();
+            }
+            self.queued.store(false, Ordering::SeqCst);
+        }
+    }
 }
 
 /// On the store thread: commits every waiting commit, in groups of at most [`MAX_GROUP`], or
