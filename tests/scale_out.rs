@@ -138,17 +138,24 @@ fn three_hosts_work_one_queue_and_a_killed_host_loses_nothing() {
         "3,000 messages reach the sink",
         || sink.transactions_count() >= 3_000,
     );
+    let leased_by_b = || -> BTreeSet<u64> {
+        postgres
+            .psql(
+                "spooler",
+                "SELECT m.id FROM messages m JOIN spooler_sessions s \
+                 ON m.lease_session = s.session WHERE s.host = 'b' AND m.folder = 'Outbox'",
+            )
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    // Between two batches a host may hold no lease for a moment: kill it while it holds some.
+    wait_until(PROMPTLY, "host b holds leases", || {
+        !leased_by_b().is_empty()
+    });
     hosts[1].kill_hard();
     let killed_at = SystemTime::now();
-    let orphans: BTreeSet<u64> = postgres
-        .psql(
-            "spooler",
-            "SELECT m.id FROM messages m JOIN spooler_sessions s ON m.lease_session = s.session \
-             WHERE s.host = 'b' AND m.folder = 'Outbox'",
-        )
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
+    let orphans = leased_by_b();
     assert!(
         !orphans.is_empty(),
         "host b held no leases when it was killed"
