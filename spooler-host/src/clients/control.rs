@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::RwLock;
-use provider_abi::store::OUTBOX;
-use provider_abi::{MessageId, ProviderKind, Timestamp};
+use provider_abi::store::{CommitReceipt, OUTBOX};
+use provider_abi::{MessageId, ProviderError, ProviderKind, Timestamp};
 
 use crate::clients::listener;
 use crate::clients::protocol::{
@@ -286,27 +286,61 @@ impl Control {
         content: Vec<u8>,
         properties: Vec<provider_abi::Property>,
     ) -> Response {
+        match self.submission_commit(submission, content, properties) {
+            Ok(commit) => self.submission_answer(self.store.commit(commit)),
+            Err(refusal) => refusal,
+        }
+    }
+
+    /// [`Control::submit_with`] without waiting for the store: `then` gets the commit's
+    /// result on the store thread, to be handed to [`Control::submission_answer`] elsewhere;
+    /// or the refusal comes back at once.
+    pub fn submit_then(
+        &self,
+        submission: &crate::clients::protocol::Submission,
+        content: Vec<u8>,
+        properties: Vec<provider_abi::Property>,
+        then: impl FnOnce(Result<CommitReceipt, ProviderError>) + Send + 'static,
+    ) -> Result<(), Response> {
+        let commit = self.submission_commit(submission, content, properties)?;
+        self.store.commit_then(commit, then);
+        Ok(())
+    }
+
+    /// The commit that puts a checked submission into the Outbox, or the refusal.
+    fn submission_commit(
+        &self,
+        submission: &crate::clients::protocol::Submission,
+        content: Vec<u8>,
+        properties: Vec<provider_abi::Property>,
+    ) -> Result<Commit, Response> {
         if self.shutting_down.load(Ordering::SeqCst) {
-            return Response::error(
+            return Err(Response::error(
                 Failure::Temporary,
                 "the store is not taking messages: the spooler is shutting down; try again",
-            );
+            ));
         }
         let prepared =
             submission::envelope_and_content(submission, content, &self.rules, Timestamp::now());
-        let (mut envelope, content) = match prepared {
-            Ok(prepared) => prepared,
-            Err(refusal) => return Response::error(refusal.failure, refusal.message),
-        };
+        let (mut envelope, content) =
+            prepared.map_err(|refusal| Response::error(refusal.failure, refusal.message))?;
         envelope.properties.extend(properties);
         envelope.preprocessed = self
             .registry()
             .preprocessors_for(&envelope.recipients)
             .is_empty();
-        let committed = self.store.commit(Commit {
+        Ok(Commit {
             submit: vec![(envelope, content)],
             ..Commit::default()
-        });
+        })
+    }
+
+    /// What a submission's client is told once its commit returned; wakes the queue
+    /// manager for a new message.
+    pub fn submission_answer(
+        &self,
+        committed: Result<CommitReceipt, ProviderError>,
+    ) -> Response {
         let receipt = match committed {
             Ok(receipt) => receipt,
             Err(error) => {

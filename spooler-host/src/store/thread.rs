@@ -142,7 +142,8 @@ fn part_of(receipt: &mut CommitReceipt, commit: &Commit) -> CommitReceipt {
     }
 }
 
-type Reply = Sender<Result<CommitReceipt, ProviderError>>;
+/// What is done with a commit's result, on the store thread.
+type Reply = Box<dyn FnOnce(Result<CommitReceipt, ProviderError>) + Send>;
 
 /// A handle to the store thread, cheap to clone.
 #[derive(Clone)]
@@ -180,7 +181,25 @@ impl StoreClient {
     /// Commits `commit` durably (possibly together with other callers' commits).
     pub fn commit(&self, commit: Commit) -> Result<CommitReceipt, ProviderError> {
         let (reply, answer) = bounded(1);
-        self.commits.send((commit, reply)).map_err(|_| gone())?;
+        self.commit_then(commit, move |result| {
+            reply.send(result).ok();
+        });
+        answer.recv().unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Commits `commit` durably like [`StoreClient::commit`], without waiting: `then` gets
+    /// the result on the store thread (so it must be quick: hand the result on, do not
+    /// work on it there). For callers that serve many clients on one thread, such as the
+    /// SMTP listener's event loop.
+    pub fn commit_then(
+        &self,
+        commit: Commit,
+        then: impl FnOnce(Result<CommitReceipt, ProviderError>) + Send + 'static,
+    ) {
+        if let Err(refused) = self.commits.send((commit, Box::new(then))) {
+            let (_, then) = refused.into_inner();
+            return then(Err(gone()));
+        }
         // The flag is cleared when a collection starts, before it looks at the queue: a
         // commit queued before it is cleared is seen by that collection, one queued after
         // schedules the next.
@@ -196,9 +215,10 @@ impl StoreClient {
                 collection.done = true;
                 health
             };
-            self.store.run(collect).map_err(|_| gone())?;
+            // If the store thread is gone, the collection is dropped, and answers what
+            // waits, this commit included.
+            self.store.run(collect).ok();
         }
-        answer.recv().unwrap_or_else(|_| Err(gone()))
     }
 
     fn call<R: Send + 'static>(
@@ -321,7 +341,7 @@ impl Drop for Collection {
     fn drop(&mut self) {
         if !self.done {
             for (_, reply) in self.waiting.try_iter() {
-                reply.send(Err(gone())).ok();
+                reply(Err(gone()));
             }
             self.queued.store(false, Ordering::SeqCst);
         }
@@ -338,7 +358,7 @@ fn commit_waiting(
         Ok(store) => store,
         Err(fault) => {
             for (_, reply) in waiting.try_iter() {
-                reply.send(Err(fault.clone())).ok();
+                reply(Err(fault.clone()));
             }
             return Health::Fine;
         }
@@ -362,37 +382,32 @@ fn commit_group(
     commits: Vec<(Commit, Reply)>,
 ) -> Result<(), ProviderError> {
     let all: Vec<&Commit> = commits.iter().map(|(commit, _)| commit).collect();
+    let results: Vec<Result<CommitReceipt, ProviderError>> = match commit_together(store, &all) {
+        Ok(mut receipt) => all
+            .iter()
+            .map(|commit| Ok(part_of(&mut receipt, commit)))
+            .collect(),
+        Err(error)
+            if all.len() > 1 && Health::of(&Err::<(), _>(error.clone())) == Health::Fine =>
+        {
+            log::warn!(
+                "store: a group commit of {} failed ({error}); committing each alone",
+                all.len()
+            );
+            all.iter()
+                .map(|commit| commit_together(store, &[commit]))
+                .collect()
+        }
+        Err(error) => all.iter().map(|_| Err(error.clone())).collect(),
+    };
     let mut panicked = None;
-    let mut answer = |reply: &Reply, result: Result<CommitReceipt, ProviderError>| {
+    for ((_, reply), result) in commits.into_iter().zip(results) {
         if let Err(error) = &result {
             if Health::of(&result) == Health::Faulted {
                 panicked = Some(error.clone());
             }
         }
-        reply.send(result).ok();
-    };
-    match commit_together(store, &all) {
-        Ok(mut receipt) => {
-            for (commit, reply) in &commits {
-                answer(reply, Ok(part_of(&mut receipt, commit)));
-            }
-        }
-        Err(error)
-            if commits.len() > 1 && Health::of(&Err::<(), _>(error.clone())) == Health::Fine =>
-        {
-            log::warn!(
-                "store: a group commit of {} failed ({error}); committing each alone",
-                commits.len()
-            );
-            for (commit, reply) in &commits {
-                answer(reply, commit_together(store, &[commit]));
-            }
-        }
-        Err(error) => {
-            for (_, reply) in &commits {
-                answer(reply, Err(error.clone()));
-            }
-        }
+        reply(result);
     }
     panicked.map_or(Ok(()), Err)
 }

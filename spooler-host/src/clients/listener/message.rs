@@ -2,8 +2,6 @@
 //! with CRLF, the size limit held while reading), then given a `Received:` trace field and,
 //! if it has none, a `Message-ID:` and a `Date:`, as Postfix's cleanup does.
 
-use std::io::{self, BufRead, Read};
-
 use provider_abi::headers::{field_spans, header_block_len};
 use provider_abi::Timestamp;
 
@@ -25,61 +23,83 @@ pub enum Data {
     LineTooLong,
 }
 
-/// Reads the message up to the line holding only a dot. Only `.` followed by CRLF ends it
-/// (a bare LF before or after the dot does not, so no command can be smuggled in after a
-/// message). The connection ending first is an error: nothing of it is kept.
-pub fn read(reader: &mut impl BufRead, max_size: usize) -> io::Result<Data> {
-    let mut content = Vec::with_capacity(8192);
-    let mut too_big = false;
-    let mut too_long = false;
-    // Whether the bytes read next start a line, and how long the current line is so far.
-    let mut line_start = true;
-    let mut line_length = 0usize;
-    loop {
-        let start = content.len();
-        let read = reader
-            .by_ref()
-            .take(MAX_TEXT_LINE as u64)
-            .read_until(b'\n', &mut content)?;
-        if read == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the client closed the connection before the end of the message",
-            ));
-        }
-        let complete = content.ends_with(b"\n");
-        if line_start && complete && &content[start..] == b".\r\n" {
-            content.truncate(start);
-            break;
-        }
-        if line_start && content[start] == b'.' {
-            content.remove(start);
-        }
-        line_length += read;
-        if complete {
-            if !content.ends_with(b"\r\n") {
-                let end = content.len() - 1;
-                content.insert(end, b'\r');
-            }
-            too_long |= line_length > MAX_TEXT_LINE;
-            line_length = 0;
-        }
-        line_start = complete;
-        if content.len() > max_size {
-            too_big = true;
-        }
-        if too_big || too_long {
-            // Keep reading to the end, keeping nothing.
-            content.clear();
+/// A DATA command's message, read as its bytes arrive, up to the line holding only a dot.
+/// Only `.` followed by CRLF ends it (a bare LF before or after the dot does not, so no
+/// command can be smuggled in after a message). It takes whole lines only (or a piece of a
+/// line longer than [`MAX_TEXT_LINE`]), so the session keeps a line's start until its end
+/// arrives, and it holds at most the size limit: past it, it reads on keeping nothing.
+#[derive(Debug)]
+pub struct DataReader {
+    content: Vec<u8>,
+    max_size: usize,
+    /// Whether the bytes taken next continue a line (rather than start one).
+    mid_line: bool,
+    /// How long the current line is so far.
+    line_length: usize,
+    too_big: bool,
+    too_long: bool,
+}
+
+impl DataReader {
+    /// A reader for a message of at most `max_size` bytes.
+    pub fn new(max_size: usize) -> DataReader {
+        DataReader {
+            content: Vec::with_capacity(8192),
+            max_size,
+            mid_line: false,
+            line_length: 0,
+            too_big: false,
+            too_long: false,
         }
     }
-    Ok(if too_big {
-        Data::TooBig
-    } else if too_long {
-        Data::LineTooLong
-    } else {
-        Data::Message(content)
-    })
+
+    /// Takes what it can of `input`; returns how many bytes it took, and what the DATA
+    /// command brought once its end was among them (the bytes after it are not taken).
+    pub fn take(&mut self, input: &[u8]) -> (usize, Option<Data>) {
+        let mut taken = 0;
+        loop {
+            let rest = &input[taken..];
+            let (piece, complete) = match memchr::memchr(b'\n', rest) {
+                Some(end) if end < MAX_TEXT_LINE => (&rest[..=end], true),
+                _ if rest.len() >= MAX_TEXT_LINE => (&rest[..MAX_TEXT_LINE], false),
+                _ => return (taken, None),
+            };
+            taken += piece.len();
+            let line_start = !self.mid_line;
+            if line_start && piece == b".\r\n" {
+                return (taken, Some(self.finish()));
+            }
+            let unstuffed = match piece {
+                [b'.', rest @ ..] if line_start => rest,
+                _ => piece,
+            };
+            self.content.extend_from_slice(unstuffed);
+            self.line_length += piece.len();
+            if complete {
+                if !self.content.ends_with(b"\r\n") {
+                    let end = self.content.len() - 1;
+                    self.content.insert(end, b'\r');
+                }
+                self.too_long |= self.line_length > MAX_TEXT_LINE;
+                self.line_length = 0;
+            }
+            self.mid_line = !complete;
+            self.too_big |= self.content.len() > self.max_size;
+            if self.too_big || self.too_long {
+                self.content.clear();
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Data {
+        if self.too_big {
+            Data::TooBig
+        } else if self.too_long {
+            Data::LineTooLong
+        } else {
+            Data::Message(std::mem::take(&mut self.content))
+        }
+    }
 }
 
 /// The message with `received` (a whole `Received:` field, CRLF-ended) in front, and a
@@ -106,8 +126,30 @@ pub fn with_trace(content: Vec<u8>, received: &str, hostname: &str, now: Timesta
 mod tests {
     use super::*;
 
-    fn data(input: &[u8], max: usize) -> io::Result<Data> {
-        read(&mut io::BufReader::new(input), max)
+    /// What a DATA command brings from `input`, fed in pieces of `piece` bytes as a
+    /// session would (keeping what the reader did not take); an error if it never ends.
+    fn data_in_pieces(input: &[u8], max: usize, piece: usize) -> Result<Data, &'static str> {
+        let mut reader = DataReader::new(max);
+        let mut kept = Vec::new();
+        for chunk in input.chunks(piece) {
+            kept.extend_from_slice(chunk);
+            let (taken, data) = reader.take(&kept);
+            kept.drain(..taken);
+            if let Some(data) = data {
+                return Ok(data);
+            }
+        }
+        Err("the input ended before the message")
+    }
+
+    fn data(input: &[u8], max: usize) -> Result<Data, &'static str> {
+        let whole = data_in_pieces(input, max, input.len().max(1));
+        // Byte by byte, a long line is read again at every byte: only short inputs.
+        let pieces: &[usize] = if input.len() < 10_000 { &[1, 2, 3, 7] } else { &[4096] };
+        for &piece in pieces {
+            assert_eq!(data_in_pieces(input, max, piece), whole, "in pieces of {piece}");
+        }
+        whole
     }
 
     #[test]

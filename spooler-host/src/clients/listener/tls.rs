@@ -65,11 +65,6 @@ impl Stream {
         Ok(Stream::Tls(Box::new(StreamOwned::new(connection, socket))))
     }
 
-    /// Whether it is encrypted.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
-    }
-
     /// The clear-text connection, if it is one (for STARTTLS).
     pub fn into_plain(self) -> Option<TcpStream> {
         match self {

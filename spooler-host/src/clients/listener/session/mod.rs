@@ -1,22 +1,34 @@
 //! One SMTP session (RFC 5321 with ESMTP's PIPELINING, SIZE, 8BITMIME,
-//! ENHANCEDSTATUSCODES, STARTTLS, AUTH and DSN): the greeting, the commands in the order a
-//! transaction allows, and DATA, whose 250 comes only once the message is in the Outbox.
-//! Replies are buffered while pipelined commands are waiting and sent before the session
-//! waits for more. This file holds the session's loop and replies; `transaction` the mail
-//! transaction (MAIL, RCPT, DATA and the submission), `security` STARTTLS, AUTH and the
-//! relay rule.
+//! ENHANCEDSTATUSCODES, STARTTLS, AUTH and DSN), as a state machine over the bytes the
+//! client sent: the greeting, the commands in the order a transaction allows, and DATA,
+//! whose 250 comes only once the message is in the Outbox.
+//!
+//! The session does no I/O of its own, so that one event loop can serve many sessions
+//! (`reactor`) and a thread can serve one over a blocking TLS stream (`threaded`) with the
+//! same code. A driver reads into [`Session::input`], runs [`Session::advance`], and does
+//! what the [`Step`] it gets asks: send [`Session::replies`] and read more, commit a message
+//! and hand the answer to [`Session::submitted`], switch to TLS, or close. Replies are
+//! buffered while pipelined commands are waiting and sent when the session needs more
+//! input. This file holds the session's loop and replies; `transaction` the mail transaction
+//! (MAIL, RCPT, DATA and the submission), `security` STARTTLS, AUTH and the relay rule,
+//! `input` the bytes read and not yet taken.
 
+mod input;
 mod security;
 mod transaction;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::command::{self, Command, Unreadable};
 use super::dsn::Dsn;
-use super::tls::Stream;
+use super::message::DataReader;
 use super::Shared;
+pub use input::Input;
+use input::Line;
+use security::Sasl;
+pub use transaction::Submit;
 
 /// The longest command line taken (RFC 5321: 512 octets; AUTH responses may be longer).
 const MAX_COMMAND_LINE: usize = 4096;
@@ -36,18 +48,44 @@ struct Transaction {
     dsn: Dsn,
 }
 
-/// How a session goes on after a command.
-enum Next {
-    Continue,
+/// What the session reads next.
+enum Mode {
+    /// Command lines.
+    Commands,
+    /// The rest of a command line too long to take, dropped.
+    LongLine,
+    /// The message of a DATA command for this transaction.
+    Data(Transaction, DataReader),
+    /// The answer to a `334` challenge.
+    Sasl(Sasl),
+    /// Nothing: the session is over.
+    Closed,
+}
+
+/// What a session needs its driver to do next.
+pub enum Step {
+    /// Send the replies and read more input.
+    NeedInput,
+    /// Commit this message and give the answer to [`Session::submitted`] before advancing
+    /// again (the replies to commands after DATA must follow its answer).
+    Submit(Submit),
+    /// Send the replies, then encrypt the connection and call [`Session::tls_started`].
+    StartTls,
+    /// Send the replies and close the connection.
     Close,
 }
 
 /// A session's state.
-struct Session<'a> {
-    shared: &'a Shared,
+pub struct Session {
+    shared: Arc<Shared>,
     peer: IpAddr,
-    reader: BufReader<Stream>,
-    replies: Vec<u8>,
+    /// Whether the connection is encrypted.
+    tls: bool,
+    /// What the client sent and the session has not taken yet.
+    pub input: Input,
+    /// Replies not sent yet.
+    pub replies: Vec<u8>,
+    mode: Mode,
     /// The client's EHLO or HELO name, and whether it said EHLO.
     greeted: Option<(String, bool)>,
     user: Option<String>,
@@ -56,148 +94,129 @@ struct Session<'a> {
     junk: usize,
 }
 
-/// Serves one connection until the client quits, goes away or times out.
-pub fn serve(socket: TcpStream, peer: IpAddr, shared: &Shared) {
-    let timeout = Some(shared.config.command_timeout);
-    if let Err(error) = socket
-        .set_read_timeout(timeout)
-        .and_then(|()| socket.set_write_timeout(timeout))
-        .and_then(|()| socket.set_nodelay(true))
-    {
-        log::warn!("listener: {peer}: {error}");
-        return;
-    }
-    let stream = match (&shared.tls, shared.config.implicit_tls) {
-        (Some(tls), true) => match Stream::encrypt(socket, tls) {
-            Ok(stream) => stream,
-            Err(error) => {
-                log::warn!("listener: {peer}: {error}");
-                return;
-            }
-        },
-        _ => Stream::Plain(socket),
-    };
-    converse(stream, peer, shared);
-}
-
-/// Serves a session over a connection to one of the host's own sockets (`sendmail -bs`):
-/// a local client, allowed to send as one on the loopback address is.
-pub fn serve_local(socket: UnixStream, shared: &Shared) {
-    let timeout = Some(shared.config.command_timeout);
-    if let Err(error) = socket
-        .set_read_timeout(timeout)
-        .and_then(|()| socket.set_write_timeout(timeout))
-    {
-        log::warn!("sendmail -bs: {error}");
-        return;
-    }
-    converse(
-        Stream::Local(socket),
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        shared,
-    );
-}
-
-/// Runs the session until the client quits, goes away or times out.
-fn converse(stream: Stream, peer: IpAddr, shared: &Shared) {
-    let mut session = Session {
-        shared,
-        peer,
-        reader: BufReader::with_capacity(16 * 1024, stream),
-        replies: Vec::with_capacity(1024),
-        greeted: None,
-        user: None,
-        transaction: None,
-        errors: 0,
-        junk: 0,
-    };
-    if let Err(error) = session.run() {
-        match error.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                session.reply(421, "4.4.2", "timeout exceeded, closing the connection");
-                session.flush().ok();
-                log::info!(
-                    "listener: {peer}: closed a session idle for {:?}",
-                    shared.config.command_timeout
-                );
-            }
-            _ => log::debug!("listener: {peer}: {error}"),
+impl Session {
+    /// A session with a client at `peer`; `tls` if the connection is encrypted from the
+    /// start. Nothing is said until [`Session::greet`].
+    pub fn new(shared: Arc<Shared>, peer: IpAddr, tls: bool) -> Session {
+        Session {
+            shared,
+            peer,
+            tls,
+            input: Input::new(),
+            replies: Vec::with_capacity(1024),
+            mode: Mode::Commands,
+            greeted: None,
+            user: None,
+            transaction: None,
+            errors: 0,
+            junk: 0,
         }
     }
-}
 
-impl Session<'_> {
-    fn run(&mut self) -> io::Result<()> {
+    /// What every session of its listener shares.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> IpAddr {
+        self.peer
+    }
+
+    /// Says the greeting.
+    pub fn greet(&mut self) {
         let greeting = format!("{} ESMTP spooler-host", self.shared.hostname);
         self.reply_text(220, &greeting);
+    }
+
+    /// Takes what it can of the input, and says what the session needs next.
+    pub fn advance(&mut self) -> Step {
         loop {
-            let Some(line) = self.command_line()? else {
-                return Ok(());
-            };
-            let next = match line {
-                Some(line) => self.dispatch(&line)?,
-                None => {
-                    self.error(500, "5.5.2", "line too long");
-                    Next::Continue
+            match std::mem::replace(&mut self.mode, Mode::Commands) {
+                Mode::Closed => {
+                    self.mode = Mode::Closed;
+                    return Step::Close;
                 }
-            };
-            if matches!(next, Next::Close) {
-                return self.flush();
+                Mode::Commands => match self.input.line(MAX_COMMAND_LINE) {
+                    Line::Complete(line) => {
+                        if let Some(step) = self.dispatch(&line) {
+                            return step;
+                        }
+                    }
+                    Line::TooLong => self.error(500, "5.5.2", "line too long"),
+                    Line::Unfinished => return Step::NeedInput,
+                    Line::Dropped => self.mode = Mode::LongLine,
+                },
+                Mode::LongLine => {
+                    if !self.input.skip_line() {
+                        self.mode = Mode::LongLine;
+                        return Step::NeedInput;
+                    }
+                    self.error(500, "5.5.2", "line too long");
+                }
+                Mode::Data(transaction, mut reader) => {
+                    let (taken, data) = reader.take(self.input.unread());
+                    self.input.consume(taken);
+                    let Some(data) = data else {
+                        self.mode = Mode::Data(transaction, reader);
+                        return Step::NeedInput;
+                    };
+                    if let Some(submit) = self.message(transaction, data) {
+                        return Step::Submit(submit);
+                    }
+                }
+                Mode::Sasl(stage) => match self.input.line(MAX_COMMAND_LINE) {
+                    Line::Complete(line) => self.sasl_answer(stage, &line),
+                    Line::TooLong => self.error(500, "5.5.2", "line too long"),
+                    Line::Unfinished => {
+                        self.mode = Mode::Sasl(stage);
+                        return Step::NeedInput;
+                    }
+                    Line::Dropped => self.mode = Mode::LongLine,
+                },
             }
             if self.errors >= MAX_ERRORS {
                 self.reply(421, "4.7.0", "too many errors, closing the connection");
-                return self.flush();
+                self.mode = Mode::Closed;
             }
         }
     }
 
-    /// The next command line without its line ending: `None` at the end of the connection,
-    /// `Some(None)` for a line over [`MAX_COMMAND_LINE`] (read to its end and dropped).
-    fn command_line(&mut self) -> io::Result<Option<Option<String>>> {
-        if self.reader.buffer().is_empty() {
-            self.flush()?;
+    /// The connection ended (or failed with `error`) while the session waited for input.
+    pub fn client_left(&self, error: Option<&io::Error>) {
+        match (&self.mode, error) {
+            (Mode::Data(..), _) => log::info!(
+                "listener: {}: the client went away during DATA ({}); nothing stored",
+                self.peer,
+                error.map_or_else(|| "the connection ended".to_owned(), |e| e.to_string())
+            ),
+            (_, Some(error)) => log::debug!("listener: {}: {error}", self.peer),
+            (_, None) => {}
         }
-        let mut line = Vec::new();
-        self.reader
-            .by_ref()
-            .take(MAX_COMMAND_LINE as u64 + 2)
-            .read_until(b'\n', &mut line)?;
-        if line.is_empty() {
-            return Ok(None);
-        }
-        if !line.ends_with(b"\n") {
-            if line.len() < MAX_COMMAND_LINE {
-                return Ok(None); // The connection ended mid-line.
-            }
-            let mut rest = Vec::new();
-            while !rest.ends_with(b"\n") {
-                rest.clear();
-                let read = self
-                    .reader
-                    .by_ref()
-                    .take(MAX_COMMAND_LINE as u64)
-                    .read_until(b'\n', &mut rest)?;
-                if read == 0 {
-                    return Ok(None);
-                }
-            }
-            return Ok(Some(None));
-        }
-        let text = String::from_utf8_lossy(&line);
-        Ok(Some(Some(text.trim_end_matches(['\r', '\n']).to_owned())))
     }
 
-    fn dispatch(&mut self, line: &str) -> io::Result<Next> {
+    /// The client sent nothing for the command timeout: says so, to be sent before closing.
+    pub fn timed_out(&mut self) {
+        self.reply(421, "4.4.2", "timeout exceeded, closing the connection");
+        self.mode = Mode::Closed;
+        log::info!(
+            "listener: {}: closed a session idle for {:?}",
+            self.peer,
+            self.shared.config.command_timeout
+        );
+    }
+
+    fn dispatch(&mut self, line: &str) -> Option<Step> {
         let command = match command::parse(line) {
             Ok(command) => command,
             Err(Unreadable::Unknown(verb)) => {
                 let verb: String = verb.chars().take(32).collect();
                 self.error(500, "5.5.2", &format!("command {verb} not recognized"));
-                return Ok(Next::Continue);
+                return None;
             }
             Err(Unreadable::Syntax(why)) => {
                 self.error(501, "5.5.4", why);
-                return Ok(Next::Continue);
+                return None;
             }
         };
         match command {
@@ -205,7 +224,7 @@ impl Session<'_> {
             Command::Helo(name) => self.hello(name, false),
             Command::Mail(path, parameters) => self.mail(&path, &parameters),
             Command::Rcpt(path, parameters) => self.rcpt(&path, &parameters),
-            Command::Data => return self.data().map(|()| Next::Continue),
+            Command::Data => self.data(),
             Command::Rset => {
                 self.transaction = None;
                 self.junk_reply(250, "2.0.0", "Ok");
@@ -223,12 +242,13 @@ impl Session<'_> {
             ),
             Command::Quit => {
                 self.reply(221, "2.0.0", "Bye");
-                return Ok(Next::Close);
+                self.mode = Mode::Closed;
+                return Some(Step::Close);
             }
             Command::StartTls => return self.start_tls(),
-            Command::Auth(mechanism, initial) => self.authenticate(&mechanism, initial)?,
+            Command::Auth(mechanism, initial) => self.authenticate(&mechanism, initial),
         }
-        Ok(Next::Continue)
+        None
     }
 
     fn hello(&mut self, name: String, extended: bool) {
@@ -246,7 +266,7 @@ impl Session<'_> {
             "8BITMIME".to_owned(),
             "ENHANCEDSTATUSCODES".to_owned(),
         ];
-        if self.shared.tls.is_some() && !self.stream().is_tls() {
+        if self.shared.tls.is_some() && !self.tls {
             lines.push("STARTTLS".to_owned());
         }
         if self.auth_offered() {
@@ -260,10 +280,6 @@ impl Session<'_> {
                 .extend_from_slice(format!("250{separator}{line}\r\n").as_bytes());
         }
         self.greeted = Some((name, true));
-    }
-
-    fn stream(&self) -> &Stream {
-        self.reader.get_ref()
     }
 
     fn junk_reply(&mut self, code: u16, enhanced: &str, text: &str) {
@@ -291,17 +307,6 @@ impl Session<'_> {
     fn reply_text(&mut self, code: u16, text: &str) {
         self.replies
             .extend_from_slice(format!("{code} {text}\r\n").as_bytes());
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.replies.is_empty() {
-            return Ok(());
-        }
-        let stream = self.reader.get_mut();
-        stream.write_all(&self.replies)?;
-        stream.flush()?;
-        self.replies.clear();
-        Ok(())
     }
 }
 

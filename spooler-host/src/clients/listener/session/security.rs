@@ -1,98 +1,108 @@
 //! Who may do what in a session: STARTTLS, AUTH PLAIN and LOGIN (offered only over TLS or
 //! from loopback), and the relay rule (the allowed networks, or an authenticated user).
 
-use std::io::{self, BufReader};
-
-use super::{is_loopback, Next, Session};
+use super::{is_loopback, Mode, Session, Step};
 use crate::clients::listener::auth;
-use crate::clients::listener::tls::Stream;
 
-impl Session<'_> {
-    pub(super) fn start_tls(&mut self) -> io::Result<Next> {
-        let Some(tls) = self.shared.tls.clone() else {
+/// What the answer to a `334` challenge is.
+pub(super) enum Sasl {
+    /// AUTH PLAIN's response.
+    Plain,
+    /// AUTH LOGIN's user name.
+    LoginUser,
+    /// AUTH LOGIN's password, for this user name.
+    LoginPassword(Vec<u8>),
+}
+
+impl Session {
+    pub(super) fn start_tls(&mut self) -> Option<Step> {
+        if self.shared.tls.is_none() {
             self.error(502, "5.5.1", "STARTTLS is not offered here");
-            return Ok(Next::Continue);
-        };
-        if self.stream().is_tls() {
+            return None;
+        }
+        if self.tls {
             self.error(503, "5.5.1", "TLS is already active");
-            return Ok(Next::Continue);
+            return None;
         }
         self.reply(220, "2.0.0", "Ready to start TLS");
-        self.flush()?;
-        // Whatever the client sent after STARTTLS in clear text is dropped (it could have
-        // been injected by someone in between): the buffer goes with the reader.
-        let reader = std::mem::replace(&mut self.reader, BufReader::new(Stream::Switching));
-        let socket = reader
-            .into_inner()
-            .into_plain()
-            .ok_or_else(|| io::Error::other("STARTTLS over TLS"))?;
-        self.reader = BufReader::with_capacity(16 * 1024, Stream::encrypt(socket, &tls)?);
+        Some(Step::StartTls)
+    }
+
+    /// The connection is encrypted now: the session starts over (RFC 3207), and whatever
+    /// the client sent after STARTTLS in clear text is dropped (it could have been injected
+    /// by someone in between).
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.input.clear();
         self.greeted = None;
         self.user = None;
         self.transaction = None;
-        Ok(Next::Continue)
     }
 
-    pub(super) fn authenticate(
-        &mut self,
-        mechanism: &str,
-        initial: Option<String>,
-    ) -> io::Result<()> {
+    pub(super) fn authenticate(&mut self, mechanism: &str, initial: Option<String>) {
         if self.shared.users.is_none() {
-            self.error(502, "5.5.1", "AUTH is not offered here");
-            return Ok(());
+            return self.error(502, "5.5.1", "AUTH is not offered here");
         }
         if !self.auth_offered() {
-            self.error(
+            return self.error(
                 538,
                 "5.7.11",
                 "encryption required: use STARTTLS before AUTH",
             );
-            return Ok(());
         }
         if self.user.is_some() {
-            self.error(503, "5.5.1", "already authenticated");
-            return Ok(());
+            return self.error(503, "5.5.1", "already authenticated");
         }
         if self.transaction.is_some() {
-            self.error(
+            return self.error(
                 503,
                 "5.5.1",
                 "AUTH is not allowed during a mail transaction",
             );
-            return Ok(());
         }
-        let credentials = match mechanism {
-            "PLAIN" => {
-                let Some(response) = self.sasl_response(initial, "")? else {
-                    return Ok(());
-                };
-                auth::plain(&response)
-            }
-            "LOGIN" => {
-                let Some(user) = self.sasl_response(initial, "Username:")? else {
-                    return Ok(());
-                };
-                let Some(password) = self.sasl_response(None, "Password:")? else {
-                    return Ok(());
-                };
-                Some((
-                    String::from_utf8_lossy(&user).into_owned(),
-                    String::from_utf8_lossy(&password).into_owned(),
-                ))
-            }
+        let (stage, prompt) = match mechanism {
+            "PLAIN" => (Sasl::Plain, ""),
+            "LOGIN" => (Sasl::LoginUser, "Username:"),
             _ => {
-                self.error(
+                return self.error(
                     504,
                     "5.5.4",
                     "unrecognized authentication type (use PLAIN or LOGIN)",
-                );
-                return Ok(());
+                )
             }
         };
-        let users = self.shared.users.as_ref().expect("checked above");
+        match initial {
+            Some(response) => self.sasl_answer(stage, &response),
+            None => self.challenge(stage, prompt),
+        }
+    }
+
+    /// Asks for the next SASL response with a `334` carrying `prompt`.
+    fn challenge(&mut self, stage: Sasl, prompt: &str) {
+        let challenge = auth::encode(prompt.as_bytes());
+        self.reply_text(334, &challenge);
+        self.mode = Mode::Sasl(stage);
+    }
+
+    /// Takes the client's SASL response `text` (base64, or `*` to cancel) for `stage`.
+    pub(super) fn sasl_answer(&mut self, stage: Sasl, text: &str) {
+        if text.trim() == "*" {
+            return self.error(501, "5.0.0", "authentication cancelled");
+        }
+        let Some(response) = auth::decode(text) else {
+            return self.error(501, "5.5.2", "the response is not base64");
+        };
+        let credentials = match stage {
+            Sasl::Plain => auth::plain(&response),
+            Sasl::LoginUser => return self.challenge(Sasl::LoginPassword(response), "Password:"),
+            Sasl::LoginPassword(user) => Some((
+                String::from_utf8_lossy(&user).into_owned(),
+                String::from_utf8_lossy(&response).into_owned(),
+            )),
+        };
+        let users = &self.shared.users;
         match credentials {
-            Some((user, password)) if users.check(&user, &password) => {
+            Some((user, password)) if users.as_ref().is_some_and(|u| u.check(&user, &password)) => {
                 log::info!("listener: {}: authenticated as {user}", self.peer);
                 self.user = Some(user);
                 self.reply(235, "2.7.0", "Authentication successful");
@@ -103,46 +113,10 @@ impl Session<'_> {
             }
             None => self.error(501, "5.5.2", "malformed authentication response"),
         }
-        Ok(())
-    }
-
-    /// The decoded SASL response: the initial one, or the answer to a `334` challenge;
-    /// `None` when the client cancelled or sent no base64 (answered already).
-    pub(super) fn sasl_response(
-        &mut self,
-        initial: Option<String>,
-        challenge: &str,
-    ) -> io::Result<Option<Vec<u8>>> {
-        let text = match initial {
-            Some(text) => text,
-            None => {
-                let challenge = auth::encode(challenge.as_bytes());
-                self.reply_text(334, &challenge);
-                match self.command_line()? {
-                    Some(Some(line)) => line,
-                    Some(None) => {
-                        self.error(500, "5.5.2", "line too long");
-                        return Ok(None);
-                    }
-                    None => return Err(io::ErrorKind::UnexpectedEof.into()),
-                }
-            }
-        };
-        if text.trim() == "*" {
-            self.error(501, "5.0.0", "authentication cancelled");
-            return Ok(None);
-        }
-        match auth::decode(&text) {
-            Some(bytes) => Ok(Some(bytes)),
-            None => {
-                self.error(501, "5.5.2", "the response is not base64");
-                Ok(None)
-            }
-        }
     }
 
     pub(super) fn auth_offered(&self) -> bool {
-        self.shared.users.is_some() && (self.stream().is_tls() || is_loopback(self.peer))
+        self.shared.users.is_some() && (self.tls || is_loopback(self.peer))
     }
 
     pub(super) fn may_send(&self) -> bool {

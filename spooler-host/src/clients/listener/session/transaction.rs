@@ -1,21 +1,31 @@
 //! A session's mail transaction: MAIL with its SIZE and DSN parameters, RCPT (local names,
-//! domains mapped to other address types, checked addresses), DATA read to its end, and the
-//! submission whose commit comes before the 250, with the trace field it adds.
-
-use std::io;
+//! domains mapped to other address types, checked addresses), DATA, and the submission
+//! (with the trace field it adds) whose commit comes before the 250.
 
 use provider_abi::{Address, Property, Timestamp};
 
-use super::{Session, Transaction, MAX_RECIPIENTS};
+use super::{Mode, Session, Transaction, MAX_RECIPIENTS};
 use crate::clients::aliases::local_name;
 use crate::clients::listener::command;
 use crate::clients::listener::dsn::{self, Dsn};
-use crate::clients::listener::message::{self, Data};
+use crate::clients::listener::message::{self, Data, DataReader};
 use crate::clients::mailbox;
 use crate::clients::protocol::{Failure, Response, Submission};
 use crate::queue::reports::rfc5322_date;
 
-impl Session<'_> {
+/// A message a session hands to the host: what [`Control::submit_with`] takes.
+///
+/// [`Control::submit_with`]: crate::clients::control::Control::submit_with
+pub struct Submit {
+    /// The envelope's parts.
+    pub submission: Submission,
+    /// The message with its trace fields.
+    pub content: Vec<u8>,
+    /// The envelope's DSN properties.
+    pub properties: Vec<Property>,
+}
+
+impl Session {
     pub(super) fn mail(&mut self, path: &str, parameters: &[command::Parameter]) {
         if self.greeted.is_none() {
             return self.error(503, "5.5.1", "send EHLO or HELO first");
@@ -130,49 +140,43 @@ impl Session<'_> {
         checked("SMTP", path)
     }
 
-    pub(super) fn data(&mut self) -> io::Result<()> {
+    pub(super) fn data(&mut self) {
         let Some(transaction) = self.transaction.take() else {
-            self.error(503, "5.5.1", "need MAIL and RCPT before DATA");
-            return Ok(());
+            return self.error(503, "5.5.1", "need MAIL and RCPT before DATA");
         };
         if transaction.recipients.is_empty() {
-            self.error(554, "5.5.1", "no valid recipients");
-            return Ok(());
+            return self.error(554, "5.5.1", "no valid recipients");
         }
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>");
-        self.flush()?;
-        let content = match message::read(&mut self.reader, self.shared.max_message_size) {
-            Ok(Data::Message(content)) => content,
-            Ok(Data::TooBig) => {
+        let reader = DataReader::new(self.shared.max_message_size);
+        self.mode = Mode::Data(transaction, reader);
+    }
+
+    /// What the DATA command brought: the message to submit, or the reply why not.
+    pub(super) fn message(&mut self, transaction: Transaction, data: Data) -> Option<Submit> {
+        match data {
+            Data::Message(content) => Some(self.submission(transaction, content)),
+            Data::TooBig => {
                 let text = format!(
                     "message size exceeds the limit of {} bytes",
                     self.shared.max_message_size
                 );
                 self.reply(552, "5.3.4", &text);
-                return Ok(());
+                None
             }
-            Ok(Data::LineTooLong) => {
+            Data::LineTooLong => {
                 let text = format!(
                     "a line of the message is longer than {} octets",
                     message::MAX_TEXT_LINE
                 );
                 self.reply(500, "5.5.2", &text);
-                return Ok(());
+                None
             }
-            Err(error) => {
-                log::info!(
-                    "listener: {}: the client went away during DATA ({error}); nothing stored",
-                    self.peer
-                );
-                return Err(error);
-            }
-        };
-        self.submit(transaction, content);
-        Ok(())
+        }
     }
 
-    /// Puts the message into the Outbox as `submit` does, and answers with its id.
-    pub(super) fn submit(&mut self, transaction: Transaction, content: Vec<u8>) {
+    /// The submission that puts the message into the Outbox as `submit` does.
+    fn submission(&self, transaction: Transaction, content: Vec<u8>) -> Submit {
         let now = Timestamp::now();
         let content = message::with_trace(content, &self.received(now), &self.shared.hostname, now);
         let null_sender = transaction.sender.is_none();
@@ -184,12 +188,16 @@ impl Session<'_> {
         submission.delivery_report = reports.delivery && !null_sender;
         // A message from the null sender is itself a report: never answered with one.
         submission.no_non_delivery_report = !reports.non_delivery || null_sender;
-        let properties: Vec<Property> = transaction.dsn.properties();
-        match self
-            .shared
-            .control
-            .submit_with(&submission, content, properties)
-        {
+        Submit {
+            submission,
+            content,
+            properties: transaction.dsn.properties(),
+        }
+    }
+
+    /// Answers DATA with what the host answered the submission: the queue id, or why not.
+    pub fn submitted(&mut self, answer: Response) {
+        match answer {
             Response::Submitted { id } => {
                 self.reply(250, "2.0.0", &format!("Ok: queued as {id}"));
             }
@@ -224,7 +232,7 @@ impl Session<'_> {
             .filter(|c| c.is_ascii_graphic())
             .take(255)
             .collect();
-        let protocol = match (extended, self.stream().is_tls(), self.user.is_some()) {
+        let protocol = match (extended, self.tls, self.user.is_some()) {
             (false, _, _) => "SMTP",
             (true, false, false) => "ESMTP",
             (true, true, false) => "ESMTPS",
