@@ -198,6 +198,9 @@ impl Reactor {
     /// Runs session `index` as far as it goes without waiting.
     fn serve(&mut self, index: usize) {
         let mut reads = 0;
+        // Whether the socket has been read empty: its next bytes come with a new event
+        // (readiness is edge-triggered), so reading again now would only fail.
+        let mut drained = false;
         loop {
             let Some(Some(connection)) = self.connections.get_mut(index) else {
                 return;
@@ -215,16 +218,22 @@ impl Reactor {
                             return self.close(index);
                         }
                     }
+                    if drained {
+                        return;
+                    }
                     if reads == READS_PER_TURN {
                         return self.again.push(index);
                     }
                     reads += 1;
-                    match connection.session.input.read_from(&mut connection.socket) {
-                        Ok(0) => {
+                    match connection.session.input.read_some(&mut connection.socket) {
+                        Ok((0, _)) => {
                             connection.session.client_left(None);
                             return self.close(index);
                         }
-                        Ok(_) => connection.last_heard = Instant::now(),
+                        Ok((_, filled)) => {
+                            connection.last_heard = Instant::now();
+                            drained = !filled;
+                        }
                         Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                         Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                         Err(error) => {

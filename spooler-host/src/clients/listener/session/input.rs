@@ -61,6 +61,12 @@ impl Input {
 
     /// Reads once from `reader` (what one `read` gives); `Ok(0)` at the end of the input.
     pub fn read_from(&mut self, reader: &mut impl Read) -> io::Result<usize> {
+        self.read_some(reader).map(|(read, _)| read)
+    }
+
+    /// Reads once from `reader`: how many bytes, and whether they filled the room offered
+    /// (if not, a socket had no more for now).
+    pub fn read_some(&mut self, reader: &mut impl Read) -> io::Result<(usize, bool)> {
         if self.buffer.len() - self.end < READ_SIZE / 4 {
             self.buffer.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -69,9 +75,10 @@ impl Input {
                 self.buffer.resize(self.buffer.len() + READ_SIZE, 0);
             }
         }
+        let room = self.buffer.len() - self.end;
         let read = reader.read(&mut self.buffer[self.end..])?;
         self.end += read;
-        Ok(read)
+        Ok((read, read == room))
     }
 
     /// The next line of at most `max` octets (plus its line ending), taken.
