@@ -288,7 +288,7 @@ impl Control {
     ) -> Response {
         match self.submission_commit(submission, content, properties) {
             Ok(commit) => self.submission_answer(self.store.commit(commit)),
-            Err(refusal) => refusal,
+            Err(refusal) => Response::error(refusal.failure, refusal.message),
         }
     }
 
@@ -301,7 +301,7 @@ impl Control {
         content: Vec<u8>,
         properties: Vec<provider_abi::Property>,
         then: impl FnOnce(Result<CommitReceipt, ProviderError>) + Send + 'static,
-    ) -> Result<(), Response> {
+    ) -> Result<(), submission::Refusal> {
         let commit = self.submission_commit(submission, content, properties)?;
         self.store.commit_then(commit, then);
         Ok(())
@@ -313,17 +313,17 @@ impl Control {
         submission: &crate::clients::protocol::Submission,
         content: Vec<u8>,
         properties: Vec<provider_abi::Property>,
-    ) -> Result<Commit, Response> {
+    ) -> Result<Commit, submission::Refusal> {
         if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(Response::error(
-                Failure::Temporary,
-                "the store is not taking messages: the spooler is shutting down; try again",
-            ));
+            return Err(submission::Refusal {
+                failure: Failure::Temporary,
+                message: "the store is not taking messages: the spooler is shutting down; \
+                          try again"
+                    .into(),
+            });
         }
-        let prepared =
-            submission::envelope_and_content(submission, content, &self.rules, Timestamp::now());
         let (mut envelope, content) =
-            prepared.map_err(|refusal| Response::error(refusal.failure, refusal.message))?;
+            submission::envelope_and_content(submission, content, &self.rules, Timestamp::now())?;
         envelope.properties.extend(properties);
         envelope.preprocessed = self
             .registry()
@@ -337,10 +337,7 @@ impl Control {
 
     /// What a submission's client is told once its commit returned; wakes the queue
     /// manager for a new message.
-    pub fn submission_answer(
-        &self,
-        committed: Result<CommitReceipt, ProviderError>,
-    ) -> Response {
+    pub fn submission_answer(&self, committed: Result<CommitReceipt, ProviderError>) -> Response {
         let receipt = match committed {
             Ok(receipt) => receipt,
             Err(error) => {

@@ -387,9 +387,7 @@ fn commit_group(
             .iter()
             .map(|commit| Ok(part_of(&mut receipt, commit)))
             .collect(),
-        Err(error)
-            if all.len() > 1 && Health::of(&Err::<(), _>(error.clone())) == Health::Fine =>
-        {
+        Err(error) if all.len() > 1 && Health::of(&Err::<(), _>(error.clone())) == Health::Fine => {
             log::warn!(
                 "store: a group commit of {} failed ({error}); committing each alone",
                 all.len()

@@ -145,9 +145,17 @@ mod tests {
     fn data(input: &[u8], max: usize) -> Result<Data, &'static str> {
         let whole = data_in_pieces(input, max, input.len().max(1));
         // Byte by byte, a long line is read again at every byte: only short inputs.
-        let pieces: &[usize] = if input.len() < 10_000 { &[1, 2, 3, 7] } else { &[4096] };
+        let pieces: &[usize] = if input.len() < 10_000 {
+            &[1, 2, 3, 7]
+        } else {
+            &[4096]
+        };
         for &piece in pieces {
-            assert_eq!(data_in_pieces(input, max, piece), whole, "in pieces of {piece}");
+            assert_eq!(
+                data_in_pieces(input, max, piece),
+                whole,
+                "in pieces of {piece}"
+            );
         }
         whole
     }

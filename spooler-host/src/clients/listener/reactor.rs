@@ -24,6 +24,7 @@ use provider_abi::ProviderError;
 use super::session::{Session, Step, Submit};
 use super::threaded::{self, Start};
 use super::Shared;
+use crate::clients::protocol::Response;
 
 /// The listening socket's token.
 const LISTENER: Token = Token(usize::MAX);
@@ -279,7 +280,9 @@ impl Reactor {
         );
         match handed {
             Ok(()) => connection.committing = true,
-            Err(refusal) => connection.session.submitted(refusal),
+            Err(refusal) => connection
+                .session
+                .submitted(Response::error(refusal.failure, refusal.message)),
         }
     }
 
@@ -290,7 +293,11 @@ impl Reactor {
             let Some(Some(connection)) = self.connections.get_mut(index) else {
                 continue;
             };
-            let answer = connection.session.shared().control.submission_answer(result);
+            let answer = connection
+                .session
+                .shared()
+                .control
+                .submission_answer(result);
             connection.session.submitted(answer);
             connection.committing = false;
             self.serve(index);
