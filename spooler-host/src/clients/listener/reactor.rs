@@ -322,16 +322,23 @@ impl Reactor {
 
     /// Takes session `index` off the loop.
     fn take(&mut self, index: usize) -> Option<Connection> {
-        let mut connection = self.connections.get_mut(index)?.take()?;
+        let mut connection = self.remove(index)?;
         self.poll.registry().deregister(&mut connection.socket).ok();
-        self.free.push(index);
         Some(connection)
     }
 
+    /// Closes session `index`'s connection. Closing the socket takes it out of the epoll
+    /// set too: it was never duplicated.
     fn close(&mut self, index: usize) {
-        if self.take(index).is_some() {
+        if self.remove(index).is_some() {
             self.sessions.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    fn remove(&mut self, index: usize) -> Option<Connection> {
+        let connection = self.connections.get_mut(index)?.take()?;
+        self.free.push(index);
+        Some(connection)
     }
 
     /// Serves a session on a thread of its own from `start`.
