@@ -473,6 +473,64 @@ fn pipelined_commands_are_answered_in_order_with_dsn_and_domain_types() {
 }
 
 #[test]
+fn a_client_sending_a_few_bytes_at_a_time_and_commands_after_the_dot_is_served_in_order() {
+    if real_server("smtp-sink").is_none() {
+        return;
+    }
+    let site = Site::new();
+    let sink = SmtpSink::start(&site, "sink", free_port(), &[]);
+    let port = free_port();
+    let host = Host::start(
+        &site.write_config(&profile(port, "", sink.port, "")),
+        "host.log",
+    );
+    let (mut client, _) = Client::greeted(port);
+    client.writer.set_nodelay(true).expect("no Nagle");
+    let trickle = |client: &mut Client, text: &str| {
+        for piece in text.as_bytes().chunks(3) {
+            client.writer.write_all(piece).expect("sending");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    trickle(
+        &mut client,
+        "MAIL FROM:<app@example.com>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n",
+    );
+    for expected in ["250 2.1.0", "250 2.1.5", "354"] {
+        let reply = client.reply();
+        assert!(reply.starts_with(expected), "{expected}: {reply}");
+    }
+    // The end of the message, a second transaction and QUIT in one go: the second MAIL
+    // is read while the first message is being committed, and answered after it.
+    trickle(
+        &mut client,
+        "Subject: slow\r\n\r\n..\r\n.\r\nMAIL FROM:<app@example.com>\r\n\
+         RCPT TO:<carol@example.net>\r\nDATA\r\n",
+    );
+    let first = client.reply();
+    assert!(first.starts_with("250 2.0.0 Ok: queued as "), "{first}");
+    for expected in ["250 2.1.0", "250 2.1.5", "354"] {
+        let reply = client.reply();
+        assert!(reply.starts_with(expected), "{expected}: {reply}");
+    }
+    client.send("Subject: second\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+    let second = client.reply();
+    assert!(second.starts_with("250 2.0.0 Ok: queued as "), "{second}");
+    assert!(client.reply().starts_with("221 2.0.0"));
+    let content = host.show(&queued_id(&first))["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content.ends_with("Subject: slow\r\n\r\n.\r\n"),
+        "{content:?}"
+    );
+    wait_until(PROMPTLY, "both messages reach the sink", || {
+        sink.transactions_count() == 2
+    });
+}
+
+#[test]
 fn sessions_beyond_the_bound_get_421_and_idle_ones_time_out() {
     let site = Site::new();
     let port = free_port();
