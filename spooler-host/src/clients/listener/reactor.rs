@@ -54,6 +54,9 @@ struct Connection {
     last_heard: Instant,
     /// Whether a message of the session is being committed: the session waits for it.
     committing: bool,
+    /// Whether the client closed its side: the end of its input is to be read, and comes
+    /// with no further event.
+    client_closed: bool,
 }
 
 /// One listener's event loop.
@@ -123,7 +126,12 @@ impl Reactor {
                 match event.token() {
                     LISTENER => self.accept(),
                     COMMITTED => self.answer_committed(),
-                    Token(index) => self.serve(index),
+                    Token(index) => {
+                        if event.is_read_closed() {
+                            self.client_closed(index);
+                        }
+                        self.serve(index);
+                    }
                 }
             }
             if self.accept_later && events.is_empty() {
@@ -192,6 +200,7 @@ impl Reactor {
             session,
             last_heard: Instant::now(),
             committing: false,
+            client_closed: false,
         });
         self.serve(index);
     }
@@ -233,7 +242,7 @@ impl Reactor {
                         }
                         Ok((_, filled)) => {
                             connection.last_heard = Instant::now();
-                            drained = !filled;
+                            drained = !filled && !connection.client_closed;
                         }
                         Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                         Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -301,6 +310,12 @@ impl Reactor {
             connection.session.submitted(answer);
             connection.committing = false;
             self.serve(index);
+        }
+    }
+
+    fn client_closed(&mut self, index: usize) {
+        if let Some(Some(connection)) = self.connections.get_mut(index) {
+            connection.client_closed = true;
         }
     }
 
