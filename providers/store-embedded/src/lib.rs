@@ -50,7 +50,13 @@ pub struct EmbeddedStore {
     connection: Connection,
     delivers_itself: Vec<String>,
     locked: HashSet<MessageId>,
+    /// When the next commit that submits forgets the expired submission keys.
+    forget_submissions_at: Timestamp,
 }
+
+/// How often expired submission keys are forgotten, in ms. Once per message, the DELETE was
+/// a statement run and an index seek per message for a table that only needs to stay small.
+const FORGET_SUBMISSIONS_EVERY: i64 = 60_000;
 
 impl EmbeddedStore {
     /// Opens (or creates) the database named in the configuration.
@@ -97,6 +103,7 @@ impl EmbeddedStore {
                 .map(|t| t.to_ascii_uppercase())
                 .collect(),
             locked: HashSet::new(),
+            forget_submissions_at: Timestamp(0),
         })
     }
 
@@ -153,9 +160,13 @@ impl EmbeddedStore {
         &self,
         transaction: &Transaction<'_>,
         batch: &StoreBatch<'_>,
+        forget_submissions: bool,
     ) -> rusqlite::Result<CommitReceipt> {
         let mut receipt = CommitReceipt::default();
         let now = Timestamp::now();
+        if forget_submissions {
+            rows::forget_submissions(transaction, now)?;
+        }
         for message in batch.submit.iter() {
             let key = SubmissionKey::of(&message.envelope);
             if let Some(key) = &key {
@@ -169,7 +180,7 @@ impl EmbeddedStore {
             self.deliver_locally(transaction, &mut envelope, &message.content)?;
             envelope.id = rows::insert(transaction, OUTBOX, &envelope, &message.content)?;
             if let Some(key) = &key {
-                rows::remember_submission(transaction, key, envelope.id, now)?;
+                rows::remember_submission(transaction, key, envelope.id)?;
             }
             receipt.submitted.push(envelope.id);
             receipt.stored.push(envelope);
@@ -268,14 +279,19 @@ impl Store for EmbeddedStore {
     fn commit(&mut self, batch: &StoreBatch<'_>) -> Result<CommitReceipt, ProviderError> {
         // The connection is only ever used from this one call at a time, so the unchecked
         // form (it borrows the connection shared) cannot nest transactions.
+        let forget_submissions =
+            !batch.submit.is_empty() && Timestamp::now() >= self.forget_submissions_at;
         let transaction = self
             .connection
             .unchecked_transaction()
             .map_err(|error| self.error("cannot begin a transaction", error))?;
         let receipt = self
-            .commit_in(&transaction, batch)
+            .commit_in(&transaction, batch, forget_submissions)
             .and_then(|receipt| transaction.commit().map(|()| receipt))
             .map_err(|error| self.error("cannot commit", error))?;
+        if forget_submissions {
+            self.forget_submissions_at = Timestamp(Timestamp::now().0 + FORGET_SUBMISSIONS_EVERY);
+        }
         for id in batch
             .unlock
             .iter()

@@ -10,6 +10,7 @@ use provider_abi::{
     RecipientStatus, ReportRequest, Timestamp,
 };
 use rusqlite::blob::ZeroBlob;
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Row, MAIN_DB};
 
 /// Inserts a message into `folder` and returns its id.
@@ -50,10 +51,14 @@ pub fn insert(
             due,
         ])?;
     let id = MessageId(connection.last_insert_rowid() as u64);
-    connection
-        .prepare_cached("INSERT INTO contents (message_id, content) VALUES (?1, ?2)")?
-        .execute(params![id.0 as i64, room_for(content)])?;
-    write_content(connection, id, content)?;
+    let mut insert_content =
+        connection.prepare_cached("INSERT INTO contents (message_id, content) VALUES (?1, ?2)")?;
+    if is_small(content) {
+        insert_content.execute(params![id.0 as i64, content])?;
+    } else {
+        insert_content.execute(params![id.0 as i64, room_for(content)])?;
+        write_content(connection, id, content)?;
+    }
     write_recipients(connection, id, &envelope.recipients, &[])?;
     write_properties(connection, id, &envelope.properties)?;
     Ok(id)
@@ -74,21 +79,26 @@ pub fn submitted_with(
         .map(|id| id.map(|id| MessageId(id as u64)))
 }
 
-/// Remembers that `key` made message `id`, and forgets the keys whose time is over.
+/// Remembers that `key` made message `id`.
 pub fn remember_submission(
     connection: &Connection,
     key: &SubmissionKey,
     id: MessageId,
-    now: Timestamp,
 ) -> rusqlite::Result<()> {
-    connection
-        .prepare_cached("DELETE FROM submissions WHERE remember_until < ?1")?
-        .execute([now.0])?;
     connection
         .prepare_cached(
             "INSERT OR REPLACE INTO submissions (key, message_id, remember_until) VALUES (?1, ?2, ?3)",
         )?
         .execute(params![key.key, id.0 as i64, key.remember_until.0])?;
+    Ok(())
+}
+
+/// Forgets the submission keys whose time is over at `now`. [`submitted_with`] already
+/// passes over them, so this only keeps the table from growing.
+pub fn forget_submissions(connection: &Connection, now: Timestamp) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached("DELETE FROM submissions WHERE remember_until < ?1")?
+        .execute([now.0])?;
     Ok(())
 }
 
@@ -98,13 +108,18 @@ pub fn replace_content(
     id: MessageId,
     content: &[u8],
 ) -> rusqlite::Result<()> {
-    let replaced = connection
-        .prepare_cached("UPDATE contents SET content = ?2 WHERE message_id = ?1")?
-        .execute(params![id.0 as i64, room_for(content)])?;
-    if replaced == 0 {
-        return Ok(());
+    let mut update_content =
+        connection.prepare_cached("UPDATE contents SET content = ?2 WHERE message_id = ?1")?;
+    if is_small(content) {
+        if update_content.execute(params![id.0 as i64, content])? == 0 {
+            return Ok(());
+        }
+    } else {
+        if update_content.execute(params![id.0 as i64, room_for(content)])? == 0 {
+            return Ok(());
+        }
+        write_content(connection, id, content)?;
     }
-    write_content(connection, id, content)?;
     connection
         .prepare_cached("UPDATE messages SET size = ?2, subject = ?3 WHERE id = ?1")?
         .execute(params![
@@ -113,6 +128,18 @@ pub fn replace_content(
             header(content, "Subject").unwrap_or_default()
         ])?;
     Ok(())
+}
+
+/// Contents up to this size (nearly every message) are bound as a parameter and read as a
+/// column: SQLite copies them once more, which costs little at this size, and it saves the
+/// incremental blob handle, whose opening and closing (a cursor, a statement of SQLite's
+/// own, a seek per open) cost more than the copy. Larger contents go through the
+/// incremental blob I/O of [`write_content`] and [`read_content`], so that a message at the
+/// size limit is not in memory several times over.
+const SMALL_CONTENT: usize = 256 * 1024;
+
+fn is_small(content: &[u8]) -> bool {
+    content.len() <= SMALL_CONTENT
 }
 
 /// A zero-filled blob the size of `content`, for [`write_content`] to fill.
@@ -129,15 +156,23 @@ fn write_content(connection: &Connection, id: MessageId, content: &[u8]) -> rusq
         .write_all_at(content, 0)
 }
 
-/// A message's content, read straight into one buffer (incremental blob I/O; reading the
-/// column would have SQLite assemble it in a buffer of its own first).
+/// A message's content. A small one (see [`SMALL_CONTENT`]) is read as a column; a larger
+/// one straight into one buffer with incremental blob I/O (reading the column would have
+/// SQLite assemble it in a buffer of its own first). The query answers the content itself
+/// when it is small and only its length otherwise: `length` of a blob reads no overflow page.
 pub fn read_content(connection: &Connection, id: MessageId) -> rusqlite::Result<Option<Vec<u8>>> {
-    let exists = connection
-        .prepare_cached("SELECT 1 FROM contents WHERE message_id = ?1")?
-        .exists([id.0 as i64])?;
-    if !exists {
+    let mut statement = connection.prepare_cached(
+        "SELECT CASE WHEN length(content) <= ?2 THEN content ELSE length(content) END
+         FROM contents WHERE message_id = ?1",
+    )?;
+    let mut rows = statement.query(params![id.0 as i64, SMALL_CONTENT as i64])?;
+    let Some(row) = rows.next()? else {
         return Ok(None);
+    };
+    if let ValueRef::Blob(content) = row.get_ref(0)? {
+        return Ok(Some(content.to_vec()));
     }
+    drop(rows);
     let blob = connection.blob_open(MAIN_DB, "contents", "content", id.0 as i64, true)?;
     let mut content = vec![0; blob.len()];
     blob.read_at_exact(&mut content, 0)?;
