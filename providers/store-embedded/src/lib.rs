@@ -201,15 +201,16 @@ impl EmbeddedStore {
             }
         }
         for finish in batch.finish.iter() {
-            let id = finish.id.0 as i64;
             match &finish.move_to {
-                ROption::RSome(folder) => transaction
-                    .prepare_cached("UPDATE messages SET folder = ?2, due = NULL WHERE id = ?1")?
-                    .execute(params![id, folder.as_str()])?,
-                ROption::RNone => transaction
-                    .prepare_cached("DELETE FROM messages WHERE id = ?1")?
-                    .execute([id])?,
-            };
+                ROption::RSome(folder) => {
+                    transaction
+                        .prepare_cached(
+                            "UPDATE messages SET folder = ?2, due = NULL WHERE id = ?1",
+                        )?
+                        .execute(params![finish.id.0 as i64, folder.as_str()])?;
+                }
+                ROption::RNone => rows::delete(transaction, finish.id)?,
+            }
         }
         for delivery in batch.deliver.iter() {
             let mut envelope = delivery.envelope.clone();

@@ -64,6 +64,22 @@ pub fn insert(
     Ok(id)
 }
 
+/// Deletes a message with its rows in every table: foreign keys are not enforced (see
+/// `schema::prepare` for why), so no `ON DELETE CASCADE` does it.
+pub fn delete(connection: &Connection, id: MessageId) -> rusqlite::Result<()> {
+    for statement in [
+        "DELETE FROM contents WHERE message_id = ?1",
+        "DELETE FROM recipients WHERE message_id = ?1",
+        "DELETE FROM properties WHERE message_id = ?1",
+        "DELETE FROM messages WHERE id = ?1",
+    ] {
+        connection
+            .prepare_cached(statement)?
+            .execute([id.0 as i64])?;
+    }
+    Ok(())
+}
+
 /// The message a remembered submission key made, if the key is still remembered at `now`.
 pub fn submitted_with(
     connection: &Connection,
