@@ -226,26 +226,24 @@ impl EmbeddedStore {
     }
 
     fn read_message(&self, id: MessageId) -> rusqlite::Result<Option<StoredMessage>> {
+        // The content in the same statement as the envelope: one statement less per message
+        // read.
         let mut statement = self.connection.prepare_cached(&format!(
-            "SELECT {} FROM messages WHERE id = ?1",
-            rows::ENVELOPE_COLUMNS
+            "SELECT {}, {} FROM messages JOIN contents ON message_id = id WHERE id = ?1",
+            rows::ENVELOPE_COLUMNS,
+            rows::CONTENT_COLUMN
         ))?;
-        let Some((envelope, folder)) = statement
-            .query_row([id.0 as i64], |row| {
-                rows::read_envelope(&self.connection, row)
+        statement
+            .query_row(params![id.0 as i64, rows::SMALL_CONTENT_PARAMETER], |row| {
+                let (envelope, folder) = rows::read_envelope(&self.connection, row)?;
+                let content = rows::content_in(&self.connection, id, row.get_ref(13)?)?;
+                Ok(StoredMessage {
+                    envelope,
+                    folder: folder.into(),
+                    content: content.into(),
+                })
             })
-            .optional()?
-        else {
-            return Ok(None);
-        };
-        let Some(content) = rows::read_content(&self.connection, id)? else {
-            return Ok(None);
-        };
-        Ok(Some(StoredMessage {
-            envelope,
-            folder: folder.into(),
-            content: content.into(),
-        }))
+            .optional()
     }
 
     /// Outbox ids in queue order that are due at `until` and not locked, at most `limit`.

@@ -150,7 +150,7 @@ pub fn replace_content(
 /// column: SQLite copies them once more, which costs little at this size, and it saves the
 /// incremental blob handle, whose opening and closing (a cursor, a statement of SQLite's
 /// own, a seek per open) cost more than the copy. Larger contents go through the
-/// incremental blob I/O of [`write_content`] and [`read_content`], so that a message at the
+/// incremental blob I/O of [`write_content`] and [`content_in`], so that a message at the
 /// size limit is not in memory several times over.
 const SMALL_CONTENT: usize = 256 * 1024;
 
@@ -172,49 +172,54 @@ fn write_content(connection: &Connection, id: MessageId, content: &[u8]) -> rusq
         .write_all_at(content, 0)
 }
 
-/// A message's content. A small one (see [`SMALL_CONTENT`]) is read as a column; a larger
+/// The column expression that reads a message's content from `contents`, with parameter `?2`
+/// bound to [`SMALL_CONTENT`]: the content itself when it is small, only its length otherwise
+/// (`length` of a blob reads no overflow page), for [`content_in`].
+pub const CONTENT_COLUMN: &str =
+    "CASE WHEN length(content) <= ?2 THEN content ELSE length(content) END";
+
+/// [`SMALL_CONTENT`] as the value bound to `?2` for [`CONTENT_COLUMN`].
+pub const SMALL_CONTENT_PARAMETER: i64 = SMALL_CONTENT as i64;
+
+/// Message `id`'s content from the value of [`CONTENT_COLUMN`]: a small one as read; a larger
 /// one straight into one buffer with incremental blob I/O (reading the column would have
-/// SQLite assemble it in a buffer of its own first). The query answers the content itself
-/// when it is small and only its length otherwise: `length` of a blob reads no overflow page.
-pub fn read_content(connection: &Connection, id: MessageId) -> rusqlite::Result<Option<Vec<u8>>> {
-    let mut statement = connection.prepare_cached(
-        "SELECT CASE WHEN length(content) <= ?2 THEN content ELSE length(content) END
-         FROM contents WHERE message_id = ?1",
-    )?;
-    let mut rows = statement.query(params![id.0 as i64, SMALL_CONTENT as i64])?;
-    let Some(row) = rows.next()? else {
-        return Ok(None);
-    };
-    if let ValueRef::Blob(content) = row.get_ref(0)? {
-        return Ok(Some(content.to_vec()));
+/// SQLite assemble it in a buffer of its own first).
+pub fn content_in(
+    connection: &Connection,
+    id: MessageId,
+    column: ValueRef<'_>,
+) -> rusqlite::Result<Vec<u8>> {
+    if let ValueRef::Blob(content) = column {
+        return Ok(content.to_vec());
     }
-    drop(rows);
     let blob = connection.blob_open(MAIN_DB, "contents", "content", id.0 as i64, true)?;
     let mut content = vec![0; blob.len()];
     blob.read_at_exact(&mut content, 0)?;
-    Ok(Some(content))
+    Ok(content)
+}
+
+/// A message's content (see [`content_in`]).
+pub fn read_content(connection: &Connection, id: MessageId) -> rusqlite::Result<Option<Vec<u8>>> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {CONTENT_COLUMN} FROM contents WHERE message_id = ?1"
+        ))?
+        .query_row(params![id.0 as i64, SMALL_CONTENT_PARAMETER], |row| {
+            content_in(connection, id, row.get_ref(0)?)
+        })
+        .optional()
 }
 
 /// Stores `envelope` over the stored one (same id); returns false if there is none.
 pub fn update(connection: &Connection, envelope: &Envelope) -> rusqlite::Result<bool> {
     let id = envelope.id.0 as i64;
-    let folder: Option<String> = connection
-        .prepare_cached("SELECT folder FROM messages WHERE id = ?1")?
-        .query_row([id], |row| row.get(0))
-        .optional()?;
-    let Some(folder) = folder else {
-        return Ok(false);
-    };
-    let due = if folder == provider_abi::store::OUTBOX {
-        envelope.due().map(|due| due.0)
-    } else {
-        None
-    };
-    connection
+    // `due` is set in the Outbox only; the UPDATE checks the folder itself rather than have
+    // a SELECT read it first (one statement less per delivery).
+    let updated = connection
         .prepare_cached(
             "UPDATE messages SET report_delivery = ?2, report_non_delivery = ?3, priority = ?4,
                 deferred_until = ?5, expires_at = ?6, delete_after_submission = ?7, is_report = ?8,
-                held = ?9, preprocessed = ?10, due = ?11
+                held = ?9, preprocessed = ?10, due = CASE WHEN folder = ?12 THEN ?11 END
              WHERE id = ?1",
         )?
         .execute(params![
@@ -228,8 +233,12 @@ pub fn update(connection: &Connection, envelope: &Envelope) -> rusqlite::Result<
             envelope.is_report,
             envelope.held,
             envelope.preprocessed,
-            due,
+            envelope.due().map(|due| due.0),
+            provider_abi::store::OUTBOX,
         ])?;
+    if updated == 0 {
+        return Ok(false);
+    }
     let stored = read_recipients(connection, envelope.id)?;
     write_recipients(connection, envelope.id, &envelope.recipients, &stored)?;
     if read_properties(connection, envelope.id)? != envelope.properties {
