@@ -460,6 +460,10 @@ export_library!(library);
 
 #[cfg(test)]
 mod tests {
+    use provider_abi::abi_stable::std_types::{ROption, RSlice};
+    use provider_abi::store::{ContentReplacement, Finish, NewMessage, StoreBatch, StoreObject};
+    use provider_abi::{MessageId, Property};
+
     #[test]
     fn keeps_the_hosts_store_contract() {
         let folder = tempfile::tempdir().unwrap();
@@ -468,6 +472,120 @@ mod tests {
             folder.path().join("store.sqlite").display()
         );
         provider_testkit::check_store(super::library, "embedded", &config).unwrap();
+    }
+
+    /// Contents up to 256 KiB are bound and read as a column, larger ones go through
+    /// incremental blob I/O: both ways, and a replacement across the limit, keep every byte.
+    #[test]
+    fn keeps_small_and_large_contents_and_their_replacements() {
+        let folder = tempfile::tempdir().unwrap();
+        let config = format!(
+            "path = \"{}\"",
+            folder.path().join("store.sqlite").display()
+        );
+        let (mut store, _host) =
+            provider_testkit::open_store(super::library, "embedded", &config).unwrap();
+        let content = |size: usize, fill: u8| {
+            let mut content = b"Subject: sized\r\n\r\n".to_vec();
+            content.resize(size, fill);
+            content
+        };
+        let small = content(1000, b's');
+        let large = content(300 * 1024, b'l');
+        let mut submit = |content: &[u8]| {
+            let envelope = provider_testkit::message(&["SMTP:bob@example.net"], "").envelope;
+            let receipt = store
+                .commit(StoreBatch {
+                    submit: RSlice::from_slice(&[NewMessage {
+                        envelope,
+                        content: RSlice::from_slice(content),
+                    }]),
+                    ..StoreBatch::EMPTY
+                })
+                .into_result()
+                .unwrap();
+            receipt.submitted[0]
+        };
+        let (small_id, large_id) = (submit(&small), submit(&large));
+        assert_eq!(content_of(&mut store, small_id), small);
+        assert_eq!(content_of(&mut store, large_id), large);
+
+        let replacements = [
+            ContentReplacement {
+                id: small_id,
+                content: RSlice::from_slice(&large),
+            },
+            ContentReplacement {
+                id: large_id,
+                content: RSlice::from_slice(&small),
+            },
+        ];
+        store
+            .commit(StoreBatch {
+                replace_content: RSlice::from_slice(&replacements),
+                ..StoreBatch::EMPTY
+            })
+            .into_result()
+            .unwrap();
+        assert_eq!(content_of(&mut store, small_id), large);
+        assert_eq!(content_of(&mut store, large_id), small);
+    }
+
+    /// Foreign keys are not enforced, so no cascade cleans up after a deleted message: the
+    /// store deletes its rows in every table itself.
+    #[test]
+    fn a_deleted_message_leaves_no_row_behind() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("store.sqlite");
+        let config = format!("path = \"{}\"", path.display());
+        let (mut store, _host) =
+            provider_testkit::open_store(super::library, "embedded", &config).unwrap();
+        let mut envelope = provider_testkit::message(&["SMTP:bob@example.net"], "").envelope;
+        envelope.properties.push(Property {
+            name: "note".into(),
+            value: "kept until deleted".into(),
+        });
+        let receipt = store
+            .commit(StoreBatch {
+                submit: RSlice::from_slice(&[NewMessage {
+                    envelope,
+                    content: RSlice::from_slice(b"Subject: gone\r\n\r\nBody.\r\n"),
+                }]),
+                ..StoreBatch::EMPTY
+            })
+            .into_result()
+            .unwrap();
+        store
+            .commit(StoreBatch {
+                finish: RSlice::from_slice(&[Finish {
+                    id: receipt.submitted[0],
+                    move_to: ROption::RNone,
+                }]),
+                ..StoreBatch::EMPTY
+            })
+            .into_result()
+            .unwrap();
+        drop(store);
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        for table in ["messages", "contents", "recipients", "properties"] {
+            let rows: i64 = connection
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                    row.get(0)
+                })
+                .unwrap();
+            assert_eq!(rows, 0, "rows left in {table}");
+        }
+    }
+
+    fn content_of(store: &mut StoreObject, id: MessageId) -> Vec<u8> {
+        store
+            .get(id)
+            .into_result()
+            .unwrap()
+            .into_option()
+            .unwrap()
+            .content
+            .to_vec()
     }
 
     #[test]
