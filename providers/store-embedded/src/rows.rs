@@ -10,6 +10,7 @@ use provider_abi::{
     RecipientStatus, ReportRequest, Timestamp,
 };
 use rusqlite::blob::ZeroBlob;
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Row, MAIN_DB};
 
 /// Inserts a message into `folder` and returns its id.
@@ -50,13 +51,33 @@ pub fn insert(
             due,
         ])?;
     let id = MessageId(connection.last_insert_rowid() as u64);
-    connection
-        .prepare_cached("INSERT INTO contents (message_id, content) VALUES (?1, ?2)")?
-        .execute(params![id.0 as i64, room_for(content)])?;
-    write_content(connection, id, content)?;
+    let mut insert_content =
+        connection.prepare_cached("INSERT INTO contents (message_id, content) VALUES (?1, ?2)")?;
+    if is_small(content) {
+        insert_content.execute(params![id.0 as i64, content])?;
+    } else {
+        insert_content.execute(params![id.0 as i64, room_for(content)])?;
+        write_content(connection, id, content)?;
+    }
     write_recipients(connection, id, &envelope.recipients, &[])?;
     write_properties(connection, id, &envelope.properties)?;
     Ok(id)
+}
+
+/// Deletes a message with its rows in every table: foreign keys are not enforced (see
+/// `schema::prepare` for why), so no `ON DELETE CASCADE` does it.
+pub fn delete(connection: &Connection, id: MessageId) -> rusqlite::Result<()> {
+    for statement in [
+        "DELETE FROM contents WHERE message_id = ?1",
+        "DELETE FROM recipients WHERE message_id = ?1",
+        "DELETE FROM properties WHERE message_id = ?1",
+        "DELETE FROM messages WHERE id = ?1",
+    ] {
+        connection
+            .prepare_cached(statement)?
+            .execute([id.0 as i64])?;
+    }
+    Ok(())
 }
 
 /// The message a remembered submission key made, if the key is still remembered at `now`.
@@ -74,21 +95,26 @@ pub fn submitted_with(
         .map(|id| id.map(|id| MessageId(id as u64)))
 }
 
-/// Remembers that `key` made message `id`, and forgets the keys whose time is over.
+/// Remembers that `key` made message `id`.
 pub fn remember_submission(
     connection: &Connection,
     key: &SubmissionKey,
     id: MessageId,
-    now: Timestamp,
 ) -> rusqlite::Result<()> {
-    connection
-        .prepare_cached("DELETE FROM submissions WHERE remember_until < ?1")?
-        .execute([now.0])?;
     connection
         .prepare_cached(
             "INSERT OR REPLACE INTO submissions (key, message_id, remember_until) VALUES (?1, ?2, ?3)",
         )?
         .execute(params![key.key, id.0 as i64, key.remember_until.0])?;
+    Ok(())
+}
+
+/// Forgets the submission keys whose time is over at `now`. [`submitted_with`] already
+/// passes over them, so this only keeps the table from growing.
+pub fn forget_submissions(connection: &Connection, now: Timestamp) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached("DELETE FROM submissions WHERE remember_until < ?1")?
+        .execute([now.0])?;
     Ok(())
 }
 
@@ -98,13 +124,18 @@ pub fn replace_content(
     id: MessageId,
     content: &[u8],
 ) -> rusqlite::Result<()> {
-    let replaced = connection
-        .prepare_cached("UPDATE contents SET content = ?2 WHERE message_id = ?1")?
-        .execute(params![id.0 as i64, room_for(content)])?;
-    if replaced == 0 {
-        return Ok(());
+    let mut update_content =
+        connection.prepare_cached("UPDATE contents SET content = ?2 WHERE message_id = ?1")?;
+    if is_small(content) {
+        if update_content.execute(params![id.0 as i64, content])? == 0 {
+            return Ok(());
+        }
+    } else {
+        if update_content.execute(params![id.0 as i64, room_for(content)])? == 0 {
+            return Ok(());
+        }
+        write_content(connection, id, content)?;
     }
-    write_content(connection, id, content)?;
     connection
         .prepare_cached("UPDATE messages SET size = ?2, subject = ?3 WHERE id = ?1")?
         .execute(params![
@@ -113,6 +144,18 @@ pub fn replace_content(
             header(content, "Subject").unwrap_or_default()
         ])?;
     Ok(())
+}
+
+/// Contents up to this size (nearly every message) are bound as a parameter and read as a
+/// column: SQLite copies them once more, which costs little at this size, and it saves the
+/// incremental blob handle, whose opening and closing (a cursor, a statement of SQLite's
+/// own, a seek per open) cost more than the copy. Larger contents go through the
+/// incremental blob I/O of [`write_content`] and [`content_in`], so that a message at the
+/// size limit is not in memory several times over.
+const SMALL_CONTENT: usize = 256 * 1024;
+
+fn is_small(content: &[u8]) -> bool {
+    content.len() <= SMALL_CONTENT
 }
 
 /// A zero-filled blob the size of `content`, for [`write_content`] to fill.
@@ -129,41 +172,54 @@ fn write_content(connection: &Connection, id: MessageId, content: &[u8]) -> rusq
         .write_all_at(content, 0)
 }
 
-/// A message's content, read straight into one buffer (incremental blob I/O; reading the
-/// column would have SQLite assemble it in a buffer of its own first).
-pub fn read_content(connection: &Connection, id: MessageId) -> rusqlite::Result<Option<Vec<u8>>> {
-    let exists = connection
-        .prepare_cached("SELECT 1 FROM contents WHERE message_id = ?1")?
-        .exists([id.0 as i64])?;
-    if !exists {
-        return Ok(None);
+/// The column expression that reads a message's content from `contents`, with parameter `?2`
+/// bound to [`SMALL_CONTENT`]: the content itself when it is small, only its length otherwise
+/// (`length` of a blob reads no overflow page), for [`content_in`].
+pub const CONTENT_COLUMN: &str =
+    "CASE WHEN length(content) <= ?2 THEN content ELSE length(content) END";
+
+/// [`SMALL_CONTENT`] as the value bound to `?2` for [`CONTENT_COLUMN`].
+pub const SMALL_CONTENT_PARAMETER: i64 = SMALL_CONTENT as i64;
+
+/// Message `id`'s content from the value of [`CONTENT_COLUMN`]: a small one as read; a larger
+/// one straight into one buffer with incremental blob I/O (reading the column would have
+/// SQLite assemble it in a buffer of its own first).
+pub fn content_in(
+    connection: &Connection,
+    id: MessageId,
+    column: ValueRef<'_>,
+) -> rusqlite::Result<Vec<u8>> {
+    if let ValueRef::Blob(content) = column {
+        return Ok(content.to_vec());
     }
     let blob = connection.blob_open(MAIN_DB, "contents", "content", id.0 as i64, true)?;
     let mut content = vec![0; blob.len()];
     blob.read_at_exact(&mut content, 0)?;
-    Ok(Some(content))
+    Ok(content)
+}
+
+/// A message's content (see [`content_in`]).
+pub fn read_content(connection: &Connection, id: MessageId) -> rusqlite::Result<Option<Vec<u8>>> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {CONTENT_COLUMN} FROM contents WHERE message_id = ?1"
+        ))?
+        .query_row(params![id.0 as i64, SMALL_CONTENT_PARAMETER], |row| {
+            content_in(connection, id, row.get_ref(0)?)
+        })
+        .optional()
 }
 
 /// Stores `envelope` over the stored one (same id); returns false if there is none.
 pub fn update(connection: &Connection, envelope: &Envelope) -> rusqlite::Result<bool> {
     let id = envelope.id.0 as i64;
-    let folder: Option<String> = connection
-        .prepare_cached("SELECT folder FROM messages WHERE id = ?1")?
-        .query_row([id], |row| row.get(0))
-        .optional()?;
-    let Some(folder) = folder else {
-        return Ok(false);
-    };
-    let due = if folder == provider_abi::store::OUTBOX {
-        envelope.due().map(|due| due.0)
-    } else {
-        None
-    };
-    connection
+    // `due` is set in the Outbox only; the UPDATE checks the folder itself rather than have
+    // a SELECT read it first (one statement less per delivery).
+    let updated = connection
         .prepare_cached(
             "UPDATE messages SET report_delivery = ?2, report_non_delivery = ?3, priority = ?4,
                 deferred_until = ?5, expires_at = ?6, delete_after_submission = ?7, is_report = ?8,
-                held = ?9, preprocessed = ?10, due = ?11
+                held = ?9, preprocessed = ?10, due = CASE WHEN folder = ?12 THEN ?11 END
              WHERE id = ?1",
         )?
         .execute(params![
@@ -177,8 +233,12 @@ pub fn update(connection: &Connection, envelope: &Envelope) -> rusqlite::Result<
             envelope.is_report,
             envelope.held,
             envelope.preprocessed,
-            due,
+            envelope.due().map(|due| due.0),
+            provider_abi::store::OUTBOX,
         ])?;
+    if updated == 0 {
+        return Ok(false);
+    }
     let stored = read_recipients(connection, envelope.id)?;
     write_recipients(connection, envelope.id, &envelope.recipients, &stored)?;
     if read_properties(connection, envelope.id)? != envelope.properties {
