@@ -227,9 +227,13 @@ impl QueueManager {
                 recv(self.notices) -> notice => if let Ok(notice) = notice { self.notice(notice) },
                 default(sleep) => {}
             }
-            // Take whatever else is already waiting, so one commit covers it all.
+            // Take whatever else is already waiting, so one commit covers it all and one
+            // look at the queue answers every wake-up (each submission sends one).
             while let Ok(event) = self.events.1.try_recv() {
                 self.handle(event);
+            }
+            while let Ok(command) = self.commands.try_recv() {
+                self.command(command);
             }
             if !self.commit_pending() {
                 std::thread::sleep(STORE_RETRY);
