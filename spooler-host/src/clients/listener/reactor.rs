@@ -54,8 +54,12 @@ struct Connection {
     last_heard: Instant,
     /// Whether a message of the session is being committed: the session waits for it.
     committing: bool,
-    /// Whether the client closed its side: the end of its input is to be read, and comes
-    /// with no further event.
+    /// Whether the socket may have input: readiness is edge-triggered, so this is set by
+    /// an event and cleared once a read finds nothing more (a read that does not fill the
+    /// room took everything there was, unless the client closed its side: the end of its
+    /// input is to be read then, and comes with no further event).
+    readable: bool,
+    /// Whether the client closed its side.
     client_closed: bool,
 }
 
@@ -127,8 +131,8 @@ impl Reactor {
                     LISTENER => self.accept(),
                     COMMITTED => self.answer_committed(),
                     Token(index) => {
-                        if event.is_read_closed() {
-                            self.client_closed(index);
+                        if event.is_readable() || event.is_read_closed() {
+                            self.readable(index, event.is_read_closed());
                         }
                         self.serve(index);
                     }
@@ -200,6 +204,9 @@ impl Reactor {
             session,
             last_heard: Instant::now(),
             committing: false,
+            // A client speaks after the greeting; if it spoke before, registering the
+            // socket brings an event.
+            readable: false,
             client_closed: false,
         });
         self.serve(index);
@@ -208,9 +215,6 @@ impl Reactor {
     /// Runs session `index` as far as it goes without waiting.
     fn serve(&mut self, index: usize) {
         let mut reads = 0;
-        // Whether the socket has been read empty: its next bytes come with a new event
-        // (readiness is edge-triggered), so reading again now would only fail.
-        let mut drained = false;
         loop {
             let Some(Some(connection)) = self.connections.get_mut(index) else {
                 return;
@@ -228,7 +232,7 @@ impl Reactor {
                             return self.close(index);
                         }
                     }
-                    if drained {
+                    if !connection.readable {
                         return;
                     }
                     if reads == READS_PER_TURN {
@@ -242,9 +246,12 @@ impl Reactor {
                         }
                         Ok((_, filled)) => {
                             connection.last_heard = Instant::now();
-                            drained = !filled && !connection.client_closed;
+                            connection.readable = filled || connection.client_closed;
                         }
-                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                            connection.readable = false;
+                            return;
+                        }
                         Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                         Err(error) => {
                             connection.session.client_left(Some(&error));
@@ -313,9 +320,11 @@ impl Reactor {
         }
     }
 
-    fn client_closed(&mut self, index: usize) {
+    /// Session `index`'s socket has input (or its end, if `closed`).
+    fn readable(&mut self, index: usize, closed: bool) {
         if let Some(Some(connection)) = self.connections.get_mut(index) {
-            connection.client_closed = true;
+            connection.readable = true;
+            connection.client_closed |= closed;
         }
     }
 
