@@ -107,6 +107,20 @@ impl Client {
     }
 }
 
+/// A host whose listener (with `listener`'s extra keys, and `extra` in the profile)
+/// relays to a fresh smtp-sink: the sink, the host and the listener's port.
+fn relaying_host<'site>(
+    site: &'site Site,
+    listener: &str,
+    extra: &str,
+) -> (SmtpSink<'site>, Host, u16) {
+    let sink = SmtpSink::start(site, "sink", free_port(), &[]);
+    let port = free_port();
+    let config = profile(port, listener, sink.port, extra);
+    let host = Host::start(&site.write_config(&config), "host.log");
+    (sink, host, port)
+}
+
 /// The queue id in a `250 2.0.0 Ok: queued as ID` reply.
 fn queued_id(reply: &str) -> String {
     reply
@@ -130,12 +144,7 @@ fn twenty_thousand_messages_from_smtp_source_are_delivered_once_each() {
         return;
     };
     let site = Site::new();
-    let sink = SmtpSink::start(&site, "sink", free_port(), &[]);
-    let port = free_port();
-    let host = Host::start(
-        &site.write_config(&profile(port, "", sink.port, "")),
-        "host.log",
-    );
+    let (sink, host, port) = relaying_host(&site, "", "");
     const COUNT: usize = 20_000;
     let started = Instant::now();
     let status = Command::new(source)
@@ -281,15 +290,8 @@ fn a_message_over_the_size_limit_is_answered_552_and_nothing_is_stored() {
         return;
     }
     let site = Site::new();
-    let sink = SmtpSink::start(&site, "sink", free_port(), &[]);
-    let port = free_port();
-    let config = profile(
-        port,
-        "",
-        sink.port,
-        "[limits]\nmax_message_size = \"10K\"\n",
-    );
-    let host = Host::start(&site.write_config(&config), "host.log");
+    let limits = "[limits]\nmax_message_size = \"10K\"\n";
+    let (sink, host, port) = relaying_host(&site, "", limits);
     let (mut client, ehlo) = Client::greeted(port);
     assert!(ehlo.contains("250-SIZE 10240\r\n"), "{ehlo}");
     let declared = client.command("MAIL FROM:<app@example.com> SIZE=20000");
@@ -351,12 +353,7 @@ fn a_client_that_drops_mid_data_leaves_nothing_stored() {
         return;
     }
     let site = Site::new();
-    let sink = SmtpSink::start(&site, "sink", free_port(), &[]);
-    let port = free_port();
-    let host = Host::start(
-        &site.write_config(&profile(port, "", sink.port, "")),
-        "host.log",
-    );
+    let (sink, host, port) = relaying_host(&site, "", "");
     let (mut client, _) = Client::greeted(port);
     assert!(client
         .command("MAIL FROM:<app@example.com>")
@@ -380,13 +377,8 @@ fn pipelined_commands_are_answered_in_order_with_dsn_and_domain_types() {
         return;
     }
     let site = Site::new();
-    let sink = SmtpSink::start(&site, "sink", free_port(), &[]);
-    let port = free_port();
     let listener = "domain_types = { \"localhost\" = \"LOCAL\" }\nhostname = \"mx.spooler.test\"";
-    let host = Host::start(
-        &site.write_config(&profile(port, listener, sink.port, "")),
-        "host.log",
-    );
+    let (_sink, host, port) = relaying_host(&site, listener, "");
     let (mut client, greeting) = Client::connect(port);
     assert_eq!(greeting, "220 mx.spooler.test ESMTP spooler-host\r\n");
     let ehlo = client.command("EHLO client.example");
@@ -478,12 +470,7 @@ fn a_client_sending_a_few_bytes_at_a_time_and_commands_after_the_dot_is_served_i
         return;
     }
     let site = Site::new();
-    let sink = SmtpSink::start(&site, "sink", free_port(), &[]);
-    let port = free_port();
-    let host = Host::start(
-        &site.write_config(&profile(port, "", sink.port, "")),
-        "host.log",
-    );
+    let (sink, host, port) = relaying_host(&site, "", "");
     let (mut client, _) = Client::greeted(port);
     client.writer.set_nodelay(true).expect("no Nagle");
     let trickle = |client: &mut Client, text: &str| {
@@ -565,12 +552,7 @@ fn two_hundred_concurrent_sessions_are_served() {
         return;
     }
     let site = Site::new();
-    let sink = SmtpSink::start(&site, "sink", free_port(), &[]);
-    let port = free_port();
-    let _host = Host::start(
-        &site.write_config(&profile(port, "", sink.port, "")),
-        "host.log",
-    );
+    let (sink, _host, port) = relaying_host(&site, "", "");
     const SESSIONS: usize = 200;
     let barrier = Arc::new(Barrier::new(SESSIONS));
     let threads: Vec<_> = (0..SESSIONS)
