@@ -11,6 +11,7 @@
 
 use std::io::{self, Write};
 use std::net::{IpAddr, TcpListener};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,12 +43,18 @@ const SESSION_STACK: usize = 1 << 20;
 
 /// Commits that came back from the store thread, by session.
 struct Committed {
-    results: Mutex<Vec<(usize, Result<CommitReceipt, ProviderError>)>>,
+    results: Mutex<Vec<CommitResult>>,
     waker: Waker,
 }
 
+/// A commit's result, with its session's index and serial number.
+type CommitResult = (usize, u64, Result<CommitReceipt, ProviderError>);
+
 /// One connection on the loop.
 struct Connection {
+    /// Which connection of the loop it is: its index is reused after it, its serial
+    /// number is not.
+    serial: u64,
     socket: TcpStream,
     session: Session,
     /// When the client last sent something (or connected).
@@ -75,6 +82,8 @@ pub struct Reactor {
     sessions: Arc<AtomicUsize>,
     /// Sessions that have more to do after their turn.
     again: Vec<usize>,
+    /// The serial number of the last connection opened.
+    last_serial: u64,
     /// Whether accepting failed (out of descriptors, most likely) and is to be tried again.
     accept_later: bool,
 }
@@ -100,6 +109,7 @@ impl Reactor {
             }),
             sessions: Arc::new(AtomicUsize::new(0)),
             again: Vec::new(),
+            last_serial: 0,
             accept_later: false,
         })
     }
@@ -199,7 +209,9 @@ impl Reactor {
             return;
         }
         session.greet();
+        self.last_serial += 1;
         self.connections[index] = Some(Connection {
+            serial: self.last_serial,
             socket,
             session,
             last_heard: Instant::now(),
@@ -212,8 +224,21 @@ impl Reactor {
         self.serve(index);
     }
 
-    /// Runs session `index` as far as it goes without waiting.
+    /// Runs session `index` as far as it goes without waiting. A panic there (a bug of
+    /// the host's, on some input) closes that session only: the loop serves all the others.
     fn serve(&mut self, index: usize) {
+        let served = panic::catch_unwind(AssertUnwindSafe(|| self.run_session(index)));
+        if served.is_err() {
+            log::error!(
+                "listener {}: a session failed on a bug in the host (the panic is above); \
+                 closed it, nothing of its current message was stored",
+                self.shared.config.address
+            );
+            self.close(index);
+        }
+    }
+
+    fn run_session(&mut self, index: usize) {
         let mut reads = 0;
         loop {
             let Some(Some(connection)) = self.connections.get_mut(index) else {
@@ -281,6 +306,7 @@ impl Reactor {
         let Some(Some(connection)) = self.connections.get_mut(index) else {
             return;
         };
+        let serial = connection.serial;
         let control = &connection.session.shared().control;
         let handed = control.submit_then(
             &submit.submission,
@@ -288,7 +314,7 @@ impl Reactor {
             submit.properties,
             move |result| {
                 let mut results = committed.results.lock();
-                results.push((index, result));
+                results.push((index, serial, result));
                 if results.len() == 1 {
                     committed.waker.wake().ok();
                 }
@@ -305,10 +331,13 @@ impl Reactor {
     /// Answers the sessions whose commits came back, and serves them on.
     fn answer_committed(&mut self) {
         let results = std::mem::take(&mut *self.committed.results.lock());
-        for (index, result) in results {
+        for (index, serial, result) in results {
             let Some(Some(connection)) = self.connections.get_mut(index) else {
                 continue;
             };
+            if connection.serial != serial {
+                continue;
+            }
             let answer = connection
                 .session
                 .shared()
