@@ -142,7 +142,8 @@ fn part_of(receipt: &mut CommitReceipt, commit: &Commit) -> CommitReceipt {
     }
 }
 
-/// What is done with a commit's result, on the store thread.
+/// What is done with a commit's result, on the store thread (see
+/// [`StoreClient::commit_then`]).
 type Reply = Box<dyn FnOnce(Result<CommitReceipt, ProviderError>) + Send>;
 
 /// A handle to the store thread, cheap to clone.
@@ -189,8 +190,9 @@ impl StoreClient {
 
     /// Commits `commit` durably like [`StoreClient::commit`], without waiting: `then` gets
     /// the result on the store thread (so it must be quick: hand the result on, do not
-    /// work on it there). For callers that serve many clients on one thread, such as the
-    /// SMTP listener's event loop.
+    /// work on it there), or at once on this thread if the store thread is gone. For
+    /// callers that serve many clients on one thread, such as the SMTP listener's event
+    /// loop.
     pub fn commit_then(
         &self,
         commit: Commit,
