@@ -288,7 +288,7 @@ impl Control {
     ) -> Response {
         match self.submission_commit(submission, content, properties) {
             Ok(commit) => self.submission_answer(self.store.commit(commit)),
-            Err(refusal) => Response::error(refusal.failure, refusal.message),
+            Err(refusal) => refusal.into(),
         }
     }
 

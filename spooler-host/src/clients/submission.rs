@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clients::aliases::Aliases;
 use crate::clients::mailbox;
-use crate::clients::protocol::{Failure, Submission, Verdict};
+use crate::clients::protocol::{Failure, Response, Submission, Verdict};
 use crate::providers::registry::Registry;
 use crate::queue::reports::RETURN;
 
@@ -39,6 +39,13 @@ pub struct Refusal {
     pub failure: Failure,
     /// Why, naming the address or limit.
     pub message: String,
+}
+
+impl From<Refusal> for Response {
+    /// What the client is told of a refused submission.
+    fn from(refusal: Refusal) -> Response {
+        Response::error(refusal.failure, refusal.message)
+    }
 }
 
 impl Refusal {

@@ -10,7 +10,7 @@
 //! and refuses connections beyond `max_sessions` with `421`.
 
 use std::io::{self, Write};
-use std::net::{IpAddr, TcpListener};
+use std::net::TcpListener;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,7 +25,6 @@ use provider_abi::ProviderError;
 use super::session::{Session, Step, Submit};
 use super::threaded::{self, Start};
 use super::Shared;
-use crate::clients::protocol::Response;
 
 /// The listening socket's token.
 const LISTENER: Token = Token(usize::MAX);
@@ -186,13 +185,13 @@ impl Reactor {
             let session = Session::new(Arc::clone(&self.shared), peer, false);
             match (&self.shared.tls, self.shared.config.implicit_tls) {
                 (Some(_), true) => self.move_to_thread(socket, session, Start::ImplicitTls),
-                _ => self.open(socket, session, peer),
+                _ => self.open(socket, session),
             }
         }
     }
 
     /// Puts a new session on the loop and greets the client.
-    fn open(&mut self, mut socket: TcpStream, mut session: Session, peer: IpAddr) {
+    fn open(&mut self, mut socket: TcpStream, mut session: Session) {
         let index = self.free.pop().unwrap_or_else(|| {
             self.connections.push(None);
             self.connections.len() - 1
@@ -203,7 +202,7 @@ impl Reactor {
             .registry()
             .register(&mut socket, Token(index), interest)
         {
-            log::warn!("listener: {peer}: {error}");
+            log::warn!("listener: {}: {error}", session.peer());
             self.free.push(index);
             self.sessions.fetch_sub(1, Ordering::SeqCst);
             return;
@@ -322,9 +321,7 @@ impl Reactor {
         );
         match handed {
             Ok(()) => connection.committing = true,
-            Err(refusal) => connection
-                .session
-                .submitted(Response::error(refusal.failure, refusal.message)),
+            Err(refusal) => connection.session.submitted(refusal.into()),
         }
     }
 

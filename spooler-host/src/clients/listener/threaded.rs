@@ -25,21 +25,15 @@ pub enum Start {
 /// out.
 pub fn serve_tcp(socket: TcpStream, mut session: Session, tls: &Arc<ServerConfig>, start: Start) {
     let timeout = Some(session.shared().config.command_timeout);
-    let encrypted = socket
+    let blocking = socket
         .set_nonblocking(false)
         .and_then(|()| socket.set_read_timeout(timeout))
-        .and_then(|()| socket.set_write_timeout(timeout))
-        .and_then(|()| {
-            let mut stream = Stream::Plain(socket);
-            send(&mut session, &mut stream)?;
-            let socket = stream.into_plain().ok_or_else(not_plain)?;
-            Stream::encrypt(socket, tls)
-        });
-    let stream = match encrypted {
-        Ok(stream) => stream,
-        Err(error) => return log::warn!("listener: {}: {error}", session.peer()),
-    };
-    session.tls_started();
+        .and_then(|()| socket.set_write_timeout(timeout));
+    let mut stream = Stream::Plain(socket);
+    let encrypted = blocking.and_then(|()| switch_to_tls(&mut session, &mut stream, tls));
+    if let Err(error) = encrypted {
+        return log::warn!("listener: {}: {error}", session.peer());
+    }
     if matches!(start, Start::ImplicitTls) {
         session.greet();
     }
@@ -78,16 +72,27 @@ fn converse(session: &mut Session, stream: &mut Stream) -> io::Result<()> {
                 session.submitted(answer);
             }
             Step::StartTls => {
-                send(session, stream)?;
                 let tls = session.shared().tls.clone().ok_or_else(not_plain)?;
-                let plain = std::mem::replace(stream, Stream::Switching);
-                let socket = plain.into_plain().ok_or_else(not_plain)?;
-                *stream = Stream::encrypt(socket, &tls)?;
-                session.tls_started();
+                switch_to_tls(session, stream, &tls)?;
             }
             Step::Close => return send(session, stream),
         }
     }
+}
+
+/// Sends the session's replies in clear text (the last is `220 Ready to start TLS` after
+/// STARTTLS), then puts the connection under TLS, and the session starts over.
+fn switch_to_tls(
+    session: &mut Session,
+    stream: &mut Stream,
+    tls: &Arc<ServerConfig>,
+) -> io::Result<()> {
+    send(session, stream)?;
+    let plain = std::mem::replace(stream, Stream::Switching);
+    let socket = plain.into_plain().ok_or_else(not_plain)?;
+    *stream = Stream::encrypt(socket, tls)?;
+    session.tls_started();
+    Ok(())
 }
 
 /// Sends the session's replies.
