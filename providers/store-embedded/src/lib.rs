@@ -14,6 +14,7 @@
 
 mod rows;
 mod schema;
+mod submissions;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ use provider_abi::{
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Deserialize;
+use submissions::{Remembered, Submissions};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +52,7 @@ pub struct EmbeddedStore {
     connection: Connection,
     delivers_itself: Vec<String>,
     locked: HashSet<MessageId>,
+    submissions: Submissions,
     /// When the next commit that submits forgets the expired submission keys.
     forget_submissions_at: Timestamp,
 }
@@ -93,6 +96,12 @@ impl EmbeddedStore {
                 config.path.display()
             ))
         })?;
+        let submissions = Submissions::read(&connection, Timestamp::now()).map_err(|error| {
+            ProviderError::permanent(format!(
+                "store `{name}` at {}: cannot read the submission keys: {error}",
+                config.path.display()
+            ))
+        })?;
         log::info!("store `{name}` opened at {}", config.path.display());
         Ok(EmbeddedStore {
             name,
@@ -103,6 +112,7 @@ impl EmbeddedStore {
                 .map(|t| t.to_ascii_uppercase())
                 .collect(),
             locked: HashSet::new(),
+            submissions,
             forget_submissions_at: Timestamp(0),
         })
     }
@@ -160,17 +170,18 @@ impl EmbeddedStore {
         &self,
         transaction: &Transaction<'_>,
         batch: &StoreBatch<'_>,
-        forget_submissions: bool,
+        forget_submissions: Option<Timestamp>,
+        remembered: &mut Remembered,
     ) -> rusqlite::Result<CommitReceipt> {
         let mut receipt = CommitReceipt::default();
         let now = Timestamp::now();
-        if forget_submissions {
-            rows::forget_submissions(transaction, now)?;
+        if let Some(now) = forget_submissions {
+            Submissions::forget(transaction, now)?;
         }
         for message in batch.submit.iter() {
             let key = SubmissionKey::of(&message.envelope);
             if let Some(key) = &key {
-                if let Some(first) = rows::submitted_with(transaction, key, now)? {
+                if let Some(first) = self.submissions.first(transaction, remembered, key, now)? {
                     receipt.submitted.push(first);
                     continue;
                 }
@@ -180,7 +191,8 @@ impl EmbeddedStore {
             self.deliver_locally(transaction, &mut envelope, &message.content)?;
             envelope.id = rows::insert(transaction, OUTBOX, &envelope, &message.content)?;
             if let Some(key) = &key {
-                rows::remember_submission(transaction, key, envelope.id)?;
+                self.submissions
+                    .remember(transaction, remembered, key, envelope.id)?;
             }
             receipt.submitted.push(envelope.id);
             receipt.stored.push(envelope);
@@ -278,18 +290,25 @@ impl Store for EmbeddedStore {
     fn commit(&mut self, batch: &StoreBatch<'_>) -> Result<CommitReceipt, ProviderError> {
         // The connection is only ever used from this one call at a time, so the unchecked
         // form (it borrows the connection shared) cannot nest transactions.
+        let now = Timestamp::now();
         let forget_submissions =
-            !batch.submit.is_empty() && Timestamp::now() >= self.forget_submissions_at;
+            (!batch.submit.is_empty() && now >= self.forget_submissions_at).then_some(now);
         let transaction = self
             .connection
             .unchecked_transaction()
             .map_err(|error| self.error("cannot begin a transaction", error))?;
-        let receipt = self
-            .commit_in(&transaction, batch, forget_submissions)
-            .and_then(|receipt| transaction.commit().map(|()| receipt))
-            .map_err(|error| self.error("cannot commit", error))?;
-        if forget_submissions {
-            self.forget_submissions_at = Timestamp(Timestamp::now().0 + FORGET_SUBMISSIONS_EVERY);
+        let mut remembered = Remembered::default();
+        let receipt = (if batch.submit.is_empty() {
+            Ok(())
+        } else {
+            self.submissions.refresh(&transaction, now)
+        })
+        .and_then(|()| self.commit_in(&transaction, batch, forget_submissions, &mut remembered))
+        .and_then(|receipt| transaction.commit().map(|()| receipt))
+        .map_err(|error| self.error("cannot commit", error))?;
+        self.submissions.committed(remembered, forget_submissions);
+        if forget_submissions.is_some() {
+            self.forget_submissions_at = Timestamp(now.0 + FORGET_SUBMISSIONS_EVERY);
         }
         for id in batch
             .unlock
@@ -461,8 +480,10 @@ export_library!(library);
 #[cfg(test)]
 mod tests {
     use provider_abi::abi_stable::std_types::{ROption, RSlice};
-    use provider_abi::store::{ContentReplacement, Finish, NewMessage, StoreBatch, StoreObject};
-    use provider_abi::{MessageId, Property};
+    use provider_abi::store::{
+        ContentReplacement, Finish, NewMessage, StoreBatch, StoreObject, SubmissionKey,
+    };
+    use provider_abi::{Envelope, MessageId, Property, Timestamp};
 
     #[test]
     fn keeps_the_hosts_store_contract() {
@@ -575,6 +596,150 @@ mod tests {
                 .unwrap();
             assert_eq!(rows, 0, "rows left in {table}");
         }
+    }
+
+    /// An envelope carrying submission key `key`, remembered until `until`.
+    fn keyed(key: &str, until: Timestamp) -> Envelope {
+        let mut envelope = provider_testkit::message(&["SMTP:bob@example.net"], "").envelope;
+        let key = SubmissionKey {
+            key: key.to_owned(),
+            remember_until: until,
+        };
+        envelope.properties.push(key.property());
+        envelope
+    }
+
+    /// Submits `envelopes` in one commit; their ids.
+    fn submit(store: &mut StoreObject, envelopes: Vec<Envelope>) -> Vec<MessageId> {
+        let messages: Vec<NewMessage<'_>> = envelopes
+            .into_iter()
+            .map(|envelope| NewMessage {
+                envelope,
+                content: RSlice::from_slice(b"Subject: once\r\n\r\nBody.\r\n"),
+            })
+            .collect();
+        let receipt = store
+            .commit(StoreBatch {
+                submit: RSlice::from_slice(&messages),
+                ..StoreBatch::EMPTY
+            })
+            .into_result()
+            .unwrap();
+        receipt.submitted.to_vec()
+    }
+
+    /// The keys are looked up in memory: a key is known to the commit that remembers it,
+    /// to later commits, and after the store is opened again; a key whose time is over is not.
+    #[test]
+    fn a_submission_key_is_recognised_in_its_own_commit_and_after_a_reopen() {
+        let folder = tempfile::tempdir().unwrap();
+        let config = format!(
+            "path = \"{}\"",
+            folder.path().join("store.sqlite").display()
+        );
+        let tomorrow = Timestamp(Timestamp::now().0 + 86_400_000);
+        let (mut store, _host) =
+            provider_testkit::open_store(super::library, "embedded", &config).unwrap();
+        let ids = submit(
+            &mut store,
+            vec![
+                keyed("k1", tomorrow),
+                keyed("k1", tomorrow),
+                keyed("k2", tomorrow),
+            ],
+        );
+        assert_eq!(
+            ids[0], ids[1],
+            "the same key twice in one commit is one message"
+        );
+        assert_ne!(ids[0], ids[2]);
+        assert_eq!(submit(&mut store, vec![keyed("k2", tomorrow)]), [ids[2]]);
+        let over = Timestamp(Timestamp::now().0 - 1);
+        let first_expired = submit(&mut store, vec![keyed("k3", over)])[0];
+        drop(store);
+
+        let (mut store, _host) =
+            provider_testkit::open_store(super::library, "embedded", &config).unwrap();
+        assert_eq!(
+            submit(
+                &mut store,
+                vec![keyed("k1", tomorrow), keyed("k2", tomorrow)]
+            ),
+            [ids[0], ids[2]]
+        );
+        assert_ne!(
+            submit(&mut store, vec![keyed("k3", tomorrow)]),
+            [first_expired]
+        );
+    }
+
+    /// A store instance opened again after a hang works beside the old one, which may still
+    /// commit: a key the other connection remembered is recognised.
+    #[test]
+    fn a_submission_key_remembered_by_another_connection_is_recognised() {
+        let folder = tempfile::tempdir().unwrap();
+        let config = format!(
+            "path = \"{}\"",
+            folder.path().join("store.sqlite").display()
+        );
+        let tomorrow = Timestamp(Timestamp::now().0 + 86_400_000);
+        let (mut old, _old_host) =
+            provider_testkit::open_store(super::library, "embedded", &config).unwrap();
+        let (mut new, _new_host) =
+            provider_testkit::open_store(super::library, "embedded", &config).unwrap();
+        let first = submit(&mut old, vec![keyed("k1", tomorrow)]);
+        assert_eq!(submit(&mut new, vec![keyed("k1", tomorrow)]), first);
+    }
+
+    /// A database of schema version 3 (keys as the primary key of `submissions`) keeps its
+    /// keys through the upgrade, and loses the index on them.
+    #[test]
+    fn a_version_3_database_keeps_its_submission_keys() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("store.sqlite");
+        let config = format!("path = \"{}\"", path.display());
+        let tomorrow = Timestamp(Timestamp::now().0 + 86_400_000);
+        let (mut store, _host) =
+            provider_testkit::open_store(super::library, "embedded", &config).unwrap();
+        let first = submit(&mut store, vec![keyed("k1", tomorrow)]);
+        drop(store);
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "DROP INDEX submissions_expiry;
+                 ALTER TABLE submissions RENAME TO version_4;
+                 CREATE TABLE submissions (
+                     key TEXT PRIMARY KEY,
+                     message_id INTEGER NOT NULL,
+                     remember_until INTEGER NOT NULL
+                 );
+                 CREATE INDEX submissions_expiry ON submissions (remember_until);
+                 INSERT INTO submissions SELECT key, message_id, remember_until FROM version_4;
+                 DROP TABLE version_4;
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        drop(connection);
+
+        let (mut store, _host) =
+            provider_testkit::open_store(super::library, "embedded", &config).unwrap();
+        assert_eq!(submit(&mut store, vec![keyed("k1", tomorrow)]), first);
+        drop(store);
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        let indexes: Vec<String> = connection
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'submissions'",
+            )
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, ["submissions_expiry"]);
+        let version: i64 = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 4);
     }
 
     fn content_of(store: &mut StoreObject, id: MessageId) -> Vec<u8> {

@@ -4,7 +4,6 @@
 
 use provider_abi::abi_stable::std_types::{RString, RVec};
 use provider_abi::headers::header;
-use provider_abi::store::SubmissionKey;
 use provider_abi::{
     Address, DeliveryState, Envelope, MessageId, Priority, Property, Recipient, RecipientKind,
     RecipientStatus, ReportRequest, Timestamp,
@@ -77,44 +76,6 @@ pub fn delete(connection: &Connection, id: MessageId) -> rusqlite::Result<()> {
             .prepare_cached(statement)?
             .execute([id.0 as i64])?;
     }
-    Ok(())
-}
-
-/// The message a remembered submission key made, if the key is still remembered at `now`.
-pub fn submitted_with(
-    connection: &Connection,
-    key: &SubmissionKey,
-    now: Timestamp,
-) -> rusqlite::Result<Option<MessageId>> {
-    connection
-        .prepare_cached(
-            "SELECT message_id FROM submissions WHERE key = ?1 AND remember_until >= ?2",
-        )?
-        .query_row(params![key.key, now.0], |row| row.get::<_, i64>(0))
-        .optional()
-        .map(|id| id.map(|id| MessageId(id as u64)))
-}
-
-/// Remembers that `key` made message `id`.
-pub fn remember_submission(
-    connection: &Connection,
-    key: &SubmissionKey,
-    id: MessageId,
-) -> rusqlite::Result<()> {
-    connection
-        .prepare_cached(
-            "INSERT OR REPLACE INTO submissions (key, message_id, remember_until) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![key.key, id.0 as i64, key.remember_until.0])?;
-    Ok(())
-}
-
-/// Forgets the submission keys whose time is over at `now`. [`submitted_with`] already
-/// passes over them, so this only keeps the table from growing.
-pub fn forget_submissions(connection: &Connection, now: Timestamp) -> rusqlite::Result<()> {
-    connection
-        .prepare_cached("DELETE FROM submissions WHERE remember_until < ?1")?
-        .execute([now.0])?;
     Ok(())
 }
 

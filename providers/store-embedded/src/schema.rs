@@ -11,13 +11,14 @@
 //! - `recipients_waiting` holds the pending recipients (they exist in the Outbox only) by
 //!   transport, for the status counts.
 //! - `submissions` remembers submission keys apart from the messages, so that a retried
-//!   submission is recognised even after its message was delivered and deleted.
+//!   submission is recognised even after its message was delivered and deleted. The keys
+//!   are looked up in memory (`submissions.rs` says why), so the table has no index on them.
 
 use rusqlite::config::DbConfig;
 use rusqlite::Connection;
 
 /// The schema version this code reads and writes (SQLite's `user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE messages (
@@ -78,14 +79,28 @@ CREATE INDEX recipients_waiting ON recipients (transport, state) WHERE state = 0
 ";
 
 /// Added in version 3: submission keys (`provider_abi::store::SubmissionKey`) and the
-/// message each one made, until `remember_until`.
+/// message each one made, until `remember_until`. Since version 4 the key is not indexed.
 const SUBMISSIONS: &str = "
 CREATE TABLE submissions (
-    key TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
     message_id INTEGER NOT NULL,
     remember_until INTEGER NOT NULL
 );
 CREATE INDEX submissions_expiry ON submissions (remember_until);
+";
+
+/// Version 3 indexed the submission keys (as the table's primary key): the keys move to a
+/// table without that index.
+const FROM_VERSION_3: &str = "
+DROP INDEX submissions_expiry;
+ALTER TABLE submissions RENAME TO submissions_version_3;
+";
+
+/// After [`SUBMISSIONS`], on the way from version 3.
+const KEYS_FROM_VERSION_3: &str = "
+INSERT INTO submissions (key, message_id, remember_until)
+    SELECT key, message_id, remember_until FROM submissions_version_3;
+DROP TABLE submissions_version_3;
 ";
 
 /// Version 1 kept the content in `messages` and indexed the queue under a condition on the
@@ -147,6 +162,7 @@ pub fn prepare(connection: &mut Connection) -> Result<(), String> {
         0 => [SCHEMA, INDEXES, SUBMISSIONS].concat(),
         1 => [FROM_VERSION_1, INDEXES, SUBMISSIONS].concat(),
         2 => SUBMISSIONS.to_owned(),
+        3 => [FROM_VERSION_3, SUBMISSIONS, KEYS_FROM_VERSION_3].concat(),
         SCHEMA_VERSION => return Ok(()),
         other => {
             return Err(format!(
