@@ -483,15 +483,14 @@ mod tests {
     use provider_abi::store::{
         ContentReplacement, Finish, NewMessage, StoreBatch, StoreObject, SubmissionKey,
     };
+    use std::path::PathBuf;
+    use std::time::Duration;
+
     use provider_abi::{Envelope, MessageId, Property, Timestamp};
 
     #[test]
     fn keeps_the_hosts_store_contract() {
-        let folder = tempfile::tempdir().unwrap();
-        let config = format!(
-            "path = \"{}\"",
-            folder.path().join("store.sqlite").display()
-        );
+        let (_folder, _, config) = store_in_temporary_folder();
         provider_testkit::check_store(super::library, "embedded", &config).unwrap();
     }
 
@@ -499,11 +498,7 @@ mod tests {
     /// incremental blob I/O: both ways, and a replacement across the limit, keep every byte.
     #[test]
     fn keeps_small_and_large_contents_and_their_replacements() {
-        let folder = tempfile::tempdir().unwrap();
-        let config = format!(
-            "path = \"{}\"",
-            folder.path().join("store.sqlite").display()
-        );
+        let (_folder, _, config) = store_in_temporary_folder();
         let (mut store, _host) =
             provider_testkit::open_store(super::library, "embedded", &config).unwrap();
         let content = |size: usize, fill: u8| {
@@ -556,9 +551,7 @@ mod tests {
     /// store deletes its rows in every table itself.
     #[test]
     fn a_deleted_message_leaves_no_row_behind() {
-        let folder = tempfile::tempdir().unwrap();
-        let path = folder.path().join("store.sqlite");
-        let config = format!("path = \"{}\"", path.display());
+        let (_folder, path, config) = store_in_temporary_folder();
         let (mut store, _host) =
             provider_testkit::open_store(super::library, "embedded", &config).unwrap();
         let mut envelope = provider_testkit::message(&["SMTP:bob@example.net"], "").envelope;
@@ -598,6 +591,14 @@ mod tests {
         }
     }
 
+    /// A temporary folder, the database's path in it, and the store's configuration.
+    fn store_in_temporary_folder() -> (tempfile::TempDir, PathBuf, String) {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("store.sqlite");
+        let config = format!("path = \"{}\"", path.display());
+        (folder, path, config)
+    }
+
     /// An envelope carrying submission key `key`, remembered until `until`.
     fn keyed(key: &str, until: Timestamp) -> Envelope {
         let mut envelope = provider_testkit::message(&["SMTP:bob@example.net"], "").envelope;
@@ -632,12 +633,8 @@ mod tests {
     /// to later commits, and after the store is opened again; a key whose time is over is not.
     #[test]
     fn a_submission_key_is_recognised_in_its_own_commit_and_after_a_reopen() {
-        let folder = tempfile::tempdir().unwrap();
-        let config = format!(
-            "path = \"{}\"",
-            folder.path().join("store.sqlite").display()
-        );
-        let tomorrow = Timestamp(Timestamp::now().0 + 86_400_000);
+        let (_folder, _, config) = store_in_temporary_folder();
+        let tomorrow = Timestamp::now().plus(Duration::from_secs(86_400));
         let (mut store, _host) =
             provider_testkit::open_store(super::library, "embedded", &config).unwrap();
         let ids = submit(
@@ -677,12 +674,8 @@ mod tests {
     /// commit: a key the other connection remembered is recognised.
     #[test]
     fn a_submission_key_remembered_by_another_connection_is_recognised() {
-        let folder = tempfile::tempdir().unwrap();
-        let config = format!(
-            "path = \"{}\"",
-            folder.path().join("store.sqlite").display()
-        );
-        let tomorrow = Timestamp(Timestamp::now().0 + 86_400_000);
+        let (_folder, _, config) = store_in_temporary_folder();
+        let tomorrow = Timestamp::now().plus(Duration::from_secs(86_400));
         let (mut old, _old_host) =
             provider_testkit::open_store(super::library, "embedded", &config).unwrap();
         let (mut new, _new_host) =
@@ -695,10 +688,8 @@ mod tests {
     /// keys through the upgrade, and loses the index on them.
     #[test]
     fn a_version_3_database_keeps_its_submission_keys() {
-        let folder = tempfile::tempdir().unwrap();
-        let path = folder.path().join("store.sqlite");
-        let config = format!("path = \"{}\"", path.display());
-        let tomorrow = Timestamp(Timestamp::now().0 + 86_400_000);
+        let (_folder, path, config) = store_in_temporary_folder();
+        let tomorrow = Timestamp::now().plus(Duration::from_secs(86_400));
         let (mut store, _host) =
             provider_testkit::open_store(super::library, "embedded", &config).unwrap();
         let first = submit(&mut store, vec![keyed("k1", tomorrow)]);
