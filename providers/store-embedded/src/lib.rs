@@ -297,15 +297,16 @@ impl Store for EmbeddedStore {
             .connection
             .unchecked_transaction()
             .map_err(|error| self.error("cannot begin a transaction", error))?;
+        if !batch.submit.is_empty() {
+            self.submissions
+                .refresh(&transaction, now)
+                .map_err(|error| self.error("cannot read the submission keys", error))?;
+        }
         let mut remembered = Remembered::default();
-        let receipt = (if batch.submit.is_empty() {
-            Ok(())
-        } else {
-            self.submissions.refresh(&transaction, now)
-        })
-        .and_then(|()| self.commit_in(&transaction, batch, forget_submissions, &mut remembered))
-        .and_then(|receipt| transaction.commit().map(|()| receipt))
-        .map_err(|error| self.error("cannot commit", error))?;
+        let receipt = self
+            .commit_in(&transaction, batch, forget_submissions, &mut remembered)
+            .and_then(|receipt| transaction.commit().map(|()| receipt))
+            .map_err(|error| self.error("cannot commit", error))?;
         self.submissions.committed(remembered, forget_submissions);
         if forget_submissions.is_some() {
             self.forget_submissions_at = Timestamp(now.0 + FORGET_SUBMISSIONS_EVERY);
