@@ -40,10 +40,11 @@ pub const BUNDLED: [&str; 7] = [
 ];
 
 /// The test fixtures, by crate name.
-pub const FIXTURES: [&str; 7] = [
+pub const FIXTURES: [&str; 8] = [
     "fixture-chatty",
     "fixture-flaky-transport",
     "fixture-misbehaving-transport",
+    "fixture-crashing",
     "fixture-panicking",
     "fixture-incompatible-abi",
     "fixture-layout-mismatch",

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use provider_abi::ProviderKind;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use spooler_host::clients::client::{self, ClientError};
@@ -14,6 +15,7 @@ use spooler_host::clients::sendmail::modes::{self, Print};
 use spooler_host::clients::sendmail::{self, exit, Mode};
 use spooler_host::config::Profile;
 use spooler_host::paths;
+use spooler_host::providers::isolation::child::{self, RunnerArgs};
 use spooler_host::providers::loader::{self, FileOutcome, ProviderFolder};
 use spooler_host::spooler::Spooler;
 
@@ -171,10 +173,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Holds one isolated provider instance for a running host (started by the host itself,
+    /// with its sockets on descriptors 3 to 5; not for people).
+    #[command(hide = true)]
+    RunProvider {
+        /// The library file.
+        #[arg(long)]
+        library: PathBuf,
+        /// transport, preprocessor or hook.
+        #[arg(long)]
+        kind: String,
+        /// The provider's name in the library.
+        #[arg(long)]
+        provider: String,
+        /// The instance's name.
+        #[arg(long)]
+        instance: String,
+        /// The host's log level.
+        #[arg(long)]
+        log_level: log::LevelFilter,
+    },
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let invoked_as = std::env::args_os().next().and_then(|arg0| {
         Path::new(&arg0)
             .file_name()
@@ -187,6 +208,7 @@ fn main() -> ExitCode {
         _ => None,
     };
     if let Some(mode) = mode {
+        start_logging();
         let args: Vec<String> = std::env::args().skip(1).collect();
         let place = Place {
             config: None,
@@ -194,7 +216,21 @@ fn main() -> ExitCode {
         };
         return sendmail(&place, &args, mode, Print::Nothing);
     }
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    if let Command::RunProvider {
+        library,
+        kind,
+        provider,
+        instance,
+        log_level,
+    } = command
+    {
+        // The child logs through its host, not to the terminal.
+        return run_provider(library, &kind, provider, instance, log_level);
+    }
+    start_logging();
+    match command {
+        Command::RunProvider { .. } => unreachable!("answered above"),
         Command::Run { place, providers } => run(&place, providers),
         Command::Providers { providers, all } => list_providers(providers, all),
         Command::Submit { place, json, args } => {
@@ -221,6 +257,35 @@ fn main() -> ExitCode {
         Command::Delete { place, id } => ask(&place, &Request::Delete { id }, false),
         Command::Watch { place, json } => watch(&place, json),
     }
+}
+
+fn start_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+}
+
+fn run_provider(
+    library: PathBuf,
+    kind: &str,
+    provider: String,
+    instance: String,
+    log_level: log::LevelFilter,
+) -> ExitCode {
+    let kind = match kind {
+        "transport" => ProviderKind::Transport,
+        "preprocessor" => ProviderKind::Preprocessor,
+        "hook" => ProviderKind::Hook,
+        other => {
+            eprintln!("spooler-host run-provider: `{other}` is not a kind that runs isolated");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    child::serve(RunnerArgs {
+        library,
+        kind,
+        provider,
+        instance,
+        log_level,
+    })
 }
 
 fn run(place: &Place, providers: Option<PathBuf>) -> ExitCode {

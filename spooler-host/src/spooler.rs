@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender};
 use provider_abi::abi_stable::std_types::{RResult, RString, RVec};
+use provider_abi::host::HostObject;
 use provider_abi::library::{OpenArgs, ProviderLibraryRef};
 use provider_abi::{ProviderError, ProviderKind, ProviderState};
 
@@ -19,7 +20,9 @@ use crate::clients::watchers::Watchers;
 use crate::config::{Profile, ProviderConfig};
 use crate::inbound::{InboundCommand, InboundManager};
 use crate::providers::host_services::{self, ProviderNotice};
-use crate::providers::loader::{self, FileOutcome, ProviderFolder};
+use crate::providers::isolation::{self, proxy::Isolation};
+use crate::providers::loader::{self, FileOutcome, LoadedLibrary, ProviderFolder};
+use crate::providers::quarantine::Quarantine;
 use crate::providers::registry::{Instance, Registry};
 use crate::providers::status::StatusTable;
 use crate::providers::worker::{Opener, Worker};
@@ -37,6 +40,7 @@ pub struct Spooler {
     notices: Sender<ProviderNotice>,
     control: Control,
     aliases: Arc<Aliases>,
+    quarantine: Quarantine,
 }
 
 impl Spooler {
@@ -46,6 +50,7 @@ impl Spooler {
     /// are reported in the status table and their mail waits.
     pub fn start(profile: &Profile, providers_folder: &Path) -> Result<Spooler, String> {
         socket::make_private_folder(&profile.data_dir)?;
+        let quarantine = Quarantine::open(&profile.data_dir, profile.quarantine_after)?;
         let folder = loader::load_folder(providers_folder).map_err(|e| e.to_string())?;
         report_folder(&folder);
         let status = StatusTable::default();
@@ -71,9 +76,14 @@ impl Spooler {
         );
         let (store, _) = StoreClient::start(
             &profile.store.name,
-            opener(store_root, &profile.store, &status, &notices, |root| {
-                root.open_store()
-            }),
+            opener(
+                store_root.0.root,
+                &profile.store,
+                &status,
+                &notices,
+                |root| root.open_store(),
+                None,
+            ),
             status.clone(),
         );
         let store_types = store
@@ -82,8 +92,11 @@ impl Spooler {
         let registry = Arc::new(build_registry(
             &folder,
             profile,
-            &status,
-            &notices,
+            &Services {
+                status: &status,
+                notices: &notices,
+                quarantine: &quarantine,
+            },
             None,
             store_types,
         ));
@@ -101,6 +114,7 @@ impl Spooler {
             hostname: hostname(),
             inbound: inbound.clone(),
             watchers: watchers.clone(),
+            quarantine: quarantine.clone(),
         });
         let aliases = Arc::new(Aliases::new(profile.local_names.clone()));
         let control = Control::new(
@@ -110,6 +124,7 @@ impl Spooler {
             engine,
             inbound,
             watchers,
+            quarantine.clone(),
             submission::Rules {
                 max_message_size: profile.max_message_size,
                 duplicate_window: profile.duplicate_window,
@@ -138,6 +153,7 @@ impl Spooler {
             notices,
             control,
             aliases,
+            quarantine,
         })
     }
 
@@ -164,8 +180,11 @@ impl Spooler {
         let registry = Arc::new(build_registry(
             &folder,
             profile,
-            &self.status,
-            &self.notices,
+            &Services {
+                status: &self.status,
+                notices: &self.notices,
+                quarantine: &self.quarantine,
+            },
             Some(&previous),
             previous.store_types.clone(),
         ));
@@ -213,6 +232,7 @@ impl Spooler {
         {
             log::error!("the inbound manager did not stop within {STOP_WAIT:?}");
         }
+        self.quarantine.clean_shutdown();
         log::info!("spooler stopped");
     }
 }
@@ -225,13 +245,20 @@ fn reuse<T>(previous: Option<&Vec<Instance<T>>>, config: &ProviderConfig) -> Opt
         .cloned()
 }
 
+/// What every instance is started with: where its state and notices go, and the quarantine
+/// (its journal for in-process instances, its crash marks for isolated ones).
+struct Services<'a> {
+    status: &'a StatusTable,
+    notices: &'a Sender<ProviderNotice>,
+    quarantine: &'a Quarantine,
+}
+
 /// The routing table for `profile`, reusing the running instances of `previous` whose
 /// configuration did not change.
 fn build_registry(
     folder: &ProviderFolder,
     profile: &Profile,
-    status: &StatusTable,
-    notices: &Sender<ProviderNotice>,
+    services: &Services<'_>,
     previous: Option<&Registry>,
     store_types: Vec<String>,
 ) -> Registry {
@@ -245,10 +272,9 @@ fn build_registry(
                     folder,
                     ProviderKind::Transport,
                     config,
-                    status,
-                    notices,
+                    services,
                     capacity,
-                    |root| root.open_transport(),
+                    (|root| root.open_transport(), isolation::proxy::transport),
                 );
                 let instance = with_claimed_types(instance, |transport| transport.address_types());
                 with_poll_interval(instance)
@@ -264,10 +290,12 @@ fn build_registry(
                     folder,
                     ProviderKind::Preprocessor,
                     config,
-                    status,
-                    notices,
+                    services,
                     capacity,
-                    |root| root.open_preprocessor(),
+                    (
+                        |root| root.open_preprocessor(),
+                        isolation::proxy::preprocessor,
+                    ),
                 );
                 with_claimed_types(instance, |preprocessor| preprocessor.address_types())
             })
@@ -282,10 +310,9 @@ fn build_registry(
                     folder,
                     ProviderKind::Hook,
                     config,
-                    status,
-                    notices,
+                    services,
                     capacity,
-                    |root| root.open_hook(),
+                    (|root| root.open_hook(), isolation::proxy::hook),
                 )
             })
         })
@@ -323,20 +350,19 @@ fn report_folder(folder: &ProviderFolder) {
     }
 }
 
-/// The root module of the library offering provider `name` of `kind`, and the address
-/// types its manifest gives.
-fn find(
-    folder: &ProviderFolder,
+/// The library offering provider `name` of `kind`, and the address types its manifest gives.
+fn find<'a>(
+    folder: &'a ProviderFolder,
     kind: ProviderKind,
     name: &str,
-) -> Option<(ProviderLibraryRef, Vec<String>)> {
+) -> Option<(&'a LoadedLibrary, Vec<String>)> {
     folder.libraries().find_map(|library| {
         library
             .providers()
             .find(|(k, info)| *k == kind && info.name == name)
             .map(|(_, info)| {
                 (
-                    library.root,
+                    library,
                     info.address_types.iter().map(|t| t.to_string()).collect(),
                 )
             })
@@ -345,24 +371,34 @@ fn find(
 
 type OpenFn<T> = extern "C" fn(OpenArgs) -> RResult<T, ProviderError>;
 
+/// Opens an instance in a child process: one of `isolation::proxy`'s constructors.
+type StartIsolated<T> = fn(&Arc<Isolation>, HostObject) -> Result<T, ProviderError>;
+
+/// Opens the instance `config` names: through the library's entry point in this process, or,
+/// with an `isolation`, in a child process of its own.
 fn opener<T: 'static>(
-    (root, _): (ProviderLibraryRef, Vec<String>),
+    root: ProviderLibraryRef,
     config: &ProviderConfig,
     status: &StatusTable,
     notices: &Sender<ProviderNotice>,
     entry: fn(ProviderLibraryRef) -> OpenFn<T>,
+    isolation: Option<(Arc<Isolation>, StartIsolated<T>)>,
 ) -> Opener<T> {
     let config = config.clone();
     let status = status.clone();
     let notices = notices.clone();
     Arc::new(move || {
-        let opened = entry(root)(OpenArgs {
-            name: config.provider.as_str().into(),
-            instance: config.name.as_str().into(),
-            config: config.config.as_str().into(),
-            host: host_services::for_instance(&config.name, &status, &notices),
-        })
-        .into_result();
+        let host = host_services::for_instance(&config.name, &status, &notices);
+        let opened = match &isolation {
+            Some((isolation, start)) => start(isolation, host),
+            None => entry(root)(OpenArgs {
+                name: config.provider.as_str().into(),
+                instance: config.name.as_str().into(),
+                config: config.config.as_str().into(),
+                host,
+            })
+            .into_result(),
+        };
         if opened.is_ok() && status.state(&config.name) == ProviderState::Error {
             status.set(&config.name, ProviderState::Online, "");
         }
@@ -370,26 +406,70 @@ fn opener<T: 'static>(
     })
 }
 
+/// Whether instance `config` of a provider in `library` runs in a process of its own: as the
+/// profile says, else as the library's default; and always once it took the host down
+/// `quarantine_after` times outside any message's call.
+fn isolated(config: &ProviderConfig, library: &LoadedLibrary, quarantine: &Quarantine) -> bool {
+    let chosen = config
+        .isolate
+        .unwrap_or_else(|| !isolation::is_bundled(&library.manifest.library));
+    if !chosen && quarantine.must_isolate(&config.name) {
+        log::warn!(
+            "{}: runs isolated although the profile or its library says otherwise: it took the \
+             host down {} times outside a message's call (crash-marks in the data folder)",
+            config.name,
+            quarantine.threshold()
+        );
+        return true;
+    }
+    chosen
+}
+
 fn start_instance<T: 'static>(
     folder: &ProviderFolder,
     kind: ProviderKind,
     config: &ProviderConfig,
-    status: &StatusTable,
-    notices: &Sender<ProviderNotice>,
+    services: &Services<'_>,
     capacity: usize,
-    entry: fn(ProviderLibraryRef) -> OpenFn<T>,
+    (entry, start_isolated): (fn(ProviderLibraryRef) -> OpenFn<T>, StartIsolated<T>),
 ) -> Instance<T> {
+    let status = services.status;
     status.register(&config.name, kind, &config.provider);
     let (address_types, worker) = match find(folder, kind, &config.provider) {
-        Some(found) => {
-            let types = found.1.clone();
+        Some((library, types)) => {
+            let isolation = isolated(config, library, services.quarantine).then(|| {
+                let isolation = Arc::new(Isolation {
+                    library: library.path.clone(),
+                    kind,
+                    provider: config.provider.clone(),
+                    instance: config.name.clone(),
+                    config: config.config.clone(),
+                    memory_limit: config.memory_limit,
+                    timeout: config.timeout,
+                    status: status.clone(),
+                    quarantine: services.quarantine.clone(),
+                });
+                (isolation, start_isolated)
+            });
+            // An isolated instance marks its own crashes; the journal is for those that
+            // would take the host down with them.
+            let journal = isolation.is_none().then(|| services.quarantine.clone());
+            let open = opener(
+                library.root,
+                config,
+                status,
+                services.notices,
+                entry,
+                isolation,
+            );
             let (worker, _) = Worker::start(
                 &config.name,
                 capacity,
                 config.parallel,
                 config.timeout,
-                opener(found, config, status, notices, entry),
+                open,
                 status.clone(),
+                journal,
             );
             (types, Some(worker))
         }

@@ -21,6 +21,7 @@ use crate::clients::socket::{self, Access};
 use crate::clients::submission;
 use crate::clients::watchers::Watchers;
 use crate::inbound::InboundCommand;
+use crate::providers::quarantine::Quarantine;
 use crate::providers::registry::Registry;
 use crate::providers::status::StatusTable;
 use crate::queue::{Command, Reply};
@@ -48,6 +49,8 @@ pub struct Control {
     pub shutting_down: Arc<AtomicBool>,
     /// What submissions are held to.
     rules: submission::Rules,
+    /// Why messages are held for crashing providers.
+    quarantine: Quarantine,
 }
 
 impl Control {
@@ -59,10 +62,12 @@ impl Control {
         engine: Sender<Command>,
         inbound: Sender<InboundCommand>,
         watchers: Watchers,
+        quarantine: Quarantine,
         rules: submission::Rules,
     ) -> Control {
         Control {
             rules,
+            quarantine,
             store,
             registry: Arc::new(RwLock::new(registry)),
             status,
@@ -263,6 +268,7 @@ impl Control {
             .collect();
         Ok(Response::Status {
             providers,
+            quarantined: self.quarantine.suspected() as u64,
             outbox: counts.messages,
             hosts: hosts.iter().map(HostView::from).collect(),
         })
@@ -365,9 +371,9 @@ impl Control {
     fn show(&self, id: &str, content: bool) -> Result<Response, String> {
         let id = parse_id(id)?;
         match self.store.get(id).map_err(|e| e.to_string())? {
-            Some(message) => Ok(Response::Message(MessageView::of_message(
-                &message, content,
-            ))),
+            Some(message) => Ok(Response::Message(
+                self.explained(MessageView::of_message(&message, content)),
+            )),
             None => Err(format!("there is no message {id}")),
         }
     }
@@ -390,9 +396,25 @@ impl Control {
             .then(|| messages.last().map(|m| m.envelope.id.to_string()))
             .flatten();
         Ok(Response::Messages {
-            messages: messages.iter().map(MessageView::of_summary).collect(),
+            messages: messages
+                .iter()
+                .map(|summary| self.explained(MessageView::of_summary(summary)))
+                .collect(),
             next,
         })
+    }
+
+    /// The view with the reason it is held, when the quarantine holds it.
+    fn explained(&self, mut view: MessageView) -> MessageView {
+        if view.held {
+            view.held_because = view
+                .id
+                .parse()
+                .ok()
+                .and_then(|id| self.quarantine.suspicion(id))
+                .map(|suspicion| suspicion.to_string());
+        }
+        view
     }
 }
 

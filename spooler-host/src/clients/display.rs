@@ -57,6 +57,7 @@ pub fn as_table(response: &Response) -> String {
         Response::Status {
             providers,
             outbox,
+            quarantined,
             hosts,
         } => providers
             .iter()
@@ -70,12 +71,29 @@ pub fn as_table(response: &Response) -> String {
                 } else {
                     format!("  {}", p.text)
                 };
+                let isolated = p.isolated.as_ref().map_or(String::new(), |processes| {
+                    let pids: Vec<String> = processes.pids.iter().map(u32::to_string).collect();
+                    let fault = processes
+                        .last_fault
+                        .as_ref()
+                        .map(|fault| format!("; last fault: {fault}"))
+                        .unwrap_or_default();
+                    format!(
+                        "\n{:<20} isolated: pid {}, {} restart(s){fault}",
+                        "",
+                        if pids.is_empty() { "-".into() } else { pids.join(",") },
+                        processes.restarts
+                    )
+                });
                 format!(
-                    "{:<20} {:<12} {:<20} {}{queued}{text}\n",
+                    "{:<20} {:<12} {:<20} {}{queued}{text}{isolated}\n",
                     p.name, p.kind, p.provider, p.state
                 )
             })
             .chain(std::iter::once(format!("Outbox: {outbox} message(s)\n")))
+            .chain((*quarantined > 0).then(|| {
+                format!("Quarantined: {quarantined} message(s) suspected of crashing a provider (`queue` shows them, `release ID` lets one go)\n")
+            }))
             .chain(hosts.iter().map(|h| {
                 format!(
                     "Host {:<15} {:<6} seen {}s ago  {} lease(s)\n",
@@ -124,7 +142,11 @@ fn message_lines(message: &MessageView) -> String {
         message.size,
         age,
         message.sender,
-        if message.held { " (held)" } else { "" },
+        match (&message.held_because, message.held) {
+            (Some(why), _) => format!(" (held: {why})"),
+            (None, true) => " (held)".into(),
+            (None, false) => String::new(),
+        },
         message.subject
     );
     for recipient in &message.recipients {

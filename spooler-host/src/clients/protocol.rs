@@ -241,6 +241,9 @@ pub enum Response {
         /// How many messages are in the Outbox.
         #[serde(default)]
         outbox: u64,
+        /// How many messages are held as suspected of crashing a provider.
+        #[serde(default)]
+        quarantined: u64,
         /// The hosts sharing the store (empty when the store serves this host alone).
         #[serde(default)]
         hosts: Vec<HostView>,
@@ -315,8 +318,11 @@ pub struct MessageView {
     pub size: u64,
     /// When it was submitted or stored (milliseconds since the epoch).
     pub submitted_at: i64,
-    /// Held by an operator.
+    /// Held (by an operator, or by the quarantine).
     pub held: bool,
+    /// Why the quarantine holds it: `suspected of crashing provider NAME (3 times)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_because: Option<String>,
     /// It is a report.
     pub is_report: bool,
     /// Its recipients.
@@ -409,6 +415,22 @@ pub struct StatusView {
     /// For transports: recipients in the queue waiting for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued: Option<u64>,
+    /// For an isolated instance: its processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolated: Option<ProcessesView>,
+}
+
+/// An isolated instance's processes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessesView {
+    /// The child processes running now.
+    pub pids: Vec<u32>,
+    /// How many died and were replaced.
+    pub restarts: u32,
+    /// The last death, as the host logged it.
+    pub last_fault: Option<String>,
+    /// When (milliseconds since the epoch).
+    pub last_fault_at: Option<i64>,
 }
 
 impl MessageView {
@@ -428,6 +450,7 @@ impl MessageView {
             size,
             submitted_at: envelope.submitted_at.0,
             held: envelope.held,
+            held_because: None,
             is_report: envelope.is_report,
             recipients: envelope
                 .recipients
@@ -500,6 +523,12 @@ impl From<&StatusRow> for StatusView {
             state: row.state.to_string(),
             text: row.text.clone(),
             queued: None,
+            isolated: row.processes.as_ref().map(|processes| ProcessesView {
+                pids: processes.pids.clone(),
+                restarts: processes.restarts,
+                last_fault: processes.last_fault.as_ref().map(|(_, text)| text.clone()),
+                last_fault_at: processes.last_fault.as_ref().map(|(at, _)| at.0),
+            }),
         }
     }
 }

@@ -13,6 +13,8 @@
 //! provider = "directory"
 //! name = "fax-gateway"                 # instance name; default: the provider's
 //! config = { path = "/var/spool/fax", address_type = "FAX" }
+//! isolate = true                       # in a process of its own (default: bundled no, others yes)
+//! memory_limit = "512M"                # the isolated process's data memory cap; default: none
 //!
 //! [[preprocessor]]
 //! provider = "distribution-lists"
@@ -27,6 +29,7 @@
 //! [limits]
 //! max_in_flight = 256
 //! max_message_size = "50M"
+//! quarantine_after = 3                 # crashes of a provider in one message's calls: held
 //!
 //! [submission]
 //! duplicate_window = "24h"             # a resubmission within it is recognised; "0s": off
@@ -53,7 +56,7 @@ use crate::queue::policy::RetryPolicy;
 
 mod units;
 
-use units::{duration, optional_duration, size};
+use units::{duration, optional_duration, optional_size, size};
 pub use units::{parse_duration, parse_size};
 
 /// One provider instance the profile opens.
@@ -72,6 +75,11 @@ pub struct ProviderConfig {
     /// fresh thread (`timeout`; default [`DEFAULT_CALL_TIMEOUT`]). A store has none: its
     /// calls are never abandoned.
     pub timeout: Option<Duration>,
+    /// Whether it runs in a process of its own (`isolate`); `None`: as the library's default
+    /// says (see `providers::isolation`).
+    pub isolate: Option<bool>,
+    /// The cap on an isolated instance's data memory, in bytes (`memory_limit`).
+    pub memory_limit: Option<u64>,
 }
 
 /// How long a transport, preprocessor or hook call may run by default: longer than any
@@ -98,6 +106,8 @@ pub struct Profile {
     pub retry: RetryPolicy,
     /// How many messages the engine holds in memory at most.
     pub max_in_flight: usize,
+    /// How many crashes of one provider in calls about one message hold that message.
+    pub quarantine_after: u32,
     /// The largest message a client may submit, in bytes.
     pub max_message_size: usize,
     /// How long a submission is remembered, so that the same message submitted again (a
@@ -188,6 +198,9 @@ struct RawProvider {
     parallel: Option<usize>,
     #[serde(default, deserialize_with = "optional_duration")]
     timeout: Option<Duration>,
+    isolate: Option<bool>,
+    #[serde(default, deserialize_with = "optional_size")]
+    memory_limit: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -219,6 +232,7 @@ impl Default for RawRetry {
 #[serde(deny_unknown_fields, default)]
 struct RawLimits {
     max_in_flight: usize,
+    quarantine_after: u32,
     #[serde(deserialize_with = "size")]
     max_message_size: usize,
 }
@@ -231,6 +245,7 @@ impl Default for RawLimits {
     fn default() -> Self {
         RawLimits {
             max_in_flight: 256,
+            quarantine_after: crate::providers::quarantine::DEFAULT_THRESHOLD,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
@@ -264,6 +279,14 @@ impl Profile {
                         .into(),
                 )
             }
+            Some(store) if store.isolate == Some(true) || store.memory_limit.is_some() => {
+                return Err(
+                    "store.isolate: the store always runs in the host's process (every message \
+                     passes through it, and without it no mail moves at all, isolated or not); \
+                     remove the key"
+                        .into(),
+                )
+            }
             Some(store) => ProviderConfig {
                 timeout: None,
                 ..instance(store, "store")?
@@ -284,6 +307,8 @@ impl Profile {
                     config: toml::to_string(&config).map_err(|e| e.to_string())?,
                     parallel: 1,
                     timeout: None,
+                    isolate: None,
+                    memory_limit: None,
                 }
             }
         };
@@ -324,6 +349,9 @@ impl Profile {
         if raw.limits.max_in_flight == 0 {
             return Err("limits.max_in_flight: expected at least 1".into());
         }
+        if raw.limits.quarantine_after == 0 {
+            return Err("limits.quarantine_after: expected at least 1".into());
+        }
         if raw.limits.max_message_size == 0 {
             return Err("limits.max_message_size: expected at least 1 byte".into());
         }
@@ -343,6 +371,7 @@ impl Profile {
             hooks,
             retry,
             max_in_flight: raw.limits.max_in_flight,
+            quarantine_after: raw.limits.quarantine_after,
             max_message_size: raw.limits.max_message_size,
             duplicate_window: raw.submission.duplicate_window,
             client_retry: raw.submission.client_retry,
@@ -422,12 +451,20 @@ fn instance(raw: RawProvider, key: &str) -> Result<ProviderConfig, String> {
             "{key}.parallel: expected 1 to 64, found {parallel}"
         ));
     }
+    if raw.memory_limit.is_some() && raw.isolate == Some(false) {
+        return Err(format!(
+            "{key}.memory_limit: only an isolated instance has a memory limit; remove it or \
+             remove `isolate = false`"
+        ));
+    }
     Ok(ProviderConfig {
         provider: raw.provider,
         name,
         config: toml::to_string(&raw.config).map_err(|e| format!("{key}.config: {e}"))?,
         parallel,
         timeout: Some(raw.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT)),
+        isolate: raw.isolate,
+        memory_limit: raw.memory_limit.map(|bytes| bytes as u64),
     })
 }
 

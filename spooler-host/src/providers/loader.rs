@@ -226,6 +226,15 @@ pub fn load_folder(folder: &Path) -> Result<ProviderFolder, FolderError> {
     })
 }
 
+/// Loads one library file with the same checks as [`load_folder`] gives each file: the child
+/// process of an isolated instance loads its library this way.
+pub fn load_file(path: &Path) -> Result<LoadedLibrary, Refusal> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    check_permissions(folder, "the providers folder")
+        .and_then(|()| check_permissions(path, "the file"))
+        .and_then(|()| load_library(path))
+}
+
 #[cfg(target_os = "macos")]
 const SKIPPED_EXTENSION: &str = "not a shared library (.dylib)";
 #[cfg(windows)]

@@ -1,13 +1,16 @@
 //! Provider libraries and the instances made from them: finding and checking the libraries
 //! (`loader`), one thread per instance with its timeout and backoff (`worker`), the routing
-//! table of the instances that run (`registry`), their status rows (`status`), and the
-//! services the host offers them (`host_services`).
+//! table of the instances that run (`registry`), their status rows (`status`), the
+//! services the host offers them (`host_services`), instances in processes of their own
+//! (`isolation`), and the record of crashes that holds poisonous messages (`quarantine`).
 //!
 //! Everything that calls into a provider goes through a worker here; the rest of the host
 //! never holds a provider object.
 
 pub mod host_services;
+pub mod isolation;
 pub mod loader;
+pub mod quarantine;
 pub mod registry;
 pub mod status;
 pub mod worker;

@@ -22,6 +22,19 @@ pub struct StatusRow {
     pub text: String,
     /// Since when it is in this state.
     pub since: Timestamp,
+    /// For an isolated instance: its processes.
+    pub processes: Option<Processes>,
+}
+
+/// An isolated instance's child processes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Processes {
+    /// The children running now (one per `parallel` copy).
+    pub pids: Vec<u32>,
+    /// How many children died and were replaced.
+    pub restarts: u32,
+    /// The last death: when, and what the host saw.
+    pub last_fault: Option<(Timestamp, String)>,
 }
 
 /// The table, shared between threads.
@@ -40,7 +53,31 @@ impl StatusTable {
             state: ProviderState::Online,
             text: String::new(),
             since: Timestamp::now(),
+            processes: None,
         });
+    }
+
+    /// Notes that instance `name` runs in a new child process `pid`.
+    pub fn process_started(&self, name: &str, pid: u32) {
+        self.with_processes(name, |processes| processes.pids.push(pid));
+    }
+
+    /// Notes that child process `pid` of instance `name` ended; with `fault`, it died.
+    pub fn process_ended(&self, name: &str, pid: u32, fault: Option<&str>) {
+        self.with_processes(name, |processes| {
+            processes.pids.retain(|&p| p != pid);
+            if let Some(fault) = fault {
+                processes.restarts += 1;
+                processes.last_fault = Some((Timestamp::now(), fault.to_owned()));
+            }
+        });
+    }
+
+    fn with_processes(&self, name: &str, change: impl FnOnce(&mut Processes)) {
+        let mut rows = self.0.write();
+        if let Some(row) = rows.iter_mut().find(|row| row.name == name) {
+            change(row.processes.get_or_insert_with(Processes::default));
+        }
     }
 
     /// Sets an instance's state; logs changes.

@@ -20,8 +20,9 @@ use std::sync::{Arc, Weak};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
-use provider_abi::{ErrorKind, ProviderError, ProviderState};
+use provider_abi::{ErrorKind, MessageId, ProviderError, ProviderState};
 
+use crate::providers::quarantine::{CallSlot, Quarantine};
 use crate::providers::status::StatusTable;
 
 /// What a job reports about the provider after using it.
@@ -50,6 +51,8 @@ type Abandon = Box<dyn FnOnce(ProviderError) + Send>;
 
 struct Job<T> {
     work: Work<T>,
+    /// The message the call is about, for the call journal.
+    message: Option<MessageId>,
     /// `None`: the job is never abandoned.
     abandon: Option<Abandon>,
 }
@@ -96,6 +99,9 @@ struct Pool<T> {
     queue: Receiver<Job<T>>,
     open: Opener<T>,
     status: StatusTable,
+    /// For an in-process instance: where each thread writes the call it is in, so that the
+    /// host, restarted after a provider took it down, knows which message was in the call.
+    journal: Option<Quarantine>,
 }
 
 impl<T: 'static> Pool<T> {
@@ -115,6 +121,7 @@ impl<T: 'static> Worker<T> {
     /// and taking jobs from one queue, so jobs go to whichever is free (a transport's
     /// parallel connections). At most `capacity` jobs wait; more block the sender
     /// (back-pressure). With a `timeout`, a call running longer is abandoned (see above).
+    /// With a `journal`, every call and open is written to it first (see [`Quarantine`]).
     pub fn start(
         name: &str,
         capacity: usize,
@@ -122,6 +129,7 @@ impl<T: 'static> Worker<T> {
         timeout: Option<Duration>,
         open: Opener<T>,
         status: StatusTable,
+        journal: Option<Quarantine>,
     ) -> (Worker<T>, Vec<JoinHandle<()>>) {
         let (jobs, queue) = bounded::<Job<T>>(capacity);
         let pool = Arc::new(Pool {
@@ -129,6 +137,7 @@ impl<T: 'static> Worker<T> {
             queue,
             open,
             status,
+            journal,
         });
         let (running, threads): (Vec<RunningSlot>, Vec<JoinHandle<()>>) =
             (0..parallel.max(1)).map(|_| pool.spawn()).unzip();
@@ -193,12 +202,13 @@ fn watch<T: 'static>(
 /// running call was abandoned.
 fn serve<T>(pool: &Pool<T>, running: &Mutex<Running>) {
     let instance = pool.instance.as_str();
+    let mut journal = pool.journal.as_ref().map(|journal| journal.slot(instance));
     let mut backoff = FIRST_BACKOFF;
-    let mut slot = open_now(pool);
+    let mut slot = open_now(pool, &mut journal);
     let mut reopen_at = Instant::now() + backoff;
     for job in pool.queue.iter() {
         if slot.is_err() && Instant::now() >= reopen_at {
-            slot = open_now(pool);
+            slot = open_now(pool, &mut journal);
             if slot.is_err() {
                 backoff = (backoff * 2).min(LAST_BACKOFF);
             }
@@ -211,7 +221,13 @@ fn serve<T>(pool: &Pool<T>, running: &Mutex<Running>) {
         };
         // A job answered with the fault that keeps the provider closed tells nothing new.
         let called = slot.is_ok();
+        if let (Some(journal), true) = (&mut journal, called) {
+            journal.enter(job.message);
+        }
         let health = (job.work)(slot.as_mut().map_err(|error| &*error));
+        if let Some(journal) = &mut journal {
+            journal.leave();
+        }
         if std::mem::take(&mut *running.lock()).abandoned {
             log::warn!(
                 "{instance}: an abandoned call returned at last; its answer was dropped, and \
@@ -242,9 +258,16 @@ fn serve<T>(pool: &Pool<T>, running: &Mutex<Running>) {
     log::debug!("{instance}: closed");
 }
 
-fn open_now<T>(pool: &Pool<T>) -> Result<T, ProviderError> {
+fn open_now<T>(pool: &Pool<T>, journal: &mut Option<CallSlot>) -> Result<T, ProviderError> {
     let instance = pool.instance.as_str();
-    match (pool.open)() {
+    if let Some(journal) = journal {
+        journal.enter(None);
+    }
+    let opened = (pool.open)();
+    if let Some(journal) = journal {
+        journal.leave();
+    }
+    match opened {
         Ok(provider) => {
             log::info!("{instance}: opened");
             Ok(provider)
@@ -271,16 +294,19 @@ impl<T> Worker<T> {
     ) -> Result<(), WorkerGone> {
         let job = Job {
             work: Box::new(job),
+            message: None,
             abandon: None,
         };
         self.jobs.send(job).map_err(|_| WorkerGone)
     }
 
-    /// Queues `work` and hands its result to `answer`: made when the work returns, or, if
-    /// the instance has a timeout and the work outlives it, made at once with the timeout's
-    /// error (the work is abandoned and its result, if it ever comes, dropped).
+    /// Queues `work` about `message` (if it is about one) and hands its result to `answer`:
+    /// made when the work returns, or, if the instance has a timeout and the work outlives
+    /// it, made at once with the timeout's error (the work is abandoned and its result, if it
+    /// ever comes, dropped).
     pub fn ask<R: Send + 'static>(
         &self,
+        message: Option<MessageId>,
         work: impl FnOnce(Result<&mut T, &ProviderError>) -> (Health, R) + Send + 'static,
         answer: impl FnOnce(Result<R, ProviderError>) + Send + 'static,
     ) -> Result<(), WorkerGone> {
@@ -294,6 +320,7 @@ impl<T> Worker<T> {
                 }
                 health
             }),
+            message,
             abandon: Some(Box::new(move |error| {
                 if let Some(answer) = abandoned.lock().take() {
                     answer(Err(error));
@@ -310,6 +337,7 @@ impl<T> Worker<T> {
     ) -> Result<R, ProviderError> {
         let (answer, answered) = bounded(1);
         self.ask(
+            None,
             move |slot| {
                 let result = slot.map_err(Clone::clone).and_then(call);
                 (Health::of(&result), result)

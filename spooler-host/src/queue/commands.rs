@@ -19,7 +19,11 @@ impl QueueManager {
             }
             Command::Release(id, reply) => {
                 self.look_at_queue = true;
-                reply.send(self.hold(id, false)).ok();
+                let released = self.hold(id, false);
+                if released.is_ok() && self.quarantine.forget(id) {
+                    log::info!("{id}: its crash marks are forgotten");
+                }
+                reply.send(released).ok();
             }
             Command::Delete(id, reply) => {
                 reply.send(self.delete(id)).ok();

@@ -72,9 +72,12 @@ impl QueueManager {
             let folder = Some(SENT_ITEMS.to_owned());
             self.run_hook(id, 0, folder);
         } else {
-            self.pending.update_envelopes.push(envelope.clone());
-            self.pending.unlock.push(id);
+            let envelope = envelope.clone();
             flight.stage = Stage::Done;
+            if !self.hold_if_suspected(id) {
+                self.pending.update_envelopes.push(envelope);
+                self.pending.unlock.push(id);
+            }
         }
     }
 
@@ -98,6 +101,7 @@ impl QueueManager {
             self.pending.update_envelopes.push(flight.envelope.clone());
             self.pending.finish.push((id, folder));
             flight.stage = Stage::Done;
+            self.quarantine.forget(id);
             return;
         };
         let name = hook.name.clone();
@@ -113,6 +117,7 @@ impl QueueManager {
         let events = self.events.0.clone();
         let queued = hook.worker.as_ref().map(|worker| {
             worker.ask(
+                Some(id),
                 move |slot| {
                     let result = slot.map_err(Clone::clone).and_then(|hook| {
                         let view = HookMessage {

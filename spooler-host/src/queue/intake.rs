@@ -1,10 +1,13 @@
 //! Taking due messages from the store into memory, up to `max_in_flight`, and starting each
-//! one's pass: preprocessing first when it has not been preprocessed, else routing.
+//! one's pass: preprocessing first when it has not been preprocessed, else routing. A message
+//! suspected of crashing a provider (the quarantine) is held instead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use provider_abi::{StoredMessage, Timestamp};
+
+use provider_abi::MessageId;
 
 use super::{Flight, QueueManager, Stage, STORE_RETRY};
 
@@ -56,10 +59,33 @@ impl QueueManager {
             next_claimant: HashMap::new(),
         };
         self.flights.insert(id, flight);
+        if self.hold_if_suspected(id) {
+            return;
+        }
         if chain.is_empty() {
             self.after_preprocessing(id);
         } else {
             self.preprocess(id, chain, 0);
         }
+    }
+
+    /// Holds a message in memory that the quarantine suspects of crashing a provider: it goes
+    /// back to the queue held, untouched otherwise, until an operator releases it. True if
+    /// it was held.
+    pub(super) fn hold_if_suspected(&mut self, id: MessageId) -> bool {
+        let Some(suspicion) = self.quarantine.suspicion(id) else {
+            return false;
+        };
+        let Some(flight) = self.flights.get_mut(&id) else {
+            return false;
+        };
+        log::error!(
+            "{id}: held: {suspicion}; the rest of the mail goes on (`release {id}` lets it go again)"
+        );
+        flight.envelope.held = true;
+        flight.stage = Stage::Done;
+        self.pending.update_envelopes.push(flight.envelope.clone());
+        self.pending.unlock.push(id);
+        true
     }
 }

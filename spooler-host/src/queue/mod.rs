@@ -39,6 +39,7 @@ use provider_abi::{
 use crate::clients::watchers::Watchers;
 use crate::inbound::InboundCommand;
 use crate::providers::host_services::ProviderNotice;
+use crate::providers::quarantine::Quarantine;
 use crate::providers::registry::Registry;
 use crate::providers::status::StatusTable;
 use crate::queue::policy::{Jitter, RetryPolicy};
@@ -140,6 +141,8 @@ pub struct Setup {
     pub inbound: Sender<InboundCommand>,
     /// The clients watching for new mail and reports.
     pub watchers: Watchers,
+    /// The messages suspected of crashing a provider, which are held instead of worked on.
+    pub quarantine: Quarantine,
 }
 
 /// The queue manager thread.
@@ -168,6 +171,7 @@ pub struct QueueManager {
     draining: Option<(Sender<()>, std::time::Instant)>,
     /// Whether the store is failing, logged once.
     outage: Outage,
+    quarantine: Quarantine,
 }
 
 /// How long the queue manager sleeps at most, so a clock jump cannot stall it.
@@ -206,6 +210,7 @@ impl QueueManager {
             watchers: setup.watchers,
             draining: None,
             outage: Outage::default(),
+            quarantine: setup.quarantine,
         };
         let thread = std::thread::Builder::new()
             .name("queue manager".into())

@@ -25,6 +25,7 @@ impl QueueManager {
         let events = self.events.0.clone();
         let queued = preprocessor.worker.as_ref().map(|worker| {
             worker.ask(
+                Some(id),
                 move |slot| {
                     let result = slot.map_err(Clone::clone).and_then(|preprocessor| {
                         preprocessor

@@ -174,6 +174,7 @@ impl QueueManager {
             let indices: Vec<usize> = calls.iter().flatten().map(|(index, _)| *index).collect();
             let queued = instance.worker.as_ref().map(|worker| {
                 worker.ask(
+                    Some(id),
                     move |slot| submit_calls(slot, &message, calls),
                     move |answers| {
                         let answers = answers.unwrap_or_else(|abandoned| {

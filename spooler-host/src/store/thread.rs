@@ -168,7 +168,7 @@ impl StoreClient {
         open: Opener<StoreObject>,
         status: StatusTable,
     ) -> (StoreClient, Vec<JoinHandle<()>>) {
-        let (store, threads) = Worker::start(name, 1, 1, None, open, status);
+        let (store, threads) = Worker::start(name, 1, 1, None, open, status, None);
         let (commits, waiting) = bounded(1024);
         let client = StoreClient {
             store,
