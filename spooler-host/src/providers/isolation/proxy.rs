@@ -38,7 +38,7 @@ use provider_abi::transport::{
 };
 use provider_abi::{
     Address, Direction, ErrorKind, HookMessage, InboundMessage, MessageId, MessageRef,
-    ProviderError, ProviderKind, ProviderState,
+    ProviderError, ProviderKind,
 };
 
 use super::calls;
@@ -284,7 +284,6 @@ impl Child {
         }
         log::error!("{text}");
         isolation.status.process_ended(instance, pid, Some(&text));
-        isolation.status.set(instance, ProviderState::Error, &text);
         let error = ProviderError::new(ErrorKind::Panicked, text);
         self.gone = Some(error.clone());
         error
