@@ -508,22 +508,13 @@ fn in_process_transport_dies(fault: &str) {
         )),
         "{log}"
     );
-    assert_eq!(
-        run_host(
-            &[
-                "show",
-                "--json",
-                "--config",
-                &config.to_string_lossy(),
-                &fine
-            ],
-            &[],
-            Duration::from_secs(30)
-        )
-        .stdout
-        .contains("Sent Items"),
-        true
+    let config = config.to_string_lossy();
+    let shown = run_host(
+        &["show", "--json", "--config", &config, &fine],
+        &[],
+        Duration::from_secs(30),
     );
+    assert!(shown.stdout.contains("Sent Items"), "{}", shown.stdout);
 }
 
 #[test]

@@ -595,7 +595,7 @@ fn a_panicking_transport_defers_only_its_own_mail_and_is_reopened() {
     let site = Site::new();
     site.providers().add_library("fixture-flaky-transport");
     let config = site.write_config(&format!(
-        "{TWO_TRANSPORTS}\n[[transport]]\nprovider = \"flaky\"\nconfig = {{ count_file = \"{{site}}/flaky-count\" }}\n"
+        "{TWO_TRANSPORTS}\n[[transport]]\nprovider = \"flaky\"\nisolate = false\nconfig = {{ count_file = \"{{site}}/flaky-count\" }}\n"
     ));
     let host = Host::start(&config, "host.log");
     let id = host.submit(&["FLAKY:one", "FILE:bob"], MESSAGE);

@@ -213,7 +213,7 @@ fn a_transport_call_that_hangs_is_abandoned_its_mail_deferred_and_a_fresh_copy_d
     site.providers()
         .add_library("fixture-misbehaving-transport");
     let config = site.write_config(&format!(
-        "{FILES}\n[[transport]]\nprovider = \"hanging\"\ntimeout = \"2s\"\n{QUICK_RETRY}"
+        "{FILES}\n[[transport]]\nprovider = \"hanging\"\ntimeout = \"2s\"\nisolate = false\n{QUICK_RETRY}"
     ));
     let host = Host::start(&config, "host.log");
     let stuck = host.submit(&["HANG:alice"], "Subject: to a hung server\r\n\r\nx\r\n");

@@ -13,7 +13,7 @@ use provider_abi::library::{OpenArgs, ProviderLibraryRef};
 use provider_abi::{ProviderError, ProviderKind, ProviderState};
 
 use crate::clients::aliases::Aliases;
-use crate::clients::control::Control;
+use crate::clients::control::{Control, Parts};
 use crate::clients::socket::{self, Access};
 use crate::clients::submission;
 use crate::clients::watchers::Watchers;
@@ -118,13 +118,15 @@ impl Spooler {
         });
         let aliases = Arc::new(Aliases::new(profile.local_names.clone()));
         let control = Control::new(
-            store,
-            registry,
-            status.clone(),
-            engine,
-            inbound,
-            watchers,
-            quarantine.clone(),
+            Parts {
+                store,
+                registry,
+                status: status.clone(),
+                engine,
+                inbound,
+                watchers,
+                quarantine: quarantine.clone(),
+            },
             submission::Rules {
                 max_message_size: profile.max_message_size,
                 duplicate_window: profile.duplicate_window,
@@ -374,6 +376,10 @@ type OpenFn<T> = extern "C" fn(OpenArgs) -> RResult<T, ProviderError>;
 /// Opens an instance in a child process: one of `isolation::proxy`'s constructors.
 type StartIsolated<T> = fn(&Arc<Isolation>, HostObject) -> Result<T, ProviderError>;
 
+/// How instances of one kind are opened: through the library's entry point in this process,
+/// or in a child process.
+type Openers<T> = (fn(ProviderLibraryRef) -> OpenFn<T>, StartIsolated<T>);
+
 /// Opens the instance `config` names: through the library's entry point in this process, or,
 /// with an `isolation`, in a child process of its own.
 fn opener<T: 'static>(
@@ -431,7 +437,7 @@ fn start_instance<T: 'static>(
     config: &ProviderConfig,
     services: &Services<'_>,
     capacity: usize,
-    (entry, start_isolated): (fn(ProviderLibraryRef) -> OpenFn<T>, StartIsolated<T>),
+    (entry, start_isolated): Openers<T>,
 ) -> Instance<T> {
     let status = services.status;
     status.register(&config.name, kind, &config.provider);

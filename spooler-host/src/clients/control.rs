@@ -53,27 +53,36 @@ pub struct Control {
     quarantine: Quarantine,
 }
 
+/// The running spooler's parts the control state reaches.
+pub struct Parts {
+    /// The store thread.
+    pub store: StoreClient,
+    /// The routing table in force.
+    pub registry: Arc<Registry>,
+    /// The providers' status rows.
+    pub status: StatusTable,
+    /// The queue manager.
+    pub engine: Sender<Command>,
+    /// The inbound manager.
+    pub inbound: Sender<InboundCommand>,
+    /// The clients watching for new mail.
+    pub watchers: Watchers,
+    /// Why messages are held for crashing providers.
+    pub quarantine: Quarantine,
+}
+
 impl Control {
     /// The control state over the running spooler's parts.
-    pub fn new(
-        store: StoreClient,
-        registry: Arc<Registry>,
-        status: StatusTable,
-        engine: Sender<Command>,
-        inbound: Sender<InboundCommand>,
-        watchers: Watchers,
-        quarantine: Quarantine,
-        rules: submission::Rules,
-    ) -> Control {
+    pub fn new(parts: Parts, rules: submission::Rules) -> Control {
         Control {
             rules,
-            quarantine,
-            store,
-            registry: Arc::new(RwLock::new(registry)),
-            status,
-            engine,
-            inbound,
-            watchers,
+            quarantine: parts.quarantine,
+            store: parts.store,
+            registry: Arc::new(RwLock::new(parts.registry)),
+            status: parts.status,
+            engine: parts.engine,
+            inbound: parts.inbound,
+            watchers: parts.watchers,
             shutting_down: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -115,6 +115,7 @@ mod tests {
             size: 339,
             submitted_at: 1_795_457_702_000,
             held: true,
+            held_because: None,
             is_report: false,
             recipients: vec![
                 recipient(
