@@ -106,6 +106,16 @@
 //! the same pauses. (A library built with `panic = "abort"` takes the host down instead:
 //! keep the default, `unwind`.)
 //!
+//! **Crashes.** A native fault (a segfault, `abort`, a stack overflow, running out of
+//! memory, `exit`) is not a panic: it ends the process the provider runs in. Unless the
+//! operator says otherwise, a library not shipped with the host runs each instance in a child
+//! process of its own: the host's executable run again, loading this same library through
+//! this same interface, so nothing in a provider changes. Its `Host` services and `log`
+//! records reach the host as usual. When that process dies, the call fails, its messages are
+//! deferred, and a fresh process is opened after the same pauses as after a panic; statics
+//! start anew then. A message in the call each time a provider's process died (three times by
+//! default) is held for an operator, isolated or not.
+//!
 //! **Timeouts.** A transport, preprocessor or hook call that runs longer than its instance's
 //! `timeout` (600 s unless the profile says otherwise) is abandoned: its messages are
 //! deferred, and a freshly opened instance on a new thread takes the stuck one's place. The
