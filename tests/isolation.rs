@@ -411,7 +411,7 @@ impl Supervisor {
 
     /// Submits `message` to `recipient`, starting the host again while it is down.
     fn submit(&mut self, recipient: &str, message: &str) -> String {
-        let deadline = Instant::now() + PATIENTLY;
+        let deadline = Instant::now() + PATIENTLY * 2;
         loop {
             self.revive();
             let config = self.config.to_string_lossy().into_owned();
@@ -552,6 +552,9 @@ fn in_process_instances_die(table: &str, provider: &str, prefix: &str) {
         crashing(table, provider, prefix, false, "")
     ));
     let mut supervisor = Supervisor::start(&config, Some(1 << 30));
+    for n in 0..20 {
+        supervisor.submit("FILE:bob", &good(n));
+    }
     let poisoned: Vec<(String, String)> = FAULTS
         .iter()
         .map(|fault| {
@@ -559,7 +562,7 @@ fn in_process_instances_die(table: &str, provider: &str, prefix: &str) {
             (id, format!("{prefix}-{fault}"))
         })
         .collect();
-    for n in 0..20 {
+    for n in 20..25 {
         supervisor.submit("FILE:bob", &good(n));
     }
     supervisor.keep_up_until("the messages are held and the rest delivered", || {
@@ -569,7 +572,7 @@ fn in_process_instances_die(table: &str, provider: &str, prefix: &str) {
                 .iter()
                 .filter(|file| fs::read_to_string(file).is_ok_and(|m| m.contains("good")))
                 .count()
-                == 20
+                == 25
     });
     assert!(
         (1..=3 * FAULTS.len()).contains(&supervisor.deaths.len()),
@@ -632,4 +635,34 @@ fn in_process_transports_that_die_fetching_run_isolated_after_three_host_deaths(
 
 fn supervisor_log(config: &Path) -> String {
     fs::read_to_string(config.with_file_name("host.log")).unwrap_or_default()
+}
+
+#[test]
+fn an_isolated_call_that_hangs_is_abandoned_at_its_timeout_and_its_process_killed() {
+    let site = Site::new();
+    site.providers()
+        .add_library("fixture-misbehaving-transport");
+    let config = site.write_config(&format!(
+        "{FILES}\n[[transport]]\nprovider = \"hanging\"\ntimeout = \"2s\"\nisolate = true\n{QUICK_RETRY}"
+    ));
+    let host = Host::start(&config, "host.log");
+    let stuck = host.submit(&["HANG:alice"], "Subject: to a hung server\r\n\r\nx\r\n");
+    let other = host.submit(&["FILE:bob"], "Subject: meanwhile\r\n\r\nx\r\n");
+    wait_until(PATIENTLY, "the hung process is killed", || {
+        host.log().contains(&format!(
+            "did not answer within 2s (its timeout) and was killed during submit of message {stuck}"
+        ))
+    });
+    assert_eq!(host.show(&other)["folder"], "Sent Items");
+    let row = status_row(&host, "hanging");
+    assert!(row["isolated"]["restarts"].as_u64().unwrap() >= 1, "{row}");
+    // A hang is not a crash: the message is deferred, never marked.
+    assert!(
+        !host
+            .log()
+            .contains(&format!("crash 1 of 3 before message {stuck}")),
+        "{}",
+        host.log()
+    );
+    assert_host_survived(&host);
 }

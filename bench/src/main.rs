@@ -645,20 +645,11 @@ fn listener_phase(
     drop(postfix);
 
     eprintln!("listener: {count} messages smtp-source -> spooler listener -> smtp-sink…");
-    let site = Site::with_providers(&["store-embedded", "transport-smtp"]);
-    let listener_port = free_port();
-    let config = site.write_config(&format!(
-        "[[listener]]\naddress = \"127.0.0.1:{listener_port}\"\n\
-         [[transport]]\nprovider = \"smtp\"\nparallel = 20\n\
-         config = {{ host = \"127.0.0.1\", port = {sink_port}, tls = \"none\", helo = \"bench.example.com\" }}\n"
-    ));
-    let host = Host::start(&config, "host.log");
-    let finished = Finished::follow(host.log_path());
-    let started = Instant::now();
-    smtp_source(listener_port, count);
-    let accepted = rate(count, started.elapsed());
-    let spooler = rate(count, finished.wait_for(count, PHASE_LIMIT) - started);
-    drop(host);
+    let (accepted, spooler) = spooler_listener(sink_port, count, false);
+    eprintln!(
+        "listener: {count} messages smtp-source -> spooler listener -> isolated SMTP transport -> smtp-sink…"
+    );
+    let (_, isolated) = spooler_listener(sink_port, count, true);
 
     rows.push(row(
         format!("listener: smtp-source -> spooler -> smtp-sink ({count} msgs, 20 sessions)"),
@@ -675,6 +666,11 @@ fn listener_phase(
         format!("{} of ceiling", percent(accepted, ceiling)),
     ));
     rows.push(row(
+        "  with the SMTP transport isolated (20 child processes)",
+        per_second(isolated),
+        format!("{} of in-process", percent(isolated, spooler)),
+    ));
+    rows.push(row(
         "listener: smtp-source -> Postfix -> smtp-sink",
         per_second(postfix_rate),
         "1.00x",
@@ -687,6 +683,31 @@ fn listener_phase(
         "listener path >= 40% of the ceiling".into(),
         spooler >= 0.4 * ceiling,
     ));
+    checks.push((
+        "isolated SMTP transport >= 80% of in-process".into(),
+        isolated >= 0.8 * spooler,
+    ));
+}
+
+/// `count` messages from smtp-source through the spooler's listener and its SMTP transport
+/// (20 connections, in the host's process or `isolate`d in child processes) to the sink at
+/// `sink_port`: the rate the listener accepted them at, and the end-to-end rate from the
+/// first connection to the last delivery.
+fn spooler_listener(sink_port: u16, count: usize, isolate: bool) -> (f64, f64) {
+    let site = Site::with_providers(&["store-embedded", "transport-smtp"]);
+    let listener_port = free_port();
+    let config = site.write_config(&format!(
+        "[[listener]]\naddress = \"127.0.0.1:{listener_port}\"\n\
+         [[transport]]\nprovider = \"smtp\"\nparallel = 20\nisolate = {isolate}\n\
+         config = {{ host = \"127.0.0.1\", port = {sink_port}, tls = \"none\", helo = \"bench.example.com\" }}\n"
+    ));
+    let host = Host::start(&config, "host.log");
+    let finished = Finished::follow(host.log_path());
+    let started = Instant::now();
+    smtp_source(listener_port, count);
+    let accepted = rate(count, started.elapsed());
+    let delivered = rate(count, finished.wait_for(count, PHASE_LIMIT) - started);
+    (accepted, delivered)
 }
 
 /// `smtp-source` sending `count` messages of 2 KB in 20 sessions to `port`.

@@ -22,7 +22,7 @@ use crate::inbound::{InboundCommand, InboundManager};
 use crate::providers::host_services::{self, ProviderNotice};
 use crate::providers::isolation::{self, proxy::Isolation};
 use crate::providers::loader::{self, FileOutcome, LoadedLibrary, ProviderFolder};
-use crate::providers::quarantine::Quarantine;
+use crate::providers::quarantine::{self, Quarantine};
 use crate::providers::registry::{Instance, Registry};
 use crate::providers::status::StatusTable;
 use crate::providers::worker::{Opener, Worker};
@@ -51,6 +51,7 @@ impl Spooler {
     pub fn start(profile: &Profile, providers_folder: &Path) -> Result<Spooler, String> {
         socket::make_private_folder(&profile.data_dir)?;
         let quarantine = Quarantine::open(&profile.data_dir, profile.quarantine_after)?;
+        quarantine::watch_for_faults();
         let folder = loader::load_folder(providers_folder).map_err(|e| e.to_string())?;
         report_folder(&folder);
         let status = StatusTable::default();

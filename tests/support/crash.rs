@@ -5,8 +5,9 @@
 //! The clients are real `submit` processes, as cron and mail programs run them: each message
 //! has its own Message-ID, and a client whose `submit` failed (the host died under it)
 //! submits the same message again until it is acknowledged, as a careful caller does with
-//! sendmail's EX_TEMPFAIL. Half the messages go over SMTP to `smtp-sink`, half through the
-//! directory transport into a folder.
+//! sendmail's EX_TEMPFAIL. Half the messages go over SMTP to `smtp-sink` (the SMTP transport
+//! isolated in child processes, which die with the host), half through the directory
+//! transport into a folder.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -117,7 +118,7 @@ pub fn run(site: &Site, settings: CrashSettings) -> CrashReport {
     let started = Instant::now();
     let sink = SmtpSink::start(site, "sink", free_port(), &[]);
     let config = site.write_config(&format!(
-        "[[transport]]\nprovider = \"smtp\"\nname = \"relay\"\nparallel = 4\n\
+        "[[transport]]\nprovider = \"smtp\"\nname = \"relay\"\nparallel = 4\nisolate = true\n\
          config = {{ host = \"127.0.0.1\", port = {}, tls = \"none\", timeout_secs = 5 }}\n\
          [[transport]]\nprovider = \"directory\"\nname = \"files\"\n\
          config = {{ path = \"{{site}}/files\" }}\n\

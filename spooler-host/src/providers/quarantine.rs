@@ -11,20 +11,30 @@
 //! - The crash marks (`crash-marks`): one line per crash, synced (crashes are rare). An
 //!   isolated instance's child that dies marks its call's message at once, on the host's side.
 //!
+//! Which calls a dead host was in is not all the journal says. When a provider faults in the
+//! host's process (a signal such as SIGSEGV or SIGABRT, or `exit`), a handler installed by
+//! [`watch_for_faults`] marks the faulting thread's slot before the process ends; then only
+//! that call is a crash, not the others that happened to be running. A host that died without
+//! a word (SIGKILL: the OOM killer, `kill -9`, a power cut) marks every call it was in.
+//!
 //! A message with `threshold` marks against one instance is suspected of crashing it: the
 //! queue manager holds it, and `release` forgets its marks. A crash in a call without a message
 //! (fetching inbound mail, opening) marks the instance; an in-process instance with
 //! `threshold` such marks is started isolated from then on.
 //!
 //! A host killed from outside (`kill -9`, a power cut) while a call runs marks that call's
-//! message too: the journal cannot tell who sent the signal. One such death is far from the
-//! threshold; three in the same message's calls are what the quarantine is for.
+//! message too: the journal cannot tell who sent the signal (the OOM killer ending a leak
+//! sends the same one). One such death is far from the threshold; three in the same
+//! message's calls are what the quarantine is for.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -34,9 +44,24 @@ use provider_abi::MessageId;
 /// otherwise (`limits.quarantine_after`).
 pub const DEFAULT_THRESHOLD: u32 = 3;
 
-/// The journal's slot size: a flag, a message id, the instance name's length and the name.
+/// The journal's slot size: its state, a message id, the instance name's length and the name.
 const SLOT: usize = 128;
 const NAME_ROOM: usize = SLOT - 10;
+
+/// A slot's first byte: no call.
+const IDLE: u8 = 0;
+/// A slot's first byte: a call is running.
+const IN_CALL: u8 = 1;
+/// A slot's first byte: the process faulted in this slot's thread during the call.
+const FAULTED: u8 = 2;
+
+/// The journal's descriptor, for the fault handler (-1: none).
+static JOURNAL_FD: AtomicI32 = AtomicI32::new(-1);
+
+thread_local! {
+    /// The journal slot of the call this thread is in (-1: none), for the fault handler.
+    static CURRENT_SLOT: Cell<i64> = const { Cell::new(-1) };
+}
 
 /// The quarantine, shared by workers, isolated instances, the queue manager and clients.
 #[derive(Clone)]
@@ -90,7 +115,7 @@ impl Quarantine {
             Err(error) => return Err(context(&marks_path, error)),
         }
         let died_in = match fs::read(&journal_path) {
-            Ok(journal) => calls_in(&journal),
+            Ok(journal) => calls_died_in(&journal),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(error) => return Err(context(&journal_path, error)),
         };
@@ -104,6 +129,7 @@ impl Quarantine {
             .truncate(true)
             .open(&journal_path)
             .map_err(|e| context(&journal_path, e))?;
+        JOURNAL_FD.store(journal.as_raw_fd(), Ordering::SeqCst);
         let quarantine = Quarantine(Arc::new(Inner {
             threshold: threshold.max(1),
             marks: Mutex::new(marks),
@@ -228,11 +254,14 @@ impl Quarantine {
     }
 }
 
-/// The calls still marked in a journal: the instance and the message of each.
-fn calls_in(journal: &[u8]) -> Vec<(String, Option<MessageId>)> {
+/// The calls a dead host's journal blames: the one its faulting thread was in, if the fault
+/// handler marked one; else every call still marked. The instance and the message of each.
+fn calls_died_in(journal: &[u8]) -> Vec<(String, Option<MessageId>)> {
+    let faulted = journal.chunks_exact(SLOT).any(|slot| slot[0] == FAULTED);
+    let blamed = if faulted { FAULTED } else { IN_CALL };
     journal
         .chunks_exact(SLOT)
-        .filter(|slot| slot[0] == 1)
+        .filter(|slot| slot[0] == blamed)
         .filter_map(|slot| {
             let id = u64::from_le_bytes(slot[1..9].try_into().ok()?);
             let length = usize::from(slot[9]).min(NAME_ROOM);
@@ -316,14 +345,16 @@ pub struct CallSlot {
 impl CallSlot {
     /// Writes that a call about `message` (or about none) starts now.
     pub fn enter(&mut self, message: Option<MessageId>) {
-        self.record[0] = 1;
+        self.record[0] = IN_CALL;
         self.record[1..9].copy_from_slice(&message.map_or(0, |id| id.0).to_le_bytes());
         self.write(&self.record.clone());
+        CURRENT_SLOT.with(|current| current.set(self.index as i64));
     }
 
     /// Writes that the call returned.
     pub fn leave(&mut self) {
-        self.write(&[0]);
+        CURRENT_SLOT.with(|current| current.set(-1));
+        self.write(&[IDLE]);
     }
 
     fn write(&self, bytes: &[u8]) {
@@ -339,6 +370,77 @@ impl Drop for CallSlot {
         self.leave();
         self.quarantine.0.free_slots.lock().0.push(self.index);
     }
+}
+
+/// The signals a native fault in a provider ends the process with.
+const FAULTS: [libc::c_int; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGABRT,
+];
+
+/// The handlers that were in place before [`watch_for_faults`], one per signal of `FAULTS`.
+static mut PREVIOUS: [Option<libc::sigaction>; 5] = [None; 5];
+
+/// Installs the fault handler (for the signals of a native fault, and for `exit`): a thread
+/// that faults during a provider call marks its journal slot, so that the restarted host
+/// blames that call alone. Call once, at start, before provider threads run.
+pub fn watch_for_faults() {
+    for (index, &signal) in FAULTS.iter().enumerate() {
+        // SAFETY: plain sigaction calls with zeroed, then filled, structures; PREVIOUS is
+        // written here, once, before any provider thread (the only readers, in the handler)
+        // starts.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_fault as extern "C" fn(libc::c_int) as usize;
+            // SA_ONSTACK: a stack overflow is handled on the thread's alternate stack, which
+            // Rust sets up for every thread.
+            action.sa_flags = libc::SA_ONSTACK;
+            libc::sigemptyset(&mut action.sa_mask);
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, &action, &mut previous) == 0 {
+                (*std::ptr::addr_of_mut!(PREVIOUS))[index] = Some(previous);
+            }
+        }
+    }
+    // SAFETY: registers a plain function; it only reads a thread-local and writes a byte.
+    unsafe { libc::atexit(on_exit) };
+}
+
+/// Marks the calling thread's slot in the journal open as `fd`, if the thread is in a call,
+/// as the one the process died in. Async-signal-safe: a const thread-local and `pwrite`.
+fn mark_current_slot(fd: i32) {
+    let index = CURRENT_SLOT.with(Cell::get);
+    if index >= 0 && fd >= 0 {
+        // SAFETY: pwrite of one byte from a static into a descriptor the host keeps open.
+        unsafe { libc::pwrite(fd, [FAULTED].as_ptr().cast(), 1, index * SLOT as i64) };
+    }
+}
+
+extern "C" fn on_fault(signal: libc::c_int) {
+    mark_current_slot(JOURNAL_FD.load(Ordering::Relaxed));
+    // Put the previous handler (Rust's stack overflow report, or the default) back: a fault
+    // happens again when this returns and ends the process as it would have; abort() raises
+    // SIGABRT again with the default action itself.
+    if let Some(index) = FAULTS.iter().position(|&s| s == signal) {
+        // SAFETY: PREVIOUS was written before any provider ran and is only read now.
+        unsafe {
+            match (*std::ptr::addr_of!(PREVIOUS))[index] {
+                Some(previous) => {
+                    libc::sigaction(signal, &previous, std::ptr::null_mut());
+                }
+                None => {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+            }
+        }
+    }
+}
+
+extern "C" fn on_exit() {
+    mark_current_slot(JOURNAL_FD.load(Ordering::Relaxed));
 }
 
 #[cfg(test)]
@@ -375,6 +477,22 @@ mod tests {
         let fourth = Quarantine::open(folder.path(), 2).unwrap();
         assert_eq!(fourth.suspicion(MessageId(0xab)), None);
         assert_eq!(fourth.suspected(), 0);
+    }
+
+    #[test]
+    fn a_fault_in_one_call_blames_that_call_alone() {
+        let folder = tempfile::tempdir().unwrap();
+        let first = Quarantine::open(folder.path(), 1).unwrap();
+        let mut crashing = first.slot("relay");
+        let mut bystander = first.slot("fax");
+        bystander.enter(Some(MessageId(0xcd)));
+        crashing.enter(Some(MessageId(0xab)));
+        // What the fault handler does in the crashing thread.
+        mark_current_slot(first.0.journal.as_raw_fd());
+        std::mem::forget((crashing, bystander, first));
+        let second = Quarantine::open(folder.path(), 1).unwrap();
+        assert!(second.suspicion(MessageId(0xab)).is_some());
+        assert_eq!(second.suspicion(MessageId(0xcd)), None);
     }
 
     #[test]
