@@ -16,6 +16,7 @@ use spooler_host::clients::sendmail::{self, exit, Mode};
 use spooler_host::config::Profile;
 use spooler_host::paths;
 use spooler_host::providers::isolation::child::{self, RunnerArgs};
+use spooler_host::providers::isolation;
 use spooler_host::providers::loader::{self, FileOutcome, ProviderFolder};
 use spooler_host::spooler::Spooler;
 
@@ -500,8 +501,13 @@ fn listing(folder: &ProviderFolder, all: bool) -> String {
         match &file.outcome {
             FileOutcome::Loaded(library) => {
                 let manifest = &library.manifest;
+                let runs = if isolation::is_bundled(&manifest.library) {
+                    "in the host's process unless `isolate = true`"
+                } else {
+                    "isolated unless `isolate = false`"
+                };
                 out += &format!(
-                    "{path}: loaded {} {} (provider-abi {})\n",
+                    "{path}: loaded {} {} (provider-abi {}); runs {runs}\n",
                     manifest.library, manifest.version, manifest.abi_version
                 );
                 for (kind, info) in library.providers() {
