@@ -15,8 +15,8 @@ use spooler_host::clients::sendmail::modes::{self, Print};
 use spooler_host::clients::sendmail::{self, exit, Mode};
 use spooler_host::config::Profile;
 use spooler_host::paths;
-use spooler_host::providers::isolation::child::{self, RunnerArgs};
 use spooler_host::providers::isolation;
+use spooler_host::providers::isolation::child::{self, RunnerArgs};
 use spooler_host::providers::loader::{self, FileOutcome, ProviderFolder};
 use spooler_host::spooler::Spooler;
 
