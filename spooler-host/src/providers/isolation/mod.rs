@@ -10,11 +10,11 @@
 //! after the same backoff as a panic. Frames ([`wire`], [`calls`]) cross on two Unix sockets;
 //! message content goes through a shared memory file ([`content`]).
 
-pub mod calls;
+pub(crate) mod calls;
 pub mod child;
 pub mod content;
 pub mod proxy;
-pub mod wire;
+pub(crate) mod wire;
 
 /// The libraries shipped with the host, by their manifests' names: they run in the host's
 /// process unless the profile says `isolate = true`. Every other library runs isolated unless
