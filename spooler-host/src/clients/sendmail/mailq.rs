@@ -1,7 +1,7 @@
 //! `mailq` and `sendmail -bp`: the queue as Postfix's `mailq` shows it, so that an operator
 //! used to Postfix reads it at a glance: the queue id (with `!` when held), the size, the
-//! arrival time (UTC), the sender, and each recipient still waiting, after the last answer
-//! about it in parentheses.
+//! arrival time (UTC), the sender, why the quarantine holds it (if it does), and each
+//! recipient still waiting, after the last answer about it in parentheses.
 //!
 //! ```text
 //! -Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------
@@ -36,6 +36,9 @@ pub fn entry(message: &MessageView) -> String {
         asctime(Timestamp(message.submitted_at)),
         shown_address(&message.sender)
     );
+    if let Some(why) = &message.held_because {
+        out += &format!("(held: {why})\n");
+    }
     let mut last_reason = "";
     for recipient in message.recipients.iter().filter(|r| r.state == "pending") {
         if !recipient.last_answer.is_empty() && recipient.last_answer != last_reason {
@@ -139,6 +142,13 @@ mod tests {
              \x20                                        ann@example.org\n\
              \x20                                        bob@example.org\n\n"
         );
+        let quarantined = MessageView {
+            held_because: Some("suspected of crashing provider relay (3 times)".into()),
+            ..message
+        };
+        assert!(entry(&quarantined).contains(
+            "LOCAL:root\n(held: suspected of crashing provider relay (3 times))\n(deferred by smtp"
+        ));
         assert_eq!(total(339, 1), "-- 1 Kbytes in 1 Request.\n");
         assert_eq!(total(4096, 3), "-- 4 Kbytes in 3 Requests.\n");
     }
