@@ -73,6 +73,17 @@ impl StatusTable {
         });
     }
 
+    /// When a child process of instance `name` last died, if one did.
+    pub fn last_fault_at(&self, name: &str) -> Option<Timestamp> {
+        let rows = self.0.read();
+        let row = rows.iter().find(|row| row.name == name)?;
+        row.processes
+            .as_ref()?
+            .last_fault
+            .as_ref()
+            .map(|(at, _)| *at)
+    }
+
     fn with_processes(&self, name: &str, change: impl FnOnce(&mut Processes)) {
         let mut rows = self.0.write();
         if let Some(row) = rows.iter_mut().find(|row| row.name == name) {

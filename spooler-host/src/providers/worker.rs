@@ -20,7 +20,7 @@ use std::sync::{Arc, Weak};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
-use provider_abi::{ErrorKind, MessageId, ProviderError, ProviderState};
+use provider_abi::{ErrorKind, MessageId, ProviderError, ProviderState, Timestamp};
 
 use crate::providers::quarantine::{CallSlot, Quarantine};
 use crate::providers::status::StatusTable;
@@ -221,6 +221,7 @@ fn serve<T>(pool: &Pool<T>, running: &Mutex<Running>) {
         };
         // A job answered with the fault that keeps the provider closed tells nothing new.
         let called = slot.is_ok();
+        let began = Timestamp::now();
         if let (Some(journal), true) = (&mut journal, called) {
             journal.enter(job.message);
         }
@@ -238,13 +239,18 @@ fn serve<T>(pool: &Pool<T>, running: &Mutex<Running>) {
         match health {
             _ if !called => {}
             Health::Faulted => {
-                let error = ProviderError::new(
-                    ErrorKind::Panicked,
-                    format!(
-                        "{instance} panicked; it is reopened in {} s",
-                        backoff.as_secs()
-                    ),
-                );
+                // An isolated instance whose process died during the job noted it there.
+                let died = pool
+                    .status
+                    .last_fault_at(instance)
+                    .is_some_and(|at| at >= began);
+                let pause = backoff.as_secs();
+                let text = if died {
+                    format!("{instance}: its process died; a fresh one starts in {pause} s")
+                } else {
+                    format!("{instance} panicked; it is reopened in {pause} s")
+                };
+                let error = ProviderError::new(ErrorKind::Panicked, text);
                 pool.status
                     .set(instance, ProviderState::Error, error.message());
                 // Dropped here, on its own thread, before it is opened again.
