@@ -666,3 +666,76 @@ fn an_isolated_call_that_hangs_is_abandoned_at_its_timeout_and_its_process_kille
     );
     assert_host_survived(&host);
 }
+
+#[test]
+fn isolated_providers_cannot_tell_calls_notices_inbound_mail_and_changes_all_cross() {
+    let site = Site::new();
+    let config = site.write_config(&format!(
+        r#"
+[[transport]]
+provider = "directory"
+name = "files"
+isolate = true
+config = {{ path = "{{site}}/files", address_type = "FILE", pickup = "{{site}}/pickup" }}
+
+[[preprocessor]]
+provider = "distribution-lists"
+name = "lists"
+isolate = true
+config = {{ lists = {{ "FILE:team" = ["FILE:ann", "FILE:bob"] }} }}
+
+[[hook]]
+provider = "rules"
+name = "sorting"
+isolate = true
+config = {{ rule = [{{ field = "subject", contains = "apollo", action = "move", folder = "Projects" }}] }}
+{QUICK_RETRY}"#
+    ));
+    let host = Host::start(&config, "host.log");
+
+    // Outbound: the isolated preprocessor's changes (two members for the list) and the
+    // isolated transport's answers.
+    let id = host.submit(&["FILE:team"], "Subject: to the team\r\n\r\nhello\r\n");
+    wait_until(PATIENTLY, "both members are delivered", || {
+        host.show(&id)["folder"] == "Sent Items"
+    });
+    let shown = host.show(&id);
+    for member in ["FILE:ann", "FILE:bob"] {
+        let recipient = shown["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["address"] == member)
+            .unwrap_or_else(|| panic!("{member} was not added: {shown}"));
+        assert_eq!(recipient["state"], "delivered", "{recipient}");
+    }
+    let delivered = site.delivered_files("files");
+    assert!(fs::read_to_string(&delivered[0])
+        .unwrap()
+        .contains("Subject: to the team\r\n\r\nhello\r\n"));
+
+    // Inbound: the transport's watcher thread tells the host through the events socket, the
+    // host pulls the content back, the isolated hook moves it, and the file is acknowledged.
+    let watcher = host.watch();
+    let inbound = "From: Carol <carol@example.org>\r\nSubject: apollo launch\r\n\r\nT-10.\r\n";
+    site.drop_message("pickup", "0001.eml", inbound);
+    let event = watcher.next(PATIENTLY);
+    assert_eq!(event["folder"], "Projects", "{event}");
+    assert_eq!(host.show(event["id"].as_str().unwrap())["content"], inbound);
+    wait_until(PATIENTLY, "the pickup file is acknowledged", || {
+        fs::read_dir(site.path("pickup")).unwrap().count() == 0
+    });
+
+    for instance in ["files", "lists", "sorting"] {
+        let row = status_row(&host, instance);
+        assert_eq!(row["state"], "online", "{row}");
+        assert_eq!(
+            row["isolated"]["pids"].as_array().unwrap().len(),
+            1,
+            "{row}"
+        );
+        assert_eq!(row["isolated"]["restarts"], 0, "{row}");
+    }
+    // The providers' own log records reach the host's log.
+    assert!(host.log().contains("transport_directory"), "{}", host.log());
+}
