@@ -739,3 +739,36 @@ config = {{ rule = [{{ field = "subject", contains = "apollo", action = "move", 
     // The providers' own log records reach the host's log.
     assert!(host.log().contains("transport_directory"), "{}", host.log());
 }
+
+#[test]
+fn a_child_killed_between_calls_is_replaced_without_blaming_the_next_message() {
+    let site = Site::new();
+    site.providers().add_library("fixture-crashing");
+    let config = site.write_config(&format!(
+        "[[transport]]\nprovider = \"crashing-transport\"\nname = \"crasher\"\nisolate = true\n\
+         config = {{ fault = \"segfault\" }}\n{QUICK_RETRY}"
+    ));
+    let host = Host::start(&config, "host.log");
+    let first = host.submit(&["CRASH:a"], &good(1));
+    wait_until(PATIENTLY, "the first is delivered", || {
+        host.show(&first)["folder"] == "Sent Items"
+    });
+    let row = status_row(&host, "crasher");
+    let pid = row["isolated"]["pids"][0].as_i64().unwrap() as i32;
+    // SAFETY: kill has no memory-safety preconditions; the pid is the host's child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let second = host.submit(&["CRASH:b"], &good(2));
+    wait_until(PATIENTLY, "a fresh child delivers the next", || {
+        host.show(&second)["folder"] == "Sent Items"
+    });
+    let log = host.log();
+    assert!(
+        log.contains(&format!(
+            "its process (pid {pid}) had ended (was killed by signal 9 (SIGKILL"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("crash 1 of 3"), "{log}");
+}

@@ -206,15 +206,20 @@ impl Child {
                 )));
             }
         }
-        let received = write_frame(&mut self.calls, &request)
-            .and_then(|()| read_frame(&mut self.calls, &mut self.frame));
-        let failure = match received {
+        // A child that died between calls (killed from outside, or a thread of its own that
+        // faulted) is not this call's fault, nor its message's.
+        if matches!(self.process.try_wait(), Ok(Some(_)))
+            || write_frame(&mut self.calls, &request).is_err()
+        {
+            return RResult::RErr(self.died(tag, message, Failure::EndedBefore));
+        }
+        let failure = match read_frame(&mut self.calls, &mut self.frame) {
             Ok(true) => {
-                let mut reply = Decoder::new(&self.frame[1..]);
-                let read = match self.frame[0] {
-                    calls::OK => read(&mut reply).map(Ok),
-                    calls::FAILED => reply.error().map(Err),
-                    other => Err(Malformed(format!("a reply tagged {other}"))),
+                let read = match self.frame.split_first() {
+                    Some((&calls::OK, reply)) => read(&mut Decoder::new(reply)).map(Ok),
+                    Some((&calls::FAILED, reply)) => Decoder::new(reply).error().map(Err),
+                    Some((other, _)) => Err(Malformed(format!("a reply tagged {other}"))),
+                    None => Err(Malformed("an empty reply".into())),
                 };
                 match read {
                     Ok(result) => return result.into(),
@@ -248,21 +253,27 @@ impl Child {
         self.stderr_closed.recv_timeout(Duration::from_secs(1)).ok();
         let said: Vec<String> = self.last_words.0.lock().iter().cloned().collect();
         let how = match (&failure, status) {
+            (Failure::EndedBefore, Ok(status)) => {
+                format!("had ended ({}) before", describe(status))
+            }
+            (Failure::EndedBefore, Err(error)) => format!("had ended ({error}) before"),
             (Failure::TimedOut, _) => format!(
-                "did not answer within {:?} (its timeout) and was killed",
+                "did not answer within {:?} (its timeout) and was killed during",
                 isolation.timeout.unwrap_or_default()
             ),
             (Failure::Malformed(why), _) => {
-                format!("answered with a malformed frame ({why}) and was killed")
+                format!("answered with a malformed frame ({why}) and was killed during")
             }
-            (Failure::Ended, Ok(status)) => describe(status),
-            (Failure::Ended, Err(error)) => format!("ended (its status is unknown: {error})"),
+            (Failure::Ended, Ok(status)) => format!("{} during", describe(status)),
+            (Failure::Ended, Err(error)) => {
+                format!("ended (its status is unknown: {error}) during")
+            }
         };
         let call = match message {
             Some(id) => format!("{} of message {id}", calls::name(tag)),
             None => calls::name(tag).to_owned(),
         };
-        let mut text = format!("{instance}: its process (pid {pid}) {how} during {call}");
+        let mut text = format!("{instance}: its process (pid {pid}) {how} {call}");
         if let Some(limit) = isolation.memory_limit {
             if said
                 .iter()
@@ -292,7 +303,9 @@ impl Child {
 
 /// How a call found the child gone.
 enum Failure {
-    /// The calls socket ended: the child died.
+    /// The child had died before the call was made.
+    EndedBefore,
+    /// The calls socket ended: the child died in the call.
     Ended,
     /// No answer within the timeout.
     TimedOut,
