@@ -134,9 +134,15 @@ impl Child {
         let memory_limit = isolation.memory_limit;
         let parent = std::process::id();
         // SAFETY: only async-signal-safe calls between fork and exec (dup2, prctl, getppid,
-        // setrlimit), on descriptors that stay open in the parent until spawn returns.
+        // setrlimit), on descriptors that stay open in the parent until spawn returns. std runs
+        // this after it has put the standard descriptors in place.
         unsafe {
             command.pre_exec(move || {
+                // What a provider prints on standard output is logged like its standard
+                // error (std has set up the pipe on 2 by now).
+                if libc::dup2(2, 1) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
                 for (&from, &to) in raw.iter().zip(&targets) {
                     if libc::dup2(from, to) < 0 {
                         return Err(io::Error::last_os_error());
