@@ -34,8 +34,9 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
+use std::sync::Once;
 
 use parking_lot::Mutex;
 use provider_abi::MessageId;
@@ -54,6 +55,10 @@ const IDLE: u8 = 0;
 const IN_CALL: u8 = 1;
 /// A slot's first byte: the process faulted in this slot's thread during the call.
 const FAULTED: u8 = 2;
+/// The journal's first byte (slot 0 is its header, never a thread's): the process faulted in
+/// a thread that was in no provider call (the host itself, the store, a thread a provider
+/// started), so no call is to blame.
+const FAULTED_OUTSIDE: u8 = 3;
 
 /// The journal's descriptor, for the fault handler (-1: none).
 static JOURNAL_FD: AtomicI32 = AtomicI32::new(-1);
@@ -72,7 +77,10 @@ struct Inner {
     marks: Mutex<Marks>,
     journal: File,
     journal_path: PathBuf,
+    /// Free slot numbers, and the next never used (slot 0 is the header).
     free_slots: Mutex<(Vec<u64>, u64)>,
+    /// Set by a clean shutdown: calls made after it are not written.
+    closed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -135,7 +143,8 @@ impl Quarantine {
             marks: Mutex::new(marks),
             journal,
             journal_path,
-            free_slots: Mutex::new((Vec::new(), 0)),
+            free_slots: Mutex::new((Vec::new(), 1)),
+            closed: AtomicBool::new(false),
         }));
         for (instance, message) in died_in {
             let crashes = quarantine.record(&instance, message);
@@ -236,7 +245,11 @@ impl Quarantine {
             })
         };
         let mut record = [0u8; SLOT];
-        let name = &instance.as_bytes()[..instance.len().min(NAME_ROOM)];
+        let mut cut = instance.len().min(NAME_ROOM);
+        while !instance.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let name = &instance.as_bytes()[..cut];
         record[9] = name.len() as u8;
         record[10..10 + name.len()].copy_from_slice(name);
         CallSlot {
@@ -248,6 +261,7 @@ impl Quarantine {
 
     /// Empties the journal: the host stops cleanly, so no call it was making is a crash.
     pub fn clean_shutdown(&self) {
+        self.0.closed.store(true, Ordering::SeqCst);
         if let Err(error) = self.0.journal.set_len(0) {
             log::warn!("{}: {error}", self.0.journal_path.display());
         }
@@ -255,12 +269,24 @@ impl Quarantine {
 }
 
 /// The calls a dead host's journal blames: the one its faulting thread was in, if the fault
-/// handler marked one; else every call still marked. The instance and the message of each.
+/// handler marked one; none if the fault was in no call; else (a silent death, SIGKILL) every
+/// call still marked. The instance and the message of each.
 fn calls_died_in(journal: &[u8]) -> Vec<(String, Option<MessageId>)> {
-    let faulted = journal.chunks_exact(SLOT).any(|slot| slot[0] == FAULTED);
-    let blamed = if faulted { FAULTED } else { IN_CALL };
-    journal
-        .chunks_exact(SLOT)
+    let slots = || journal.chunks_exact(SLOT).skip(1);
+    let blamed = if journal.first() == Some(&FAULTED_OUTSIDE) {
+        if slots().any(|slot| slot[0] == IN_CALL) {
+            log::warn!(
+                "the host died of a fault outside any provider call (in the host itself, the \
+                 store, or a thread a provider started): no call is blamed for it"
+            );
+        }
+        return Vec::new();
+    } else if slots().any(|slot| slot[0] == FAULTED) {
+        FAULTED
+    } else {
+        IN_CALL
+    };
+    slots()
         .filter(|slot| slot[0] == blamed)
         .filter_map(|slot| {
             let id = u64::from_le_bytes(slot[1..9].try_into().ok()?);
@@ -358,6 +384,9 @@ impl CallSlot {
     }
 
     fn write(&self, bytes: &[u8]) {
+        if self.quarantine.0.closed.load(Ordering::Relaxed) {
+            return;
+        }
         let journal = &self.quarantine.0.journal;
         if let Err(error) = journal.write_all_at(bytes, self.index * SLOT as u64) {
             log::debug!("provider-calls: {error}");
@@ -386,27 +415,32 @@ static mut PREVIOUS: [Option<libc::sigaction>; 5] = [None; 5];
 
 /// Installs the fault handler (for the signals of a native fault, and for `exit`): a thread
 /// that faults during a provider call marks its journal slot, so that the restarted host
-/// blames that call alone. Call once, at start, before provider threads run.
+/// blames that call alone. Installed once, at start, before provider threads run.
 pub fn watch_for_faults() {
-    for (index, &signal) in FAULTS.iter().enumerate() {
-        // SAFETY: plain sigaction calls with zeroed, then filled, structures; PREVIOUS is
-        // written here, once, before any provider thread (the only readers, in the handler)
-        // starts.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_fault as extern "C" fn(libc::c_int) as usize;
-            // SA_ONSTACK: a stack overflow is handled on the thread's alternate stack, which
-            // Rust sets up for every thread.
-            action.sa_flags = libc::SA_ONSTACK;
-            libc::sigemptyset(&mut action.sa_mask);
-            let mut previous: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(signal, &action, &mut previous) == 0 {
-                (*std::ptr::addr_of_mut!(PREVIOUS))[index] = Some(previous);
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        for (index, &signal) in FAULTS.iter().enumerate() {
+            // SAFETY: plain sigaction calls with zeroed, then filled, structures; PREVIOUS is
+            // written here, once, before any provider thread (the only readers, in the
+            // handler) starts.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_fault
+                    as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+                    as usize;
+                // SA_ONSTACK: a stack overflow is handled on the thread's alternate stack,
+                // which Rust sets up for every thread.
+                action.sa_flags = libc::SA_ONSTACK | libc::SA_SIGINFO;
+                libc::sigemptyset(&mut action.sa_mask);
+                let mut previous: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(signal, &action, &mut previous) == 0 {
+                    (*std::ptr::addr_of_mut!(PREVIOUS))[index] = Some(previous);
+                }
             }
         }
-    }
-    // SAFETY: registers a plain function; it only reads a thread-local and writes a byte.
-    unsafe { libc::atexit(on_exit) };
+        // SAFETY: registers a plain function; it only reads a thread-local and writes a byte.
+        unsafe { libc::atexit(on_exit) };
+    });
 }
 
 /// Marks the calling thread's slot in the journal open as `fd`, if the thread is in a call,
@@ -419,21 +453,34 @@ fn mark_current_slot(fd: i32) {
     }
 }
 
-extern "C" fn on_fault(signal: libc::c_int) {
-    mark_current_slot(JOURNAL_FD.load(Ordering::Relaxed));
-    // Put the previous handler (Rust's stack overflow report, or the default) back: a fault
-    // happens again when this returns and ends the process as it would have; abort() raises
-    // SIGABRT again with the default action itself.
-    if let Some(index) = FAULTS.iter().position(|&s| s == signal) {
-        // SAFETY: PREVIOUS was written before any provider ran and is only read now.
-        unsafe {
-            match (*std::ptr::addr_of!(PREVIOUS))[index] {
-                Some(previous) => {
-                    libc::sigaction(signal, &previous, std::ptr::null_mut());
-                }
-                None => {
-                    libc::signal(signal, libc::SIG_DFL);
-                }
+extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let fd = JOURNAL_FD.load(Ordering::Relaxed);
+    if CURRENT_SLOT.with(Cell::get) >= 0 {
+        mark_current_slot(fd);
+    } else if fd >= 0 {
+        // SAFETY: pwrite of one byte from a static into a descriptor the host keeps open.
+        unsafe { libc::pwrite(fd, [FAULTED_OUTSIDE].as_ptr().cast(), 1, 0) };
+    }
+    // SAFETY: the kernel hands a valid siginfo to an SA_SIGINFO handler.
+    let sent = unsafe { (*info).si_code } <= 0;
+    // SAFETY: sigaction and raise are async-signal-safe; PREVIOUS was written before any
+    // provider ran and is only read now.
+    unsafe {
+        let previous = FAULTS
+            .iter()
+            .position(|&s| s == signal)
+            .and_then(|index| (*std::ptr::addr_of!(PREVIOUS))[index]);
+        match previous {
+            // A real fault happens again when this returns and ends the process as it would
+            // have (Rust's handler reports a stack overflow first); abort() raises SIGABRT
+            // again itself once its handler returns.
+            Some(previous) if !sent => {
+                libc::sigaction(signal, &previous, std::ptr::null_mut());
+            }
+            // Sent by kill() or raise(): nothing happens again by itself.
+            _ => {
+                libc::signal(signal, libc::SIG_DFL);
+                libc::raise(signal);
             }
         }
     }
@@ -492,6 +539,19 @@ mod tests {
         std::mem::forget((crashing, bystander, first));
         let second = Quarantine::open(folder.path(), 1).unwrap();
         assert!(second.suspicion(MessageId(0xab)).is_some());
+        assert_eq!(second.suspicion(MessageId(0xcd)), None);
+    }
+
+    #[test]
+    fn a_fault_outside_any_call_blames_none() {
+        let folder = tempfile::tempdir().unwrap();
+        let first = Quarantine::open(folder.path(), 1).unwrap();
+        let mut bystander = first.slot("fax");
+        bystander.enter(Some(MessageId(0xcd)));
+        // What the fault handler does in a thread that is in no call (the store's, say).
+        first.0.journal.write_all_at(&[FAULTED_OUTSIDE], 0).unwrap();
+        std::mem::forget((bystander, first));
+        let second = Quarantine::open(folder.path(), 1).unwrap();
         assert_eq!(second.suspicion(MessageId(0xcd)), None);
     }
 

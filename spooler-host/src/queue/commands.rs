@@ -70,6 +70,7 @@ impl QueueManager {
         if !self.store.delete(id).map_err(|e| e.to_string())? {
             return Err(format!("there is no message {id}"));
         }
+        self.quarantine.forget(id);
         log::info!("{id}: deleted by an operator");
         Ok(())
     }

@@ -30,7 +30,7 @@ use provider_abi::{HookObject, MessageRef, ProviderError, ProviderKind, Provider
 
 use super::calls;
 use super::content::SharedContent;
-use super::wire::{read_frame, write_frame, Decoder, Encoder, Malformed};
+use super::wire::{read_frame, write_frame, Decoder, Encoder, Malformed, MAX_FRAME};
 use crate::providers::loader;
 
 /// The calls socket in the child.
@@ -124,6 +124,12 @@ pub fn serve(args: RunnerArgs) -> ExitCode {
             File::from_raw_fd(CONTENT_FD),
         )
     };
+    // Whatever the provider starts (a helper program) must not inherit them: a process
+    // holding the calls socket would keep the host from seeing this one die.
+    for fd in [CALLS_FD, EVENTS_FD, CONTENT_FD] {
+        // SAFETY: fcntl on descriptors this process owns.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     let events = Events(Arc::new(Mutex::new(events)));
     if log::set_boxed_logger(Box::new(Forwarder(events.clone()))).is_ok() {
         log::set_max_level(args.log_level);
@@ -143,7 +149,7 @@ fn run(args: &RunnerArgs, socket: UnixStream, events: Events, content: File) -> 
     let mut reader = BufReader::new(socket.try_clone().map_err(|e| e.to_string())?);
     let mut writer = socket;
     let mut frame = Vec::new();
-    let opened = match read_frame(&mut reader, &mut frame) {
+    let opened = match read_frame(&mut reader, &mut frame, MAX_FRAME) {
         Ok(true) if frame.first() == Some(&calls::OPEN) => {
             let config = Decoder::new(&frame[1..])
                 .str()
@@ -163,7 +169,7 @@ fn run(args: &RunnerArgs, socket: UnixStream, events: Events, content: File) -> 
         Err(error) => return reply(&mut writer, Err(error)),
     };
     loop {
-        match read_frame(&mut reader, &mut frame) {
+        match read_frame(&mut reader, &mut frame, MAX_FRAME) {
             Ok(true) => {}
             Ok(false) => return Ok(()),
             Err(error) => return Err(format!("reading the calls socket: {error}")),

@@ -11,11 +11,13 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 
-/// A shared mapping of the content file.
+/// A shared mapping of the content file: writable on the host's side, read-only on the
+/// child's.
 pub struct SharedContent {
     file: File,
     map: *mut u8,
     length: usize,
+    protection: libc::c_int,
 }
 
 // SAFETY: the mapping is owned by this value alone and used by one thread at a time (`&mut`
@@ -29,12 +31,12 @@ impl SharedContent {
     pub fn create() -> io::Result<SharedContent> {
         let file = anonymous_file()?;
         file.set_len(FIRST_SIZE as u64)?;
-        SharedContent::map(file)
+        SharedContent::map(file, libc::PROT_READ | libc::PROT_WRITE)
     }
 
-    /// Maps the content file the host handed over (the child's side).
+    /// Maps the content file the host handed over (the child's side), read-only.
     pub fn open(file: File) -> io::Result<SharedContent> {
-        SharedContent::map(file)
+        SharedContent::map(file, libc::PROT_READ)
     }
 
     /// The file, for the child to inherit.
@@ -42,11 +44,16 @@ impl SharedContent {
         &self.file
     }
 
-    fn map(file: File) -> io::Result<SharedContent> {
+    fn map(file: File, protection: libc::c_int) -> io::Result<SharedContent> {
         let length = usize::try_from(file.metadata()?.len())
             .map_err(|_| io::Error::other("the content file is too large to map"))?;
-        let map = map_shared(&file, length)?;
-        Ok(SharedContent { file, map, length })
+        let map = map_shared(&file, length, protection)?;
+        Ok(SharedContent {
+            file,
+            map,
+            length,
+            protection,
+        })
     }
 
     /// Copies `content` to the start of the mapping, growing the file first if it is too
@@ -81,7 +88,7 @@ impl SharedContent {
     }
 
     fn remap(&mut self, length: usize) -> io::Result<()> {
-        let map = map_shared(&self.file, length)?;
+        let map = map_shared(&self.file, length, self.protection)?;
         // SAFETY: the old mapping is ours and nothing borrows it (`&mut self`).
         unsafe { libc::munmap(self.map.cast(), self.length) };
         self.map = map;
@@ -97,13 +104,13 @@ impl Drop for SharedContent {
     }
 }
 
-fn map_shared(file: &File, length: usize) -> io::Result<*mut u8> {
+fn map_shared(file: &File, length: usize, protection: libc::c_int) -> io::Result<*mut u8> {
     // SAFETY: a fresh shared mapping of a file we hold open; the kernel picks the address.
     let map = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             length.max(1),
-            libc::PROT_READ | libc::PROT_WRITE,
+            protection,
             libc::MAP_SHARED,
             file.as_raw_fd(),
             0,
@@ -115,15 +122,27 @@ fn map_shared(file: &File, length: usize) -> io::Result<*mut u8> {
     Ok(map.cast())
 }
 
+/// A memory file that can grow but never shrink (sealed): a child that truncated it would make
+/// the host's next write into its mapping fault.
 #[cfg(target_os = "linux")]
 fn anonymous_file() -> io::Result<File> {
     // SAFETY: the name is a NUL-terminated string; the result is checked.
-    let fd = unsafe { libc::memfd_create(c"spooler-content".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe {
+        libc::memfd_create(
+            c"spooler-content".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a file descriptor just created and owned by nothing else.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    let file = unsafe { File::from_raw_fd(fd) };
+    // SAFETY: fcntl on the descriptor just made.
+    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -158,5 +177,10 @@ mod tests {
         host.write(&large).unwrap();
         assert_eq!(child.read(large.len()).unwrap(), &large[..]);
         assert!(child.read(FIRST_SIZE * 100).is_err());
+        #[cfg(target_os = "linux")]
+        assert!(
+            child.file.set_len(0).is_err(),
+            "the child cannot shrink the file under the host's mapping"
+        );
     }
 }

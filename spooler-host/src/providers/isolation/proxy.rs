@@ -14,7 +14,7 @@
 //! that the queue manager sees it when it handles the answer.
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -44,7 +44,7 @@ use provider_abi::{
 use super::calls;
 use super::child::{CALLS_FD, CONTENT_FD, EVENTS_FD};
 use super::content::SharedContent;
-use super::wire::{read_frame, write_frame, Decoder, Encoder, Malformed};
+use super::wire::{read_frame, write_frame, Decoder, Encoder, Malformed, MAX_EVENT, MAX_FRAME};
 use crate::providers::quarantine::Quarantine;
 use crate::providers::status::StatusTable;
 
@@ -72,6 +72,12 @@ pub struct Isolation {
 
 /// How many of a child's last lines on standard error are kept for the report of its death.
 const LAST_WORDS: usize = 5;
+
+/// The longest line of a child's output logged as one; longer ones are cut into pieces.
+const LONGEST_LINE: u64 = 4096;
+
+/// A reply buffer larger than this is let go before the next call.
+const LARGE_FRAME: usize = 4 << 20;
 
 /// What a child wrote on its standard error, last lines first to go.
 #[derive(Clone, Default)]
@@ -169,11 +175,12 @@ impl Child {
             keep_last_words(process.stderr.take(), instance, pid, last_words.clone());
         relay_events(events, instance, host);
         isolation.status.process_started(instance, pid);
-        if let Some(timeout) = isolation.timeout {
-            calls
-                .set_read_timeout(Some(timeout))
-                .map_err(|e| cannot("socket", e))?;
-        }
+        // Each read and write waits at most the call's timeout (a child that sends a byte
+        // now and then stays alive; the watchdog abandons its call meanwhile).
+        calls
+            .set_read_timeout(isolation.timeout)
+            .and_then(|()| calls.set_write_timeout(isolation.timeout))
+            .map_err(|e| cannot("socket", e))?;
         let mut child = Child {
             isolation: Arc::clone(isolation),
             process,
@@ -202,6 +209,10 @@ impl Child {
         if let Some(gone) = &self.gone {
             return RResult::RErr(gone.clone());
         }
+        // A large reply (a pull of big messages) is not kept for the child's whole life.
+        if self.frame.capacity() > LARGE_FRAME {
+            self.frame = Vec::new();
+        }
         let request = request.into_bytes();
         let tag = request[0];
         if let Some(content) = content {
@@ -219,7 +230,7 @@ impl Child {
         {
             return RResult::RErr(self.died(tag, message, Failure::EndedBefore));
         }
-        let failure = match read_frame(&mut self.calls, &mut self.frame) {
+        let failure = match read_frame(&mut self.calls, &mut self.frame, MAX_FRAME) {
             Ok(true) => {
                 let read = match self.frame.split_first() {
                     Some((&calls::OK, reply)) => read(&mut Decoder::new(reply)).map(Ok),
@@ -411,7 +422,21 @@ fn keep_last_words(
     thread::Builder::new()
         .name(format!("stderr {instance}"))
         .spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Bytes, not text: output that is not UTF-8 is shown with replacements, and the
+            // pipe is drained to its end whatever comes (a provider writing to a closed pipe
+            // would fail).
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match (&mut reader)
+                    .take(LONGEST_LINE)
+                    .read_until(b'\n', &mut line)
+                {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let line = String::from_utf8_lossy(&line).trim_end().to_owned();
                 log::warn!("{instance} (process {pid}) wrote: {line}");
                 let mut words = last_words.0.lock();
                 if words.len() == LAST_WORDS {
@@ -434,7 +459,7 @@ fn relay_events(events: UnixStream, instance: &str, host: HostObject) {
         .spawn(move || {
             let mut events = BufReader::new(events);
             let mut frame = Vec::new();
-            while let Ok(true) = read_frame(&mut events, &mut frame) {
+            while let Ok(true) = read_frame(&mut events, &mut frame, MAX_EVENT) {
                 let Some((&tag, fields)) = frame.split_first() else {
                     continue;
                 };

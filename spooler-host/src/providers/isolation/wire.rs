@@ -20,10 +20,12 @@ use provider_abi::{
     RecipientKind, RecipientOutcome, RecipientStatus, ReportRequest, Timestamp, Undeliverable,
 };
 
-/// The largest frame either side accepts: inbound mail comes back in frames (a pull returns
-/// up to a provider's whole batch), so this is generous, but a corrupt length cannot make the
-/// host allocate without bound.
-const MAX_FRAME: usize = 1 << 30;
+/// The largest call or reply: inbound mail comes back in replies (a pull returns up to a
+/// provider's whole batch), so this is generous; memory follows the bytes that arrive.
+pub const MAX_FRAME: usize = 1 << 30;
+
+/// The largest event (a notice, a status, a log record).
+pub const MAX_EVENT: usize = 1 << 20;
 
 /// Writes one frame: its length, then its bytes.
 pub fn write_frame(to: &mut impl Write, frame: &[u8]) -> io::Result<()> {
@@ -37,8 +39,9 @@ pub fn write_frame(to: &mut impl Write, frame: &[u8]) -> io::Result<()> {
     to.write_all(&buffer)
 }
 
-/// Reads one frame into `buffer`; `Ok(false)` at a clean end of the stream.
-pub fn read_frame(from: &mut impl Read, buffer: &mut Vec<u8>) -> io::Result<bool> {
+/// Reads one frame of at most `max` bytes into `buffer`; `Ok(false)` at a clean end of the
+/// stream. The buffer grows with the bytes that arrive, not with the length announced.
+pub fn read_frame(from: &mut impl Read, buffer: &mut Vec<u8>, max: usize) -> io::Result<bool> {
     let mut length = [0u8; 4];
     match from.read_exact(&mut length) {
         Ok(()) => {}
@@ -46,15 +49,17 @@ pub fn read_frame(from: &mut impl Read, buffer: &mut Vec<u8>) -> io::Result<bool
         Err(error) => return Err(error),
     }
     let length = u32::from_le_bytes(length) as usize;
-    if length > MAX_FRAME {
+    if length > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("a frame of {length} bytes"),
+            format!("a frame of {length} bytes (at most {max} here)"),
         ));
     }
     buffer.clear();
-    buffer.resize(length, 0);
-    from.read_exact(buffer)?;
+    from.take(length as u64).read_to_end(buffer)?;
+    if buffer.len() < length {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(true)
 }
 
@@ -372,8 +377,9 @@ impl<'a> Decoder<'a> {
 
     fn list<T>(&mut self, read: impl Fn(&mut Self) -> Decoded<T>) -> Decoded<RVec<T>> {
         let count = self.u32()? as usize;
-        // Each item takes at least a byte: a corrupt count cannot reserve more than the frame.
-        let mut items = RVec::with_capacity(count.min(self.0.len()));
+        // A corrupt count must not reserve memory: the list grows as its items decode (each
+        // takes at least a byte of the frame, so the loop ends with the frame).
+        let mut items = RVec::with_capacity(count.min(64));
         for _ in 0..count {
             items.push(read(self)?);
         }
