@@ -119,6 +119,24 @@ fn looks_like(fault: &str) -> &'static [&'static str] {
     }
 }
 
+/// Whether `instance`'s last fault in `status` shows `fault`, during `call`.
+fn last_fault_shows(host: &Host, instance: &str, fault: &str, call: &str) -> bool {
+    status_row(host, instance)["isolated"]["last_fault"]
+        .as_str()
+        .is_some_and(|text| {
+            text.contains(&format!("during {call}"))
+                && looks_like(fault).iter().any(|seen| text.contains(seen))
+        })
+}
+
+fn assert_last_fault(host: &Host, instance: &str, fault: &str, call: &str) {
+    assert!(
+        last_fault_shows(host, instance, fault, call),
+        "{fault} during {call}: {}",
+        status_row(host, instance)
+    );
+}
+
 fn assert_host_survived(host: &Host) {
     let log = host.log();
     assert_eq!(
@@ -173,20 +191,10 @@ fn isolated_transports_that_die_on_a_message_leave_the_host_running_and_that_mes
     });
     assert_host_survived(&host);
     for fault in FAULTS {
-        let row = status_row(&host, &format!("crash-{fault}"));
-        let isolated = &row["isolated"];
-        assert!(isolated["restarts"].as_u64().unwrap() >= 3, "{row}");
-        let fault_text = isolated["last_fault"].as_str().unwrap();
-        assert!(
-            looks_like(fault)
-                .iter()
-                .any(|seen| fault_text.contains(seen)),
-            "{fault}: {fault_text}"
-        );
-        assert!(
-            fault_text.contains("during submit of message"),
-            "{fault_text}"
-        );
+        let instance = format!("crash-{fault}");
+        let row = status_row(&host, &instance);
+        assert!(row["isolated"]["restarts"].as_u64().unwrap() >= 3, "{row}");
+        assert_last_fault(&host, &instance, fault, "submit of message");
     }
     let table = host.command(&["queue"]).stdout;
     assert!(
@@ -250,18 +258,7 @@ fn isolated_preprocessors_that_die_leave_the_host_running_and_their_message_is_h
     });
     assert_host_survived(&host);
     for fault in FAULTS {
-        let row = status_row(&host, &format!("pre-{fault}"));
-        let fault_text = row["isolated"]["last_fault"].as_str().unwrap().to_owned();
-        assert!(
-            looks_like(fault)
-                .iter()
-                .any(|seen| fault_text.contains(seen)),
-            "{fault}: {fault_text}"
-        );
-        assert!(
-            fault_text.contains("during process of message"),
-            "{fault_text}"
-        );
+        assert_last_fault(&host, &format!("pre-{fault}"), fault, "process of message");
     }
 }
 
@@ -290,15 +287,7 @@ fn an_isolated_hook_that_dies_is_left_out_and_the_message_goes_on() {
     });
     assert_host_survived(&host);
     for fault in FAULTS {
-        let row = status_row(&host, &format!("hook-{fault}"));
-        let fault_text = row["isolated"]["last_fault"].as_str().unwrap().to_owned();
-        assert!(
-            looks_like(fault)
-                .iter()
-                .any(|seen| fault_text.contains(seen)),
-            "{fault}: {fault_text}"
-        );
-        assert!(fault_text.contains("during run of message"), "{fault_text}");
+        assert_last_fault(&host, &format!("hook-{fault}"), fault, "run of message");
     }
 }
 
@@ -319,14 +308,9 @@ fn isolated_transports_that_die_fetching_mail_leave_the_host_running() {
     ));
     let host = Host::start(&config, "host.log");
     wait_until(PATIENTLY, "every transport died fetching", || {
-        FAULTS.iter().all(|fault| {
-            status_row(&host, &format!("crash-{fault}"))["isolated"]["last_fault"]
-                .as_str()
-                .is_some_and(|text| {
-                    text.contains("during pull")
-                        && looks_like(fault).iter().any(|seen| text.contains(seen))
-                })
-        })
+        FAULTS
+            .iter()
+            .all(|fault| last_fault_shows(&host, &format!("crash-{fault}"), fault, "pull"))
     });
     for n in 0..20 {
         host.submit(&["FILE:bob"], &good(n));

@@ -226,7 +226,7 @@ fn serve<T>(pool: &Pool<T>, running: &Mutex<Running>) {
             journal.enter(job.message);
         }
         let health = (job.work)(slot.as_mut().map_err(|error| &*error));
-        if let Some(journal) = &mut journal {
+        if let (Some(journal), true) = (&mut journal, called) {
             journal.leave();
         }
         if std::mem::take(&mut *running.lock()).abandoned {

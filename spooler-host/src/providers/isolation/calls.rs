@@ -24,7 +24,7 @@ pub const IS_ONLINE: u8 = 7;
 pub const POLL_INTERVAL: u8 = 8;
 /// `Preprocessor::process`: envelope, content length.
 pub const PROCESS: u8 = 9;
-/// `Hook::run`: direction, folder, envelope, content length.
+/// `Hook::run`: envelope, content length, direction, folder.
 pub const RUN: u8 = 10;
 
 /// A reply: the call returned this.

@@ -26,7 +26,7 @@ use provider_abi::host::{HostServices, HostServices_TO, NoticeAbi, ProviderState
 use provider_abi::library::OpenArgs;
 use provider_abi::preprocessor::PreprocessorObject;
 use provider_abi::transport::TransportObject;
-use provider_abi::{HookObject, MessageRef, ProviderError, ProviderKind, ProviderState};
+use provider_abi::{Envelope, HookObject, MessageRef, ProviderError, ProviderKind, ProviderState};
 
 use super::calls;
 use super::content::SharedContent;
@@ -249,10 +249,8 @@ fn answer(
             })
         }
         (Instance::Transport(transport), calls::SUBMIT) => {
-            let envelope = arguments.envelope()?;
-            let length = arguments.u64()? as usize;
+            let (envelope, content) = message_of(&mut arguments, content)?;
             let recipients = arguments.addresses()?;
-            let content = shared(content, length)?;
             let message = MessageRef {
                 envelope: &envelope,
                 content: RSlice::from_slice(content),
@@ -287,9 +285,7 @@ fn answer(
             })
         }
         (Instance::Preprocessor(preprocessor), calls::PROCESS) => {
-            let envelope = arguments.envelope()?;
-            let length = arguments.u64()? as usize;
-            let content = shared(content, length)?;
+            let (envelope, content) = message_of(&mut arguments, content)?;
             let message = MessageRef {
                 envelope: &envelope,
                 content: RSlice::from_slice(content),
@@ -299,11 +295,9 @@ fn answer(
             })
         }
         (Instance::Hook(hook), calls::RUN) => {
+            let (envelope, content) = message_of(&mut arguments, content)?;
             let direction = arguments.direction()?;
             let folder = arguments.str()?;
-            let envelope = arguments.envelope()?;
-            let length = arguments.u64()? as usize;
-            let content = shared(content, length)?;
             let message = HookMessage {
                 direction,
                 folder: RStr::from_str(folder),
@@ -321,8 +315,16 @@ fn answer(
     Ok(result.map(|()| ok))
 }
 
-fn shared(content: &mut SharedContent, length: usize) -> Result<&[u8], Malformed> {
-    content
+/// A call's message: its envelope from the frame, its content (by the length the frame
+/// names) from the shared file.
+fn message_of<'c>(
+    arguments: &mut Decoder<'_>,
+    content: &'c mut SharedContent,
+) -> Result<(Envelope, &'c [u8]), Malformed> {
+    let envelope = arguments.envelope()?;
+    let length = arguments.u64()? as usize;
+    let content = content
         .read(length)
-        .map_err(|error: io::Error| Malformed(format!("the content: {error}")))
+        .map_err(|error: io::Error| Malformed(format!("the content: {error}")))?;
+    Ok((envelope, content))
 }

@@ -37,8 +37,8 @@ use provider_abi::transport::{
     RecipientOutcomeAbi, TransportFfi, TransportFfi_TO, TransportObject,
 };
 use provider_abi::{
-    Address, Direction, ErrorKind, HookMessage, InboundMessage, MessageId, MessageRef,
-    ProviderError, ProviderKind,
+    Address, ErrorKind, HookMessage, InboundMessage, MessageId, MessageRef, ProviderError,
+    ProviderKind,
 };
 
 use super::calls;
@@ -522,13 +522,6 @@ fn with_message(tag: u8, message: &MessageRef<'_>) -> Encoder {
 /// A transport instance in a child process.
 pub struct IsolatedTransport(Mutex<Child>);
 
-impl IsolatedTransport {
-    /// Starts a child and opens the transport in it.
-    pub fn start(isolation: &Arc<Isolation>, host: HostObject) -> Result<Self, ProviderError> {
-        Child::start(isolation, host).map(|child| IsolatedTransport(Mutex::new(child)))
-    }
-}
-
 impl TransportFfi for IsolatedTransport {
     fn address_types(&self) -> RResult<RVec<RString>, ProviderError> {
         let request = Encoder::new(calls::ADDRESS_TYPES);
@@ -586,13 +579,6 @@ impl TransportFfi for IsolatedTransport {
 /// A preprocessor instance in a child process.
 pub struct IsolatedPreprocessor(Mutex<Child>);
 
-impl IsolatedPreprocessor {
-    /// Starts a child and opens the preprocessor in it.
-    pub fn start(isolation: &Arc<Isolation>, host: HostObject) -> Result<Self, ProviderError> {
-        Child::start(isolation, host).map(|child| IsolatedPreprocessor(Mutex::new(child)))
-    }
-}
-
 impl PreprocessorFfi for IsolatedPreprocessor {
     fn address_types(&self) -> RResult<RVec<RString>, ProviderError> {
         let request = Encoder::new(calls::ADDRESS_TYPES);
@@ -615,25 +601,10 @@ impl PreprocessorFfi for IsolatedPreprocessor {
 /// A hook instance in a child process.
 pub struct IsolatedHook(Mutex<Child>);
 
-impl IsolatedHook {
-    /// Starts a child and opens the hook in it.
-    pub fn start(isolation: &Arc<Isolation>, host: HostObject) -> Result<Self, ProviderError> {
-        Child::start(isolation, host).map(|child| IsolatedHook(Mutex::new(child)))
-    }
-}
-
 impl HookFfi for IsolatedHook {
     fn run(&mut self, message: HookMessage<'_>) -> RResult<HookActionAbi, ProviderError> {
-        let mut request = Encoder::new(calls::RUN);
-        request
-            .u8(match message.direction {
-                Direction::Inbound => 0,
-                Direction::Outbound => 1,
-            })
-            .str(&message.folder);
-        request
-            .envelope(message.message.envelope)
-            .u64(message.message.content.len() as u64);
+        let mut request = with_message(calls::RUN, &message.message);
+        request.direction(message.direction).str(&message.folder);
         let content = Some(message.message.content.as_slice());
         self.0
             .get_mut()
@@ -648,7 +619,11 @@ pub fn transport(
     isolation: &Arc<Isolation>,
     host: HostObject,
 ) -> Result<TransportObject, ProviderError> {
-    IsolatedTransport::start(isolation, host).map(|t| TransportFfi_TO::from_value(t, TD_Opaque))
+    let child = Child::start(isolation, host)?;
+    Ok(TransportFfi_TO::from_value(
+        IsolatedTransport(Mutex::new(child)),
+        TD_Opaque,
+    ))
 }
 
 /// Opens a preprocessor instance in a child process.
@@ -656,11 +631,18 @@ pub fn preprocessor(
     isolation: &Arc<Isolation>,
     host: HostObject,
 ) -> Result<PreprocessorObject, ProviderError> {
-    IsolatedPreprocessor::start(isolation, host)
-        .map(|p| PreprocessorFfi_TO::from_value(p, TD_Opaque))
+    let child = Child::start(isolation, host)?;
+    Ok(PreprocessorFfi_TO::from_value(
+        IsolatedPreprocessor(Mutex::new(child)),
+        TD_Opaque,
+    ))
 }
 
 /// Opens a hook instance in a child process.
 pub fn hook(isolation: &Arc<Isolation>, host: HostObject) -> Result<HookObject, ProviderError> {
-    IsolatedHook::start(isolation, host).map(|h| HookFfi_TO::from_value(h, TD_Opaque))
+    let child = Child::start(isolation, host)?;
+    Ok(HookFfi_TO::from_value(
+        IsolatedHook(Mutex::new(child)),
+        TD_Opaque,
+    ))
 }

@@ -280,6 +280,13 @@ impl Encoder {
         })
     }
 
+    pub fn direction(&mut self, direction: Direction) -> &mut Self {
+        self.u8(match direction {
+            Direction::Inbound => 0,
+            Direction::Outbound => 1,
+        })
+    }
+
     pub fn notice(&mut self, notice: Notice) -> &mut Self {
         self.u8(match notice {
             Notice::NewMail => 0,
