@@ -179,3 +179,22 @@ impl fmt::Debug for Host {
         f.write_str("Host")
     }
 }
+
+/// This machine's host name, as the host and every provider write it: in greetings and
+/// `HELO`, `Received:` and `Message-ID` fields, report senders and lease owners. One copy,
+/// so they never disagree; `localhost` when the system has none to give.
+pub fn hostname() -> String {
+    #[cfg(unix)]
+    {
+        let mut buffer = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+        let done = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+        let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+        if let (0, Ok(name)) = (done, std::str::from_utf8(&buffer[..end])) {
+            if !name.is_empty() {
+                return name.to_owned();
+            }
+        }
+    }
+    "localhost".into()
+}

@@ -112,7 +112,7 @@ impl Spooler {
             policy: profile.retry,
             max_in_flight: profile.max_in_flight,
             notices: notices_rx,
-            hostname: hostname(),
+            hostname: provider_abi::host::hostname(),
             inbound: inbound.clone(),
             watchers: watchers.clone(),
             quarantine: quarantine.clone(),
@@ -531,17 +531,5 @@ fn with_poll_interval(
     Instance {
         poll_interval: interval,
         ..instance
-    }
-}
-
-/// This machine's name, for reports.
-pub fn hostname() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
-    let done = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
-    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
-    match (done, std::str::from_utf8(&buffer[..end])) {
-        (0, Ok(name)) if !name.is_empty() => name.to_owned(),
-        _ => "localhost".into(),
     }
 }

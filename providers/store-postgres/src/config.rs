@@ -120,7 +120,7 @@ impl Config {
                 return Err(bad("host_name is empty".into()));
             }
             Some(host) => host,
-            None => machine_name(),
+            None => provider_abi::host::hostname(),
         };
         connection.application_name(&format!("spooler-host {host_name}"));
         connection.connect_timeout(Duration::from_secs(10));
@@ -156,16 +156,4 @@ fn describe(connection: &postgres::Config) -> String {
             .or(connection.get_user())
             .unwrap_or_default()
     )
-}
-
-/// The machine's host name, the default name of this host.
-fn machine_name() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its length, and gethostname NUL-terminates within it.
-    let done = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
-    let end = buffer.iter().position(|&b| b == 0).unwrap_or(0);
-    match std::str::from_utf8(&buffer[..end]) {
-        Ok(name) if done == 0 && !name.is_empty() => name.to_owned(),
-        _ => "localhost".into(),
-    }
 }

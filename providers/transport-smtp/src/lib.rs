@@ -170,9 +170,7 @@ impl SmtpTransport {
                 .map_err(bad)?,
             ),
         };
-        let helo = config
-            .helo
-            .unwrap_or_else(|| hostname().unwrap_or_else(|| "localhost".into()));
+        let helo = config.helo.unwrap_or_else(provider_abi::host::hostname);
         if let Some(bad_type) = config
             .address_types
             .iter()
@@ -600,14 +598,6 @@ fn describe(response: &Response) -> String {
         response.code(),
         response.message().collect::<Vec<_>>().join(" ")
     )
-}
-
-fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
 }
 
 fn library() -> Library {

@@ -70,7 +70,7 @@ pub fn start(
             hostname: config
                 .hostname
                 .clone()
-                .unwrap_or_else(crate::spooler::hostname),
+                .unwrap_or_else(provider_abi::host::hostname),
             config: config.clone(),
             tls,
             users,
@@ -102,7 +102,7 @@ pub fn start(
 pub fn serve_local(connection: UnixStream, control: &Control, max_message_size: usize) {
     let shared = Shared {
         config: ListenerConfig::local(),
-        hostname: crate::spooler::hostname(),
+        hostname: provider_abi::host::hostname(),
         tls: None,
         users: None,
         control: control.clone(),

@@ -61,7 +61,7 @@ fn deliver(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
         );
         return exit::DATA_ERROR;
     }
-    let host = crate::spooler::hostname();
+    let host = provider_abi::host::hostname();
     let sender = args
         .sender
         .clone()
