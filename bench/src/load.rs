@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use spooler_host::clients::client;
-use spooler_host::clients::protocol::{Request, Response, Submission};
+use spooler_host::cli::client;
+use spooler_host::protocol::{Request, Response, Submission};
 
 /// How many clients submit side by side.
 pub const SUBMITTERS: usize = 8;

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use spooler_host::clients::client;
-use spooler_host::clients::protocol::{Request, Response};
+use spooler_host::cli::client;
+use spooler_host::protocol::{Request, Response};
 use spooler_tests::{free_port, host_binary, real_server, Host, Postfix, Postgres, Site, SmtpSink};
 
 use finished::Finished;

@@ -23,6 +23,9 @@ pub enum ErrorKind {
     Panicked,
     /// The provider does not offer this operation.
     Unsupported,
+    /// Out of space: the disk or a quota is full. Worth trying again once space is freed;
+    /// the host treats it as temporary, and tells SMTP clients `452 4.3.1`.
+    Full,
 }
 
 /// The ABI-stable wrapper of [`ErrorKind`].
@@ -36,6 +39,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Configuration => "configuration error",
             ErrorKind::Panicked => "panicked",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Full => "out of space",
         })
     }
 }

@@ -9,13 +9,12 @@ use provider_abi::Timestamp;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clients::aliases::{Aliases, LocalNames};
-use crate::clients::control::{read_request, ReadError};
-use crate::clients::protocol::{
-    KindName, PriorityName, Request, Response, Submission, SubmittedRecipient,
-};
-use crate::clients::sendmail::{self, SubmitArgs};
-use crate::clients::submission::{envelope_and_content, Rules};
+use crate::cli::sendmail::{self, SubmitArgs};
+use crate::config::LocalNames;
+use crate::front::control::{read_request, ReadError};
+use crate::intake::aliases::Aliases;
+use crate::intake::checks::{envelope_and_content, Rules};
+use crate::protocol::{KindName, PriorityName, Request, Response, Submission, SubmittedRecipient};
 use crate::queue::reports::{self, ReportKind};
 
 #[global_allocator]
@@ -240,7 +239,7 @@ fn regression_a_bcc_field_after_a_carriage_return_is_removed() {
     sendmail_t(b"\rBcc:To:To:");
     let content = b"\rBcc: secret@example.org\r\nTo: ann@example.org\r\n\r\nbody\r\n".to_vec();
     assert_eq!(
-        crate::clients::submission::without_bcc_header(content),
+        crate::intake::checks::without_bcc_header(content),
         b"To: ann@example.org\r\n\r\nbody\r\n"
     );
 }

@@ -8,17 +8,18 @@ use clap::{Args, Parser, Subcommand};
 use provider_abi::ProviderKind;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use spooler_host::clients::client::{self, ClientError};
-use spooler_host::clients::display::{as_json, as_table};
-use spooler_host::clients::protocol::{Request, Response};
-use spooler_host::clients::sendmail::modes::{self, Print};
-use spooler_host::clients::sendmail::{self, exit, Mode};
+use spooler_host::base::paths;
+use spooler_host::cli::client::{self, ClientError};
+use spooler_host::cli::display::{as_json, as_table};
+use spooler_host::cli::sendmail::modes::{self, Print};
+use spooler_host::cli::sendmail::{self, exit, Mode};
 use spooler_host::config::Profile;
-use spooler_host::paths;
+use spooler_host::daemon::Spooler;
+use spooler_host::protocol::{Request, Response};
 use spooler_host::providers::isolation;
 use spooler_host::providers::isolation::child::{self, RunnerArgs};
 use spooler_host::providers::loader::{self, FileOutcome, ProviderFolder};
-use spooler_host::spooler::Spooler;
+use spooler_host::store::watchers::MailEventKind;
 
 #[derive(Parser)]
 #[command(
@@ -348,10 +349,9 @@ fn watch(place: &Place, json: bool) -> ExitCode {
                 serde_json::to_string(event).expect("events serialize")
             );
         } else {
-            let what = if event.event == "report" {
-                "report"
-            } else {
-                "new mail"
+            let what = match event.kind {
+                MailEventKind::Report => "report",
+                MailEventKind::NewMail => "new mail",
             };
             println!(
                 "{what} in {}: {} from {}: {}",

@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 
 use provider_abi::headers::{header, header_fields};
 use provider_abi::Timestamp;
-use spooler_host::clients::aliases::{Aliases, LocalNames};
-use spooler_host::clients::protocol::KindName;
-use spooler_host::clients::sendmail::{self, SubmitArgs};
-use spooler_host::clients::submission::{envelope_and_content, Rules};
+use spooler_host::cli::sendmail::{self, SubmitArgs};
+use spooler_host::config::LocalNames;
+use spooler_host::intake::aliases::Aliases;
+use spooler_host::intake::checks::envelope_and_content;
+use spooler_host::intake::Rules;
+use spooler_host::protocol::KindName;
 use spooler_host::queue::reports::{self, ReportKind};
 
 #[derive(serde::Deserialize)]

@@ -40,7 +40,7 @@
 //!
 //! aliases = "/etc/aliases"             # default: /etc/aliases if it exists; "" for none
 //!
-//! [[listener]]                         # an SMTP listener (see `clients::listener::settings`)
+//! [[listener]]                         # an SMTP listener (see `config::listener`)
 //! address = "127.0.0.1:2525"
 //! ```
 
@@ -50,14 +50,29 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::clients::aliases::LocalNames;
-use crate::clients::listener::settings::{ListenerConfig, RawListener};
-use crate::queue::policy::RetryPolicy;
+use crate::config::listener::{ListenerConfig, RawListener};
+use retry::RetryPolicy;
 
-mod units;
+pub mod listener;
+pub mod network;
+pub mod retry;
 
-use units::{duration, optional_duration, optional_size, size};
-pub use units::{parse_duration, parse_size};
+use crate::base::units::{duration, optional_duration, optional_size, size};
+
+/// What the profile says about local names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalNames {
+    /// The alias file, if any.
+    pub aliases: Option<PathBuf>,
+    /// The domain that qualifies a bare name for SMTP; none: bare names are `LOCAL`.
+    pub myorigin: Option<String>,
+    /// Whether `|command` and `/file` targets in aliases are passed on (as `PIPE:`/`FILE:`).
+    pub pipes_and_files: bool,
+}
+
+/// Crashes of one message against one instance before it is held, unless the profile says
+/// otherwise (`limits.quarantine_after`).
+pub const DEFAULT_QUARANTINE_AFTER: u32 = 3;
 
 /// One provider instance the profile opens.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,7 +260,7 @@ impl Default for RawLimits {
     fn default() -> Self {
         RawLimits {
             max_in_flight: 256,
-            quarantine_after: crate::providers::quarantine::DEFAULT_THRESHOLD,
+            quarantine_after: DEFAULT_QUARANTINE_AFTER,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
@@ -482,19 +497,6 @@ pub fn default_data_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_with_units() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_size("50M"), Ok(50 << 20));
-        assert_eq!(parse_size("512k"), Ok(512 << 10));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("5 parsecs").is_err());
-        assert_eq!(parse_duration("5d"), Ok(Duration::from_secs(5 * 86400)));
-        assert!(parse_duration("5 parsecs")
-            .unwrap_err()
-            .contains("expected a number and ms"));
-    }
 
     #[test]
     fn errors_name_the_file_and_the_key() {

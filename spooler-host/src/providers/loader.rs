@@ -43,7 +43,7 @@ impl LoadedLibrary {
 
 /// Why a file in the providers folder was not loaded.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Refusal {
+pub enum LibraryRefusal {
     /// The file or the folder could be changed by someone other than its owner.
     UnsafePermissions(String),
     /// The platform's loader could not load it as a shared library.
@@ -74,39 +74,39 @@ pub enum Refusal {
     },
 }
 
-impl fmt::Display for Refusal {
+impl fmt::Display for LibraryRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::UnsafePermissions(why) => write!(f, "unsafe permissions: {why}"),
-            Refusal::NotLoadable(cause) => write!(f, "not a loadable library: {cause}"),
-            Refusal::NoRootModule => f.write_str(
+            LibraryRefusal::UnsafePermissions(why) => write!(f, "unsafe permissions: {why}"),
+            LibraryRefusal::NotLoadable(cause) => write!(f, "not a loadable library: {cause}"),
+            LibraryRefusal::NoRootModule => f.write_str(
                 "a shared library, but not a spooler provider library: it does not export the \
                  provider-abi root module (build it with provider_abi::export_library!)",
             ),
-            Refusal::IncompatibleAbi { library } => write!(
+            LibraryRefusal::IncompatibleAbi { library } => write!(
                 f,
                 "incompatible ABI: the library was built against provider-abi {library}, this \
                  host uses provider-abi {ABI_VERSION}; rebuild it against provider-abi {}",
                 compatible_range()
             ),
-            Refusal::IncompatibleAbiStable(detail) => write!(
+            LibraryRefusal::IncompatibleAbiStable(detail) => write!(
                 f,
                 "incompatible ABI: the library was built with an abi_stable this host cannot \
                  load ({detail}); rebuild it against provider-abi {}",
                 compatible_range()
             ),
-            Refusal::LayoutMismatch(detail) => write!(
+            LibraryRefusal::LayoutMismatch(detail) => write!(
                 f,
                 "layout mismatch: the library's provider-abi types differ from this host's \
                  (provider-abi {ABI_VERSION}) although the versions agree; rebuild it against \
                  the published provider-abi. abi_stable says: {detail}"
             ),
-            Refusal::ConstructorPanicked(message) => f.write_str(message),
-            Refusal::ConstructorFailed(error) => {
+            LibraryRefusal::ConstructorPanicked(message) => f.write_str(message),
+            LibraryRefusal::ConstructorFailed(error) => {
                 write!(f, "the library's constructor failed: {error}")
             }
-            Refusal::BadManifest(why) => write!(f, "unusable manifest: {why}"),
-            Refusal::DuplicateProvider { name, first } => write!(
+            LibraryRefusal::BadManifest(why) => write!(f, "unusable manifest: {why}"),
+            LibraryRefusal::DuplicateProvider { name, first } => write!(
                 f,
                 "duplicate provider: `{name}` is already offered by {}; provider names must be \
                  unique, so remove one of the two libraries",
@@ -129,7 +129,7 @@ pub enum FileOutcome {
     /// Loaded; its providers are available.
     Loaded(LoadedLibrary),
     /// A library file that was not loaded, and why.
-    Refused(Refusal),
+    Refused(LibraryRefusal),
     /// Not a library file (another extension, or a folder); not looked at.
     Skipped(&'static str),
 }
@@ -228,7 +228,7 @@ pub fn load_folder(folder: &Path) -> Result<ProviderFolder, FolderError> {
 
 /// Loads one library file with the same checks as [`load_folder`] gives each file: the child
 /// process of an isolated instance loads its library this way.
-pub fn load_file(path: &Path) -> Result<LoadedLibrary, Refusal> {
+pub fn load_file(path: &Path) -> Result<LoadedLibrary, LibraryRefusal> {
     let folder = path.parent().unwrap_or(Path::new("."));
     check_permissions(folder, "the providers folder")
         .and_then(|()| check_permissions(path, "the file"))
@@ -245,11 +245,14 @@ const SKIPPED_EXTENSION: &str = "not a shared library (.so)";
 /// Refuses what others could change, like sshd's StrictModes: whoever can write a provider
 /// library or its folder can run code inside the spooler.
 #[cfg(unix)]
-fn check_permissions(path: &Path, what: &str) -> Result<(), Refusal> {
+fn check_permissions(path: &Path, what: &str) -> Result<(), LibraryRefusal> {
     use std::os::unix::fs::MetadataExt;
 
     let metadata = fs::metadata(path).map_err(|error| {
-        Refusal::UnsafePermissions(format!("cannot inspect {what} {}: {error}", path.display()))
+        LibraryRefusal::UnsafePermissions(format!(
+            "cannot inspect {what} {}: {error}",
+            path.display()
+        ))
     })?;
     let mode = metadata.mode() & 0o7777;
     let writers = match (mode & 0o020 != 0, mode & 0o002 != 0) {
@@ -259,7 +262,7 @@ fn check_permissions(path: &Path, what: &str) -> Result<(), Refusal> {
         (false, false) => None,
     };
     if let Some(writers) = writers {
-        return Err(Refusal::UnsafePermissions(format!(
+        return Err(LibraryRefusal::UnsafePermissions(format!(
             "{what} {} is writable by {writers} (mode {mode:o}); fix it with `chmod go-w {}`",
             path.display(),
             path.display()
@@ -268,7 +271,7 @@ fn check_permissions(path: &Path, what: &str) -> Result<(), Refusal> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let user = unsafe { libc::geteuid() };
     if metadata.uid() != user && metadata.uid() != 0 {
-        return Err(Refusal::UnsafePermissions(format!(
+        return Err(LibraryRefusal::UnsafePermissions(format!(
             "{what} {} belongs to uid {}, neither the spooler's user (uid {user}) nor root",
             path.display(),
             metadata.uid()
@@ -278,15 +281,15 @@ fn check_permissions(path: &Path, what: &str) -> Result<(), Refusal> {
 }
 
 #[cfg(not(unix))]
-fn check_permissions(_path: &Path, _what: &str) -> Result<(), Refusal> {
+fn check_permissions(_path: &Path, _what: &str) -> Result<(), LibraryRefusal> {
     Ok(())
 }
 
-fn load_library(path: &Path) -> Result<LoadedLibrary, Refusal> {
+fn load_library(path: &Path) -> Result<LoadedLibrary, LibraryRefusal> {
     // SAFETY: loading a library runs its initialisers; that is what dropping a file into the
     // providers folder asks for, and the permission check above limits who can do it.
     let library = unsafe { libloading::Library::new(path) }
-        .map_err(|error| Refusal::NotLoadable(error.to_string()))?;
+        .map_err(|error| LibraryRefusal::NotLoadable(error.to_string()))?;
     // Never unloaded; see the module documentation.
     let library: &'static libloading::Library = Box::leak(Box::new(library));
     // SAFETY: the symbol abi_stable exports is a `LibHeader` static, read as a reference to
@@ -296,7 +299,7 @@ fn load_library(path: &Path) -> Result<LoadedLibrary, Refusal> {
             .get::<AbiHeaderRef>(ROOT_MODULE_LOADER_NAME_WITH_NUL.as_bytes())
             .map(|symbol| *symbol)
     }
-    .map_err(|_| Refusal::NoRootModule)?;
+    .map_err(|_| LibraryRefusal::NoRootModule)?;
     let header = header.upgrade().map_err(classify)?;
     let root = match header.init_root_module::<ProviderLibraryRef>() {
         Err(LibraryError::AbiInstability(strict)) => init_older_library(header, strict)?,
@@ -305,8 +308,8 @@ fn load_library(path: &Path) -> Result<LoadedLibrary, Refusal> {
     let manifest = root.load()(host_log_sink())
         .into_result()
         .map_err(|error| match error.kind() {
-            ErrorKind::Panicked => Refusal::ConstructorPanicked(error.message().to_owned()),
-            _ => Refusal::ConstructorFailed(error),
+            ErrorKind::Panicked => LibraryRefusal::ConstructorPanicked(error.message().to_owned()),
+            _ => LibraryRefusal::ConstructorFailed(error),
         })?;
     check_manifest(&manifest)?;
     Ok(LoadedLibrary {
@@ -329,7 +332,7 @@ fn load_library(path: &Path) -> Result<LoadedLibrary, Refusal> {
 fn init_older_library(
     header: &'static abi_stable::library::LibHeader,
     strict: abi_stable::std_types::RBoxError,
-) -> Result<ProviderLibraryRef, Refusal> {
+) -> Result<ProviderLibraryRef, LibraryRefusal> {
     let strict = strict.to_string();
     let refusal = || layout_mismatch(&strict);
     let host = abi_stable::sabi_types::VersionNumber::new(
@@ -355,30 +358,30 @@ fn init_older_library(
         .map_err(classify)
 }
 
-fn classify(error: LibraryError) -> Refusal {
+fn classify(error: LibraryError) -> LibraryRefusal {
     match error {
         LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
-            Refusal::IncompatibleAbi {
+            LibraryRefusal::IncompatibleAbi {
                 library: actual_version.to_string(),
             }
         }
         LibraryError::InvalidAbiHeader(header) => {
-            Refusal::IncompatibleAbiStable(format!("its abi_stable header is {header:?}"))
+            LibraryRefusal::IncompatibleAbiStable(format!("its abi_stable header is {header:?}"))
         }
         LibraryError::AbiInstability(detail) => layout_mismatch(&detail.to_string()),
         LibraryError::RootModule {
             err: RootModuleError::Unwound,
             ..
-        } => Refusal::ConstructorPanicked("the root module constructor panicked".into()),
-        other => Refusal::BadManifest(first_lines(&other.to_string())),
+        } => LibraryRefusal::ConstructorPanicked("the root module constructor panicked".into()),
+        other => LibraryRefusal::BadManifest(first_lines(&other.to_string())),
     }
 }
 
 /// A layout mismatch named by the first lines of abi_stable's report; the whole report goes
 /// to the debug log (`RUST_LOG=debug`).
-fn layout_mismatch(report: &str) -> Refusal {
+fn layout_mismatch(report: &str) -> LibraryRefusal {
     log::debug!("abi_stable's whole layout report: {report}");
-    Refusal::LayoutMismatch(first_lines(report))
+    LibraryRefusal::LayoutMismatch(first_lines(report))
 }
 
 /// abi_stable's layout reports run to hundreds of lines; the first few say what differs.
@@ -395,27 +398,27 @@ fn first_lines(text: &str) -> String {
     summary
 }
 
-fn check_manifest(manifest: &Manifest) -> Result<(), Refusal> {
+fn check_manifest(manifest: &Manifest) -> Result<(), LibraryRefusal> {
     if manifest.providers.is_empty() {
-        return Err(Refusal::BadManifest(
+        return Err(LibraryRefusal::BadManifest(
             "the library offers no providers".into(),
         ));
     }
     for info in &manifest.providers {
         let name = info.name.as_str();
         if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(Refusal::BadManifest(format!(
+            return Err(LibraryRefusal::BadManifest(format!(
                 "provider name `{name}` must be non-empty and without spaces"
             )));
         }
         if info.kind.as_enum().is_err() {
-            return Err(Refusal::BadManifest(format!(
+            return Err(LibraryRefusal::BadManifest(format!(
                 "provider `{name}` is of a kind this host does not know; it was built against \
                  a newer provider-abi than this host's {ABI_VERSION}"
             )));
         }
         if let Some(bad) = info.address_types.iter().find(|t| !is_address_type(t)) {
-            return Err(Refusal::BadManifest(format!(
+            return Err(LibraryRefusal::BadManifest(format!(
                 "provider `{name}` claims `{bad}`, which is not an address type"
             )));
         }
@@ -426,7 +429,7 @@ fn check_manifest(manifest: &Manifest) -> Result<(), Refusal> {
             .count()
             > 1
         {
-            return Err(Refusal::BadManifest(format!(
+            return Err(LibraryRefusal::BadManifest(format!(
                 "the library offers two providers named `{name}`"
             )));
         }
@@ -438,14 +441,14 @@ fn check_manifest(manifest: &Manifest) -> Result<(), Refusal> {
 fn claim_names(
     library: LoadedLibrary,
     owners: &mut HashMap<String, PathBuf>,
-) -> Result<LoadedLibrary, Refusal> {
+) -> Result<LoadedLibrary, LibraryRefusal> {
     if let Some((name, first)) = library
         .manifest
         .providers
         .iter()
         .find_map(|info| Some((info.name.to_string(), owners.get(info.name.as_str())?)))
     {
-        return Err(Refusal::DuplicateProvider {
+        return Err(LibraryRefusal::DuplicateProvider {
             name,
             first: first.clone(),
         });

@@ -41,10 +41,6 @@ use std::sync::Once;
 use parking_lot::Mutex;
 use provider_abi::MessageId;
 
-/// Crashes of one message against one instance before it is held, unless the profile says
-/// otherwise (`limits.quarantine_after`).
-pub const DEFAULT_THRESHOLD: u32 = 3;
-
 /// The journal's slot size: its state, a message id, the instance name's length and the name.
 const SLOT: usize = 128;
 const NAME_ROOM: usize = SLOT - 10;

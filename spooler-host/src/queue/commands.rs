@@ -5,19 +5,19 @@
 use provider_abi::store::OUTBOX;
 use provider_abi::{MessageId, Notice, ProviderState, Timestamp};
 
-use super::{Command, QueueManager, SHUTDOWN_GRACE};
+use super::{QueueCommand, QueueManager, SHUTDOWN_GRACE};
 use crate::inbound::InboundCommand;
 use crate::providers::host_services::ProviderNotice;
 
 impl QueueManager {
-    pub(super) fn command(&mut self, command: Command) {
+    pub(super) fn command(&mut self, command: QueueCommand) {
         match command {
-            Command::Wake => self.look_at_queue = true,
-            Command::Flush(transport) => self.flush(transport.as_deref()),
-            Command::Hold(id, reply) => {
+            QueueCommand::Wake => self.look_at_queue = true,
+            QueueCommand::Flush(transport) => self.flush(transport.as_deref()),
+            QueueCommand::Hold(id, reply) => {
                 reply.send(self.hold(id, true)).ok();
             }
-            Command::Release(id, reply) => {
+            QueueCommand::Release(id, reply) => {
                 self.look_at_queue = true;
                 let released = self.hold(id, false);
                 if released.is_ok() && self.quarantine.forget(id) {
@@ -25,15 +25,15 @@ impl QueueManager {
                 }
                 reply.send(released).ok();
             }
-            Command::Delete(id, reply) => {
+            QueueCommand::Delete(id, reply) => {
                 reply.send(self.delete(id)).ok();
             }
-            Command::Registry(registry) => {
+            QueueCommand::NewRoutes(routes) => {
                 log::info!("routing through the reloaded profile from now on");
-                self.registry = registry;
+                self.routes = routes;
                 self.look_at_queue = true;
             }
-            Command::Shutdown(done) => {
+            QueueCommand::Shutdown(done) => {
                 log::info!(
                     "shutting down: taking no new work, finishing {} message(s) under way",
                     self.flights.len()

@@ -4,7 +4,7 @@
 use provider_abi::Timestamp;
 
 use super::{QueueManager, Stage, MAX_SLEEP, STORE_RETRY};
-use crate::clients::watchers::MailEvent;
+use crate::store::watchers::MailEvent;
 
 impl QueueManager {
     /// Stores the pending commit. False if the store failed; the commit stays pending.

@@ -85,8 +85,8 @@ impl QueueManager {
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
-        let registry = Arc::clone(&flight.registry);
-        let Some(hook) = registry.hooks.get(position) else {
+        let routes = Arc::clone(&flight.routes);
+        let Some(hook) = routes.hooks.get(position) else {
             let folder = if flight.envelope.delete_after_submission {
                 None
             } else {
@@ -162,7 +162,7 @@ impl QueueManager {
         else {
             unreachable!("checked above");
         };
-        let name = flight.registry.hooks[position].name.clone();
+        let name = flight.routes.hooks[position].name.clone();
         let next = match result {
             Ok(HookAction::Leave) => Some(folder),
             Ok(HookAction::MoveTo { folder }) => Some(Some(folder.into_string())),

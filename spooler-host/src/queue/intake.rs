@@ -49,10 +49,10 @@ impl QueueManager {
         let chain = if envelope.preprocessed || expired {
             Vec::new()
         } else {
-            self.registry.preprocessors_for(&envelope.recipients)
+            self.routes.preprocessors_for(&envelope.recipients)
         };
         let flight = Flight {
-            registry: Arc::clone(&self.registry),
+            routes: Arc::clone(&self.routes),
             message: Arc::new(message),
             envelope,
             stage: Stage::Delivering { outstanding: 0 },

@@ -36,34 +36,34 @@ use provider_abi::{
     HookAction, MessageId, Preprocessed, ProviderError, RecipientOutcome, StoredMessage, Timestamp,
 };
 
-use crate::clients::watchers::Watchers;
 use crate::inbound::InboundCommand;
 use crate::providers::host_services::ProviderNotice;
 use crate::providers::quarantine::Quarantine;
-use crate::providers::registry::Registry;
+use crate::providers::routing_table::RoutingTable;
 use crate::providers::status::StatusTable;
 use crate::queue::policy::{Jitter, RetryPolicy};
 use crate::store::outage::Outage;
 use crate::store::thread::{Commit, StoreClient};
+use crate::store::watchers::Watchers;
 
 /// The answer to an operator's command about one message.
-pub type Reply = Sender<Result<(), String>>;
+pub type QueueReply = Sender<Result<(), String>>;
 
 /// What clients and the host ask of the queue manager.
 #[derive(Clone)]
-pub enum Command {
+pub enum QueueCommand {
     /// New mail was submitted: look at the queue now.
     Wake,
     /// Try every pending recipient now (of one transport, if named).
     Flush(Option<String>),
     /// Keep a queued message from being sent until it is released.
-    Hold(MessageId, Reply),
+    Hold(MessageId, QueueReply),
     /// Let a held message go, now.
-    Release(MessageId, Reply),
+    Release(MessageId, QueueReply),
     /// Delete a message (from any folder) for good.
-    Delete(MessageId, Reply),
+    Delete(MessageId, QueueReply),
     /// Route new work through this table from now on (the profile was reloaded).
-    Registry(Arc<Registry>),
+    NewRoutes(Arc<RoutingTable>),
     /// Take no new work, let the passes under way finish (or put them back), store
     /// everything, then answer and stop.
     Shutdown(Sender<()>),
@@ -111,7 +111,7 @@ enum Stage {
 /// A message the queue manager holds: locked in the store, being worked on.
 struct Flight {
     /// The routing table it started with; a reload (SIGHUP) affects only later messages.
-    registry: Arc<Registry>,
+    routes: Arc<RoutingTable>,
     /// The message as providers see it (content and envelope), shared with their workers.
     message: Arc<StoredMessage>,
     /// The working copy of the envelope, with the statuses of this pass.
@@ -126,7 +126,7 @@ pub struct Setup {
     /// The store thread.
     pub store: StoreClient,
     /// Transports, preprocessors and hooks.
-    pub registry: Arc<Registry>,
+    pub routes: Arc<RoutingTable>,
     /// The status table.
     pub status: StatusTable,
     /// The retry policy.
@@ -148,13 +148,13 @@ pub struct Setup {
 /// The queue manager thread.
 pub struct QueueManager {
     store: StoreClient,
-    registry: Arc<Registry>,
+    routes: Arc<RoutingTable>,
     status: StatusTable,
     policy: RetryPolicy,
     max_in_flight: usize,
     hostname: String,
     events: (Sender<Event>, Receiver<Event>),
-    commands: Receiver<Command>,
+    commands: Receiver<QueueCommand>,
     notices: Receiver<ProviderNotice>,
     flights: HashMap<MessageId, Flight>,
     pending: Commit,
@@ -181,17 +181,17 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 
 impl QueueManager {
     /// Starts the queue manager thread; commands reach it through the returned sender.
-    pub fn start(setup: Setup) -> (Sender<Command>, std::thread::JoinHandle<()>) {
+    pub fn start(setup: Setup) -> (Sender<QueueCommand>, std::thread::JoinHandle<()>) {
         let (commands_tx, commands) = bounded(1024);
         // Room for an answer from every worker for every message in memory, so a worker
         // never waits on the queue manager while it waits on the worker.
-        let workers = setup.registry.transports.len()
-            + setup.registry.preprocessors.len()
-            + setup.registry.hooks.len();
+        let workers = setup.routes.transports.len()
+            + setup.routes.preprocessors.len()
+            + setup.routes.hooks.len();
         let events = bounded(setup.max_in_flight * (workers + 1) + 64);
         let manager = QueueManager {
             store: setup.store,
-            registry: setup.registry,
+            routes: setup.routes,
             status: setup.status,
             policy: setup.policy,
             max_in_flight: setup.max_in_flight,

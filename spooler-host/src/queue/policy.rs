@@ -1,34 +1,11 @@
-//! Queue policy: when a deferred recipient is tried again, and when it expires.
+//! Queue policy: when a deferred recipient is tried again, and when it expires, under the
+//! profile's [`RetryPolicy`].
 
 use std::time::Duration;
 
 use provider_abi::{Envelope, Timestamp};
 
-/// Exponential backoff with jitter between a minimum and a maximum delay, and a maximum
-/// time in the queue.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
-    /// The delay after the first deferral.
-    pub min_delay: Duration,
-    /// The longest delay between two attempts.
-    pub max_delay: Duration,
-    /// How long a message may wait in the queue before its pending recipients fail.
-    pub max_lifetime: Duration,
-    /// After this long in the queue the sender gets one delay warning, if set.
-    pub delay_warning: Option<Duration>,
-}
-
-impl Default for RetryPolicy {
-    /// Postfix's defaults, near enough: 5 minutes, doubling up to 1 hour, 5 days.
-    fn default() -> Self {
-        RetryPolicy {
-            min_delay: Duration::from_secs(300),
-            max_delay: Duration::from_secs(3600),
-            max_lifetime: Duration::from_secs(5 * 86400),
-            delay_warning: None,
-        }
-    }
-}
+pub use crate::config::retry::RetryPolicy;
 
 impl RetryPolicy {
     /// The delay before attempt `attempts + 1`, after `attempts` attempts: the minimum

@@ -18,7 +18,7 @@ impl QueueManager {
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
-        let preprocessor = &flight.registry.preprocessors[chain[position]];
+        let preprocessor = &flight.routes.preprocessors[chain[position]];
         let name = preprocessor.name.clone();
         flight.stage = Stage::Preprocessing { chain, position };
         let message = Arc::clone(&flight.message);
@@ -70,7 +70,7 @@ impl QueueManager {
         else {
             unreachable!("checked above");
         };
-        let name = flight.registry.preprocessors[chain[position]].name.clone();
+        let name = flight.routes.preprocessors[chain[position]].name.clone();
         match result {
             Ok(Preprocessed::Accept(changes)) => {
                 let envelope = &mut flight.envelope;

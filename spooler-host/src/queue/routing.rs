@@ -80,19 +80,19 @@ impl QueueManager {
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
-        let registry = Arc::clone(&flight.registry);
+        let routes = Arc::clone(&flight.routes);
         let expiry = self.policy.expiry(&flight.envelope);
         let mut jobs: HashMap<usize, Vec<usize>> = HashMap::new();
         for index in indices {
             let recipient = &mut flight.envelope.recipients[index];
-            let claimants = registry.claimants(recipient.address.address_type());
+            let claimants = routes.claimants(recipient.address.address_type());
             let position = flight.next_claimant.get(&index).copied().unwrap_or(0);
             match claimants.get(position) {
                 Some(&transport) => {
-                    let name = &registry.transports[transport].name;
+                    let name = &routes.transports[transport].name;
                     // Only an offline (or missing) transport parks its recipients; a faulted
                     // one still gets the job, so its worker can reopen it.
-                    if registry.transports[transport].worker.is_none()
+                    if routes.transports[transport].worker.is_none()
                         || self.status.state(name) == ProviderState::Offline
                     {
                         wait_for(
@@ -107,8 +107,8 @@ impl QueueManager {
                         jobs.entry(transport).or_default().push(index);
                     }
                 }
-                None if position == 0 && !registry.missing_transports().is_empty() => {
-                    let missing = registry.missing_transports().join(", ");
+                None if position == 0 && !routes.missing_transports().is_empty() => {
+                    let missing = routes.missing_transports().join(", ");
                     let reason = format!(
                         "no running transport claims address type {}; waiting for {missing}, which could not be started",
                         recipient.address.address_type()
@@ -141,7 +141,7 @@ impl QueueManager {
         let events = self.events.0.clone();
         let mut unqueued = Vec::new();
         for (transport, indices) in jobs {
-            let instance = &registry.transports[transport];
+            let instance = &routes.transports[transport];
             let message = Arc::clone(&flight.message);
             // To and Cc recipients go in one call; each Bcc recipient in a call of its own,
             // so no transport ever puts a Bcc recipient next to the others.
@@ -213,7 +213,7 @@ impl QueueManager {
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
-        let name = flight.registry.transports[transport].name.clone();
+        let name = flight.routes.transports[transport].name.clone();
         let expiry = self.policy.expiry(&flight.envelope);
         let mut reroute = Vec::new();
         for (index, answer) in answers {

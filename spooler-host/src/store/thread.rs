@@ -144,15 +144,15 @@ fn part_of(receipt: &mut CommitReceipt, commit: &Commit) -> CommitReceipt {
 
 /// What is done with a commit's result, on the store thread (see
 /// [`StoreClient::commit_then`]).
-type Reply = Box<dyn FnOnce(Result<CommitReceipt, ProviderError>) + Send>;
+type CommitCallback = Box<dyn FnOnce(Result<CommitReceipt, ProviderError>) + Send>;
 
 /// A handle to the store thread, cheap to clone.
 #[derive(Clone)]
 pub struct StoreClient {
     store: Worker<StoreObject>,
     /// Commits waiting for the next group commit.
-    commits: Sender<(Commit, Reply)>,
-    waiting: Receiver<(Commit, Reply)>,
+    commits: Sender<(Commit, CommitCallback)>,
+    waiting: Receiver<(Commit, CommitCallback)>,
     /// Whether a job that collects the waiting commits is queued on the store thread and has
     /// not started yet: a commit arriving meanwhile is taken by it.
     collection_queued: Arc<AtomicBool>,
@@ -331,7 +331,7 @@ fn gone() -> ProviderError {
 
 /// A job that collects the waiting commits on the store thread.
 struct Collection {
-    waiting: Receiver<(Commit, Reply)>,
+    waiting: Receiver<(Commit, CommitCallback)>,
     queued: Arc<AtomicBool>,
     /// Whether it ran to its end.
     done: bool,
@@ -354,7 +354,7 @@ impl Drop for Collection {
 /// answers each with the fault that keeps the store closed.
 fn commit_waiting(
     store: Result<&mut StoreObject, &ProviderError>,
-    waiting: &Receiver<(Commit, Reply)>,
+    waiting: &Receiver<(Commit, CommitCallback)>,
 ) -> Health {
     let store = match store {
         Ok(store) => store,
@@ -366,7 +366,7 @@ fn commit_waiting(
         }
     };
     loop {
-        let group: Vec<(Commit, Reply)> = waiting.try_iter().take(MAX_GROUP).collect();
+        let group: Vec<(Commit, CommitCallback)> = waiting.try_iter().take(MAX_GROUP).collect();
         if group.is_empty() {
             return Health::Fine;
         }
@@ -381,7 +381,7 @@ fn commit_waiting(
 /// so that its worker reopens it.
 fn commit_group(
     store: &mut StoreObject,
-    commits: Vec<(Commit, Reply)>,
+    commits: Vec<(Commit, CommitCallback)>,
 ) -> Result<(), ProviderError> {
     let all: Vec<&Commit> = commits.iter().map(|(commit, _)| commit).collect();
     let results: Vec<Result<CommitReceipt, ProviderError>> = match commit_together(store, &all) {

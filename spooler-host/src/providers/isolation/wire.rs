@@ -213,6 +213,7 @@ impl Encoder {
             ErrorKind::Configuration => 2,
             ErrorKind::Panicked => 3,
             ErrorKind::Unsupported => 4,
+            ErrorKind::Full => 5,
             _ => 0,
         };
         self.u8(kind).str(error.message())
@@ -471,6 +472,7 @@ impl<'a> Decoder<'a> {
             2 => ErrorKind::Configuration,
             3 => ErrorKind::Panicked,
             4 => ErrorKind::Unsupported,
+            5 => ErrorKind::Full,
             _ => ErrorKind::Temporary,
         };
         Ok(ProviderError::new(kind, self.str()?))

@@ -13,12 +13,14 @@ use mail_builder::headers::HeaderType;
 use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
 use provider_abi::headers::{field_spans, header, header_block_len, mailboxes};
+
+use crate::base::mail::rfc5322_date;
 use provider_abi::store::INBOX;
 use provider_abi::{
     Address, DeliveryState, Envelope, Recipient, RecipientKind, RecipientStatus, Timestamp,
 };
 
-use crate::clients::submission::ORIGINAL_RECIPIENT;
+use crate::base::properties::{ORIGINAL_RECIPIENT, RETURN};
 
 /// What a report says about its recipients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,11 +184,6 @@ pub fn build(
     envelope.is_report = true;
     (envelope, content)
 }
-
-/// The envelope property that says what a failure report returns of the message: `FULL`
-/// (the whole message) or `HDRS` (its headers, also without the property), as SMTP's `RET`
-/// (RFC 3461) and `sendmail -R` ask.
-pub const RETURN: &str = "dsn.ret";
 
 /// The report's third part: the whole original (`message/rfc822`) in a failure report when
 /// the sender asked for it (RET=FULL), else its headers (`text/rfc822-headers`). The stored
@@ -467,11 +464,6 @@ fn diagnostic_code(diagnostic: &str) -> String {
         }
         _ => format!("x-spooler; {one_line}"),
     }
-}
-
-/// An RFC 5322 date in UTC, e.g. `Mon, 23 Nov 2026 18:21:42 +0000`.
-pub fn rfc5322_date(time: Timestamp) -> String {
-    Date::new(time.0.div_euclid(1000)).to_rfc822()
 }
 
 #[cfg(test)]

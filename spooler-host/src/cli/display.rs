@@ -1,0 +1,164 @@
+//! How the command line shows the host's answers: as tables for people, or as JSON lines
+//! for scripts.
+
+use provider_abi::Timestamp;
+
+use crate::protocol::{MessageView, Response};
+
+/// JSON for scripts: one object per message for listings, one object otherwise.
+pub fn as_json(response: &Response) -> String {
+    let line = |value: &dyn erased::Json| format!("{}\n", value.json());
+    match response {
+        Response::Messages { messages, .. } => messages.iter().map(|m| line(m)).collect(),
+        Response::Message(message) => line(message),
+        Response::Folders { folders } => folders.iter().map(|f| line(f)).collect(),
+        Response::Status { providers, .. } => providers.iter().map(|p| line(p)).collect(),
+        Response::Submitted { id } => format!("{}\n", serde_json::json!({ "id": id })),
+        Response::Event(event) => line(event),
+        Response::Verified { verdicts } => verdicts.iter().map(|v| line(v)).collect(),
+        Response::AliasesRead { aliases, problems } => format!(
+            "{}\n",
+            serde_json::json!({ "aliases": aliases, "problems": problems })
+        ),
+        Response::Done | Response::Watching | Response::Error { .. } => String::new(),
+    }
+}
+
+mod erased {
+    /// Serializes any of the views to one JSON line.
+    pub trait Json {
+        fn json(&self) -> String;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).expect("views serialize")
+        }
+    }
+}
+
+/// The table a person reads: one block per message, one line per provider or folder.
+pub fn as_table(response: &Response) -> String {
+    match response {
+        Response::Messages { messages, .. } if messages.is_empty() => "(no messages)\n".into(),
+        Response::Messages { messages, .. } => messages.iter().map(message_lines).collect(),
+        Response::Message(message) => {
+            message_lines(message)
+                + &message
+                    .content
+                    .clone()
+                    .map(|c| format!("\n{c}"))
+                    .unwrap_or_default()
+        }
+        Response::Folders { folders } => folders
+            .iter()
+            .map(|f| format!("{:>6}  {}\n", f.messages, f.name))
+            .collect(),
+        Response::Status {
+            providers,
+            outbox,
+            quarantined,
+            hosts,
+        } => providers
+            .iter()
+            .map(|p| {
+                let queued = p
+                    .queued
+                    .map(|n| format!("  {n} queued"))
+                    .unwrap_or_default();
+                let text = if p.text.is_empty() {
+                    String::new()
+                } else {
+                    format!("  {}", p.text)
+                };
+                let isolated = p.isolated.as_ref().map_or(String::new(), |processes| {
+                    let pids: Vec<String> = processes.pids.iter().map(u32::to_string).collect();
+                    let fault = processes
+                        .last_fault
+                        .as_ref()
+                        .map(|fault| format!("; last fault: {fault}"))
+                        .unwrap_or_default();
+                    format!(
+                        "\n{:<20} isolated: pid {}, {} restart(s){fault}",
+                        "",
+                        if pids.is_empty() { "-".into() } else { pids.join(",") },
+                        processes.restarts
+                    )
+                });
+                format!(
+                    "{:<20} {:<12} {:<20} {}{queued}{text}{isolated}\n",
+                    p.name, p.kind, p.provider, p.state
+                )
+            })
+            .chain(std::iter::once(format!("Outbox: {outbox} message(s)\n")))
+            .chain((*quarantined > 0).then(|| {
+                format!("Quarantined: {quarantined} message(s) suspected of crashing a provider (`queue` shows them, `release ID` lets one go)\n")
+            }))
+            .chain(hosts.iter().map(|h| {
+                format!(
+                    "Host {:<15} {:<6} seen {}s ago  {} lease(s)\n",
+                    h.name,
+                    if h.alive { "alive" } else { "gone" },
+                    h.seen_seconds_ago,
+                    h.leases
+                )
+            }))
+            .collect(),
+        Response::Submitted { id } => format!("{id}\n"),
+        Response::Verified { verdicts } => verdicts
+            .iter()
+            .map(|v| {
+                let verdict = if v.deliverable {
+                    "deliverable"
+                } else {
+                    "undeliverable"
+                };
+                format!("{}... {verdict}: {}\n", v.given, v.detail)
+            })
+            .collect(),
+        Response::AliasesRead { aliases, problems } => problems
+            .iter()
+            .map(|problem| format!("{problem}\n"))
+            .chain(std::iter::once(format!("{aliases} alias(es)\n")))
+            .collect(),
+        Response::Done => "done\n".into(),
+        Response::Watching => String::new(),
+        Response::Event(event) => format!(
+            "{} in {}: {} from {}: {}\n",
+            event.kind.as_str(), event.folder, event.id, event.sender, event.subject
+        ),
+        Response::Error { message, .. } => format!("error: {message}\n"),
+    }
+}
+
+/// A message's line (id, size, age, sender, subject) and one line per recipient.
+fn message_lines(message: &MessageView) -> String {
+    let age = Timestamp::now()
+        .since(Timestamp(message.submitted_at))
+        .as_secs();
+    let mut out = format!(
+        "{}  {:>8}  {:>6}s  {}{}  {}\n",
+        message.id,
+        message.size,
+        age,
+        message.sender,
+        match (&message.held_because, message.held) {
+            (Some(why), _) => format!(" (held: {why})"),
+            (None, true) => " (held)".into(),
+            (None, false) => String::new(),
+        },
+        message.subject
+    );
+    for recipient in &message.recipients {
+        out += &format!(
+            "    {:<40} {:<4} {:<9} {:<3} {} {}\n",
+            recipient.address,
+            format!("{:?}", recipient.kind).to_lowercase(),
+            recipient.state,
+            recipient.attempts,
+            recipient.transport.as_deref().unwrap_or("-"),
+            recipient.last_answer
+        );
+    }
+    out
+}

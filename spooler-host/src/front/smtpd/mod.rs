@@ -1,0 +1,111 @@
+//! The SMTP listener: applications that speak SMTP hand mail to the spooler, which puts it
+//! into the Outbox exactly as `submit` does (the same checks, size limit, exactly-once key
+//! and group commit, through [`Intake`]).
+//!
+//! Each `[[listener]]` of the profile gets an event loop on a thread of its own (`reactor`)
+//! that serves its clear-text sessions, at most `max_sessions` at once (beyond them a client
+//! is answered `421` and closed); encrypted sessions move to a thread each (`threaded`).
+//! `command` reads the command lines, `session` is one session's state machine, `message` reads DATA and adds
+//! the trace fields, `dsn` maps DSN parameters, `auth` checks users, `tls` serves TLS.
+
+mod auth;
+mod command;
+mod dsn;
+mod message;
+mod reactor;
+mod session;
+mod threaded;
+mod tls;
+
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+
+use crate::config::listener::ListenerConfig;
+use crate::intake::Intake;
+use reactor::Reactor;
+use session::Session;
+use tls::Stream;
+
+/// What every session of one listener shares.
+pub struct Shared {
+    config: ListenerConfig,
+    /// The name in the greeting and in `Received:` fields.
+    hostname: String,
+    tls: Option<Arc<ServerConfig>>,
+    users: Option<auth::Users>,
+    intake: Intake,
+}
+
+/// Opens every configured listener and serves it on threads of its own. Fails, naming the
+/// listener, if an address cannot be had or a TLS or users file cannot be read.
+pub fn start(listeners: &[ListenerConfig], intake: &Intake) -> Result<(), String> {
+    let mut opened = Vec::new();
+    for config in listeners {
+        let socket = TcpListener::bind(config.address)
+            .map_err(|e| format!("listener {}: cannot listen there: {e}", config.address))?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|(certificate, key)| tls::server_config(certificate, key))
+            .transpose()
+            .map_err(|why| format!("listener {}: {why}", config.address))?;
+        let users = config
+            .users_file
+            .as_deref()
+            .map(auth::Users::load)
+            .transpose()
+            .map_err(|why| format!("listener {}: {why}", config.address))?;
+        let shared = Shared {
+            hostname: config
+                .hostname
+                .clone()
+                .unwrap_or_else(provider_abi::host::hostname),
+            config: config.clone(),
+            tls,
+            users,
+            intake: intake.clone(),
+        };
+        opened.push((socket, Arc::new(shared)));
+    }
+    for (socket, shared) in opened {
+        log::info!(
+            "SMTP listener on {} ({} sessions at most)",
+            shared.config.address,
+            shared.config.max_sessions
+        );
+        let address = shared.config.address;
+        let reactor = Reactor::new(socket, shared)
+            .map_err(|e| format!("listener {address}: cannot watch its socket: {e}"))?;
+        std::thread::Builder::new()
+            .name("smtp listener".into())
+            .spawn(move || reactor.run())
+            .map_err(|e| format!("cannot start a thread for a listener: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Serves `sendmail -bs` on a connection to the host's socket: the listener's SMTP session,
+/// with no TLS (the connection never leaves the machine) and no users file, answering as
+/// to a client on the loopback address.
+pub fn serve_local(connection: UnixStream, intake: &Intake) {
+    let shared = Shared {
+        config: ListenerConfig::local(),
+        hostname: provider_abi::host::hostname(),
+        tls: None,
+        users: None,
+        intake: intake.clone(),
+    };
+    let timeout = Some(shared.config.command_timeout);
+    if let Err(error) = connection
+        .set_read_timeout(timeout)
+        .and_then(|()| connection.set_write_timeout(timeout))
+    {
+        return log::warn!("sendmail -bs: {error}");
+    }
+    let mut session = Session::new(Arc::new(shared), IpAddr::V4(Ipv4Addr::LOCALHOST), false);
+    session.greet();
+    threaded::serve(session, Stream::Local(connection));
+}

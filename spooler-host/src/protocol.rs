@@ -1,0 +1,534 @@
+//! The control protocol between `spooler-host` clients and a running host: one JSON request
+//! per line, one JSON response per line; a submission's content follows its request line
+//! as exactly `content_length` raw bytes.
+
+use serde::{Deserialize, Serialize};
+
+use provider_abi::store::{FolderInfo, MessageSummary};
+use provider_abi::{DeliveryState, Envelope, Priority, RecipientKind, StoredMessage};
+
+use crate::providers::status::StatusRow;
+
+/// A client's request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// Submit a message; its content follows the request line.
+    Submit(Submission),
+    /// One message with its recipient statuses (and content, if asked).
+    Show {
+        /// Its id.
+        id: String,
+        /// Include the content.
+        #[serde(default)]
+        content: bool,
+    },
+    /// One page of the messages of a folder, oldest first.
+    List {
+        /// The folder.
+        folder: String,
+        /// Start after this message id (the `next` of the previous page).
+        #[serde(default)]
+        after: Option<String>,
+        /// At most this many messages (the host caps it).
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// The folders with their counts.
+    Folders,
+    /// One page of the Outbox, like mailq.
+    Queue {
+        /// Start after this message id (the `next` of the previous page).
+        #[serde(default)]
+        after: Option<String>,
+        /// At most this many messages (the host caps it).
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// Try pending recipients now (of one transport, if named).
+    Flush {
+        /// The transport instance.
+        transport: Option<String>,
+    },
+    /// The status table, with each transport's queued recipients.
+    Status,
+    /// Keep a queued message from being sent until released.
+    Hold {
+        /// Its id.
+        id: String,
+    },
+    /// Let a held message go.
+    Release {
+        /// Its id.
+        id: String,
+    },
+    /// Delete a message for good.
+    Delete {
+        /// Its id.
+        id: String,
+    },
+    /// Stream an event for every inbound message and report the store commits.
+    Watch,
+    /// What these addresses would become and who would deliver them (`sendmail -bv`);
+    /// nothing is sent.
+    Verify {
+        /// The addresses, as `submit` takes them (bare local names too).
+        addresses: Vec<String>,
+    },
+    /// Read the alias file again (`sendmail -bi`, `newaliases`).
+    ReloadAliases,
+    /// An SMTP session follows on this connection (`sendmail -bs`): the host's next line is
+    /// its greeting. The client sends nothing more until it has read the greeting.
+    Smtp,
+}
+
+/// A message to submit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Submission {
+    /// The sender, `TYPE:address` or a bare SMTP address.
+    pub sender: String,
+    /// The recipients.
+    pub recipients: Vec<SubmittedRecipient>,
+    /// Ask for a delivery report.
+    #[serde(default)]
+    pub delivery_report: bool,
+    /// Do not send non-delivery reports.
+    #[serde(default)]
+    pub no_non_delivery_report: bool,
+    /// Queue priority.
+    #[serde(default)]
+    pub priority: PriorityName,
+    /// Not before this time (milliseconds since the epoch).
+    #[serde(default)]
+    pub deferred_until: Option<i64>,
+    /// Fail what is still pending at this time (milliseconds since the epoch).
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Delete the message when done instead of keeping it in Sent Items.
+    #[serde(default)]
+    pub delete_after_submission: bool,
+    /// A non-delivery report carries the whole message, not only its headers (`-R full`,
+    /// SMTP's `RET=FULL`).
+    #[serde(default)]
+    pub return_full: bool,
+    /// The length of the content that follows the request line.
+    pub content_length: usize,
+}
+
+impl Submission {
+    /// A submission from `sender` to `recipients` (all To) of `content_length` bytes, with
+    /// every option at its default.
+    pub fn new(
+        sender: &str,
+        recipients: impl IntoIterator<Item = String>,
+        content_length: usize,
+    ) -> Submission {
+        Submission {
+            sender: sender.to_owned(),
+            recipients: recipients
+                .into_iter()
+                .map(|address| SubmittedRecipient {
+                    address,
+                    kind: KindName::To,
+                })
+                .collect(),
+            delivery_report: false,
+            no_non_delivery_report: false,
+            priority: PriorityName::Normal,
+            deferred_until: None,
+            expires_at: None,
+            delete_after_submission: false,
+            return_full: false,
+            content_length,
+        }
+    }
+}
+
+/// A recipient of a submission.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SubmittedRecipient {
+    /// `TYPE:address` or a bare SMTP address.
+    pub address: String,
+    /// to, cc or bcc.
+    #[serde(default)]
+    pub kind: KindName,
+}
+
+/// Recipient kinds as the protocol writes them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KindName {
+    /// To.
+    #[default]
+    To,
+    /// Cc.
+    Cc,
+    /// Bcc.
+    Bcc,
+}
+
+impl From<KindName> for RecipientKind {
+    fn from(kind: KindName) -> Self {
+        match kind {
+            KindName::To => RecipientKind::To,
+            KindName::Cc => RecipientKind::Cc,
+            KindName::Bcc => RecipientKind::Bcc,
+        }
+    }
+}
+
+impl From<RecipientKind> for KindName {
+    fn from(kind: RecipientKind) -> Self {
+        match kind {
+            RecipientKind::To => KindName::To,
+            RecipientKind::Cc => KindName::Cc,
+            RecipientKind::Bcc => KindName::Bcc,
+        }
+    }
+}
+
+/// Priorities as the protocol writes them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PriorityName {
+    /// Low.
+    Low,
+    /// Normal.
+    #[default]
+    Normal,
+    /// High.
+    High,
+}
+
+impl From<PriorityName> for Priority {
+    fn from(priority: PriorityName) -> Self {
+        match priority {
+            PriorityName::Low => Priority::Low,
+            PriorityName::Normal => Priority::Normal,
+            PriorityName::High => Priority::High,
+        }
+    }
+}
+
+/// The host's answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// The message is durably queued.
+    Submitted {
+        /// Its queue id.
+        id: String,
+    },
+    /// One message.
+    Message(MessageView),
+    /// One page of messages.
+    Messages {
+        /// The messages.
+        messages: Vec<MessageView>,
+        /// The cursor for the next page (`after`), if there may be more.
+        #[serde(default)]
+        next: Option<String>,
+    },
+    /// The folders.
+    Folders {
+        /// The folders.
+        folders: Vec<FolderView>,
+    },
+    /// The status table.
+    Status {
+        /// Its rows.
+        providers: Vec<StatusView>,
+        /// How many messages are in the Outbox.
+        #[serde(default)]
+        outbox: u64,
+        /// How many messages are held as suspected of crashing a provider.
+        #[serde(default)]
+        quarantined: u64,
+        /// The hosts sharing the store (empty when the store serves this host alone).
+        #[serde(default)]
+        hosts: Vec<HostView>,
+    },
+    /// What each verified address becomes, one line per address it expands to.
+    Verified {
+        /// The verdicts.
+        verdicts: Vec<Verdict>,
+    },
+    /// The alias file was read again.
+    AliasesRead {
+        /// How many aliases it has.
+        aliases: usize,
+        /// The lines it ignored, each naming the file and line.
+        problems: Vec<String>,
+    },
+    /// Done, nothing to say.
+    Done,
+    /// Watching: events follow, one per line.
+    Watching,
+    /// New mail or a report was stored.
+    Event(crate::store::watchers::MailEvent),
+    /// The request failed.
+    Error {
+        /// Why.
+        message: String,
+        /// What kind of failure: what the client tells its caller.
+        #[serde(default)]
+        failure: Failure,
+    },
+}
+
+impl Response {
+    /// An error answer.
+    pub fn error(failure: Failure, message: impl Into<String>) -> Response {
+        Response::Error {
+            message: message.into(),
+            failure,
+        }
+    }
+}
+
+/// What kind of failure an error answer reports, so that a client gives its caller the exit
+/// code it expects (sendmail's, for `submit`) and knows whether trying again can help.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// Refused as asked (a wrong id, an unknown transport).
+    #[default]
+    Refused,
+    /// The message is malformed, empty or too large.
+    BadMessage,
+    /// The sender or a recipient is not a valid address.
+    BadAddress,
+    /// Not now (the store is unavailable, the disk is full, the host is stopping): the same
+    /// request can succeed later.
+    Temporary,
+}
+
+/// A message as clients see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MessageView {
+    /// Its id.
+    pub id: String,
+    /// Its folder.
+    pub folder: String,
+    /// Its sender.
+    pub sender: String,
+    /// Its subject.
+    pub subject: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was submitted or stored (milliseconds since the epoch).
+    pub submitted_at: i64,
+    /// Held (by an operator, or by the quarantine).
+    pub held: bool,
+    /// Why the quarantine holds it: `suspected of crashing provider NAME (3 times)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_because: Option<String>,
+    /// It is a report.
+    pub is_report: bool,
+    /// Its recipients.
+    pub recipients: Vec<RecipientView>,
+    /// Its content, when asked for (as text; invalid UTF-8 replaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// What one address given to `sendmail -bv` becomes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Verdict {
+    /// The address as given.
+    pub given: String,
+    /// Whether mail to it would be taken and has somewhere to go.
+    pub deliverable: bool,
+    /// `TYPE:address` and who delivers it, or why not.
+    pub detail: String,
+}
+
+/// A recipient with its status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecipientView {
+    /// `TYPE:address`.
+    pub address: String,
+    /// to, cc or bcc.
+    pub kind: KindName,
+    /// pending, delivered or failed.
+    pub state: String,
+    /// The transport that answered last.
+    pub transport: Option<String>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The next attempt (milliseconds since the epoch).
+    pub next_attempt: Option<i64>,
+    /// The last answer.
+    pub last_answer: String,
+    /// The RFC 3463 status code of a final answer.
+    pub status_code: String,
+}
+
+/// A folder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FolderView {
+    /// Its name.
+    pub name: String,
+    /// How many messages it holds.
+    pub messages: u64,
+}
+
+/// A host working on a shared store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostView {
+    /// Its name in its store configuration.
+    pub name: String,
+    /// Whether it checked in within its lease time.
+    pub alive: bool,
+    /// How many seconds ago it last checked in.
+    pub seen_seconds_ago: u64,
+    /// How many messages it holds leases on.
+    pub leases: u64,
+}
+
+impl From<&provider_abi::store::HostInfo> for HostView {
+    fn from(host: &provider_abi::store::HostInfo) -> Self {
+        HostView {
+            name: host.name.to_string(),
+            alive: host.alive,
+            seen_seconds_ago: provider_abi::Timestamp::now()
+                .since(host.last_seen)
+                .as_secs(),
+            leases: host.leases,
+        }
+    }
+}
+
+/// A status table row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusView {
+    /// The instance.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its provider.
+    pub provider: String,
+    /// online, offline or error.
+    pub state: String,
+    /// Why.
+    pub text: String,
+    /// For transports: recipients in the queue waiting for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
+    /// For an isolated instance: its processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolated: Option<ProcessesView>,
+}
+
+/// An isolated instance's processes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessesView {
+    /// The child processes running now.
+    pub pids: Vec<u32>,
+    /// How many died and were replaced.
+    pub restarts: u32,
+    /// The last death, as the host logged it.
+    pub last_fault: Option<String>,
+    /// When (milliseconds since the epoch).
+    pub last_fault_at: Option<i64>,
+}
+
+impl MessageView {
+    /// From a stored envelope.
+    pub fn new(
+        envelope: &Envelope,
+        folder: &str,
+        subject: String,
+        size: u64,
+        content: Option<&[u8]>,
+    ) -> Self {
+        MessageView {
+            id: envelope.id.to_string(),
+            folder: folder.to_owned(),
+            sender: envelope.sender.to_string(),
+            subject,
+            size,
+            submitted_at: envelope.submitted_at.0,
+            held: envelope.held,
+            held_because: None,
+            is_report: envelope.is_report,
+            recipients: envelope
+                .recipients
+                .iter()
+                .map(|r| RecipientView {
+                    address: r.address.to_string(),
+                    kind: r.kind.into(),
+                    state: match r.status.state {
+                        DeliveryState::Pending => "pending",
+                        DeliveryState::Delivered => "delivered",
+                        DeliveryState::Failed => "failed",
+                    }
+                    .into(),
+                    transport: r
+                        .status
+                        .transport
+                        .as_ref()
+                        .into_option()
+                        .map(|t| t.to_string()),
+                    attempts: r.status.attempts,
+                    next_attempt: r.status.next_attempt.into_option().map(|t| t.0),
+                    last_answer: r.status.last_answer.to_string(),
+                    status_code: r.status.status_code.to_string(),
+                })
+                .collect(),
+            content: content.map(|c| String::from_utf8_lossy(c).into_owned()),
+        }
+    }
+
+    /// From a folder listing.
+    pub fn of_summary(summary: &MessageSummary) -> Self {
+        MessageView::new(
+            &summary.envelope,
+            &summary.folder,
+            summary.subject.to_string(),
+            summary.size,
+            None,
+        )
+    }
+
+    /// From a whole stored message.
+    pub fn of_message(message: &StoredMessage, with_content: bool) -> Self {
+        let content = message.content.as_slice();
+        let subject = provider_abi::headers::header(content, "Subject").unwrap_or_default();
+        MessageView::new(
+            &message.envelope,
+            &message.folder,
+            subject,
+            content.len() as u64,
+            with_content.then_some(content),
+        )
+    }
+}
+
+impl From<&FolderInfo> for FolderView {
+    fn from(folder: &FolderInfo) -> Self {
+        FolderView {
+            name: folder.name.to_string(),
+            messages: folder.messages,
+        }
+    }
+}
+
+impl From<&StatusRow> for StatusView {
+    fn from(row: &StatusRow) -> Self {
+        StatusView {
+            name: row.name.clone(),
+            kind: row.kind.to_string(),
+            provider: row.provider.clone(),
+            state: row.state.to_string(),
+            text: row.text.clone(),
+            queued: None,
+            isolated: row.processes.as_ref().map(|processes| ProcessesView {
+                pids: processes.pids.clone(),
+                restarts: processes.restarts,
+                last_fault: processes.last_fault.as_ref().map(|(_, text)| text.clone()),
+                last_fault_at: processes.last_fault.as_ref().map(|(at, _)| at.0),
+            }),
+        }
+    }
+}
