@@ -344,3 +344,213 @@ impl Store for MemoryStore {
         self.delivers_itself.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::LazyLock;
+
+    use provider_abi::abi_stable::std_types::{RSlice, RStr};
+    use provider_abi::store::{Delivery, Finish, NewMessage, INBOX, SENT_ITEMS};
+    use provider_abi::{Library, Priority};
+
+    use super::*;
+    use crate::{check_store, message, store_object};
+
+    static CHECKED: LazyLock<MemoryStore> = LazyLock::new(MemoryStore::new);
+
+    fn checked() -> Library {
+        Library::new("memory", "0.1.0").store("memory", &[], |_| Ok(CHECKED.open()))
+    }
+
+    #[test]
+    fn it_keeps_the_store_contract() {
+        assert_eq!(check_store(checked, "memory", ""), Ok(()));
+    }
+
+    /// An envelope to `recipients`, preprocessed.
+    fn envelope(recipients: &[&str]) -> Envelope {
+        let mut envelope = message(recipients, "").envelope;
+        envelope.preprocessed = true;
+        envelope
+    }
+
+    fn submit(store: &mut MemoryStore, envelope: Envelope) -> Result<CommitReceipt, ProviderError> {
+        let new = [NewMessage {
+            envelope,
+            content: RSlice::from_slice(b"Subject: test\r\n\r\nBody.\r\n"),
+        }];
+        store.commit(&StoreBatch {
+            submit: RSlice::from_slice(&new),
+            ..StoreBatch::EMPTY
+        })
+    }
+
+    fn ids(messages: &[StoredMessage]) -> Vec<MessageId> {
+        messages.iter().map(|m| m.envelope.id).collect()
+    }
+
+    #[test]
+    fn a_failing_commit_changes_nothing_and_an_outage_fails_every_call_until_it_ends() {
+        let mut store = MemoryStore::new();
+        let first = submit(&mut store, envelope(&["SMTP:a@b.c"])).unwrap().submitted[0];
+        store.fail_commits(2, ErrorKind::Permanent);
+        let mut update = store.messages()[0].envelope.clone();
+        update.held = true;
+        let batch = |update: &Envelope| {
+            let error = store.clone().commit(&StoreBatch {
+                update_envelopes: RSlice::from_slice(std::slice::from_ref(update)),
+                ..StoreBatch::EMPTY
+            });
+            error.map(|_| ())
+        };
+        for _ in 0..2 {
+            assert_eq!(batch(&update).unwrap_err().kind(), ErrorKind::Permanent);
+            assert!(!store.messages()[0].envelope.held);
+        }
+        assert_eq!(batch(&update), Ok(()));
+        assert!(store.messages()[0].envelope.held);
+
+        store.set_outage(Some(ErrorKind::Temporary));
+        let down = store.get(first).unwrap_err();
+        assert_eq!(down.kind(), ErrorKind::Temporary);
+        assert!(down.message().contains("get fails"), "{down}");
+        assert!(store.lock_due(Timestamp::now(), 1).is_err());
+        assert!(store.folders().is_err());
+        assert!(submit(&mut store, envelope(&["SMTP:a@b.c"])).is_err());
+        store.set_outage(None);
+        assert!(store.get(first).unwrap().is_some());
+        assert_eq!(store.messages().len(), 1);
+    }
+
+    #[test]
+    fn due_messages_come_by_next_attempt_then_priority_then_age_and_held_ones_not_at_all() {
+        let mut store = MemoryStore::new();
+        let now = Timestamp::now();
+        let mut later = envelope(&["SMTP:later@b.c"]);
+        later.recipients[0].status.next_attempt = ROption::RSome(Timestamp(now.0 + 60_000));
+        let later = submit(&mut store, later).unwrap().submitted[0];
+        let normal = submit(&mut store, envelope(&["SMTP:normal@b.c"])).unwrap().submitted[0];
+        let mut urgent = envelope(&["SMTP:urgent@b.c"]);
+        urgent.priority = Priority::High;
+        let urgent = submit(&mut store, urgent).unwrap().submitted[0];
+        let mut held = envelope(&["SMTP:held@b.c"]);
+        held.held = true;
+        submit(&mut store, held).unwrap();
+
+        let soon = Timestamp(now.0 + 1_000);
+        assert_eq!(ids(&store.lock_due(soon, 10).unwrap()), [urgent, normal]);
+        assert_eq!(store.next_due().unwrap(), Some(Timestamp(now.0 + 60_000)));
+        let end = Timestamp(now.0 + 120_000);
+        assert_eq!(ids(&store.lock_due(end, 10).unwrap()), [later]);
+        assert_eq!(store.next_due().unwrap(), None);
+        assert_eq!(store.locked(), [later, normal, urgent]);
+    }
+
+    #[test]
+    fn a_submission_with_a_key_it_remembers_gets_the_first_id_and_stores_nothing() {
+        let mut store = MemoryStore::new();
+        let key = |key: &str, until: i64| SubmissionKey {
+            key: key.into(),
+            remember_until: Timestamp(until),
+        };
+        let mut keyed = envelope(&["SMTP:a@b.c"]);
+        keyed.properties.push(key("same", i64::MAX).property());
+        let first = submit(&mut store, keyed.clone()).unwrap();
+        let finish = [Finish {
+            id: first.submitted[0],
+            move_to: ROption::RNone,
+        }];
+        store
+            .commit(&StoreBatch {
+                finish: RSlice::from_slice(&finish),
+                ..StoreBatch::EMPTY
+            })
+            .unwrap();
+        let again = submit(&mut store, keyed).unwrap();
+        assert_eq!(again.submitted, first.submitted, "remembered after delivery");
+        assert!(again.stored.is_empty());
+        assert!(store.messages().is_empty());
+
+        let mut forgotten = envelope(&["SMTP:a@b.c"]);
+        forgotten.properties.push(key("old", 0).property());
+        let other = submit(&mut store, forgotten.clone()).unwrap();
+        assert_ne!(other.submitted, first.submitted);
+        let third = submit(&mut store, forgotten).unwrap();
+        assert_ne!(third.submitted, other.submitted, "a key past its time is forgotten");
+    }
+
+    #[test]
+    fn it_delivers_its_own_types_of_preprocessed_messages_into_local_folders() {
+        let mut store = MemoryStore::delivering(&["LOCAL"]);
+        let mut fresh = envelope(&["LOCAL:carol", "SMTP:bob@example.net"]);
+        fresh.preprocessed = false;
+        let receipt = submit(&mut store, fresh).unwrap();
+        assert_eq!(store.messages().len(), 1, "not preprocessed: a preprocessor may expand it");
+
+        let mut update = receipt.stored[0].clone();
+        update.preprocessed = true;
+        let updated = store
+            .commit(&StoreBatch {
+                update_envelopes: RSlice::from_slice(std::slice::from_ref(&update)),
+                ..StoreBatch::EMPTY
+            })
+            .unwrap();
+        let carol = &updated.stored[0].recipients[0];
+        assert_eq!(carol.status.state, DeliveryState::Delivered);
+        assert_eq!(carol.status.transport, ROption::RSome(NAME.into()));
+        let local = store.folder("Local/carol");
+        assert_eq!(local.len(), 1);
+        assert_eq!(local[0].content.as_slice(), b"Subject: test\r\n\r\nBody.\r\n");
+        assert_eq!(store.delivers_itself(), ["LOCAL"]);
+    }
+
+    #[test]
+    fn held_as_the_host_holds_it_it_delivers_into_folders_finishes_and_skips_the_deleted() {
+        let memory = MemoryStore::new();
+        let mut store = store_object(memory.open());
+        let gone = Envelope {
+            id: MessageId(99),
+            ..envelope(&["SMTP:a@b.c"])
+        };
+        let deliveries = [Delivery {
+            folder: RStr::from_str(INBOX),
+            envelope: envelope(&["LOCAL:me"]),
+            content: RSlice::from_slice(b"Subject: report\r\n\r\n"),
+        }];
+        let receipt = store
+            .commit(StoreBatch {
+                update_envelopes: RSlice::from_slice(std::slice::from_ref(&gone)),
+                deliver: RSlice::from_slice(&deliveries),
+                ..StoreBatch::EMPTY
+            })
+            .into_result()
+            .unwrap();
+        assert!(receipt.stored.is_empty(), "an update of a deleted message is skipped");
+        let inbox = store
+            .list(RStr::from_str(INBOX))
+            .into_result()
+            .unwrap();
+        assert_eq!(inbox[0].envelope.id, receipt.delivered[0]);
+        assert_eq!(inbox[0].subject, "report");
+
+        let finish = [Finish {
+            id: receipt.delivered[0],
+            move_to: ROption::RSome("Archive".into()),
+        }];
+        store
+            .commit(StoreBatch {
+                finish: RSlice::from_slice(&finish),
+                ..StoreBatch::EMPTY
+            })
+            .into_result()
+            .unwrap();
+        let counts: Vec<(String, u64)> = memory
+            .folder_counts()
+            .into_iter()
+            .map(|f| (f.name.into_string(), f.messages))
+            .collect();
+        let expected = [("Archive", 1), (INBOX, 0), (OUTBOX, 0), (SENT_ITEMS, 0)];
+        assert_eq!(counts, expected.map(|(name, n)| (name.to_owned(), n)));
+        assert_eq!(store.folders().into_result().unwrap(), memory.folder_counts());
+    }
+}

@@ -233,3 +233,86 @@ impl Transport for ScriptedTransport {
         self.script.lock().poll_interval_secs
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::LazyLock;
+    use std::time::Instant;
+
+    use provider_abi::abi_stable::std_types::ROption;
+    use provider_abi::{ErrorKind, Library};
+
+    use super::*;
+    use crate::{check_pull, check_transport, message, submit, transport_object};
+
+    static CHECKED: LazyLock<ScriptedTransport> =
+        LazyLock::new(|| ScriptedTransport::new(&["TEST"]));
+
+    fn checked() -> Library {
+        Library::new("scripted", "0.1.0")
+            .transport("scripted", &["TEST"], |_| Ok(CHECKED.clone()))
+    }
+
+    fn inbound(source_id: &str) -> InboundMessage {
+        InboundMessage {
+            source_id: source_id.into(),
+            sender: ROption::RNone,
+            recipients: Default::default(),
+            content: b"Subject: in\r\n\r\n".to_vec().into(),
+        }
+    }
+
+    #[test]
+    fn it_keeps_the_transport_contract_outbound_and_inbound() {
+        let recipients = ["TEST:a", "TEST:b"];
+        assert_eq!(check_transport(checked, "scripted", "", &recipients), Ok(()));
+        CHECKED.add_inbound(inbound("1")).add_inbound(inbound("2"));
+        assert_eq!(check_pull(checked, "scripted", ""), Ok(2));
+        assert_eq!(CHECKED.acknowledged(), ["1", "2"]);
+        assert!(CHECKED.submissions().len() > 3, "every instance records into one script");
+    }
+
+    #[test]
+    fn each_recipient_gets_its_answer_and_a_scripted_call_replaces_them_once() {
+        let script = ScriptedTransport::new(&["SMTP"]);
+        let failed = RecipientOutcome::failed("5.1.1", "smtp; 550 no such user", "No such user.");
+        script
+            .answer("SMTP:gone@example.net", failed.clone())
+            .answer_all(RecipientOutcome::NotMine)
+            .then(Call::Outcomes(vec![RecipientOutcome::NotMine]))
+            .then(Call::Delay(Duration::from_millis(50)));
+        let mail = message(&["SMTP:gone@example.net", "SMTP:other@example.net"], "x");
+        let mut first = transport_object(script.clone());
+        let mut second = transport_object(script.clone());
+
+        assert_eq!(submit(&mut first, &mail), Ok(vec![RecipientOutcome::NotMine]));
+        let started = Instant::now();
+        let answered = vec![failed, RecipientOutcome::NotMine];
+        assert_eq!(submit(&mut second, &mail), Ok(answered.clone()));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(submit(&mut first, &mail), Ok(answered));
+        let recorded = script.submissions();
+        assert_eq!(recorded.len(), 3);
+        assert_eq!(recorded[1].content, b"x");
+        assert_eq!(recorded[1].envelope, mail.envelope);
+    }
+
+    #[test]
+    fn what_it_says_about_itself_is_scripted_too() {
+        let script = ScriptedTransport::new(&["FAX"]);
+        let mut transport = transport_object(script.clone());
+        assert_eq!(transport.is_online().into_result(), Ok(true));
+        assert_eq!(transport.poll_interval_secs().into_result(), Ok(ROption::RNone));
+        script.set_online(false).set_poll_interval(Some(30));
+        assert_eq!(transport.is_online().into_result(), Ok(false));
+        assert_eq!(transport.poll_interval_secs().into_result(), Ok(ROption::RSome(30)));
+        transport.flush().into_result().unwrap();
+        assert_eq!(script.flushes(), 1);
+        let types = transport.address_types().into_result().unwrap();
+        assert_eq!(types.as_slice(), ["FAX"]);
+
+        script.then(Call::Panic("boom".into()));
+        let error = submit(&mut transport, &message(&["FAX:123"], "")).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Panicked);
+    }
+}
