@@ -306,7 +306,12 @@ impl Store for MemoryStore {
             contents.waiting().filter(|(due, _)| *due <= now).collect();
         due.sort_by_key(|(due, m)| {
             let envelope = &m.envelope;
-            (*due, -envelope.priority.as_number(), envelope.submitted_at, envelope.id)
+            (
+                *due,
+                -envelope.priority.as_number(),
+                envelope.submitted_at,
+                envelope.id,
+            )
         });
         let due: Vec<StoredMessage> = due
             .into_iter()
@@ -318,7 +323,11 @@ impl Store for MemoryStore {
     }
 
     fn next_due(&mut self) -> Result<Option<Timestamp>, ProviderError> {
-        Ok(self.contents("next_due")?.waiting().map(|(due, _)| due).min())
+        Ok(self
+            .contents("next_due")?
+            .waiting()
+            .map(|(due, _)| due)
+            .min())
     }
 
     fn get(&mut self, id: MessageId) -> Result<Option<StoredMessage>, ProviderError> {
@@ -392,7 +401,9 @@ mod tests {
     #[test]
     fn a_failing_commit_changes_nothing_and_an_outage_fails_every_call_until_it_ends() {
         let mut store = MemoryStore::new();
-        let first = submit(&mut store, envelope(&["SMTP:a@b.c"])).unwrap().submitted[0];
+        let first = submit(&mut store, envelope(&["SMTP:a@b.c"]))
+            .unwrap()
+            .submitted[0];
         store.fail_commits(2, ErrorKind::Permanent);
         let mut update = store.messages()[0].envelope.clone();
         update.held = true;
@@ -429,7 +440,9 @@ mod tests {
         let mut later = envelope(&["SMTP:later@b.c"]);
         later.recipients[0].status.next_attempt = ROption::RSome(Timestamp(now.0 + 60_000));
         let later = submit(&mut store, later).unwrap().submitted[0];
-        let normal = submit(&mut store, envelope(&["SMTP:normal@b.c"])).unwrap().submitted[0];
+        let normal = submit(&mut store, envelope(&["SMTP:normal@b.c"]))
+            .unwrap()
+            .submitted[0];
         let mut urgent = envelope(&["SMTP:urgent@b.c"]);
         urgent.priority = Priority::High;
         let urgent = submit(&mut store, urgent).unwrap().submitted[0];
@@ -467,7 +480,10 @@ mod tests {
             })
             .unwrap();
         let again = submit(&mut store, keyed).unwrap();
-        assert_eq!(again.submitted, first.submitted, "remembered after delivery");
+        assert_eq!(
+            again.submitted, first.submitted,
+            "remembered after delivery"
+        );
         assert!(again.stored.is_empty());
         assert!(store.messages().is_empty());
 
@@ -476,7 +492,10 @@ mod tests {
         let other = submit(&mut store, forgotten.clone()).unwrap();
         assert_ne!(other.submitted, first.submitted);
         let third = submit(&mut store, forgotten).unwrap();
-        assert_ne!(third.submitted, other.submitted, "a key past its time is forgotten");
+        assert_ne!(
+            third.submitted, other.submitted,
+            "a key past its time is forgotten"
+        );
     }
 
     #[test]
@@ -485,7 +504,11 @@ mod tests {
         let mut fresh = envelope(&["LOCAL:carol", "SMTP:bob@example.net"]);
         fresh.preprocessed = false;
         let receipt = submit(&mut store, fresh).unwrap();
-        assert_eq!(store.messages().len(), 1, "not preprocessed: a preprocessor may expand it");
+        assert_eq!(
+            store.messages().len(),
+            1,
+            "not preprocessed: a preprocessor may expand it"
+        );
 
         let mut update = receipt.stored[0].clone();
         update.preprocessed = true;
@@ -500,7 +523,10 @@ mod tests {
         assert_eq!(carol.status.transport, ROption::RSome(NAME.into()));
         let local = store.folder("Local/carol");
         assert_eq!(local.len(), 1);
-        assert_eq!(local[0].content.as_slice(), b"Subject: test\r\n\r\nBody.\r\n");
+        assert_eq!(
+            local[0].content.as_slice(),
+            b"Subject: test\r\n\r\nBody.\r\n"
+        );
         assert_eq!(store.delivers_itself(), ["LOCAL"]);
     }
 
@@ -525,11 +551,11 @@ mod tests {
             })
             .into_result()
             .unwrap();
-        assert!(receipt.stored.is_empty(), "an update of a deleted message is skipped");
-        let inbox = store
-            .list(RStr::from_str(INBOX))
-            .into_result()
-            .unwrap();
+        assert!(
+            receipt.stored.is_empty(),
+            "an update of a deleted message is skipped"
+        );
+        let inbox = store.list(RStr::from_str(INBOX)).into_result().unwrap();
         assert_eq!(inbox[0].envelope.id, receipt.delivered[0]);
         assert_eq!(inbox[0].subject, "report");
 
@@ -551,6 +577,9 @@ mod tests {
             .collect();
         let expected = [("Archive", 1), (INBOX, 0), (OUTBOX, 0), (SENT_ITEMS, 0)];
         assert_eq!(counts, expected.map(|(name, n)| (name.to_owned(), n)));
-        assert_eq!(store.folders().into_result().unwrap(), memory.folder_counts());
+        assert_eq!(
+            store.folders().into_result().unwrap(),
+            memory.folder_counts()
+        );
     }
 }

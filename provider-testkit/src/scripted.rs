@@ -249,8 +249,7 @@ mod tests {
         LazyLock::new(|| ScriptedTransport::new(&["TEST"]));
 
     fn checked() -> Library {
-        Library::new("scripted", "0.1.0")
-            .transport("scripted", &["TEST"], |_| Ok(CHECKED.clone()))
+        Library::new("scripted", "0.1.0").transport("scripted", &["TEST"], |_| Ok(CHECKED.clone()))
     }
 
     fn inbound(source_id: &str) -> InboundMessage {
@@ -265,11 +264,17 @@ mod tests {
     #[test]
     fn it_keeps_the_transport_contract_outbound_and_inbound() {
         let recipients = ["TEST:a", "TEST:b"];
-        assert_eq!(check_transport(checked, "scripted", "", &recipients), Ok(()));
+        assert_eq!(
+            check_transport(checked, "scripted", "", &recipients),
+            Ok(())
+        );
         CHECKED.add_inbound(inbound("1")).add_inbound(inbound("2"));
         assert_eq!(check_pull(checked, "scripted", ""), Ok(2));
         assert_eq!(CHECKED.acknowledged(), ["1", "2"]);
-        assert!(CHECKED.submissions().len() > 3, "every instance records into one script");
+        assert!(
+            CHECKED.submissions().len() > 3,
+            "every instance records into one script"
+        );
     }
 
     #[test]
@@ -285,7 +290,10 @@ mod tests {
         let mut first = transport_object(script.clone());
         let mut second = transport_object(script.clone());
 
-        assert_eq!(submit(&mut first, &mail), Ok(vec![RecipientOutcome::NotMine]));
+        assert_eq!(
+            submit(&mut first, &mail),
+            Ok(vec![RecipientOutcome::NotMine])
+        );
         let started = Instant::now();
         let answered = vec![failed, RecipientOutcome::NotMine];
         assert_eq!(submit(&mut second, &mail), Ok(answered.clone()));
@@ -302,10 +310,16 @@ mod tests {
         let script = ScriptedTransport::new(&["FAX"]);
         let mut transport = transport_object(script.clone());
         assert_eq!(transport.is_online().into_result(), Ok(true));
-        assert_eq!(transport.poll_interval_secs().into_result(), Ok(ROption::RNone));
+        assert_eq!(
+            transport.poll_interval_secs().into_result(),
+            Ok(ROption::RNone)
+        );
         script.set_online(false).set_poll_interval(Some(30));
         assert_eq!(transport.is_online().into_result(), Ok(false));
-        assert_eq!(transport.poll_interval_secs().into_result(), Ok(ROption::RSome(30)));
+        assert_eq!(
+            transport.poll_interval_secs().into_result(),
+            Ok(ROption::RSome(30))
+        );
         transport.flush().into_result().unwrap();
         assert_eq!(script.flushes(), 1);
         let types = transport.address_types().into_result().unwrap();
