@@ -42,7 +42,8 @@ const NAME: &str = "memory";
 /// let memory = MemoryStore::delivering(&["LOCAL"]);
 /// let mut envelope = message(&["SMTP:bob@example.net", "LOCAL:carol"], "").envelope;
 /// envelope.preprocessed = true;
-/// let submit = [NewMessage { envelope, content: RSlice::from_slice(b"Subject: hi\r\n\r\nHi.\r\n") }];
+/// let content = RSlice::from_slice(b"Subject: hi\r\n\r\nHi.\r\n");
+/// let submit = [NewMessage { envelope, content }];
 /// let batch = StoreBatch { submit: RSlice::from_slice(&submit), ..StoreBatch::EMPTY };
 ///
 /// let mut store = memory.open();
@@ -55,8 +56,10 @@ const NAME: &str = "memory";
 /// let due = store.lock_due(Timestamp::now(), 10).unwrap();
 /// assert_eq!(due[0].envelope.id, id);
 /// assert_eq!(memory.locked(), [id]);
-/// assert!(memory.open().lock_due(Timestamp::now(), 10).unwrap().len() == 1, "a reopen unlocks");
-/// assert_eq!(memory.folder(OUTBOX)[0].envelope.recipients[1].status.last_answer, "delivered to folder Local/carol");
+/// let again = memory.open().lock_due(Timestamp::now(), 10).unwrap();
+/// assert_eq!(again.len(), 1, "a reopen releases the locks");
+/// let carol = &memory.folder(OUTBOX)[0].envelope.recipients[1];
+/// assert_eq!(carol.status.last_answer, "delivered to folder Local/carol");
 /// ```
 #[derive(Clone, Default)]
 pub struct MemoryStore {

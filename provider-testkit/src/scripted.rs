@@ -69,7 +69,7 @@ pub struct Submission {
 /// assert_eq!(outcomes[0], RecipientOutcome::deferred("greylisted", Some(300)));
 /// assert!(matches!(outcomes[1], RecipientOutcome::Delivered { .. }));
 /// assert_eq!(script.submissions().len(), 3);
-/// assert_eq!(script.submissions()[2].recipients, mail.envelope.recipients.iter().map(|r| r.address.clone()).collect::<Vec<_>>());
+/// assert_eq!(script.submissions()[2].recipients[1].to_string(), "SMTP:carol@example.org");
 /// ```
 #[derive(Clone)]
 pub struct ScriptedTransport {
