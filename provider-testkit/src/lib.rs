@@ -244,10 +244,9 @@ const IN_PROCESS: &str = "in-process";
 /// assert!(store.next_due().into_result().unwrap().is_none());
 /// ```
 pub fn store_object<S: Store>(store: S) -> StoreObject {
-    in_process(
-        Library::new(IN_PROCESS, env!("CARGO_PKG_VERSION")).store(IN_PROCESS, &[], once(store)),
-        export::open_store,
-    )
+    let library =
+        Library::new(IN_PROCESS, env!("CARGO_PKG_VERSION")).store(IN_PROCESS, &[], once(store));
+    in_process(library, export::open_store)
 }
 
 /// `transport` as the host holds an open transport: behind the panic barrier of a library's
