@@ -26,6 +26,13 @@
 //! [`open_hook`] open a provider the same way, and [`submit`], [`process`] and [`run_hook`]
 //! call it as the host does; [`message`] makes a message to hand them.
 //!
+//! For tests of code that drives providers (the host's own threads, a client), there are
+//! doubles: [`MemoryStore`], a complete store in memory that a test can look into and make
+//! fail, and [`ScriptedTransport`], a transport that answers as the test scripts and records
+//! what it was asked. [`store_object`] and [`transport_object`] put them (or any [`Store`]
+//! and [`Transport`]) behind the same panic barrier as a library's entry points, as the
+//! objects the host holds.
+//!
 //! # Example
 //!
 //! A hook that moves mail from `boss@example.com` to a folder, checked against the contract
@@ -84,8 +91,14 @@
 
 use std::sync::{Arc, Mutex};
 
+mod memory_store;
+mod scripted;
+
+pub use memory_store::MemoryStore;
+pub use scripted::{Call, ScriptedTransport, Submission};
+
 use provider_abi::abi_stable::sabi_trait::TD_Opaque;
-use provider_abi::abi_stable::std_types::{RArc, ROption, RSlice, RStr, RString};
+use provider_abi::abi_stable::std_types::{RArc, ROption, RResult, RSlice, RStr, RString};
 use provider_abi::export::{self, LibraryCell};
 use provider_abi::hook::HookObject;
 use provider_abi::host::{
@@ -97,8 +110,8 @@ use provider_abi::store::{Finish, NewMessage, StoreBatch, StoreObject, OUTBOX, S
 use provider_abi::transport::TransportObject;
 use provider_abi::{
     Address, Direction, Envelope, ErrorKind, HookAction, HookMessage, Library, MessageId, Notice,
-    Preprocessed, ProviderError, ProviderState, Recipient, RecipientKind, RecipientOutcome,
-    StoredMessage, Timestamp,
+    OpenContext, Preprocessed, ProviderError, ProviderState, Recipient, RecipientKind,
+    RecipientOutcome, Store, StoredMessage, Timestamp, Transport,
 };
 
 /// What a provider told the host: its notices and status changes, in order.
@@ -212,6 +225,59 @@ pub fn open_hook(
     let cell = loaded(library)?;
     let hook = export::open_hook(&cell, arguments(provider, config, &host)).into_result()?;
     Ok((hook, host))
+}
+
+/// The name an in-process provider has in its library.
+const IN_PROCESS: &str = "in-process";
+
+/// `store` as the host holds an open store: behind the panic barrier of a library's entry
+/// points, so that a panic in it is an [`ErrorKind::Panicked`] error.
+///
+/// ```
+/// use provider_abi::Timestamp;
+/// use provider_testkit::{store_object, MemoryStore};
+///
+/// let memory = MemoryStore::new();
+/// // What a host's opener returns, once per (re)open:
+/// let open = move || store_object(memory.open());
+/// let mut store = open();
+/// assert!(store.next_due().into_result().unwrap().is_none());
+/// ```
+pub fn store_object<S: Store>(store: S) -> StoreObject {
+    let library =
+        Library::new(IN_PROCESS, env!("CARGO_PKG_VERSION")).store(IN_PROCESS, &[], once(store));
+    in_process(library, export::open_store)
+}
+
+/// `transport` as the host holds an open transport: behind the panic barrier of a library's
+/// entry points, so that a panic in it is an [`ErrorKind::Panicked`] error. See
+/// [`ScriptedTransport`] for an example.
+pub fn transport_object<T: Transport>(transport: T) -> TransportObject {
+    let library = Library::new(IN_PROCESS, env!("CARGO_PKG_VERSION")).transport(
+        IN_PROCESS,
+        &[],
+        once(transport),
+    );
+    in_process(library, export::open_transport)
+}
+
+/// A constructor that hands out `provider`, once.
+fn once<P: Send + 'static>(
+    provider: P,
+) -> impl Fn(&OpenContext) -> Result<P, ProviderError> + Send + Sync + 'static {
+    let provider = parking_lot::Mutex::new(Some(provider));
+    move |_| Ok(provider.lock().take().expect("opened once"))
+}
+
+/// The provider of `library` opened by its entry point `open`, as the host opens one.
+fn in_process<O>(
+    library: Library,
+    open: fn(&LibraryCell, OpenArgs) -> RResult<O, ProviderError>,
+) -> O {
+    let arguments = arguments(IN_PROCESS, "", &TestHost::default());
+    open(&LibraryCell::from(library), arguments)
+        .into_result()
+        .expect("an in-process provider opens")
 }
 
 /// Hands `message` to an open transport for all its recipients, as the host does; an
