@@ -119,7 +119,7 @@ pub struct Profile {
     pub hooks: Vec<ProviderConfig>,
     /// When deferred recipients are tried again, and for how long.
     pub retry: RetryPolicy,
-    /// How many messages the engine holds in memory at most.
+    /// How many messages the queue manager holds in memory at most.
     pub max_in_flight: usize,
     /// How many crashes of one provider in calls about one message hold that message.
     pub quarantine_after: u32,

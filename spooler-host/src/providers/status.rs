@@ -1,6 +1,6 @@
 //! The status table: one row per provider instance, online, offline or in error, with the
-//! reason. Providers set their own row through the host services; the engine sets rows for
-//! faults it sees. Read by the engine (routing) and by clients (`status`).
+//! reason. Providers set their own row through the host services; the queue manager sets rows for
+//! faults it sees. Read by the queue manager (routing) and by clients (`status`).
 
 use std::sync::Arc;
 

@@ -23,7 +23,7 @@ use provider_abi::{Envelope, MessageId, ProviderError, StoredMessage, Timestamp}
 use crate::providers::status::StatusTable;
 use crate::providers::worker::{Health, Opener, Worker};
 
-/// A batch of store writes with owned data, built by the engine and by clients.
+/// A batch of store writes with owned data, built by the queue manager and by clients.
 #[derive(Debug, Default, Clone)]
 pub struct Commit {
     /// New Outbox messages with their content.

@@ -7,7 +7,7 @@
 //! same loader and opens the one instance. On the host's side ([`proxy`]) the instance is an
 //! object implementing the same provider-abi interface as a library's, so the rest of the host
 //! is unchanged: workers call it, and a dead child is a failed call, reopened (a fresh child)
-//! after the same backoff as a panic. Frames ([`wire`], [`calls`]) cross on two Unix sockets;
+//! after the same backoff as a panic. Frames (`wire`, `calls`) cross on two Unix sockets;
 //! message content goes through a shared memory file ([`content`]).
 
 pub(crate) mod calls;
