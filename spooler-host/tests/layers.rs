@@ -9,8 +9,17 @@ use std::path::{Path, PathBuf};
 
 /// The layers, bottom up, as `lib.rs`'s first doc comment lists them.
 const LAYERS: [&str; 11] = [
-    "base", "config", "providers", "store", "protocol", "intake", "inbound", "queue", "front",
-    "daemon", "cli",
+    "base",
+    "config",
+    "providers",
+    "store",
+    "protocol",
+    "intake",
+    "inbound",
+    "queue",
+    "front",
+    "daemon",
+    "cli",
 ];
 
 /// Whether layer `from` may use layer `to`: only one below it, and beyond that rule, the
@@ -113,7 +122,10 @@ fn the_layers_are_those_lib_rs_lists_in_order() {
         .filter_map(|line| line.strip_prefix("//! - [`"))
         .filter_map(|rest| rest.split('`').next())
         .collect();
-    assert_eq!(listed, LAYERS, "lib.rs's list and this test must name the same layers");
+    assert_eq!(
+        listed, LAYERS,
+        "lib.rs's list and this test must name the same layers"
+    );
     let mut declared: Vec<&str> = lib
         .lines()
         .filter_map(|line| line.strip_prefix("pub mod "))
