@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use provider_abi::abi_stable::std_types::RStr;
 use provider_abi::headers::mailboxes;
-use provider_abi::hook::HookMessage;
 use provider_abi::store::INBOX;
 use provider_abi::{
-    Address, DeliveryState, Direction, Envelope, HookAction, InboundMessage, MessageRef,
-    ProviderError, Recipient, RecipientKind,
+    Address, DeliveryState, Direction, Envelope, HookAction, InboundMessage, MessageRef, Recipient,
+    RecipientKind,
 };
 
+use crate::providers::calls;
 use crate::providers::routing_table::RoutingTable;
 use crate::store::thread::{Commit, StoreClient};
 use crate::store::watchers::{MailEvent, Watchers};
@@ -241,21 +241,11 @@ impl InboundManager {
             let (shared, current) = (Arc::clone(&message), folder.clone());
             let action = worker.call(move |hook| {
                 let (envelope, content) = &*shared;
-                let view = HookMessage {
-                    direction: Direction::Inbound,
-                    folder: RStr::from_str(&current),
-                    message: MessageRef {
-                        envelope,
-                        content: content.as_slice().into(),
-                    },
+                let message = MessageRef {
+                    envelope,
+                    content: content.as_slice().into(),
                 };
-                hook.run(view).into_result().and_then(|action| {
-                    action.as_enum().cloned().map_err(|_| {
-                        ProviderError::temporary(
-                            "it answered with an action this host does not know",
-                        )
-                    })
-                })
+                calls::run_hook(hook, Direction::Inbound, &current, message)
             });
             match action {
                 Ok(HookAction::Leave) => {}

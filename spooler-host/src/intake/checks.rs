@@ -138,7 +138,7 @@ pub fn verify(given: &str, rules: &Rules, routes: &RoutingTable) -> Vec<Verdict>
             let transports: Vec<&str> = routes
                 .claimants(kind)
                 .into_iter()
-                .map(|index| routes.transports[index].name.as_str())
+                .map(|index| routes.transport(index).name.as_str())
                 .collect();
             if routes
                 .store_types

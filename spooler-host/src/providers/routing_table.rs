@@ -48,6 +48,11 @@ impl<T> Instance<T> {
     }
 }
 
+/// A transport's place in the routing table's list (profile order): what a message's
+/// routing and a transport's answers name it by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TransportIndex(pub usize);
+
 /// Everything the queue manager routes through: the transports, preprocessors and hooks that
 /// run, in profile order, and the address types the store delivers itself.
 pub struct RoutingTable {
@@ -63,10 +68,16 @@ pub struct RoutingTable {
 
 impl RoutingTable {
     /// The transports claiming `address_type`, in routing order.
-    pub fn claimants(&self, address_type: &str) -> Vec<usize> {
+    pub fn claimants(&self, address_type: &str) -> Vec<TransportIndex> {
         (0..self.transports.len())
             .filter(|&index| self.transports[index].claims(address_type))
+            .map(TransportIndex)
             .collect()
+    }
+
+    /// The transport at `index`.
+    pub fn transport(&self, index: TransportIndex) -> &Instance<TransportObject> {
+        &self.transports[index.0]
     }
 
     /// Configured transports that are not running; while there are any, a recipient no

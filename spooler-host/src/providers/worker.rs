@@ -336,22 +336,34 @@ impl<T> Worker<T> {
         self.jobs.send(job).map_err(|_| WorkerGone)
     }
 
+    /// Queues one provider `call` about `message` (if it is about one), whose health is its
+    /// result's, and hands the result to `answer`: the call's, or the fault that keeps the
+    /// instance closed, or the timeout's.
+    pub fn ask_call<R: Send + 'static>(
+        &self,
+        message: Option<MessageId>,
+        call: impl FnOnce(&mut T) -> Result<R, ProviderError> + Send + 'static,
+        answer: impl FnOnce(Result<R, ProviderError>) + Send + 'static,
+    ) -> Result<(), WorkerGone> {
+        self.ask(
+            message,
+            move |slot| {
+                let result = slot.map_err(Clone::clone).and_then(call);
+                (Health::of(&result), result)
+            },
+            move |result| answer(result.and_then(|result| result)),
+        )
+    }
+
     /// Runs `call` on the worker's thread and waits for its answer (at most the timeout).
     pub fn call<R: Send + 'static>(
         &self,
         call: impl FnOnce(&mut T) -> Result<R, ProviderError> + Send + 'static,
     ) -> Result<R, ProviderError> {
         let (answer, answered) = bounded(1);
-        self.ask(
-            None,
-            move |slot| {
-                let result = slot.map_err(Clone::clone).and_then(call);
-                (Health::of(&result), result)
-            },
-            move |result| {
-                answer.send(result.and_then(|result| result)).ok();
-            },
-        )
+        self.ask_call(None, call, move |result| {
+            answer.send(result).ok();
+        })
         .map_err(|_| ProviderError::temporary("the host is shutting down"))?;
         answered
             .recv()

@@ -4,14 +4,12 @@
 
 use std::sync::Arc;
 
-use provider_abi::abi_stable::std_types::RStr;
-use provider_abi::hook::HookMessage;
 use provider_abi::store::{INBOX, SENT_ITEMS};
 use provider_abi::{Direction, HookAction, MessageId, ProviderError, StoredMessage, Timestamp};
 
 use super::reports;
 use super::{Event, QueueManager, Stage};
-use crate::providers::worker::Health;
+use crate::providers::calls;
 
 impl QueueManager {
     /// The pass over a message is over: report, then finish it or put it back in the queue.
@@ -116,38 +114,20 @@ impl QueueManager {
         });
         let events = self.events.0.clone();
         let queued = hook.worker.as_ref().map(|worker| {
-            worker.ask(
+            worker.ask_call(
                 Some(id),
-                move |slot| {
-                    let result = slot.map_err(Clone::clone).and_then(|hook| {
-                        let view = HookMessage {
-                            direction: Direction::Outbound,
-                            folder: RStr::from_str(&message.folder),
-                            message: message.as_ref().as_ref(),
-                        };
-                        hook.run(view).into_result().and_then(|action| {
-                            action.as_enum().cloned().map_err(|_| {
-                                ProviderError::temporary(
-                                    "it answered with an action this host does not know",
-                                )
-                            })
-                        })
-                    });
-                    (Health::of(&result), result)
+                move |hook| {
+                    let view = message.as_ref().as_ref();
+                    calls::run_hook(hook, Direction::Outbound, &message.folder, view)
                 },
                 move |result| {
-                    let result = result.and_then(|result| result);
                     events.send(Event::Hooked { id, result }).ok();
                 },
             )
         });
         if !matches!(queued, Some(Ok(()))) {
-            self.hooked(
-                id,
-                Err(ProviderError::temporary(format!(
-                    "hook {name} is not running"
-                ))),
-            );
+            let error = ProviderError::temporary(format!("hook {name} is not running"));
+            self.hooked(id, Err(error));
         }
     }
 

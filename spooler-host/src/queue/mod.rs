@@ -39,12 +39,13 @@ use provider_abi::{
 use crate::inbound::InboundCommand;
 use crate::providers::host_services::ProviderNotice;
 use crate::providers::quarantine::Quarantine;
-use crate::providers::routing_table::RoutingTable;
+use crate::providers::routing_table::{RoutingTable, TransportIndex};
 use crate::providers::status::StatusTable;
 use crate::queue::policy::{Jitter, RetryPolicy};
 use crate::store::outage::Outage;
 use crate::store::thread::{Commit, StoreClient};
 use crate::store::watchers::Watchers;
+use recipient::RecipientIndex;
 
 /// The answer to an operator's command about one message.
 pub type QueueReply = Sender<Result<(), String>>;
@@ -75,17 +76,20 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// A transport's answer about one recipient, or why there is none.
 type Answer = Result<RecipientOutcome, String>;
 
-/// Answers coming back from provider workers.
+/// Answers coming back from provider workers, each about a message in memory.
 enum Event {
-    Submitted {
+    /// A transport answered about the recipients of one job (one per recipient).
+    TransportAnswered {
         id: MessageId,
-        transport: usize,
-        answers: Vec<(usize, Answer)>,
+        transport: TransportIndex,
+        answers: Vec<(RecipientIndex, Answer)>,
     },
+    /// A preprocessor gave its verdict on the message.
     Preprocessed {
         id: MessageId,
         result: Result<Preprocessed, ProviderError>,
     },
+    /// An outbound hook said what to do with the finished message.
     Hooked {
         id: MessageId,
         result: Result<HookAction, ProviderError>,
@@ -118,7 +122,7 @@ struct Flight {
     envelope: provider_abi::Envelope,
     stage: Stage,
     /// For recipients a transport answered `NotMine`: where in the claimant list to go on.
-    next_claimant: HashMap<usize, usize>,
+    next_claimant: HashMap<RecipientIndex, usize>,
 }
 
 /// The queue manager's inputs, for [`QueueManager::start`].
@@ -301,11 +305,11 @@ impl QueueManager {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Submitted {
+            Event::TransportAnswered {
                 id,
                 transport,
                 answers,
-            } => self.submitted(id, transport, answers),
+            } => self.transport_answered(id, transport, answers),
             Event::Preprocessed { id, result } => self.preprocessed(id, result),
             Event::Hooked { id, result } => self.hooked(id, result),
         }

@@ -4,13 +4,11 @@
 
 use std::sync::Arc;
 
-use provider_abi::{
-    DeliveryState, MessageId, Preprocessed, ProviderError, StoredMessage, Timestamp,
-};
+use provider_abi::{MessageId, Preprocessed, ProviderError, StoredMessage, Timestamp};
 
-use super::recipient::finish_recipient;
+use super::recipient::{finish_recipient, FinalAnswer};
 use super::{Event, QueueManager, Stage};
-use crate::providers::worker::Health;
+use crate::providers::calls;
 use crate::store::thread::Commit;
 
 impl QueueManager {
@@ -24,25 +22,10 @@ impl QueueManager {
         let message = Arc::clone(&flight.message);
         let events = self.events.0.clone();
         let queued = preprocessor.worker.as_ref().map(|worker| {
-            worker.ask(
+            worker.ask_call(
                 Some(id),
-                move |slot| {
-                    let result = slot.map_err(Clone::clone).and_then(|preprocessor| {
-                        preprocessor
-                            .process(message.as_ref().as_ref())
-                            .into_result()
-                            .and_then(|verdict| {
-                                verdict.as_enum().cloned().map_err(|_| {
-                                    ProviderError::temporary(
-                                        "it answered with a verdict this host does not know",
-                                    )
-                                })
-                            })
-                    });
-                    (Health::of(&result), result)
-                },
+                move |preprocessor| calls::preprocess(preprocessor, message.as_ref().as_ref()),
                 move |result| {
-                    let result = result.and_then(|result| result);
                     events.send(Event::Preprocessed { id, result }).ok();
                 },
             )
@@ -92,14 +75,9 @@ impl QueueManager {
                         .iter_mut()
                         .filter(|r| r.address == undeliverable.address && !r.status.is_final())
                     {
-                        finish_recipient(
-                            recipient,
-                            DeliveryState::Failed,
-                            &name,
-                            "5.1.0",
-                            "",
-                            &undeliverable.reason,
-                        );
+                        let answer =
+                            FinalAnswer::failed(Some(&name), "5.1.0", &undeliverable.reason);
+                        finish_recipient(recipient, answer);
                     }
                 }
                 let content = changes.content.into_option().map(Vec::from);
@@ -122,14 +100,8 @@ impl QueueManager {
                     .iter_mut()
                     .filter(|r| !r.status.is_final())
                 {
-                    finish_recipient(
-                        recipient,
-                        DeliveryState::Failed,
-                        &name,
-                        "5.7.1",
-                        "",
-                        &format!("rejected by {name}: {reason}"),
-                    );
+                    let text = format!("rejected by {name}: {reason}");
+                    finish_recipient(recipient, FinalAnswer::failed(Some(&name), "5.7.1", &text));
                 }
                 log::info!("{id}: rejected by preprocessor {name}: {reason}");
             }

@@ -8,25 +8,50 @@ use provider_abi::{DeliveryState, Recipient, Timestamp};
 use super::policy::{Jitter, RetryPolicy};
 use crate::providers::status::StatusTable;
 
+/// A recipient's place in its envelope's list: what routing and answers name it by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct RecipientIndex(pub usize);
+
+/// A final answer about a recipient, as reports show it.
+pub(super) struct FinalAnswer<'a> {
+    /// Delivered or failed.
+    pub state: DeliveryState,
+    /// Who answered (a transport, or the preprocessor that refused); `None` when nobody
+    /// could (no transport claims the address type), which counts no attempt.
+    pub by: Option<&'a str>,
+    /// The enhanced status code (RFC 3463), e.g. `5.1.1`.
+    pub status_code: &'a str,
+    /// The remote system's diagnostic (`smtp; 550 5.1.1 unknown user`), if any.
+    pub diagnostic: &'a str,
+    /// What a person reads.
+    pub text: &'a str,
+}
+
+impl<'a> FinalAnswer<'a> {
+    /// A failure with `status_code` and `text`, and no remote diagnostic.
+    pub fn failed(by: Option<&'a str>, status_code: &'a str, text: &'a str) -> Self {
+        FinalAnswer {
+            state: DeliveryState::Failed,
+            by,
+            status_code,
+            diagnostic: "",
+            text,
+        }
+    }
+}
+
 /// Records a final answer.
-pub(super) fn finish_recipient(
-    recipient: &mut Recipient,
-    state: DeliveryState,
-    transport: &str,
-    status_code: &str,
-    diagnostic: &str,
-    text: &str,
-) {
+pub(super) fn finish_recipient(recipient: &mut Recipient, answer: FinalAnswer<'_>) {
     let status = &mut recipient.status;
-    status.state = state;
-    if !transport.is_empty() {
-        status.transport = Some(transport.into()).into();
+    status.state = answer.state;
+    if let Some(by) = answer.by {
+        status.transport = Some(by.into()).into();
         status.attempts += 1;
     }
     status.next_attempt = None.into();
-    status.status_code = status_code.into();
-    status.diagnostic = diagnostic.into();
-    status.last_answer = text.into();
+    status.status_code = answer.status_code.into();
+    status.diagnostic = answer.diagnostic.into();
+    status.last_answer = answer.text.into();
 }
 
 /// Records a deferral, scheduling the next attempt by the policy, never past expiry.

@@ -1,7 +1,9 @@
-//! Routing and delivery: each due recipient goes to the first transport that claims its
-//! address type (the next one after a `NotMine`), in one call per transport (one per Bcc
-//! recipient), and every answer is recorded: delivered, failed, deferred by the retry policy,
-//! or parked while the transport is offline. Expired recipients fail here.
+//! Routing and delivery, Postfix's qmgr handing recipients to delivery agents: each due
+//! recipient goes to the first transport that claims its address type (the next one after a
+//! `NotMine`), in one call per transport (one per Bcc recipient), and every answer is
+//! recorded: delivered, failed, deferred by the retry policy, or parked while the transport
+//! is offline. Expired recipients fail here. Transports are called only through their
+//! workers; answers come back as [`Event::TransportAnswered`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,99 +11,112 @@ use std::time::Duration;
 
 use provider_abi::abi_stable::std_types::RSlice;
 use provider_abi::{
-    Address, DeliveryState, MessageId, ProviderError, ProviderState, RecipientKind,
-    RecipientOutcome, StoredMessage, Timestamp,
+    Address, DeliveryState, Envelope, MessageId, ProviderError, ProviderState, Recipient,
+    RecipientKind, RecipientOutcome, StoredMessage, Timestamp,
 };
 
-use super::recipient::{defer, describe, finish_recipient, wait_for};
+use super::recipient::{defer, describe, finish_recipient, wait_for, FinalAnswer, RecipientIndex};
 use super::{Answer, Event, QueueManager, Stage};
+use crate::providers::routing_table::TransportIndex;
 use crate::providers::worker::Health;
 
+/// The recipients one transport gets from one routing pass, in calls: To and Cc recipients
+/// together, each Bcc recipient in a call of its own.
+type Calls = Vec<Vec<(RecipientIndex, Address)>>;
+
 impl QueueManager {
+    /// Routes the message's due recipients once preprocessing is over; those past the
+    /// message's expiry fail first.
     pub(super) fn after_preprocessing(&mut self, id: MessageId) {
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
         flight.stage = Stage::Delivering { outstanding: 0 };
         let now = Timestamp::now();
-        let expiry = self.policy.expiry(&flight.envelope);
-        let due: Vec<usize> = (0..flight.envelope.recipients.len())
-            .filter(|&i| {
-                let status = &flight.envelope.recipients[i].status;
-                !status.is_final() && status.next_attempt.into_option().is_none_or(|t| t <= now)
-            })
-            .collect();
-        let mut expired = Vec::new();
-        let mut to_route = Vec::new();
-        for index in due {
-            if now >= expiry {
-                expired.push(index);
+        let expired = now >= self.policy.expiry(&flight.envelope);
+        let mut due = Vec::new();
+        for (index, recipient) in flight.envelope.recipients.iter_mut().enumerate() {
+            let status = &recipient.status;
+            if status.is_final() || status.next_attempt.into_option().is_some_and(|t| t > now) {
+                continue;
+            }
+            if expired {
+                expire(recipient, self.policy.max_lifetime);
             } else {
-                to_route.push(index);
+                due.push(RecipientIndex(index));
             }
         }
-        for index in expired {
-            let recipient = &mut flight.envelope.recipients[index];
-            let last = recipient.status.last_answer.to_string();
-            let transport = recipient
-                .status
-                .transport
-                .as_ref()
-                .into_option()
-                .map(|t| t.to_string())
-                .unwrap_or_default();
-            let text = if last.is_empty() {
-                format!(
-                    "expired: not delivered within {}",
-                    describe(self.policy.max_lifetime)
-                )
-            } else {
-                format!(
-                    "expired: not delivered within {} (last answer: {last})",
-                    describe(self.policy.max_lifetime)
-                )
-            };
-            let diagnostic = recipient.status.diagnostic.to_string();
-            finish_recipient(
-                recipient,
-                DeliveryState::Failed,
-                &transport,
-                "4.4.7",
-                &diagnostic,
-                &text,
-            );
-        }
-        self.route(id, to_route);
+        self.route(id, due);
     }
 
-    /// Sends recipients `indices` to the transports that claim them.
-    pub(super) fn route(&mut self, id: MessageId, indices: Vec<usize>) {
-        let now = Timestamp::now();
+    /// Sends recipients `indices` to the transports that claim them: each to the first
+    /// claimant in routing order (the next one after a `NotMine`), in one job per transport.
+    pub(super) fn route(&mut self, id: MessageId, indices: Vec<RecipientIndex>) {
+        let jobs = self.assign(id, indices);
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
+        let Stage::Delivering { outstanding } = &mut flight.stage else {
+            return;
+        };
+        *outstanding += jobs.len();
+        let jobs: Vec<(TransportIndex, Calls)> = jobs
+            .into_iter()
+            .map(|(transport, indices)| (transport, calls_for(&flight.envelope, indices)))
+            .collect();
+        let mut unqueued = Vec::new();
+        for (transport, calls) in jobs {
+            if let Err(answers) = self.dispatch(id, transport, calls) {
+                unqueued.push((transport, answers));
+            }
+        }
+        let nothing_outstanding = matches!(
+            self.flights.get(&id).map(|f| &f.stage),
+            Some(Stage::Delivering { outstanding: 0 })
+        );
+        for (transport, answers) in unqueued {
+            self.transport_answered(id, transport, answers);
+        }
+        if nothing_outstanding {
+            self.conclude(id);
+        }
+    }
+
+    /// Which transport gets each recipient. A recipient whose transport is offline (or not
+    /// running) waits for it; one no transport claims fails, or waits while a transport
+    /// that might claim it could not be started.
+    fn assign(
+        &mut self,
+        id: MessageId,
+        indices: Vec<RecipientIndex>,
+    ) -> HashMap<TransportIndex, Vec<RecipientIndex>> {
+        let mut jobs: HashMap<TransportIndex, Vec<RecipientIndex>> = HashMap::new();
+        let now = Timestamp::now();
+        let Some(flight) = self.flights.get_mut(&id) else {
+            return jobs;
+        };
         let routes = Arc::clone(&flight.routes);
         let expiry = self.policy.expiry(&flight.envelope);
-        let mut jobs: HashMap<usize, Vec<usize>> = HashMap::new();
         for index in indices {
-            let recipient = &mut flight.envelope.recipients[index];
-            let claimants = routes.claimants(recipient.address.address_type());
+            let recipient = &mut flight.envelope.recipients[index.0];
+            let address_type = recipient.address.address_type().to_owned();
             let position = flight.next_claimant.get(&index).copied().unwrap_or(0);
-            match claimants.get(position) {
+            match routes.claimants(&address_type).get(position) {
                 Some(&transport) => {
-                    let name = &routes.transports[transport].name;
+                    let instance = routes.transport(transport);
                     // Only an offline (or missing) transport parks its recipients; a faulted
                     // one still gets the job, so its worker can reopen it.
-                    if routes.transports[transport].worker.is_none()
-                        || self.status.state(name) == ProviderState::Offline
+                    if instance.worker.is_none()
+                        || self.status.state(&instance.name) == ProviderState::Offline
                     {
+                        let max_delay = self.policy.max_delay;
                         wait_for(
                             recipient,
-                            name,
+                            &instance.name,
                             &self.status,
                             now,
                             expiry,
-                            self.policy.max_delay,
+                            max_delay,
                         );
                     } else {
                         jobs.entry(transport).or_default().push(index);
@@ -109,143 +124,127 @@ impl QueueManager {
                 }
                 None if position == 0 && !routes.missing_transports().is_empty() => {
                     let missing = routes.missing_transports().join(", ");
-                    let reason = format!(
-                        "no running transport claims address type {}; waiting for {missing}, which could not be started",
-                        recipient.address.address_type()
-                    );
                     recipient.status.next_attempt =
                         Some(now.plus(self.policy.max_delay).min(expiry)).into();
-                    recipient.status.last_answer = reason.into();
-                }
-                None if position == 0 => {
-                    let text = format!(
-                        "no transport claims address type {}",
-                        recipient.address.address_type()
-                    );
-                    finish_recipient(recipient, DeliveryState::Failed, "", "5.4.4", "", &text);
+                    recipient.status.last_answer = format!(
+                        "no running transport claims address type {address_type}; waiting for \
+                         {missing}, which could not be started"
+                    )
+                    .into();
                 }
                 None => {
-                    let text = format!(
-                        "every transport claiming address type {} answered that {} is not theirs",
-                        recipient.address.address_type(),
-                        recipient.address
-                    );
-                    finish_recipient(recipient, DeliveryState::Failed, "", "5.4.4", "", &text);
+                    let text = if position == 0 {
+                        format!("no transport claims address type {address_type}")
+                    } else {
+                        format!(
+                            "every transport claiming address type {address_type} answered \
+                             that {} is not theirs",
+                            recipient.address
+                        )
+                    };
+                    finish_recipient(recipient, FinalAnswer::failed(None, "5.4.4", &text));
                 }
             }
         }
-        let Stage::Delivering { outstanding } = &mut flight.stage else {
-            return;
-        };
-        *outstanding += jobs.len();
-        let events = self.events.0.clone();
-        let mut unqueued = Vec::new();
-        for (transport, indices) in jobs {
-            let instance = &routes.transports[transport];
-            let message = Arc::clone(&flight.message);
-            // To and Cc recipients go in one call; each Bcc recipient in a call of its own,
-            // so no transport ever puts a Bcc recipient next to the others.
-            let (bcc, open): (Vec<usize>, Vec<usize>) = indices
-                .into_iter()
-                .partition(|&i| flight.envelope.recipients[i].kind == RecipientKind::Bcc);
-            let mut calls: Vec<Vec<(usize, Address)>> = bcc
-                .into_iter()
-                .map(|i| vec![(i, flight.envelope.recipients[i].address.clone())])
-                .collect();
-            if !open.is_empty() {
-                calls.insert(
-                    0,
-                    open.into_iter()
-                        .map(|i| (i, flight.envelope.recipients[i].address.clone()))
-                        .collect(),
-                );
-            }
-            let events = events.clone();
-            let answers_if_unqueued: Vec<(usize, Answer)> = calls
-                .iter()
-                .flatten()
-                .map(|(index, _)| {
-                    (
-                        *index,
-                        Err(format!("transport {} is not running", instance.name)),
-                    )
-                })
-                .collect();
-            let indices: Vec<usize> = calls.iter().flatten().map(|(index, _)| *index).collect();
-            let queued = instance.worker.as_ref().map(|worker| {
-                worker.ask(
-                    Some(id),
-                    move |slot| submit_calls(slot, &message, calls),
-                    move |answers| {
-                        let answers = answers.unwrap_or_else(|abandoned| {
-                            let reason = abandoned.to_string();
-                            indices.iter().map(|&i| (i, Err(reason.clone()))).collect()
-                        });
-                        let answered = Event::Submitted {
-                            id,
-                            transport,
-                            answers,
-                        };
-                        events.send(answered).ok();
-                    },
-                )
-            });
-            if !matches!(queued, Some(Ok(()))) {
-                unqueued.push((transport, answers_if_unqueued));
-            }
-        }
-        let nothing_outstanding = *outstanding == 0;
-        for (transport, answers) in unqueued {
-            self.submitted(id, transport, answers);
-        }
-        if nothing_outstanding {
-            self.conclude(id);
-        }
+        jobs
     }
 
-    pub(super) fn submitted(
+    /// Queues one transport's calls on its worker; its answers come back as an event. If
+    /// the worker is gone, the answers it would have given instead.
+    fn dispatch(
+        &self,
+        id: MessageId,
+        transport: TransportIndex,
+        calls: Calls,
+    ) -> Result<(), Vec<(RecipientIndex, Answer)>> {
+        let Some(flight) = self.flights.get(&id) else {
+            return Ok(());
+        };
+        let instance = flight.routes.transport(transport);
+        let indices: Vec<RecipientIndex> = calls.iter().flatten().map(|(i, _)| *i).collect();
+        let not_running = |reason: &str| -> Vec<(RecipientIndex, Answer)> {
+            indices
+                .iter()
+                .map(|&i| (i, Err(reason.to_owned())))
+                .collect()
+        };
+        let unqueued = not_running(&format!("transport {} is not running", instance.name));
+        let Some(worker) = &instance.worker else {
+            return Err(unqueued);
+        };
+        let message = Arc::clone(&flight.message);
+        let events = self.events.0.clone();
+        let abandoned_answers = indices.clone();
+        let queued = worker.ask(
+            Some(id),
+            move |slot| submit_calls(slot, &message, calls),
+            move |answers| {
+                let answers = answers.unwrap_or_else(|abandoned| {
+                    let reason = abandoned.to_string();
+                    abandoned_answers
+                        .iter()
+                        .map(|&i| (i, Err(reason.clone())))
+                        .collect()
+                });
+                let answered = Event::TransportAnswered {
+                    id,
+                    transport,
+                    answers,
+                };
+                events.send(answered).ok();
+            },
+        );
+        queued.map_err(|_| unqueued)
+    }
+
+    /// Records a transport's answers about the recipients it was given; those it answered
+    /// `NotMine` go to the next transport claiming their type.
+    pub(super) fn transport_answered(
         &mut self,
         id: MessageId,
-        transport: usize,
-        answers: Vec<(usize, Answer)>,
+        transport: TransportIndex,
+        answers: Vec<(RecipientIndex, Answer)>,
     ) {
         let now = Timestamp::now();
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
-        let name = flight.routes.transports[transport].name.clone();
+        let name = flight.routes.transport(transport).name.clone();
         let expiry = self.policy.expiry(&flight.envelope);
         let mut reroute = Vec::new();
         for (index, answer) in answers {
-            let recipient = &mut flight.envelope.recipients[index];
-            match answer {
+            let recipient = &mut flight.envelope.recipients[index.0];
+            let (reason, retry_after) = match answer {
                 Ok(RecipientOutcome::Delivered { answer }) => {
-                    finish_recipient(
-                        recipient,
-                        DeliveryState::Delivered,
-                        &name,
-                        "2.0.0",
-                        "",
-                        &answer,
-                    );
+                    let delivered = FinalAnswer {
+                        state: DeliveryState::Delivered,
+                        by: Some(&name),
+                        status_code: "2.0.0",
+                        diagnostic: "",
+                        text: &answer,
+                    };
+                    finish_recipient(recipient, delivered);
+                    continue;
                 }
                 Ok(RecipientOutcome::Failed {
                     status_code,
                     diagnostic,
                     text,
                 }) => {
-                    finish_recipient(
-                        recipient,
-                        DeliveryState::Failed,
-                        &name,
-                        &status_code,
-                        &diagnostic,
-                        &text,
-                    );
+                    let failed = FinalAnswer {
+                        state: DeliveryState::Failed,
+                        by: Some(&name),
+                        status_code: &status_code,
+                        diagnostic: &diagnostic,
+                        text: &text,
+                    };
+                    finish_recipient(recipient, failed);
+                    continue;
                 }
                 Ok(RecipientOutcome::NotMine) => {
                     *flight.next_claimant.entry(index).or_insert(0) += 1;
                     reroute.push(index);
+                    continue;
                 }
                 Ok(RecipientOutcome::Deferred {
                     retry_after_secs,
@@ -254,47 +253,28 @@ impl QueueManager {
                     let retry_after = retry_after_secs
                         .into_option()
                         .map(|s| Duration::from_secs(s.into()));
-                    defer(
-                        recipient,
-                        &name,
-                        &reason,
-                        retry_after,
-                        now,
-                        expiry,
-                        &self.policy,
-                        &mut self.jitter,
-                    );
+                    (reason.into_string(), retry_after)
                 }
-                Ok(_) => {
-                    let reason = "it answered with an outcome this host does not know";
-                    defer(
-                        recipient,
-                        &name,
-                        reason,
-                        None,
-                        now,
-                        expiry,
-                        &self.policy,
-                        &mut self.jitter,
-                    );
-                }
+                Ok(_) => (UNKNOWN_OUTCOME.to_owned(), None),
                 Err(reason) => {
                     log::warn!(
                         "{id}: transport {name} failed for {}: {reason}",
                         recipient.address
                     );
-                    defer(
-                        recipient,
-                        &name,
-                        &reason,
-                        None,
-                        now,
-                        expiry,
-                        &self.policy,
-                        &mut self.jitter,
-                    );
+                    (reason, None)
                 }
-            }
+            };
+            let (policy, jitter) = (&self.policy, &mut self.jitter);
+            defer(
+                recipient,
+                &name,
+                &reason,
+                retry_after,
+                now,
+                expiry,
+                policy,
+                jitter,
+            );
         }
         if let Stage::Delivering { outstanding } = &mut flight.stage {
             *outstanding -= 1;
@@ -309,18 +289,63 @@ impl QueueManager {
     }
 }
 
+/// What a transport is said to have answered when its outcome is of a kind this host does
+/// not know (a newer provider's): the recipient is deferred, never taken as delivered.
+const UNKNOWN_OUTCOME: &str = "it answered with an outcome this host does not know";
+
+/// Fails a recipient past its message's expiry, keeping its last answer in the text.
+fn expire(recipient: &mut Recipient, max_lifetime: Duration) {
+    let last = recipient.status.last_answer.to_string();
+    let transport = recipient
+        .status
+        .transport
+        .as_ref()
+        .into_option()
+        .map(|t| t.to_string());
+    let within = describe(max_lifetime);
+    let text = if last.is_empty() {
+        format!("expired: not delivered within {within}")
+    } else {
+        format!("expired: not delivered within {within} (last answer: {last})")
+    };
+    let diagnostic = recipient.status.diagnostic.to_string();
+    let expired = FinalAnswer {
+        state: DeliveryState::Failed,
+        by: transport.as_deref(),
+        status_code: "4.4.7",
+        diagnostic: &diagnostic,
+        text: &text,
+    };
+    finish_recipient(recipient, expired);
+}
+
+/// One transport's recipients in calls: To and Cc recipients in one call, first; each Bcc
+/// recipient in a call of its own, so no transport ever puts a Bcc recipient next to others.
+fn calls_for(envelope: &Envelope, indices: Vec<RecipientIndex>) -> Calls {
+    let call = |index: RecipientIndex| (index, envelope.recipients[index.0].address.clone());
+    let (bcc, open): (Vec<RecipientIndex>, Vec<RecipientIndex>) = indices
+        .into_iter()
+        .partition(|&i| envelope.recipients[i.0].kind == RecipientKind::Bcc);
+    let open: Vec<_> = open.into_iter().map(call).collect();
+    (!open.is_empty())
+        .then_some(open)
+        .into_iter()
+        .chain(bcc.into_iter().map(|index| vec![call(index)]))
+        .collect()
+}
+
 /// Calls the transport once per recipient group; its answers, per recipient index.
 pub(super) fn submit_calls(
     mut slot: Result<&mut provider_abi::transport::TransportObject, &ProviderError>,
     message: &StoredMessage,
-    calls: Vec<Vec<(usize, Address)>>,
-) -> (Health, Vec<(usize, Answer)>) {
+    calls: Calls,
+) -> (Health, Vec<(RecipientIndex, Answer)>) {
     let mut answers = Vec::new();
     let mut health = Health::Fine;
     // After a panic the transport is not called again; the rest get the panic as answer.
     let mut fault: Option<ProviderError> = None;
     for call in calls {
-        let (indices, addresses): (Vec<usize>, Vec<Address>) = call.into_iter().unzip();
+        let (indices, addresses): (Vec<RecipientIndex>, Vec<Address>) = call.into_iter().unzip();
         let result = match (&mut slot, &fault) {
             (_, Some(fault)) => Err(fault.clone()),
             (Err(fault), None) => Err((*fault).clone()),
@@ -336,9 +361,10 @@ pub(super) fn submit_calls(
         match result {
             Ok(outcomes) if outcomes.len() == indices.len() => {
                 for (index, outcome) in indices.into_iter().zip(outcomes) {
-                    let answer = outcome.as_enum().cloned().map_err(|_| {
-                        "it answered with an outcome this host does not know".to_owned()
-                    });
+                    let answer = outcome
+                        .as_enum()
+                        .cloned()
+                        .map_err(|_| UNKNOWN_OUTCOME.to_owned());
                     answers.push((index, answer));
                 }
             }
