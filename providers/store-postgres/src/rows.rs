@@ -189,7 +189,7 @@ pub fn update_columns<C: GenericClient>(
 /// differ from the stored ones: one read for all of them, one write for all changed rows.
 pub fn update_lists<C: GenericClient>(
     db: &mut Db<'_, C>,
-    envelopes: &[Envelope],
+    envelopes: &[&Envelope],
 ) -> Result<(), Error> {
     if envelopes.is_empty() {
         return Ok(());
