@@ -129,6 +129,9 @@ fn update<B: Backend>(
         }
         ready.push(envelope);
     }
+    if ready.is_empty() {
+        return Ok(());
+    }
     let verdicts = backend.update(&ready)?;
     for (envelope, verdict) in ready.into_iter().zip(verdicts) {
         match verdict {
@@ -153,5 +156,155 @@ fn allowed<B: Backend>(
             applied.refused.push(id);
             Ok(false)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use provider_abi::abi_stable::std_types::{ROption, RSlice};
+    use provider_abi::store::{Finish, NewMessage};
+    use provider_abi::{Address, Recipient, RecipientKind};
+
+    use super::*;
+
+    /// A backend that answers fences from a table and writes down what it was asked to do.
+    #[derive(Default)]
+    struct Log {
+        fences: HashMap<MessageId, Access>,
+        keys: HashMap<String, MessageId>,
+        done: Vec<String>,
+    }
+
+    impl Backend for Log {
+        type Error = ();
+
+        fn access(&mut self, id: MessageId) -> Result<Access, ()> {
+            Ok(self.fences.get(&id).copied().unwrap_or(Access::Granted))
+        }
+        fn claim_submission(
+            &mut self,
+            key: &SubmissionKey,
+            _: Timestamp,
+        ) -> Result<Option<MessageId>, ()> {
+            Ok(self.keys.get(&key.key).copied())
+        }
+        fn remember_submission(&mut self, key: &SubmissionKey, id: MessageId) -> Result<(), ()> {
+            self.done.push(format!("remember {} {}", key.key, id.0));
+            Ok(())
+        }
+        fn insert(&mut self, folder: &str, _: &Envelope, _: &[u8]) -> Result<MessageId, ()> {
+            self.done.push(format!("insert {folder}"));
+            Ok(MessageId(100 + self.done.len() as u64))
+        }
+        fn read_content(&mut self, _: MessageId) -> Result<Option<Vec<u8>>, ()> {
+            Ok(Some(b"Subject: x\r\n\r\n".to_vec()))
+        }
+        fn replace_content(&mut self, id: MessageId, _: &[u8]) -> Result<(), ()> {
+            self.done.push(format!("replace {}", id.0));
+            Ok(())
+        }
+        fn update(&mut self, envelopes: &[Envelope]) -> Result<Vec<Access>, ()> {
+            let ids: Vec<String> = envelopes.iter().map(|e| e.id.0.to_string()).collect();
+            self.done.push(format!("update {}", ids.join(" ")));
+            Ok(envelopes
+                .iter()
+                .map(|e| self.access(e.id).unwrap())
+                .collect())
+        }
+        fn move_to(&mut self, id: MessageId, folder: &str) -> Result<(), ()> {
+            self.done.push(format!("move {} {folder}", id.0));
+            Ok(())
+        }
+        fn delete(&mut self, id: MessageId) -> Result<(), ()> {
+            self.done.push(format!("delete {}", id.0));
+            Ok(())
+        }
+    }
+
+    fn envelope(id: u64, recipient: &str) -> Envelope {
+        let to = Recipient::new(Address::parse(recipient).unwrap(), RecipientKind::To);
+        let mut envelope = Envelope::new(Address::parse("alice@example.com").unwrap(), vec![to]);
+        envelope.id = MessageId(id);
+        envelope.preprocessed = true;
+        envelope
+    }
+
+    fn local() -> LocalDelivery {
+        LocalDelivery::new("test", &["local".to_owned()])
+    }
+
+    #[test]
+    fn fenced_changes_are_refused_once_and_gone_ones_skipped_quietly() {
+        let mut log = Log::default();
+        log.fences.insert(MessageId(2), Access::Refused);
+        log.fences.insert(MessageId(3), Access::Gone);
+        let updates = [
+            envelope(3, "bob@example.net"),
+            envelope(2, "bob@example.net"),
+            envelope(1, "bob@example.net"),
+        ];
+        let finish = [2, 1].map(|id| Finish {
+            id: MessageId(id),
+            move_to: ROption::RNone,
+        });
+        let batch = StoreBatch {
+            update_envelopes: RSlice::from_slice(&updates),
+            finish: RSlice::from_slice(&finish),
+            ..StoreBatch::EMPTY
+        };
+        let applied = apply(&mut log, &batch, &local(), Timestamp(1)).unwrap();
+        assert_eq!(applied.refused, [MessageId(2)]);
+        assert_eq!(applied.receipt.stored.len(), 1);
+        assert_eq!(applied.receipt.stored[0].id, MessageId(1));
+        assert_eq!(log.done, ["update 3 2 1", "delete 1"]);
+    }
+
+    #[test]
+    fn a_local_copy_is_written_only_where_the_fence_is_open() {
+        let mut log = Log::default();
+        log.fences.insert(MessageId(2), Access::Refused);
+        let updates = [envelope(2, "LOCAL:bob"), envelope(1, "LOCAL:carol")];
+        let batch = StoreBatch {
+            update_envelopes: RSlice::from_slice(&updates),
+            ..StoreBatch::EMPTY
+        };
+        let applied = apply(&mut log, &batch, &local(), Timestamp(1)).unwrap();
+        assert_eq!(applied.refused, [MessageId(2)]);
+        assert_eq!(log.done, ["insert Local/carol", "update 1"]);
+        let status = &applied.receipt.stored[0].recipients[0].status;
+        assert_eq!(status.transport, ROption::RSome("test".into()));
+    }
+
+    #[test]
+    fn a_remembered_submission_answers_with_the_first_message_and_stores_nothing() {
+        let mut log = Log::default();
+        log.keys.insert("seen".into(), MessageId(7));
+        let keyed = |key: &str| {
+            let mut envelope = envelope(0, "bob@example.net");
+            let key = SubmissionKey {
+                key: key.into(),
+                remember_until: Timestamp(9),
+            };
+            envelope.properties.push(key.property());
+            NewMessage {
+                envelope,
+                content: RSlice::from_slice(b""),
+            }
+        };
+        let submit = [keyed("seen"), keyed("new")];
+        let batch = StoreBatch {
+            submit: RSlice::from_slice(&submit),
+            ..StoreBatch::EMPTY
+        };
+        let applied = apply(&mut log, &batch, &local(), Timestamp(1)).unwrap();
+        assert_eq!(
+            applied.receipt.submitted.as_slice(),
+            [MessageId(7), MessageId(101)]
+        );
+        assert_eq!(applied.receipt.stored.len(), 1);
+        assert_eq!(applied.receipt.stored[0].submitted_at, Timestamp(1));
+        assert_eq!(log.done, ["insert Outbox", "remember new 101"]);
     }
 }
