@@ -7,6 +7,9 @@
 //!
 //! It honours submission keys: a retried submission gets the first one's id.
 //!
+//! A commit is the store engine of `store_support` over this store's statements
+//! (`transaction`).
+//!
 //! ```toml
 //! path = "/var/lib/spooler/store.sqlite"
 //! delivers_itself = ["LOCAL"]
@@ -50,6 +53,7 @@ fn default_local_types() -> Vec<String> {
 pub struct EmbeddedStore {
     name: String,
     connection: Connection,
+    /// The address types it delivers itself.
     local: LocalDelivery,
     locked: HashSet<MessageId>,
     submissions: Submissions,

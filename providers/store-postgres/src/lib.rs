@@ -12,6 +12,9 @@
 //!   answers;
 //! - `NOTIFY`/`LISTEN` wake idle hosts when another host changes the queue (`listener`).
 //!
+//! A commit is the store engine of `store_support` over this store's statements, fenced by
+//! its leases (`commit`, `fence`).
+//!
 //! ```toml
 //! [store]
 //! provider = "postgres"
@@ -57,6 +60,7 @@ pub struct PostgresStore {
     leased: HashSet<MessageId>,
     /// Leased messages whose updates were refused since the last check-in.
     lost: Vec<MessageId>,
+    /// The address types it delivers itself.
     local: LocalDelivery,
     listener: Listener,
 }
