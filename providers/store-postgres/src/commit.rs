@@ -109,7 +109,7 @@ impl<C: GenericClient> Backend for Commit<'_, '_, '_, C> {
     }
 
     fn replace_content(&mut self, id: MessageId, content: &[u8]) -> Result<(), postgres::Error> {
-        rows::replace_content(self.db, id, content).map(drop)
+        rows::replace_content(self.db, id, content)
     }
 
     /// The columns envelope by envelope (each fenced), then the recipients and properties of

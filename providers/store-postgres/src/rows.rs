@@ -111,14 +111,14 @@ pub fn record_submission<C: GenericClient>(
     Ok(())
 }
 
-/// Replaces a message's content; false if there is no such message.
+/// Replaces a message's content (nothing, if there is no such message).
 pub fn replace_content<C: GenericClient>(
     db: &mut Db<'_, C>,
     id: MessageId,
     content: &[u8],
-) -> Result<bool, Error> {
+) -> Result<(), Error> {
     let id = id.0 as i64;
-    let changed = db.execute(
+    db.execute(
         "UPDATE messages SET size = $2, subject = $3 WHERE id = $1",
         &[
             &id,
@@ -130,7 +130,7 @@ pub fn replace_content<C: GenericClient>(
         "UPDATE contents SET content = $2 WHERE message_id = $1",
         &[&id, &content],
     )?;
-    Ok(changed > 0)
+    Ok(())
 }
 
 /// A message's content.

@@ -32,7 +32,7 @@ impl LocalDelivery {
     /// Whether storing `envelope` delivers some of its recipients here, so that its content
     /// is needed. Only a preprocessed message: a preprocessor may still expand a local
     /// address that is a distribution list.
-    pub fn delivers_some(&self, envelope: &Envelope) -> bool {
+    pub(crate) fn delivers_some(&self, envelope: &Envelope) -> bool {
         envelope.preprocessed && envelope.recipients.iter().any(|r| self.delivers(r))
     }
 
