@@ -7,6 +7,9 @@
 //!
 //! It honours submission keys: a retried submission gets the first one's id.
 //!
+//! A commit is the store engine of `store_support` over this store's statements
+//! (`transaction`).
+//!
 //! ```toml
 //! path = "/var/lib/spooler/store.sqlite"
 //! delivers_itself = ["LOCAL"]
@@ -15,22 +18,22 @@
 mod rows;
 mod schema;
 mod submissions;
+mod transaction;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use provider_abi::abi_stable::std_types::ROption;
 use provider_abi::store::{
-    self, CommitReceipt, FolderInfo, MessageSummary, QueueCounts, StoreBatch, SubmissionKey,
-    TransportCount, OUTBOX,
+    self, CommitReceipt, FolderInfo, MessageSummary, QueueCounts, StoreBatch, TransportCount,
 };
 use provider_abi::{
-    export_library, DeliveryState, Envelope, Library, MessageId, OpenContext, ProviderError,
-    Recipient, Store, StoredMessage, Timestamp,
+    export_library, Library, MessageId, OpenContext, ProviderError, Store, StoredMessage, Timestamp,
 };
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Deserialize;
+use store_support::{Applied, LocalDelivery};
 use submissions::{Remembered, Submissions};
+use transaction::Commit;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,7 +53,8 @@ fn default_local_types() -> Vec<String> {
 pub struct EmbeddedStore {
     name: String,
     connection: Connection,
-    delivers_itself: Vec<String>,
+    /// The address types it delivers itself.
+    local: LocalDelivery,
     locked: HashSet<MessageId>,
     submissions: Submissions,
     /// When the next commit that submits forgets the expired submission keys.
@@ -104,13 +108,9 @@ impl EmbeddedStore {
         })?;
         log::info!("store `{name}` opened at {}", config.path.display());
         Ok(EmbeddedStore {
+            local: LocalDelivery::new(&name, &config.delivers_itself),
             name,
             connection,
-            delivers_itself: config
-                .delivers_itself
-                .iter()
-                .map(|t| t.to_ascii_uppercase())
-                .collect(),
             locked: HashSet::new(),
             submissions,
             forget_submissions_at: Timestamp(0),
@@ -126,115 +126,6 @@ impl EmbeddedStore {
             }
             _ => ProviderError::permanent(message),
         }
-    }
-
-    /// Whether this store delivers `recipient` itself, now.
-    fn is_local(&self, recipient: &Recipient) -> bool {
-        recipient.status.state == DeliveryState::Pending
-            && self
-                .delivers_itself
-                .iter()
-                .any(|t| recipient.address.has_type(t))
-    }
-
-    /// Whether storing `envelope` delivers some of its recipients locally (so its content
-    /// must be read).
-    fn delivers_some_locally(&self, envelope: &Envelope) -> bool {
-        envelope.preprocessed && envelope.recipients.iter().any(|r| self.is_local(r))
-    }
-
-    /// Delivers the pending recipients of this store's own types into their local folders
-    /// and marks them delivered; only for preprocessed messages (a preprocessor may still
-    /// expand a local address that is a distribution list).
-    fn deliver_locally(
-        &self,
-        transaction: &Transaction<'_>,
-        envelope: &mut Envelope,
-        content: &[u8],
-    ) -> rusqlite::Result<()> {
-        if !envelope.preprocessed {
-            return Ok(());
-        }
-        let now = Timestamp::now();
-        for index in 0..envelope.recipients.len() {
-            if !self.is_local(&envelope.recipients[index]) {
-                continue;
-            }
-            let (folder, copy) = store::deliver_locally(envelope, index, &self.name, now);
-            rows::insert(transaction, &folder, &copy, content)?;
-        }
-        Ok(())
-    }
-
-    fn commit_in(
-        &self,
-        transaction: &Transaction<'_>,
-        batch: &StoreBatch<'_>,
-        forget_submissions: Option<Timestamp>,
-        remembered: &mut Remembered,
-    ) -> rusqlite::Result<CommitReceipt> {
-        let mut receipt = CommitReceipt::default();
-        let now = Timestamp::now();
-        if let Some(now) = forget_submissions {
-            Submissions::forget(transaction, now)?;
-        }
-        for message in batch.submit.iter() {
-            let key = SubmissionKey::of(&message.envelope);
-            if let Some(key) = &key {
-                if let Some(first) = self.submissions.first(transaction, remembered, key, now)? {
-                    receipt.submitted.push(first);
-                    continue;
-                }
-            }
-            let mut envelope = message.envelope.clone();
-            envelope.submitted_at = now;
-            self.deliver_locally(transaction, &mut envelope, &message.content)?;
-            envelope.id = rows::insert(transaction, OUTBOX, &envelope, &message.content)?;
-            if let Some(key) = &key {
-                self.submissions
-                    .remember(transaction, remembered, key, envelope.id)?;
-            }
-            receipt.submitted.push(envelope.id);
-            receipt.stored.push(envelope);
-        }
-        for replacement in batch.replace_content.iter() {
-            rows::replace_content(transaction, replacement.id, &replacement.content)?;
-        }
-        for envelope in batch.update_envelopes.iter() {
-            let mut envelope = envelope.clone();
-            if self.delivers_some_locally(&envelope) {
-                let Some(content) = rows::read_content(transaction, envelope.id)? else {
-                    continue;
-                };
-                self.deliver_locally(transaction, &mut envelope, &content)?;
-            }
-            if rows::update(transaction, &envelope)? {
-                receipt.stored.push(envelope);
-            }
-        }
-        for finish in batch.finish.iter() {
-            match &finish.move_to {
-                ROption::RSome(folder) => {
-                    transaction
-                        .prepare_cached(
-                            "UPDATE messages SET folder = ?2, due = NULL WHERE id = ?1",
-                        )?
-                        .execute(params![finish.id.0 as i64, folder.as_str()])?;
-                }
-                ROption::RNone => rows::delete(transaction, finish.id)?,
-            }
-        }
-        for delivery in batch.deliver.iter() {
-            let mut envelope = delivery.envelope.clone();
-            envelope.submitted_at = now;
-            receipt.delivered.push(rows::insert(
-                transaction,
-                delivery.folder.as_str(),
-                &envelope,
-                &delivery.content,
-            )?);
-        }
-        Ok(receipt)
     }
 
     fn read_message(&self, id: MessageId) -> rusqlite::Result<Option<StoredMessage>> {
@@ -302,21 +193,24 @@ impl Store for EmbeddedStore {
                 .refresh(&transaction, now)
                 .map_err(|error| self.error("cannot read the submission keys", error))?;
         }
-        let mut remembered = Remembered::default();
-        let receipt = self
-            .commit_in(&transaction, batch, forget_submissions, &mut remembered)
-            .and_then(|receipt| transaction.commit().map(|()| receipt))
+        let mut commit = Commit {
+            transaction: &transaction,
+            submissions: &self.submissions,
+            remembered: Remembered::default(),
+        };
+        let applied = forget_submissions
+            .map_or(Ok(()), |now| Submissions::forget(&transaction, now))
+            .and_then(|()| store_support::apply(&mut commit, batch, &self.local, now));
+        let remembered = commit.remembered;
+        let Applied { receipt, .. } = applied
+            .and_then(|applied| transaction.commit().map(|()| applied))
             .map_err(|error| self.error("cannot commit", error))?;
         self.submissions.committed(remembered, forget_submissions);
         if forget_submissions.is_some() {
             self.forget_submissions_at = Timestamp(now.0 + FORGET_SUBMISSIONS_EVERY);
         }
-        for id in batch
-            .unlock
-            .iter()
-            .chain(batch.finish.iter().map(|f| &f.id))
-        {
-            self.locked.remove(id);
+        for id in store_support::released(batch) {
+            self.locked.remove(&id);
         }
         Ok(receipt)
     }
@@ -464,7 +358,7 @@ impl Store for EmbeddedStore {
     }
 
     fn delivers_itself(&self) -> Vec<String> {
-        self.delivers_itself.clone()
+        self.local.types().to_vec()
     }
 }
 

@@ -12,32 +12,39 @@
 //!   answers;
 //! - `NOTIFY`/`LISTEN` wake idle hosts when another host changes the queue (`listener`).
 //!
+//! A commit is the store engine of `store_support` over this store's statements, fenced by
+//! its leases (`commit`, `fence`).
+//!
 //! ```toml
 //! [store]
 //! provider = "postgres"
 //! config = { url = "postgres://spooler@db.example.net/spooler", password_file = "/etc/spooler/db-password", host_name = "mx1", lease = 60 }
 //! ```
 
+mod commit;
 mod config;
 mod db;
+mod fence;
 mod listener;
 mod rows;
 mod schema;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use postgres::{Client, GenericClient, NoTls};
 use provider_abi::store::{
     self, CheckIn, CommitReceipt, FolderInfo, HostInfo, MessageSummary, QueueCounts, StoreBatch,
-    SubmissionKey, TransportCount, OUTBOX,
+    TransportCount, OUTBOX,
 };
 use provider_abi::{
-    export_library, DeliveryState, Envelope, Library, MessageId, OpenContext, ProviderError, Store,
-    StoredMessage, Timestamp,
+    export_library, Library, MessageId, OpenContext, ProviderError, Store, StoredMessage, Timestamp,
 };
+use store_support::LocalDelivery;
 
+use commit::Commit;
 use config::Config;
 use db::{Db, Statements};
+use fence::Fences;
 use listener::Listener;
 
 /// One host's store instance: its connection, its session (this run of this host), and the
@@ -53,18 +60,9 @@ pub struct PostgresStore {
     leased: HashSet<MessageId>,
     /// Leased messages whose updates were refused since the last check-in.
     lost: Vec<MessageId>,
+    /// The address types it delivers itself.
+    local: LocalDelivery,
     listener: Listener,
-}
-
-/// What a commit may do with one message this host touches.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Fence {
-    /// Go ahead.
-    Open,
-    /// No such message (deleted meanwhile): skip it.
-    Gone,
-    /// Another host holds it, or this host's lease on it expired: refuse.
-    Closed,
 }
 
 impl PostgresStore {
@@ -96,6 +94,7 @@ impl PostgresStore {
         );
         let listener = Listener::start(&name, config.connection.clone(), session, host);
         Ok(PostgresStore {
+            local: LocalDelivery::new(&name, &config.delivers_itself),
             name,
             config,
             client: Some(client),
@@ -109,6 +108,20 @@ impl PostgresStore {
 
     fn lease_ms(&self) -> i64 {
         self.config.lease.as_millis() as i64
+    }
+
+    /// Lets go of the messages whose changes fencing `refused`: the next check-in reports
+    /// them lost.
+    fn lose(&mut self, refused: Vec<MessageId>) {
+        for id in refused {
+            log::warn!(
+                "store `{}`: message {id}: this host's lease on it expired or was taken over; \
+                 its update is refused (fencing) and the host that holds it now carries on",
+                self.name
+            );
+            self.leased.remove(&id);
+            self.lost.push(id);
+        }
     }
 
     /// The connection, connecting again if it broke.
@@ -159,25 +172,6 @@ impl PostgresStore {
             transaction.commit().map(|()| value)
         });
         result.map_err(|error| classify(format!("store `{name}`: {doing}"), &error))
-    }
-
-    /// Which recipients of `envelope` this store delivers itself now: pending ones of its own
-    /// types, once the message is preprocessed (a preprocessor may still expand a local
-    /// address that is a distribution list).
-    fn local_recipients(&self, envelope: &Envelope) -> Vec<bool> {
-        envelope
-            .recipients
-            .iter()
-            .map(|recipient| {
-                envelope.preprocessed
-                    && recipient.status.state == DeliveryState::Pending
-                    && self
-                        .config
-                        .delivers_itself
-                        .iter()
-                        .any(|t| recipient.address.has_type(t))
-            })
-            .collect()
     }
 }
 
@@ -246,225 +240,29 @@ fn start_session(client: &mut Client, config: &Config) -> Result<i64, postgres::
 }
 
 /// Tells the other hosts `payload` when the transaction commits.
-fn notify<C: GenericClient>(db: &mut Db<'_, C>, payload: &str) -> Result<(), postgres::Error> {
+pub(crate) fn notify<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    payload: &str,
+) -> Result<(), postgres::Error> {
     db.execute("SELECT pg_notify('spooler', $1)", &[&payload])?;
     Ok(())
 }
 
-/// Whether this host may change message `id` now. A message this host leased needs its lease
-/// still valid; any other message needs no valid lease of another host. The row stays locked
-/// to the end of the transaction, so no host takes the message over meanwhile.
-fn fence<C: GenericClient>(
-    db: &mut Db<'_, C>,
-    id: MessageId,
-    session: i64,
-    leased_by_me: bool,
-) -> Result<Fence, postgres::Error> {
-    let row = db.query_opt(
-        "SELECT lease_session, lease_until, spooler_now_ms() FROM messages WHERE id = $1
-         FOR UPDATE",
-        &[&(id.0 as i64)],
-    )?;
-    let Some(row) = row else {
-        return Ok(Fence::Gone);
-    };
-    let holder: Option<i64> = row.get(0);
-    let until: Option<i64> = row.get(1);
-    let now: i64 = row.get(2);
-    let valid = until.is_some_and(|until| until > now);
-    let open = if leased_by_me {
-        holder == Some(session) && valid
-    } else {
-        holder.is_none() || holder == Some(session) || !valid
-    };
-    Ok(if open { Fence::Open } else { Fence::Closed })
-}
-
-/// The fences of the messages one commit touches, each asked of the database once.
-struct Fences<'a> {
-    known: HashMap<MessageId, Fence>,
-    session: i64,
-    leased: &'a HashSet<MessageId>,
-}
-
-impl Fences<'_> {
-    fn check<C: GenericClient>(
-        &mut self,
-        db: &mut Db<'_, C>,
-        id: MessageId,
-    ) -> Result<Fence, postgres::Error> {
-        if let Some(known) = self.known.get(&id) {
-            return Ok(*known);
-        }
-        let verdict = fence(db, id, self.session, self.leased.contains(&id))?;
-        self.known.insert(id, verdict);
-        Ok(verdict)
-    }
-
-    /// Notes `id` among the refused if its fence is closed (a deleted message is skipped
-    /// quietly).
-    fn refuse(&self, id: MessageId, refused: &mut Vec<MessageId>) {
-        if self.known.get(&id) == Some(&Fence::Closed) {
-            refused.push(id);
-        }
-    }
-}
-
 impl Store for PostgresStore {
     fn commit(&mut self, batch: &StoreBatch<'_>) -> Result<CommitReceipt, ProviderError> {
-        let session = self.session;
-        let leased = self.leased.clone();
-        let store_name = self.name.clone();
-        // Which recipients the store delivers itself, worked out before the transaction
-        // borrows the connection.
-        let submit_local: Vec<Vec<bool>> = batch
-            .submit
-            .iter()
-            .map(|m| self.local_recipients(&m.envelope))
-            .collect();
-        let update_local: Vec<Vec<bool>> = batch
-            .update_envelopes
-            .iter()
-            .map(|e| self.local_recipients(e))
-            .collect();
-        let mut refused = Vec::new();
-        let receipt = self.transaction("cannot commit", |db| {
+        let (session, leased, local) = (self.session, self.leased.clone(), self.local.clone());
+        let applied = self.transaction("cannot commit", |db| {
             let now = Timestamp::now();
-            let mut receipt = CommitReceipt::default();
-            let mut fences = Fences {
-                known: HashMap::new(),
-                session,
-                leased: &leased,
-            };
-            let mut wake_others = false;
-            for (index, message) in batch.submit.iter().enumerate() {
-                let key = SubmissionKey::of(&message.envelope);
-                if let Some(key) = &key {
-                    if let Some(first) = rows::claim_submission(db, key, now)? {
-                        receipt.submitted.push(first);
-                        continue;
-                    }
-                }
-                let mut envelope = message.envelope.clone();
-                envelope.submitted_at = now;
-                deliver_locally(
-                    db,
-                    &mut envelope,
-                    &submit_local[index],
-                    &store_name,
-                    now,
-                    &message.content,
-                )?;
-                envelope.id = rows::insert(db, OUTBOX, &envelope, &message.content)?;
-                if let Some(key) = &key {
-                    rows::record_submission(db, key, envelope.id)?;
-                }
-                receipt.submitted.push(envelope.id);
-                receipt.stored.push(envelope);
-                wake_others = true;
-            }
-            for replacement in batch.replace_content.iter() {
-                if fences.check(db, replacement.id)? == Fence::Open {
-                    rows::replace_content(db, replacement.id, &replacement.content)?;
-                }
-            }
-            let mut accepted = Vec::new();
-            for (index, envelope) in batch.update_envelopes.iter().enumerate() {
-                let mut envelope = envelope.clone();
-                let mine = leased.contains(&envelope.id);
-                if update_local[index].contains(&true) {
-                    // Local copies are written only once the fence is known to be open.
-                    if fences.check(db, envelope.id)? != Fence::Open {
-                        fences.refuse(envelope.id, &mut refused);
-                        continue;
-                    }
-                    let Some(content) = rows::read_content(db, envelope.id)? else {
-                        continue;
-                    };
-                    let local = &update_local[index];
-                    deliver_locally(db, &mut envelope, local, &store_name, now, &content)?;
-                }
-                // The update checks the fence itself (one round trip); only when it changes
-                // nothing is it worth asking why.
-                let known = fences.known.get(&envelope.id).copied();
-                let stored = known != Some(Fence::Closed)
-                    && known != Some(Fence::Gone)
-                    && rows::update_columns(db, &envelope, mine, session)?;
-                let stored = stored || {
-                    // Ask why; the row is locked from here on. Open now means the lease
-                    // changed hands in between and is this host's again: write it.
-                    fences.known.remove(&envelope.id);
-                    fences.check(db, envelope.id)? == Fence::Open
-                        && rows::update_columns(db, &envelope, mine, session)?
-                };
-                if stored {
-                    fences.known.insert(envelope.id, Fence::Open);
-                    accepted.push(envelope);
-                } else {
-                    fences.refuse(envelope.id, &mut refused);
-                }
-            }
-            rows::update_lists(db, &accepted)?;
-            receipt.stored.extend(accepted);
-            for finish in batch.finish.iter() {
-                if fences.check(db, finish.id)? != Fence::Open {
-                    fences.refuse(finish.id, &mut refused);
-                    continue;
-                }
-                let id = finish.id.0 as i64;
-                match &finish.move_to {
-                    provider_abi::abi_stable::std_types::ROption::RSome(folder) => db.execute(
-                        "UPDATE messages SET folder = $2, due = NULL, lease_session = NULL,
-                            lease_until = NULL WHERE id = $1",
-                        &[&id, &folder.as_str()],
-                    )?,
-                    provider_abi::abi_stable::std_types::ROption::RNone => {
-                        db.execute("DELETE FROM messages WHERE id = $1", &[&id])?
-                    }
-                };
-            }
-            for delivery in batch.deliver.iter() {
-                let mut envelope = delivery.envelope.clone();
-                envelope.submitted_at = now;
-                let id = rows::insert(db, delivery.folder.as_str(), &envelope, &delivery.content)?;
-                notify(db, &listener::mail_arrived(session, id))?;
-                receipt.delivered.push(id);
-            }
-            if !batch.unlock.is_empty() {
-                let ids: Vec<i64> = batch.unlock.iter().map(|id| id.0 as i64).collect();
-                let due_now = db.query_one(
-                    "WITH released AS (
-                         UPDATE messages SET lease_session = NULL, lease_until = NULL
-                         WHERE id = ANY($1) AND lease_session = $2 RETURNING due)
-                     SELECT count(*) FROM released WHERE due <= $3",
-                    &[&ids, &session, &now.0],
-                )?;
-                wake_others |= due_now.get::<_, i64>(0) > 0;
-            }
-            if wake_others {
-                notify(db, &listener::queue_changed(session))?;
-            }
-            Ok(receipt)
+            let mut commit = Commit::new(db, Fences::new(session, &leased), now);
+            let applied = store_support::apply(&mut commit, batch, &local, now)?;
+            commit.notify_others(&applied.receipt)?;
+            Ok(applied)
         })?;
-        for id in batch
-            .unlock
-            .iter()
-            .chain(batch.finish.iter().map(|f| &f.id))
-        {
-            self.leased.remove(id);
-        }
-        refused.sort_unstable();
-        refused.dedup();
-        for id in refused {
-            log::warn!(
-                "store `{}`: message {id}: this host's lease on it expired or was taken over; \
-                 its update is refused (fencing) and the host that holds it now carries on",
-                self.name
-            );
+        for id in store_support::released(batch) {
             self.leased.remove(&id);
-            self.lost.push(id);
         }
-        Ok(receipt)
+        self.lose(applied.refused);
+        Ok(applied.receipt)
     }
 
     fn lock_due(
@@ -652,7 +450,7 @@ impl Store for PostgresStore {
     }
 
     fn delivers_itself(&self) -> Vec<String> {
-        self.config.delivers_itself.clone()
+        self.local.types().to_vec()
     }
 
     fn hold(
@@ -759,23 +557,6 @@ impl Store for PostgresStore {
             })
             .collect())
     }
-}
-
-/// Delivers the pending recipients marked in `local` into their local folders, in the
-/// transaction that stores the message.
-fn deliver_locally<C: GenericClient>(
-    db: &mut Db<'_, C>,
-    envelope: &mut Envelope,
-    local: &[bool],
-    store_name: &str,
-    now: Timestamp,
-    content: &[u8],
-) -> Result<(), postgres::Error> {
-    for (index, _) in local.iter().enumerate().filter(|(_, local)| **local) {
-        let (folder, copy) = store::deliver_locally(envelope, index, store_name, now);
-        rows::insert(db, &folder, &copy, content)?;
-    }
-    Ok(())
 }
 
 impl Drop for PostgresStore {

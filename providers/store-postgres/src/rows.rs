@@ -111,14 +111,14 @@ pub fn record_submission<C: GenericClient>(
     Ok(())
 }
 
-/// Replaces a message's content; false if there is no such message.
+/// Replaces a message's content (nothing, if there is no such message).
 pub fn replace_content<C: GenericClient>(
     db: &mut Db<'_, C>,
     id: MessageId,
     content: &[u8],
-) -> Result<bool, Error> {
+) -> Result<(), Error> {
     let id = id.0 as i64;
-    let changed = db.execute(
+    db.execute(
         "UPDATE messages SET size = $2, subject = $3 WHERE id = $1",
         &[
             &id,
@@ -130,7 +130,7 @@ pub fn replace_content<C: GenericClient>(
         "UPDATE contents SET content = $2 WHERE message_id = $1",
         &[&id, &content],
     )?;
-    Ok(changed > 0)
+    Ok(())
 }
 
 /// A message's content.
@@ -189,7 +189,7 @@ pub fn update_columns<C: GenericClient>(
 /// differ from the stored ones: one read for all of them, one write for all changed rows.
 pub fn update_lists<C: GenericClient>(
     db: &mut Db<'_, C>,
-    envelopes: &[Envelope],
+    envelopes: &[&Envelope],
 ) -> Result<(), Error> {
     if envelopes.is_empty() {
         return Ok(());
