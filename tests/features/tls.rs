@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use crate::common::recipient;
 use spooler_tests::{
     free_port, real_server, wait_until, Certificates, Dovecot, Host, Postfix, Site, SmtpSink,
     PROMPTLY,
@@ -57,15 +58,6 @@ fn pop3_transport(port: u16, extra: &str) -> String {
 
 fn ca_file(certificates: &Certificates) -> String {
     format!(", ca_file = \"{}\"", certificates.ca_file.display())
-}
-
-fn recipient<'a>(message: &'a serde_json::Value, address: &str) -> &'a serde_json::Value {
-    message["recipients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["address"] == address)
-        .unwrap()
 }
 
 fn answer(message: &serde_json::Value, address: &str) -> String {

@@ -1,6 +1,7 @@
 //! The SMTP transport against a real SMTP server on loopback: Postfix's `smtp-sink`, which
 //! takes mail, or refuses chosen commands with the replies we give it.
 
+use crate::common::recipient;
 use spooler_tests::{free_port, real_server, wait_until, Host, Postfix, Site, SmtpSink, PROMPTLY};
 
 fn smtp_transport(name: &str, port: u16, extra: &str) -> String {
@@ -12,15 +13,6 @@ fn smtp_transport(name: &str, port: u16, extra: &str) -> String {
 const RETRY_LATER: &str = "[retry]\nmin_delay = \"1h\"\nmax_delay = \"1h\"\n";
 
 const MESSAGE: &str = "From: alice@example.com\r\nTo: bob@example.net, carol@example.net\r\nSubject: to the smart host\r\n\r\nHello over SMTP.\r\n";
-
-fn recipient<'a>(message: &'a serde_json::Value, address: &str) -> &'a serde_json::Value {
-    message["recipients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["address"] == address)
-        .unwrap()
-}
 
 #[test]
 fn mail_goes_to_the_smart_host_in_one_transaction_per_message_and_a_bcc_in_its_own() {

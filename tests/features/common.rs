@@ -1,0 +1,57 @@
+//! What the tests of several features share: the profiles they run the host on, and reading
+//! one recipient's status out of `show --json`.
+
+use serde_json::Value;
+
+/// A directory transport `files` for FILE mail with a pickup folder for inbound mail.
+pub const PICKUP: &str = r#"
+[[transport]]
+provider = "directory"
+name = "files"
+config = { path = "{site}/files", pickup = "{site}/pickup", poll_interval_secs = 1 }
+
+[retry]
+min_delay = "200ms"
+max_delay = "1s"
+"#;
+
+/// Two directory transports: `fax` claims FAX, `files` claims FILE. Retries are quick.
+pub const TWO_TRANSPORTS: &str = r#"
+[[transport]]
+provider = "directory"
+name = "fax"
+config = { path = "{site}/fax", address_type = "FAX" }
+
+[[transport]]
+provider = "directory"
+name = "files"
+config = { path = "{site}/files" }
+
+[retry]
+min_delay = "200ms"
+max_delay = "1s"
+"#;
+
+/// A message with its own Message-ID, for the outbound tests.
+pub const MESSAGE: &str = "Message-ID: <figures-q3@example.com>\r\nFrom: alice@example.com\r\nTo: bob\r\nSubject: quarterly figures\r\n\r\nThe figures are attached.\r\n";
+
+/// The recipient `address` of a message as `show --json` prints it; a failure if it has none.
+pub fn recipient<'a>(message: &'a Value, address: &str) -> &'a Value {
+    message["recipients"]
+        .as_array()
+        .expect("recipients")
+        .iter()
+        .find(|r| r["address"] == address)
+        .unwrap_or_else(|| panic!("no recipient {address} in {message:#}"))
+}
+
+/// A directory transport for FILE mail that delivers at once.
+pub const FILES: &str = r#"
+[[transport]]
+provider = "directory"
+name = "files"
+config = { path = "{site}/files" }
+"#;
+
+/// Retries every 200 ms.
+pub const QUICK_RETRY: &str = "[retry]\nmin_delay = \"200ms\"\nmax_delay = \"200ms\"\n";
