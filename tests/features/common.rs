@@ -2,6 +2,7 @@
 //! one recipient's status out of `show --json`.
 
 use serde_json::Value;
+use spooler_tests::real_server;
 
 /// A directory transport `files` for FILE mail with a pickup folder for inbound mail.
 pub const PICKUP: &str = r#"
@@ -55,3 +56,30 @@ config = { path = "{site}/files" }
 
 /// Retries every 200 ms.
 pub const QUICK_RETRY: &str = "[retry]\nmin_delay = \"200ms\"\nmax_delay = \"200ms\"\n";
+
+/// Whether a private server needs root and we are not; says so (a failure under
+/// `SPOOLER_REQUIRE_SERVERS=1`).
+fn lacking_root(server: &str) -> bool {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(
+            std::env::var("SPOOLER_REQUIRE_SERVERS").as_deref() != Ok("1"),
+            "a private {server} needs root to start here"
+        );
+        eprintln!("SKIPPED: a private {server} needs root to start (CI runs as root)");
+    }
+    !root
+}
+
+/// Whether Postfix (and its smtp-sink) can run a private instance here; says why not.
+pub fn can_run_postfix() -> bool {
+    real_server("smtp-sink").is_some()
+        && real_server("postfix").is_some()
+        && !lacking_root("Postfix")
+}
+
+/// Whether Dovecot can run a private instance here; says why not.
+pub fn can_run_dovecot() -> bool {
+    real_server("dovecot").is_some() && !lacking_root("Dovecot")
+}

@@ -6,9 +6,9 @@
 use std::fs;
 
 use serde_json::Value;
-use spooler_tests::{real_server, wait_until, Dovecot, Host, Site, PROMPTLY};
+use spooler_tests::{wait_until, Dovecot, Host, Site, PROMPTLY};
 
-use crate::common::PICKUP;
+use crate::common::{can_run_dovecot, PICKUP};
 
 const INBOUND: &str = "Return-Path: <carol@example.org>\r\nFrom: Carol <carol@example.org>\r\nTo: me@example.com\r\nSubject: minutes of Monday\r\n\r\nSee below.\r\n";
 
@@ -134,22 +134,6 @@ fn pop3_config(port: u16) -> String {
     format!(
         "[[transport]]\nprovider = \"pop3\"\nname = \"mailbox\"\nconfig = {{ host = \"127.0.0.1\", port = {port}, tls = \"none\", username = \"test\", password = \"secret\", poll_interval_secs = 1 }}\n"
     )
-}
-
-fn can_run_dovecot() -> bool {
-    if real_server("dovecot").is_none() {
-        return false;
-    }
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var("SPOOLER_REQUIRE_SERVERS").as_deref() != Ok("1"),
-            "Dovecot needs root to start here"
-        );
-        eprintln!("SKIPPED: a private Dovecot needs root to start (CI runs as root)");
-    }
-    root
 }
 
 #[test]
