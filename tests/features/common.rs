@@ -1,6 +1,8 @@
 //! What the tests of several features share: the profiles they run the host on, and reading
 //! one recipient's status out of `show --json`.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use serde_json::Value;
 use spooler_tests::real_server;
 
@@ -82,4 +84,14 @@ pub fn can_run_postfix() -> bool {
 /// Whether Dovecot can run a private instance here; says why not.
 pub fn can_run_dovecot() -> bool {
     real_server("dovecot").is_some() && !lacking_root("Dovecot")
+}
+
+/// Held for the whole of a test that must not overlap the others that hold it: the two that
+/// run cargo on a whole workspace (the provider template, a store from an older commit),
+/// which takes both cores for minutes, and those whose checks count what happens within a
+/// few seconds, which such a build would starve. In the former one binary per file, each
+/// build ran alone.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
 }

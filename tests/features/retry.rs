@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use spooler_tests::{wait_until, Host, Site, PROMPTLY};
 
-use crate::common::{recipient, FILES, MESSAGE, QUICK_RETRY, TWO_TRANSPORTS};
+use crate::common::{one_at_a_time, recipient, FILES, MESSAGE, QUICK_RETRY, TWO_TRANSPORTS};
 
 #[test]
 fn mail_for_an_offline_transport_waits_and_goes_out_as_soon_as_it_is_back() {
@@ -191,6 +191,7 @@ fn a_panicking_transport_defers_only_its_own_mail_and_is_reopened() {
 
 #[test]
 fn a_transport_call_that_hangs_is_abandoned_its_mail_deferred_and_a_fresh_copy_delivers_it() {
+    let _alone = one_at_a_time();
     let site = Site::new();
     site.providers()
         .add_library("fixture-misbehaving-transport");
@@ -237,6 +238,7 @@ fn a_transport_call_that_hangs_is_abandoned_its_mail_deferred_and_a_fresh_copy_d
 #[test]
 fn a_transport_that_panics_on_every_call_is_reopened_after_growing_pauses_while_the_rest_delivers()
 {
+    let _alone = one_at_a_time();
     let site = Site::new();
     site.providers()
         .add_library("fixture-misbehaving-transport");

@@ -1,8 +1,9 @@
 //! The SMTP transport against a real SMTP server on loopback: Postfix's `smtp-sink`, which
 //! takes mail, or refuses chosen commands with the replies we give it.
 
-use crate::common::recipient;
 use spooler_tests::{free_port, real_server, wait_until, Host, Postfix, Site, SmtpSink, PROMPTLY};
+
+use crate::common::recipient;
 
 fn smtp_transport(name: &str, port: u16, extra: &str) -> String {
     format!(

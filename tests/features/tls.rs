@@ -6,10 +6,11 @@
 
 use std::path::PathBuf;
 
-use crate::common::{can_run_dovecot, can_run_postfix, recipient};
 use spooler_tests::{
     free_port, wait_until, Certificates, Dovecot, Host, Postfix, Site, SmtpSink, PROMPTLY,
 };
+
+use crate::common::{can_run_dovecot, can_run_postfix, recipient};
 
 const MESSAGE: &str = "From: alice@example.com\r\nTo: bob@starttls.example\r\nSubject: over TLS\r\n\r\nHello over TLS.\r\n";
 
