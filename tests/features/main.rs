@@ -27,7 +27,9 @@
 //! its tests run side by side on the harness's threads (`RUST_TEST_THREADS`, by default one
 //! per core), as each of the former per-client binaries ran its own. No test changes the
 //! process's state (environment, working folder, umask): each has its own site, host and
-//! servers, on ports that `free_port` hands out once per process.
+//! servers, on ports that `free_port` hands out once per process. The few that must not
+//! overlap one another (a whole-workspace build, checks that count within seconds) hold
+//! `common::one_at_a_time`.
 
 mod common;
 
