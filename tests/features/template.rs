@@ -7,6 +7,8 @@ use std::process::Command;
 
 use spooler_tests::{build_folder, wait_until, Host, Site, PROMPTLY};
 
+use crate::common::one_at_a_time;
+
 /// Runs cargo `args` on the template. It shares the workspace's target folder (its lock file
 /// pins the same versions), so the dependencies it has in common are built once.
 fn cargo_on_template(args: &[&str]) {
@@ -33,6 +35,7 @@ fn template_target() -> &'static Path {
 
 #[test]
 fn the_provider_template_builds_as_checked_in_and_the_host_delivers_through_it() {
+    let _alone = one_at_a_time();
     cargo_on_template(&["test"]);
     cargo_on_template(&["build"]);
     let library = template_target().join(format!(

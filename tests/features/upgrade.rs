@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use spooler_tests::{library_at_revision, library_file_name, wait_until, Host, Site, PROMPTLY};
 
+use crate::common::one_at_a_time;
+
 /// The last commit whose provider-abi was 1.0.0, and whose embedded store wrote schema 1.
 const ABI_1_0: &str = "f56badcc72d7734d549d84b471eb3e28a328e2f6";
 
@@ -53,6 +55,7 @@ fn wait_for_attempts(host: &Host, ids: &[String]) {
 
 #[test]
 fn a_store_built_against_abi_1_0_serves_the_host_and_its_queue_survives_the_upgrade() {
+    let _alone = one_at_a_time();
     let old_store = library_at_revision(ABI_1_0, "store-embedded");
     let site = Site::with_providers(&["transport-directory"]);
     let store_file = library_file_name("store-embedded");

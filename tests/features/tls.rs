@@ -7,40 +7,16 @@
 use std::path::PathBuf;
 
 use spooler_tests::{
-    free_port, real_server, wait_until, Certificates, Dovecot, Host, Postfix, Site, SmtpSink,
-    PROMPTLY,
+    free_port, wait_until, Certificates, Dovecot, Host, Postfix, Site, SmtpSink, PROMPTLY,
 };
+
+use crate::common::{can_run_dovecot, can_run_postfix, recipient};
 
 const MESSAGE: &str = "From: alice@example.com\r\nTo: bob@starttls.example\r\nSubject: over TLS\r\n\r\nHello over TLS.\r\n";
 
 const INBOUND: &str = "From: carol@example.org\r\nTo: test@example.com\r\nSubject: by POP3 over TLS\r\n\r\nHello from the mail server.\r\n";
 
 const RETRY_LATER: &str = "[retry]\nmin_delay = \"1h\"\nmax_delay = \"1h\"\n";
-
-/// Whether a private server needs root and we are not; says so (a failure under
-/// `SPOOLER_REQUIRE_SERVERS=1`).
-fn lacking_root(server: &str) -> bool {
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var("SPOOLER_REQUIRE_SERVERS").as_deref() != Ok("1"),
-            "a private {server} needs root to start here"
-        );
-        eprintln!("SKIPPED: a private {server} needs root to start (CI runs as root)");
-    }
-    !root
-}
-
-fn can_run_postfix() -> bool {
-    real_server("smtp-sink").is_some()
-        && real_server("postfix").is_some()
-        && !lacking_root("Postfix")
-}
-
-fn can_run_dovecot() -> bool {
-    real_server("dovecot").is_some() && !lacking_root("Dovecot")
-}
 
 /// An SMTP transport for the recipients in `domain`; `extra` adds config keys.
 fn smtp_transport(name: &str, domain: &str, port: u16, extra: &str) -> String {
@@ -57,15 +33,6 @@ fn pop3_transport(port: u16, extra: &str) -> String {
 
 fn ca_file(certificates: &Certificates) -> String {
     format!(", ca_file = \"{}\"", certificates.ca_file.display())
-}
-
-fn recipient<'a>(message: &'a serde_json::Value, address: &str) -> &'a serde_json::Value {
-    message["recipients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["address"] == address)
-        .unwrap()
 }
 
 fn answer(message: &serde_json::Value, address: &str) -> String {

@@ -3,6 +3,8 @@
 
 use spooler_tests::{free_port, real_server, wait_until, Host, Postfix, Site, SmtpSink, PROMPTLY};
 
+use crate::common::recipient;
+
 fn smtp_transport(name: &str, port: u16, extra: &str) -> String {
     format!(
         "[[transport]]\nprovider = \"smtp\"\nname = \"{name}\"\nconfig = {{ host = \"127.0.0.1\", port = {port}, tls = \"none\", helo = \"spooler.test\", timeout_secs = 5{extra} }}\n"
@@ -12,15 +14,6 @@ fn smtp_transport(name: &str, port: u16, extra: &str) -> String {
 const RETRY_LATER: &str = "[retry]\nmin_delay = \"1h\"\nmax_delay = \"1h\"\n";
 
 const MESSAGE: &str = "From: alice@example.com\r\nTo: bob@example.net, carol@example.net\r\nSubject: to the smart host\r\n\r\nHello over SMTP.\r\n";
-
-fn recipient<'a>(message: &'a serde_json::Value, address: &str) -> &'a serde_json::Value {
-    message["recipients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["address"] == address)
-        .unwrap()
-}
 
 #[test]
 fn mail_goes_to_the_smart_host_in_one_transaction_per_message_and_a_bcc_in_its_own() {

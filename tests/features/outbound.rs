@@ -1,43 +1,14 @@
-//! The outbound engine as a user meets it: a real `spooler-host run` on the bundled
-//! providers (embedded store, directory transports, distribution lists), messages submitted
-//! with `spooler-host submit`, results read from the transports' folders and the store.
+//! Outbound delivery and its reports, through a real `spooler-host run` on the bundled
+//! providers (embedded store, directory transports, distribution lists): routing by address
+//! type, non-delivery and delivery reports, Bcc, distribution lists, outbound hooks, the
+//! store's own recipients, a transport that declines, and the memory a large message costs.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::time::Duration;
 
-use serde_json::Value;
-use spooler_tests::{
-    files_per_message, recorded_deliveries, submit_many, wait_until, Host, Site, PROMPTLY,
-};
+use spooler_tests::{wait_until, Host, Site, PROMPTLY};
 
-/// Two directory transports: `fax` claims FAX, `files` claims FILE. Retries are quick.
-const TWO_TRANSPORTS: &str = r#"
-[[transport]]
-provider = "directory"
-name = "fax"
-config = { path = "{site}/fax", address_type = "FAX" }
-
-[[transport]]
-provider = "directory"
-name = "files"
-config = { path = "{site}/files" }
-
-[retry]
-min_delay = "200ms"
-max_delay = "1s"
-"#;
-
-const MESSAGE: &str = "Message-ID: <figures-q3@example.com>\r\nFrom: alice@example.com\r\nTo: bob\r\nSubject: quarterly figures\r\n\r\nThe figures are attached.\r\n";
-
-fn recipient<'a>(message: &'a Value, address: &str) -> &'a Value {
-    message["recipients"]
-        .as_array()
-        .expect("recipients")
-        .iter()
-        .find(|r| r["address"] == address)
-        .unwrap_or_else(|| panic!("no recipient {address} in {message:#}"))
-}
+use crate::common::{recipient, FILES, MESSAGE, TWO_TRANSPORTS};
 
 #[test]
 fn recipients_of_several_types_go_to_the_transports_that_claim_them() {
@@ -134,88 +105,6 @@ fn an_address_type_no_transport_claims_gets_a_non_delivery_report_at_once() {
         0
     );
     assert_eq!(recipient(&message, "FILE:bob")["state"], "delivered");
-}
-
-#[test]
-fn mail_for_an_offline_transport_waits_and_goes_out_as_soon_as_it_is_back() {
-    let site = Site::new();
-    // A long backoff: only the "back online" notice can explain a prompt delivery.
-    let config = site.write_config(&TWO_TRANSPORTS.replace(
-        "min_delay = \"200ms\"\nmax_delay = \"1s\"",
-        "min_delay = \"1h\"\nmax_delay = \"1h\"",
-    ));
-    fs::create_dir_all(site.path("files")).unwrap();
-    fs::write(site.path("files/.offline"), "maintenance").unwrap();
-    let host = Host::start(&config, "host.log");
-    let id = host.submit(&["FILE:bob"], MESSAGE);
-
-    wait_until(
-        PROMPTLY,
-        "the recipient waits for the offline transport",
-        || {
-            let status = recipient(&host.show(&id), "FILE:bob").clone();
-            status["last_answer"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with("waiting: transport files is offline")
-        },
-    );
-    let status = host.command(&["status"]).stdout;
-    assert!(
-        status
-            .lines()
-            .any(|l| l.starts_with("files") && l.contains("offline")),
-        "{status}"
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        site.delivered_files("files").is_empty(),
-        "nothing is written while offline"
-    );
-    assert_eq!(host.list("Outbox").len(), 1);
-
-    fs::remove_file(site.path("files/.offline")).unwrap();
-    wait_until(
-        Duration::from_secs(10),
-        "the waiting message is delivered",
-        || site.delivered_files("files").len() == 1,
-    );
-    wait_until(PROMPTLY, "the message is finished", || {
-        host.show(&id)["folder"] == "Sent Items"
-    });
-    assert_eq!(recipient(&host.show(&id), "FILE:bob")["state"], "delivered");
-}
-
-#[test]
-fn a_recipient_still_waiting_at_the_end_of_its_lifetime_fails_as_expired() {
-    let site = Site::new();
-    let config = site.write_config(&TWO_TRANSPORTS.replace(
-        "max_delay = \"1s\"",
-        "max_delay = \"1s\"\nmax_lifetime = \"2s\"",
-    ));
-    fs::create_dir_all(site.path("files")).unwrap();
-    fs::write(site.path("files/.offline"), "").unwrap();
-    let host = Host::start(&config, "host.log");
-    let id = host.submit(&["FILE:bob", "FAX:+4930123"], MESSAGE);
-
-    let report = &host.reports(1)[0];
-    assert!(
-        report.contains("Final-Recipient: x-file; bob\r\nAction: failed\r\nStatus: 4.4.7\r\n"),
-        "{report}"
-    );
-    assert!(
-        report.contains("expired: not delivered within 2s"),
-        "{report}"
-    );
-    assert!(
-        report.contains("transport files is offline"),
-        "the last answer is quoted: {report}"
-    );
-    let message = host.show(&id);
-    assert_eq!(message["folder"], "Sent Items");
-    assert_eq!(recipient(&message, "FILE:bob")["state"], "failed");
-    assert_eq!(recipient(&message, "FAX:+4930123")["state"], "delivered");
-    assert!(site.delivered_files("files").is_empty());
 }
 
 #[test]
@@ -369,132 +258,6 @@ config = { lists = { "LOCAL:team" = ["FILE:ann", "LOCAL:ops", "FILE:bob"], "LOCA
 }
 
 #[test]
-fn after_a_kill_9_during_a_run_of_1000_messages_every_message_arrives_and_no_recorded_delivery_is_repeated(
-) {
-    let site = Site::new();
-    let config = site.write_config(&format!("{TWO_TRANSPORTS}\n[limits]\nmax_in_flight = 64\n"));
-    fs::create_dir_all(site.path("files")).unwrap();
-    fs::write(site.path("files/.offline"), "").unwrap();
-    let mut host = Host::start(&config, "first-run.log");
-    let ids = submit_many(&site.path("data/control.sock"), 1000);
-    assert_eq!(
-        ids.iter().collect::<BTreeSet<_>>().len(),
-        1000,
-        "every submission got its own id"
-    );
-
-    // Submitted while the transport is offline, so the kill surely comes mid-run: it goes
-    // online now, and the host is killed as soon as 100 messages are written.
-    fs::remove_file(site.path("files/.offline")).unwrap();
-    let deadline = std::time::Instant::now() + PROMPTLY * 3;
-    while site.delivered_files("files").len() < 100 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "deliveries did not start"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    host.kill_hard();
-    let recorded_before = recorded_deliveries(&host.log());
-    let written_before = site.delivered_files("files").len();
-    assert!(
-        written_before < 1000,
-        "the kill came mid-run ({written_before} written)"
-    );
-    assert!(!recorded_before.is_empty());
-
-    let host = Host::start(&config, "second-run.log");
-    wait_until(PROMPTLY * 6, "every message is finished", || {
-        host.list("Outbox").is_empty() && host.list("Sent Items").len() == 1000
-    });
-
-    let files_per_message = files_per_message(&site.delivered_files("files"));
-    let ids: BTreeSet<String> = ids.into_iter().collect();
-    assert_eq!(
-        files_per_message.keys().cloned().collect::<BTreeSet<_>>(),
-        ids,
-        "every message arrived"
-    );
-    for id in &recorded_before {
-        assert_eq!(
-            files_per_message[id], 1,
-            "message {id} was recorded as delivered before the kill, yet sent again"
-        );
-    }
-    // A delivery in flight at the kill is made again, and the transport finds it already
-    // made (same queue id, recipients and bytes): no message is written twice.
-    let repeats: usize = files_per_message.values().map(|n| n - 1).sum();
-    assert_eq!(repeats, 0, "messages written twice");
-    let recorded_after = recorded_deliveries(&host.log());
-    assert!(
-        recorded_before.is_disjoint(&recorded_after),
-        "no recorded delivery was recorded again"
-    );
-    // A delivery committed just before the kill may have no log line in either run.
-    assert!(recorded_before
-        .union(&recorded_after)
-        .all(|id| ids.contains(id)));
-}
-
-#[test]
-fn a_deferred_delivery_time_is_honoured() {
-    let site = Site::new();
-    let host = Host::start(&site.write_config(TWO_TRANSPORTS), "host.log");
-    let submitted = std::time::Instant::now();
-    let id = host.submit(&["--defer", "2s", "FILE:bob"], MESSAGE);
-
-    std::thread::sleep(Duration::from_millis(1000));
-    if submitted.elapsed() < Duration::from_millis(1900) {
-        assert!(
-            site.delivered_files("files").is_empty(),
-            "nothing is sent before the deferred time"
-        );
-        assert_eq!(recipient(&host.show(&id), "FILE:bob")["state"], "pending");
-    }
-    wait_until(PROMPTLY, "the message goes out after its time", || {
-        site.delivered_files("files").len() == 1
-    });
-    assert!(
-        submitted.elapsed() >= Duration::from_secs(2),
-        "it went out early"
-    );
-}
-
-#[test]
-fn a_sender_gets_one_delay_warning_while_delivery_goes_on() {
-    let site = Site::new();
-    let config = site.write_config(&TWO_TRANSPORTS.replace(
-        "max_delay = \"1s\"",
-        "max_delay = \"300ms\"\ndelay_warning = \"1s\"",
-    ));
-    fs::create_dir_all(site.path("files")).unwrap();
-    fs::write(site.path("files/.offline"), "").unwrap();
-    let host = Host::start(&config, "host.log");
-    let id = host.submit(&["FILE:bob"], MESSAGE);
-
-    host.reports(1);
-    std::thread::sleep(Duration::from_millis(1500));
-    let warning = &host.reports(1)[0];
-    assert!(
-        warning.contains("Subject: Delayed Mail (still being retried)"),
-        "{warning}"
-    );
-    assert!(
-        warning.contains("Final-Recipient: x-file; bob\r\nAction: delayed\r\n"),
-        "{warning}"
-    );
-    assert_eq!(
-        recipient(&host.show(&id), "FILE:bob")["state"],
-        "pending",
-        "delivery goes on"
-    );
-    fs::remove_file(site.path("files/.offline")).unwrap();
-    wait_until(PROMPTLY, "the message is delivered in the end", || {
-        site.delivered_files("files").len() == 1
-    });
-}
-
-#[test]
 fn outbound_hooks_file_finished_messages_and_deletion_is_honoured() {
     let site = Site::new();
     let config = site.write_config(&format!(
@@ -590,42 +353,39 @@ config = { path = "{site}/world", address_type = "FAX" }
     assert_eq!(recipient(&message, "FAX:+33142")["transport"], "world-fax");
 }
 
-#[test]
-fn a_panicking_transport_defers_only_its_own_mail_and_is_reopened() {
-    let site = Site::new();
-    site.providers().add_library("fixture-flaky-transport");
-    let config = site.write_config(&format!(
-        "{TWO_TRANSPORTS}\n[[transport]]\nprovider = \"flaky\"\nisolate = false\nconfig = {{ count_file = \"{{site}}/flaky-count\" }}\n"
-    ));
-    let host = Host::start(&config, "host.log");
-    let id = host.submit(&["FLAKY:one", "FILE:bob"], MESSAGE);
+/// The most memory the process `pid` has held so far (its VmHWM), in bytes.
+fn peak_memory(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: usize = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("/proc/<pid>/status has VmHWM");
+    kib * 1024
+}
 
-    wait_until(PROMPTLY, "the other transport delivers", || {
-        site.delivered_files("files").len() == 1
+#[test]
+fn a_message_of_40_mib_costs_the_host_about_twice_its_size_in_memory_from_submission_to_delivery() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(FILES), "host.log");
+    let before = peak_memory(host.pid());
+    let line = "The quick brown fox jumps over the lazy dog, and the message grows and grows.\r\n";
+    let size = 40 << 20;
+    let mut message = String::with_capacity(size + line.len());
+    message.push_str("Subject: big\r\n\r\n");
+    while message.len() < size {
+        message.push_str(line);
+    }
+    host.submit(&["-i", "FILE:alice"], &message);
+    wait_until(PROMPTLY, "the message is delivered", || {
+        host.list("Sent Items").len() == 1
     });
-    wait_until(
-        PROMPTLY,
-        "the panicking transport's recipient is deferred",
-        || {
-            recipient(&host.show(&id), "FLAKY:one")["last_answer"]
-                .as_str()
-                .is_some_and(|answer| {
-                    answer.contains("panicked: the flaky transport trips over its first message")
-                })
-        },
-    );
-    wait_until(PROMPTLY, "the reopened transport delivers", || {
-        host.show(&id)["folder"] == "Sent Items"
-    });
-    let flaky = recipient(&host.show(&id), "FLAKY:one").clone();
-    assert_eq!(flaky["state"], "delivered", "{flaky}");
-    // Attempts in the second before it is reopened are answered with the panic; then the
-    // reopened transport delivers, once.
-    assert!(flaky["attempts"].as_u64().unwrap() >= 2, "{flaky}");
-    assert_eq!(fs::read_to_string(site.path("flaky-count")).unwrap(), "x");
-    assert!(host.log().contains("flaky: opened"), "{}", host.log());
+    let cost = peak_memory(host.pid()) - before;
+    // The content once, plus SQLite's page cache (32 MiB at most): no copy per step.
     assert!(
-        host.list("Inbox").is_empty(),
-        "a deferral is not a failure: no report"
+        cost as f64 <= 2.2 * message.len() as f64,
+        "the host's peak grew by {} MiB for a {} MiB message",
+        cost >> 20,
+        message.len() >> 20
     );
 }

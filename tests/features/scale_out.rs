@@ -11,6 +11,8 @@ use spooler_tests::{
     SmtpSink, PROMPTLY,
 };
 
+use crate::common::one_at_a_time;
+
 /// The lease the hosts take on a message; short, so that takeovers happen within a test.
 const LEASE_SECONDS: u64 = 5;
 
@@ -68,6 +70,7 @@ fn sent_items(host: &Host) -> u64 {
 
 #[test]
 fn three_hosts_work_one_queue_and_a_killed_host_loses_nothing() {
+    let _alone = one_at_a_time();
     let Some(postgres) = servers() else {
         return;
     };

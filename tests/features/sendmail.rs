@@ -1,12 +1,15 @@
 //! The binary as a sendmail drop-in, driven by its real callers: cron's exact invocation,
-//! s-nail and git send-email with the binary as their MTA, `mailq` and `newaliases` by name,
-//! and the alias table an operator writes.
+//! s-nail and git send-email with the binary as their MTA, `sendmail`, `mailq` and
+//! `newaliases` by name with sendmail's exit codes, other users through the public socket,
+//! `sendmail -bs`, and the alias table an operator writes.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use spooler_tests::{host_binary, real_server, wait_until, Host, Site, PROMPTLY};
+
+use crate::common::PICKUP;
 
 /// A directory transport `files` for FILE mail; a long retry, so only a flush retries.
 const FILES: &str = r#"
@@ -450,5 +453,57 @@ fn sendmail_bs_speaks_smtp_on_standard_input_and_output() {
     assert_eq!(
         host.list("Local/root")[0]["sender"].as_str(),
         Some("SMTP:app@example.org")
+    );
+}
+
+#[test]
+fn the_binary_invoked_as_sendmail_submits_with_sendmails_exit_codes() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config(PICKUP), "host.log");
+    let sendmail = site.path("sendmail");
+    std::os::unix::fs::symlink(host_binary(), &sendmail).unwrap();
+    let config = host.config().to_owned();
+    let run = |args: &[&str], input: &str| {
+        let mut child = std::process::Command::new(&sendmail)
+            .args(args)
+            .env("SPOOLER_CONFIG", &config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let sent = run(&["-oi", "FILE:bob"], "Subject: from cron\n\nDone.\n");
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(
+        run(&["-Q"], "").status.code(),
+        Some(64),
+        "EX_USAGE for a bad option"
+    );
+    assert_eq!(
+        run(&["not an address"], "Subject: x\n\ny\n").status.code(),
+        Some(67),
+        "EX_NOUSER for a bad recipient"
+    );
+    wait_until(PROMPTLY, "it is delivered", || {
+        site.delivered_files("files").len() == 1
+    });
+    drop(host);
+    assert_eq!(
+        run(&["FILE:bob"], "Subject: x\n\ny\n").status.code(),
+        Some(69),
+        "EX_UNAVAILABLE when the spooler is down"
     );
 }

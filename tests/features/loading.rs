@@ -1,9 +1,15 @@
-//! The provider loader, as an operator meets it: `spooler-host providers` on a folder of
-//! built libraries, good and bad.
+//! Loading providers, as an operator meets it: `spooler-host providers` on a folder of built
+//! libraries, good and bad, a provider's log lines in the host's log, and a library dropped
+//! into the folder of a running host, loaded on SIGHUP.
 
 use std::time::Duration;
 
-use spooler_tests::{library_file_name, run_host, set_mode, Finished, ProviderFolder, BUNDLED};
+use spooler_tests::{
+    library_file_name, run_host, set_mode, wait_until, Finished, Host, ProviderFolder, Site,
+    BUNDLED, PROMPTLY,
+};
+
+use crate::common::PICKUP;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -201,4 +207,45 @@ fn a_providers_log_lines_appear_in_the_hosts_log_filtered_by_rust_log() {
 
     let off = run_host(&args, &[("RUST_LOG", "off")], LIMIT);
     assert!(!off.stderr.contains("chatty"), "{}", off.stderr);
+}
+
+#[test]
+fn a_provider_dropped_into_the_folder_after_start_is_loaded_on_sighup() {
+    let site = Site::with_providers(&["store-embedded"]);
+    let config = site.write_config(&PICKUP.replace("max_delay = \"1s\"", "max_delay = \"1h\""));
+    let host = Host::start(&config, "host.log");
+    let id = host.submit(
+        &["FILE:bob"],
+        "Subject: waiting for a transport\r\n\r\nHi.\r\n",
+    );
+    wait_until(
+        PROMPTLY,
+        "the recipient waits for the missing transport",
+        || {
+            host.show(&id)["recipients"][0]["last_answer"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("could not be started")
+        },
+    );
+    let status = host.command(&["status"]).stdout;
+    assert!(
+        status.contains("there is no transport provider `directory` in the providers folder"),
+        "{status}"
+    );
+
+    site.providers().add_library("transport-directory");
+    host.signal(libc::SIGHUP);
+    wait_until(
+        PROMPTLY,
+        "the new transport delivers the waiting mail",
+        || site.delivered_files("files").len() == 1,
+    );
+    let status = host.command(&["status"]).stdout;
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("files") && l.contains("online")),
+        "{status}"
+    );
 }
