@@ -27,7 +27,8 @@ use provider_abi::store::{
     self, CommitReceipt, FolderInfo, MessageSummary, QueueCounts, StoreBatch, TransportCount,
 };
 use provider_abi::{
-    export_library, Library, MessageId, OpenContext, ProviderError, Store, StoredMessage, Timestamp,
+    export_library, ErrorKind, Library, MessageId, OpenContext, ProviderError, Store,
+    StoredMessage, Timestamp,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Deserialize;
@@ -120,10 +121,9 @@ impl EmbeddedStore {
     fn error(&self, doing: &str, error: rusqlite::Error) -> ProviderError {
         let message = format!("store `{}`: {doing}: {error}", self.name);
         match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => ProviderError::new(ErrorKind::Full, message),
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-            | Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure) => {
-                ProviderError::temporary(message)
-            }
+            | Some(rusqlite::ErrorCode::SystemIoFailure) => ProviderError::temporary(message),
             _ => ProviderError::permanent(message),
         }
     }

@@ -37,7 +37,8 @@ use provider_abi::store::{
     TransportCount, OUTBOX,
 };
 use provider_abi::{
-    export_library, Library, MessageId, OpenContext, ProviderError, Store, StoredMessage, Timestamp,
+    export_library, ErrorKind, Library, MessageId, OpenContext, ProviderError, Store,
+    StoredMessage, Timestamp,
 };
 use store_support::LocalDelivery;
 
@@ -184,8 +185,9 @@ fn connect(name: &str, config: &Config) -> Result<Client, ProviderError> {
     })
 }
 
-/// A database error as a provider error: temporary when it is about the connection, the
-/// server's resources or a conflict between transactions; permanent otherwise.
+/// A database error as a provider error: out of space when the disk is full; temporary when
+/// it is about the connection, the server's resources or a conflict between transactions;
+/// permanent otherwise.
 fn classify(doing: String, error: &postgres::Error) -> ProviderError {
     let message = format!("{doing}: {}", db::explain(error));
     let temporary = match error.code() {
@@ -194,7 +196,10 @@ fn classify(doing: String, error: &postgres::Error) -> ProviderError {
             .iter()
             .any(|class| code.code().starts_with(class)),
     };
-    if temporary {
+    // 53100 is disk_full: out of space, which the host tells apart (SMTP clients get 452).
+    if error.code().is_some_and(|code| code.code() == "53100") {
+        ProviderError::new(ErrorKind::Full, message)
+    } else if temporary {
         ProviderError::temporary(message)
     } else {
         ProviderError::permanent(message)

@@ -1,6 +1,6 @@
 //! Two hosts' instances of the store on one private PostgreSQL, driven directly through the
 //! `Store` contract: leases, fencing at commit, and operators reaching a message another host
-//! holds. (tests/scale_out.rs runs the same through whole hosts.)
+//! holds. (`tests/features/scale_out.rs` runs the same through whole hosts.)
 
 use std::time::Duration;
 
