@@ -1,6 +1,10 @@
 //! The control protocol between `spooler-host` clients and a running host: one JSON request
 //! per line, one JSON response per line; a submission's content follows its request line
-//! as exactly `content_length` raw bytes.
+//! as exactly `content_length` raw bytes. It is a layer of its own, below everything that
+//! speaks it: the daemon's control socket answers in it, the CLI asks in it, and intake
+//! takes its description of a submission.
+//!
+//! May call: `base`, `providers` (status rows, for their views) and `store` (mail events).
 
 use serde::{Deserialize, Serialize};
 

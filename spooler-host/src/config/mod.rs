@@ -1,6 +1,10 @@
 //! The profile: which store, transports (in routing order), preprocessors and hooks to open,
 //! with their settings, and the retry policy. Read from one TOML file; without one, the
-//! defaults run the embedded store in the data folder and nothing else.
+//! defaults run the embedded store in the data folder and nothing else. This layer owns
+//! the profile's types (`listener`, `network`, `retry` for their tables) and reading them;
+//! the layers above act on them.
+//!
+//! May call: `base` only.
 //!
 //! ```toml
 //! data_dir = "/var/lib/spooler"        # default: $XDG_DATA_HOME/spooler

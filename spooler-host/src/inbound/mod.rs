@@ -6,6 +6,8 @@
 //!
 //! A transport is fetched when it says it has new mail (a notice), at its poll interval,
 //! and on `flush`.
+//!
+//! May call: `base`, `config`, `providers` (only through workers) and `store`.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,31 +1,37 @@
-//! The queue manager: it takes due messages from the store, runs preprocessing, routes each
-//! recipient to a transport, records every answer, makes reports, runs outbound hooks and
-//! finishes messages. One thread; every provider call runs on that provider's own worker,
-//! and answers come back as events.
+//! The queue manager, Postfix's qmgr with its bounce daemon: it owns the Outbox in flight.
+//! It takes due messages from the store, runs preprocessing, routes each recipient to a
+//! transport, records every answer, makes reports, runs outbound hooks and finishes
+//! messages. One thread; every provider call runs on that provider's own worker.
 //!
 //! At most `max_in_flight` messages are in memory, whatever the size of the queue. Every
 //! status change is stored before the message is released: the updates of one pass through
 //! the event loop are committed together (group commit), so a recorded delivery is never
 //! made again, also after a crash.
 //!
-//! This file holds the thread and its event loop; each step of a message's pass has its own
-//! file, in the order a message meets them: `intake` (from the store into memory),
-//! `preprocessing`, `routing` (transports and their answers, with `recipient` for status
-//! changes and `policy` for when to retry), `finishing` (`reports`, hooks, the move to Sent
-//! Items), and `commit` (the group commit and check-ins). `commands` answers operators and
-//! providers' notices. The store is reached through the store thread by `intake`, `commit`
-//! and `commands`, and by `preprocessing`, which stores a preprocessed message at once;
-//! providers only through their workers.
+//! # The loop and its state
+//!
+//! The thread waits on three inputs: [`QueueCommand`]s (from the front ends and the daemon),
+//! [`Event`]s (provider workers' answers) and provider notices (back online, new mail). Each
+//! turn it drains what is waiting, then commits the pending writes (`pending`, with the log
+//! lines that become true with them), checks in with a shared store when due, and, if it
+//! has room and the queue may hold due mail (`look_at_queue`, or `next_due` passed), takes
+//! more. Each message in memory is a [`Flight`] whose [`Stage`] says what it waits for:
+//! a preprocessor, transport jobs, an outbound hook, or the commit that releases it. A
+//! shutdown (`draining`) stops taking mail, lets passes finish until a grace period, then
+//! puts the rest back.
+//!
+//! May call: `base`, `config`, `providers` (only through workers), `store` (only through
+//! the store thread) and `inbound` (to have mail fetched). Nothing here knows a front end.
 
 mod commands;
 mod commit;
 mod finishing;
-mod intake;
 pub mod policy;
 mod preprocessing;
 mod recipient;
 pub mod reports;
 mod routing;
+mod taking;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,7 +82,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// A transport's answer about one recipient, or why there is none.
 type Answer = Result<RecipientOutcome, String>;
 
-/// Answers coming back from provider workers, each about a message in memory.
+/// Answers coming back from provider workers, each about a message in memory. An answer
+/// for a stage the message is no longer in is stale and ignored.
 enum Event {
     /// A transport answered about the recipients of one job (one per recipient).
     TransportAnswered {

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use provider_abi::{MessageId, Preprocessed, ProviderError, StoredMessage, Timestamp};
+use provider_abi::{Changes, MessageId, Preprocessed, ProviderError, StoredMessage, Timestamp};
 
 use super::recipient::{finish_recipient, FinalAnswer};
-use super::{Event, QueueManager, Stage};
+use super::{Event, Flight, QueueManager, Stage};
 use crate::providers::calls;
 use crate::store::thread::Commit;
 
@@ -56,51 +56,14 @@ impl QueueManager {
         let name = flight.routes.preprocessors[chain[position]].name.clone();
         match result {
             Ok(Preprocessed::Accept(changes)) => {
-                let envelope = &mut flight.envelope;
-                envelope.recipients.retain(|r| {
-                    r.status.is_final() || !changes.remove_recipients.contains(&r.address)
-                });
-                for added in changes.add_recipients {
-                    if !envelope
-                        .recipients
-                        .iter()
-                        .any(|r| r.address == added.address)
-                    {
-                        envelope.recipients.push(added);
-                    }
-                }
-                for undeliverable in changes.undeliverable {
-                    for recipient in envelope
-                        .recipients
-                        .iter_mut()
-                        .filter(|r| r.address == undeliverable.address && !r.status.is_final())
-                    {
-                        let answer =
-                            FinalAnswer::failed(Some(&name), "5.1.0", &undeliverable.reason);
-                        finish_recipient(recipient, answer);
-                    }
-                }
-                let content = changes.content.into_option().map(Vec::from);
-                let message = &flight.message;
-                flight.message = Arc::new(StoredMessage {
-                    envelope: envelope.clone(),
-                    folder: message.folder.clone(),
-                    content: content
-                        .clone()
-                        .map_or_else(|| message.content.clone(), Into::into),
-                });
-                if let Some(content) = content {
+                if let Some(content) = accept(flight, &name, changes) {
                     self.pending.replace_content.push((id, content));
                 }
             }
             Ok(Preprocessed::Reject { reason }) => {
-                for recipient in flight
-                    .envelope
-                    .recipients
-                    .iter_mut()
-                    .filter(|r| !r.status.is_final())
-                {
-                    let text = format!("rejected by {name}: {reason}");
+                let text = format!("rejected by {name}: {reason}");
+                let pending = flight.envelope.recipients.iter_mut();
+                for recipient in pending.filter(|r| !r.status.is_final()) {
                     finish_recipient(recipient, FinalAnswer::failed(Some(&name), "5.7.1", &text));
                 }
                 log::info!("{id}: rejected by preprocessor {name}: {reason}");
@@ -186,4 +149,43 @@ impl QueueManager {
         }
         self.conclude(id);
     }
+}
+
+/// Applies a preprocessor's changes to the message in flight: recipients removed (those
+/// not final), added (once), failed as undeliverable, and new content. The new content, if
+/// any, to be stored.
+fn accept(flight: &mut Flight, preprocessor: &str, changes: Changes) -> Option<Vec<u8>> {
+    let envelope = &mut flight.envelope;
+    envelope
+        .recipients
+        .retain(|r| r.status.is_final() || !changes.remove_recipients.contains(&r.address));
+    for added in changes.add_recipients {
+        if !envelope
+            .recipients
+            .iter()
+            .any(|r| r.address == added.address)
+        {
+            envelope.recipients.push(added);
+        }
+    }
+    for undeliverable in changes.undeliverable {
+        let named = envelope
+            .recipients
+            .iter_mut()
+            .filter(|r| r.address == undeliverable.address && !r.status.is_final());
+        for recipient in named {
+            let answer = FinalAnswer::failed(Some(preprocessor), "5.1.0", &undeliverable.reason);
+            finish_recipient(recipient, answer);
+        }
+    }
+    let content = changes.content.into_option().map(Vec::from);
+    let message = &flight.message;
+    flight.message = Arc::new(StoredMessage {
+        envelope: envelope.clone(),
+        folder: message.folder.clone(),
+        content: content
+            .clone()
+            .map_or_else(|| message.content.clone(), Into::into),
+    });
+    content
 }

@@ -214,67 +214,37 @@ impl QueueManager {
         let mut reroute = Vec::new();
         for (index, answer) in answers {
             let recipient = &mut flight.envelope.recipients[index.0];
-            let (reason, retry_after) = match answer {
-                Ok(RecipientOutcome::Delivered { answer }) => {
-                    let delivered = FinalAnswer {
-                        state: DeliveryState::Delivered,
-                        by: Some(&name),
-                        status_code: "2.0.0",
-                        diagnostic: "",
-                        text: &answer,
-                    };
-                    finish_recipient(recipient, delivered);
-                    continue;
-                }
-                Ok(RecipientOutcome::Failed {
-                    status_code,
-                    diagnostic,
-                    text,
-                }) => {
-                    let failed = FinalAnswer {
-                        state: DeliveryState::Failed,
-                        by: Some(&name),
-                        status_code: &status_code,
-                        diagnostic: &diagnostic,
-                        text: &text,
-                    };
-                    finish_recipient(recipient, failed);
-                    continue;
-                }
-                Ok(RecipientOutcome::NotMine) => {
+            match record(recipient, &name, answer) {
+                Next::Done => {}
+                Next::Reroute => {
                     *flight.next_claimant.entry(index).or_insert(0) += 1;
                     reroute.push(index);
-                    continue;
                 }
-                Ok(RecipientOutcome::Deferred {
-                    retry_after_secs,
+                Next::Defer {
                     reason,
-                }) => {
-                    let retry_after = retry_after_secs
-                        .into_option()
-                        .map(|s| Duration::from_secs(s.into()));
-                    (reason.into_string(), retry_after)
+                    retry_after,
+                } => {
+                    let (policy, jitter) = (&self.policy, &mut self.jitter);
+                    defer(
+                        recipient,
+                        &name,
+                        &reason,
+                        retry_after,
+                        now,
+                        expiry,
+                        policy,
+                        jitter,
+                    );
                 }
-                Ok(_) => (UNKNOWN_OUTCOME.to_owned(), None),
-                Err(reason) => {
+                Next::CallFailed { reason } => {
                     log::warn!(
                         "{id}: transport {name} failed for {}: {reason}",
                         recipient.address
                     );
-                    (reason, None)
+                    let (policy, jitter) = (&self.policy, &mut self.jitter);
+                    defer(recipient, &name, &reason, None, now, expiry, policy, jitter);
                 }
-            };
-            let (policy, jitter) = (&self.policy, &mut self.jitter);
-            defer(
-                recipient,
-                &name,
-                &reason,
-                retry_after,
-                now,
-                expiry,
-                policy,
-                jitter,
-            );
+            }
         }
         if let Stage::Delivering { outstanding } = &mut flight.stage {
             *outstanding -= 1;
@@ -287,6 +257,63 @@ impl QueueManager {
             self.conclude(id);
         }
     }
+}
+
+/// What becomes of a recipient after its transport's answer, beyond what [`record`] wrote.
+enum Next {
+    /// The answer was final and is recorded.
+    Done,
+    /// Not this transport's: offer it to the next one claiming its type.
+    Reroute,
+    /// Deferred by the transport (or with an outcome this host does not know).
+    Defer {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The call failed (an error, a panic, a timeout): deferred, and worth a warning.
+    CallFailed { reason: String },
+}
+
+/// Records a final answer on the recipient; says what else to do for the others.
+fn record(recipient: &mut Recipient, transport: &str, answer: Answer) -> Next {
+    let (state, status_code, diagnostic, text) = match answer {
+        Ok(RecipientOutcome::Delivered { answer }) => {
+            (DeliveryState::Delivered, "2.0.0".into(), "".into(), answer)
+        }
+        Ok(RecipientOutcome::Failed {
+            status_code,
+            diagnostic,
+            text,
+        }) => (DeliveryState::Failed, status_code, diagnostic, text),
+        Ok(RecipientOutcome::NotMine) => return Next::Reroute,
+        Ok(RecipientOutcome::Deferred {
+            retry_after_secs,
+            reason,
+        }) => {
+            return Next::Defer {
+                reason: reason.into_string(),
+                retry_after: retry_after_secs
+                    .into_option()
+                    .map(|s| Duration::from_secs(s.into())),
+            }
+        }
+        Ok(_) => {
+            return Next::Defer {
+                reason: UNKNOWN_OUTCOME.to_owned(),
+                retry_after: None,
+            }
+        }
+        Err(reason) => return Next::CallFailed { reason },
+    };
+    let answer = FinalAnswer {
+        state,
+        by: Some(transport),
+        status_code: &status_code,
+        diagnostic: &diagnostic,
+        text: &text,
+    };
+    finish_recipient(recipient, answer);
+    Next::Done
 }
 
 /// What a transport is said to have answered when its outcome is of a kind this host does

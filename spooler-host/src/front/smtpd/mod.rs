@@ -2,11 +2,14 @@
 //! into the Outbox exactly as `submit` does (the same checks, size limit, exactly-once key
 //! and group commit, through [`Intake`]).
 //!
-//! Each `[[listener]]` of the profile gets an event loop on a thread of its own (`reactor`)
-//! that serves its clear-text sessions, at most `max_sessions` at once (beyond them a client
-//! is answered `421` and closed); encrypted sessions move to a thread each (`threaded`).
-//! `command` reads the command lines, `session` is one session's state machine, `message` reads DATA and adds
-//! the trace fields, `dsn` maps DSN parameters, `auth` checks users, `tls` serves TLS.
+//! Each `[[listener]]` of the profile gets an event loop on a thread of its own that serves
+//! its clear-text sessions, at most `max_sessions` at once (beyond them a client is answered
+//! `421` and closed); encrypted sessions move to a thread each. A session is a state machine
+//! over the bytes its client sent, doing no I/O of its own, so the loop and the TLS threads
+//! run the same one.
+//!
+//! May call: `base`, `config` and `intake`; never the control socket, the queue or a
+//! provider.
 
 mod auth;
 mod command;
