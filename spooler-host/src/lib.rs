@@ -30,3 +30,5 @@ pub mod store;
 
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod testing;

@@ -26,6 +26,8 @@ mod preprocessing;
 mod recipient;
 pub mod reports;
 mod routing;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -216,7 +216,7 @@ assert headers.get_content_type() == "text/rfc822-headers"
 assert "Bcc" not in headers.get_content()
 print("ok")
 "#;
-    let python = std::process::QueueCommand::new("python3")
+    let python = std::process::Command::new("python3")
         .args(["-c", script])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
