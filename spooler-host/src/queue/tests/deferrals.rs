@@ -7,7 +7,7 @@ use provider_abi::store::{OUTBOX, SENT_ITEMS};
 use provider_abi::{
     DeliveryState, MessageId, Notice, ProviderState, RecipientOutcome, StoredMessage, Timestamp,
 };
-use provider_testkit::{MemoryStore, ScriptedTransport};
+use provider_testkit::{Call, MemoryStore, ScriptedTransport};
 
 use crate::providers::host_services::ProviderNotice;
 use crate::queue::QueueCommand;
@@ -50,6 +50,27 @@ fn a_deferred_recipient_stays_in_the_outbox_unlocked_until_its_next_attempt() {
     );
     assert_eq!(smtp.submissions().len(), 1);
     assert!(memory.folder(SENT_ITEMS).is_empty());
+}
+
+#[test]
+fn a_transport_that_panics_has_its_recipients_deferred_and_the_message_kept() {
+    let smtp = ScriptedTransport::new(&["SMTP"]);
+    smtp.then(Call::Panic("out of sockets".into()));
+    let memory = MemoryStore::new();
+    let spooler = Parts::new(&memory).transport("smtp", &smtp).start();
+
+    let id = spooler.submit(envelope(&["SMTP:bob@example.net"]));
+
+    let queued = back_in_the_queue(&spooler, id);
+    assert_eq!(queued.folder, OUTBOX);
+    let status = &queued.envelope.recipients[0].status;
+    assert_eq!((status.state, status.attempts), (DeliveryState::Pending, 1));
+    assert!(
+        status.last_answer.contains("out of sockets"),
+        "{}",
+        status.last_answer
+    );
+    assert!(status.next_attempt.into_option().is_some());
 }
 
 /// Starts a spooler whose transport `smtp` is offline and submits a message for it; the

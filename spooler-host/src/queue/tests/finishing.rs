@@ -24,6 +24,7 @@ fn a_message_moves_to_sent_items_only_once_every_recipient_is_final() {
     let memory = MemoryStore::new();
     let policy = crate::queue::policy::RetryPolicy {
         min_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(200),
         ..Default::default()
     };
     let spooler = Parts::new(&memory)
