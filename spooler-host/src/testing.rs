@@ -52,6 +52,16 @@ pub(crate) fn envelope(recipients: &[&str]) -> Envelope {
     provider_testkit::message(recipients, "").envelope
 }
 
+/// A spooler over an empty memory store with one transport, `name`, claiming `address_type`;
+/// it and the transport's script.
+pub(crate) fn spooler_with(name: &'static str, address_type: &str) -> (Spooler, ScriptedTransport) {
+    let script = ScriptedTransport::new(&[address_type]);
+    let spooler = Parts::new(&MemoryStore::new())
+        .transport(name, &script)
+        .start();
+    (spooler, script)
+}
+
 /// What a test spooler is made of, in profile order.
 pub(crate) struct Parts {
     memory: MemoryStore,

@@ -4,12 +4,11 @@
 use provider_abi::abi_stable::std_types::{ROption, RVec};
 use provider_abi::store::INBOX;
 use provider_abi::{DeliveryState, ErrorKind, InboundMessage, Notice};
-use provider_testkit::{MemoryStore, ScriptedTransport};
 
 use crate::inbound::InboundCommand;
 use crate::providers::host_services::ProviderNotice;
 use crate::store::watchers::MailEventKind;
-use crate::testing::{eventually, Parts};
+use crate::testing::{eventually, spooler_with};
 
 /// A message from the outside with source id `source_id`, envelope in its headers only.
 fn arriving(source_id: &str) -> InboundMessage {
@@ -26,10 +25,9 @@ fn arriving(source_id: &str) -> InboundMessage {
 
 #[test]
 fn a_fetched_message_is_stored_in_the_inbox_watchers_hear_of_it_and_then_it_is_acknowledged() {
-    let pop = ScriptedTransport::new(&["POP"]);
+    let (spooler, pop) = spooler_with("pop", "POP");
     pop.add_inbound(arriving("uid-1"));
-    let memory = MemoryStore::new();
-    let spooler = Parts::new(&memory).transport("pop", &pop).start();
+    let memory = &spooler.memory;
     let watching = spooler.watchers.subscribe();
 
     spooler
@@ -63,9 +61,8 @@ fn a_fetched_message_is_stored_in_the_inbox_watchers_hear_of_it_and_then_it_is_a
 
 #[test]
 fn a_transport_s_new_mail_notice_has_its_mail_fetched_at_once() {
-    let pop = ScriptedTransport::new(&["POP"]);
-    let memory = MemoryStore::new();
-    let spooler = Parts::new(&memory).transport("pop", &pop).start();
+    let (spooler, pop) = spooler_with("pop", "POP");
+    let memory = &spooler.memory;
     pop.add_inbound(arriving("uid-7"));
 
     let notice = ProviderNotice {
@@ -82,10 +79,9 @@ fn a_transport_s_new_mail_notice_has_its_mail_fetched_at_once() {
 
 #[test]
 fn a_message_the_store_cannot_take_stays_unacknowledged_at_its_source() {
-    let pop = ScriptedTransport::new(&["POP"]);
+    let (spooler, pop) = spooler_with("pop", "POP");
     pop.add_inbound(arriving("uid-1"));
-    let memory = MemoryStore::new();
-    let spooler = Parts::new(&memory).transport("pop", &pop).start();
+    let memory = &spooler.memory;
     memory.fail_commits(1, ErrorKind::Temporary);
 
     spooler

@@ -5,18 +5,15 @@ use std::time::Duration;
 use provider_abi::abi_stable::std_types::ROption;
 use provider_abi::store::{OUTBOX, SENT_ITEMS};
 use provider_abi::{MessageId, Timestamp};
-use provider_testkit::{MemoryStore, ScriptedTransport};
+use provider_testkit::ScriptedTransport;
 
 use crate::queue::QueueCommand;
-use crate::testing::{envelope, Parts, Spooler};
+use crate::testing::{envelope, spooler_with, Spooler};
 
 /// Starts a spooler with transport `smtp` and queues a message for it that is due only in an
 /// hour, so that no pass works on it meanwhile.
 fn queued_for_later() -> (Spooler, ScriptedTransport, MessageId) {
-    let smtp = ScriptedTransport::new(&["SMTP"]);
-    let spooler = Parts::new(&MemoryStore::new())
-        .transport("smtp", &smtp)
-        .start();
+    let (spooler, smtp) = spooler_with("smtp", "SMTP");
     let mut mail = envelope(&["SMTP:bob@example.net"]);
     let later = Timestamp::now().plus(Duration::from_secs(3600));
     mail.recipients[0].status.next_attempt = ROption::RSome(later);
@@ -66,10 +63,7 @@ fn delete_removes_a_queued_message_for_good_and_commands_about_a_missing_one_say
 
 #[test]
 fn a_finished_message_cannot_be_held() {
-    let smtp = ScriptedTransport::new(&["SMTP"]);
-    let spooler = Parts::new(&MemoryStore::new())
-        .transport("smtp", &smtp)
-        .start();
+    let (spooler, _) = spooler_with("smtp", "SMTP");
     let id = spooler.submit(envelope(&["SMTP:bob@example.net"]));
     spooler.in_folder(id, SENT_ITEMS);
 

@@ -7,11 +7,11 @@ use provider_abi::store::{OUTBOX, SENT_ITEMS};
 use provider_abi::{
     DeliveryState, MessageId, Notice, ProviderState, RecipientOutcome, StoredMessage, Timestamp,
 };
-use provider_testkit::{Call, MemoryStore, ScriptedTransport};
+use provider_testkit::{Call, ScriptedTransport};
 
 use crate::providers::host_services::ProviderNotice;
 use crate::queue::QueueCommand;
-use crate::testing::{envelope, eventually, Parts, Spooler};
+use crate::testing::{envelope, eventually, spooler_with, Spooler};
 
 /// Message `id` once it is back in the queue, unlocked, after an attempt at its first
 /// recipient.
@@ -26,13 +26,12 @@ fn back_in_the_queue(spooler: &Spooler, id: MessageId) -> StoredMessage {
 
 #[test]
 fn a_deferred_recipient_stays_in_the_outbox_unlocked_until_its_next_attempt() {
-    let smtp = ScriptedTransport::new(&["SMTP"]);
+    let (spooler, smtp) = spooler_with("smtp", "SMTP");
     smtp.answer(
         "SMTP:bob@example.net",
         RecipientOutcome::deferred("451 4.7.1 greylisted", Some(900)),
     );
-    let memory = MemoryStore::new();
-    let spooler = Parts::new(&memory).transport("smtp", &smtp).start();
+    let memory = &spooler.memory;
     let before = Timestamp::now();
 
     let id = spooler.submit(envelope(&["SMTP:bob@example.net"]));
@@ -54,10 +53,8 @@ fn a_deferred_recipient_stays_in_the_outbox_unlocked_until_its_next_attempt() {
 
 #[test]
 fn a_transport_that_panics_has_its_recipients_deferred_and_the_message_kept() {
-    let smtp = ScriptedTransport::new(&["SMTP"]);
+    let (spooler, smtp) = spooler_with("smtp", "SMTP");
     smtp.then(Call::Panic("out of sockets".into()));
-    let memory = MemoryStore::new();
-    let spooler = Parts::new(&memory).transport("smtp", &smtp).start();
 
     let id = spooler.submit(envelope(&["SMTP:bob@example.net"]));
 
@@ -76,10 +73,7 @@ fn a_transport_that_panics_has_its_recipients_deferred_and_the_message_kept() {
 /// Starts a spooler whose transport `smtp` is offline and submits a message for it; the
 /// spooler, the transport and the message, once parked.
 fn parked() -> (Spooler, ScriptedTransport, MessageId) {
-    let smtp = ScriptedTransport::new(&["SMTP"]);
-    let spooler = Parts::new(&MemoryStore::new())
-        .transport("smtp", &smtp)
-        .start();
+    let (spooler, smtp) = spooler_with("smtp", "SMTP");
     // What the provider's `set_status` does when it loses its link.
     spooler
         .status

@@ -12,7 +12,7 @@ use provider_abi::{
 use provider_testkit::{MemoryStore, ScriptedTransport};
 
 use crate::store::watchers::MailEventKind;
-use crate::testing::{envelope, eventually, Parts};
+use crate::testing::{envelope, eventually, spooler_with, Parts};
 
 #[test]
 fn a_message_moves_to_sent_items_only_once_every_recipient_is_final() {
@@ -66,9 +66,8 @@ fn a_message_moves_to_sent_items_only_once_every_recipient_is_final() {
 
 #[test]
 fn a_message_to_be_deleted_after_submission_is_deleted_once_delivered() {
-    let smtp = ScriptedTransport::new(&["SMTP"]);
-    let memory = MemoryStore::new();
-    let spooler = Parts::new(&memory).transport("smtp", &smtp).start();
+    let (spooler, smtp) = spooler_with("smtp", "SMTP");
+    let memory = &spooler.memory;
     let mut mail = envelope(&["SMTP:bob@example.net"]);
     mail.delete_after_submission = true;
 
@@ -81,9 +80,8 @@ fn a_message_to_be_deleted_after_submission_is_deleted_once_delivered() {
 
 #[test]
 fn a_sender_who_asked_for_delivery_reports_gets_one_in_the_inbox_and_watchers_hear_of_it() {
-    let smtp = ScriptedTransport::new(&["SMTP"]);
-    let memory = MemoryStore::new();
-    let spooler = Parts::new(&memory).transport("smtp", &smtp).start();
+    let (spooler, _) = spooler_with("smtp", "SMTP");
+    let memory = &spooler.memory;
     let watching = spooler.watchers.subscribe();
     let mut mail = envelope(&["SMTP:bob@example.net"]);
     mail.reports.delivery = true;
