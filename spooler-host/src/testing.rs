@@ -112,12 +112,6 @@ impl Parts {
         });
         let (store, _) = StoreClient::start("store", open_store, status.clone());
         let store_types = store.delivers_itself().expect("the memory store answers");
-        let started = |name: &str, kind| Started {
-            status: &status,
-            quarantine: &quarantine,
-            name: name.to_owned(),
-            kind,
-        };
         let transports = self
             .transports
             .into_iter()
@@ -125,13 +119,17 @@ impl Parts {
                 let types = script.address_types();
                 let open: Opener<TransportObject> =
                     Arc::new(move || Ok(provider_testkit::transport_object(script.clone())));
-                started(name, ProviderKind::Transport).instance(types, open)
+                let kind = ProviderKind::Transport;
+                instance(&status, &quarantine, (name, kind), types, open)
             })
             .collect();
         let hooks = self
             .hooks
             .into_iter()
-            .map(|(name, open)| started(name, ProviderKind::Hook).instance(Vec::new(), open))
+            .map(|(name, open)| {
+                let kind = ProviderKind::Hook;
+                instance(&status, &quarantine, (name, kind), Vec::new(), open)
+            })
             .collect();
         let routes = Arc::new(RoutingTable {
             transports,
@@ -167,36 +165,32 @@ impl Parts {
     }
 }
 
-/// What starting one provider instance takes, as `daemon::start_instance` has it.
-struct Started<'a> {
-    status: &'a StatusTable,
-    quarantine: &'a Quarantine,
-    name: String,
-    kind: ProviderKind,
-}
-
-impl Started<'_> {
-    /// The instance on a worker of its own, registered in the status table, with a journal.
-    fn instance<T: 'static>(self, address_types: Vec<String>, open: Opener<T>) -> Instance<T> {
-        self.status.register(&self.name, self.kind, "testkit");
-        let journal = Some(self.quarantine.clone());
-        let (worker, _) =
-            Worker::start(&self.name, 64, 1, None, open, self.status.clone(), journal);
-        Instance {
-            config: ProviderConfig {
-                provider: "testkit".into(),
-                name: self.name.clone(),
-                config: String::new(),
-                parallel: 1,
-                timeout: None,
-                isolate: Some(false),
-                memory_limit: None,
-            },
-            name: self.name,
-            address_types,
-            poll_interval: None,
-            worker: Some(worker),
-        }
+/// Instance `name` of `kind` on a worker of its own, registered in the status table, with a
+/// journal in the quarantine, as `daemon::start_instance` starts an in-process one.
+fn instance<T: 'static>(
+    status: &StatusTable,
+    quarantine: &Quarantine,
+    (name, kind): (&str, ProviderKind),
+    address_types: Vec<String>,
+    open: Opener<T>,
+) -> Instance<T> {
+    status.register(name, kind, "testkit");
+    let journal = Some(quarantine.clone());
+    let (worker, _) = Worker::start(name, 64, 1, None, open, status.clone(), journal);
+    Instance {
+        name: name.to_owned(),
+        config: ProviderConfig {
+            provider: "testkit".into(),
+            name: name.to_owned(),
+            config: String::new(),
+            parallel: 1,
+            timeout: None,
+            isolate: Some(false),
+            memory_limit: None,
+        },
+        address_types,
+        poll_interval: None,
+        worker: Some(worker),
     }
 }
 
