@@ -2,7 +2,7 @@
 //! the transports. The binary (`main.rs`) is a thin command line over this library.
 //!
 //! The modules are layers, listed bottom up. A layer may use the layers below it and never
-//! one above (`tests/layers.rs` fails on an upward arrow), in the way Postfix's programs
+//! one above (`spooler-host/tests/layers.rs` fails on an upward arrow), in the way Postfix's programs
 //! each do one job and talk down to the queue:
 //! - [`base`]: facts everyone needs: paths, units, mail dates and ids, property names.
 //! - [`config`]: the profile, read and checked.
@@ -30,3 +30,5 @@ pub mod store;
 
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod testing;

@@ -48,9 +48,16 @@ fn sources(folder: &Path, found: &mut Vec<PathBuf>) {
 }
 
 /// The layer a source file belongs to (its top-level folder or file under `src`), or `None`
-/// for the crate root, `main.rs` and test-only code, which may use any layer.
+/// for the crate root, `main.rs` and test-only code (`testing.rs`, `fuzz.rs`, and a module's
+/// `tests.rs` or `tests/`), which may use any layer.
 fn layer_of(source: &Path, root: &Path) -> Option<String> {
     let relative = source.strip_prefix(root).ok()?;
+    let is_test = relative
+        .components()
+        .any(|c| c.as_os_str() == "tests" || c.as_os_str() == "tests.rs");
+    if is_test {
+        return None;
+    }
     let first = relative.components().next()?.as_os_str().to_str()?;
     let name = first.trim_end_matches(".rs");
     LAYERS.contains(&name).then(|| name.to_owned())

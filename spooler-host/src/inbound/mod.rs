@@ -28,6 +28,9 @@ use crate::providers::routing_table::RoutingTable;
 use crate::store::thread::{Commit, StoreClient};
 use crate::store::watchers::{MailEvent, Watchers};
 
+#[cfg(test)]
+mod tests;
+
 /// What the inbound manager is asked to do.
 #[derive(Clone)]
 pub enum InboundCommand {

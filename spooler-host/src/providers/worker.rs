@@ -25,6 +25,9 @@ use provider_abi::{ErrorKind, MessageId, ProviderError, ProviderState, Timestamp
 use crate::providers::quarantine::{CallSlot, Quarantine};
 use crate::providers::status::StatusTable;
 
+#[cfg(test)]
+mod tests;
+
 /// What a job reports about the provider after using it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {

@@ -32,6 +32,8 @@ mod recipient;
 pub mod reports;
 mod routing;
 mod taking;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;

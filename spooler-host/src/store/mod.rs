@@ -7,3 +7,6 @@
 pub mod outage;
 pub mod thread;
 pub mod watchers;
+
+#[cfg(test)]
+mod tests;

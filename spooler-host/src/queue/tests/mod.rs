@@ -1,0 +1,8 @@
+//! In-process tests of the queue manager, over a memory store and scripted transports:
+//! routing, deferrals, finishing and operators' commands; and the retry policy on its own.
+
+mod commands;
+mod deferrals;
+mod finishing;
+mod policy;
+mod routing;
