@@ -177,17 +177,30 @@ fn arguments(provider: &str, config: &str, host: &TestHost) -> OpenArgs {
     }
 }
 
+/// A library's entry point that opens one kind of provider: one of `export`'s `open_*`.
+type EntryPoint<T> = fn(&LibraryCell, OpenArgs) -> RResult<T, ProviderError>;
+
+/// Opens `provider` of `library` with `config` through `entry`, as the host does: the one
+/// path every kind takes.
+fn open<T>(
+    library: fn() -> Library,
+    provider: &str,
+    config: &str,
+    entry: EntryPoint<T>,
+) -> Result<(T, TestHost), ProviderError> {
+    let host = TestHost::default();
+    let cell = loaded(library)?;
+    let opened = entry(&cell, arguments(provider, config, &host)).into_result()?;
+    Ok((opened, host))
+}
+
 /// Opens transport `provider` of `library` with `config`, as the host does.
 pub fn open_transport(
     library: fn() -> Library,
     provider: &str,
     config: &str,
 ) -> Result<(TransportObject, TestHost), ProviderError> {
-    let host = TestHost::default();
-    let cell = loaded(library)?;
-    let transport =
-        export::open_transport(&cell, arguments(provider, config, &host)).into_result()?;
-    Ok((transport, host))
+    open(library, provider, config, export::open_transport)
 }
 
 /// Opens store `provider` of `library` with `config`, as the host does.
@@ -196,10 +209,7 @@ pub fn open_store(
     provider: &str,
     config: &str,
 ) -> Result<(StoreObject, TestHost), ProviderError> {
-    let host = TestHost::default();
-    let cell = loaded(library)?;
-    let store = export::open_store(&cell, arguments(provider, config, &host)).into_result()?;
-    Ok((store, host))
+    open(library, provider, config, export::open_store)
 }
 
 /// Opens preprocessor `provider` of `library` with `config`, as the host does.
@@ -208,11 +218,7 @@ pub fn open_preprocessor(
     provider: &str,
     config: &str,
 ) -> Result<(PreprocessorObject, TestHost), ProviderError> {
-    let host = TestHost::default();
-    let cell = loaded(library)?;
-    let preprocessor =
-        export::open_preprocessor(&cell, arguments(provider, config, &host)).into_result()?;
-    Ok((preprocessor, host))
+    open(library, provider, config, export::open_preprocessor)
 }
 
 /// Opens hook `provider` of `library` with `config`, as the host does.
@@ -221,10 +227,7 @@ pub fn open_hook(
     provider: &str,
     config: &str,
 ) -> Result<(HookObject, TestHost), ProviderError> {
-    let host = TestHost::default();
-    let cell = loaded(library)?;
-    let hook = export::open_hook(&cell, arguments(provider, config, &host)).into_result()?;
-    Ok((hook, host))
+    open(library, provider, config, export::open_hook)
 }
 
 /// The name an in-process provider has in its library.
@@ -270,10 +273,7 @@ fn once<P: Send + 'static>(
 }
 
 /// The provider of `library` opened by its entry point `open`, as the host opens one.
-fn in_process<O>(
-    library: Library,
-    open: fn(&LibraryCell, OpenArgs) -> RResult<O, ProviderError>,
-) -> O {
+fn in_process<O>(library: Library, open: EntryPoint<O>) -> O {
     let arguments = arguments(IN_PROCESS, "", &TestHost::default());
     open(&LibraryCell::from(library), arguments)
         .into_result()
