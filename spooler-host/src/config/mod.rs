@@ -290,50 +290,7 @@ impl Profile {
 
     fn from_raw(raw: RawProfile, data_dir: Option<PathBuf>) -> Result<Profile, String> {
         let data_dir = data_dir.or(raw.data_dir).unwrap_or_else(default_data_dir);
-        let store = match raw.store {
-            Some(store) if store.timeout.is_some() => {
-                return Err(
-                    "store.timeout: a store call is never abandoned (the queue depends on its \
-                     answer); remove the key"
-                        .into(),
-                )
-            }
-            Some(store) if store.isolate == Some(true) || store.memory_limit.is_some() => {
-                return Err(
-                    "store.isolate: the store always runs in the host's process (every message \
-                     passes through it, and without it no mail moves at all, isolated or not); \
-                     remove the key"
-                        .into(),
-                )
-            }
-            Some(store) => ProviderConfig {
-                timeout: None,
-                ..instance(store, "store")?
-            },
-            None => {
-                let mut config = toml::Table::new();
-                config.insert(
-                    "path".into(),
-                    data_dir
-                        .join("store.sqlite")
-                        .to_string_lossy()
-                        .into_owned()
-                        .into(),
-                );
-                ProviderConfig {
-                    provider: "embedded".into(),
-                    name: "embedded".into(),
-                    config: toml::to_string(&config).map_err(|e| e.to_string())?,
-                    parallel: 1,
-                    timeout: None,
-                    isolate: None,
-                    memory_limit: None,
-                }
-            }
-        };
-        if store.parallel != 1 {
-            return Err("store.parallel: a store runs once; remove the key".into());
-        }
+        let store = store(raw.store, &data_dir)?;
         let instances = |raws: Vec<RawProvider>, key: &str| {
             raws.into_iter()
                 .enumerate()
@@ -356,24 +313,7 @@ impl Profile {
                 pair[0]
             ));
         }
-        let retry = RetryPolicy {
-            min_delay: raw.retry.min_delay,
-            max_delay: raw.retry.max_delay,
-            max_lifetime: raw.retry.max_lifetime,
-            delay_warning: raw.retry.delay_warning,
-        };
-        if retry.min_delay > retry.max_delay {
-            return Err("retry.min_delay is longer than retry.max_delay".into());
-        }
-        if raw.limits.max_in_flight == 0 {
-            return Err("limits.max_in_flight: expected at least 1".into());
-        }
-        if raw.limits.quarantine_after == 0 {
-            return Err("limits.quarantine_after: expected at least 1".into());
-        }
-        if raw.limits.max_message_size == 0 {
-            return Err("limits.max_message_size: expected at least 1 byte".into());
-        }
+        let retry = retry_and_limits(&raw.retry, &raw.limits)?;
         let listeners = raw
             .listeners
             .into_iter()
@@ -425,6 +365,72 @@ impl Profile {
 
 /// The alias file the system has, used when the profile names none.
 const SYSTEM_ALIASES: &str = "/etc/aliases";
+
+/// The `[store]` table checked, or the embedded store in `data_dir` when there is none.
+fn store(raw: Option<RawProvider>, data_dir: &Path) -> Result<ProviderConfig, String> {
+    let store = match raw {
+        Some(store) if store.timeout.is_some() => {
+            return Err(
+                "store.timeout: a store call is never abandoned (the queue depends on its \
+                 answer); remove the key"
+                    .into(),
+            )
+        }
+        Some(store) if store.isolate == Some(true) || store.memory_limit.is_some() => {
+            return Err(
+                "store.isolate: the store always runs in the host's process (every message \
+                 passes through it, and without it no mail moves at all, isolated or not); \
+                 remove the key"
+                    .into(),
+            )
+        }
+        Some(store) => ProviderConfig {
+            timeout: None,
+            ..instance(store, "store")?
+        },
+        None => {
+            let mut config = toml::Table::new();
+            let path = data_dir.join("store.sqlite");
+            config.insert("path".into(), path.to_string_lossy().into_owned().into());
+            ProviderConfig {
+                provider: "embedded".into(),
+                name: "embedded".into(),
+                config: toml::to_string(&config).map_err(|e| e.to_string())?,
+                parallel: 1,
+                timeout: None,
+                isolate: None,
+                memory_limit: None,
+            }
+        }
+    };
+    if store.parallel != 1 {
+        return Err("store.parallel: a store runs once; remove the key".into());
+    }
+    Ok(store)
+}
+
+/// The `[retry]` policy, checked with the `[limits]` table.
+fn retry_and_limits(retry: &RawRetry, limits: &RawLimits) -> Result<RetryPolicy, String> {
+    let policy = RetryPolicy {
+        min_delay: retry.min_delay,
+        max_delay: retry.max_delay,
+        max_lifetime: retry.max_lifetime,
+        delay_warning: retry.delay_warning,
+    };
+    if policy.min_delay > policy.max_delay {
+        return Err("retry.min_delay is longer than retry.max_delay".into());
+    }
+    if limits.max_in_flight == 0 {
+        return Err("limits.max_in_flight: expected at least 1".into());
+    }
+    if limits.quarantine_after == 0 {
+        return Err("limits.quarantine_after: expected at least 1".into());
+    }
+    if limits.max_message_size == 0 {
+        return Err("limits.max_message_size: expected at least 1 byte".into());
+    }
+    Ok(policy)
+}
 
 fn local_names(
     aliases: Option<PathBuf>,
