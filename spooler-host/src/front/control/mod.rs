@@ -94,27 +94,9 @@ impl Control {
 
     /// Answers one client's requests until it goes away; `access` says what it may ask.
     pub(crate) fn converse(&self, stream: UnixStream, access: Access) {
-        let mut writer = match stream.try_clone() {
-            Ok(writer) => writer,
-            Err(error) => {
-                log::warn!("control: {error}");
-                return;
-            }
-        };
-        let peer = match socket::peer(&stream, access) {
-            Ok(peer) => peer,
-            Err(refusal) => {
-                send(&mut writer, &Response::error(Failure::Refused, refusal));
-                return;
-            }
-        };
-        if let Err(error) = stream
-            .set_read_timeout(Some(CLIENT_TIMEOUT))
-            .and_then(|()| writer.set_write_timeout(Some(CLIENT_TIMEOUT)))
-        {
-            log::warn!("control: {error}");
+        let Some((mut writer, peer)) = accepted(&stream, access) else {
             return;
-        }
+        };
         let mut reader = BufReader::new(stream);
         loop {
             let (request, content) =
@@ -343,6 +325,24 @@ impl Control {
         }
         view
     }
+}
+
+/// The writing half of a client's connection and who the client is, with timeouts set; or
+/// nothing if it may not connect (it is told why) or the connection fails.
+fn accepted(stream: &UnixStream, access: Access) -> Option<(UnixStream, socket::Peer)> {
+    let mut writer = stream
+        .try_clone()
+        .map_err(|error| log::warn!("control: {error}"))
+        .ok()?;
+    let peer = socket::peer(stream, access)
+        .map_err(|refusal| send(&mut writer, &Response::error(Failure::Refused, refusal)))
+        .ok()?;
+    stream
+        .set_read_timeout(Some(CLIENT_TIMEOUT))
+        .and_then(|()| writer.set_write_timeout(Some(CLIENT_TIMEOUT)))
+        .map_err(|error| log::warn!("control: {error}"))
+        .ok()?;
+    Some((writer, peer))
 }
 
 /// The longest request line a client may send. Requests are small (a submission with
