@@ -11,11 +11,11 @@
 //! # The loop and its state
 //!
 //! The thread waits on three inputs: [`QueueCommand`]s (from the front ends and the daemon),
-//! [`Event`]s (provider workers' answers) and provider notices (back online, new mail). Each
+//! `Event`s (provider workers' answers) and provider notices (back online, new mail). Each
 //! turn it drains what is waiting, then commits the pending writes (`pending`, with the log
 //! lines that become true with them), checks in with a shared store when due, and, if it
 //! has room and the queue may hold due mail (`look_at_queue`, or `next_due` passed), takes
-//! more. Each message in memory is a [`Flight`] whose [`Stage`] says what it waits for:
+//! more. Each message in memory is a `Flight` whose `Stage` says what it waits for:
 //! a preprocessor, transport jobs, an outbound hook, or the commit that releases it. A
 //! shutdown (`draining`) stops taking mail, lets passes finish until a grace period, then
 //! puts the rest back.
