@@ -7,20 +7,29 @@
 //! address types it is made to deliver itself delivered into local folders. Its handles
 //! share one set of contents, so a test keeps one to look inside and to make the store fail
 //! while the code under test works on another.
+//!
+//! Its `commit` is built on store-support's engine ([`store_support::apply`]), as the bundled
+//! stores are: what a batch does (submission keys, local delivery, the order of the steps,
+//! skipping messages that are gone) is written once, there, and this store provides only the
+//! storage operations ([`Backend`]) over its map. So it behaves as the real stores do, and it
+//! shows that a third-party store needs to write no more than those operations. Its backend
+//! cannot fail (a failure the test asks for comes before anything is applied), so a batch is
+//! applied whole or, failing, not at all.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use provider_abi::abi_stable::std_types::ROption;
 use provider_abi::headers::header;
 use provider_abi::store::{
-    self, with_standard_folders, CommitReceipt, FolderInfo, MessageSummary, StoreBatch,
-    SubmissionKey, OUTBOX,
+    with_standard_folders, CommitReceipt, FolderInfo, MessageSummary, StoreBatch, SubmissionKey,
+    OUTBOX,
 };
 use provider_abi::{
-    DeliveryState, Envelope, ErrorKind, MessageId, ProviderError, Store, StoredMessage, Timestamp,
+    Envelope, ErrorKind, MessageId, ProviderError, Store, StoredMessage, Timestamp,
 };
+use store_support::{apply, released, Access, Applied, Backend, LocalDelivery};
 
 /// The name the store gives itself in the statuses of recipients it delivered.
 const NAME: &str = "memory";
@@ -88,8 +97,9 @@ impl MemoryStore {
     }
 
     /// An empty store that delivers the recipients of `address_types` itself (e.g. `LOCAL`),
-    /// as a tightly coupled store does: each into its [`local_folder`](store::local_folder),
-    /// when a preprocessed message is submitted or updated.
+    /// as a tightly coupled store does: each into its
+    /// [`local_folder`](provider_abi::store::local_folder), when a preprocessed message is
+    /// submitted or updated.
     pub fn delivering(address_types: &[&str]) -> MemoryStore {
         MemoryStore {
             delivers_itself: address_types.iter().map(|t| t.to_string()).collect(),
@@ -133,33 +143,6 @@ impl MemoryStore {
     /// the store is down.
     pub fn set_outage(&self, kind: Option<ErrorKind>) {
         self.contents.lock().outage = kind;
-    }
-
-    /// Whether this store delivers `recipient` of a preprocessed message itself, now.
-    fn delivers(&self, envelope: &Envelope, index: usize) -> bool {
-        let recipient = &envelope.recipients[index];
-        envelope.preprocessed
-            && recipient.status.state == DeliveryState::Pending
-            && self
-                .delivers_itself
-                .iter()
-                .any(|t| recipient.address.has_type(t))
-    }
-
-    /// Delivers the recipients of `envelope` that this store delivers itself, with `content`.
-    fn deliver_locally(
-        &self,
-        contents: &mut Contents,
-        envelope: &mut Envelope,
-        content: &[u8],
-        now: Timestamp,
-    ) {
-        for index in 0..envelope.recipients.len() {
-            if self.delivers(envelope, index) {
-                let (folder, copy) = store::deliver_locally(envelope, index, NAME, now);
-                contents.add(&folder, copy, content);
-            }
-        }
     }
 
     /// The contents to work on, unless the store is down (or, for a commit, fails now).
@@ -219,13 +202,80 @@ impl Contents {
         });
         with_standard_folders(folders.collect())
     }
+}
 
-    /// The first message's id of a submission with `key`, if the key is remembered at `now`.
-    fn submitted_before(&self, key: &SubmissionKey, now: Timestamp) -> Option<MessageId> {
-        self.submissions
-            .get(&key.key)
+/// The storage operations the engine applies a batch with: the contents are the open
+/// transaction, and nothing in it fails.
+impl Backend for Contents {
+    type Error = Infallible;
+
+    fn claim_submission(
+        &mut self,
+        key: &SubmissionKey,
+        now: Timestamp,
+    ) -> Result<Option<MessageId>, Infallible> {
+        let remembered = self.submissions.get(&key.key);
+        Ok(remembered
             .filter(|(_, until)| *until >= now)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| *id))
+    }
+
+    fn remember_submission(
+        &mut self,
+        key: &SubmissionKey,
+        id: MessageId,
+    ) -> Result<(), Infallible> {
+        self.submissions
+            .insert(key.key.clone(), (id, key.remember_until));
+        Ok(())
+    }
+
+    fn insert(
+        &mut self,
+        folder: &str,
+        envelope: &Envelope,
+        content: &[u8],
+    ) -> Result<MessageId, Infallible> {
+        Ok(self.add(folder, envelope.clone(), content))
+    }
+
+    fn read_content(&mut self, id: MessageId) -> Result<Option<Vec<u8>>, Infallible> {
+        Ok(self.messages.get(&id).map(|m| m.content.to_vec()))
+    }
+
+    fn replace_content(&mut self, id: MessageId, content: &[u8]) -> Result<(), Infallible> {
+        if let Some(message) = self.messages.get_mut(&id) {
+            message.content = content.to_vec().into();
+        }
+        Ok(())
+    }
+
+    /// Stores each envelope over the stored one, keeping its sender and submission time.
+    fn update(&mut self, envelopes: &[Envelope]) -> Result<Vec<Access>, Infallible> {
+        let verdicts = envelopes.iter().map(|update| {
+            let Some(message) = self.messages.get_mut(&update.id) else {
+                return Access::Gone;
+            };
+            message.envelope = Envelope {
+                sender: message.envelope.sender.clone(),
+                submitted_at: message.envelope.submitted_at,
+                ..update.clone()
+            };
+            Access::Granted
+        });
+        Ok(verdicts.collect())
+    }
+
+    fn move_to(&mut self, id: MessageId, folder: &str) -> Result<(), Infallible> {
+        if let Some(message) = self.messages.get_mut(&id) {
+            message.folder = folder.into();
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, id: MessageId) -> Result<(), Infallible> {
+        self.messages.remove(&id);
+        Ok(())
     }
 }
 
@@ -233,67 +283,10 @@ impl Store for MemoryStore {
     fn commit(&mut self, batch: &StoreBatch<'_>) -> Result<CommitReceipt, ProviderError> {
         let mut contents = self.contents("commit")?;
         let now = Timestamp::now();
-        let mut receipt = CommitReceipt::default();
-        for new in batch.submit.iter() {
-            let key = SubmissionKey::of(&new.envelope);
-            if let Some(first) = key.as_ref().and_then(|k| contents.submitted_before(k, now)) {
-                receipt.submitted.push(first);
-                continue;
-            }
-            let mut envelope = new.envelope.clone();
-            envelope.submitted_at = now;
-            self.deliver_locally(&mut contents, &mut envelope, &new.content, now);
-            let id = contents.add(OUTBOX, envelope, &new.content);
-            if let Some(key) = key {
-                contents
-                    .submissions
-                    .insert(key.key, (id, key.remember_until));
-            }
-            receipt.submitted.push(id);
-            receipt.stored.push(contents.messages[&id].envelope.clone());
-        }
-        for replacement in batch.replace_content.iter() {
-            if let Some(message) = contents.messages.get_mut(&replacement.id) {
-                message.content = replacement.content.to_vec().into();
-            }
-        }
-        for update in batch.update_envelopes.iter() {
-            let Some(stored) = contents.messages.get(&update.id) else {
-                continue;
-            };
-            let mut envelope = Envelope {
-                sender: stored.envelope.sender.clone(),
-                submitted_at: stored.envelope.submitted_at,
-                ..update.clone()
-            };
-            let content = stored.content.clone();
-            self.deliver_locally(&mut contents, &mut envelope, &content, now);
-            receipt.stored.push(envelope.clone());
-            if let Some(message) = contents.messages.get_mut(&update.id) {
-                message.envelope = envelope;
-            }
-        }
-        for finish in batch.finish.iter() {
-            match &finish.move_to {
-                ROption::RSome(folder) => {
-                    if let Some(message) = contents.messages.get_mut(&finish.id) {
-                        message.folder = folder.clone();
-                    }
-                }
-                ROption::RNone => {
-                    contents.messages.remove(&finish.id);
-                }
-            }
-            contents.locked.remove(&finish.id);
-        }
-        for delivery in batch.deliver.iter() {
-            let mut envelope = delivery.envelope.clone();
-            envelope.submitted_at = now;
-            let id = contents.add(&delivery.folder, envelope, &delivery.content);
-            receipt.delivered.push(id);
-        }
-        for id in batch.unlock.iter() {
-            contents.locked.remove(id);
+        let local = LocalDelivery::new(NAME, &self.delivers_itself);
+        let Ok(Applied { receipt, .. }) = apply(&mut *contents, batch, &local, now);
+        for id in released(batch) {
+            contents.locked.remove(&id);
         }
         contents.submissions.retain(|_, (_, until)| *until >= now);
         Ok(receipt)
@@ -361,9 +354,9 @@ impl Store for MemoryStore {
 mod tests {
     use std::sync::LazyLock;
 
-    use provider_abi::abi_stable::std_types::{RSlice, RStr};
+    use provider_abi::abi_stable::std_types::{ROption, RSlice, RStr};
     use provider_abi::store::{Delivery, Finish, NewMessage, INBOX, SENT_ITEMS};
-    use provider_abi::{Library, Priority};
+    use provider_abi::{DeliveryState, Library, Priority};
 
     use super::*;
     use crate::{check_store, message, store_object};
