@@ -304,7 +304,10 @@ pub fn deliver_locally(
 ///
 /// A store keeping everything in memory: the six required methods, the rest left to their
 /// defaults. It is not durable, so it is fit for tests only; a real store writes each batch
-/// in one transaction (see `store-embedded`, on SQLite).
+/// in one transaction. The example writes `commit` out to show the contract; a real store
+/// need not: the `store-support` crate applies a batch (submission keys, LOCAL delivery,
+/// fencing, finishing) over a small `Backend` trait that its transaction implements, as
+/// `store-embedded` (SQLite), `store-postgres` and provider-testkit's `MemoryStore` do.
 ///
 /// ```
 /// use std::collections::{BTreeMap, HashSet};
