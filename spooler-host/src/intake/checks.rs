@@ -1,6 +1,7 @@
 //! Turning a client's submission into an envelope and content for the Outbox: the checks
 //! that refuse it at once, and the key that makes a retried submission happen once.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +64,7 @@ pub fn envelope_and_content(
     }
     let mut recipients: Vec<Recipient> = Vec::with_capacity(submission.recipients.len());
     let mut originals = Vec::new();
+    let mut seen = HashSet::with_capacity(submission.recipients.len());
     for recipient in &submission.recipients {
         let expanded = rules.aliases.expand(&recipient.address).map_err(|e| {
             Refusal::new(
@@ -72,7 +74,8 @@ pub fn envelope_and_content(
         })?;
         for expanded in expanded {
             let address = checked_address(&expanded.address, "recipient")?;
-            if recipients.iter().any(|r| r.address == address) {
+            // A set, not a scan of the list: a message may have tens of thousands.
+            if !seen.insert(address.clone()) {
                 continue;
             }
             if let Some(original) = expanded.original {
