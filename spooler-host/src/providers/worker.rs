@@ -47,7 +47,12 @@ impl Health {
     }
 }
 
-type Work<T> = Box<dyn FnOnce(Result<&mut T, &ProviderError>) -> Health + Send>;
+type Work<T> = Box<dyn FnOnce(Result<&mut T, &ProviderError>) -> (Health, Option<Deliver>) + Send>;
+
+/// Hands a job's result to its caller. It runs once the call has left the call journal: a
+/// caller that reacts at once (the queue manager starting the message's next preprocessor)
+/// must not find this call still marked, or a crash in the next call blames this one.
+type Deliver = Box<dyn FnOnce() + Send>;
 
 /// Answers an abandoned job's caller with the timeout's error.
 type Abandon = Box<dyn FnOnce(ProviderError) + Send>;
@@ -228,9 +233,12 @@ fn serve<T>(pool: &Pool<T>, running: &Mutex<Running>) {
         if let (Some(journal), true) = (&mut journal, called) {
             journal.enter(job.message);
         }
-        let health = (job.work)(slot.as_mut().map_err(|error| &*error));
+        let (health, deliver) = (job.work)(slot.as_mut().map_err(|error| &*error));
         if let (Some(journal), true) = (&mut journal, called) {
             journal.leave();
+        }
+        if let Some(deliver) = deliver {
+            deliver();
         }
         if std::mem::take(&mut *running.lock()).abandoned {
             log::warn!(
@@ -302,7 +310,7 @@ impl<T> Worker<T> {
         job: impl FnOnce(Result<&mut T, &ProviderError>) -> Health + Send + 'static,
     ) -> Result<(), WorkerGone> {
         let job = Job {
-            work: Box::new(job),
+            work: Box::new(move |slot| (job(slot), None)),
             message: None,
             abandon: None,
         };
@@ -324,10 +332,12 @@ impl<T> Worker<T> {
         let job = Job {
             work: Box::new(move |slot| {
                 let (health, result) = work(slot);
-                if let Some(answer) = once.lock().take() {
-                    answer(Ok(result));
-                }
-                health
+                let deliver: Deliver = Box::new(move || {
+                    if let Some(answer) = once.lock().take() {
+                        answer(Ok(result));
+                    }
+                });
+                (health, Some(deliver))
             }),
             message,
             abandon: Some(Box::new(move |error| {
