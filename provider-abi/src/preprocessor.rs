@@ -22,10 +22,27 @@ pub struct Undeliverable {
 }
 
 /// The changes a preprocessor makes to a message. Empty fields change nothing.
+///
+/// Build them with the methods below rather than the fields, which are ABI-stable types
+/// (`ROption`, `RVec`) an author need not know:
+///
+/// ```
+/// use provider_abi::{Address, Changes, Recipient, RecipientKind};
+///
+/// let list = Address::parse("LOCAL:team").unwrap();
+/// let ann = Address::parse("ann@example.com").unwrap();
+/// let changes = Changes::none()
+///     .with_content(b"X-Expanded: team\r\nSubject: hi\r\n\r\nHello.\r\n".to_vec())
+///     .removing(list)
+///     .adding(Recipient::new(ann, RecipientKind::To))
+///     .failing(Address::parse("FAX:0301").unwrap(), "no country code");
+/// assert!(!changes.is_empty());
+/// assert!(Changes::none().is_empty());
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq, Default)]
 pub struct Changes {
-    /// New content for the message.
+    /// New content for the message, for every recipient (see [`Preprocessor`]).
     pub content: ROption<RVec<u8>>,
     /// Recipients to add (e.g. the members of an expanded distribution list).
     pub add_recipients: RVec<Recipient>,
@@ -36,6 +53,41 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// No change: the message goes on as it came.
+    pub fn none() -> Self {
+        Changes::default()
+    }
+
+    /// These changes, and the message's content replaced by `content` (the whole message:
+    /// header fields, an empty line, the body). It reaches every recipient, whatever its
+    /// address type.
+    pub fn with_content(mut self, content: Vec<u8>) -> Self {
+        self.content = ROption::RSome(content.into());
+        self
+    }
+
+    /// These changes, and `recipient` added to the message.
+    pub fn adding(mut self, recipient: Recipient) -> Self {
+        self.add_recipients.push(recipient);
+        self
+    }
+
+    /// These changes, and the recipient `address` taken off the message.
+    pub fn removing(mut self, address: Address) -> Self {
+        self.remove_recipients.push(address);
+        self
+    }
+
+    /// These changes, and the recipient `address` failed with a non-delivery report that
+    /// gives `reason`.
+    pub fn failing(mut self, address: Address, reason: impl Into<String>) -> Self {
+        self.undeliverable.push(Undeliverable {
+            address,
+            reason: reason.into().into(),
+        });
+        self
+    }
+
     /// Whether these changes change nothing.
     pub fn is_empty(&self) -> bool {
         self.content.is_none()
@@ -72,13 +124,44 @@ pub type PreprocessedAbi = Preprocessed_NE;
 /// preprocessed again at its next attempt); a panic does too, and the host reopens the
 /// instance. See the crate documentation for everything the host guarantees.
 ///
+/// **New content is the message's, for every recipient**: a message is stored once, so
+/// content a preprocessor sets reaches every recipient, `LOCAL` ones and those of every
+/// other address type too, whatever [`address_types`](Preprocessor::address_types) says
+/// (that only chooses which messages the preprocessor sees). To change what one address
+/// type receives and not the others, do it where only those recipients are: in the
+/// transport that claims the type, which is handed only its own recipients and can rewrite
+/// the content it sends.
+///
+/// A preprocessor that marks every message it passes with a header field (the whole
+/// content is replaced; the message is otherwise unchanged):
+///
+/// ```
+/// use provider_abi::{Changes, MessageRef, Preprocessed, Preprocessor, ProviderError};
+///
+/// struct Marker;
+///
+/// impl Preprocessor for Marker {
+///     fn process(&mut self, message: MessageRef<'_>) -> Result<Preprocessed, ProviderError> {
+///         let mut content = b"X-Checked-By: marker\r\n".to_vec();
+///         content.extend_from_slice(&message.content);
+///         Ok(Preprocessed::Accept(Changes::none().with_content(content)))
+///     }
+/// }
+///
+/// # use provider_abi::{Address, Envelope, StoredMessage};
+/// # let envelope = Envelope::new(Address::parse("ann@example.com").unwrap(), vec![]);
+/// # let message = StoredMessage { envelope, folder: "Outbox".into(), content: b"Subject: x\r\n\r\nbody".to_vec().into() };
+/// let Preprocessed::Accept(changes) = Marker.process(message.as_ref()).unwrap() else {
+///     panic!("accepted");
+/// };
+/// assert!(changes.content.unwrap().starts_with(b"X-Checked-By: marker\r\nSubject: x"));
+/// ```
+///
 /// A preprocessor that rejects messages above a size and fails `FAX:` recipients without a
 /// number:
 ///
 /// ```
-/// use provider_abi::{
-///     Changes, MessageRef, Preprocessed, Preprocessor, ProviderError, Undeliverable,
-/// };
+/// use provider_abi::{Changes, MessageRef, Preprocessed, Preprocessor, ProviderError};
 ///
 /// struct Limits {
 ///     max_bytes: usize,
@@ -91,14 +174,14 @@ pub type PreprocessedAbi = Preprocessed_NE;
 ///                 reason: format!("larger than {} bytes", self.max_bytes).into(),
 ///             });
 ///         }
-///         let mut changes = Changes::default();
+///         let mut changes = Changes::none();
 ///         for recipient in message.envelope.recipients.iter() {
 ///             let number = recipient.address.address();
 ///             if recipient.address.has_type("FAX") && !number.starts_with('+') {
-///                 changes.undeliverable.push(Undeliverable {
-///                     address: recipient.address.clone(),
-///                     reason: "a fax number starts with + and the country code".into(),
-///                 });
+///                 changes = changes.failing(
+///                     recipient.address.clone(),
+///                     "a fax number starts with + and the country code",
+///                 );
 ///             }
 ///         }
 ///         Ok(Preprocessed::Accept(changes))

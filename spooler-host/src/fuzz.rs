@@ -169,9 +169,15 @@ fn sendmail_t(input: &[u8]) {
     let now = Timestamp(1_795_000_000_000);
     let stored =
         fuzz_support::assert_peak_within(64 * input.len() + 64 * 1024, "sendmail -t", || {
-            let content = sendmail::message::with_message_id(
+            let origin = sendmail::message::Origin {
+                host: "host.example",
+                from: "me@host.example",
+                full_name: None,
+                now,
+            };
+            let content = sendmail::message::with_missing_fields(
                 sendmail::message::message_from_input(input.to_vec(), false),
-                "host.example",
+                &origin,
             );
             let submission = sendmail::submission(&args, "LOCAL:me", &content, now).ok()?;
             let rules = Rules {

@@ -34,26 +34,73 @@ struct Cli {
 /// Where the spooler's profile and data are.
 #[derive(Args, Clone)]
 struct Place {
-    /// The profile (TOML) [default: $SPOOLER_CONFIG, else /etc/spooler/spooler.toml; without any, the embedded store and no transports].
+    /// The profile (TOML) [default: $SPOOLER_CONFIG; else, unless --data-dir is given, /etc/spooler/spooler.toml; without any, the embedded store and no transports].
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
-    /// The data folder (store, control socket) [default: $XDG_DATA_HOME/spooler].
+    /// The data folder (store, control socket) [default: the profile's, else $XDG_DATA_HOME/spooler]. Without --config, it also means: do not read the system's profile.
     #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
 }
 
+/// The profile file a command reads, and what made it that one.
+struct ChosenProfile {
+    file: PathBuf,
+    because: &'static str,
+}
+
 impl Place {
-    /// The profile from `--config`, else from `$SPOOLER_CONFIG`, else the system's
+    /// The profile file, in this order: `--config`; `$SPOOLER_CONFIG`; the system's
     /// ([`SYSTEM_PROFILE`], so that cron and mail programs invoking plain `sendmail` reach the
-    /// system's spooler), else the defaults.
+    /// system's spooler) unless `--data-dir` is given; else none, and the defaults apply.
+    ///
+    /// `--data-dir` alone skips the system's profile because it says "my own spooler, here":
+    /// the README's quick start must not talk to a system service or take half of its profile
+    /// on a machine that has one.
+    fn chosen_profile(&self) -> Option<ChosenProfile> {
+        if let Some(file) = &self.config {
+            return Some(ChosenProfile {
+                file: file.clone(),
+                because: "--config",
+            });
+        }
+        if let Some(file) = std::env::var_os("SPOOLER_CONFIG").filter(|v| !v.is_empty()) {
+            return Some(ChosenProfile {
+                file: file.into(),
+                because: "$SPOOLER_CONFIG",
+            });
+        }
+        let system = Path::new(SYSTEM_PROFILE);
+        (self.data_dir.is_none() && system.exists()).then(|| ChosenProfile {
+            file: system.to_path_buf(),
+            because: "the system's profile",
+        })
+    }
+
+    /// The profile [`Place::chosen_profile`] names, or the defaults.
     fn profile(&self) -> Result<Profile, String> {
-        let from_environment = std::env::var_os("SPOOLER_CONFIG")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
-        let system = Some(PathBuf::from(SYSTEM_PROFILE)).filter(|file| file.exists());
-        match self.config.clone().or(from_environment).or(system) {
-            Some(file) => Profile::read(&file, self.data_dir.clone()).map_err(|e| e.to_string()),
+        match self.chosen_profile() {
+            Some(chosen) => {
+                Profile::read(&chosen.file, self.data_dir.clone()).map_err(|e| e.to_string())
+            }
             None => Ok(Profile::defaults(self.data_dir.clone())),
+        }
+    }
+
+    /// One line for `run`'s log: which profile, why, and the data folder it ended with.
+    fn describe(&self, profile: &Profile) -> String {
+        let data = profile.data_dir.display();
+        match self.chosen_profile() {
+            Some(chosen) => format!(
+                "profile: {} ({}); data folder: {data}",
+                chosen.file.display(),
+                chosen.because
+            ),
+            None if self.data_dir.is_some() => format!(
+                "profile: none, the defaults (--data-dir without --config does not read {SYSTEM_PROFILE}); data folder: {data}"
+            ),
+            None => format!(
+                "profile: none, the defaults (no --config, no $SPOOLER_CONFIG, no {SYSTEM_PROFILE}); data folder: {data}"
+            ),
         }
     }
 }
@@ -198,12 +245,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let invoked_as = std::env::args_os().next().and_then(|arg0| {
-        Path::new(&arg0)
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-    });
-    let mode = match invoked_as.as_deref() {
+    let mode = match sendmail::invoked_as().as_deref() {
         Some("sendmail") => Some(None),
         Some("mailq") => Some(Some(Mode::ListQueue)),
         Some("newaliases") => Some(Some(Mode::RebuildAliases)),
@@ -298,6 +340,7 @@ fn run(place: &Place, providers: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    log::info!("{}", place.describe(&profile));
     let folder_of = |profile: &Profile| {
         providers
             .clone()
@@ -396,7 +439,7 @@ fn sendmail(place: &Place, args: &[String], mode: Option<Mode>, print: Print) ->
     let mut args = match sendmail::parse(args) {
         Ok(args) => args,
         Err(error) => {
-            eprintln!("sendmail: {error}");
+            eprintln!("{}: {error}", sendmail::program());
             return ExitCode::from(exit::USAGE);
         }
     };
@@ -404,7 +447,7 @@ fn sendmail(place: &Place, args: &[String], mode: Option<Mode>, print: Print) ->
     match place.profile() {
         Ok(profile) => ExitCode::from(modes::run(&profile, &args, print)),
         Err(error) => {
-            eprintln!("sendmail: {error}");
+            eprintln!("{}: {error}", sendmail::program());
             ExitCode::from(exit::USAGE)
         }
     }

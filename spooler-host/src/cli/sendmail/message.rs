@@ -1,10 +1,11 @@
 //! The message as sendmail takes it from standard input: a lone `.` line ends it unless
 //! dots are data (`-i`), and it gets the header fields a submission needs where it has none
-//! (a Message-ID; a From with `-F`'s full name).
+//! (Message-ID, Date, From).
 
 use provider_abi::headers::{header, header_block_len};
 
-use crate::base::mail::message_id;
+use crate::base::mail::{message_id, rfc5322_date};
+use provider_abi::Timestamp;
 
 /// The message as read from standard input: without `-i`, a line holding a lone `.` ends it.
 pub fn message_from_input(input: Vec<u8>, ignore_dots: bool) -> Vec<u8> {
@@ -21,27 +22,48 @@ pub fn message_from_input(input: Vec<u8>, ignore_dots: bool) -> Vec<u8> {
     input
 }
 
-/// The message with a Message-ID header field added at the top if it has none: the
-/// Message-ID is what makes a retried submission recognisable (with the sender and the
-/// recipients). The field ends its line as the message's first line does; a message that
-/// starts with no header field at all gets the field and the empty line that ends headers.
-pub fn with_message_id(content: Vec<u8>, host: &str) -> Vec<u8> {
-    if header(&content, "Message-ID").is_some() {
-        return content;
-    }
-    with_fields_on_top(content, &[format!("Message-ID: {}", message_id(host))])
+/// Who and when a message comes from, for the header fields sendmail adds where the message
+/// has none.
+pub struct Origin<'a> {
+    /// This machine's name, the right side of a new Message-ID.
+    pub host: &'a str,
+    /// The sender's address (see [`from_address`]).
+    pub from: &'a str,
+    /// `-F`'s full name, the From field's display name.
+    pub full_name: Option<&'a str>,
+    /// The submission's time, the Date field.
+    pub now: Timestamp,
 }
 
-/// The message with a From field naming the sender with `-F`'s full name, added at the top
-/// when `-F` is given and the message has no From (as sendmail does); otherwise unchanged.
-pub fn with_full_name(content: Vec<u8>, from: &str, full_name: Option<&str>) -> Vec<u8> {
-    let Some(name) = full_name.map(str::trim).filter(|name| !name.is_empty()) else {
-        return content;
-    };
-    if header(&content, "From").is_some() {
+/// The message with the header fields a submission needs added at the top where it has none,
+/// as sendmail does: a Message-ID (it is what makes a retried submission recognisable, with
+/// the sender and the recipients), a Date (now), and a From (the sender, with `-F`'s full
+/// name). A message without From or Date is not RFC 5322 and many receivers refuse it; the
+/// SMTP listener adds its own the same way. The fields end their lines as the message's first
+/// line does; a message that starts with no header field at all gets the fields and the empty
+/// line that ends headers.
+pub fn with_missing_fields(content: Vec<u8>, origin: &Origin) -> Vec<u8> {
+    let mut fields = Vec::new();
+    if header(&content, "Message-ID").is_none() {
+        fields.push(format!("Message-ID: {}", message_id(origin.host)));
+    }
+    if header(&content, "Date").is_none() {
+        fields.push(format!("Date: {}", rfc5322_date(origin.now)));
+    }
+    if header(&content, "From").is_none() {
+        let name = origin
+            .full_name
+            .map(str::trim)
+            .filter(|name| !name.is_empty());
+        fields.push(match name {
+            Some(name) => format!("From: {} <{}>", display_name(name), origin.from),
+            None => format!("From: {}", origin.from),
+        });
+    }
+    if fields.is_empty() {
         return content;
     }
-    with_fields_on_top(content, &[format!("From: {} <{from}>", display_name(name))])
+    with_fields_on_top(content, &fields)
 }
 
 /// The address a From field gives for the envelope sender: SMTP addresses as they are, a
@@ -105,39 +127,66 @@ fn with_fields_on_top(content: Vec<u8>, fields: &[String]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    const NOW: Timestamp = Timestamp(0);
+
+    fn origin<'a>(from: &'a str, full_name: Option<&'a str>) -> Origin<'a> {
+        Origin {
+            host: "h",
+            from,
+            full_name,
+            now: NOW,
+        }
+    }
+
     #[test]
-    fn a_message_id_is_added_only_where_there_is_none() {
-        let with = b"Message-ID: <a@b>\nSubject: x\n\nbody\n".to_vec();
-        assert_eq!(with_message_id(with.clone(), "h"), with);
-        let lf = String::from_utf8(with_message_id(b"Subject: x\n\nbody\n".to_vec(), "h")).unwrap();
+    fn only_the_missing_fields_are_added_and_lines_end_as_the_message_s_do() {
+        let complete = b"Message-ID: <a@b>\nDate: x\nFrom: a@b\nSubject: x\n\nbody\n".to_vec();
+        assert_eq!(
+            with_missing_fields(complete.clone(), &origin("root@h", Some("X"))),
+            complete
+        );
+        let lf = String::from_utf8(with_missing_fields(
+            b"Date: x\nFrom: a@b\nSubject: x\n\nbody\n".to_vec(),
+            &origin("root@h", None),
+        ))
+        .unwrap();
         assert!(
-            lf.starts_with("Message-ID: <") && lf.ends_with("@h>\nSubject: x\n\nbody\n"),
+            lf.starts_with("Message-ID: <")
+                && lf.ends_with("@h>\nDate: x\nFrom: a@b\nSubject: x\n\nbody\n"),
             "{lf}"
         );
-        let crlf = String::from_utf8(with_message_id(b"Subject: x\r\n\r\nbody\r\n".to_vec(), "h"))
-            .unwrap();
-        assert!(
-            crlf.ends_with("@h>\r\nSubject: x\r\n\r\nbody\r\n"),
-            "{crlf}"
+        let crlf = String::from_utf8(with_missing_fields(
+            b"Message-ID: <a@b>\r\nSubject: x\r\n\r\nbody\r\n".to_vec(),
+            &origin("root@h", None),
+        ))
+        .unwrap();
+        assert_eq!(
+            crlf,
+            "Date: Thu, 1 Jan 1970 00:00:00 +0000\r\nFrom: root@h\r\nMessage-ID: <a@b>\r\nSubject: x\r\n\r\nbody\r\n"
         );
-        let body_only = String::from_utf8(with_message_id(b"just text\n".to_vec(), "h")).unwrap();
-        assert!(body_only.ends_with("@h>\n\njust text\n"), "{body_only}");
+        let body_only = String::from_utf8(with_missing_fields(
+            b"just text\n".to_vec(),
+            &origin("root@h", None),
+        ))
+        .unwrap();
+        assert!(
+            body_only.ends_with("\nFrom: root@h\n\njust text\n"),
+            "{body_only}"
+        );
         assert_ne!(message_id("h"), message_id("h"));
     }
 
     #[test]
-    fn a_from_with_the_full_name_is_added_only_where_there_is_none() {
-        let added = String::from_utf8(with_full_name(
-            b"Subject: x\n\nbody\n".to_vec(),
-            "root@host",
-            Some("Cron Daemon"),
+    fn the_from_field_carries_the_full_name() {
+        let added = String::from_utf8(with_missing_fields(
+            b"Message-ID: <a@b>\nDate: x\nSubject: x\n\nbody\n".to_vec(),
+            &origin("root@host", Some("Cron Daemon")),
         ))
         .unwrap();
-        assert_eq!(added, "From: Cron Daemon <root@host>\nSubject: x\n\nbody\n");
-        let kept = b"From: a@b\r\n\r\n".to_vec();
-        assert_eq!(with_full_name(kept.clone(), "root@host", Some("X")), kept);
-        let plain = b"Subject: x\n\n".to_vec();
-        assert_eq!(with_full_name(plain.clone(), "root@host", None), plain);
+        assert_eq!(
+            added,
+            "From: Cron Daemon <root@host>\nMessage-ID: <a@b>\nDate: x\nSubject: x\n\nbody\n"
+        );
         assert_eq!(display_name("Doe, John"), "\"Doe, John\"");
         assert_eq!(display_name("Jürgen"), "=?utf-8?q?J=C3=BCrgen?=");
         assert_eq!(from_address("LOCAL:root", "host"), "root@host");

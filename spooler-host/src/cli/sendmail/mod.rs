@@ -31,6 +31,34 @@ pub mod mailq;
 pub mod message;
 pub mod modes;
 
+/// The name this program's errors start with, as sendmail's do: the name it was invoked by
+/// (`sendmail`, `mailq`, `newaliases`), else `spooler-host submit`, so that an operator who
+/// typed `spooler-host submit` is not told about a `sendmail` they never ran.
+pub fn program() -> String {
+    match invoked_as().as_deref() {
+        Some(name @ ("sendmail" | "mailq" | "newaliases")) => name.to_owned(),
+        _ => "spooler-host submit".to_owned(),
+    }
+}
+
+/// The file name this program was invoked by (its `argv[0]`): `sendmail`, `mailq` and
+/// `newaliases` choose a mode.
+pub fn invoked_as() -> Option<String> {
+    std::env::args_os().next().and_then(|arg0| {
+        std::path::Path::new(&arg0)
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+    })
+}
+
+/// Prints an error on standard error as `PROGRAM: what` ([`program`]).
+macro_rules! complain {
+    ($($arg:tt)*) => {
+        eprintln!("{}: {}", $crate::cli::sendmail::program(), format_args!($($arg)*))
+    };
+}
+pub(crate) use complain;
+
 /// sendmail's exit codes (sysexits.h).
 pub mod exit {
     /// The command line is wrong.

@@ -11,7 +11,7 @@ use provider_abi::Timestamp;
 
 use crate::cli::client::{self, ClientError};
 use crate::cli::sendmail::{self, exit, Mode, SubmitArgs};
-use crate::cli::sendmail::{mailq, message};
+use crate::cli::sendmail::{complain, mailq, message};
 use crate::config::Profile;
 use crate::protocol::{Failure, Request, Response};
 
@@ -51,12 +51,12 @@ fn deliver(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
         .take(limit as u64 + 1)
         .read_to_end(&mut input);
     if let Err(error) = read {
-        eprintln!("sendmail: cannot read the message: {error}");
+        complain!("cannot read the message: {error}");
         return exit::DATA_ERROR;
     }
     if input.len() > limit {
-        eprintln!(
-            "sendmail: the message is larger than this spooler takes: at most {limit} bytes \
+        complain!(
+            "the message is larger than this spooler takes: at most {limit} bytes \
              (limits.max_message_size); nothing was sent"
         );
         return exit::DATA_ERROR;
@@ -71,15 +71,20 @@ fn deliver(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
         &sender,
         profile.local_names.myorigin.as_deref().unwrap_or(&host),
     );
-    let content = message::with_full_name(
-        message::with_message_id(message::message_from_input(input, args.ignore_dots), &host),
-        &from,
-        args.full_name.as_deref(),
+    let origin = message::Origin {
+        host: &host,
+        from: &from,
+        full_name: args.full_name.as_deref(),
+        now,
+    };
+    let content = message::with_missing_fields(
+        message::message_from_input(input, args.ignore_dots),
+        &origin,
     );
     let submission = match sendmail::submission(args, &sender, &content, now) {
         Ok(submission) => submission,
         Err(error) => {
-            eprintln!("sendmail: {error}");
+            complain!("{error}");
             return exit::USAGE;
         }
     };
@@ -99,11 +104,11 @@ fn deliver(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
             0
         }
         Ok(other) => {
-            eprintln!("sendmail: unexpected answer {other:?}");
+            complain!("unexpected answer {other:?}");
             exit::TEMPORARY
         }
         Err(error) => {
-            eprintln!("sendmail: {error}");
+            complain!("{error}");
             match error {
                 ClientError::NotRunning(_) => exit::UNAVAILABLE,
                 ClientError::Lost(_) | ClientError::Refused(Failure::Temporary, _) => {
@@ -234,7 +239,7 @@ fn list_queue(socket: &Path) -> u8 {
 fn verify(socket: &Path, args: &SubmitArgs) -> u8 {
     let addresses: Vec<String> = args.recipients.iter().map(|r| r.address.clone()).collect();
     if addresses.is_empty() {
-        eprintln!("sendmail: -bv: name the addresses to verify");
+        complain!("-bv: name the addresses to verify");
         return exit::USAGE;
     }
     match client::request(socket, &Request::Verify { addresses }, None) {
@@ -254,7 +259,7 @@ fn verify(socket: &Path, args: &SubmitArgs) -> u8 {
             }
         }
         Ok(other) => {
-            eprintln!("sendmail: unexpected answer {other:?}");
+            complain!("unexpected answer {other:?}");
             exit::TEMPORARY
         }
         Err(error) => failure(error),
@@ -315,7 +320,7 @@ fn user_name() -> String {
 
 /// Says why the spooler could not be asked; EX_UNAVAILABLE when none answers.
 fn failure(error: ClientError) -> u8 {
-    eprintln!("sendmail: {error}");
+    complain!("{error}");
     match error {
         ClientError::NotRunning(_) | ClientError::Lost(_) => exit::UNAVAILABLE,
         ClientError::Refused(Failure::Temporary, _) => exit::TEMPORARY,
