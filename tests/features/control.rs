@@ -3,6 +3,7 @@
 //! only its owner may use.
 
 use std::fs;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -273,5 +274,105 @@ fn queue_and_status_page_and_count_a_long_outbox() {
         "{:?}: {}",
         ended.status,
         String::from_utf8_lossy(&ended.stderr)
+    );
+}
+
+/// What `spooler-host run ARGS` logs about its profile: its first log line, read once the
+/// control socket in `data` exists; the host is then stopped.
+fn profile_line(
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &std::path::Path)],
+    data: &std::path::Path,
+) -> String {
+    let log = data.with_extension("log");
+    let mut command = Command::new(host_binary());
+    command
+        .arg("run")
+        .args(args)
+        .env_remove("SPOOLER_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("the host starts");
+    let socket = data.join("control.sock");
+    let started = std::time::Instant::now();
+    while !socket.exists() && started.elapsed() < PROMPTLY {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().ok();
+    child.wait().ok();
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(
+        socket.exists(),
+        "the host did not start in {}:\n{log}",
+        data.display()
+    );
+    log.lines()
+        .find_map(|line| {
+            line.split_once("spooler_host] profile: ")
+                .map(|(_, rest)| rest.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no profile line in:\n{log}"))
+}
+
+#[test]
+fn run_says_which_profile_it_read_and_data_dir_alone_reads_none() {
+    let site = Site::new();
+    let config = site.write_config("");
+    let providers = site.providers().path().as_os_str();
+    let other = site.path("other");
+
+    let line = profile_line(
+        &["--config".as_ref(), config.as_os_str()],
+        &[],
+        &site.path("data"),
+    );
+    assert_eq!(
+        line,
+        format!(
+            "{} (--config); data folder: {}",
+            config.display(),
+            site.path("data").display()
+        )
+    );
+
+    // $SPOOLER_CONFIG is read like --config; --data-dir replaces the profile's data folder.
+    let line = profile_line(
+        &["--data-dir".as_ref(), other.as_os_str()],
+        &[("SPOOLER_CONFIG", &config)],
+        &other,
+    );
+    assert_eq!(
+        line,
+        format!(
+            "{} ($SPOOLER_CONFIG); data folder: {}",
+            config.display(),
+            other.display()
+        )
+    );
+
+    // --data-dir alone: no profile, not even the system's, and it says so.
+    let alone = site.path("alone");
+    let line = profile_line(
+        &[
+            "--data-dir".as_ref(),
+            alone.as_os_str(),
+            "--providers".as_ref(),
+            providers,
+        ],
+        &[],
+        &alone,
+    );
+    assert_eq!(
+        line,
+        format!(
+            "none, the defaults (--data-dir without --config does not read \
+             /etc/spooler/spooler.toml); data folder: {}",
+            alone.display()
+        )
     );
 }

@@ -507,3 +507,62 @@ fn the_binary_invoked_as_sendmail_submits_with_sendmails_exit_codes() {
         "EX_UNAVAILABLE when the spooler is down"
     );
 }
+
+#[test]
+fn submit_adds_from_and_date_where_a_message_has_none_and_names_itself_in_errors() {
+    let site = Site::new();
+    let host = Host::start(&site.write_config("aliases = \"\"\n"), "host.log");
+    host.submit(
+        &["-f", "app@example.org", "LOCAL:bob"],
+        "Subject: bare\r\n\r\nNo From, no Date.\r\n",
+    );
+    host.submit(
+        &["LOCAL:bob"],
+        "From: Ann <ann@example.org>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\
+         Subject: whole\r\n\r\nBoth.\r\n",
+    );
+    wait_until(PROMPTLY, "both messages are in Local/bob", || {
+        host.list("Local/bob").len() == 2
+    });
+    let contents = host.contents("Local/bob");
+    let with = |subject: &str| {
+        contents
+            .iter()
+            .find(|content| content.contains(subject))
+            .unwrap_or_else(|| panic!("no {subject:?} in {contents:#?}"))
+    };
+    let fields = |content: &str, name: &str| -> Vec<String> {
+        content
+            .lines()
+            .take_while(|line| !line.is_empty())
+            .filter_map(|line| line.strip_prefix(name).map(str::to_owned))
+            .collect()
+    };
+    // Without them: From is the sender, Date is now (RFC 5322, in UTC).
+    let bare = with("Subject: bare");
+    assert_eq!(fields(bare, "From: "), ["app@example.org"], "{bare}");
+    let date = fields(bare, "Date: ");
+    assert!(
+        date.len() == 1 && date[0].ends_with(" +0000") && date[0].contains(", "),
+        "{bare}"
+    );
+    // With them: kept, and none added.
+    let whole = with("Subject: whole");
+    assert_eq!(
+        fields(whole, "From: "),
+        ["Ann <ann@example.org>"],
+        "{whole}"
+    );
+    assert_eq!(
+        fields(whole, "Date: "),
+        ["Mon, 1 Jan 2024 00:00:00 +0000"],
+        "{whole}"
+    );
+
+    let refused = host.submit_with_status(&["-bv"], "");
+    assert_eq!(refused.code, Some(64), "{}", refused.stderr);
+    assert_eq!(
+        refused.stderr.trim(),
+        "spooler-host submit: -bv: name the addresses to verify"
+    );
+}
