@@ -33,8 +33,12 @@
 //!
 //! The AUTH password is `password`, or what the file `password_file` holds
 //! (its trailing line end dropped), so that it need not stand in the profile.
+//!
+//! A smart host that cannot be connected to at all takes the transport offline, and a probe
+//! brings it back online as soon as it listens again (`reachability`).
 
 mod data;
+mod reachability;
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +53,7 @@ use provider_abi::{
     export_library, Address, Library, MessageRef, OpenContext, ProviderError, RecipientOutcome,
     Transport,
 };
+use reachability::Reachability;
 use serde::Deserialize;
 
 /// How the connection is protected.
@@ -128,6 +133,8 @@ pub struct SmtpTransport {
     /// When the connection last finished a command; a connection idle for longer than
     /// [`CHECK_AFTER_IDLE`] is checked with NOOP before reuse.
     last_used: Instant,
+    /// Online or offline, as connecting to the smart host found it.
+    reachability: Reachability,
 }
 
 /// How long a connection may sit idle before it is checked with NOOP before reuse. Within a
@@ -181,12 +188,17 @@ impl SmtpTransport {
                 format!("`{bad_type}` is not an address type (letters, digits, '-' or '_')"),
             ));
         }
+        let port = config.port.unwrap_or(if config.tls == TlsMode::Implicit {
+            465
+        } else {
+            25
+        });
         Ok(SmtpTransport {
-            port: config.port.unwrap_or(if config.tls == TlsMode::Implicit {
-                465
-            } else {
-                25
-            }),
+            reachability: Reachability::new(
+                format!("{}:{port}", config.host),
+                context.host().clone(),
+            ),
+            port,
             host: config.host,
             tls: config.tls,
             tls_parameters,
@@ -222,13 +234,22 @@ impl SmtpTransport {
                 .tls_parameters
                 .as_ref()
                 .filter(|_| self.tls == TlsMode::Implicit);
-            let mut connection = SmtpConnection::connect(
+            let connected = SmtpConnection::connect(
                 (self.host.as_str(), self.port),
                 Some(self.timeout),
                 &self.client_id,
                 implicit,
                 None,
-            )?;
+            );
+            match connected
+                .as_ref()
+                .err()
+                .and_then(reachability::connect_failure)
+            {
+                Some(cause) => self.reachability.unreachable(cause),
+                None => self.reachability.connected(),
+            }
+            let mut connection = connected?;
             if self.tls == TlsMode::Starttls {
                 let parameters = self
                     .tls_parameters
@@ -613,7 +634,7 @@ export_library!(library);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use provider_abi::ErrorKind;
+    use provider_abi::{ErrorKind, ProviderState};
     use provider_testkit::{check_transport, message, open_transport, submit};
     use spooler_tests::{free_port, real_server, SmtpSink};
 
@@ -651,7 +672,7 @@ mod tests {
     fn keeps_the_hosts_transport_contract_with_the_server_down() {
         let port = free_port();
         check_transport(library, "smtp", &config(port), &RECIPIENTS).unwrap();
-        let (mut transport, _) = open_transport(library, "smtp", &config(port)).unwrap();
+        let (mut transport, host) = open_transport(library, "smtp", &config(port)).unwrap();
         let outcomes = submit(
             &mut transport,
             &message(&RECIPIENTS, "Subject: hi\r\n\r\nx\r\n"),
@@ -665,6 +686,16 @@ mod tests {
                 ])
             ),
             "a refused connection defers every recipient: {outcomes:?}"
+        );
+        let statuses = host.statuses();
+        assert!(
+            matches!(
+                &statuses[..],
+                [(ProviderState::Offline, text)]
+                    if text.starts_with(&format!("cannot connect to 127.0.0.1:{port}: "))
+                        && text.to_lowercase().contains("refused")
+            ),
+            "and takes the transport offline: {statuses:?}"
         );
     }
 
