@@ -416,6 +416,10 @@ pub struct StatusView {
     pub state: String,
     /// Why.
     pub text: String,
+    /// Since when it is in this state (milliseconds since the epoch); absent from hosts
+    /// older than the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
     /// For transports: recipients in the queue waiting for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued: Option<u64>,
@@ -526,6 +530,7 @@ impl From<&StatusRow> for StatusView {
             provider: row.provider.clone(),
             state: row.state.to_string(),
             text: row.text.clone(),
+            since: Some(row.since.0),
             queued: None,
             isolated: row.processes.as_ref().map(|processes| ProcessesView {
                 pids: processes.pids.clone(),

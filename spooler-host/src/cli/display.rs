@@ -3,6 +3,7 @@
 
 use provider_abi::Timestamp;
 
+use crate::base::mail::utc_time;
 use crate::protocol::{MessageView, Response};
 
 /// JSON for scripts: one object per message for listings, one object otherwise.
@@ -66,6 +67,13 @@ pub fn as_table(response: &Response) -> String {
                     .queued
                     .map(|n| format!("  {n} queued"))
                     .unwrap_or_default();
+                // An outage's or a fault's start; an online row's is only when it opened.
+                let since = match p.since {
+                    Some(since) if p.state != "online" => {
+                        format!(" since {}", utc_time(Timestamp(since)))
+                    }
+                    _ => String::new(),
+                };
                 let text = if p.text.is_empty() {
                     String::new()
                 } else {
@@ -86,7 +94,7 @@ pub fn as_table(response: &Response) -> String {
                     )
                 });
                 format!(
-                    "{:<20} {:<12} {:<20} {}{queued}{text}{isolated}\n",
+                    "{:<20} {:<12} {:<20} {}{since}{queued}{text}{isolated}\n",
                     p.name, p.kind, p.provider, p.state
                 )
             })

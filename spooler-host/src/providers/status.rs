@@ -91,21 +91,30 @@ impl StatusTable {
         }
     }
 
-    /// Sets an instance's state; logs changes.
+    /// Sets an instance's state; logs changes. A provider reports a state when it changes,
+    /// not per message, so this is the log's one line about an outage and one about its
+    /// end, however much mail waits. `since` is when the state began: a new reason for the
+    /// same state (refused, then timed out) is logged and shown, but does not reset it.
     pub fn set(&self, name: &str, state: ProviderState, text: &str) {
         let mut rows = self.0.write();
         let Some(row) = rows.iter_mut().find(|row| row.name == name) else {
             return;
         };
-        if row.state != state || row.text != text {
-            match state {
-                ProviderState::Online => log::info!("{name}: online"),
-                _ => log::warn!("{name}: {state}: {text}"),
+        if row.state == state && row.text == text {
+            return;
+        }
+        match (row.state, state) {
+            (ProviderState::Offline, ProviderState::Online) => {
+                log::info!("{name}: back online; its waiting mail goes now")
             }
-            row.state = state;
-            row.text = text.to_owned();
+            (_, ProviderState::Online) => log::info!("{name}: online"),
+            _ => log::warn!("{name}: {state}: {text}"),
+        }
+        if row.state != state {
             row.since = Timestamp::now();
         }
+        row.state = state;
+        row.text = text.to_owned();
     }
 
     /// An instance's state (online if unknown).
@@ -127,5 +136,39 @@ impl StatusTable {
     /// Forgets the rows of instances `keep` says no (removed by a reload).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.0.write().retain(|row| keep(&row.name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread::sleep;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn row(table: &StatusTable) -> StatusRow {
+        table.rows().remove(0)
+    }
+
+    #[test]
+    fn since_is_when_the_state_began_not_when_its_reason_last_changed() {
+        let table = StatusTable::default();
+        table.register("relay", ProviderKind::Transport, "smtp");
+        table.set("relay", ProviderState::Offline, "connection refused");
+        let offline = row(&table);
+        sleep(Duration::from_millis(5));
+
+        table.set("relay", ProviderState::Offline, "timed out");
+        let still = row(&table);
+        assert_eq!(
+            (still.text.as_str(), still.since),
+            ("timed out", offline.since)
+        );
+
+        sleep(Duration::from_millis(5));
+        table.set("relay", ProviderState::Online, "");
+        let online = row(&table);
+        assert_eq!(online.state, ProviderState::Online);
+        assert!(online.since > offline.since);
     }
 }

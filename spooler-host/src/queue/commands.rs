@@ -89,10 +89,7 @@ impl QueueManager {
     pub(super) fn notice(&mut self, notice: ProviderNotice) {
         match notice.notice {
             Notice::BackOnline => {
-                log::info!(
-                    "{}: back online; sending its waiting mail now",
-                    notice.instance
-                );
+                // The status table logs the change, once.
                 self.status.set(&notice.instance, ProviderState::Online, "");
                 self.flush(Some(&notice.instance));
             }
@@ -122,7 +119,10 @@ impl QueueManager {
                 .store
                 .flush(transport.map(str::to_owned), Timestamp::now())
             {
-                Ok(count) => log::info!("flush: {count} waiting recipient(s) are due now"),
+                Ok(count) => log::info!(
+                    "flush: {count} waiting recipient(s){} are due now",
+                    transport.map_or(String::new(), |t| format!(" of {t}"))
+                ),
                 Err(error) => log::error!("flush: cannot make the queue due: {error}"),
             }
         }
