@@ -1,5 +1,8 @@
 //! The SMTP transport against a real SMTP server on loopback: Postfix's `smtp-sink`, which
-//! takes mail, or refuses chosen commands with the replies we give it.
+//! takes mail, or refuses chosen commands with the replies we give it; and against none, a
+//! smart host that is down.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use spooler_tests::{free_port, real_server, wait_until, Host, Postfix, Site, SmtpSink, PROMPTLY};
 
@@ -148,20 +151,37 @@ fn a_5xx_for_one_recipient_gives_a_report_with_the_servers_text_while_the_others
     );
 }
 
+/// A host whose transport `relay` sends to a port on loopback where nothing listens (yet),
+/// retrying only after an hour: the port and the host.
+fn with_the_smart_host_down(site: &Site) -> (u16, Host) {
+    let port = free_port();
+    let config = format!("{}{RETRY_LATER}", smtp_transport("relay", port, ""));
+    (port, Host::start(&site.write_config(&config), "host.log"))
+}
+
+/// Now, as `status --json` writes its times: milliseconds since the epoch.
+fn milliseconds_now() -> i64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    i64::try_from(now.as_millis()).unwrap()
+}
+
+/// `relay`'s line in `status`.
+fn relay_status(host: &Host) -> String {
+    let status = host.command(&["status"]).stdout;
+    status
+        .lines()
+        .find(|line| line.starts_with("relay "))
+        .unwrap_or_else(|| panic!("no line for relay in:\n{status}"))
+        .to_owned()
+}
+
 #[test]
 fn with_the_server_down_mail_is_deferred_and_a_flush_delivers_it_once_it_is_up() {
     if real_server("smtp-sink").is_none() {
         return;
     }
     let site = Site::new();
-    let port = free_port();
-    let host = Host::start(
-        &site.write_config(&format!(
-            "{}{RETRY_LATER}",
-            smtp_transport("relay", port, "")
-        )),
-        "host.log",
-    );
+    let (port, host) = with_the_smart_host_down(&site);
     let id = host.submit(&["bob@example.net"], MESSAGE);
 
     wait_until(PROMPTLY, "the attempt is deferred", || {
@@ -185,9 +205,9 @@ fn with_the_server_down_mail_is_deferred_and_a_flush_delivers_it_once_it_is_up()
         "{status}"
     );
 
-    // Up, but closing with 421 at RCPT: still deferred, not failed.
+    // Up, but closing with 421 at RCPT: still deferred, not failed. The transport's probe
+    // finds it listening and sends the mail.
     let closing = SmtpSink::start(&site, "closing", port, &["-Q", "RCPT"]);
-    assert_eq!(host.command(&["flush", "relay"]).code, Some(0));
     wait_until(PROMPTLY, "the 421 is a deferral", || {
         recipient(&host.show(&id), "SMTP:bob@example.net")["attempts"] == 2
     });
@@ -301,4 +321,75 @@ fn a_smart_host_that_does_not_offer_pipelining_gets_one_command_at_a_time() {
         assert!(transactions[0].contains(rcpt), "{}", transactions[0]);
     }
     assert!(transactions[0].contains("Hello over SMTP."));
+}
+
+#[test]
+fn a_smart_host_that_refuses_connections_is_offline_and_its_mail_leaves_as_soon_as_it_listens() {
+    if real_server("smtp-sink").is_none() {
+        return;
+    }
+    let site = Site::new();
+    let started = milliseconds_now();
+    let (port, host) = with_the_smart_host_down(&site);
+    let ids = [
+        host.submit(&["bob@example.net"], MESSAGE),
+        host.submit(&["carol@example.net"], MESSAGE),
+    ];
+
+    wait_until(PROMPTLY, "both recipients wait", || {
+        ids.iter().all(|id| {
+            let status = host.show(id)["recipients"][0].clone();
+            !status["last_answer"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+        })
+    });
+    let line = relay_status(&host);
+    let cannot_connect = format!("cannot connect to 127.0.0.1:{port}: ");
+    assert!(line.contains(" offline since "), "{line}");
+    assert!(line.contains(" UTC  2 queued  "), "{line}");
+    assert!(line.contains(&cannot_connect), "{line}");
+    assert!(line.to_lowercase().contains("refused"), "{line}");
+    let json = host.command(&["status", "--json"]).stdout;
+    let relay: serde_json::Value = json
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|row| row["name"] == "relay")
+        .unwrap_or_else(|| panic!("no relay in:\n{json}"));
+    assert_eq!(relay["state"], "offline", "{relay}");
+    assert!(
+        relay["text"].as_str().unwrap().starts_with(&cannot_connect),
+        "{relay}"
+    );
+    let since = relay["since"].as_i64().expect("since, in milliseconds");
+    assert!((started..=milliseconds_now()).contains(&since), "{relay}");
+
+    // The retry timer says an hour from now: only the probe can send the mail, and nobody
+    // flushes. It tries 5 s after the transport went offline, then 10 s after that.
+    let sink = SmtpSink::start(&site, "sink", port, &[]);
+    let up = Instant::now();
+    wait_until(
+        Duration::from_secs(15),
+        "both messages reach the smart host",
+        || sink.transactions().len() == 2,
+    );
+    let waited = up.elapsed();
+    for id in &ids {
+        wait_until(PROMPTLY, "the message is finished", || {
+            host.show(id)["folder"] == "Sent Items"
+        });
+    }
+    let line = relay_status(&host);
+    assert!(
+        line.contains(" online  0 queued") && !line.contains("since"),
+        "{line}"
+    );
+
+    // One line for the outage and one for its end, not one per message.
+    let log = host.log();
+    let count = |words: &str| log.lines().filter(|line| line.contains(words)).count();
+    assert_eq!(count("relay: offline: cannot connect to"), 1, "{log}");
+    assert_eq!(count("relay: back online"), 1, "{log}");
+    eprintln!("delivered {waited:?} after the smart host came up");
 }
