@@ -12,7 +12,7 @@ use provider_abi::host::HostObject;
 use provider_abi::library::{OpenArgs, ProviderLibraryRef};
 use provider_abi::preprocessor::PreprocessorObject;
 use provider_abi::transport::TransportObject;
-use provider_abi::{HookObject, ProviderError, ProviderKind, ProviderState};
+use provider_abi::{ErrorKind, HookObject, ProviderError, ProviderKind, ProviderState};
 
 use crate::config::{Profile, ProviderConfig};
 use crate::providers::host_services::{self, ProviderNotice};
@@ -252,11 +252,24 @@ pub(super) fn opener<T: 'static>(
             })
             .into_result(),
         };
+        let opened = opened.map_err(|error| in_the_profile(&config, error));
         if opened.is_ok() && status.state(&config.name) == ProviderState::Error {
             status.set(&config.name, ProviderState::Online, "");
         }
         opened
     })
+}
+
+/// A configuration error of instance `config` pointing at the profile's file and line: the
+/// provider counts lines in the text the host handed it, which the operator never sees.
+fn in_the_profile(config: &ProviderConfig, error: ProviderError) -> ProviderError {
+    match &config.origin {
+        Some(origin) if error.kind() == ErrorKind::Configuration => ProviderError::new(
+            error.kind(),
+            origin.explain(&config.name, error.message()),
+        ),
+        _ => error,
+    }
 }
 
 /// Whether instance `config` of a provider in `library` runs in a process of its own: as the
