@@ -21,6 +21,7 @@ use crate::providers::loader::{FileOutcome, LoadedLibrary, ProviderFolder};
 use crate::providers::quarantine::Quarantine;
 use crate::providers::routing_table::{Instance, RoutingTable};
 use crate::providers::status::StatusTable;
+use crate::providers::unknown;
 use crate::providers::worker::{Opener, Worker};
 
 /// The running instance of `previous` configured exactly as `config`, if there is one.
@@ -341,10 +342,7 @@ fn start_instance<K: Kind>(
             (types, Some(worker))
         }
         None => {
-            let why = format!(
-                "there is no {kind} provider `{}` in the providers folder",
-                config.provider
-            );
+            let why = unknown::no_such_provider(folder, kind, &config.provider);
             log::error!("{}: {why}", config.name);
             status.set(&config.name, ProviderState::Error, &why);
             (Vec::new(), None)
