@@ -603,10 +603,14 @@ mod tests {
         std::fs::write(&file, format!("# the smart host\n\n{table}")).unwrap();
         let moved = Profile::read(&file, Some(folder.path().into())).unwrap();
         let explain = |profile: &Profile| {
-            profile.transports[0].origin.as_ref().expect("an origin").explain(
-                "smarthost",
-                "instance \"smarthost\": key tls at line 2: unknown variant `sometimes`",
-            )
+            profile.transports[0]
+                .origin
+                .as_ref()
+                .expect("an origin")
+                .explain(
+                    "smarthost",
+                    "instance \"smarthost\": key tls at line 2: unknown variant `sometimes`",
+                )
         };
         assert_eq!(
             explain(&moved),
@@ -617,6 +621,9 @@ mod tests {
         );
         assert_ne!(explain(&first), explain(&moved));
         assert_eq!(first.transports[0], moved.transports[0], "runs alike");
-        assert!(first.store.origin.is_none(), "the default store is the host's");
+        assert!(
+            first.store.origin.is_none(),
+            "the default store is the host's"
+        );
     }
 }

@@ -138,7 +138,8 @@ pub(super) fn provider_tables(
             keys: Vec::new(),
         };
         if let Node::Table(entries) = table.get_ref() {
-            if let Some((config_key, config)) = entries.iter().find(|(k, _)| k.get_ref() == "config")
+            if let Some((config_key, config)) =
+                entries.iter().find(|(k, _)| k.get_ref() == "config")
             {
                 origin.line = lines.of(config_key.span().start);
                 lines.walk(config.get_ref(), "", &mut origin.keys);
@@ -311,14 +312,16 @@ config = { rule = [
 "#;
 
     fn tables() -> ProviderTables {
-        provider_tables(Path::new("/etc/spooler.toml"), PROFILE, |key, index| {
-            match (key, index) {
+        provider_tables(
+            Path::new("/etc/spooler.toml"),
+            PROFILE,
+            |key, index| match (key, index) {
                 ("transport", 0) => "smarthost".into(),
                 ("transport", 1) => "directory".into(),
                 ("store", _) => "embedded".into(),
                 _ => "rules".into(),
-            }
-        })
+            },
+        )
     }
 
     #[test]
@@ -330,7 +333,10 @@ config = { rule = [
         assert_eq!(tables.transports.len(), 2);
         assert_eq!(tables.transports[0].table, "[[transport]] \"smarthost\"");
         assert_eq!(tables.transports[0].line, 10);
-        assert_eq!(tables.transports[1].line, 15, "the [transport.config] header");
+        assert_eq!(
+            tables.transports[1].line, 15,
+            "the [transport.config] header"
+        );
         assert!(tables.preprocessors.is_empty());
         assert_eq!(tables.hooks.len(), 1);
     }

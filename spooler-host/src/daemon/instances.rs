@@ -273,10 +273,9 @@ pub(super) fn opener<T: 'static>(
 /// provider counts lines in the text the host handed it, which the operator never sees.
 fn in_the_profile(config: &ProviderConfig, error: ProviderError) -> ProviderError {
     match &config.origin {
-        Some(origin) if error.kind() == ErrorKind::Configuration => ProviderError::new(
-            error.kind(),
-            origin.explain(&config.name, error.message()),
-        ),
+        Some(origin) if error.kind() == ErrorKind::Configuration => {
+            ProviderError::new(error.kind(), origin.explain(&config.name, error.message()))
+        }
         _ => error,
     }
 }

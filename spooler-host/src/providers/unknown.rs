@@ -166,7 +166,10 @@ mod tests {
     fn a_misspelt_name_gets_the_nearest_and_a_far_one_none() {
         let nearest = |kind, name| nearest(&BUNDLED, kind, name).map(|o| o.name);
         assert_eq!(nearest(ProviderKind::Transport, "smpt"), Some("smtp"));
-        assert_eq!(nearest(ProviderKind::Transport, "directroy"), Some("directory"));
+        assert_eq!(
+            nearest(ProviderKind::Transport, "directroy"),
+            Some("directory")
+        );
         assert_eq!(
             nearest(ProviderKind::Preprocessor, "distlist"),
             Some("distribution-lists")
@@ -178,7 +181,11 @@ mod tests {
         assert_eq!(nearest(ProviderKind::Hook, "rule"), Some("rules"));
         assert_eq!(nearest(ProviderKind::Transport, "pop3"), None);
         assert_eq!(nearest(ProviderKind::Transport, "fax"), None);
-        assert_eq!(nearest(ProviderKind::Transport, "rules"), None, "another kind's");
+        assert_eq!(
+            nearest(ProviderKind::Transport, "rules"),
+            None,
+            "another kind's"
+        );
     }
 
     #[test]
