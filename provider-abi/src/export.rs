@@ -136,7 +136,7 @@ impl Library {
     /// Adds a store; `delivers_itself` are the address types it delivers without a transport.
     ///
     /// They are the defaults `spooler-host providers` shows; the host acts on what the open
-    /// store's [`Store::delivers_itself`](crate::Store::delivers_itself) answers.
+    /// store's [`Store::delivers_itself`] answers.
     pub fn store<S: Store>(
         self,
         name: &str,
@@ -154,7 +154,7 @@ impl Library {
     ///
     /// These are the library's defaults, what `spooler-host providers` shows before any
     /// instance is open. The host routes by what each open instance's
-    /// [`Transport::address_types`](crate::Transport::address_types) answers, which wins; the
+    /// [`Transport::address_types`] answers, which wins; the
     /// defaults stand only for an instance that did not open (mail of those types then waits
     /// for it). Declare here what an instance claims without configuration: the host logs a
     /// warning naming the instance and both lists when an instance opened without a `config`
@@ -177,7 +177,7 @@ impl Library {
     ///
     /// As for [`transport`](Self::transport), these are the library's defaults, shown by
     /// `spooler-host providers`; the host chooses the messages an instance sees by what its
-    /// [`Preprocessor::address_types`](crate::Preprocessor::address_types) answers once open,
+    /// [`Preprocessor::address_types`] answers once open,
     /// and warns when an instance opened without a `config` table answers otherwise.
     pub fn preprocessor<P: Preprocessor>(
         self,
