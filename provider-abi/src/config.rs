@@ -11,7 +11,11 @@
 //!
 //! and with `#[serde(deny_unknown_fields)]` a misspelt key is an error naming it and the keys
 //! that exist. The line is the line in the instance's table as the host passes it (the host
-//! writes an inline `config = { … }` table out one key per line).
+//! writes an inline `config = { … }` table out one key per line), which the operator never
+//! sees: the host rewrites an error of this wording to point at the profile's file and line,
+//! `/etc/spooler.toml:12: key `port` of [[transport]] "relay": invalid type: …`, by the key.
+//! So keep the wording these functions give (`instance "NAME": key KEY…: WHY`), and name keys
+//! by their dotted path in the table.
 //!
 //! ```
 //! use provider_abi::config::from_toml;

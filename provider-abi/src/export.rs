@@ -47,7 +47,8 @@ impl OpenContext {
     ///
     /// A configuration error names the instance, the dotted key, the line and what was
     /// expected: `instance "relay": key port at line 2: invalid type: string "x", expected
-    /// u16`. See [`config`](crate::config).
+    /// u16`; the host turns it into the profile's file and line by the key. See
+    /// [`config`](crate::config).
     ///
     /// ```
     /// use provider_abi::{OpenContext, ProviderError};
@@ -133,6 +134,9 @@ impl Library {
     }
 
     /// Adds a store; `delivers_itself` are the address types it delivers without a transport.
+    ///
+    /// They are the defaults `spooler-host providers` shows; the host acts on what the open
+    /// store's [`Store::delivers_itself`] answers.
     pub fn store<S: Store>(
         self,
         name: &str,
@@ -147,6 +151,14 @@ impl Library {
     }
 
     /// Adds a transport claiming `address_types` by default.
+    ///
+    /// These are the library's defaults, what `spooler-host providers` shows before any
+    /// instance is open. The host routes by what each open instance's
+    /// [`Transport::address_types`] answers, which wins; the
+    /// defaults stand only for an instance that did not open (mail of those types then waits
+    /// for it). Declare here what an instance claims without configuration: the host logs a
+    /// warning naming the instance and both lists when an instance opened without a `config`
+    /// table claims others.
     pub fn transport<T: Transport>(
         self,
         name: &str,
@@ -162,6 +174,11 @@ impl Library {
     }
 
     /// Adds a preprocessor for messages with recipients of `address_types` (empty: all).
+    ///
+    /// As for [`transport`](Self::transport), these are the library's defaults, shown by
+    /// `spooler-host providers`; the host chooses the messages an instance sees by what its
+    /// [`Preprocessor::address_types`] answers once open,
+    /// and warns when an instance opened without a `config` table answers otherwise.
     pub fn preprocessor<P: Preprocessor>(
         self,
         name: &str,

@@ -65,8 +65,10 @@
 //! Each instance gets its TOML table from the host's profile. Read it into a
 //! `#[derive(Deserialize)]` struct with [`OpenContext::config_as`]; with
 //! `#[serde(deny_unknown_fields)]` a misspelt key is refused, and every error names the
-//! instance, the key, the line and what was expected (see [`config`]). Word the checks serde
-//! cannot make with [`OpenContext::config_error`], so that they read alike.
+//! instance, the key, the line and what was expected (see [`config`]); the host rewrites it
+//! to name the profile's file and the line the operator wrote the key on. Word the checks
+//! serde cannot make with [`OpenContext::config_error`], so that they read alike and point
+//! there too.
 //!
 //! # What the host guarantees, and what it expects
 //!

@@ -65,7 +65,9 @@ pub struct ProviderInfo {
     /// Its name, unique among all loaded libraries; the configuration refers to it by name.
     pub name: RString,
     /// The address types it claims by default: a transport's, a preprocessor's filter, the
-    /// types a store delivers itself. Its configuration may change them.
+    /// types a store delivers itself; what `spooler-host providers` shows. Its configuration
+    /// may change them: the host goes by what an open instance answers (`address_types`,
+    /// `delivers_itself`), and uses these only for an instance that did not open.
     pub address_types: RVec<RString>,
 }
 

@@ -200,6 +200,11 @@ pub type PreprocessedAbi = Preprocessed_NE;
 /// ```
 pub trait Preprocessor: Send + 'static {
     /// The address types whose messages it wants to see; empty means every message.
+    ///
+    /// Asked once, when the instance opens; this is what the host goes by, not the defaults
+    /// given to [`Library::preprocessor`](crate::Library::preprocessor) (those stand only for
+    /// an instance that did not open). The host warns, naming both lists, when an instance
+    /// opened without a `config` table answers otherwise.
     fn address_types(&self) -> Vec<String> {
         Vec::new()
     }

@@ -159,6 +159,12 @@ impl RecipientOutcome {
 /// ```
 pub trait Transport: Send + 'static {
     /// The address types this instance claims (`SMTP`, `FAX`); usually from its configuration.
+    ///
+    /// Asked once, when the instance opens; this is what the host routes by, not the
+    /// defaults given to [`Library::transport`](crate::Library::transport) (those stand only
+    /// for an instance that did not open). Without configuration, answer those defaults: the
+    /// host warns, naming both lists, when an instance opened without a `config` table
+    /// claims others.
     fn address_types(&self) -> Vec<String>;
 
     /// Delivers `message` to `recipients`, all of a type this transport claims. Returns one

@@ -187,6 +187,7 @@ fn instance<T: 'static>(
             timeout: None,
             isolate: Some(false),
             memory_limit: None,
+            origin: None,
         },
         address_types,
         poll_interval: None,

@@ -249,3 +249,99 @@ fn a_provider_dropped_into_the_folder_after_start_is_loaded_on_sighup() {
         "{status}"
     );
 }
+
+/// The line of the profile `config` that holds `text`, counted from 1.
+fn line_holding(config: &std::path::Path, text: &str) -> usize {
+    let profile = std::fs::read_to_string(config).expect("the profile reads");
+    profile
+        .lines()
+        .position(|line| line.contains(text))
+        .unwrap_or_else(|| panic!("no line holds {text:?} in:\n{profile}"))
+        + 1
+}
+
+/// Waits until the host's log holds `text`; the log.
+fn logged(host: &Host, text: &str) -> String {
+    wait_until(PROMPTLY, text, || host.log().contains(text));
+    host.log()
+}
+
+#[test]
+fn a_providers_config_error_names_the_profile_and_the_operators_line() {
+    let site = Site::with_providers(&["store-embedded", "transport-directory"]);
+    let config = site.write_config(
+        r#"
+# two transports, their tables written two ways
+[[transport]]
+provider = "directory"
+name = "inline"
+config = { path = "{site}/inline", colour = "red" }
+
+[[transport]]
+provider = "directory"
+name = "table"
+
+[transport.config]
+path = "{site}/table"
+
+poll_interval_secs = "often"
+"#,
+    );
+    let host = Host::start(&config, "host.log");
+    let file = config.display();
+    let inline = format!(
+        "inline cannot be opened: {file}:{}: key `colour` of [[transport]] \"inline\": unknown \
+         field `colour`",
+        line_holding(&config, "colour")
+    );
+    let table = format!(
+        "table cannot be opened: {file}:{}: key `poll_interval_secs` of [[transport]] \
+         \"table\": invalid type: string \"often\"",
+        line_holding(&config, "poll_interval_secs")
+    );
+    let log = logged(&host, &inline);
+    assert!(!log.contains("at line"), "{log}");
+    logged(&host, &table);
+    let status = host.command(&["status"]).stdout;
+    assert!(status.contains(&format!("{file}:")), "{status}");
+}
+
+#[test]
+fn an_unknown_provider_name_gets_the_folder_the_names_the_nearest_and_the_command() {
+    let site = Site::with_providers(&["store-embedded", "transport-directory", "transport-smtp"]);
+    let config = site.write_config(
+        "[[transport]]\nprovider = \"transport-smtp\"\nname = \"smarthost\"\nconfig = { host = \"localhost\" }\n",
+    );
+    let host = Host::start(&config, "host.log");
+    let folder = site.providers().path().display().to_string();
+    let said = format!(
+        "smarthost: there is no transport provider `transport-smtp` in the providers folder \
+         {folder}; did you mean `smtp` (`transport-smtp` is the library that offers it)? The \
+         transport providers there: `directory`, `smtp`. `spooler-host providers --providers \
+         {folder}` lists every library in the folder, and why any was refused."
+    );
+    let log = logged(&host, &said);
+    assert!(
+        log.contains("transport smarthost claims nothing: it did not start"),
+        "{log}"
+    );
+    assert!(!log.contains("claims \n"), "{log}");
+}
+
+#[test]
+fn an_unknown_store_name_stops_the_host_with_the_same_help() {
+    let site = Site::with_providers(&["store-embedded", "transport-directory"]);
+    let config = site.write_config("[store]\nprovider = \"embeded\"\n");
+    let finished = run_host(&["run", "--config", &config.to_string_lossy()], &[], LIMIT);
+    assert_eq!(finished.code, Some(1), "{}", finished.stderr);
+    let folder = site.providers().path().display().to_string();
+    assert!(
+        finished.stderr.contains(&format!(
+            "there is no store provider `embeded` in the providers folder {folder}; did you \
+             mean `embedded`? The store providers there: `embedded`. `spooler-host providers \
+             --providers {folder}`"
+        )),
+        "{}",
+        finished.stderr
+    );
+}

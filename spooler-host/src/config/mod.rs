@@ -55,10 +55,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::listener::{ListenerConfig, RawListener};
+use origin::Origin;
 use retry::RetryPolicy;
 
 pub mod listener;
 pub mod network;
+pub mod origin;
 pub mod retry;
 
 use crate::base::units::{duration, optional_duration, optional_size, size};
@@ -79,7 +81,7 @@ pub struct LocalNames {
 pub const DEFAULT_QUARANTINE_AFTER: u32 = 3;
 
 /// One provider instance the profile opens.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ProviderConfig {
     /// The provider's name in its library's manifest.
     pub provider: String,
@@ -99,6 +101,35 @@ pub struct ProviderConfig {
     pub isolate: Option<bool>,
     /// The cap on an isolated instance's data memory, in bytes (`memory_limit`).
     pub memory_limit: Option<u64>,
+    /// Where its table sits in the profile file, for its configuration errors; `None` for a
+    /// table the host made up (the default store).
+    pub origin: Option<Origin>,
+}
+
+/// Two instances are configured alike when they would run alike: where their tables sit in
+/// the file is left out, so that a reload after lines were added above an instance keeps
+/// it running.
+impl PartialEq for ProviderConfig {
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured, so that a new field must be placed on one side or the other.
+        let ProviderConfig {
+            provider,
+            name,
+            config,
+            parallel,
+            timeout,
+            isolate,
+            memory_limit,
+            origin: _,
+        } = self;
+        *provider == other.provider
+            && *name == other.name
+            && *config == other.config
+            && *parallel == other.parallel
+            && *timeout == other.timeout
+            && *isolate == other.isolate
+            && *memory_limit == other.memory_limit
+    }
 }
 
 /// How long a transport, preprocessor or hook call may run by default: longer than any
@@ -280,7 +311,32 @@ impl Profile {
         let text =
             std::fs::read_to_string(file).map_err(|e| error(format!("cannot read it: {e}")))?;
         let raw: RawProfile = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
-        Profile::from_raw(raw, data_dir).map_err(error)
+        let mut profile = Profile::from_raw(raw, data_dir).map_err(error)?;
+        profile.locate_tables(file, &text);
+        Ok(profile)
+    }
+
+    /// Notes where each provider table sits in `text`, the profile in `file`.
+    fn locate_tables(&mut self, file: &Path, text: &str) {
+        let tables = origin::provider_tables(file, text, |key, index| {
+            let instance = match key {
+                "store" => Some(&self.store),
+                "transport" => self.transports.get(index),
+                "preprocessor" => self.preprocessors.get(index),
+                _ => self.hooks.get(index),
+            };
+            instance.map(|i| i.name.clone()).unwrap_or_default()
+        });
+        self.store.origin = tables.store;
+        for (instances, origins) in [
+            (&mut self.transports, tables.transports),
+            (&mut self.preprocessors, tables.preprocessors),
+            (&mut self.hooks, tables.hooks),
+        ] {
+            for (instance, origin) in instances.iter_mut().zip(origins) {
+                instance.origin = Some(origin);
+            }
+        }
     }
 
     /// The defaults: the embedded store in the data folder, no transports.
@@ -400,6 +456,7 @@ fn store(raw: Option<RawProvider>, data_dir: &Path) -> Result<ProviderConfig, St
                 timeout: None,
                 isolate: None,
                 memory_limit: None,
+                origin: None,
             }
         }
     };
@@ -490,6 +547,7 @@ fn instance(raw: RawProvider, key: &str) -> Result<ProviderConfig, String> {
         timeout: Some(raw.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT)),
         isolate: raw.isolate,
         memory_limit: raw.memory_limit.map(|bytes| bytes as u64),
+        origin: None,
     })
 }
 
@@ -533,5 +591,39 @@ mod tests {
         let table: toml::Table = toml::from_str(&profile.transports[0].config).unwrap();
         assert_eq!(table["address_type"].as_str(), Some("FAX"));
         assert!(profile.store.config.contains("store.sqlite"));
+    }
+
+    #[test]
+    fn provider_errors_point_into_the_file_and_moving_a_table_changes_nothing_else() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("spooler.toml");
+        let table = "[[transport]]\nprovider = \"smtp\"\nname = \"smarthost\"\nconfig = { host = \"mx\", tls = \"sometimes\" }\n";
+        std::fs::write(&file, table).unwrap();
+        let first = Profile::read(&file, Some(folder.path().into())).unwrap();
+        std::fs::write(&file, format!("# the smart host\n\n{table}")).unwrap();
+        let moved = Profile::read(&file, Some(folder.path().into())).unwrap();
+        let explain = |profile: &Profile| {
+            profile.transports[0]
+                .origin
+                .as_ref()
+                .expect("an origin")
+                .explain(
+                    "smarthost",
+                    "instance \"smarthost\": key tls at line 2: unknown variant `sometimes`",
+                )
+        };
+        assert_eq!(
+            explain(&moved),
+            format!(
+                "{}:6: key `tls` of [[transport]] \"smarthost\": unknown variant `sometimes`",
+                file.display()
+            )
+        );
+        assert_ne!(explain(&first), explain(&moved));
+        assert_eq!(first.transports[0], moved.transports[0], "runs alike");
+        assert!(
+            first.store.origin.is_none(),
+            "the default store is the host's"
+        );
     }
 }

@@ -12,7 +12,7 @@ use provider_abi::host::HostObject;
 use provider_abi::library::{OpenArgs, ProviderLibraryRef};
 use provider_abi::preprocessor::PreprocessorObject;
 use provider_abi::transport::TransportObject;
-use provider_abi::{HookObject, ProviderError, ProviderKind, ProviderState};
+use provider_abi::{ErrorKind, HookObject, ProviderError, ProviderKind, ProviderState};
 
 use crate::config::{Profile, ProviderConfig};
 use crate::providers::host_services::{self, ProviderNotice};
@@ -21,6 +21,7 @@ use crate::providers::loader::{FileOutcome, LoadedLibrary, ProviderFolder};
 use crate::providers::quarantine::Quarantine;
 use crate::providers::routing_table::{Instance, RoutingTable};
 use crate::providers::status::StatusTable;
+use crate::providers::unknown;
 use crate::providers::worker::{Opener, Worker};
 
 /// The running instance of `previous` configured exactly as `config`, if there is one.
@@ -55,11 +56,17 @@ pub(super) fn build_routing_table(
         store_types,
     };
     for transport in &routes.transports {
-        log::info!(
-            "transport {} claims {}",
-            transport.name,
-            transport.address_types.join(", ")
-        );
+        let name = &transport.name;
+        match (&transport.worker, transport.address_types.is_empty()) {
+            (None, _) => log::info!("transport {name} claims nothing: it did not start"),
+            (Some(_), true) => {
+                log::info!("transport {name} claims no address type: it sends nothing")
+            }
+            (Some(_), false) => log::info!(
+                "transport {name} claims {}",
+                transport.address_types.join(", ")
+            ),
+        }
     }
     routes
 }
@@ -131,7 +138,7 @@ impl Kind for Transports {
         &routes.transports
     }
     fn opened(instance: Instance<TransportObject>) -> Instance<TransportObject> {
-        with_poll_interval(with_claimed_types(instance, |transport| {
+        with_poll_interval(with_claimed_types(instance, Self::KIND, |transport| {
             transport.address_types()
         }))
     }
@@ -158,7 +165,9 @@ impl Kind for Preprocessors {
         &routes.preprocessors
     }
     fn opened(instance: Instance<PreprocessorObject>) -> Instance<PreprocessorObject> {
-        with_claimed_types(instance, |preprocessor| preprocessor.address_types())
+        with_claimed_types(instance, Self::KIND, |preprocessor| {
+            preprocessor.address_types()
+        })
     }
 }
 
@@ -252,11 +261,23 @@ pub(super) fn opener<T: 'static>(
             })
             .into_result(),
         };
+        let opened = opened.map_err(|error| in_the_profile(&config, error));
         if opened.is_ok() && status.state(&config.name) == ProviderState::Error {
             status.set(&config.name, ProviderState::Online, "");
         }
         opened
     })
+}
+
+/// A configuration error of instance `config` pointing at the profile's file and line: the
+/// provider counts lines in the text the host handed it, which the operator never sees.
+fn in_the_profile(config: &ProviderConfig, error: ProviderError) -> ProviderError {
+    match &config.origin {
+        Some(origin) if error.kind() == ErrorKind::Configuration => {
+            ProviderError::new(error.kind(), origin.explain(&config.name, error.message()))
+        }
+        _ => error,
+    }
 }
 
 /// Whether instance `config` of a provider in `library` runs in a process of its own: as the
@@ -328,10 +349,7 @@ fn start_instance<K: Kind>(
             (types, Some(worker))
         }
         None => {
-            let why = format!(
-                "there is no {kind} provider `{}` in the providers folder",
-                config.provider
-            );
+            let why = unknown::no_such_provider(folder, kind, &config.provider);
             log::error!("{}: {why}", config.name);
             status.set(&config.name, ProviderState::Error, &why);
             (Vec::new(), None)
@@ -346,22 +364,77 @@ fn start_instance<K: Kind>(
     }
 }
 
-/// The instance with the address types it claims now that it is open (its configuration may
-/// change them), asked on its own thread; the manifest's defaults if it cannot say.
+/// The instance with the address types it claims now that it is open, asked on its own
+/// thread: the instance's claim is what the host routes by (its configuration may change the
+/// types). The library's manifest declares defaults too (`spooler-host providers` shows
+/// them); they stand only for an instance that did not open, whose mail of those types then
+/// waits for it. When the two differ, the log says so, naming both.
 fn with_claimed_types<T: 'static>(
     instance: Instance<T>,
+    kind: ProviderKind,
     ask: fn(&mut T) -> RResult<RVec<RString>, ProviderError>,
 ) -> Instance<T> {
-    let claimed = instance.worker.as_ref().and_then(|worker| {
-        worker
-            .call(move |object| ask(object).into_result())
-            .map(|types| types.into_iter().map(RString::into_string).collect())
-            .ok()
-    });
-    Instance {
-        address_types: claimed.unwrap_or(instance.address_types),
-        ..instance
+    let Some(worker) = &instance.worker else {
+        return instance;
+    };
+    match worker.call(move |object| ask(object).into_result()) {
+        Ok(types) => {
+            let claimed: Vec<String> = types.into_iter().map(RString::into_string).collect();
+            compare_claims(kind, &instance.config, &instance.address_types, &claimed);
+            Instance {
+                address_types: claimed,
+                ..instance
+            }
+        }
+        Err(_) => {
+            log::info!(
+                "{kind} {} is not open; it holds the address types its library declares ({}) \
+                 until it is reloaded",
+                instance.name,
+                listed(&instance.address_types)
+            );
+            instance
+        }
     }
+}
+
+/// Logs an instance of `config` claiming other address types than its library `declared`.
+/// With a `config` table that is expected (the table chose them), and said once; without
+/// one, the library's two declarations disagree, which its author should hear of.
+fn compare_claims(
+    kind: ProviderKind,
+    config: &ProviderConfig,
+    declared: &[String],
+    claimed: &[String],
+) {
+    let sorted = |types: &[String]| {
+        let mut types = types.to_vec();
+        types.sort_unstable();
+        types.dedup();
+        types
+    };
+    if sorted(declared) == sorted(claimed) {
+        return;
+    }
+    let (name, provider) = (&config.name, &config.provider);
+    let (declared, claimed) = (listed(declared), listed(claimed));
+    if config.config.trim().is_empty() {
+        log::warn!(
+            "{kind} {name}: provider `{provider}` claims {claimed}, but its library declares \
+             {declared} (what `spooler-host providers` shows) without any configuration; the \
+             instance's claim is what the host routes by. Its author should make the two agree"
+        );
+    } else {
+        log::info!(
+            "{kind} {name}: provider `{provider}` claims {claimed} as configured, not its \
+             library's default {declared}; the instance's claim is what the host routes by"
+        );
+    }
+}
+
+/// Address types as the log shows them: `[SMTP, LOCAL]`.
+fn listed(types: &[String]) -> String {
+    format!("[{}]", types.join(", "))
 }
 
 /// The transport with the interval at which it wants its inbound mail fetched.

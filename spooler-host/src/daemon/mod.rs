@@ -28,6 +28,7 @@ use crate::providers::loader::{self, ProviderFolder};
 use crate::providers::quarantine::{self, Quarantine};
 use crate::providers::routing_table::RoutesInForce;
 use crate::providers::status::StatusTable;
+use crate::providers::unknown::no_such_provider;
 use crate::queue::{QueueCommand, QueueManager, Setup};
 use crate::store::thread::StoreClient;
 use crate::store::watchers::Watchers;
@@ -64,7 +65,7 @@ impl Spooler {
         let status = StatusTable::default();
         let (notices, notices_rx) = bounded::<ProviderNotice>(1024);
         let sockets = Sockets::bind(profile)?;
-        let store = start_store(&folder, profile, providers_folder, &status, &notices)?;
+        let store = start_store(&folder, profile, &status, &notices)?;
         let store_types = store
             .delivers_itself()
             .map_err(|e| format!("the store cannot be used: {e}"))?;
@@ -241,18 +242,11 @@ impl Sockets {
 fn start_store(
     folder: &ProviderFolder,
     profile: &Profile,
-    providers_folder: &Path,
     status: &StatusTable,
     notices: &Sender<ProviderNotice>,
 ) -> Result<StoreClient, String> {
-    let (library, _) =
-        find(folder, ProviderKind::Store, &profile.store.provider).ok_or_else(|| {
-            format!(
-            "there is no store provider `{}` in {} (`spooler-host providers` lists what is there)",
-            profile.store.provider,
-            providers_folder.display()
-        )
-        })?;
+    let (library, _) = find(folder, ProviderKind::Store, &profile.store.provider)
+        .ok_or_else(|| no_such_provider(folder, ProviderKind::Store, &profile.store.provider))?;
     status.register(
         &profile.store.name,
         ProviderKind::Store,

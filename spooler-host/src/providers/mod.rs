@@ -3,7 +3,8 @@
 //! table of the instances that run (`routing_table`), their status rows (`status`), the
 //! services the host offers them (`host_services`), the calls whose answers are read alike
 //! wherever they are made (`calls`), instances in processes of their own
-//! (`isolation`), and the record of crashes that holds poisonous messages (`quarantine`).
+//! (`isolation`), the record of crashes that holds poisonous messages (`quarantine`), and
+//! the answer to a provider name the folder does not offer (`unknown`).
 //!
 //! Everything that calls into a provider goes through a worker here; the rest of the host
 //! never holds a provider object. May call: `base` and `config`.
@@ -15,4 +16,5 @@ pub mod loader;
 pub mod quarantine;
 pub mod routing_table;
 pub mod status;
+pub mod unknown;
 pub mod worker;
