@@ -35,8 +35,9 @@ min_delay = "200ms"
 max_delay = "1s"
 "#;
 
-/// A message with its own Message-ID, for the outbound tests.
-pub const MESSAGE: &str = "Message-ID: <figures-q3@example.com>\r\nFrom: alice@example.com\r\nTo: bob\r\nSubject: quarterly figures\r\n\r\nThe figures are attached.\r\n";
+/// A whole message (Message-ID, From and Date of its own, so `submit` adds nothing), for the
+/// outbound tests.
+pub const MESSAGE: &str = "Message-ID: <figures-q3@example.com>\r\nDate: Thu, 1 Oct 2026 09:00:00 +0000\r\nFrom: alice@example.com\r\nTo: bob\r\nSubject: quarterly figures\r\n\r\nThe figures are attached.\r\n";
 
 /// The recipient `address` of a message as `show --json` prints it; a failure if it has none.
 pub fn recipient<'a>(message: &'a Value, address: &str) -> &'a Value {

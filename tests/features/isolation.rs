@@ -57,12 +57,15 @@ fn crashing(table: &str, provider: &str, prefix: &str, isolate: bool, extra: &st
         .collect()
 }
 
+// Each message has a Message-ID of its own, so that when the supervisor submits it again
+// (the host died before `submit` heard its answer) the spooler stores it once.
+
 fn poison(fault: &str) -> String {
-    format!("Subject: poison for {fault}\r\n\r\nPOISON-{fault}\r\n")
+    format!("Message-ID: <poison-{fault}@test>\r\nSubject: poison for {fault}\r\n\r\nPOISON-{fault}\r\n")
 }
 
 fn good(n: usize) -> String {
-    format!("Subject: good {n}\r\n\r\nnothing to see\r\n")
+    format!("Message-ID: <good-{n}@test>\r\nSubject: good {n}\r\n\r\nnothing to see\r\n")
 }
 
 /// The queue as JSON objects, one per message; empty while the host is down.

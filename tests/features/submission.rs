@@ -81,7 +81,11 @@ fn submit_gives_a_message_without_message_id_one_so_that_two_submissions_are_two
     let content = host.show(&first)["content"].as_str().unwrap().to_owned();
     assert!(content.starts_with("Message-ID: <"), "{content}");
     assert!(
-        content.ends_with(">\nSubject: disk usage\n\n/ is 91% full\n"),
+        content.contains("\nDate: ") && content.contains("\nFrom: "),
+        "{content}"
+    );
+    assert!(
+        content.ends_with("\nSubject: disk usage\n\n/ is 91% full\n"),
         "{content}"
     );
 }

@@ -83,7 +83,9 @@ fn a_store_built_against_abi_1_0_serves_the_host_and_its_queue_survives_the_upgr
     let config = site.write_config(FILES);
     let mut host = Host::start(&config, "old.log");
     break_files(&site);
-    let message = "Subject: before the upgrade\r\n\r\nKept.\r\n";
+    // With a From and a Date of their own, `submit` adds only a Message-ID.
+    let message = "From: ann@example.com\r\nDate: Thu, 1 Oct 2026 09:00:00 +0000\r\n\
+                   Subject: before the upgrade\r\n\r\nKept.\r\n";
     let ids: Vec<String> = (0..3)
         .map(|_| host.submit(&["FILE:bob", "LOCAL:carol"], message))
         .collect();
@@ -108,8 +110,10 @@ fn a_store_built_against_abi_1_0_serves_the_host_and_its_queue_survives_the_upgr
 
     // Two more wait when the host stops; the old store wrote all of it.
     break_files(&site);
+    let waiting_message = "From: ann@example.com\r\nDate: Thu, 1 Oct 2026 09:00:00 +0000\r\n\
+                           Subject: waiting\r\n\r\nStill here.\r\n";
     let waiting: Vec<String> = (0..2)
-        .map(|_| host.submit(&["FILE:dave"], "Subject: waiting\r\n\r\nStill here.\r\n"))
+        .map(|_| host.submit(&["FILE:dave"], waiting_message))
         .collect();
     wait_for_attempts(&host, &waiting);
     host.signal(libc::SIGTERM);
@@ -125,10 +129,7 @@ fn a_store_built_against_abi_1_0_serves_the_host_and_its_queue_survives_the_upgr
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(
-        without_added_message_id(&content),
-        "Subject: waiting\r\n\r\nStill here.\r\n"
-    );
+    assert_eq!(without_added_message_id(&content), waiting_message);
     assert_eq!(host.list("Sent Items").len(), 3);
     let carol = host.contents("Local/carol");
     let carol: Vec<&str> = carol

@@ -117,6 +117,21 @@ impl StatusTable {
         row.text = text.to_owned();
     }
 
+    /// Takes an offline instance as online again for an operator's flush, so that the mail
+    /// waiting for it is tried now rather than when it says it is back; one that still cannot
+    /// reach its server says it is offline again at its first attempt.
+    pub fn try_again(&self, name: &str) {
+        let mut rows = self.0.write();
+        let offline =
+            |row: &&mut StatusRow| row.name == name && row.state == ProviderState::Offline;
+        if let Some(row) = rows.iter_mut().find(offline) {
+            log::info!("{name}: offline, but the flush tries it anyway");
+            row.state = ProviderState::Online;
+            row.text = "trying again for a flush".to_owned();
+            row.since = Timestamp::now();
+        }
+    }
+
     /// An instance's state (online if unknown).
     pub fn state(&self, name: &str) -> ProviderState {
         self.0

@@ -126,6 +126,10 @@ impl QueueManager {
                 Err(error) => log::error!("flush: cannot make the queue due: {error}"),
             }
         }
+        let flushed = |name: &str| transport.is_none_or(|t| t == name);
+        for instance in self.routes.transports.iter().filter(|i| flushed(&i.name)) {
+            self.status.try_again(&instance.name);
+        }
         self.look_at_queue = true;
     }
 }
