@@ -78,7 +78,12 @@ impl Place {
 
     /// The profile [`Place::chosen_profile`] names, or the defaults.
     fn profile(&self) -> Result<Profile, String> {
-        match self.chosen_profile() {
+        self.read(self.chosen_profile().as_ref())
+    }
+
+    /// The profile in `chosen`, or the defaults when none was.
+    fn read(&self, chosen: Option<&ChosenProfile>) -> Result<Profile, String> {
+        match chosen {
             Some(chosen) => {
                 Profile::read(&chosen.file, self.data_dir.clone()).map_err(|e| e.to_string())
             }
@@ -87,9 +92,9 @@ impl Place {
     }
 
     /// One line for `run`'s log: which profile, why, and the data folder it ended with.
-    fn describe(&self, profile: &Profile) -> String {
+    fn describe(&self, chosen: Option<&ChosenProfile>, profile: &Profile) -> String {
         let data = profile.data_dir.display();
-        match self.chosen_profile() {
+        match chosen {
             Some(chosen) => format!(
                 "profile: {} ({}); data folder: {data}",
                 chosen.file.display(),
@@ -333,14 +338,16 @@ fn run_provider(
 }
 
 fn run(place: &Place, providers: Option<PathBuf>) -> ExitCode {
-    let profile = match place.profile() {
+    // Chosen once: the log names the profile that was read.
+    let chosen = place.chosen_profile();
+    let profile = match place.read(chosen.as_ref()) {
         Ok(profile) => profile,
         Err(error) => {
             eprintln!("spooler-host: {error}");
             return ExitCode::from(exit::USAGE);
         }
     };
-    log::info!("{}", place.describe(&profile));
+    log::info!("{}", place.describe(chosen.as_ref(), &profile));
     let folder_of = |profile: &Profile| {
         providers
             .clone()
