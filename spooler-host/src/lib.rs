@@ -5,6 +5,7 @@
 //! one above (`spooler-host/tests/layers.rs` fails on an upward arrow), in the way Postfix's programs
 //! each do one job and talk down to the queue:
 //! - [`base`]: facts everyone needs: paths, units, mail dates and ids, property names.
+//! - [`observe`]: metrics and delivery events, recorded by every layer above.
 //! - [`config`]: the profile, read and checked.
 //! - [`providers`]: loading provider libraries, their threads, the routing table, status.
 //! - [`store`]: the store thread (group commit), a failing store's notice, new-mail watchers.
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod front;
 pub mod inbound;
 pub mod intake;
+pub mod observe;
 pub mod protocol;
 pub mod providers;
 pub mod queue;

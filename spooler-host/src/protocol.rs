@@ -66,6 +66,11 @@ pub enum Request {
         /// Its id.
         id: String,
     },
+    /// Try a queued message's pending recipients now (a held message stays held).
+    FlushMessage {
+        /// Its id.
+        id: String,
+    },
     /// Delete a message for good.
     Delete {
         /// Its id.
@@ -295,9 +300,11 @@ impl Response {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Failure {
-    /// Refused as asked (a wrong id, an unknown transport).
+    /// Refused as asked (a wrong id, an unknown transport, not now for that message).
     #[default]
     Refused,
+    /// There is no such message.
+    NotFound,
     /// The message is malformed, empty or too large.
     BadMessage,
     /// The sender or a recipient is not a valid address.

@@ -8,8 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The layers, bottom up, as `lib.rs`'s first doc comment lists them.
-const LAYERS: [&str; 11] = [
+const LAYERS: [&str; 12] = [
     "base",
+    "observe",
     "config",
     "providers",
     "store",

@@ -1,7 +1,7 @@
 //! The profile: which store, transports (in routing order), preprocessors and hooks to open,
 //! with their settings, and the retry policy. Read from one TOML file; without one, the
 //! defaults run the embedded store in the data folder and nothing else. This layer owns
-//! the profile's types (`listener`, `network`, `retry` for their tables) and reading them;
+//! the profile's types (`listener`, `http`, `network`, `retry`, `tls` for their tables) and reading them;
 //! the layers above act on them.
 //!
 //! May call: `base` only.
@@ -46,6 +46,10 @@
 //!
 //! [[listener]]                         # an SMTP listener (see `config::listener`)
 //! address = "127.0.0.1:2525"
+//!
+//! [http]                               # metrics, admin API, events, dashboard (`config::http`)
+//! address = "127.0.0.1:8025"
+//! token_file = "/etc/spooler/http-token"
 //! ```
 
 use std::fmt;
@@ -54,14 +58,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::http::{HttpConfig, RawHttp};
 use crate::config::listener::{ListenerConfig, RawListener};
 use origin::Origin;
 use retry::RetryPolicy;
 
+pub mod http;
 pub mod listener;
 pub mod network;
 pub mod origin;
 pub mod retry;
+pub mod tls;
 
 use crate::base::units::{duration, optional_duration, optional_size, size};
 
@@ -171,6 +178,8 @@ pub struct Profile {
     pub public_socket: Option<PathBuf>,
     /// The SMTP listeners.
     pub listeners: Vec<ListenerConfig>,
+    /// The HTTP front end, if the profile has an `[http]` table.
+    pub http: Option<HttpConfig>,
 }
 
 /// A profile that could not be read, naming the file and what is wrong.
@@ -209,6 +218,7 @@ struct RawProfile {
     aliases: Option<PathBuf>,
     #[serde(default, rename = "listener")]
     listeners: Vec<RawListener>,
+    http: Option<RawHttp>,
 }
 
 #[derive(Deserialize)]
@@ -376,8 +386,10 @@ impl Profile {
             .enumerate()
             .map(|(index, raw)| raw.check(&format!("listener[{index}]")))
             .collect::<Result<Vec<_>, String>>()?;
+        let http = raw.http.map(RawHttp::check).transpose()?;
         Ok(Profile {
             listeners,
+            http,
             data_dir,
             providers: raw.providers,
             store,

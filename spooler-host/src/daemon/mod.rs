@@ -19,7 +19,7 @@ use provider_abi::ProviderKind;
 use crate::config::{Profile, ProviderConfig};
 use crate::front::control::socket::{self, Access};
 use crate::front::control::{Control, Parts};
-use crate::front::smtpd;
+use crate::front::{http, smtpd};
 use crate::inbound::{InboundCommand, InboundManager};
 use crate::intake::aliases::Aliases;
 use crate::intake::{Intake, Rules};
@@ -103,7 +103,7 @@ impl Spooler {
         let local_intake = intake.clone();
         let control = Control::new(Parts {
             intake: intake.clone(),
-            store,
+            store: store.clone(),
             routes: routes.clone(),
             status: status.clone(),
             queue: queue.clone(),
@@ -114,6 +114,17 @@ impl Spooler {
                 smtpd::serve_local(connection, &local_intake);
             }),
         });
+        if let Some(config) = &profile.http {
+            let answering = control.clone();
+            http::start(
+                config,
+                http::Parts {
+                    answer: Arc::new(move |request| answering.answer_query(request)),
+                    store,
+                    status: status.clone(),
+                },
+            )?;
+        }
         sockets.serve(profile, control);
         Ok(Spooler {
             store_config: profile.store.clone(),

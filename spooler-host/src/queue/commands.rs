@@ -25,6 +25,9 @@ impl QueueManager {
                 }
                 reply.send(released).ok();
             }
+            QueueCommand::FlushMessage(id, reply) => {
+                reply.send(self.flush_message(id)).ok();
+            }
             QueueCommand::Delete(id, reply) => {
                 reply.send(self.delete(id)).ok();
             }
@@ -59,6 +62,33 @@ impl QueueManager {
             "{id}: {} by an operator",
             if hold { "held" } else { "released" }
         );
+        self.refresh_next_due();
+        Ok(())
+    }
+
+    /// Makes a queued message due now (the store's release does it), unless it is held: a
+    /// hold is an operator's decision that a flush must not undo.
+    pub(super) fn flush_message(&mut self, id: MessageId) -> Result<(), String> {
+        self.not_in_flight(id)?;
+        let message = self
+            .store
+            .get(id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("there is no message {id}"))?;
+        if message.folder.as_str() != OUTBOX {
+            return Err(format!(
+                "message {id} is not queued (it is in {})",
+                message.folder
+            ));
+        }
+        if message.envelope.held {
+            return Err(format!("message {id} is held; release it to send it"));
+        }
+        self.store
+            .hold(id, false, Timestamp::now())
+            .map_err(|e| e.to_string())?;
+        log::info!("{id}: due now, flushed by an operator");
+        self.look_at_queue = true;
         self.refresh_next_due();
         Ok(())
     }

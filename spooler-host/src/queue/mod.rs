@@ -69,6 +69,8 @@ pub enum QueueCommand {
     Hold(MessageId, QueueReply),
     /// Let a held message go, now.
     Release(MessageId, QueueReply),
+    /// Make a queued message's pending recipients due now; a held message stays held.
+    FlushMessage(MessageId, QueueReply),
     /// Delete a message (from any folder) for good.
     Delete(MessageId, QueueReply),
     /// Route new work through this table from now on (the profile was reloaded).

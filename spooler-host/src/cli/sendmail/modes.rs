@@ -115,7 +115,10 @@ fn deliver(profile: &Profile, args: &SubmitArgs, print: Print) -> u8 {
                     exit::TEMPORARY
                 }
                 ClientError::Refused(Failure::BadAddress, _) => exit::NO_USER,
-                ClientError::Refused(Failure::BadMessage | Failure::Refused, _) => exit::DATA_ERROR,
+                ClientError::Refused(
+                    Failure::BadMessage | Failure::Refused | Failure::NotFound,
+                    _,
+                ) => exit::DATA_ERROR,
             }
         }
     }

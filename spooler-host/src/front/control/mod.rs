@@ -164,10 +164,22 @@ impl Control {
         }
     }
 
+    /// The answer to a request that is not a submission, a watch or an SMTP session: what
+    /// the HTTP admin API asks.
+    pub fn answer_query(&self, request: Request) -> Response {
+        match request {
+            Request::Submit(_) | Request::Watch | Request::Smtp => Response::error(
+                Failure::Refused,
+                "submissions, watching and SMTP sessions go through the control socket",
+            ),
+            request => self.answer(request, Vec::new()),
+        }
+    }
+
     fn answer(&self, request: Request, content: Vec<u8>) -> Response {
         let result = match request {
             Request::Submit(submission) => return self.submit(&submission, content),
-            Request::Show { id, content } => self.show(&id, content),
+            Request::Show { id, content } => return self.show(&id, content),
             Request::List {
                 folder,
                 after,
@@ -185,6 +197,7 @@ impl Control {
             Request::Status => self.status(),
             Request::Hold { id } => self.ask_queue(&id, QueueCommand::Hold),
             Request::Release { id } => self.ask_queue(&id, QueueCommand::Release),
+            Request::FlushMessage { id } => self.ask_queue(&id, QueueCommand::FlushMessage),
             Request::Delete { id } => self.ask_queue(&id, QueueCommand::Delete),
             Request::Watch | Request::Smtp => unreachable!("answered by `converse`"),
             Request::Verify { addresses } => {
@@ -277,13 +290,17 @@ impl Control {
         }
     }
 
-    fn show(&self, id: &str, content: bool) -> Result<Response, String> {
-        let id = parse_id(id)?;
-        match self.store.get(id).map_err(|e| e.to_string())? {
-            Some(message) => Ok(Response::Message(
-                self.explained(MessageView::of_message(&message, content)),
-            )),
-            None => Err(format!("there is no message {id}")),
+    fn show(&self, id: &str, content: bool) -> Response {
+        let id = match parse_id(id) {
+            Ok(id) => id,
+            Err(message) => return Response::error(Failure::Refused, message),
+        };
+        match self.store.get(id) {
+            Ok(Some(message)) => {
+                Response::Message(self.explained(MessageView::of_message(&message, content)))
+            }
+            Ok(None) => Response::error(Failure::NotFound, format!("there is no message {id}")),
+            Err(error) => Response::error(Failure::Temporary, error.to_string()),
         }
     }
 

@@ -52,7 +52,7 @@ pub fn start(listeners: &[ListenerConfig], intake: &Intake) -> Result<(), String
         let tls = config
             .tls
             .as_ref()
-            .map(|(certificate, key)| tls::server_config(certificate, key))
+            .map(|(certificate, key)| crate::config::tls::server_config(certificate, key))
             .transpose()
             .map_err(|why| format!("listener {}: {why}", config.address))?;
         let users = config

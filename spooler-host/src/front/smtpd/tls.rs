@@ -1,50 +1,12 @@
-//! The listener's TLS: a rustls server configuration from the certificate chain and key
-//! files (PEM) the profile names, and the stream a session reads and writes, plain or
-//! encrypted.
+//! The stream a session reads and writes, plain or encrypted (the server configuration is
+//! `config::tls`'s).
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
-
-/// The server configuration for `certificate` (a chain, leaf first) and `key`.
-pub fn server_config(certificate: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
-    let chain = CertificateDer::pem_file_iter(certificate)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            format!(
-                "cannot read the certificate file {}: {e}",
-                certificate.display()
-            )
-        })?;
-    if chain.is_empty() {
-        return Err(format!(
-            "the certificate file {} holds no certificate (expected PEM)",
-            certificate.display()
-        ));
-    }
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("cannot read the key file {}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| {
-            format!(
-                "the certificate {} and key {} cannot be used: {e}",
-                certificate.display(),
-                key.display()
-            )
-        })?;
-    Ok(Arc::new(config))
-}
 
 /// A session's connection.
 pub enum Stream {
