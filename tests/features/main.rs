@@ -17,6 +17,7 @@
 //! - `sendmail`: the binary as sendmail, mailq and newaliases, for their real callers;
 //! - `inbound`: the pickup folder, inbound rules, POP3 from Dovecot;
 //! - `smtp_transport`, `smtp_listener`, `tls`: SMTP out, SMTP in, and both over TLS;
+//! - `http_api`: the HTTP front end: the admin API, the event stream, the webhook;
 //! - `scale_out`: several hosts on one PostgreSQL store;
 //! - `upgrade`, `template`: a provider built against an older ABI, and the provider template.
 //!
@@ -35,6 +36,7 @@ mod common;
 
 mod control;
 mod crash;
+mod http_api;
 mod inbound;
 mod isolation;
 mod loading;

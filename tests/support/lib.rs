@@ -10,6 +10,7 @@ mod bulk;
 pub mod crash;
 mod disk;
 mod host;
+mod http;
 mod ports;
 mod servers;
 mod site;
@@ -22,6 +23,7 @@ pub use artifacts::{
 pub use bulk::{files_per_message, recorded_deliveries, submit_many, submit_numbered};
 pub use disk::SmallDisk;
 pub use host::{run_host, run_host_with_input, Finished, Host, Watcher};
+pub use http::{http, http_raw, EventStream, HttpAnswer, Receiver, ServerEvent};
 pub use ports::free_port;
 pub use servers::{real_server, Dovecot, Postfix, Postgres, SmtpSink};
 pub use site::{set_mode, ProviderFolder, Site};
