@@ -313,9 +313,10 @@ fn start_logging() {
 }
 
 /// Says why `run` stops: on standard error as the other commands do, or, once the profile has
-/// made the log JSON, as a log record (every line on standard error is then JSON).
+/// made the log JSON, as a log record (every line on standard error is then JSON), unless
+/// `RUST_LOG` would drop it.
 fn fatal(error: impl std::fmt::Display) {
-    if logging::is_json() {
+    if logging::is_json() && log::log_enabled!(log::Level::Error) {
         log::error!("{error}");
     } else {
         eprintln!("spooler-host: {error}");
