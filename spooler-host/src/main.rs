@@ -14,7 +14,7 @@ use spooler_host::cli::display::{as_json, as_table};
 use spooler_host::cli::sendmail::modes::{self, Print};
 use spooler_host::cli::sendmail::{self, exit, Mode};
 use spooler_host::config::Profile;
-use spooler_host::daemon::Spooler;
+use spooler_host::daemon::{logging, Spooler};
 use spooler_host::protocol::{Request, Response};
 use spooler_host::providers::isolation;
 use spooler_host::providers::isolation::child::{self, RunnerArgs};
@@ -309,7 +309,18 @@ fn main() -> ExitCode {
 }
 
 fn start_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    logging::start();
+}
+
+/// Says why `run` stops: on standard error as the other commands do, or, once the profile has
+/// made the log JSON, as a log record (every line on standard error is then JSON), unless
+/// `RUST_LOG` would drop it.
+fn fatal(error: impl std::fmt::Display) {
+    if logging::is_json() && log::log_enabled!(log::Level::Error) {
+        log::error!("{error}");
+    } else {
+        eprintln!("spooler-host: {error}");
+    }
 }
 
 fn run_provider(
@@ -347,6 +358,7 @@ fn run(place: &Place, providers: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    logging::set_format(profile.log_format);
     log::info!("{}", place.describe(chosen.as_ref(), &profile));
     let folder_of = |profile: &Profile| {
         providers
@@ -357,14 +369,14 @@ fn run(place: &Place, providers: Option<PathBuf>) -> ExitCode {
     let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(signals) => signals,
         Err(error) => {
-            eprintln!("spooler-host: cannot handle signals: {error}");
+            fatal(format_args!("cannot handle signals: {error}"));
             return ExitCode::FAILURE;
         }
     };
     let spooler = match Spooler::start(&profile, &folder_of(&profile)) {
         Ok(spooler) => spooler,
         Err(error) => {
-            eprintln!("spooler-host: {error}");
+            fatal(error);
             return ExitCode::FAILURE;
         }
     };
@@ -372,7 +384,10 @@ fn run(place: &Place, providers: Option<PathBuf>) -> ExitCode {
         if signal == SIGHUP {
             log::info!("SIGHUP: reloading the profile and rescanning the providers folder");
             match place.profile() {
-                Ok(profile) => spooler.reload(&profile, &folder_of(&profile)),
+                Ok(profile) => {
+                    logging::set_format(profile.log_format);
+                    spooler.reload(&profile, &folder_of(&profile));
+                }
                 Err(error) => log::error!("reload: {error}; keeping the running configuration"),
             }
         } else {

@@ -6,6 +6,7 @@
 //! the module to run (`cargo test -p spooler-tests -- crash::`):
 //!
 //! - `loading`: the providers folder, good and bad libraries, SIGHUP;
+//! - `log_format`: the log as JSON lines, the host's and its providers' alike;
 //! - `outbound`: routing by address type, reports, Bcc, distribution lists, hooks;
 //! - `retry`: store and forward, mail waiting on an offline, hung or panicking transport;
 //! - `crash`: the host killed or stopped under load, and a full disk: nothing lost;
@@ -40,6 +41,7 @@ mod http_api;
 mod inbound;
 mod isolation;
 mod loading;
+mod log_format;
 mod outbound;
 mod retry;
 mod scale_out;

@@ -43,6 +43,7 @@
 //! public_socket = "/run/spooler/submit.sock"  # other users' sendmail; default: none
 //!
 //! aliases = "/etc/aliases"             # default: /etc/aliases if it exists; "" for none
+//! log_format = "json"                  # the log on standard error: "text" (default) or "json"
 //!
 //! [[listener]]                         # an SMTP listener (see `config::listener`)
 //! address = "127.0.0.1:2525"
@@ -180,6 +181,21 @@ pub struct Profile {
     pub listeners: Vec<ListenerConfig>,
     /// The HTTP front end, if the profile has an `[http]` table.
     pub http: Option<HttpConfig>,
+    /// How `run` writes its log on standard error.
+    pub log_format: LogFormat,
+}
+
+/// How the host writes its log on standard error (`log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// env_logger's lines: `[time LEVEL target] message`.
+    #[default]
+    Text,
+    /// One JSON object per line (`time`, `level`, `target`, `message`, and the message's
+    /// `id`, `transport`, `recipient`, `outcome` where a line has them), for Loki, Elastic
+    /// or journald.
+    Json,
 }
 
 /// A profile that could not be read, naming the file and what is wrong.
@@ -219,6 +235,8 @@ struct RawProfile {
     #[serde(default, rename = "listener")]
     listeners: Vec<RawListener>,
     http: Option<RawHttp>,
+    #[serde(default)]
+    log_format: LogFormat,
 }
 
 #[derive(Deserialize)]
@@ -390,6 +408,7 @@ impl Profile {
         Ok(Profile {
             listeners,
             http,
+            log_format: raw.log_format,
             data_dir,
             providers: raw.providers,
             store,
@@ -587,6 +606,27 @@ mod tests {
         assert!(error.contains(&file.display().to_string()), "{error}");
         assert!(error.contains("min_delay"), "{error}");
         assert!(error.contains("`soon` is not a duration"), "{error}");
+    }
+
+    #[test]
+    fn log_format_is_text_json_or_an_error_at_its_line() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("spooler.toml");
+        let read = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Profile::read(&file, Some(folder.path().into()))
+        };
+        assert_eq!(read("").unwrap().log_format, LogFormat::Text);
+        assert_eq!(Profile::defaults(None).log_format, LogFormat::Text);
+        let json = read("log_format = \"json\"\n").unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        let error = read("# logs\nlog_format = \"xml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(&file.display().to_string()), "{error}");
+        assert!(error.contains("line 2"), "{error}");
+        assert!(error.contains("log_format"), "{error}");
+        assert!(error.contains("`text` or `json`"), "{error}");
     }
 
     #[test]

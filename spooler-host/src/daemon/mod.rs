@@ -1,11 +1,13 @@
 //! The daemon: starting, reloading and stopping the spooler, from a profile and a providers
 //! folder to running threads and back. It wires the layers below together (the store
 //! thread, the instances in their routing table (`instances`), intake, the queue and
-//! inbound managers, the front ends) and holds what a reload and a stop need.
+//! inbound managers, the front ends) and holds what a reload and a stop need. `logging` is
+//! the host's log on standard error, text or JSON as the profile says.
 //!
 //! May call: every layer but the CLI. Only `main.rs` uses it.
 
 mod instances;
+pub mod logging;
 
 use std::path::Path;
 use std::sync::Arc;

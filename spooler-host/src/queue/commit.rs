@@ -18,7 +18,16 @@ impl QueueManager {
             Ok(receipt) => {
                 self.outage.over();
                 for line in self.pending_log.drain(..) {
-                    log::info!("{line}");
+                    match &line.answer {
+                        Some(answer) => log::info!(
+                            id:% = line.id,
+                            transport = answer.transport.as_deref(),
+                            recipient = answer.recipient.as_str(),
+                            outcome = answer.outcome;
+                            "{}", line.text
+                        ),
+                        None => log::info!(id:% = line.id; "{}", line.text),
+                    }
                 }
                 for (id, (folder, envelope, content)) in
                     receipt.delivered.iter().zip(&commit.deliver)

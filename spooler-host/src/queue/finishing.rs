@@ -8,7 +8,7 @@ use provider_abi::store::{INBOX, SENT_ITEMS};
 use provider_abi::{Direction, HookAction, MessageId, ProviderError, StoredMessage, Timestamp};
 
 use super::reports;
-use super::{Event, QueueManager, Stage};
+use super::{Event, PendingLine, QueueManager, Stage};
 use crate::providers::calls;
 
 impl QueueManager {
@@ -29,7 +29,7 @@ impl QueueManager {
             .iter()
             .filter(|r| r.status.is_final() && !r.status.reported)
         {
-            self.pending_log.push(format!(
+            let text = format!(
                 "{id}: to={} kind={:?} via={} state={:?} attempts={}: {}",
                 recipient.address,
                 recipient.kind,
@@ -42,15 +42,17 @@ impl QueueManager {
                 recipient.status.state,
                 recipient.status.attempts,
                 recipient.status.last_answer
-            ));
+            );
+            self.pending_log
+                .push(PendingLine::answer(id, recipient, text));
         }
         if !envelope.is_report {
             let content = flight.message.content.as_slice();
             let reports = reports::owed(envelope, content, delayed_long, &self.hostname, now);
             for (report, content) in reports {
-                self.pending_log.push(format!(
-                    "{id}: report for {} placed in {INBOX}",
-                    envelope.sender
+                self.pending_log.push(PendingLine::about(
+                    id,
+                    format!("{id}: report for {} placed in {INBOX}", envelope.sender),
                 ));
                 self.pending
                     .deliver
@@ -90,11 +92,14 @@ impl QueueManager {
             } else {
                 folder
             };
-            self.pending_log.push(format!(
-                "{id}: finished; {}",
-                folder
-                    .as_deref()
-                    .map_or("deleted".to_owned(), |f| format!("moved to {f}"))
+            self.pending_log.push(PendingLine::about(
+                id,
+                format!(
+                    "{id}: finished; {}",
+                    folder
+                        .as_deref()
+                        .map_or("deleted".to_owned(), |f| format!("moved to {f}"))
+                ),
             ));
             self.pending.update_envelopes.push(flight.envelope.clone());
             self.pending.finish.push((id, folder));
@@ -147,8 +152,10 @@ impl QueueManager {
             Ok(HookAction::Leave) => Some(folder),
             Ok(HookAction::MoveTo { folder }) => Some(Some(folder.into_string())),
             Ok(HookAction::Delete) => {
-                self.pending_log
-                    .push(format!("{id}: deleted by hook {name}"));
+                self.pending_log.push(PendingLine::about(
+                    id,
+                    format!("{id}: deleted by hook {name}"),
+                ));
                 self.finish_now(id, None);
                 return;
             }

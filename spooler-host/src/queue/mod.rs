@@ -41,7 +41,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use provider_abi::{
-    HookAction, MessageId, Preprocessed, ProviderError, RecipientOutcome, StoredMessage, Timestamp,
+    DeliveryState, HookAction, MessageId, Preprocessed, ProviderError, RecipientOutcome,
+    StoredMessage, Timestamp,
 };
 
 use crate::inbound::InboundCommand;
@@ -174,7 +175,7 @@ pub struct QueueManager {
     flights: HashMap<MessageId, Flight>,
     pending: Commit,
     /// Log lines that become true once the pending commit is stored.
-    pending_log: Vec<String>,
+    pending_log: Vec<PendingLine>,
     look_at_queue: bool,
     next_due: Option<Timestamp>,
     /// When to check in with the store next (to keep leases on a shared store).
@@ -187,6 +188,56 @@ pub struct QueueManager {
     /// Whether the store is failing, logged once.
     outage: Outage,
     quarantine: Quarantine,
+}
+
+/// A log line that becomes true once the pending commit is stored: its text, the message it
+/// is about, and for a recipient's final answer the fields a JSON log shows apart.
+pub(super) struct PendingLine {
+    id: MessageId,
+    text: String,
+    answer: Option<AnswerFields>,
+}
+
+/// A recipient's final answer, as a JSON log's `recipient`, `transport` and `outcome`.
+struct AnswerFields {
+    recipient: String,
+    transport: Option<String>,
+    outcome: &'static str,
+}
+
+impl PendingLine {
+    /// A line about message `id`.
+    fn about(id: MessageId, text: String) -> PendingLine {
+        PendingLine {
+            id,
+            text,
+            answer: None,
+        }
+    }
+
+    /// A line about `recipient`'s final answer, of message `id`.
+    fn answer(id: MessageId, recipient: &provider_abi::Recipient, text: String) -> PendingLine {
+        let status = &recipient.status;
+        let outcome = match status.state {
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Pending => "pending",
+        };
+        let answer = AnswerFields {
+            recipient: recipient.address.to_string(),
+            transport: status
+                .transport
+                .as_ref()
+                .into_option()
+                .map(|t| t.to_string()),
+            outcome,
+        };
+        PendingLine {
+            id,
+            text,
+            answer: Some(answer),
+        }
+    }
 }
 
 /// How long the queue manager sleeps at most, so a clock jump cannot stall it.

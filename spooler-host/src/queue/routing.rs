@@ -238,6 +238,10 @@ impl QueueManager {
                 }
                 Next::CallFailed { reason } => {
                     log::warn!(
+                        id:% = id,
+                        transport = name.as_str(),
+                        recipient:% = recipient.address,
+                        outcome = "deferred";
                         "{id}: transport {name} failed for {}: {reason}",
                         recipient.address
                     );
