@@ -6,11 +6,12 @@
 use std::fs;
 use std::io::Write;
 use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use spooler_tests::{
-    free_port, http, http_raw, run_host, EventStream, Host, Receiver, Site, PROMPTLY,
+    free_port, http, http_raw, run_host, Certificates, EventStream, Host, Receiver, Site, PROMPTLY,
 };
 
 /// A token of the length the host asks for.
@@ -375,4 +376,60 @@ fn an_unguarded_api_on_a_network_address_is_refused_at_start() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn over_tls_the_api_answers_a_client_that_trusts_the_certificate() {
+    let site = Site::new();
+    let certificates = Certificates::issue(&site.path("certs"), &["127.0.0.1", "localhost"]);
+    let tls = format!(
+        "tls_certificate = \"{}\"\ntls_key = \"{}\"\n",
+        certificates.cert_file.display(),
+        certificates.key_file.display()
+    );
+    let (_host, port) = start(&site, &tls);
+    // Python's urllib: a client nobody here wrote, checking the chain and the name.
+    let fetch = |url: String, ca: &std::path::Path| {
+        Command::new("python3")
+            .args([
+                "-c",
+                "import ssl, sys, urllib.request\n\
+                 context = ssl.create_default_context(cafile=sys.argv[2])\n\
+                 request = urllib.request.Request(sys.argv[1], headers={'Authorization': 'Bearer ' + sys.argv[3]})\n\
+                 print(urllib.request.urlopen(request, context=context, timeout=20).read().decode())",
+                &url,
+                ca.to_str().unwrap(),
+                TOKEN,
+            ])
+            .output()
+            .expect("python3 runs")
+    };
+    let answer = fetch(
+        format!("https://127.0.0.1:{port}/api/status"),
+        &certificates.ca_file,
+    );
+    let text = String::from_utf8_lossy(&answer.stdout);
+    assert!(
+        answer.status.success() && text.contains("\"providers\""),
+        "{text}{}",
+        String::from_utf8_lossy(&answer.stderr)
+    );
+    let other = Certificates::issue(&site.path("other"), &["127.0.0.1"]);
+    let untrusted = fetch(
+        format!("https://127.0.0.1:{port}/api/status"),
+        &other.ca_file,
+    );
+    assert!(!untrusted.status.success());
+    assert!(String::from_utf8_lossy(&untrusted.stderr).contains("CERTIFICATE_VERIFY_FAILED"));
+    // Clear text on the TLS port gets no answer an HTTP client could take for one.
+    let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    plain
+        .write_all(b"GET /api/status HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut plain, &mut answer).ok();
+    assert!(!answer.starts_with(b"HTTP/1.1 200"));
 }
