@@ -18,6 +18,7 @@
 //! - `inbound`: the pickup folder, inbound rules, POP3 from Dovecot;
 //! - `smtp_transport`, `smtp_listener`, `tls`: SMTP out, SMTP in, and both over TLS;
 //! - `scale_out`: several hosts on one PostgreSQL store;
+//! - `metrics`: `/metrics` as `promtool` and a private Prometheus read it;
 //! - `upgrade`, `template`: a provider built against an older ABI, and the provider template.
 //!
 //! `common` holds the profiles and checks that several features share; the servers, the host
@@ -38,6 +39,7 @@ mod crash;
 mod inbound;
 mod isolation;
 mod loading;
+mod metrics;
 mod outbound;
 mod retry;
 mod scale_out;
