@@ -12,11 +12,15 @@ mod load;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spooler_host::cli::client;
 use spooler_host::protocol::{Request, Response};
-use spooler_tests::{free_port, host_binary, real_server, Host, Postfix, Postgres, Site, SmtpSink};
+use spooler_tests::{
+    free_port, host_binary, http_get, real_server, Host, Postfix, Postgres, Site, SmtpSink,
+};
 
 use finished::Finished;
 
@@ -645,11 +649,22 @@ fn listener_phase(
     drop(postfix);
 
     eprintln!("listener: {count} messages smtp-source -> spooler listener -> smtp-sink…");
-    let (accepted, spooler) = spooler_listener(sink_port, count, false);
+    let (accepted, spooler) = spooler_listener(sink_port, count, Variant::Plain);
     eprintln!(
         "listener: {count} messages smtp-source -> spooler listener -> isolated SMTP transport -> smtp-sink…"
     );
-    let (_, isolated) = spooler_listener(sink_port, count, true);
+    let (_, isolated) = spooler_listener(sink_port, count, Variant::Isolated);
+    // The cost of metrics is a few percent at most, below the noise of one run on a busy
+    // machine: pairs without and with [http] alternate, and their medians are compared.
+    let (mut plain, mut scraped) = (Vec::new(), Vec::new());
+    for pair in 1..=SCRAPE_PAIRS {
+        eprintln!(
+            "listener: pair {pair} of {SCRAPE_PAIRS}, without and with [http] scraped every second…"
+        );
+        plain.push(spooler_listener(sink_port, count, Variant::Plain).1);
+        scraped.push(spooler_listener(sink_port, count, Variant::Scraped).1);
+    }
+    let (plain, scraped) = (median(&mut plain), median(&mut scraped));
 
     rows.push(row(
         format!("listener: smtp-source -> spooler -> smtp-sink ({count} msgs, 20 sessions)"),
@@ -671,6 +686,16 @@ fn listener_phase(
         format!("{} of in-process", percent(isolated, spooler)),
     ));
     rows.push(row(
+        format!("  without [http], median of {SCRAPE_PAIRS} alternating with the next"),
+        per_second(plain),
+        "",
+    ));
+    rows.push(row(
+        "  with [http] and a scraper every second, median",
+        per_second(scraped),
+        format!("{:+.1}% cost", 100.0 * (1.0 - scraped / plain.max(1e-9))),
+    ));
+    rows.push(row(
         "listener: smtp-source -> Postfix -> smtp-sink",
         per_second(postfix_rate),
         "1.00x",
@@ -687,28 +712,81 @@ fn listener_phase(
         "isolated SMTP transport >= 80% of in-process".into(),
         isolated >= 0.8 * spooler,
     ));
+    checks.push((
+        "[http] scraped every second costs <= 3% of the listener path".into(),
+        scraped >= 0.97 * plain,
+    ));
+}
+
+/// Runs without and with `[http]` in the listener phase.
+const SCRAPE_PAIRS: usize = 3;
+
+/// How the host of a listener run is set up.
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    /// The SMTP transport in the host's process, no HTTP front end.
+    Plain,
+    /// The SMTP transport in 20 child processes (`isolate = true`).
+    Isolated,
+    /// With `[http]`, and `/metrics` fetched every second as Prometheus does.
+    Scraped,
+}
+
+/// The middle of `rates`.
+fn median(rates: &mut [f64]) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
 }
 
 /// `count` messages from smtp-source through the spooler's listener and its SMTP transport
-/// (20 connections, in the host's process or `isolate`d in child processes) to the sink at
-/// `sink_port`: the rate the listener accepted them at, and the end-to-end rate from the
-/// first connection to the last delivery.
-fn spooler_listener(sink_port: u16, count: usize, isolate: bool) -> (f64, f64) {
+/// (20 connections, set up as `variant` says) to the sink at `sink_port`: the rate the
+/// listener accepted them at, and the end-to-end rate from the first connection to the last
+/// delivery.
+fn spooler_listener(sink_port: u16, count: usize, variant: Variant) -> (f64, f64) {
     let site = Site::with_providers(&["store-embedded", "transport-smtp"]);
     let listener_port = free_port();
+    let http_port = free_port();
+    let http = if variant == Variant::Scraped {
+        format!("[http]\naddress = \"127.0.0.1:{http_port}\"\n")
+    } else {
+        String::new()
+    };
+    let isolate = variant == Variant::Isolated;
     let config = site.write_config(&format!(
-        "[[listener]]\naddress = \"127.0.0.1:{listener_port}\"\n\
+        "{http}[[listener]]\naddress = \"127.0.0.1:{listener_port}\"\n\
          [[transport]]\nprovider = \"smtp\"\nparallel = 20\nisolate = {isolate}\n\
          config = {{ host = \"127.0.0.1\", port = {sink_port}, tls = \"none\", helo = \"bench.example.com\" }}\n"
     ));
     let host = Host::start(&config, "host.log");
     let finished = Finished::follow(host.log_path());
+    let scraping = Arc::new(AtomicBool::new(true));
+    let scraper = (variant == Variant::Scraped).then(|| {
+        let scraping = Arc::clone(&scraping);
+        std::thread::spawn(move || {
+            while scraping.load(Ordering::Relaxed) {
+                let page = http_get(http_port, "/metrics", Some(OPENMETRICS));
+                assert!(
+                    page.is_some_and(|(status, _)| status == 200),
+                    "the host serves /metrics"
+                );
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    });
     let started = Instant::now();
     smtp_source(listener_port, count);
     let accepted = rate(count, started.elapsed());
     let delivered = rate(count, finished.wait_for(count, PHASE_LIMIT) - started);
+    scraping.store(false, Ordering::Relaxed);
+    if let Some(scraper) = scraper {
+        scraper.join().expect("the scraper ends");
+    }
     (accepted, delivered)
 }
+
+/// What Prometheus asks `/metrics` for.
+const OPENMETRICS: &str =
+    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
 
 /// `smtp-source` sending `count` messages of 2 KB in 20 sessions to `port`.
 fn smtp_source(port: u16, count: usize) {

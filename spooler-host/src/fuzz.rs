@@ -14,7 +14,9 @@ use crate::config::LocalNames;
 use crate::front::control::{read_request, ReadError};
 use crate::intake::aliases::Aliases;
 use crate::intake::checks::{envelope_and_content, Rules};
-use crate::protocol::{KindName, PriorityName, Request, Response, Submission, SubmittedRecipient};
+use crate::protocol::{
+    KindName, PriorityName, Request, Response, Source, Submission, SubmittedRecipient,
+};
 use crate::queue::reports::{self, ReportKind};
 
 #[global_allocator]
@@ -112,6 +114,8 @@ fn control_request_round_trips() {
                     expires_at: time.map(i64::wrapping_neg),
                     delete_after_submission: *flag,
                     return_full: *flag,
+                    source: [Source::Control, Source::Listener, Source::Sendmail]
+                        [*which as usize % 3],
                     content_length: content.len(),
                 }),
                 1 => Request::Show {

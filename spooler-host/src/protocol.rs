@@ -120,8 +120,36 @@ pub struct Submission {
     /// SMTP's `RET=FULL`).
     #[serde(default)]
     pub return_full: bool,
+    /// Where it comes from, for the host's metrics; a client that does not say is a
+    /// program on the control socket.
+    #[serde(default)]
+    pub source: Source,
     /// The length of the content that follows the request line.
     pub content_length: usize,
+}
+
+/// Where a submission comes from: what `spooler_messages_submitted_total` counts by.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A program on the control socket, `spooler-host submit` among them.
+    #[default]
+    Control,
+    /// An SMTP listener's session.
+    Listener,
+    /// The binary invoked as `sendmail`, and its SMTP sessions (`sendmail -bs`).
+    Sendmail,
+}
+
+impl Source {
+    /// Its name, as the protocol and the metric's label write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Control => "control",
+            Source::Listener => "listener",
+            Source::Sendmail => "sendmail",
+        }
+    }
 }
 
 impl Submission {
@@ -148,6 +176,7 @@ impl Submission {
             expires_at: None,
             delete_after_submission: false,
             return_full: false,
+            source: Source::Control,
             content_length,
         }
     }

@@ -20,6 +20,7 @@
 //! - `smtp_transport`, `smtp_listener`, `tls`: SMTP out, SMTP in, and both over TLS;
 //! - `http_api`: the HTTP front end: the admin API, the event stream, the webhook;
 //! - `scale_out`: several hosts on one PostgreSQL store;
+//! - `metrics`: `/metrics` as `promtool` and a private Prometheus read it;
 //! - `upgrade`, `template`: a provider built against an older ABI, and the provider template.
 //!
 //! `common` holds the profiles and checks that several features share; the servers, the host
@@ -42,6 +43,7 @@ mod inbound;
 mod isolation;
 mod loading;
 mod log_format;
+mod metrics;
 mod outbound;
 mod retry;
 mod scale_out;

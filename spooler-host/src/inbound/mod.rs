@@ -7,7 +7,7 @@
 //! A transport is fetched when it says it has new mail (a notice), at its poll interval,
 //! and on `flush`.
 //!
-//! May call: `base`, `config`, `providers` (only through workers) and `store`.
+//! May call: `base`, `observe`, `config`, `providers` (only through workers) and `store`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use provider_abi::{
     RecipientKind,
 };
 
+use crate::observe::metrics::{metrics, ByTransport};
 use crate::providers::calls;
 use crate::providers::routing_table::RoutingTable;
 use crate::store::thread::{Commit, StoreClient};
@@ -189,6 +190,7 @@ impl InboundManager {
     /// Runs the hooks on each message and commits the ones they keep. False if the store
     /// failed (nothing is acknowledged then; the messages are fetched again later).
     fn store_messages(&self, transport: &str, messages: Vec<InboundMessage>) -> bool {
+        let taken = messages.len() as u64;
         let mut commit = Commit::default();
         for message in messages {
             let envelope = inbound_envelope(transport, &message);
@@ -211,11 +213,22 @@ impl InboundManager {
                 }
             }
         }
+        // Counted once stored (or deleted by a hook): what the store refuses is fetched again.
+        let count_taken = || {
+            metrics()
+                .inbound
+                .get_or_create(&ByTransport {
+                    transport: transport.to_owned(),
+                })
+                .inc_by(taken);
+        };
         if commit.deliver.is_empty() {
+            count_taken();
             return true;
         }
         match self.store.commit(commit.clone()) {
             Ok(receipt) => {
+                count_taken();
                 for (id, (folder, envelope, content)) in
                     receipt.delivered.iter().zip(&commit.deliver)
                 {

@@ -5,8 +5,8 @@
 //! through the store thread. It answers with a queue id or a [`Refusal`] of a typed kind,
 //! which each front end turns into its own language.
 //!
-//! May call: `base`, `config`, `providers` (the routing table, to know whether a message
-//! needs preprocessing) and `store`.
+//! May call: `base`, `observe`, `config`, `providers` (the routing table, to know whether a
+//! message needs preprocessing), `store` and `protocol`.
 
 pub mod aliases;
 pub mod checks;
@@ -14,12 +14,15 @@ pub mod mailbox;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use prometheus_client::metrics::counter::Counter;
 use provider_abi::store::CommitReceipt;
 use provider_abi::{ErrorKind, MessageId, Property, ProviderError, Timestamp};
 
-use crate::protocol::Submission;
+use crate::observe::events::{self, EventKind, Happening};
+use crate::observe::metrics::{metrics, BySource};
+use crate::protocol::{Source, Submission};
 use crate::providers::routing_table::RoutesInForce;
 use crate::store::thread::{Commit, StoreClient};
 pub use checks::Rules;
@@ -67,7 +70,8 @@ impl fmt::Display for Refusal {
 /// A store's answer to a submission's commit, not yet read: [`Intake::outcome`] reads it.
 /// It crosses from the store thread to whoever waits for the submission (the SMTP
 /// listener's event loop) as it is, so that the reading happens on the waiter's thread.
-pub struct Committed(Result<CommitReceipt, ProviderError>);
+/// It keeps where the submission came from, which the new message is counted by.
+pub struct Committed(Result<CommitReceipt, ProviderError>, Source);
 
 /// The way into the Outbox.
 #[derive(Clone)]
@@ -118,7 +122,7 @@ impl Intake {
         properties: Vec<Property>,
     ) -> Result<MessageId, Refusal> {
         let commit = self.commit_for(submission, content, properties)?;
-        self.outcome(Committed(self.store.commit(commit)))
+        self.outcome(Committed(self.store.commit(commit), submission.source))
     }
 
     /// [`Intake::submit`] without waiting for the store: `then` gets the commit's result on
@@ -131,8 +135,9 @@ impl Intake {
         then: impl FnOnce(Committed) + Send + 'static,
     ) -> Result<(), Refusal> {
         let commit = self.commit_for(submission, content, properties)?;
+        let source = submission.source;
         self.store
-            .commit_then(commit, move |result| then(Committed(result)));
+            .commit_then(commit, move |result| then(Committed(result, source)));
         Ok(())
     }
 
@@ -164,9 +169,11 @@ impl Intake {
     }
 
     /// The queue id a committed submission got, or why the store did not take it; tells
-    /// of a new message.
+    /// of a new message, and counts it. A submission stored once before (a retry) is not
+    /// counted again.
     pub fn outcome(&self, committed: Committed) -> Result<MessageId, Refusal> {
-        let receipt = committed.0.map_err(|error| {
+        let Committed(result, source) = committed;
+        let receipt = result.map_err(|error| {
             let kind = match error.kind() {
                 ErrorKind::Full => RefusalKind::StoreFull,
                 _ => RefusalKind::Temporary,
@@ -183,6 +190,8 @@ impl Intake {
         if receipt.stored.iter().any(|stored| stored.id == id) {
             (self.on_new_message)(id);
             log::info!("{id}: submitted by a client");
+            submitted(source).inc();
+            events::publish(Happening::message(EventKind::Submitted, id));
         } else {
             log::info!(
                 "{id}: submitted again (same Message-ID, sender and recipients); stored once"
@@ -190,4 +199,18 @@ impl Intake {
         }
         Ok(id)
     }
+}
+
+/// The submitted counter of `source`, looked up once per process: on the listener's hot
+/// path a submission only adds to an atomic, without hashing labels under the family's lock.
+fn submitted(source: Source) -> &'static Counter {
+    static COUNTERS: OnceLock<[Counter; 3]> = OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        [Source::Control, Source::Listener, Source::Sendmail].map(|source| {
+            metrics().submitted.get_or_create_owned(&BySource {
+                source: source.as_str().to_owned(),
+            })
+        })
+    });
+    &counters[source as usize]
 }

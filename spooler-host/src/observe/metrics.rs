@@ -23,9 +23,13 @@ pub struct BySource {
 /// Which transport instance answered.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ByTransport {
-    /// The instance's name.
+    /// The instance's name, or [`NO_TRANSPORT`].
     pub transport: String,
 }
+
+/// The `transport` label of a recipient that failed with no transport answering for it: no
+/// transport claims its address type, or every one that does said it was not theirs.
+pub const NO_TRANSPORT: &str = "none";
 
 /// Which provider instance.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,7 +80,7 @@ pub struct Metrics {
     pub delivery_time: Histogram,
     /// Seconds one group commit of the store took.
     pub commit_time: Histogram,
-    /// Writes in one group commit.
+    /// Commits (callers' writes) merged into one group commit.
     pub commit_batch: Histogram,
     /// SMTP sessions open now.
     pub sessions_open: Gauge,
@@ -138,7 +142,7 @@ impl Metrics {
         );
         registry.register(
             "recipients_delivered",
-            "Recipients delivered, by transport",
+            "Recipients delivered, by transport (the store's name for those it delivers itself)",
             metrics.delivered.clone(),
         );
         registry.register(
@@ -148,7 +152,9 @@ impl Metrics {
         );
         registry.register(
             "recipients_failed",
-            "Recipients failed for good, by transport",
+            "Recipients failed for good, by the transport that answered last (for an expired \
+             one, the transport that kept deferring it; a preprocessor's name if it refused \
+             it; none when no transport claims it)",
             metrics.failed.clone(),
         );
         registry.register(
@@ -170,7 +176,7 @@ impl Metrics {
         );
         registry.register(
             "store_commit_batch_size",
-            "Writes in one group commit of the store",
+            "Commits (callers' writes) merged into one group commit of the store",
             metrics.commit_batch.clone(),
         );
         registry.register(
@@ -237,10 +243,74 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         text
     }
+
+    /// Everything, in Prometheus' classic text format (0.0.4), for scrapers that do not ask
+    /// for OpenMetrics (`promtool check metrics`, older tools). The client library writes
+    /// only OpenMetrics; the two differ, for what this registry holds, in the names that
+    /// `HELP` and `TYPE` give a counter (`x` there, `x_total` here, as its samples are
+    /// named), in `UNIT` (not a classic line) and in the closing `# EOF`.
+    pub fn render_classic(&self) -> String {
+        classic(&self.render())
+    }
+}
+
+/// An OpenMetrics page of counters, gauges and histograms in the classic text format.
+fn classic(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|tag| Some((tag, line.strip_prefix(tag)?)));
+        match described {
+            Some((tag, rest)) => {
+                let (name, more) = rest.split_once(' ').unwrap_or((rest, ""));
+                let total = if counters.contains(&name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                text.push_str(&format!("{tag}{name}{total} {more}\n"));
+            }
+            None => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
 }
 
 /// The metrics of this process.
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_format_names_counters_as_their_samples_and_has_no_openmetrics_lines() {
+        metrics().sessions_refused.inc();
+        let text = metrics().render_classic();
+        assert!(text.contains(
+            "# TYPE spooler_listener_sessions_refused_total counter\n\
+             spooler_listener_sessions_refused_total "
+        ));
+        assert!(text.contains("# HELP spooler_listener_sessions_refused_total SMTP"));
+        assert!(text.contains("# TYPE spooler_store_commit_duration_seconds histogram\n"));
+        assert!(
+            !text.contains("# UNIT") && !text.contains("# EOF"),
+            "{text}"
+        );
+    }
 }

@@ -7,7 +7,7 @@
 //! the answer to a provider name the folder does not offer (`unknown`).
 //!
 //! Everything that calls into a provider goes through a worker here; the rest of the host
-//! never holds a provider object. May call: `base` and `config`.
+//! never holds a provider object. May call: `base`, `observe` and `config`.
 
 pub mod calls;
 pub mod host_services;

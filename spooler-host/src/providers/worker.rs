@@ -20,8 +20,10 @@ use std::sync::{Arc, Weak};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use provider_abi::{ErrorKind, MessageId, ProviderError, ProviderState, Timestamp};
 
+use crate::observe::metrics::{metrics, ByInstance};
 use crate::providers::quarantine::{CallSlot, Quarantine};
 use crate::providers::status::StatusTable;
 
@@ -110,6 +112,9 @@ struct Pool<T> {
     /// For an in-process instance: where each thread writes the call it is in, so that the
     /// host, restarted after a provider took it down, knows which message was in the call.
     journal: Option<Quarantine>,
+    /// The instance's `provider_restarts` and `provider_panics` counters, looked up once.
+    restarts: Counter,
+    panics: Counter,
 }
 
 impl<T: 'static> Pool<T> {
@@ -140,12 +145,17 @@ impl<T: 'static> Worker<T> {
         journal: Option<Quarantine>,
     ) -> (Worker<T>, Vec<JoinHandle<()>>) {
         let (jobs, queue) = bounded::<Job<T>>(capacity);
+        let instance = ByInstance {
+            instance: name.to_owned(),
+        };
         let pool = Arc::new(Pool {
             instance: name.to_owned(),
             queue,
             open,
             status,
             journal,
+            restarts: metrics().provider_restarts.get_or_create_owned(&instance),
+            panics: metrics().provider_panics.get_or_create_owned(&instance),
         });
         let (running, threads): (Vec<RunningSlot>, Vec<JoinHandle<()>>) =
             (0..parallel.max(1)).map(|_| pool.spawn()).unzip();
@@ -201,6 +211,7 @@ fn watch<T: 'static>(
             pool.status.set(&pool.instance, ProviderState::Error, &why);
             abandon(ProviderError::temporary(why));
             *slot = pool.spawn().0;
+            pool.restarts.inc();
         }
     }
 }
@@ -217,7 +228,9 @@ fn serve<T>(pool: &Pool<T>, running: &Mutex<Running>) {
     for job in pool.queue.iter() {
         if slot.is_err() && Instant::now() >= reopen_at {
             slot = open_now(pool, &mut journal);
-            if slot.is_err() {
+            if slot.is_ok() {
+                pool.restarts.inc();
+            } else {
                 backoff = (backoff * 2).min(LAST_BACKOFF);
             }
             reopen_at = Instant::now() + backoff;
@@ -256,9 +269,11 @@ fn serve<T>(pool: &Pool<T>, running: &Mutex<Running>) {
                     .last_fault_at(instance)
                     .is_some_and(|at| at >= began);
                 let pause = backoff.as_secs();
+                // A death is counted where it is seen, by the isolation's proxy.
                 let text = if died {
                     format!("{instance}: its process died; a fresh one starts in {pause} s")
                 } else {
+                    pool.panics.inc();
                     format!("{instance} panicked; it is reopened in {pause} s")
                 };
                 let error = ProviderError::new(ErrorKind::Panicked, text);

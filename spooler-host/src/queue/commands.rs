@@ -7,6 +7,7 @@ use provider_abi::{MessageId, Notice, ProviderState, Timestamp};
 
 use super::{QueueCommand, QueueManager, SHUTDOWN_GRACE};
 use crate::inbound::InboundCommand;
+use crate::observe::events::{self, EventKind, Happening};
 use crate::providers::host_services::ProviderNotice;
 
 impl QueueManager {
@@ -62,6 +63,12 @@ impl QueueManager {
             "{id}: {} by an operator",
             if hold { "held" } else { "released" }
         );
+        let kind = if hold {
+            EventKind::Held
+        } else {
+            EventKind::Released
+        };
+        events::publish(Happening::message(kind, id).detail("by an operator"));
         self.refresh_next_due();
         Ok(())
     }
@@ -102,6 +109,7 @@ impl QueueManager {
         }
         self.quarantine.forget(id);
         log::info!("{id}: deleted by an operator");
+        events::publish(Happening::message(EventKind::Deleted, id).detail("by an operator"));
         Ok(())
     }
 

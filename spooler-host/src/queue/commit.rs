@@ -4,6 +4,7 @@
 use provider_abi::Timestamp;
 
 use super::{QueueManager, Stage, MAX_SLEEP, STORE_RETRY};
+use crate::observe::events;
 use crate::store::watchers::MailEvent;
 
 impl QueueManager {
@@ -28,6 +29,9 @@ impl QueueManager {
                         ),
                         None => log::info!(id:% = line.id; "{}", line.text),
                     }
+                }
+                for happening in self.pending_events.drain(..) {
+                    events::publish(happening);
                 }
                 for (id, (folder, envelope, content)) in
                     receipt.delivered.iter().zip(&commit.deliver)

@@ -5,10 +5,14 @@
 use std::sync::Arc;
 
 use provider_abi::store::{INBOX, SENT_ITEMS};
-use provider_abi::{Direction, HookAction, MessageId, ProviderError, StoredMessage, Timestamp};
+use provider_abi::{
+    DeliveryState, Direction, HookAction, MessageId, ProviderError, StoredMessage, Timestamp,
+};
 
 use super::reports;
 use super::{Event, PendingLine, QueueManager, Stage};
+use crate::observe::events::{EventKind, Happening};
+use crate::observe::metrics::{metrics, ByReport, ByTransport, NO_TRANSPORT};
 use crate::providers::calls;
 
 impl QueueManager {
@@ -29,6 +33,27 @@ impl QueueManager {
             .iter()
             .filter(|r| r.status.is_final() && !r.status.reported)
         {
+            // Counted here, once per recipient: `reported` is stored with its final state.
+            let by = recipient.status.transport.as_ref().into_option();
+            let label = by.map_or(NO_TRANSPORT, |t| t.as_str());
+            let metrics = metrics();
+            let (family, kind) = if recipient.status.state == DeliveryState::Delivered {
+                let waited = now.since(envelope.submitted_at).as_secs_f64();
+                metrics.delivery_time.observe(waited);
+                (&metrics.delivered, EventKind::Delivered)
+            } else {
+                (&metrics.failed, EventKind::Failed)
+            };
+            family
+                .get_or_create(&ByTransport {
+                    transport: label.to_owned(),
+                })
+                .inc();
+            self.pending_events.push(
+                Happening::message(kind, id)
+                    .recipient(&recipient.address, by.map(|t| t.as_str()))
+                    .detail(&recipient.status.last_answer),
+            );
             let text = format!(
                 "{id}: to={} kind={:?} via={} state={:?} attempts={}: {}",
                 recipient.address,
@@ -49,11 +74,19 @@ impl QueueManager {
         if !envelope.is_report {
             let content = flight.message.content.as_slice();
             let reports = reports::owed(envelope, content, delayed_long, &self.hostname, now);
-            for (report, content) in reports {
+            for (kind, report, content) in reports {
                 self.pending_log.push(PendingLine::about(
                     id,
                     format!("{id}: report for {} placed in {INBOX}", envelope.sender),
                 ));
+                metrics()
+                    .reports
+                    .get_or_create(&ByReport {
+                        kind: kind.as_str().to_owned(),
+                    })
+                    .inc();
+                self.pending_events
+                    .push(Happening::message(EventKind::ReportSent, id).detail(kind.as_str()));
                 self.pending
                     .deliver
                     .push((INBOX.to_owned(), report, content));

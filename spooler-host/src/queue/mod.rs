@@ -20,8 +20,12 @@
 //! shutdown (`draining`) stops taking mail, lets passes finish until a grace period, then
 //! puts the rest back.
 //!
-//! May call: `base`, `config`, `providers` (only through workers), `store` (only through
-//! the store thread) and `inbound` (to have mail fetched). Nothing here knows a front end.
+//! Metrics are counted where an answer is recorded; delivery events, like the log lines,
+//! are published once the commit that stores what they tell is done.
+//!
+//! May call: `base`, `observe`, `config`, `providers` (only through workers), `store` (only
+//! through the store thread) and `inbound` (to have mail fetched). Nothing here knows a
+//! front end.
 
 mod commands;
 mod commit;
@@ -46,6 +50,7 @@ use provider_abi::{
 };
 
 use crate::inbound::InboundCommand;
+use crate::observe::events::Happening;
 use crate::providers::host_services::ProviderNotice;
 use crate::providers::quarantine::Quarantine;
 use crate::providers::routing_table::{RoutingTable, TransportIndex};
@@ -176,6 +181,8 @@ pub struct QueueManager {
     pending: Commit,
     /// Log lines that become true once the pending commit is stored.
     pending_log: Vec<PendingLine>,
+    /// Delivery events that become true with it, published as the log lines are written.
+    pending_events: Vec<Happening>,
     look_at_queue: bool,
     next_due: Option<Timestamp>,
     /// When to check in with the store next (to keep leases on a shared store).
@@ -268,6 +275,7 @@ impl QueueManager {
             flights: HashMap::new(),
             pending: Commit::default(),
             pending_log: Vec::new(),
+            pending_events: Vec::new(),
             look_at_queue: true,
             next_due: None,
             next_check_in: Timestamp::now(),

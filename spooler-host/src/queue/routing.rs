@@ -17,6 +17,8 @@ use provider_abi::{
 
 use super::recipient::{defer, describe, finish_recipient, wait_for, FinalAnswer, RecipientIndex};
 use super::{Answer, Event, QueueManager, Stage};
+use crate::observe::events::{EventKind, Happening};
+use crate::observe::metrics::{metrics, ByTransport};
 use crate::providers::routing_table::TransportIndex;
 use crate::providers::worker::Health;
 
@@ -214,11 +216,12 @@ impl QueueManager {
         let mut reroute = Vec::new();
         for (index, answer) in answers {
             let recipient = &mut flight.envelope.recipients[index.0];
-            match record(recipient, &name, answer) {
-                Next::Done => {}
+            let deferred = match record(recipient, &name, answer) {
+                Next::Done => false,
                 Next::Reroute => {
                     *flight.next_claimant.entry(index).or_insert(0) += 1;
                     reroute.push(index);
+                    false
                 }
                 Next::Defer {
                     reason,
@@ -235,6 +238,7 @@ impl QueueManager {
                         policy,
                         jitter,
                     );
+                    true
                 }
                 Next::CallFailed { reason } => {
                     log::warn!(
@@ -247,7 +251,23 @@ impl QueueManager {
                     );
                     let (policy, jitter) = (&self.policy, &mut self.jitter);
                     defer(recipient, &name, &reason, None, now, expiry, policy, jitter);
+                    true
                 }
+            };
+            // Final answers are counted when the pass concludes, deferrals here: a
+            // recipient may be deferred on every pass.
+            if deferred {
+                metrics()
+                    .deferred
+                    .get_or_create(&ByTransport {
+                        transport: name.clone(),
+                    })
+                    .inc();
+                self.pending_events.push(
+                    Happening::message(EventKind::Deferred, id)
+                        .recipient(&recipient.address, Some(&name))
+                        .detail(&recipient.status.last_answer),
+                );
             }
         }
         if let Stage::Delivering { outstanding } = &mut flight.stage {

@@ -10,6 +10,7 @@ use provider_abi::{StoredMessage, Timestamp};
 use provider_abi::MessageId;
 
 use super::{Flight, QueueManager, Stage, STORE_RETRY};
+use crate::observe::events::{EventKind, Happening};
 
 impl QueueManager {
     /// Takes due messages from the store, up to the in-memory limit.
@@ -86,6 +87,8 @@ impl QueueManager {
         flight.stage = Stage::Done;
         self.pending.update_envelopes.push(flight.envelope.clone());
         self.pending.unlock.push(id);
+        self.pending_events
+            .push(Happening::message(EventKind::Held, id).detail(suspicion));
         true
     }
 }

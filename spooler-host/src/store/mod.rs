@@ -2,7 +2,8 @@
 //! the commits of everyone who writes (`thread`), a store that keeps failing is told once
 //! (`outage`), and clients watching for new mail hear of it (`watchers`).
 //!
-//! May call: `base`, `config` and `providers` (the store's worker and status row).
+//! May call: `base`, `observe`, `config` and `providers` (the store's worker and status
+//! row).
 
 pub mod outage;
 pub mod thread;

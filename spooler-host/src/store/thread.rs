@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use provider_abi::abi_stable::std_types::{ROption, RSlice, RStr, RString};
@@ -20,6 +21,7 @@ use provider_abi::store::{
 };
 use provider_abi::{Envelope, MessageId, ProviderError, StoredMessage, Timestamp};
 
+use crate::observe::metrics::metrics;
 use crate::providers::status::StatusTable;
 use crate::providers::worker::{Health, Opener, Worker};
 
@@ -52,7 +54,8 @@ impl Commit {
     }
 }
 
-/// Commits `commits` in one transaction, borrowing their data.
+/// Commits `commits` in one transaction, borrowing their data; the store's commit call is
+/// timed, failed or not (a failing store's slowness is worth seeing too).
 fn commit_together(
     store: &mut StoreObject,
     commits: &[&Commit],
@@ -98,6 +101,7 @@ fn commit_together(
         .iter()
         .flat_map(|c| c.unlock.iter().copied())
         .collect();
+    let began = Instant::now();
     let receipt = store
         .commit(StoreBatch {
             submit: RSlice::from_slice(&submit),
@@ -107,7 +111,9 @@ fn commit_together(
             deliver: RSlice::from_slice(&deliver),
             unlock: RSlice::from_slice(&unlock),
         })
-        .into_result()?;
+        .into_result();
+    metrics().commit_time.observe(began.elapsed().as_secs_f64());
+    let receipt = receipt?;
     if receipt.submitted.len() != submit.len() || receipt.delivered.len() != deliver.len() {
         return Err(ProviderError::permanent(format!(
             "the store's receipt lists {} submitted and {} delivered ids for {} and {} messages; \
@@ -384,6 +390,7 @@ fn commit_group(
     commits: Vec<(Commit, CommitCallback)>,
 ) -> Result<(), ProviderError> {
     let all: Vec<&Commit> = commits.iter().map(|(commit, _)| commit).collect();
+    metrics().commit_batch.observe(all.len() as f64);
     let results: Vec<Result<CommitReceipt, ProviderError>> = match commit_together(store, &all) {
         Ok(mut receipt) => all
             .iter()

@@ -7,6 +7,8 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::observe::events::{self, EventKind, Happening};
+
 /// What a watching client is told.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MailEvent {
@@ -60,7 +62,13 @@ impl Watchers {
 
     /// Tells every watcher; forgets the ones that went away. A watcher too slow to keep up
     /// misses the event (and is told so in the log) rather than holding up the spooler.
+    /// New mail is a delivery event too (a report is one already, sent by the queue).
     pub fn publish(&self, event: &MailEvent) {
+        if event.kind == MailEventKind::NewMail {
+            events::publish(
+                Happening::message(EventKind::Inbound, &event.id).detail(&event.folder),
+            );
+        }
         self.0
             .lock()
             .retain(|watcher| match watcher.try_send(event.clone()) {

@@ -1,14 +1,16 @@
 //! The real servers the tests talk to, each a private instance on loopback ports started by
-//! the test itself: Postfix's `smtp-sink`, Postfix, Dovecot and PostgreSQL.
+//! the test itself: Postfix's `smtp-sink`, Postfix, Dovecot, PostgreSQL and Prometheus.
 
 mod dovecot;
 mod postfix;
 mod postgres;
+mod prometheus;
 mod smtp_sink;
 
 pub use dovecot::Dovecot;
 pub use postfix::Postfix;
 pub use postgres::Postgres;
+pub use prometheus::{http_get, Prometheus};
 pub use smtp_sink::SmtpSink;
 
 use std::path::{Path, PathBuf};

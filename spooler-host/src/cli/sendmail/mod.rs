@@ -25,7 +25,7 @@ use provider_abi::Timestamp;
 
 use crate::base::units::parse_duration;
 use crate::intake::aliases::local_name;
-use crate::protocol::{KindName, PriorityName, Submission, SubmittedRecipient};
+use crate::protocol::{KindName, PriorityName, Source, Submission, SubmittedRecipient};
 
 pub mod mailq;
 pub mod message;
@@ -38,6 +38,15 @@ pub fn program() -> String {
     match invoked_as().as_deref() {
         Some(name @ ("sendmail" | "mailq" | "newaliases")) => name.to_owned(),
         _ => "spooler-host submit".to_owned(),
+    }
+}
+
+/// Where its submissions come from, for the host's metrics: `sendmail` when invoked by that
+/// name, else a program on the control socket (`spooler-host submit`).
+fn source() -> Source {
+    match invoked_as().as_deref() {
+        Some("sendmail") => Source::Sendmail,
+        _ => Source::Control,
     }
 }
 
@@ -320,6 +329,7 @@ pub fn submission(
         expires_at: args.expire_after.map(|d| now.plus(d).0),
         delete_after_submission: args.delete_after,
         return_full: args.return_full,
+        source: source(),
         content_length: content.len(),
     })
 }

@@ -203,7 +203,7 @@ fn serve(server: &Server, socket: TcpStream) {
     }
     let reply = match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/") => dashboard::page(),
-        ("GET", "/metrics") => scrape::metrics_page(&server.parts),
+        ("GET", "/metrics") => scrape::metrics_page(&server.parts, &request),
         ("GET", "/api/events") => return events::stream(&request, &mut connection),
         ("GET", "/api/samples") => Reply::json(200, &server.samples.recent()),
         (_, path) if path.starts_with("/api/") => api::answer(&server.parts, &request),

@@ -1,15 +1,28 @@
 //! `GET /metrics`: the queue's gauges set from the store's count queries and the status
-//! table at the moment of the scrape, then every metric in the OpenMetrics text format.
+//! table at the moment of the scrape, then every metric, in OpenMetrics or the classic
+//! text format.
+//!
+//! The oldest message's age comes from the first message of the Outbox in id order: stores
+//! number messages in the order they are stored (an autoincrement, a sequence), so it is the
+//! oldest, and the store finds it on its (folder, id) index whatever the queue's length.
+
+use provider_abi::store::OUTBOX;
+use provider_abi::Timestamp;
 
 use super::reply::Reply;
+use super::request::Request;
 use super::Parts;
 use crate::observe::metrics::{metrics, ByInstanceState, ByQueue};
 
 /// The media type Prometheus asks for first.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The metrics page.
-pub fn metrics_page(parts: &Parts) -> Reply {
+/// The classic text format, for a scraper that does not ask for OpenMetrics.
+const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The metrics page, in OpenMetrics if the scraper accepts it (Prometheus does), else in
+/// the classic text format (`promtool check metrics` reads only that one).
+pub fn metrics_page(parts: &Parts, request: &Request) -> Reply {
     let metrics = metrics();
     match parts.store.queue_counts() {
         Ok(counts) => {
@@ -27,6 +40,17 @@ pub fn metrics_page(parts: &Parts) -> Reply {
         }
         Err(error) => log::warn!("metrics: the store cannot count the queue: {error}"),
     }
+    match parts.store.list_page(OUTBOX, None, 1) {
+        Ok(first) => {
+            let age = first.first().map_or(0, |oldest| {
+                Timestamp::now()
+                    .since(oldest.envelope.submitted_at)
+                    .as_secs()
+            });
+            metrics.queue_oldest_age.set(age as i64);
+        }
+        Err(error) => log::warn!("metrics: the store cannot list the queue: {error}"),
+    }
     metrics.provider_state.clear();
     for row in parts.status.rows() {
         for state in ["online", "offline", "error"] {
@@ -39,5 +63,12 @@ pub fn metrics_page(parts: &Parts) -> Reply {
                 .set(i64::from(row.state.to_string() == state));
         }
     }
-    Reply::new(200, OPENMETRICS, metrics.render())
+    let openmetrics = request
+        .header("accept")
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    if openmetrics {
+        Reply::new(200, OPENMETRICS, metrics.render())
+    } else {
+        Reply::new(200, CLASSIC, metrics.render_classic())
+    }
 }

@@ -8,8 +8,8 @@
 //! over the bytes its client sent, doing no I/O of its own, so the loop and the TLS threads
 //! run the same one.
 //!
-//! May call: `base`, `config` and `intake`; never the control socket, the queue or a
-//! provider.
+//! May call: `base`, `observe`, `config`, `protocol` and `intake`; never the control
+//! socket, the queue or a provider.
 
 mod auth;
 mod command;
@@ -28,6 +28,7 @@ use rustls::ServerConfig;
 
 use crate::config::listener::ListenerConfig;
 use crate::intake::Intake;
+use crate::protocol::Source;
 use reactor::Reactor;
 use session::Session;
 use tls::Stream;
@@ -40,6 +41,8 @@ pub struct Shared {
     tls: Option<Arc<ServerConfig>>,
     users: Option<auth::Users>,
     intake: Intake,
+    /// What its submissions count as: a listener's, or `sendmail -bs`'s.
+    source: Source,
 }
 
 /// Opens every configured listener and serves it on threads of its own. Fails, naming the
@@ -70,6 +73,7 @@ pub fn start(listeners: &[ListenerConfig], intake: &Intake) -> Result<(), String
             tls,
             users,
             intake: intake.clone(),
+            source: Source::Listener,
         };
         opened.push((socket, Arc::new(shared)));
     }
@@ -100,6 +104,7 @@ pub fn serve_local(connection: UnixStream, intake: &Intake) {
         tls: None,
         users: None,
         intake: intake.clone(),
+        source: Source::Sendmail,
     };
     let timeout = Some(shared.config.command_timeout);
     if let Err(error) = connection

@@ -24,6 +24,7 @@ use super::session::{Session, Step, Submit};
 use super::threaded::{self, Start};
 use super::Shared;
 use crate::intake::Committed;
+use crate::observe::metrics::metrics;
 
 /// The listening socket's token.
 const LISTENER: Token = Token(usize::MAX);
@@ -68,6 +69,28 @@ struct Connection {
     client_closed: bool,
 }
 
+/// The sessions open on one listener, on the loop and on threads of their own: what
+/// `max_sessions` is held to. Each change is made to the `listener_sessions_open` gauge too,
+/// which counts the sessions of every listener.
+#[derive(Clone, Default)]
+struct Sessions(Arc<AtomicUsize>);
+
+impl Sessions {
+    fn open(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn opened(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        metrics().sessions_open.inc();
+    }
+
+    fn closed(&self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+        metrics().sessions_open.dec();
+    }
+}
+
 /// One listener's event loop.
 pub struct Reactor {
     poll: Poll,
@@ -76,8 +99,7 @@ pub struct Reactor {
     connections: Vec<Option<Connection>>,
     free: Vec<usize>,
     committed: Arc<CommitsBack>,
-    /// Sessions open, on the loop and on threads of their own.
-    sessions: Arc<AtomicUsize>,
+    sessions: Sessions,
     /// Sessions that have more to do after their turn.
     again: Vec<usize>,
     /// The serial number of the last connection opened.
@@ -105,7 +127,7 @@ impl Reactor {
                 results: Mutex::new(Vec::new()),
                 waker,
             }),
-            sessions: Arc::new(AtomicUsize::new(0)),
+            sessions: Sessions::default(),
             again: Vec::new(),
             last_serial: 0,
             accept_later: false,
@@ -171,16 +193,17 @@ impl Reactor {
             };
             let peer = peer.ip();
             let max_sessions = self.shared.config.max_sessions;
-            if self.sessions.load(Ordering::SeqCst) >= max_sessions {
+            if self.sessions.open() >= max_sessions {
                 log::warn!(
                     "listener {}: refused {peer}: {max_sessions} sessions already",
                     self.shared.config.address,
                 );
+                metrics().sessions_refused.inc();
                 refuse(socket, &self.shared.hostname);
                 continue;
             }
             socket.set_nodelay(true).ok();
-            self.sessions.fetch_add(1, Ordering::SeqCst);
+            self.sessions.opened();
             let session = Session::new(Arc::clone(&self.shared), peer, false);
             match (&self.shared.tls, self.shared.config.implicit_tls) {
                 (Some(_), true) => self.move_to_thread(socket, session, Start::ImplicitTls),
@@ -203,7 +226,7 @@ impl Reactor {
         {
             log::warn!("listener: {}: {error}", session.peer());
             self.free.push(index);
-            self.sessions.fetch_sub(1, Ordering::SeqCst);
+            self.sessions.closed();
             return;
         }
         session.greet();
@@ -376,7 +399,7 @@ impl Reactor {
     /// set too: it was never duplicated.
     fn close(&mut self, index: usize) {
         if self.remove(index).is_some() {
-            self.sessions.fetch_sub(1, Ordering::SeqCst);
+            self.sessions.closed();
         }
     }
 
@@ -388,10 +411,10 @@ impl Reactor {
 
     /// Serves a session on a thread of its own from `start`.
     fn move_to_thread(&mut self, socket: TcpStream, session: Session, start: Start) {
-        let sessions = Arc::clone(&self.sessions);
+        let sessions = self.sessions.clone();
         let peer = session.peer();
         let Some(tls) = self.shared.tls.clone() else {
-            self.sessions.fetch_sub(1, Ordering::SeqCst);
+            self.sessions.closed();
             return;
         };
         let socket = std::net::TcpStream::from(std::os::fd::OwnedFd::from(socket));
@@ -400,10 +423,10 @@ impl Reactor {
             .stack_size(SESSION_STACK)
             .spawn(move || {
                 threaded::serve_tcp(socket, session, &tls, start);
-                sessions.fetch_sub(1, Ordering::SeqCst);
+                sessions.closed();
             });
         if let Err(error) = spawned {
-            self.sessions.fetch_sub(1, Ordering::SeqCst);
+            self.sessions.closed();
             log::error!("listener: {peer}: cannot start a thread for a TLS session: {error}");
         }
     }

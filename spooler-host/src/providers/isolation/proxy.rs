@@ -45,6 +45,7 @@ use super::calls;
 use super::child::{CALLS_FD, CONTENT_FD, EVENTS_FD};
 use super::content::SharedContent;
 use super::wire::{read_frame, write_frame, Decoder, Encoder, Malformed, MAX_EVENT, MAX_FRAME};
+use crate::observe::metrics::{metrics, ByInstance};
 use crate::providers::quarantine::Quarantine;
 use crate::providers::status::StatusTable;
 
@@ -312,6 +313,16 @@ impl Child {
         }
         log::error!("{text}");
         isolation.status.process_ended(instance, pid, Some(&text));
+        // A child killed for its timeout was slow, not crashed; its replacement is counted
+        // as a restart by the worker that opens it.
+        if !matches!(failure, Failure::TimedOut) {
+            metrics()
+                .provider_panics
+                .get_or_create(&ByInstance {
+                    instance: instance.to_owned(),
+                })
+                .inc();
+        }
         let error = ProviderError::new(ErrorKind::Panicked, text);
         self.gone = Some(error.clone());
         error

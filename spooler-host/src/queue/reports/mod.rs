@@ -34,6 +34,15 @@ pub enum ReportKind {
 }
 
 impl ReportKind {
+    /// Its name in metrics and delivery events: `delivery`, `non_delivery` or `delay`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportKind::Delivered => "delivery",
+            ReportKind::Failed => "non_delivery",
+            ReportKind::Delayed => "delay",
+        }
+    }
+
     fn subject(self) -> &'static str {
         match self {
             ReportKind::Delivered => "Delivery Status Notification (Success)",
@@ -73,14 +82,14 @@ pub fn reporter() -> Address {
 /// The reports a pass over `original` owes its sender, as the sender asked for them: one
 /// about the recipients that failed and one about those delivered since the last report,
 /// and a delay warning for those still pending when the message has waited long
-/// (`delayed_long`) and they were not warned about yet.
+/// (`delayed_long`) and they were not warned about yet. Each comes with its kind.
 pub fn owed(
     original: &Envelope,
     original_content: &[u8],
     delayed_long: bool,
     reporting_host: &str,
     now: Timestamp,
-) -> Vec<(Envelope, Vec<u8>)> {
+) -> Vec<(ReportKind, Envelope, Vec<u8>)> {
     let wanted = [
         (
             ReportKind::Failed,
@@ -117,14 +126,15 @@ pub fn owed(
         .into_iter()
         .filter(|(_, about)| !about.is_empty())
         .map(|(kind, about)| {
-            build(
+            let (envelope, content) = build(
                 kind,
                 original,
                 original_content,
                 &about,
                 reporting_host,
                 now,
-            )
+            );
+            (kind, envelope, content)
         })
         .collect()
 }

@@ -4,5 +4,6 @@
 mod commands;
 mod deferrals;
 mod finishing;
+mod observed;
 mod policy;
 mod routing;

@@ -185,6 +185,7 @@ impl Session {
             .sender
             .unwrap_or_else(|| format!("SMTP:MAILER-DAEMON@{}", self.shared.hostname));
         let mut submission = Submission::new(&sender, transaction.recipients, content.len());
+        submission.source = self.shared.source;
         let reports = transaction.dsn.reports();
         submission.delivery_report = reports.delivery && !null_sender;
         // A message from the null sender is itself a report: never answered with one.
