@@ -42,7 +42,7 @@ use abi_stable::{
     StableAbi,
 };
 
-use crate::error::ProviderError;
+use crate::error::{ErrorKind, ProviderError};
 use crate::guard::{guarded, strings, Guarded};
 use crate::message::{DeliveryState, Envelope, MessageId, Property, StoredMessage, Timestamp};
 
@@ -265,6 +265,43 @@ pub struct HostInfo {
     pub leases: u64,
 }
 
+/// One cell of the queue's shape (Postfix's `qshape`): how many pending recipients of one
+/// domain wait in one age bucket. See [`Store::queue_shape`].
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct ShapeCell {
+    /// The recipients' domain ([`shape_domain`]).
+    pub domain: RString,
+    /// The age bucket: the index of the first bound not below the message's age, or the
+    /// number of bounds for messages older than every bound.
+    pub bucket: u32,
+    /// How many pending recipients fall in this cell.
+    pub recipients: u64,
+}
+
+/// The row a pending recipient counts in for [`Store::queue_shape`]: the part of an SMTP
+/// address after its last `@` (a quoted local part may hold an `@` too) with ASCII letters in
+/// lower case (not Unicode's, which databases fold by their locale), and the address type
+/// itself for every other type (`FAX`, `LOCAL`, an SMTP address without a domain), so that
+/// no recipient goes uncounted. Stores that count in SQL compute the same.
+pub fn shape_domain(address: &crate::Address) -> String {
+    match address.address().rsplit_once('@') {
+        Some((_, domain)) if address.address_type() == "SMTP" => domain.to_ascii_lowercase(),
+        _ => address.address_type().to_owned(),
+    }
+}
+
+/// What a store that does not count the queue by domain answers [`Store::queue_shape`]
+/// (the default), for the host to show as it is.
+pub fn shape_unsupported() -> ProviderError {
+    ProviderError::new(
+        ErrorKind::Unsupported,
+        "this store cannot count the queue by domain; it was built against provider-abi \
+         older than 1.3, or does not offer it: update the store provider, or count with \
+         `queue --json`",
+    )
+}
+
 /// The folder a store delivers the mail of a local recipient (one of its
 /// [`delivers_itself`](Store::delivers_itself) types) into.
 pub fn local_folder(recipient: &crate::Recipient) -> String {
@@ -462,6 +499,10 @@ pub fn deliver_locally(
 /// [`hold`](Store::hold), [`delete`](Store::delete), [`check_in`](Store::check_in) and
 /// [`hosts`](Store::hosts) came with provider-abi 1.2, for stores that several hosts share
 /// (see the [module documentation](self)); their defaults suit a store for one host.
+///
+/// [`queue_shape`](Store::queue_shape) came with provider-abi 1.3. Its default does not read
+/// the whole Outbox (the shape is wanted most on a long queue, where that is slowest): a store
+/// that does not answer it with a count query of its own says it cannot.
 pub trait Store: Send + 'static {
     /// Commits `batch` in one durable transaction.
     fn commit(&mut self, batch: &StoreBatch<'_>) -> Result<CommitReceipt, ProviderError>;
@@ -572,6 +613,22 @@ pub trait Store: Send + 'static {
     /// one host uses.
     fn hosts(&mut self) -> Result<Vec<HostInfo>, ProviderError> {
         Ok(Vec::new())
+    }
+
+    /// The queue's shape, as Postfix's `qshape` shows it: the pending recipients of every
+    /// Outbox message (held ones too) counted by [`shape_domain`] and by their message's age
+    /// at `now` (time since submission). Bucket `i` holds ages up to `bounds[i]` seconds
+    /// (`bounds` ascending; the first bound not below the age), bucket `bounds.len()` older
+    /// ones. Only non-empty cells are returned, in any order.
+    ///
+    /// It must be one count query (grouped by domain and bucket), never a listing: the host
+    /// asks it of queues of a hundred thousand messages. The default says the store cannot.
+    fn queue_shape(
+        &mut self,
+        _now: Timestamp,
+        _bounds: &[u64],
+    ) -> Result<Vec<ShapeCell>, ProviderError> {
+        Err(shape_unsupported())
     }
 }
 
@@ -766,6 +823,16 @@ pub trait StoreFfi: Send {
     fn hosts(&mut self) -> RResult<RVec<HostInfo>, ProviderError> {
         RResult::ROk(RVec::new())
     }
+
+    /// See [`Store::queue_shape`]. Since 1.3; a store built against an older version cannot
+    /// count the queue by domain, and says so.
+    fn queue_shape(
+        &mut self,
+        _now: Timestamp,
+        _bounds: RSlice<'_, u64>,
+    ) -> RResult<RVec<ShapeCell>, ProviderError> {
+        RResult::RErr(shape_unsupported())
+    }
 }
 
 /// An open store as the host holds it.
@@ -856,6 +923,16 @@ impl<T: Store> StoreFfi for Guarded<T> {
     fn hosts(&mut self) -> RResult<RVec<HostInfo>, ProviderError> {
         guarded("hosts", || self.0.hosts().map(RVec::from))
     }
+
+    fn queue_shape(
+        &mut self,
+        now: Timestamp,
+        bounds: RSlice<'_, u64>,
+    ) -> RResult<RVec<ShapeCell>, ProviderError> {
+        guarded("queue_shape", || {
+            self.0.queue_shape(now, bounds.as_slice()).map(RVec::from)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -873,5 +950,15 @@ mod tests {
         assert_eq!(SubmissionKey::of(&envelope), None);
         envelope.properties.push(key.property());
         assert_eq!(SubmissionKey::of(&envelope), Some(key));
+    }
+
+    #[test]
+    fn a_recipient_counts_under_its_domain_or_its_type() {
+        let domain = |address: &str| shape_domain(&Address::parse(address).unwrap());
+        assert_eq!(domain("SMTP:Bob@Example.NET"), "example.net");
+        assert_eq!(domain("SMTP:\"a@b\"@example.org"), "example.org");
+        assert_eq!(domain("SMTP:postmaster"), "SMTP");
+        assert_eq!(domain("FAX:+1 555 0100"), "FAX");
+        assert_eq!(domain("LOCAL:alice@home"), "LOCAL");
     }
 }

@@ -106,12 +106,14 @@ use provider_abi::host::{
 };
 use provider_abi::library::OpenArgs;
 use provider_abi::preprocessor::PreprocessorObject;
-use provider_abi::store::{Finish, NewMessage, StoreBatch, StoreObject, OUTBOX, SENT_ITEMS};
+use provider_abi::store::{
+    Finish, NewMessage, ShapeCell, StoreBatch, StoreObject, OUTBOX, SENT_ITEMS,
+};
 use provider_abi::transport::TransportObject;
 use provider_abi::{
-    Address, Direction, Envelope, ErrorKind, HookAction, HookMessage, Library, MessageId, Notice,
-    OpenContext, Preprocessed, ProviderError, ProviderState, Recipient, RecipientKind,
-    RecipientOutcome, Store, StoredMessage, Timestamp, Transport,
+    Address, DeliveryState, Direction, Envelope, ErrorKind, HookAction, HookMessage, Library,
+    MessageId, Notice, OpenContext, Preprocessed, ProviderError, ProviderState, Recipient,
+    RecipientKind, RecipientOutcome, Store, StoredMessage, Timestamp, Transport,
 };
 
 /// What a provider told the host: its notices and status changes, in order.
@@ -767,7 +769,95 @@ pub fn check_store(library: fn() -> Library, provider: &str, config: &str) -> Re
             &ids[1..]
         ));
     }
+    check_queue_shape(&mut store)
+}
+
+/// The queue's shape (provider-abi 1.3) of an Outbox holding four messages to
+/// `bob@example.net` and, submitted here, one held message whose pending recipients count
+/// under their domain (the last `@`, lower case) or their type, and whose delivered one does
+/// not; its age moves from bucket to bucket at exactly each bound. A store that says it
+/// cannot count (`Unsupported`, the default) passes: the host tells the operator so.
+fn check_queue_shape(store: &mut StoreObject) -> Result<(), String> {
+    let mut envelope = message(
+        &[
+            "SMTP:Carol@Example.ORG",
+            "SMTP:\"a@b\"@example.org",
+            "FAX:+1 555 0100",
+            "SMTP:done@example.com",
+        ],
+        PLAIN,
+    )
+    .envelope;
+    envelope.preprocessed = true;
+    envelope.held = true;
+    envelope.recipients[3].status.state = DeliveryState::Delivered;
+    let receipt = store
+        .commit(StoreBatch {
+            submit: RSlice::from_slice(&[NewMessage {
+                envelope,
+                content: RSlice::from_slice(b"Subject: shaped\r\n\r\nBody.\r\n"),
+            }]),
+            ..StoreBatch::EMPTY
+        })
+        .into_result()
+        .map_err(|e| format!("a submission was refused: {e}"))?;
+    let submitted_at = store
+        .get(receipt.submitted[0])
+        .into_result()
+        .map_err(|e| format!("get: {e}"))?
+        .into_option()
+        .ok_or("a committed submission is gone")?
+        .envelope
+        .submitted_at;
+    let bounds = [60, 3600];
+    let mut shape_at = |age_ms: i64| {
+        let now = Timestamp(submitted_at.0 + age_ms);
+        store
+            .queue_shape(now, RSlice::from_slice(&bounds))
+            .into_result()
+            .map(|cells| sorted_cells(cells.into_vec()))
+    };
+    if let Err(error) = shape_at(0) {
+        if error.kind() == ErrorKind::Unsupported {
+            return Ok(());
+        }
+    }
+    for (age_ms, bucket) in [(60_000, 0), (60_001, 1), (3_600_001, 2)] {
+        let cells = shape_at(age_ms).map_err(|e| format!("queue_shape: {e}"))?;
+        let expected = vec![
+            ("FAX".to_owned(), bucket, 1),
+            ("example.org".to_owned(), bucket, 2),
+        ];
+        let shaped: Vec<(String, u32, u64)> = cells
+            .iter()
+            .filter(|cell| cell.0 != "example.net")
+            .cloned()
+            .collect();
+        let bob: u64 = cells
+            .iter()
+            .filter(|c| c.0 == "example.net")
+            .map(|c| c.2)
+            .sum();
+        if shaped != expected || bob != 4 {
+            return Err(format!(
+                "queue_shape at {age_ms} ms of age, bounds {bounds:?} s: {cells:?}; expected \
+                 {expected:?} and 4 recipients of example.net (domain after the last @ in \
+                 lower case, type for other types, held messages counted, delivered \
+                 recipients not, bucket = first bound not below the age)"
+            ));
+        }
+    }
     Ok(())
+}
+
+/// Cells as (domain, bucket, recipients), sorted, to compare.
+fn sorted_cells(cells: Vec<ShapeCell>) -> Vec<(String, u32, u64)> {
+    let mut cells: Vec<_> = cells
+        .into_iter()
+        .map(|c| (c.domain.into_string(), c.bucket, c.recipients))
+        .collect();
+    cells.sort();
+    cells
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use provider_abi::headers::header;
 use provider_abi::store::{
-    with_standard_folders, CommitReceipt, FolderInfo, MessageSummary, StoreBatch, SubmissionKey,
-    OUTBOX,
+    shape_domain, with_standard_folders, CommitReceipt, FolderInfo, MessageSummary, ShapeCell,
+    StoreBatch, SubmissionKey, OUTBOX,
 };
 use provider_abi::{
     Envelope, ErrorKind, MessageId, ProviderError, Store, StoredMessage, Timestamp,
@@ -347,6 +347,37 @@ impl Store for MemoryStore {
 
     fn delivers_itself(&self) -> Vec<String> {
         self.delivers_itself.clone()
+    }
+
+    fn queue_shape(
+        &mut self,
+        now: Timestamp,
+        bounds: &[u64],
+    ) -> Result<Vec<ShapeCell>, ProviderError> {
+        let contents = self.contents("queue_shape")?;
+        let bounds = store_support::shape::bounds_in_ms(bounds);
+        let mut cells = BTreeMap::<(String, u32), u64>::new();
+        for message in contents.in_folder(OUTBOX) {
+            let age_ms = now.0.saturating_sub(message.envelope.submitted_at.0);
+            let bucket = bounds
+                .iter()
+                .position(|&bound| age_ms <= bound)
+                .unwrap_or(bounds.len()) as u32;
+            let pending = message.envelope.recipients.iter();
+            for recipient in pending.filter(|r| !r.status.is_final()) {
+                *cells
+                    .entry((shape_domain(&recipient.address), bucket))
+                    .or_default() += 1;
+            }
+        }
+        Ok(cells
+            .into_iter()
+            .map(|((domain, bucket), recipients)| ShapeCell {
+                domain: domain.into(),
+                bucket,
+                recipients,
+            })
+            .collect())
     }
 }
 

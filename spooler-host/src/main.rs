@@ -157,13 +157,21 @@ enum Command {
         /// The message id.
         id: String,
     },
-    /// Lists the Outbox, like mailq.
+    /// Lists the Outbox, like mailq; or, with --shape, counts it like Postfix's qshape.
     Queue {
         #[command(flatten)]
         place: Place,
-        /// Print JSON, one message per line.
+        /// Print JSON, one message per line (with --shape, the table as one object).
         #[arg(long)]
         json: bool,
+        /// Print qshape's table instead: the pending recipients of every Outbox message (held
+        /// ones too) by domain (the type, for addresses that are not SMTP), and by the age of
+        /// their message in minutes (5, 10, 20, …, 1280, older); counted in the store.
+        #[arg(long)]
+        shape: bool,
+        /// With --shape: only the N domains with the most recipients (TOTAL counts them all).
+        #[arg(long, value_name = "N", requires = "shape")]
+        top: Option<usize>,
     },
     /// Lists one folder.
     List {
@@ -292,7 +300,13 @@ fn main() -> ExitCode {
             content,
             id,
         } => ask(&place, &Request::Show { id, content }, json),
-        Command::Queue { place, json } => list_folder(&place, None, json),
+        Command::Queue {
+            place,
+            json,
+            shape: true,
+            top,
+        } => ask(&place, &Request::Shape { top }, json),
+        Command::Queue { place, json, .. } => list_folder(&place, None, json),
         Command::List {
             place,
             json,

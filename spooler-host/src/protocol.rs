@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use provider_abi::store::{FolderInfo, MessageSummary};
+use provider_abi::store::{FolderInfo, MessageSummary, ShapeCell};
 use provider_abi::{DeliveryState, Envelope, Priority, RecipientKind, StoredMessage};
 
 use crate::providers::status::StatusRow;
@@ -48,6 +48,13 @@ pub enum Request {
         /// At most this many messages (the host caps it).
         #[serde(default)]
         limit: Option<u32>,
+    },
+    /// The Outbox's shape, as Postfix's `qshape` shows it: pending recipients by domain and
+    /// by the age of their message.
+    Shape {
+        /// Only the domains with the most recipients, this many (the totals count them all).
+        #[serde(default)]
+        top: Option<usize>,
     },
     /// Try pending recipients now (of one transport, if named).
     Flush {
@@ -272,6 +279,8 @@ pub enum Response {
         /// The folders.
         folders: Vec<FolderView>,
     },
+    /// The Outbox's shape.
+    Shape(ShapeView),
     /// The status table.
     Status {
         /// Its rows.
@@ -411,6 +420,76 @@ pub struct FolderView {
     pub name: String,
     /// How many messages it holds.
     pub messages: u64,
+}
+
+/// The Outbox's shape, as Postfix's `qshape` shows it: the pending recipients of every
+/// Outbox message (held ones too) counted by domain (the part of an SMTP address after its
+/// last `@`; the address type for other types) and by the age of their message. A plain
+/// view, for the command line and any other client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShapeView {
+    /// The upper bounds of the age buckets, in minutes; a last bucket holds older messages.
+    pub bucket_minutes: Vec<u64>,
+    /// Every domain together (`TOTAL`).
+    pub total: ShapeRow,
+    /// The domains, most recipients first, then by name.
+    pub domains: Vec<ShapeRow>,
+}
+
+/// One row of the queue's shape.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShapeRow {
+    /// The domain, or the address type of addresses that have none.
+    pub domain: String,
+    /// Its pending recipients.
+    pub total: u64,
+    /// Its pending recipients per age bucket, one more than there are bounds.
+    pub buckets: Vec<u64>,
+}
+
+impl ShapeView {
+    /// qshape's buckets: a message falls in the first whose bound is not below its age.
+    pub const QSHAPE_MINUTES: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
+
+    /// The view of a store's cells (bucket `i` of `bucket_minutes`), with the `top` domains
+    /// if given.
+    pub fn new(bucket_minutes: &[u64], cells: &[ShapeCell], top: Option<usize>) -> ShapeView {
+        let width = bucket_minutes.len() + 1;
+        let mut total = ShapeRow::empty("TOTAL", width);
+        let mut rows = std::collections::BTreeMap::<&str, ShapeRow>::new();
+        for cell in cells {
+            rows.entry(cell.domain.as_str())
+                .or_insert_with(|| ShapeRow::empty(&cell.domain, width))
+                .add(cell);
+            total.add(cell);
+        }
+        let mut domains: Vec<ShapeRow> = rows.into_values().collect();
+        domains.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.domain.cmp(&b.domain)));
+        domains.truncate(top.unwrap_or(usize::MAX));
+        ShapeView {
+            bucket_minutes: bucket_minutes.to_vec(),
+            total,
+            domains,
+        }
+    }
+}
+
+impl ShapeRow {
+    fn empty(domain: &str, buckets: usize) -> ShapeRow {
+        ShapeRow {
+            domain: domain.to_owned(),
+            total: 0,
+            buckets: vec![0; buckets],
+        }
+    }
+
+    /// Counts a cell in; a bucket past the last (from a store that got the bounds wrong)
+    /// counts in the last, so the row still adds up to its total.
+    fn add(&mut self, cell: &ShapeCell) {
+        let last = self.buckets.len() - 1;
+        self.buckets[(cell.bucket as usize).min(last)] += cell.recipients;
+        self.total += cell.recipients;
+    }
 }
 
 /// A host working on a shared store.
@@ -575,5 +654,39 @@ impl From<&StatusRow> for StatusView {
                 last_fault_at: processes.last_fault.as_ref().map(|(at, _)| at.0),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(domain: &str, bucket: u32, recipients: u64) -> ShapeCell {
+        ShapeCell {
+            domain: domain.into(),
+            bucket,
+            recipients,
+        }
+    }
+
+    /// Most recipients first, ties by name; `top` cuts the domains, not the totals.
+    #[test]
+    fn a_shape_lists_the_biggest_domains_and_totals_them_all() {
+        let cells = [
+            cell("b.example", 0, 1),
+            cell("c.example", 1, 3),
+            cell("a.example", 2, 1),
+            cell("FAX", 0, 2),
+        ];
+        let shape = ShapeView::new(&[5, 10], &cells, Some(3));
+        let rows: Vec<(&str, u64)> = shape
+            .domains
+            .iter()
+            .map(|row| (row.domain.as_str(), row.total))
+            .collect();
+        assert_eq!(rows, [("c.example", 3), ("FAX", 2), ("a.example", 1)]);
+        assert_eq!(shape.total.total, 7);
+        assert_eq!(shape.total.buckets, [3, 3, 1]);
+        assert_eq!(shape.domains[2].buckets, [0, 0, 1]);
     }
 }

@@ -1,13 +1,15 @@
-//! The control socket and its clients: `queue`, `show`, `flush`, `hold`, `release`,
-//! `delete`, `status` and `watch`, paging a long Outbox, the raw protocol, and a socket that
-//! only its owner may use.
+//! The control socket and its clients: `queue` (and `queue --shape`), `show`, `flush`,
+//! `hold`, `release`, `delete`, `status` and `watch`, paging a long Outbox, the raw protocol,
+//! and a socket that only its owner may use.
 
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use spooler_tests::{host_binary, submit_many, wait_until, Host, Site, PROMPTLY};
+use spooler_tests::{
+    free_port, host_binary, submit_many, wait_until, Host, Postgres, Site, PROMPTLY,
+};
 
 use crate::common::PICKUP;
 
@@ -274,6 +276,163 @@ fn queue_and_status_page_and_count_a_long_outbox() {
         "{:?}: {}",
         ended.status,
         String::from_utf8_lossy(&ended.stderr)
+    );
+}
+
+/// Mail that cannot go: SMTP to a smart host on a loopback port where nothing listens, FAX
+/// to an offline directory transport; retries only after an hour.
+const NOWHERE_TO_GO: &str = r#"
+[[transport]]
+provider = "smtp"
+name = "relay"
+config = { host = "127.0.0.1", port = {port}, tls = "none", helo = "spooler.test", timeout_secs = 5 }
+
+[[transport]]
+provider = "directory"
+name = "fax"
+config = { path = "{site}/fax", address_type = "FAX" }
+
+[retry]
+min_delay = "1h"
+max_delay = "1h"
+"#;
+
+/// A host on `site` (whose profile starts with `store`, empty for the embedded store) where
+/// SMTP and FAX mail waits, with three messages queued: five pending recipients in three
+/// rows (a held message's count too; the store's own LOCAL one is delivered, not counted).
+fn host_with_a_shaped_queue(site: &Site, store: &str) -> Host {
+    fs::create_dir_all(site.path("fax")).unwrap();
+    fs::write(site.path("fax/.offline"), "").unwrap();
+    let profile = NOWHERE_TO_GO.replace("{port}", &free_port().to_string());
+    let host = Host::start(&site.write_config(&format!("{store}{profile}")), "host.log");
+    let message = "Subject: shaped\r\n\r\nWaiting.\r\n";
+    host.submit(
+        &[
+            "bob@example.org",
+            "carol@example.org",
+            "dave@EXAMPLE.net",
+            "LOCAL:erin",
+        ],
+        message,
+    );
+    let held = host.submit(&["frank@example.org"], message);
+    assert_eq!(host.command(&["hold", &held]).code, Some(0));
+    host.submit(&["FAX:+1 555 0100"], message);
+    host
+}
+
+/// `queue --shape`'s rows as (name, counts): total, then the ten buckets.
+fn shape_rows(table: &str) -> Vec<(String, Vec<u64>)> {
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["T", "5", "10", "20", "40", "80", "160", "320", "640", "1280", "1280+"],
+        "{table}"
+    );
+    lines
+        .map(|line| {
+            let (name, counts) = line
+                .trim_start()
+                .split_once(' ')
+                .expect("a name and counts");
+            let counts = counts
+                .split_whitespace()
+                .map(|n| n.parse().unwrap())
+                .collect();
+            (name.to_owned(), counts)
+        })
+        .collect()
+}
+
+/// The rows of the queue `host_with_a_shaped_queue` makes: every message younger than five
+/// minutes.
+fn expected_shape() -> Vec<(String, Vec<u64>)> {
+    let row = |name: &str, n: u64| {
+        let mut counts = vec![n, n];
+        counts.resize(11, 0);
+        (name.to_owned(), counts)
+    };
+    vec![
+        row("TOTAL", 5),
+        row("example.org", 3),
+        row("FAX", 1),
+        row("example.net", 1),
+    ]
+}
+
+#[test]
+fn queue_shape_counts_waiting_recipients_by_domain_and_age_as_qshape_does() {
+    let site = Site::new();
+    let host = host_with_a_shaped_queue(&site, "");
+    let shape = host.command(&["queue", "--shape"]);
+    assert_eq!(shape.code, Some(0), "{}", shape.stderr);
+    assert_eq!(
+        shape_rows(&shape.stdout),
+        expected_shape(),
+        "{}",
+        shape.stdout
+    );
+
+    let top = host.command(&["queue", "--shape", "--top", "1"]).stdout;
+    assert_eq!(shape_rows(&top), expected_shape()[..2], "{top}");
+}
+
+#[test]
+fn queue_shape_json_is_one_object_with_every_row() {
+    let site = Site::new();
+    let host = host_with_a_shaped_queue(&site, "");
+    let json = host.command(&["queue", "--shape", "--json"]).stdout;
+    assert_eq!(json.lines().count(), 1, "{json}");
+    let shape: Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(
+        shape["bucket_minutes"],
+        serde_json::json!([5, 10, 20, 40, 80, 160, 320, 640, 1280])
+    );
+    assert_eq!(shape["total"]["total"], 5);
+    assert_eq!(shape["total"]["buckets"][0], 5);
+    let rows: Vec<(&str, u64, usize)> = shape["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let buckets = row["buckets"].as_array().unwrap().len();
+            (
+                row["domain"].as_str().unwrap(),
+                row["total"].as_u64().unwrap(),
+                buckets,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("example.org", 3, 10),
+            ("FAX", 1, 10),
+            ("example.net", 1, 10)
+        ]
+    );
+}
+
+/// The same through a host on the PostgreSQL store, whose count query is its own.
+#[test]
+fn queue_shape_counts_a_postgres_queue_alike() {
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let database = postgres.create_database("shape");
+    let site = Site::with_providers(&["store-postgres", "transport-smtp", "transport-directory"]);
+    let store = format!(
+        "[store]\nprovider = \"postgres\"\nconfig = {{ url = \"{database}\", host_name = \"shape\" }}\n"
+    );
+    let host = host_with_a_shaped_queue(&site, &store);
+    let shape = host.command(&["queue", "--shape"]);
+    assert_eq!(shape.code, Some(0), "{}", shape.stderr);
+    assert_eq!(
+        shape_rows(&shape.stdout),
+        expected_shape(),
+        "{}",
+        shape.stdout
     );
 }
 

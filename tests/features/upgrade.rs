@@ -1,6 +1,7 @@
 //! Upgrades as an operator makes them: a store library built against provider-abi 1.0 (before
 //! the store learnt paging, counts and flush) still loads into this host and serves every
-//! client command, and the queue it wrote survives replacing it with today's store.
+//! client command (`queue --shape`, of 1.3, with a clear refusal), and the queue it wrote
+//! survives replacing it with today's store.
 
 use std::fs;
 use std::time::Duration;
@@ -98,6 +99,17 @@ fn a_store_built_against_abi_1_0_serves_the_host_and_its_queue_survives_the_upgr
                 .lines()
                 .any(|l| l.starts_with("files") && l.contains("3 queued")),
         "{status}"
+    );
+    // The queue's shape came later (1.3) and has no fallback: the old store says it cannot.
+    let shape = host.command(&["queue", "--shape"]);
+    assert!(
+        shape.code != Some(0)
+            && shape
+                .stderr
+                .contains("this store cannot count the queue by domain"),
+        "{:?}: {}",
+        shape.code,
+        shape.stderr
     );
     mend_files(&site);
     assert_eq!(host.command(&["flush", "files"]).code, Some(0));

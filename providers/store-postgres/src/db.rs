@@ -57,6 +57,12 @@ impl<C: GenericClient> Db<'_, C> {
         self.client.query_one(&statement, params)
     }
 
+    /// Runs a query whose text varies between calls (so it is not kept in the cache) and
+    /// returns its rows; for rare calls only, since it is prepared again each time.
+    pub fn query_text(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
+        self.client.query(sql, params)
+    }
+
     /// Runs a statement and returns how many rows it changed.
     pub fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, Error> {
         let statement = self.prepared(sql)?;

@@ -33,8 +33,8 @@ use std::collections::HashSet;
 
 use postgres::{Client, GenericClient, NoTls};
 use provider_abi::store::{
-    self, CheckIn, CommitReceipt, FolderInfo, HostInfo, MessageSummary, QueueCounts, StoreBatch,
-    TransportCount, OUTBOX,
+    self, CheckIn, CommitReceipt, FolderInfo, HostInfo, MessageSummary, QueueCounts, ShapeCell,
+    StoreBatch, TransportCount, OUTBOX,
 };
 use provider_abi::{
     export_library, ErrorKind, Library, MessageId, OpenContext, ProviderError, Store,
@@ -538,6 +538,31 @@ impl Store for PostgresStore {
         })
     }
 
+    fn queue_shape(
+        &mut self,
+        now: Timestamp,
+        bounds: &[u64],
+    ) -> Result<Vec<ShapeCell>, ProviderError> {
+        let bounds = store_support::shape::bounds_in_ms(bounds);
+        let mut parameters: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&now.0];
+        parameters.extend(
+            bounds
+                .iter()
+                .map(|b| b as &(dyn postgres::types::ToSql + Sync)),
+        );
+        self.run("cannot count the queue by domain", |db| {
+            let rows = db.query_text(&shape_query(bounds.len()), &parameters)?;
+            Ok(rows
+                .iter()
+                .map(|row| ShapeCell {
+                    domain: row.get::<_, String>(0).into(),
+                    bucket: row.get::<_, i32>(1) as u32,
+                    recipients: row.get::<_, i64>(2) as u64,
+                })
+                .collect())
+        })
+    }
+
     fn hosts(&mut self) -> Result<Vec<HostInfo>, ProviderError> {
         let now = Timestamp::now();
         let rows = self.run("cannot list the hosts", |db| {
@@ -583,6 +608,27 @@ impl Drop for PostgresStore {
             log::warn!("{error}; its leases end when they expire");
         }
     }
+}
+
+/// The count query of [`Store::queue_shape`] for `bounds` age bounds (parameters `$2` on,
+/// after `now` as `$1`): one pass over the pending recipients (`recipients_waiting` holds
+/// exactly them), each joined to its message. The domain is what `store::shape_domain`
+/// computes: after the last `@`, ASCII letters in lower case (`translate`, not `lower`, whose
+/// answer depends on the database's locale).
+fn shape_query(bounds: usize) -> String {
+    let bucket = store_support::shape::age_bucket("($1 - m.submitted_at)", bounds, |i| {
+        format!("${}", i + 2)
+    });
+    format!(
+        "SELECT CASE WHEN r.address_type = 'SMTP' AND strpos(r.address, '@') > 0
+                THEN translate(substring(r.address from '[^@]*$'),
+                    'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')
+                ELSE r.address_type END AS domain,
+            ({bucket})::INTEGER AS bucket, count(*)
+         FROM recipients AS r JOIN messages AS m ON m.id = r.message_id
+         WHERE r.state = 0 AND m.folder = 'Outbox'
+         GROUP BY 1, 2"
+    )
 }
 
 fn library() -> Library {

@@ -14,10 +14,13 @@
 //! A store's `commit`, then: open a transaction, make the [`Backend`] over it, [`apply`] the
 //! batch, commit the transaction; once that is durable, forget the locks the batch
 //! [`released`].
+//!
+//! The stores' count of the queue's shape shares its bucketing SQL too ([`shape`]).
 
 mod backend;
 mod engine;
 mod local;
+pub mod shape;
 
 pub use backend::{Access, Backend};
 pub use engine::{apply, released, Applied};

@@ -4,7 +4,7 @@
 use provider_abi::Timestamp;
 
 use crate::base::mail::utc_time;
-use crate::protocol::{MessageView, Response};
+use crate::protocol::{MessageView, Response, ShapeView};
 
 /// JSON for scripts: one object per message for listings, one object otherwise.
 pub fn as_json(response: &Response) -> String {
@@ -12,6 +12,7 @@ pub fn as_json(response: &Response) -> String {
     match response {
         Response::Messages { messages, .. } => messages.iter().map(|m| line(m)).collect(),
         Response::Message(message) => line(message),
+        Response::Shape(shape) => line(shape),
         Response::Folders { folders } => folders.iter().map(|f| line(f)).collect(),
         Response::Status { providers, .. } => providers.iter().map(|p| line(p)).collect(),
         Response::Submitted { id } => format!("{}\n", serde_json::json!({ "id": id })),
@@ -55,6 +56,7 @@ pub fn as_table(response: &Response) -> String {
             .iter()
             .map(|f| format!("{:>6}  {}\n", f.messages, f.name))
             .collect(),
+        Response::Shape(shape) => shape_table(shape),
         Response::Status {
             providers,
             outbox,
@@ -169,4 +171,77 @@ fn message_lines(message: &MessageView) -> String {
         );
     }
     out
+}
+
+/// The queue's shape as Postfix's `qshape` prints it: a header of bucket bounds in minutes
+/// (`T` for the total, the last `1280+` for older), the `TOTAL` row, then one row per domain;
+/// names right-aligned, each column as wide as its widest entry.
+fn shape_table(shape: &ShapeView) -> String {
+    let header: Vec<String> = std::iter::once("T".to_owned())
+        .chain(shape.bucket_minutes.iter().map(u64::to_string))
+        .chain(shape.bucket_minutes.last().map(|last| format!("{last}+")))
+        .collect();
+    let rows: Vec<(&str, Vec<String>)> = std::iter::once(&shape.total)
+        .chain(&shape.domains)
+        .map(|row| {
+            let counts = std::iter::once(row.total).chain(row.buckets.iter().copied());
+            (row.domain.as_str(), counts.map(|n| n.to_string()).collect())
+        })
+        .collect();
+    let name_width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..header.len())
+        .map(|column| {
+            let counts = rows.iter().filter_map(|(_, counts)| counts.get(column));
+            counts
+                .chain([&header[column]])
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    std::iter::once(("", header))
+        .chain(rows)
+        .map(|(name, cells)| {
+            let cells: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(cell, width)| format!("{cell:>width$}"))
+                .collect();
+            format!("{name:>name_width$} {}\n", cells.join(" "))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use provider_abi::store::ShapeCell;
+
+    use super::*;
+
+    fn cell(domain: &str, bucket: u32, recipients: u64) -> ShapeCell {
+        ShapeCell {
+            domain: domain.into(),
+            bucket,
+            recipients,
+        }
+    }
+
+    #[test]
+    fn the_shape_prints_as_qshape_does() {
+        let cells = [
+            cell("example.org", 0, 2),
+            cell("example.net", 0, 1),
+            cell("example.net", 9, 2),
+            cell("FAX", 3, 1),
+        ];
+        let shape = ShapeView::new(&ShapeView::QSHAPE_MINUTES, &cells, None);
+        assert_eq!(
+            shape_table(&shape),
+            "            T 5 10 20 40 80 160 320 640 1280 1280+\n\
+             \x20     TOTAL 6 3  0  0  1  0   0   0   0    0     2\n\
+             example.net 3 1  0  0  0  0   0   0   0    0     2\n\
+             example.org 2 2  0  0  0  0   0   0   0    0     0\n\
+             \x20       FAX 1 0  0  0  1  0   0   0   0    0     0\n"
+        );
+    }
 }

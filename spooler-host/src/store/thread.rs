@@ -17,7 +17,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use provider_abi::abi_stable::std_types::{ROption, RSlice, RStr, RString};
 use provider_abi::store::{
     CheckIn, CommitReceipt, ContentReplacement, Delivery, Finish, FolderInfo, HostInfo,
-    MessageSummary, NewMessage, QueueCounts, StoreBatch, StoreObject,
+    MessageSummary, NewMessage, QueueCounts, ShapeCell, StoreBatch, StoreObject,
 };
 use provider_abi::{Envelope, MessageId, ProviderError, StoredMessage, Timestamp};
 
@@ -279,6 +279,21 @@ impl StoreClient {
     /// The Outbox in numbers.
     pub fn queue_counts(&self) -> Result<QueueCounts, ProviderError> {
         self.call(|store| store.queue_counts().into_result())
+    }
+
+    /// The queue's shape at `now`: pending recipients counted by domain and by age bucket
+    /// (`bounds` in seconds), by one count query in the store.
+    pub fn queue_shape(
+        &self,
+        now: Timestamp,
+        bounds: Vec<u64>,
+    ) -> Result<Vec<ShapeCell>, ProviderError> {
+        self.call(move |store| {
+            store
+                .queue_shape(now, RSlice::from_slice(&bounds))
+                .into_result()
+                .map(Vec::from)
+        })
     }
 
     /// Makes the pending recipients (that last went to `transport`, if given) due at `now`;

@@ -16,12 +16,13 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender};
 use provider_abi::store::OUTBOX;
-use provider_abi::{MessageId, ProviderKind};
+use provider_abi::{MessageId, ProviderKind, Timestamp};
 
 use crate::inbound::InboundCommand;
 use crate::intake::{checks, Intake, Refusal, RefusalKind};
 use crate::protocol::{
-    Failure, FolderView, HostView, MessageView, Request, Response, StatusView, Submission,
+    Failure, FolderView, HostView, MessageView, Request, Response, ShapeView, StatusView,
+    Submission,
 };
 use crate::providers::quarantine::Quarantine;
 use crate::providers::routing_table::RoutesInForce;
@@ -186,6 +187,7 @@ impl Control {
                 limit,
             } => self.list(&folder, after.as_deref(), limit),
             Request::Queue { after, limit } => self.list(OUTBOX, after.as_deref(), limit),
+            Request::Shape { top } => self.shape(top),
             Request::Folders => self
                 .store
                 .folders()
@@ -279,6 +281,18 @@ impl Control {
             outbox: counts.messages,
             hosts: hosts.iter().map(HostView::from).collect(),
         })
+    }
+
+    /// The queue's shape in qshape's buckets, counted by the store (one count query, never a
+    /// listing), so it costs little however long the queue.
+    fn shape(&self, top: Option<usize>) -> Result<Response, String> {
+        let minutes = ShapeView::QSHAPE_MINUTES;
+        let seconds = minutes.iter().map(|m| m * 60).collect();
+        let cells = self
+            .store
+            .queue_shape(Timestamp::now(), seconds)
+            .map_err(|e| e.to_string())?;
+        Ok(Response::Shape(ShapeView::new(&minutes, &cells, top)))
     }
 
     /// Checks the submission and commits it; each refusal says what kind it is, so that

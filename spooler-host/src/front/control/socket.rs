@@ -47,6 +47,7 @@ impl Peer {
             request,
             Request::Submit(_)
                 | Request::Queue { .. }
+                | Request::Shape { .. }
                 | Request::Flush { transport: None }
                 | Request::Verify { .. }
                 | Request::Smtp
