@@ -302,6 +302,16 @@ pub fn shape_unsupported() -> ProviderError {
     )
 }
 
+/// What a store built against provider-abi older than 1.3 answers
+/// [`Store::held_messages`].
+pub fn held_unsupported() -> ProviderError {
+    ProviderError::new(
+        ErrorKind::Unsupported,
+        "this store cannot count held messages; it was built against provider-abi older than \
+         1.3: update the store provider",
+    )
+}
+
 /// The folder a store delivers the mail of a local recipient (one of its
 /// [`delivers_itself`](Store::delivers_itself) types) into.
 pub fn local_folder(recipient: &crate::Recipient) -> String {
@@ -500,7 +510,8 @@ pub fn deliver_locally(
 /// [`hosts`](Store::hosts) came with provider-abi 1.2, for stores that several hosts share
 /// (see the [module documentation](self)); their defaults suit a store for one host.
 ///
-/// [`queue_shape`](Store::queue_shape) came with provider-abi 1.3. Its default does not read
+/// [`queue_shape`](Store::queue_shape) and [`held_messages`](Store::held_messages) came with
+/// provider-abi 1.3. `queue_shape`'s default does not read
 /// the whole Outbox (the shape is wanted most on a long queue, where that is slowest): a store
 /// that does not answer it with a count query of its own says it cannot.
 pub trait Store: Send + 'static {
@@ -629,6 +640,12 @@ pub trait Store: Send + 'static {
         _bounds: &[u64],
     ) -> Result<Vec<ShapeCell>, ProviderError> {
         Err(shape_unsupported())
+    }
+
+    /// How many Outbox messages are held (by an operator or the quarantine): one count
+    /// query, for the host's metrics. The default says the store cannot.
+    fn held_messages(&mut self) -> Result<u64, ProviderError> {
+        Err(held_unsupported())
     }
 }
 
@@ -833,6 +850,12 @@ pub trait StoreFfi: Send {
     ) -> RResult<RVec<ShapeCell>, ProviderError> {
         RResult::RErr(shape_unsupported())
     }
+
+    /// See [`Store::held_messages`]. Since 1.3; a store built against an older version
+    /// cannot count them, and says so.
+    fn held_messages(&mut self) -> RResult<u64, ProviderError> {
+        RResult::RErr(held_unsupported())
+    }
 }
 
 /// An open store as the host holds it.
@@ -932,6 +955,10 @@ impl<T: Store> StoreFfi for Guarded<T> {
         guarded("queue_shape", || {
             self.0.queue_shape(now, bounds.as_slice()).map(RVec::from)
         })
+    }
+
+    fn held_messages(&mut self) -> RResult<u64, ProviderError> {
+        guarded("held_messages", || self.0.held_messages())
     }
 }
 

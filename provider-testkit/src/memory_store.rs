@@ -379,6 +379,14 @@ impl Store for MemoryStore {
             })
             .collect())
     }
+
+    fn held_messages(&mut self) -> Result<u64, ProviderError> {
+        let contents = self.contents("held_messages")?;
+        Ok(contents
+            .in_folder(OUTBOX)
+            .filter(|message| message.envelope.held)
+            .count() as u64)
+    }
 }
 
 #[cfg(test)]

@@ -124,6 +124,14 @@ fn the_admin_api_does_what_the_command_line_does() {
     assert_eq!(host.show(&one)["held"], true);
     let (_, page) = api(port, "GET", "/api/queue?state=held");
     assert_eq!(ids(&page), [one.as_str()]);
+    let metrics = http(port, "GET", "/metrics", None).body;
+    assert!(
+        metrics.contains("spooler_queue_held_messages 1\n"),
+        "{metrics}"
+    );
+    let (_, shape) = api(port, "GET", "/api/queue/shape?top=1");
+    assert_eq!(shape["total"]["total"], 2, "{shape}");
+    assert_eq!(shape["domains"].as_array().unwrap().len(), 1, "{shape}");
     let (status, refused) = api(port, "POST", &format!("/api/messages/{one}/flush"));
     assert_eq!(status, 409, "a held message is not flushed: {refused}");
     assert!(refused["error"].as_str().unwrap().contains("is held"));

@@ -382,6 +382,14 @@ impl Store for EmbeddedStore {
         };
         read().map_err(|error| self.error("cannot count the queue by domain", error))
     }
+
+    fn held_messages(&mut self) -> Result<u64, ProviderError> {
+        self.connection
+            .prepare_cached("SELECT COUNT(*) FROM messages WHERE folder = 'Outbox' AND held <> 0")
+            .and_then(|mut statement| statement.query_row([], |row| row.get::<_, i64>(0)))
+            .map(|held| held as u64)
+            .map_err(|error| self.error("cannot count held messages", error))
+    }
 }
 
 /// The count query of [`Store::queue_shape`] for `bounds` age bounds (parameters `?2` on,

@@ -563,6 +563,16 @@ impl Store for PostgresStore {
         })
     }
 
+    fn held_messages(&mut self) -> Result<u64, ProviderError> {
+        self.run("cannot count held messages", |db| {
+            let row = db.query_one(
+                "SELECT count(*) FROM messages WHERE folder = 'Outbox' AND held",
+                &[],
+            )?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
     fn hosts(&mut self) -> Result<Vec<HostInfo>, ProviderError> {
         let now = Timestamp::now();
         let rows = self.run("cannot list the hosts", |db| {

@@ -296,6 +296,11 @@ impl StoreClient {
         })
     }
 
+    /// How many Outbox messages are held (a count query).
+    pub fn held_messages(&self) -> Result<u64, ProviderError> {
+        self.call(|store| store.held_messages().into_result())
+    }
+
     /// Makes the pending recipients (that last went to `transport`, if given) due at `now`;
     /// how many it made due.
     pub fn flush(&self, transport: Option<String>, now: Timestamp) -> Result<u64, ProviderError> {

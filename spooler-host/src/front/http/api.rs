@@ -34,6 +34,7 @@ pub fn answer(parts: &Parts, request: &HttpRequest) -> Reply {
     let result = match (method, path.as_slice()) {
         ("GET", ["status"]) => Ok(reply_of((parts.answer)(Request::Status))),
         ("GET", ["queue"]) => queue_page(parts, request),
+        ("GET", ["queue", "shape"]) => shape(parts, request),
         ("POST", ["queue", action]) => bulk(parts, request, action),
         ("POST", ["flush"]) => Ok(reply_of((parts.answer)(Request::Flush {
             transport: request.param("transport").map(str::to_owned),
@@ -276,6 +277,18 @@ fn queue_page(parts: &Parts, request: &HttpRequest) -> Result<Reply, Reply> {
         next: Option<String>,
     }
     Ok(Reply::json(200, &Page { messages, next }))
+}
+
+/// `GET /api/queue/shape[?top=N]`: `queue --shape`, Postfix's qshape.
+fn shape(parts: &Parts, request: &HttpRequest) -> Result<Reply, Reply> {
+    let top = request
+        .param("top")
+        .map(|text| {
+            text.parse::<usize>()
+                .map_err(|_| Reply::error(400, format!("top: `{text}` is not a number")))
+        })
+        .transpose()?;
+    Ok(reply_of((parts.answer)(Request::Shape { top })))
 }
 
 /// What a bulk operation did.

@@ -40,6 +40,15 @@ pub fn metrics_page(parts: &Parts, request: &Request) -> Reply {
         }
         Err(error) => log::warn!("metrics: the store cannot count the queue: {error}"),
     }
+    match parts.store.held_messages() {
+        Ok(held) => {
+            metrics.queue_held.set(held as i64);
+        }
+        // A store older than provider-abi 1.3 cannot count them: the gauge stays at 0, and
+        // the log is not filled with the same warning at every scrape.
+        Err(error) if error.kind() == provider_abi::ErrorKind::Unsupported => {}
+        Err(error) => log::warn!("metrics: the store cannot count held messages: {error}"),
+    }
     match parts.store.list_page(OUTBOX, None, 1) {
         Ok(first) => {
             let age = first.first().map_or(0, |oldest| {
