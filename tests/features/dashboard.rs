@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use spooler_tests::{
-    chromium_program, free_port, wait_until, Chromium, Host, Page, Site, PROMPTLY,
+    chromium_program, free_port, submit_numbered, wait_until, Chromium, Host, Page, Site, PROMPTLY,
 };
 
 /// A token of the length the host asks for.
@@ -160,6 +160,13 @@ fn the_dashboard_shows_the_queue_and_holds_a_message_in_a_real_browser() {
         &message("bob@example.com", "another one waiting"),
     );
 
+    // 100 more waiting, so that the queue has two pages (100 a page): 102 in all.
+    let (more, failure) = submit_numbered(&site.path("data/control.sock"), 0..100, |n| {
+        format!("SMTP:user{n}@example.org")
+    });
+    assert!(failure.is_none(), "{failure:?}");
+    let last = &more.last().unwrap().1;
+
     let mut browser = Chromium::start(&program);
     let mut page = browser.open(
         &format!("http://127.0.0.1:{port}/#token={TOKEN}"),
@@ -191,10 +198,30 @@ fn the_dashboard_shows_the_queue_and_holds_a_message_in_a_real_browser() {
         .as_str()
         .unwrap()
         .contains("carol@example.net"));
+    // Paged: 100 on the first page (not the delivered ones), the last 2 on the next.
+    let rows = "document.querySelectorAll('#queue-rows tr[data-id]').length";
+    assert_eq!(page.evaluate(rows), json!(100));
+    page.evaluate("document.getElementById('next-page').click()");
+    page.wait_for(
+        PAGE_TIME,
+        "the next page shows the last two",
+        &format!(
+            "{rows} === 2 && {} && document.getElementById('next-page').disabled",
+            select(&format!("tr[data-id=\"{last}\"]"))
+        ),
+    );
     assert_eq!(
-        page.evaluate("document.querySelectorAll('#queue-rows tr[data-id]').length"),
-        json!(2),
-        "the two waiting messages, not the delivered ones"
+        page.evaluate("document.getElementById('page-info').textContent"),
+        json!("page 2 · 101–102")
+    );
+    page.evaluate("document.getElementById('prev-page').click()");
+    page.wait_for(
+        PAGE_TIME,
+        "the previous page is the first again",
+        &format!(
+            "{rows} === 100 && {} && document.getElementById('prev-page').disabled",
+            select(&row)
+        ),
     );
     // The smart host's state arrives with the deferral's event (or the next refresh).
     page.wait_for(
@@ -389,16 +416,18 @@ fn picture_for_the_readme() {
     let until = Instant::now() + Duration::from_secs(170);
     while Instant::now() < until {
         // Every 10 s: a few delivered, and now and then one more for the smart host.
+        let sender = senders[n % 3];
         for _ in 0..(n % 4 + 1) {
             host.submit(
-                &["FILE:archive"],
-                &message(senders[n % 3], subjects[n % subjects.len()]),
+                &["-f", sender, "FILE:archive"],
+                &message(sender, subjects[n % subjects.len()]),
             );
         }
         if n % 3 == 0 {
+            let sender = senders[(n / 3) % 3];
             host.submit(
-                &[&format!("user{n}@example.net")],
-                &message(senders[n % 3], subjects[(n + 2) % subjects.len()]),
+                &["-f", sender, &format!("user{n}@example.net")],
+                &message(sender, subjects[(n / 3 + 2) % subjects.len()]),
             );
         }
         n += 1;

@@ -161,7 +161,7 @@ impl Chromium {
     }
 
     /// Sends one command (to a page's `session`, or to the browser) and waits at most
-    /// [`CALL_TIME`] for its result; a failure says what the browser answered.
+    /// `CALL_TIME` (20 s) for its result; a failure says what the browser answered.
     pub fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
