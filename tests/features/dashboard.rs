@@ -175,8 +175,8 @@ fn the_dashboard_shows_the_queue_and_holds_a_message_in_a_real_browser() {
     );
     page.wait_for(
         PAGE_TIME,
-        "the first status and queue are loaded",
-        "document.body.dataset.ready === 'true'",
+        "the first status and queue are loaded and the event stream is open",
+        "document.body.dataset.ready === 'true' && document.getElementById('live').dataset.live === 'true'",
     );
     assert_eq!(
         page.evaluate("location.href"),
@@ -254,6 +254,14 @@ fn the_dashboard_shows_the_queue_and_holds_a_message_in_a_real_browser() {
         ),
     );
     assert_eq!(host.show(&other)["held"], false, "only that one");
+    page.wait_for(
+        PAGE_TIME,
+        "the recent events show the hold",
+        &format!(
+            "[...document.querySelectorAll('#events li[data-kind=\"held\"]')].some(li => li.dataset.message === {})",
+            json!(waiting)
+        ),
+    );
 
     // An error from the API is shown, not swallowed: a held message is not flushed (409).
     page.evaluate(&format!(
@@ -349,7 +357,6 @@ fn the_dashboard_shows_the_queue_and_holds_a_message_in_a_real_browser() {
 /// shows in the recent events and in the queue before the page's own refresh (every 10 s)
 /// would have brought it, and a hold made elsewhere turns its button into Release.
 #[test]
-#[ignore = "the host publishes no events yet: observe::events::publish has no caller"]
 fn the_page_follows_the_event_stream() {
     let Some(program) = chromium_program() else {
         return;
@@ -375,7 +382,7 @@ fn the_page_follows_the_event_stream() {
         Duration::from_secs(5),
         "the event brings the new message into the queue and the recent events",
         &format!(
-            "{} && [...document.querySelectorAll('#events li[data-kind=\"submitted\"]')].some(li => li.title === {})",
+            "{} && [...document.querySelectorAll('#events li[data-kind=\"submitted\"]')].some(li => li.dataset.message === {})",
             select(&format!("{row} [data-action=\"hold\"]")),
             json!(id)
         ),
@@ -388,9 +395,10 @@ fn the_page_follows_the_event_stream() {
     );
 }
 
-/// Makes `docs/dashboard.png`, the README's picture: a few minutes of mail, some delivered
-/// and some waiting, so that the plots have a shape. Not run by default (it takes three
-/// minutes): `cargo test -p spooler-tests -- --ignored dashboard::picture`.
+/// Makes `docs/dashboard.png`, the README's picture: the page open through a few minutes of
+/// mail, some delivered and some waiting, so that the plots and the events have something
+/// to show. Not run by default (it takes three minutes):
+/// `cargo test -p spooler-tests -- --ignored dashboard::picture`.
 #[test]
 #[ignore = "makes docs/dashboard.png; takes three minutes"]
 fn picture_for_the_readme() {
@@ -412,6 +420,17 @@ fn picture_for_the_readme() {
         "Meeting notes, Thursday",
         "Quarterly figures",
     ];
+    let mut browser = Chromium::start(&program);
+    let mut page = browser.open(
+        &format!("http://127.0.0.1:{port}/#token={TOKEN}"),
+        1280,
+        800,
+    );
+    page.wait_for(
+        PAGE_TIME,
+        "the page is loaded and follows the events",
+        "document.body.dataset.ready === 'true' && document.getElementById('live').dataset.live === 'true'",
+    );
     let mut n = 0;
     let until = Instant::now() + Duration::from_secs(170);
     while Instant::now() < until {
@@ -433,17 +452,6 @@ fn picture_for_the_readme() {
         n += 1;
         std::thread::sleep(Duration::from_secs(10));
     }
-    let mut browser = Chromium::start(&program);
-    let mut page = browser.open(
-        &format!("http://127.0.0.1:{port}/#token={TOKEN}"),
-        1280,
-        800,
-    );
-    page.wait_for(
-        PAGE_TIME,
-        "the page is loaded",
-        "document.body.dataset.ready === 'true'",
-    );
     // One held, as an operator would have it.
     let first = page.evaluate("document.querySelector('#queue-rows tr[data-id]').dataset.id");
     let first = first.as_str().expect("a queued message").to_owned();
