@@ -19,6 +19,7 @@
 //! - `inbound`: the pickup folder, inbound rules, POP3 from Dovecot;
 //! - `smtp_transport`, `smtp_listener`, `tls`: SMTP out, SMTP in, and both over TLS;
 //! - `http_api`: the HTTP front end: the admin API, the event stream, the webhook;
+//! - `dashboard`: the HTTP front end's page in a headless Chromium, clicked and photographed;
 //! - `scale_out`: several hosts on one PostgreSQL store;
 //! - `metrics`: `/metrics` as `promtool` and a private Prometheus read it;
 //! - `upgrade`, `template`: a provider built against an older ABI, and the provider template.
@@ -38,6 +39,7 @@ mod common;
 
 mod control;
 mod crash;
+mod dashboard;
 mod http_api;
 mod inbound;
 mod isolation;

@@ -1,6 +1,8 @@
 //! `GET /`: the dashboard, one page (`dashboard.html`) with its script and styles inline:
 //! no build step, nothing fetched from elsewhere (a mail server often has no way out). It
-//! reads the API with the token the operator gives it, kept in the browser's session.
+//! reads the API with the token the operator gives it, kept in the browser's session, and
+//! follows the event stream with `fetch` (an `EventSource` cannot send the token).
+//! `tests/features/dashboard.rs` drives it in a headless Chromium.
 
 use super::reply::Reply;
 
