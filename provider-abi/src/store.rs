@@ -279,6 +279,17 @@ pub struct ShapeCell {
     pub recipients: u64,
 }
 
+impl ShapeCell {
+    /// `recipients` of `domain` in age bucket `bucket`.
+    pub fn new(domain: &str, bucket: u32, recipients: u64) -> ShapeCell {
+        ShapeCell {
+            domain: domain.into(),
+            bucket,
+            recipients,
+        }
+    }
+}
+
 /// The row a pending recipient counts in for [`Store::queue_shape`]: the part of an SMTP
 /// address after its last `@` (a quoted local part may hold an `@` too) with ASCII letters in
 /// lower case (not Unicode's, which databases fold by their locale), and the address type

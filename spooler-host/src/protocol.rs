@@ -661,22 +661,14 @@ impl From<&StatusRow> for StatusView {
 mod tests {
     use super::*;
 
-    fn cell(domain: &str, bucket: u32, recipients: u64) -> ShapeCell {
-        ShapeCell {
-            domain: domain.into(),
-            bucket,
-            recipients,
-        }
-    }
-
     /// Most recipients first, ties by name; `top` cuts the domains, not the totals.
     #[test]
     fn a_shape_lists_the_biggest_domains_and_totals_them_all() {
         let cells = [
-            cell("b.example", 0, 1),
-            cell("c.example", 1, 3),
-            cell("a.example", 2, 1),
-            cell("FAX", 0, 2),
+            ShapeCell::new("b.example", 0, 1),
+            ShapeCell::new("c.example", 1, 3),
+            ShapeCell::new("a.example", 2, 1),
+            ShapeCell::new("FAX", 0, 2),
         ];
         let shape = ShapeView::new(&[5, 10], &cells, Some(3));
         let rows: Vec<(&str, u64)> = shape

@@ -218,21 +218,13 @@ mod tests {
 
     use super::*;
 
-    fn cell(domain: &str, bucket: u32, recipients: u64) -> ShapeCell {
-        ShapeCell {
-            domain: domain.into(),
-            bucket,
-            recipients,
-        }
-    }
-
     #[test]
     fn the_shape_prints_as_qshape_does() {
         let cells = [
-            cell("example.org", 0, 2),
-            cell("example.net", 0, 1),
-            cell("example.net", 9, 2),
-            cell("FAX", 3, 1),
+            ShapeCell::new("example.org", 0, 2),
+            ShapeCell::new("example.net", 0, 1),
+            ShapeCell::new("example.net", 9, 2),
+            ShapeCell::new("FAX", 3, 1),
         ];
         let shape = ShapeView::new(&ShapeView::QSHAPE_MINUTES, &cells, None);
         assert_eq!(
