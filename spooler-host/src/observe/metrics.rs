@@ -70,6 +70,10 @@ pub struct Metrics {
     pub submitted: Family<BySource, Counter>,
     /// Recipients delivered, by transport.
     pub delivered: Family<ByTransport, Counter>,
+    /// Recipients delivered, every transport together: not served (it is the sum of
+    /// `delivered`), read by the dashboard's plot, since a family cannot be summed short of
+    /// encoding it.
+    pub delivered_all: Counter,
     /// Recipient attempts deferred, by transport.
     pub deferred: Family<ByTransport, Counter>,
     /// Recipients failed for good, by transport.
@@ -116,6 +120,7 @@ impl Metrics {
         let metrics = Metrics {
             submitted: Family::default(),
             delivered: Family::default(),
+            delivered_all: Counter::default(),
             deferred: Family::default(),
             failed: Family::default(),
             reports: Family::default(),

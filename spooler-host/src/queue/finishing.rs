@@ -40,6 +40,7 @@ impl QueueManager {
             let (family, kind) = if recipient.status.state == DeliveryState::Delivered {
                 let waited = now.since(envelope.submitted_at).as_secs_f64();
                 metrics.delivery_time.observe(waited);
+                metrics.delivered_all.inc();
                 (&metrics.delivered, EventKind::Delivered)
             } else {
                 (&metrics.failed, EventKind::Failed)

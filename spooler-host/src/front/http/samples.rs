@@ -1,16 +1,16 @@
 //! The dashboard's plots: every [`EVERY`], how many messages are in the Outbox (a count
-//! query) and how many recipients were delivered since the last sample (from the event
-//! stream), kept for the last hour in memory. Nothing is stored: a restart starts the plots
+//! query) and how many recipients were delivered since the last sample (from the metrics),
+//! kept for the last hour in memory. Nothing is stored: a restart starts the plots
 //! anew, as a live view should.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::observe::events::{self, EventKind};
+use crate::observe::metrics::metrics;
 use crate::store::thread::StoreClient;
 
 /// How often a sample is taken.
@@ -54,30 +54,14 @@ impl Samples {
     }
 
     fn take(&self, store: &StoreClient) {
-        let mut subscription = events::subscribe(None);
-        let mut last_id = None;
+        // Read from the metrics rather than the event stream: a subscriber woken for every
+        // event cost the listener path a fifth of its rate on two cores.
+        let mut last = metrics().delivered_all.get();
         loop {
-            let mut delivered = 0;
-            let until = Instant::now() + EVERY;
-            while let Some(left) = until.checked_duration_since(Instant::now()) {
-                match subscription.events.recv_timeout(left) {
-                    Ok(event) => {
-                        last_id = Some(event.id);
-                        delivered += u64::from(event.kind == EventKind::Delivered);
-                    }
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                        // Fell behind in a burst: count what was missed, and go on.
-                        subscription = events::subscribe(last_id);
-                        delivered += subscription
-                            .missed
-                            .iter()
-                            .filter(|e| e.kind == EventKind::Delivered)
-                            .count() as u64;
-                        last_id = subscription.missed.last().map(|e| e.id).or(last_id);
-                    }
-                }
-            }
+            std::thread::sleep(EVERY);
+            let total = metrics().delivered_all.get();
+            let delivered = total - last;
+            last = total;
             let queued = store.queue_counts().ok().map(|counts| counts.messages);
             let mut samples = self.0.lock();
             if samples.len() == KEPT {
