@@ -769,7 +769,21 @@ pub fn check_store(library: fn() -> Library, provider: &str, config: &str) -> Re
             &ids[1..]
         ));
     }
-    check_queue_shape(&mut store)
+    check_queue_shape(&mut store)?;
+    check_held_count(&mut store)
+}
+
+/// After [`check_queue_shape`], the Outbox holds one held message among five: the count
+/// (provider-abi 1.3) says 1. A store that cannot count (`Unsupported`, the default) passes.
+fn check_held_count(store: &mut StoreObject) -> Result<(), String> {
+    match store.held_messages().into_result() {
+        Ok(1) => Ok(()),
+        Ok(other) => Err(format!(
+            "held_messages said {other}; the Outbox holds one held message among five"
+        )),
+        Err(error) if error.kind() == ErrorKind::Unsupported => Ok(()),
+        Err(error) => Err(format!("held_messages: {error}")),
+    }
 }
 
 /// The queue's shape (provider-abi 1.3) of an Outbox holding four messages to

@@ -385,7 +385,10 @@ impl Store for EmbeddedStore {
 
     fn held_messages(&mut self) -> Result<u64, ProviderError> {
         self.connection
-            .prepare_cached("SELECT COUNT(*) FROM messages WHERE folder = 'Outbox' AND held <> 0")
+            .prepare_cached(
+                "SELECT COUNT(*) FROM messages INDEXED BY messages_held
+                 WHERE folder = 'Outbox' AND held <> 0",
+            )
             .and_then(|mut statement| statement.query_row([], |row| row.get::<_, i64>(0)))
             .map(|held| held as u64)
             .map_err(|error| self.error("cannot count held messages", error))

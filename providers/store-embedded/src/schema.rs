@@ -9,7 +9,7 @@
 //!   the partial index `messages_due` holds exactly the queue in the order it is worked: the
 //!   next due message is one index step away.
 //! - `recipients_waiting` holds the pending recipients (they exist in the Outbox only) by
-//!   transport, for the status counts.
+//!   transport, for the status counts; `messages_held` the held messages, for their count.
 //! - `submissions` remembers submission keys apart from the messages, so that a retried
 //!   submission is recognised even after its message was delivered and deleted. The keys
 //!   are looked up in memory (`submissions.rs` says why), so the table has no index on them.
@@ -89,6 +89,14 @@ CREATE TABLE submissions (
 CREATE INDEX submissions_expiry ON submissions (remember_until);
 ";
 
+/// The held Outbox messages, for `held_messages` (the host's held gauge, read at every
+/// scrape): counting them reads this small index, never the queue's rows. Created when
+/// missing at every open, with no new schema version: a store that does not know the index
+/// works on the database as before (SQLite keeps the index up to date for it).
+const HELD: &str = "
+CREATE INDEX IF NOT EXISTS messages_held ON messages (folder) WHERE held <> 0;
+";
+
 /// Version 3 indexed the submission keys (as the table's primary key): the keys move to a
 /// table without that index.
 const FROM_VERSION_3: &str = "
@@ -159,11 +167,15 @@ pub fn prepare(connection: &mut Connection) -> Result<(), String> {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(|error| format!("cannot read the schema version: {error}"))?;
     let steps = match version {
-        0 => [SCHEMA, INDEXES, SUBMISSIONS].concat(),
-        1 => [FROM_VERSION_1, INDEXES, SUBMISSIONS].concat(),
-        2 => SUBMISSIONS.to_owned(),
-        3 => [FROM_VERSION_3, SUBMISSIONS, KEYS_FROM_VERSION_3].concat(),
-        SCHEMA_VERSION => return Ok(()),
+        0 => [SCHEMA, INDEXES, SUBMISSIONS, HELD].concat(),
+        1 => [FROM_VERSION_1, INDEXES, SUBMISSIONS, HELD].concat(),
+        2 => [SUBMISSIONS, HELD].concat(),
+        3 => [FROM_VERSION_3, SUBMISSIONS, KEYS_FROM_VERSION_3, HELD].concat(),
+        SCHEMA_VERSION => {
+            return connection
+                .execute_batch(HELD)
+                .map_err(|error| format!("cannot index the held messages: {error}"))
+        }
         other => {
             return Err(format!(
                 "the database has schema version {other}, this store reads version \
