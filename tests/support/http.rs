@@ -1,5 +1,5 @@
-//! Plain HTTP/1.1 for the tests of the host's HTTP front end: one request per connection
-//! (as the host serves them), an event stream read line by line, and a tiny server that
+//! Plain HTTP/1.1 for the tests of the host's HTTP front end and of Prometheus: one request
+//! per connection (as the host serves them), an event stream read line by line, and a tiny server that
 //! stands in for a webhook's receiver, answering with the statuses a test scripts.
 
 use std::collections::VecDeque;
@@ -31,10 +31,26 @@ impl HttpAnswer {
 
 /// Sends `request` (a whole request, as bytes) to the loopback `port` and reads the answer.
 pub fn http_raw(port: u16, request: &[u8]) -> HttpAnswer {
-    let mut socket = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the host");
+    exchange(port, request).expect("the host answers over HTTP")
+}
+
+/// `GET path` on a loopback port, with an `Accept` header if given: the status and the body,
+/// or `None` if nothing answers there (for waiting until a server is up).
+pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> Option<(u16, String)> {
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{accept}Connection: close\r\n\r\n"
+    );
+    exchange(port, request.as_bytes()).map(|answer| (answer.status, answer.body))
+}
+
+/// One request and its whole answer (the server closes the connection), or `None` if
+/// nothing answers an HTTP answer.
+fn exchange(port: u16, request: &[u8]) -> Option<HttpAnswer> {
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).ok()?;
     socket
         .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+        .ok()?;
     // A server may answer and close before reading everything (413): a failed write is
     // not the test's failure, the answer is what counts.
     socket.write_all(request).ok();
@@ -54,19 +70,42 @@ pub fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> HttpAns
     http_raw(port, request.as_bytes())
 }
 
-fn parse(answer: &[u8]) -> HttpAnswer {
-    let text = String::from_utf8_lossy(answer);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
-    HttpAnswer {
+fn parse(answer: &[u8]) -> Option<HttpAnswer> {
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let body = &answer[split + 4..];
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        unchunked(body)
+    } else {
+        body.to_vec()
+    };
+    Some(HttpAnswer {
         status,
-        head: head.to_owned(),
-        body: body.to_owned(),
+        head,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// A chunked body's content.
+fn unchunked(mut body: &[u8]) -> Vec<u8> {
+    let mut content = Vec::new();
+    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&body[..end])
+            .ok()
+            .and_then(|size| usize::from_str_radix(size.trim(), 16).ok())
+            .unwrap_or(0);
+        let rest = &body[end + 2..];
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        content.extend_from_slice(&rest[..size]);
+        body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
     }
+    content
 }
 
 /// One server-sent event.

@@ -26,9 +26,9 @@ pub use bulk::{files_per_message, recorded_deliveries, submit_many, submit_numbe
 pub use chromium::{chromium_program, Chromium, Page};
 pub use disk::SmallDisk;
 pub use host::{run_host, run_host_with_input, Finished, Host, Watcher};
-pub use http::{http, http_raw, EventStream, HttpAnswer, Receiver, ServerEvent};
+pub use http::{http, http_get, http_raw, EventStream, HttpAnswer, Receiver, ServerEvent};
 pub use ports::free_port;
-pub use servers::{http_get, real_server, Dovecot, Postfix, Postgres, Prometheus, SmtpSink};
+pub use servers::{real_server, Dovecot, Postfix, Postgres, Prometheus, SmtpSink};
 pub use site::{set_mode, ProviderFolder, Site};
 pub use tls::Certificates;
 pub use wait::{wait_until, PROMPTLY};

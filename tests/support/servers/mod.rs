@@ -10,7 +10,7 @@ mod smtp_sink;
 pub use dovecot::Dovecot;
 pub use postfix::Postfix;
 pub use postgres::Postgres;
-pub use prometheus::{http_get, Prometheus};
+pub use prometheus::Prometheus;
 pub use smtp_sink::SmtpSink;
 
 use std::path::{Path, PathBuf};

@@ -1,15 +1,11 @@
 //! A private Prometheus server for a test: its configuration and time series in a temporary
 //! folder, on a free loopback port, scraping the given targets every second; stopped and
-//! removed when dropped. And a small HTTP GET, which is all the tests need to read a
-//! metrics page or ask Prometheus a query.
+//! removed when dropped.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use crate::{free_port, real_server, wait_until, PROMPTLY};
+use crate::{free_port, http_get, real_server, wait_until, PROMPTLY};
 
 /// A running private Prometheus.
 pub struct Prometheus {
@@ -85,50 +81,6 @@ impl Drop for Prometheus {
         self.child.kill().ok();
         self.child.wait().ok();
     }
-}
-
-/// `GET path` on a loopback port, with an `Accept` header if given: the status and the body,
-/// or `None` if nothing answers there.
-pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> Option<(u16, String)> {
-    let mut connection = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    connection
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{accept}Connection: close\r\n\r\n"
-    );
-    connection.write_all(request.as_bytes()).ok()?;
-    let mut answer = Vec::new();
-    connection.read_to_end(&mut answer).ok()?;
-    let split = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
-    let body = &answer[split + 4..];
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    let body = if head.contains("transfer-encoding: chunked") {
-        unchunked(body)
-    } else {
-        body.to_vec()
-    };
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-/// A chunked body's content.
-fn unchunked(mut body: &[u8]) -> Vec<u8> {
-    let mut content = Vec::new();
-    while let Some(end) = body.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&body[..end])
-            .ok()
-            .and_then(|size| usize::from_str_radix(size.trim(), 16).ok())
-            .unwrap_or(0);
-        let rest = &body[end + 2..];
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        content.extend_from_slice(&rest[..size]);
-        body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
-    }
-    content
 }
 
 /// `text` with everything but letters, digits and `-_.~` percent-encoded, for a query string.
