@@ -227,6 +227,21 @@ enum Command {
         /// The message id.
         id: String,
     },
+    /// Lists the SMTP listeners' bans: clients banned after failed authentications.
+    Bans {
+        #[command(flatten)]
+        place: Place,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lifts the ban on a client of the SMTP listeners (and forgets its failed logins).
+    Unban {
+        #[command(flatten)]
+        place: Place,
+        /// Its address, as `bans` shows it (an IPv6 client as its /64).
+        address: String,
+    },
     /// Prints an event for every inbound message and report the store takes, until stopped.
     Watch {
         #[command(flatten)]
@@ -318,6 +333,20 @@ fn main() -> ExitCode {
         Command::Hold { place, id } => ask(&place, &Request::Hold { id }, false),
         Command::Release { place, id } => ask(&place, &Request::Release { id }, false),
         Command::Delete { place, id } => ask(&place, &Request::Delete { id }, false),
+        Command::Bans { place, json } => ask(&place, &Request::Bans, json),
+        Command::Unban { place, address } => {
+            let unbanned = ask(
+                &place,
+                &Request::Unban {
+                    address: address.clone(),
+                },
+                false,
+            );
+            if unbanned == ExitCode::SUCCESS {
+                println!("lifted the ban on {address}");
+            }
+            unbanned
+        }
         Command::Watch { place, json } => watch(&place, json),
     }
 }

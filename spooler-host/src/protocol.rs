@@ -96,6 +96,13 @@ pub enum Request {
     /// An SMTP session follows on this connection (`sendmail -bs`): the host's next line is
     /// its greeting. The client sends nothing more until it has read the greeting.
     Smtp,
+    /// The SMTP listeners' bans in force.
+    Bans,
+    /// Lift the ban on a client of the SMTP listeners.
+    Unban {
+        /// Its address (an IPv6 client as its /64, as `Bans` shows it).
+        address: String,
+    },
 }
 
 /// A message to submit.
@@ -307,6 +314,11 @@ pub enum Response {
         /// The lines it ignored, each naming the file and line.
         problems: Vec<String>,
     },
+    /// The SMTP listeners' bans in force.
+    Bans {
+        /// The bans, by address.
+        bans: Vec<BanView>,
+    },
     /// Done, nothing to say.
     Done,
     /// Watching: events follow, one per line.
@@ -350,6 +362,20 @@ pub enum Failure {
     /// Not now (the store is unavailable, the disk is full, the host is stopping): the same
     /// request can succeed later.
     Temporary,
+}
+
+/// A client of the SMTP listeners banned after failed authentications. It is also a line of
+/// the data folder's `smtp-bans`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BanView {
+    /// The address (an IPv6 client as its /64).
+    pub address: String,
+    /// When the ban ends (milliseconds since the epoch).
+    pub until: i64,
+    /// How many failed authentications led to it.
+    pub failures: u32,
+    /// The user names tried (the first ten).
+    pub users: Vec<String>,
 }
 
 /// A message as clients see it.

@@ -18,6 +18,7 @@ pub fn as_json(response: &Response) -> String {
         Response::Submitted { id } => format!("{}\n", serde_json::json!({ "id": id })),
         Response::Event(event) => line(event),
         Response::Verified { verdicts } => verdicts.iter().map(|v| line(v)).collect(),
+        Response::Bans { bans } => line(&serde_json::json!({ "bans": bans })),
         Response::AliasesRead { aliases, problems } => format!(
             "{}\n",
             serde_json::json!({ "aliases": aliases, "problems": problems })
@@ -57,6 +58,19 @@ pub fn as_table(response: &Response) -> String {
             .map(|f| format!("{:>6}  {}\n", f.messages, f.name))
             .collect(),
         Response::Shape(shape) => shape_table(shape),
+        Response::Bans { bans } if bans.is_empty() => "(no bans)\n".into(),
+        Response::Bans { bans } => bans
+            .iter()
+            .map(|ban| {
+                format!(
+                    "{}  until {}  after {} failed logins  users tried: {}\n",
+                    ban.address,
+                    utc_time(Timestamp(ban.until)),
+                    ban.failures,
+                    ban.users.join(", ")
+                )
+            })
+            .collect(),
         Response::Status {
             providers,
             outbox,

@@ -101,7 +101,8 @@ impl Spooler {
         let aliases = Arc::new(Aliases::new(profile.local_names.clone()));
         let routes = RoutesInForce::new(routes);
         let intake = start_intake(profile, &store, &routes, &aliases, &queue);
-        smtpd::start(&profile.listeners, &intake)?;
+        let clients = smtpd::Clients::open(&profile.data_dir)?;
+        smtpd::start(&profile.listeners, &intake, &clients)?;
         let local_intake = intake.clone();
         let control = Control::new(Parts {
             intake: intake.clone(),
@@ -115,6 +116,7 @@ impl Spooler {
             smtp_session: Arc::new(move |connection| {
                 smtpd::serve_local(connection, &local_intake);
             }),
+            smtp_bans: Arc::new(move |request| smtpd::answer_bans(&clients, request)),
         });
         if let Some(config) = &profile.http {
             let answering = control.clone();

@@ -53,7 +53,12 @@ pub struct Control {
     /// Serves `sendmail -bs`: an SMTP session over the client's connection (the daemon
     /// hands the SMTP listener's session here, so that neither front end imports the other).
     smtp_session: Arc<dyn Fn(UnixStream) + Send + Sync>,
+    /// Answers `Bans` and `Unban` (the SMTP listener's, handed the same way).
+    smtp_bans: SmtpBans,
 }
+
+/// Answers [`Request::Bans`] and [`Request::Unban`].
+pub type SmtpBans = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 
 /// The running spooler's parts the control socket reaches.
 pub struct Parts {
@@ -75,6 +80,8 @@ pub struct Parts {
     pub quarantine: Quarantine,
     /// Serves an SMTP session over a client's connection (`sendmail -bs`).
     pub smtp_session: Arc<dyn Fn(UnixStream) + Send + Sync>,
+    /// Lists and lifts the SMTP listeners' bans.
+    pub smtp_bans: SmtpBans,
 }
 
 impl Control {
@@ -90,6 +97,7 @@ impl Control {
             watchers: parts.watchers,
             quarantine: parts.quarantine,
             smtp_session: parts.smtp_session,
+            smtp_bans: parts.smtp_bans,
         }
     }
 
@@ -202,6 +210,7 @@ impl Control {
             Request::FlushMessage { id } => self.ask_queue(&id, QueueCommand::FlushMessage),
             Request::Delete { id } => self.ask_queue(&id, QueueCommand::Delete),
             Request::Watch | Request::Smtp => unreachable!("answered by `converse`"),
+            Request::Bans | Request::Unban { .. } => return (self.smtp_bans)(&request),
             Request::Verify { addresses } => {
                 let routes = self.routes.current();
                 let verdicts = addresses

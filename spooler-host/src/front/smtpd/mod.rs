@@ -6,12 +6,14 @@
 //! its clear-text sessions, at most `max_sessions` at once (beyond them a client is answered
 //! `421` and closed); encrypted sessions move to a thread each. A session is a state machine
 //! over the bytes its client sent, doing no I/O of its own, so the loop and the TLS threads
-//! run the same one.
+//! run the same one. What one client may do across its sessions (sessions, connections and
+//! messages a minute, failed logins, bans) is counted host-wide by [`Clients`].
 //!
 //! May call: `base`, `observe`, `config`, `protocol` and `intake`; never the control
 //! socket, the queue or a provider.
 
 mod auth;
+mod clients;
 mod command;
 mod dsn;
 mod message;
@@ -28,7 +30,8 @@ use rustls::ServerConfig;
 
 use crate::config::listener::ListenerConfig;
 use crate::intake::Intake;
-use crate::protocol::Source;
+use crate::protocol::{Failure, Request, Response, Source};
+pub use clients::Clients;
 use reactor::Reactor;
 use session::Session;
 use tls::Stream;
@@ -43,11 +46,18 @@ pub struct Shared {
     intake: Intake,
     /// What its submissions count as: a listener's, or `sendmail -bs`'s.
     source: Source,
+    /// The counts of every client of the host's listeners; none for `sendmail -bs`, whose
+    /// one client is a user of this machine.
+    clients: Option<Arc<Clients>>,
 }
 
 /// Opens every configured listener and serves it on threads of its own. Fails, naming the
 /// listener, if an address cannot be had or a TLS or users file cannot be read.
-pub fn start(listeners: &[ListenerConfig], intake: &Intake) -> Result<(), String> {
+pub fn start(
+    listeners: &[ListenerConfig],
+    intake: &Intake,
+    clients: &Arc<Clients>,
+) -> Result<(), String> {
     let mut opened = Vec::new();
     for config in listeners {
         let socket = TcpListener::bind(config.address)
@@ -74,6 +84,7 @@ pub fn start(listeners: &[ListenerConfig], intake: &Intake) -> Result<(), String
             users,
             intake: intake.clone(),
             source: Source::Listener,
+            clients: Some(Arc::clone(clients)),
         };
         opened.push((socket, Arc::new(shared)));
     }
@@ -105,6 +116,7 @@ pub fn serve_local(connection: UnixStream, intake: &Intake) {
         users: None,
         intake: intake.clone(),
         source: Source::Sendmail,
+        clients: None,
     };
     let timeout = Some(shared.config.command_timeout);
     if let Err(error) = connection
@@ -113,7 +125,26 @@ pub fn serve_local(connection: UnixStream, intake: &Intake) {
     {
         return log::warn!("sendmail -bs: {error}");
     }
-    let mut session = Session::new(Arc::new(shared), IpAddr::V4(Ipv4Addr::LOCALHOST), false);
+    let mut session = Session::new(
+        Arc::new(shared),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        false,
+        None,
+    );
     session.greet();
     threaded::serve(session, Stream::Local(connection));
+}
+
+/// Answers the command line's `bans` and `unban`.
+pub fn answer_bans(clients: &Clients, request: &Request) -> Response {
+    match request {
+        Request::Unban { address } => match address.parse::<clients::Client>() {
+            Ok(client) if clients.unban(client) => Response::Done,
+            Ok(client) => Response::error(Failure::NotFound, format!("{client} is not banned")),
+            Err(why) => Response::error(Failure::Refused, why),
+        },
+        _ => Response::Bans {
+            bans: clients.bans(),
+        },
+    }
 }

@@ -6,9 +6,13 @@
 //! own work on a busy machine: a wake-up serves every session that has something to do.
 //!
 //! Sessions that switch to TLS move to a thread of their own (`threaded`), as do all of an
-//! `implicit_tls` listener's. The loop also closes sessions idle for the command timeout,
-//! and refuses connections beyond `max_sessions` with `421`.
+//! `implicit_tls` listener's. The loop also refuses connections beyond `max_sessions`, or
+//! beyond what their client may open (`clients`), with `421`; wakes sessions whose answer
+//! was delayed (a timer each, in one heap); and closes sessions past their deadline or
+//! silent for the command timeout.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::panic::{self, AssertUnwindSafe};
@@ -33,6 +37,10 @@ const COMMITTED: Token = Token(usize::MAX - 1);
 
 /// How many reads one session gets before the others are served.
 const READS_PER_TURN: usize = 16;
+
+/// How many connections are accepted before the sessions are served: a flood of
+/// connections does not keep the loop from the clients it has.
+const ACCEPTS_PER_TURN: usize = 64;
 
 /// How often idle sessions are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
@@ -67,6 +75,8 @@ struct Connection {
     readable: bool,
     /// Whether the client closed its side.
     client_closed: bool,
+    /// Whether the session waits for its timer.
+    paused: bool,
 }
 
 /// The sessions open on one listener, on the loop and on threads of their own: what
@@ -106,6 +116,10 @@ pub struct Reactor {
     last_serial: u64,
     /// Whether accepting failed (out of descriptors, most likely) and is to be tried again.
     accept_later: bool,
+    /// Whether connections may be waiting that were left for the next turn.
+    accept_again: bool,
+    /// When paused sessions go on, by index and serial number, soonest first.
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
 }
 
 impl Reactor {
@@ -131,6 +145,8 @@ impl Reactor {
             again: Vec::new(),
             last_serial: 0,
             accept_later: false,
+            accept_again: false,
+            timers: BinaryHeap::new(),
         })
     }
 
@@ -139,12 +155,15 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {
-            let timeout = if !self.again.is_empty() {
+            let timeout = if !self.again.is_empty() || self.accept_again {
                 Duration::ZERO
             } else if self.accept_later {
                 Duration::from_millis(100)
             } else {
-                SWEEP
+                let next_timer = self.timers.peek().map(|Reverse((at, ..))| *at);
+                next_timer.map_or(SWEEP, |at| {
+                    at.saturating_duration_since(Instant::now()).min(SWEEP)
+                })
             };
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
                 if error.kind() != io::ErrorKind::Interrupted {
@@ -168,19 +187,21 @@ impl Reactor {
                     }
                 }
             }
-            if self.accept_later && events.is_empty() {
+            if self.accept_again || (self.accept_later && events.is_empty()) {
                 self.accept_later = false;
                 self.accept();
             }
+            self.wake_due();
             if last_sweep.elapsed() >= SWEEP {
                 last_sweep = Instant::now();
-                self.close_idle();
+                self.close_overdue();
             }
         }
     }
 
     fn accept(&mut self) {
-        loop {
+        self.accept_again = false;
+        for _ in 0..ACCEPTS_PER_TURN {
             let (socket, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
@@ -199,17 +220,37 @@ impl Reactor {
                     self.shared.config.address,
                 );
                 metrics().sessions_refused.inc();
-                refuse(socket, &self.shared.hostname);
+                let text = format!(
+                    "421 4.7.0 {} too many sessions, try again later\r\n",
+                    self.shared.hostname
+                );
+                refuse(socket, &text);
                 continue;
             }
+            let lease = match &self.shared.clients {
+                Some(clients) => {
+                    let listener = self.shared.config.address.to_string();
+                    match clients.admit(peer, &self.shared.config.clients, &listener) {
+                        Ok(lease) => lease,
+                        Err(refused) => {
+                            metrics().sessions_refused.inc();
+                            let client = super::clients::Client::of(peer);
+                            refuse(socket, &refused.reply(&self.shared.hostname, client));
+                            continue;
+                        }
+                    }
+                }
+                None => None,
+            };
             socket.set_nodelay(true).ok();
             self.sessions.opened();
-            let session = Session::new(Arc::clone(&self.shared), peer, false);
+            let session = Session::new(Arc::clone(&self.shared), peer, false, lease);
             match (&self.shared.tls, self.shared.config.implicit_tls) {
                 (Some(_), true) => self.move_to_thread(socket, session, Start::ImplicitTls),
                 _ => self.open(socket, session),
             }
         }
+        self.accept_again = true;
     }
 
     /// Puts a new session on the loop and greets the client.
@@ -241,6 +282,7 @@ impl Reactor {
             // socket brings an event.
             readable: false,
             client_closed: false,
+            paused: false,
         });
         self.serve(index);
     }
@@ -265,7 +307,7 @@ impl Reactor {
             let Some(Some(connection)) = self.connections.get_mut(index) else {
                 return;
             };
-            if connection.committing {
+            if connection.committing || connection.paused {
                 return;
             }
             match connection.session.advance() {
@@ -306,6 +348,19 @@ impl Reactor {
                     }
                 }
                 Step::Submit(submit) => self.submit(index, submit),
+                Step::Flush => match send(connection) {
+                    Ok(true) => {}
+                    Ok(false) => return, // It goes on when the client reads.
+                    Err(error) => {
+                        connection.session.client_left(Some(&error));
+                        return self.close(index);
+                    }
+                },
+                Step::Pause(until) => {
+                    connection.paused = true;
+                    let serial = connection.serial;
+                    return self.timers.push(Reverse((until, index, serial)));
+                }
                 Step::StartTls => {
                     if let Some(connection) = self.take(index) {
                         self.move_to_thread(connection.socket, connection.session, Start::StartTls);
@@ -360,6 +415,7 @@ impl Reactor {
             let answer = connection.session.shared().intake.outcome(result);
             connection.session.submitted(answer);
             connection.committing = false;
+            connection.last_heard = Instant::now();
             self.serve(index);
         }
     }
@@ -372,14 +428,38 @@ impl Reactor {
         }
     }
 
-    /// Closes the sessions that heard nothing from their client for the command timeout.
-    fn close_idle(&mut self) {
+    /// Serves on the paused sessions whose time has come.
+    fn wake_due(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((at, index, serial))) = self.timers.peek() {
+            if at > now {
+                return;
+            }
+            self.timers.pop();
+            let Some(Some(connection)) = self.connections.get_mut(index) else {
+                continue;
+            };
+            if connection.serial == serial && connection.paused {
+                connection.paused = false;
+                connection.last_heard = now;
+                self.serve(index);
+            }
+        }
+    }
+
+    /// Closes the sessions past their deadline (a command or message that takes too long
+    /// in all, however slowly it trickles in), or silent for the command timeout. Sessions
+    /// waiting for the host (a commit, a delayed answer) are not the client's fault.
+    fn close_overdue(&mut self) {
         let timeout = self.shared.config.command_timeout;
+        let now = Instant::now();
         for index in 0..self.connections.len() {
             let Some(connection) = &mut self.connections[index] else {
                 continue;
             };
-            if connection.committing || connection.last_heard.elapsed() < timeout {
+            let overdue =
+                now >= connection.session.deadline() || now >= connection.last_heard + timeout;
+            if connection.committing || connection.paused || !overdue {
                 continue;
             }
             connection.session.timed_out();
@@ -450,8 +530,7 @@ fn send(connection: &mut Connection) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Tells a client there is no room, without waiting on it.
-fn refuse(mut connection: TcpStream, hostname: &str) {
-    let text = format!("421 4.7.0 {hostname} too many sessions, try again later\r\n");
+/// Tells a client it is refused (`text`, a `421` line), without waiting on it.
+fn refuse(mut connection: TcpStream, text: &str) {
     connection.write_all(text.as_bytes()).ok();
 }

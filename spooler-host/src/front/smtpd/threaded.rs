@@ -1,11 +1,13 @@
 //! Sessions on a thread of their own, over a blocking connection: the encrypted ones
 //! (rustls' blocking stream; a session moves here from the event loop at STARTTLS, or
 //! starts here on an `implicit_tls` listener) and `sendmail -bs` over the host's socket.
-//! Reads and writes wait at most the listener's command timeout.
+//! A read waits at most until the session's deadline, and at most the command timeout; a
+//! write at most the command timeout. A delayed answer is a sleep of this thread.
 
 use std::io::{self, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::time::Instant;
 
 use rustls::ServerConfig;
 
@@ -58,6 +60,11 @@ fn converse(session: &mut Session, stream: &mut Stream) -> io::Result<()> {
         match session.advance() {
             Step::NeedInput => {
                 send(session, stream)?;
+                let left = session.deadline().saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                stream.set_read_timeout(left.min(session.shared().config.command_timeout))?;
                 if session.input.read_from(stream)? == 0 {
                     session.client_left(None);
                     return Ok(());
@@ -70,6 +77,10 @@ fn converse(session: &mut Session, stream: &mut Stream) -> io::Result<()> {
                     submit.properties,
                 );
                 session.submitted(answer);
+            }
+            Step::Flush => send(session, stream)?,
+            Step::Pause(until) => {
+                std::thread::sleep(until.saturating_duration_since(Instant::now()));
             }
             Step::StartTls => {
                 let tls = session.shared().tls.clone().ok_or_else(not_plain)?;

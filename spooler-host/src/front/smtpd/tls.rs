@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
@@ -25,6 +26,17 @@ impl Stream {
     pub fn encrypt(socket: TcpStream, config: &Arc<ServerConfig>) -> io::Result<Stream> {
         let connection = ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
         Ok(Stream::Tls(Box::new(StreamOwned::new(connection, socket))))
+    }
+
+    /// Reads wait at most `timeout` from now on.
+    pub fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
+        let timeout = Some(timeout.max(Duration::from_millis(1)));
+        match self {
+            Stream::Plain(socket) => socket.set_read_timeout(timeout),
+            Stream::Tls(tls) => tls.sock.set_read_timeout(timeout),
+            Stream::Local(socket) => socket.set_read_timeout(timeout),
+            Stream::Switching => Err(switching()),
+        }
     }
 
     /// The clear-text connection, if it is one (for STARTTLS).

@@ -7,9 +7,11 @@
 //! (`reactor`) and a thread can serve one over a blocking TLS stream (`threaded`) with the
 //! same code. A driver reads into [`Session::input`], runs [`Session::advance`], and does
 //! what the [`Step`] it gets asks: send [`Session::replies`] and read more, commit a message
-//! and hand the answer to [`Session::submitted`], switch to TLS, or close. Replies are
+//! and hand the answer to [`Session::submitted`], wait, switch to TLS, or close. Replies are
 //! buffered while pipelined commands are waiting and sent when the session needs more
-//! input. This file holds the session's loop and replies; `transaction` the mail transaction
+//! input, or when they grow past `MAX_PENDING_REPLIES` (a client that pipelines without
+//! reading costs that much at most). Time is the driver's too: it closes the session at
+//! [`Session::deadline`], by which the command (or message) under way must be complete. This file holds the session's loop and replies; `transaction` the mail transaction
 //! (MAIL, RCPT, DATA and the submission), `security` STARTTLS, AUTH and the relay rule,
 //! `input` the bytes read and not yet taken.
 
@@ -20,7 +22,9 @@ mod transaction;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
+use super::clients::Lease;
 use super::command::{self, SmtpCommand, Unreadable};
 use super::dsn::Dsn;
 use super::message::DataReader;
@@ -32,8 +36,8 @@ pub use transaction::Submit;
 
 /// The longest command line taken (RFC 5321: 512 octets; AUTH responses may be longer).
 const MAX_COMMAND_LINE: usize = 4096;
-/// The most recipients of one message (Postfix's `smtpd_recipient_limit`).
-const MAX_RECIPIENTS: usize = 1000;
+/// Replies beyond which the session stops taking commands until they are sent.
+const MAX_PENDING_REPLIES: usize = 64 * 1024;
 /// Errors after which the session is closed (Postfix's `smtpd_hard_error_limit`).
 const MAX_ERRORS: usize = 20;
 /// NOOP, RSET, VRFY and HELP commands a session may send (`smtpd_junk_command_limit`).
@@ -69,6 +73,12 @@ pub enum Step {
     /// Commit this message and give the answer to [`Session::submitted`] before advancing
     /// again (the replies to commands after DATA must follow its answer).
     Submit(Submit),
+    /// Send the replies (waiting for the client to read them), then advance again, without
+    /// reading: there is more input to take.
+    Flush,
+    /// Send nothing and advance again at this time: the AUTH answer of a client that failed
+    /// before is delayed. Only this session waits.
+    Pause(Instant),
     /// Send the replies, then encrypt the connection and call [`Session::tls_started`].
     StartTls,
     /// Send the replies and close the connection.
@@ -92,12 +102,19 @@ pub struct Session {
     transaction: Option<Transaction>,
     errors: usize,
     junk: usize,
+    /// When the command (or the message) under way must be complete.
+    deadline: Instant,
+    /// When the replies may go, if they are held back.
+    pause: Option<Instant>,
+    /// The session's place in its client's count: held until the session ends.
+    _lease: Option<Lease>,
 }
 
 impl Session {
     /// A session with a client at `peer`; `tls` if the connection is encrypted from the
-    /// start. Nothing is said until [`Session::greet`].
-    pub fn new(shared: Arc<Shared>, peer: IpAddr, tls: bool) -> Session {
+    /// start; holding `lease` until it ends. Nothing is said until [`Session::greet`].
+    pub fn new(shared: Arc<Shared>, peer: IpAddr, tls: bool, lease: Option<Lease>) -> Session {
+        let deadline = Instant::now() + shared.config.command_timeout;
         Session {
             shared,
             peer,
@@ -110,6 +127,9 @@ impl Session {
             transaction: None,
             errors: 0,
             junk: 0,
+            deadline,
+            pause: None,
+            _lease: lease,
         }
     }
 
@@ -123,8 +143,20 @@ impl Session {
         self.peer
     }
 
+    /// When the command (or the message) under way must be complete: the driver closes the
+    /// session then, with [`Session::timed_out`].
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Gives the client the command timeout for its next command, from now.
+    fn restart_clock(&mut self) {
+        self.deadline = Instant::now() + self.shared.config.command_timeout;
+    }
+
     /// Says the greeting.
     pub fn greet(&mut self) {
+        self.restart_clock();
         let greeting = format!("{} ESMTP spooler-host", self.shared.hostname);
         self.reply_text(220, &greeting);
     }
@@ -139,6 +171,7 @@ impl Session {
                 }
                 SessionMode::Commands => match self.input.line(MAX_COMMAND_LINE) {
                     Line::Complete(line) => {
+                        self.restart_clock();
                         if let Some(step) = self.dispatch(&line) {
                             return step;
                         }
@@ -161,12 +194,16 @@ impl Session {
                         self.mode = SessionMode::Data(transaction, reader);
                         return Step::NeedInput;
                     };
+                    self.restart_clock();
                     if let Some(submit) = self.message(transaction, data) {
                         return Step::Submit(submit);
                     }
                 }
                 SessionMode::Sasl(stage) => match self.input.line(MAX_COMMAND_LINE) {
-                    Line::Complete(line) => self.sasl_answer(stage, &line),
+                    Line::Complete(line) => {
+                        self.restart_clock();
+                        self.sasl_answer(stage, &line);
+                    }
                     Line::TooLong => self.error(500, "5.5.2", "line too long"),
                     Line::Unfinished => {
                         self.mode = SessionMode::Sasl(stage);
@@ -178,6 +215,14 @@ impl Session {
             if self.errors >= MAX_ERRORS {
                 self.reply(421, "4.7.0", "too many errors, closing the connection");
                 self.mode = SessionMode::Closed;
+            }
+            if let Some(until) = self.pause.take() {
+                // The client waits for the answer: its clock starts again after it.
+                self.deadline = until + self.shared.config.command_timeout;
+                return Step::Pause(until);
+            }
+            if self.replies.len() >= MAX_PENDING_REPLIES {
+                return Step::Flush;
             }
         }
     }
@@ -195,15 +240,22 @@ impl Session {
         }
     }
 
-    /// The client sent nothing for the command timeout: says so, to be sent before closing.
+    /// The client took too long (past [`Session::deadline`], or silent for the command
+    /// timeout): says so, to be sent before closing.
     pub fn timed_out(&mut self) {
         self.reply(421, "4.4.2", "timeout exceeded, closing the connection");
+        let what = match self.mode {
+            SessionMode::Data(..) => format!(
+                "its message took longer than {:?} or it was silent for {:?}; nothing stored",
+                self.shared.config.message_time_limit, self.shared.config.command_timeout
+            ),
+            _ => format!(
+                "a command took it longer than {:?}",
+                self.shared.config.command_timeout
+            ),
+        };
         self.mode = SessionMode::Closed;
-        log::info!(
-            "listener: {}: closed a session idle for {:?}",
-            self.peer,
-            self.shared.config.command_timeout
-        );
+        log::info!("listener: {}: closed the session: {what}", self.peer);
     }
 
     fn dispatch(&mut self, line: &str) -> Option<Step> {

@@ -1,5 +1,6 @@
 //! Who may do what in a session: STARTTLS, AUTH PLAIN and LOGIN (offered only over TLS or
-//! from loopback), and the relay rule (the allowed networks, or an authenticated user).
+//! from loopback; answered late to a client that failed before, and not at all to a banned
+//! one), and the relay rule (the allowed networks, or an authenticated user).
 
 use super::{is_loopback, Session, SessionMode, Step};
 use crate::front::smtpd::auth;
@@ -53,6 +54,18 @@ impl Session {
         if self.user.is_some() {
             return self.error(503, "5.5.1", "already authenticated");
         }
+        let limits = &self.shared.config.clients;
+        if let Some(clients) = &self.shared.clients {
+            if clients.is_banned(self.peer, limits) {
+                self.reply(
+                    421,
+                    "4.7.0",
+                    "your address is banned after failed authentications, try again later",
+                );
+                self.mode = SessionMode::Closed;
+                return;
+            }
+        }
         if self.transaction.is_some() {
             return self.error(
                 503,
@@ -100,18 +113,33 @@ impl Session {
                 String::from_utf8_lossy(&response).into_owned(),
             )),
         };
+        let Some((user, password)) = credentials else {
+            return self.error(501, "5.5.2", "malformed authentication response");
+        };
         let users = &self.shared.users;
-        match credentials {
-            Some((user, password)) if users.as_ref().is_some_and(|u| u.check(&user, &password)) => {
-                log::info!("listener: {}: authenticated as {user}", self.peer);
-                self.user = Some(user);
-                self.reply(235, "2.7.0", "Authentication successful");
+        let succeeded = users.as_ref().is_some_and(|u| u.check(&user, &password));
+        let banned_for = self.shared.clients.clone().and_then(|clients| {
+            let limits = &self.shared.config.clients;
+            let verdict = clients.auth_answer(self.peer, limits, &user, succeeded);
+            if verdict.answer_at > std::time::Instant::now() {
+                self.pause = Some(verdict.answer_at);
             }
-            Some((user, _)) => {
-                log::warn!("listener: {}: authentication failed for {user}", self.peer);
-                self.error(535, "5.7.8", "authentication credentials invalid");
-            }
-            None => self.error(501, "5.5.2", "malformed authentication response"),
+            verdict.banned_for
+        });
+        if succeeded {
+            log::info!("listener: {}: authenticated as {user}", self.peer);
+            self.user = Some(user);
+            return self.reply(235, "2.7.0", "Authentication successful");
+        }
+        log::warn!("listener: {}: authentication failed for {user}", self.peer);
+        self.error(535, "5.7.8", "authentication credentials invalid");
+        if let Some(time) = banned_for {
+            let text = format!(
+                "too many failed authentications: your address is banned for {time:?}, \
+                 closing the connection"
+            );
+            self.reply(421, "4.7.0", &text);
+            self.mode = SessionMode::Closed;
         }
     }
 

@@ -4,7 +4,7 @@
 
 use provider_abi::{Address, MessageId, Property, Timestamp};
 
-use super::{Session, SessionMode, Transaction, MAX_RECIPIENTS};
+use super::{Session, SessionMode, Transaction};
 use crate::base::mail::rfc5322_date;
 use crate::front::smtpd::command;
 use crate::front::smtpd::dsn::{self, Dsn};
@@ -36,6 +36,20 @@ impl Session {
         }
         if !self.may_send() {
             return self.refuse_relay();
+        }
+        let within_rate = self
+            .shared
+            .clients
+            .as_ref()
+            .is_none_or(|clients| clients.message(self.peer, &self.shared.config.clients));
+        if !within_rate {
+            self.reply(
+                421,
+                "4.7.0",
+                "too many messages from your address, try again later",
+            );
+            self.mode = SessionMode::Closed;
+            return;
         }
         let mut dsn = Dsn::default();
         for parameter in parameters {
@@ -89,8 +103,9 @@ impl Session {
         let Some(transaction) = self.transaction.as_mut() else {
             return self.error(503, "5.5.1", "need MAIL before RCPT");
         };
-        if transaction.recipients.len() >= MAX_RECIPIENTS {
-            let text = format!("too many recipients (at most {MAX_RECIPIENTS} per message)");
+        let max_recipients = self.shared.config.max_recipients;
+        if transaction.recipients.len() >= max_recipients {
+            let text = format!("too many recipients (at most {max_recipients} per message)");
             return self.reply(452, "4.5.3", &text);
         }
         let address = match address {
@@ -149,6 +164,7 @@ impl Session {
             return self.error(554, "5.5.1", "no valid recipients");
         }
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>");
+        self.deadline = std::time::Instant::now() + self.shared.config.message_time_limit;
         let reader = DataReader::new(self.shared.intake.rules().max_message_size);
         self.mode = SessionMode::Data(transaction, reader);
     }
@@ -199,6 +215,7 @@ impl Session {
 
     /// Answers DATA with what intake answered the submission: the queue id, or why not.
     pub fn submitted(&mut self, answer: Result<MessageId, Refusal>) {
+        self.restart_clock();
         match answer {
             Ok(id) => self.reply(250, "2.0.0", &format!("Ok: queued as {id}")),
             Err(refusal) => {
