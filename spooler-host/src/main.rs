@@ -334,19 +334,7 @@ fn main() -> ExitCode {
         Command::Release { place, id } => ask(&place, &Request::Release { id }, false),
         Command::Delete { place, id } => ask(&place, &Request::Delete { id }, false),
         Command::Bans { place, json } => ask(&place, &Request::Bans, json),
-        Command::Unban { place, address } => {
-            let unbanned = ask(
-                &place,
-                &Request::Unban {
-                    address: address.clone(),
-                },
-                false,
-            );
-            if unbanned == ExitCode::SUCCESS {
-                println!("lifted the ban on {address}");
-            }
-            unbanned
-        }
+        Command::Unban { place, address } => ask(&place, &Request::Unban { address }, false),
         Command::Watch { place, json } => watch(&place, json),
     }
 }
