@@ -54,6 +54,13 @@ pub struct ByReport {
     pub kind: String,
 }
 
+/// Which per-client limit of the SMTP listeners refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByLimit {
+    /// `banned`, `sessions`, `connection_rate` or `message_rate`.
+    pub limit: String,
+}
+
 /// Queued recipients of one transport in one state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ByQueue {
@@ -90,6 +97,10 @@ pub struct Metrics {
     pub sessions_open: Gauge,
     /// SMTP connections refused (over `max_sessions`).
     pub sessions_refused: Counter,
+    /// SMTP connections and messages refused by a per-client limit, by limit.
+    pub client_refusals: Family<ByLimit, Counter>,
+    /// SMTP clients banned after failed authentications.
+    pub clients_banned: Counter,
     /// Messages taken in from inbound transports, by transport.
     pub inbound: Family<ByTransport, Counter>,
     /// Each provider instance's state.
@@ -115,6 +126,15 @@ fn seconds_buckets() -> Histogram {
 }
 
 impl Metrics {
+    /// Counts a refusal by the per-client `limit`.
+    pub fn client_refused(&self, limit: &str) {
+        self.client_refusals
+            .get_or_create(&ByLimit {
+                limit: limit.to_owned(),
+            })
+            .inc();
+    }
+
     fn new() -> Metrics {
         let mut registry = Registry::with_prefix("spooler");
         let metrics = Metrics {
@@ -129,6 +149,8 @@ impl Metrics {
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             sessions_open: Gauge::default(),
             sessions_refused: Counter::default(),
+            client_refusals: Family::default(),
+            clients_banned: Counter::default(),
             inbound: Family::default(),
             provider_state: Family::default(),
             provider_restarts: Family::default(),
@@ -193,6 +215,16 @@ impl Metrics {
             "listener_sessions_refused",
             "SMTP connections refused because max_sessions were open",
             metrics.sessions_refused.clone(),
+        );
+        registry.register(
+            "listener_client_refusals",
+            "SMTP connections and messages refused by a per-client limit",
+            metrics.client_refusals.clone(),
+        );
+        registry.register(
+            "listener_clients_banned",
+            "SMTP clients banned after failed authentications",
+            metrics.clients_banned.clone(),
         );
         registry.register(
             "inbound_messages",

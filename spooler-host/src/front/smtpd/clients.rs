@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use provider_abi::Timestamp;
 
 use crate::config::listener::ClientLimits;
+use crate::observe::metrics::metrics;
 use crate::protocol::BanView;
 
 /// The window the rates are counted over.
@@ -92,6 +93,15 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// The limit's name in the metrics.
+    fn limit(&self) -> &'static str {
+        match self {
+            Refused::Banned => "banned",
+            Refused::Sessions => "sessions",
+            Refused::Connections => "connection_rate",
+        }
+    }
+
     /// The `421` line a refused client reads.
     pub fn reply(&self, hostname: &str, client: Client) -> String {
         let why = match self {
@@ -261,6 +271,19 @@ impl Clients {
         limits: &ClientLimits,
         listener: &str,
     ) -> Result<Option<Lease>, Refused> {
+        let admitted = self.count_connection(address, limits, listener);
+        if let Err(refused) = &admitted {
+            metrics().client_refused(refused.limit());
+        }
+        admitted
+    }
+
+    fn count_connection(
+        self: &Arc<Self>,
+        address: IpAddr,
+        limits: &ClientLimits,
+        listener: &str,
+    ) -> Result<Option<Lease>, Refused> {
         if !limits.apply_to(address) {
             return Ok(None);
         }
@@ -316,6 +339,7 @@ impl Clients {
         match record.messages.count(now, limits.message_rate) {
             Counted::Within => true,
             Counted::Over { log } => {
+                metrics().client_refused("message_rate");
                 if log {
                     log::warn!(
                         "listener: refused mail from {client}: more than {} messages a minute; \
@@ -399,6 +423,7 @@ impl Clients {
             },
         );
         self.save(&table);
+        metrics().clients_banned.inc();
         AuthVerdict {
             answer_at,
             banned_for: Some(limits.auth_ban_time),

@@ -42,6 +42,9 @@ const READS_PER_TURN: usize = 16;
 /// connections does not keep the loop from the clients it has.
 const ACCEPTS_PER_TURN: usize = 64;
 
+/// How often a refusal for `max_sessions` is logged at most: a flood is one line a minute.
+const LOG_REFUSALS_EVERY: Duration = Duration::from_secs(60);
+
 /// How often idle sessions are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
 
@@ -120,6 +123,8 @@ pub struct Reactor {
     accept_again: bool,
     /// When paused sessions go on, by index and serial number, soonest first.
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// When a refusal for `max_sessions` was last logged.
+    full_logged: Option<Instant>,
 }
 
 impl Reactor {
@@ -147,6 +152,7 @@ impl Reactor {
             accept_later: false,
             accept_again: false,
             timers: BinaryHeap::new(),
+            full_logged: None,
         })
     }
 
@@ -215,10 +221,18 @@ impl Reactor {
             let peer = peer.ip();
             let max_sessions = self.shared.config.max_sessions;
             if self.sessions.open() >= max_sessions {
-                log::warn!(
-                    "listener {}: refused {peer}: {max_sessions} sessions already",
-                    self.shared.config.address,
-                );
+                let now = Instant::now();
+                if self
+                    .full_logged
+                    .is_none_or(|logged| now >= logged + LOG_REFUSALS_EVERY)
+                {
+                    self.full_logged = Some(now);
+                    log::warn!(
+                        "listener {}: refused {peer}: {max_sessions} sessions already; further \
+                         refusals this minute are not logged",
+                        self.shared.config.address,
+                    );
+                }
                 metrics().sessions_refused.inc();
                 let text = format!(
                     "421 4.7.0 {} too many sessions, try again later\r\n",
@@ -233,7 +247,6 @@ impl Reactor {
                     match clients.admit(peer, &self.shared.config.clients, &listener) {
                         Ok(lease) => lease,
                         Err(refused) => {
-                            metrics().sessions_refused.inc();
                             let client = super::clients::Client::of(peer);
                             refuse(socket, &refused.reply(&self.shared.hostname, client));
                             continue;
