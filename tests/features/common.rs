@@ -35,6 +35,10 @@ min_delay = "200ms"
 max_delay = "1s"
 "#;
 
+/// A listener's users file (`users_file`): `openssl passwd -6 -salt saltsalt secret`, user
+/// `app`, password `secret`.
+pub const USERS: &str = "app:$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1\n";
+
 /// A whole message (Message-ID, From and Date of its own, so `submit` adds nothing), for the
 /// outbound tests.
 pub const MESSAGE: &str = "Message-ID: <figures-q3@example.com>\r\nDate: Thu, 1 Oct 2026 09:00:00 +0000\r\nFrom: alice@example.com\r\nTo: bob\r\nSubject: quarterly figures\r\n\r\nThe figures are attached.\r\n";

@@ -18,6 +18,7 @@
 //! - `sendmail`: the binary as sendmail, mailq and newaliases, for their real callers;
 //! - `inbound`: the pickup folder, inbound rules, POP3 from Dovecot;
 //! - `smtp_transport`, `smtp_listener`, `tls`: SMTP out, SMTP in, and both over TLS;
+//! - `listener_abuse`: the SMTP listener against password guessing, floods and slow clients;
 //! - `http_api`: the HTTP front end: the admin API, the event stream, the webhook;
 //! - `dashboard`: the HTTP front end's page in a headless Chromium, clicked and photographed;
 //! - `scale_out`: several hosts on one PostgreSQL store;
@@ -43,6 +44,7 @@ mod dashboard;
 mod http_api;
 mod inbound;
 mod isolation;
+mod listener_abuse;
 mod loading;
 mod log_format;
 mod metrics;

@@ -4,8 +4,7 @@
 //! sessions) and for the protocol's details.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -15,11 +14,11 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{SmtpTransport, Transport};
 use spooler_tests::{
-    free_port, real_server, wait_until, Certificates, Host, Site, SmallDisk, SmtpSink, PROMPTLY,
+    free_port, real_server, wait_until, Certificates, Host, Site, SmallDisk, SmtpClient, SmtpSink,
+    PROMPTLY,
 };
 
-/// `openssl passwd -6 -salt saltsalt secret`: user `app`, password `secret`.
-const USERS: &str = "app:$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1\n";
+use crate::common::USERS;
 
 const MESSAGE: &str = "From: app@example.com\r\nTo: bob@example.net\r\nSubject: from an application\r\n\r\nHello over SMTP.\r\n";
 
@@ -38,73 +37,6 @@ fn relay(sink: u16) -> String {
         "[[transport]]\nprovider = \"smtp\"\nname = \"relay\"\nparallel = 8\n\
          config = {{ host = \"127.0.0.1\", port = {sink}, tls = \"none\", helo = \"spooler.test\", timeout_secs = 10 }}\n"
     )
-}
-
-/// A plain SMTP client that reads whole replies.
-struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Client {
-    /// Connects and returns the client and the greeting.
-    fn connect(port: u16) -> (Client, String) {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("the listener accepts");
-        stream
-            .set_read_timeout(Some(PROMPTLY))
-            .expect("a read timeout");
-        let mut client = Client {
-            reader: BufReader::new(stream.try_clone().expect("a second handle")),
-            writer: stream,
-        };
-        let greeting = client.reply();
-        (client, greeting)
-    }
-
-    /// Connects, expects the greeting and says EHLO; the EHLO reply.
-    fn greeted(port: u16) -> (Client, String) {
-        let (mut client, greeting) = Client::connect(port);
-        assert!(greeting.starts_with("220 "), "{greeting}");
-        let ehlo = client.command("EHLO client.example");
-        assert!(ehlo.starts_with("250"), "{ehlo}");
-        (client, ehlo)
-    }
-
-    fn send(&mut self, text: &str) {
-        self.writer.write_all(text.as_bytes()).expect("sending");
-    }
-
-    /// One whole reply (all its lines); empty if the connection ended.
-    fn reply(&mut self) -> String {
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return text;
-            }
-            text.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return text;
-            }
-        }
-    }
-
-    fn command(&mut self, line: &str) -> String {
-        self.send(&format!("{line}\r\n"));
-        self.reply()
-    }
-
-    /// MAIL, RCPT, DATA and `content`; the reply to the end of the data.
-    fn send_message(&mut self, sender: &str, recipient: &str, content: &str) -> String {
-        let mail = self.command(&format!("MAIL FROM:<{sender}>"));
-        assert!(mail.starts_with("250"), "{mail}");
-        let rcpt = self.command(&format!("RCPT TO:<{recipient}>"));
-        assert!(rcpt.starts_with("250"), "{rcpt}");
-        let data = self.command("DATA");
-        assert!(data.starts_with("354"), "{data}");
-        self.send(content);
-        self.command(".")
-    }
 }
 
 /// A host whose listener (with `listener`'s extra keys, and `extra` in the profile)
@@ -275,7 +207,7 @@ fn lettre_sends_over_starttls_and_implicit_tls_with_auth_and_a_wrong_password_or
     });
 
     // STARTTLS is offered in clear text; AUTH over clear text from loopback is allowed.
-    let (mut plain, ehlo) = Client::greeted(port);
+    let (mut plain, ehlo) = SmtpClient::greeted(port);
     assert!(ehlo.contains("250-STARTTLS"), "{ehlo}");
     assert!(ehlo.contains("AUTH PLAIN LOGIN"), "{ehlo}");
     let login = plain.command("AUTH LOGIN");
@@ -292,7 +224,7 @@ fn a_message_over_the_size_limit_is_answered_552_and_nothing_is_stored() {
     let site = Site::new();
     let limits = "[limits]\nmax_message_size = \"10K\"\n";
     let (sink, host, port) = relaying_host(&site, "", limits);
-    let (mut client, ehlo) = Client::greeted(port);
+    let (mut client, ehlo) = SmtpClient::greeted(port);
     assert!(ehlo.contains("250-SIZE 10240\r\n"), "{ehlo}");
     let declared = client.command("MAIL FROM:<app@example.com> SIZE=20000");
     assert!(declared.starts_with("552 5.3.4"), "{declared}");
@@ -328,7 +260,7 @@ fn clients_outside_the_allowed_networks_cannot_relay() {
         relay(sink.port)
     );
     let host = Host::start(&site.write_config(&config), "host.log");
-    let (mut client, _) = Client::greeted(open);
+    let (mut client, _) = SmtpClient::greeted(open);
     let refused = client.command("MAIL FROM:<app@example.com>");
     assert!(refused.starts_with("554 5.7.1"), "{refused}");
     assert!(refused.contains("127.0.0.1"), "{refused}");
@@ -339,7 +271,7 @@ fn clients_outside_the_allowed_networks_cannot_relay() {
     client.send(MESSAGE);
     client.command(".");
 
-    let (mut client, _) = Client::greeted(with_users);
+    let (mut client, _) = SmtpClient::greeted(with_users);
     let refused = client.command("MAIL FROM:<app@example.com>");
     assert!(refused.starts_with("530 5.7.0"), "{refused}");
     std::thread::sleep(Duration::from_millis(500));
@@ -354,7 +286,7 @@ fn a_client_that_drops_mid_data_leaves_nothing_stored() {
     }
     let site = Site::new();
     let (sink, host, port) = relaying_host(&site, "", "");
-    let (mut client, _) = Client::greeted(port);
+    let (mut client, _) = SmtpClient::greeted(port);
     assert!(client
         .command("MAIL FROM:<app@example.com>")
         .starts_with("250"));
@@ -379,7 +311,7 @@ fn pipelined_commands_are_answered_in_order_with_dsn_and_domain_types() {
     let site = Site::new();
     let listener = "domain_types = { \"localhost\" = \"LOCAL\" }\nhostname = \"mx.spooler.test\"";
     let (_sink, host, port) = relaying_host(&site, listener, "");
-    let (mut client, greeting) = Client::connect(port);
+    let (mut client, greeting) = SmtpClient::connect(port);
     assert_eq!(greeting, "220 mx.spooler.test ESMTP spooler-host\r\n");
     let ehlo = client.command("EHLO client.example");
     for capability in [
@@ -471,11 +403,11 @@ fn a_client_sending_a_few_bytes_at_a_time_and_commands_after_the_dot_is_served_i
     }
     let site = Site::new();
     let (sink, host, port) = relaying_host(&site, "", "");
-    let (mut client, _) = Client::greeted(port);
-    client.writer.set_nodelay(true).expect("no Nagle");
-    let trickle = |client: &mut Client, text: &str| {
+    let (mut client, _) = SmtpClient::greeted(port);
+    client.writer().set_nodelay(true).expect("no Nagle");
+    let trickle = |client: &mut SmtpClient, text: &str| {
         for piece in text.as_bytes().chunks(3) {
-            client.writer.write_all(piece).expect("sending");
+            client.writer().write_all(piece).expect("sending");
             std::thread::sleep(Duration::from_millis(1));
         }
     };
@@ -525,14 +457,14 @@ fn sessions_beyond_the_bound_get_421_and_idle_ones_time_out() {
         "[[listener]]\naddress = \"127.0.0.1:{port}\"\nmax_sessions = 3\ncommand_timeout = \"1s\"\n"
     );
     let _host = Host::start(&site.write_config(&config), "host.log");
-    let mut sessions: Vec<Client> = (0..3)
+    let mut sessions: Vec<SmtpClient> = (0..3)
         .map(|_| {
-            let (client, greeting) = Client::connect(port);
+            let (client, greeting) = SmtpClient::connect(port);
             assert!(greeting.starts_with("220 "), "{greeting}");
             client
         })
         .collect();
-    let (_, refused) = Client::connect(port);
+    let (_, refused) = SmtpClient::connect(port);
     assert!(refused.starts_with("421 4.7.0"), "{refused}");
     assert!(refused.contains("too many sessions"), "{refused}");
 
@@ -542,7 +474,7 @@ fn sessions_beyond_the_bound_get_421_and_idle_ones_time_out() {
     assert_eq!(sessions[0].reply(), "");
     sessions.clear();
     std::thread::sleep(Duration::from_millis(300));
-    let (_, greeting) = Client::connect(port);
+    let (_, greeting) = SmtpClient::connect(port);
     assert!(greeting.starts_with("220 "), "room again: {greeting}");
 }
 
@@ -559,7 +491,7 @@ fn two_hundred_concurrent_sessions_are_served() {
         .map(|n| {
             let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
-                let (mut client, _) = Client::greeted(port);
+                let (mut client, _) = SmtpClient::greeted(port);
                 // Every session is open at once before any sends.
                 barrier.wait();
                 let content = format!("Subject: session {n}\r\n\r\nfrom session {n}\r\n");
@@ -593,7 +525,7 @@ fn a_full_store_answers_4xx_and_keeps_nothing_half_stored() {
     );
     let host = Host::start(&site.write_config(&config), "host.log");
     let filler = disk.fill();
-    let (mut client, _) = Client::greeted(port);
+    let (mut client, _) = SmtpClient::greeted(port);
     let line = format!("{}\r\n", "x".repeat(998));
     let big = format!("Subject: too much\r\n\r\n{}", line.repeat(1000));
     let reply = client.send_message("app@example.com", "bob@example.net", &big);

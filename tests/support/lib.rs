@@ -1,7 +1,7 @@
 //! What the integration tests share, and the provider crates' own tests and the benchmarks
 //! use too: the built host and provider libraries, a site to run them in, the host run as a
-//! user runs it, the real servers it talks to, a headless Chromium for the dashboard, and
-//! the crash, full-disk and TLS helpers.
+//! user runs it, the real servers it talks to, a plain SMTP client, a headless Chromium for
+//! the dashboard, and the crash, full-disk and TLS helpers.
 //!
 //! Each module owns one of these; the names are re-exported here, so that a test says
 //! `spooler_tests::{Host, Site, SmtpSink}` wherever they live.
@@ -16,6 +16,7 @@ mod http;
 mod ports;
 mod servers;
 mod site;
+mod smtp_client;
 mod tls;
 mod wait;
 
@@ -30,5 +31,6 @@ pub use http::{http, http_get, http_raw, EventStream, HttpAnswer, Receiver, Serv
 pub use ports::free_port;
 pub use servers::{real_server, Dovecot, Postfix, Postgres, Prometheus, SmtpSink};
 pub use site::{set_mode, ProviderFolder, Site};
+pub use smtp_client::{connect_from, SmtpClient};
 pub use tls::Certificates;
 pub use wait::{wait_until, PROMPTLY};

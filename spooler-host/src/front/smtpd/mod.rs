@@ -23,6 +23,7 @@ mod threaded;
 mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
@@ -61,6 +62,7 @@ pub fn start(
     let mut opened = Vec::new();
     for config in listeners {
         let socket = TcpListener::bind(config.address)
+            .and_then(|socket| deepen_backlog(&socket).map(|()| socket))
             .map_err(|e| format!("listener {}: cannot listen there: {e}", config.address))?;
         let tls = config
             .tls
@@ -103,6 +105,18 @@ pub fn start(
             .map_err(|e| format!("cannot start a thread for a listener: {e}"))?;
     }
     Ok(())
+}
+
+/// Lets the kernel hold as many connections waiting for `accept` as it allows
+/// (`net.core.somaxconn`) instead of std's 128: under a flood of connections, a full backlog
+/// drops a legitimate client's SYN too, and its kernel waits a second or more to retry.
+fn deepen_backlog(socket: &TcpListener) -> std::io::Result<()> {
+    // SAFETY: listen on a socket this function borrows; Linux takes a second listen() as
+    // a change of the backlog, and caps it at somaxconn.
+    match unsafe { libc::listen(socket.as_raw_fd(), libc::c_int::MAX) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 /// Serves `sendmail -bs` on a connection to the host's socket: the listener's SMTP session,
