@@ -628,13 +628,7 @@ fn a_command_or_a_message_trickled_a_byte_at_a_time_is_cut_at_its_total_time() {
 
     // A message, a byte each 300 ms: cut at 3 s from the 354.
     let (mut client, _) = SmtpClient::greeted_from(NEIGHBOUR, port);
-    assert!(client
-        .command("MAIL FROM:<app@example.com>")
-        .starts_with("250"));
-    assert!(client
-        .command("RCPT TO:<bob@example.net>")
-        .starts_with("250"));
-    assert!(client.command("DATA").starts_with("354"));
+    client.start_data("app@example.com", "bob@example.net");
     let asked = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = client.writer().try_clone().unwrap();

@@ -287,13 +287,7 @@ fn a_client_that_drops_mid_data_leaves_nothing_stored() {
     let site = Site::new();
     let (sink, host, port) = relaying_host(&site, "", "");
     let (mut client, _) = SmtpClient::greeted(port);
-    assert!(client
-        .command("MAIL FROM:<app@example.com>")
-        .starts_with("250"));
-    assert!(client
-        .command("RCPT TO:<bob@example.net>")
-        .starts_with("250"));
-    assert!(client.command("DATA").starts_with("354"));
+    client.start_data("app@example.com", "bob@example.net");
     client.send("Subject: half\r\n\r\nthe first half of the messa");
     drop(client);
     wait_until(PROMPTLY, "the host notices", || {

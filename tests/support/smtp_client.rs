@@ -147,14 +147,20 @@ impl SmtpClient {
 
     /// MAIL, RCPT, DATA and `content`; the reply to the end of the data.
     pub fn send_message(&mut self, sender: &str, recipient: &str, content: &str) -> String {
+        self.start_data(sender, recipient);
+        self.send(content);
+        self.command(".")
+    }
+
+    /// MAIL, RCPT and DATA for one recipient, each expected to be taken: the client may send
+    /// the message next.
+    pub fn start_data(&mut self, sender: &str, recipient: &str) {
         let mail = self.command(&format!("MAIL FROM:<{sender}>"));
         assert!(mail.starts_with("250"), "{mail}");
         let rcpt = self.command(&format!("RCPT TO:<{recipient}>"));
         assert!(rcpt.starts_with("250"), "{rcpt}");
         let data = self.command("DATA");
         assert!(data.starts_with("354"), "{data}");
-        self.send(content);
-        self.command(".")
     }
 }
 
