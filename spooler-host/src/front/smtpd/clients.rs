@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -269,7 +269,7 @@ impl Clients {
         self: &Arc<Self>,
         address: IpAddr,
         limits: &ClientLimits,
-        listener: &str,
+        listener: SocketAddr,
     ) -> Result<Option<Lease>, Refused> {
         let admitted = self.count_connection(address, limits, listener);
         if let Err(refused) = &admitted {
@@ -282,7 +282,7 @@ impl Clients {
         self: &Arc<Self>,
         address: IpAddr,
         limits: &ClientLimits,
-        listener: &str,
+        listener: SocketAddr,
     ) -> Result<Option<Lease>, Refused> {
         if !limits.apply_to(address) {
             return Ok(None);
@@ -555,6 +555,10 @@ mod tests {
         }
     }
 
+    fn listener() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 25))
+    }
+
     fn clients() -> (tempfile::TempDir, Arc<Clients>) {
         let folder = tempfile::tempdir().unwrap();
         let clients = Clients::open(folder.path()).unwrap();
@@ -580,24 +584,24 @@ mod tests {
         let (_folder, clients) = clients();
         let limits = limits();
         let one = "192.0.2.1".parse().unwrap();
-        let first = clients.admit(one, &limits, "test").unwrap();
-        let _second = clients.admit(one, &limits, "test").unwrap();
+        let first = clients.admit(one, &limits, listener()).unwrap();
+        let _second = clients.admit(one, &limits, listener()).unwrap();
         assert_eq!(
-            clients.admit(one, &limits, "test").err(),
+            clients.admit(one, &limits, listener()).err(),
             Some(Refused::Sessions)
         );
         assert!(clients
-            .admit("192.0.2.2".parse().unwrap(), &limits, "test")
+            .admit("192.0.2.2".parse().unwrap(), &limits, listener())
             .is_ok());
         drop(first);
         // A session ended, but this is the fourth connection in the minute.
         assert_eq!(
-            clients.admit(one, &limits, "test").err(),
+            clients.admit(one, &limits, listener()).err(),
             Some(Refused::Connections)
         );
         for _ in 0..10 {
             assert!(clients
-                .admit("10.1.1.1".parse().unwrap(), &limits, "test")
+                .admit("10.1.1.1".parse().unwrap(), &limits, listener())
                 .unwrap()
                 .is_none());
         }
@@ -630,7 +634,7 @@ mod tests {
         assert_eq!(fourth.banned_for, Some(limits.auth_ban_time));
         assert!(clients.is_banned(guesser, &limits));
         assert_eq!(
-            clients.admit(guesser, &limits, "test").err(),
+            clients.admit(guesser, &limits, listener()).err(),
             Some(Refused::Banned)
         );
         drop(clients);
@@ -643,7 +647,7 @@ mod tests {
         assert_eq!(bans[0].users, ["alice", "bob", "dave", "erin"]);
         assert!(!clients.unban(Client::of("192.0.2.2".parse().unwrap())));
         assert!(clients.unban(Client::of(guesser)));
-        assert!(clients.admit(guesser, &limits, "test").is_ok());
+        assert!(clients.admit(guesser, &limits, listener()).is_ok());
         let clients = Clients::open(folder.path()).unwrap();
         assert!(clients.bans().is_empty());
     }

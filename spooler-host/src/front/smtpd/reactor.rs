@@ -243,8 +243,8 @@ impl Reactor {
             }
             let lease = match &self.shared.clients {
                 Some(clients) => {
-                    let listener = self.shared.config.address.to_string();
-                    match clients.admit(peer, &self.shared.config.clients, &listener) {
+                    let listener = self.shared.config.address;
+                    match clients.admit(peer, &self.shared.config.clients, listener) {
                         Ok(lease) => lease,
                         Err(refused) => {
                             let client = super::clients::Client::of(peer);
