@@ -15,6 +15,11 @@ pub struct Certificates {
     pub cert_file: PathBuf,
     /// The server's private key (PEM).
     pub key_file: PathBuf,
+    /// A client certificate from the same CA, issued to `spooler` (its common name, which
+    /// PostgreSQL's `cert` authentication takes as the role), for servers that ask for one.
+    pub client_cert_file: PathBuf,
+    /// The client certificate's private key (PEM).
+    pub client_key_file: PathBuf,
 }
 
 impl Certificates {
@@ -45,6 +50,13 @@ impl Certificates {
             .signed_by(&server_key, &ca, &ca_key)
             .expect("the server's certificate");
 
+        let client_key = KeyPair::generate().expect("a client key");
+        let mut client = CertificateParams::new(Vec::<String>::new()).expect("client parameters");
+        client.distinguished_name.push(DnType::CommonName, "spooler");
+        let client = client
+            .signed_by(&client_key, &ca, &ca_key)
+            .expect("the client's certificate");
+
         let write = |name: &str, pem: String| {
             let file = folder.join(name);
             fs::write(&file, pem).expect("writing a PEM file");
@@ -54,6 +66,8 @@ impl Certificates {
             ca_file: write("ca.pem", ca.pem()),
             cert_file: write("server.pem", server.pem()),
             key_file: write("server.key", server_key.serialize_pem()),
+            client_cert_file: write("client.pem", client.pem()),
+            client_key_file: write("client.key", client_key.serialize_pem()),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::{free_port, set_mode};
+use crate::{free_port, set_mode, Certificates};
 
 /// The role the tests connect as: the server's superuser, trusted on loopback.
 const ROLE: &str = "spooler";
@@ -26,6 +26,8 @@ pub struct Postgres {
     folder: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
+    /// The server's command-line options (`pg_ctl -o`), kept to start it again.
+    options: String,
 }
 
 /// Where PostgreSQL's server programs (`initdb`, `pg_ctl`) are: the PATH, /usr/local/bin,
@@ -93,6 +95,7 @@ impl Postgres {
             folder,
             bin,
             port: 0,
+            options: String::new(),
         };
         if as_root() {
             // The data folder is made by initdb running as the postgres user, in ours.
@@ -130,27 +133,12 @@ impl Postgres {
             let logged_before = fs::metadata(&log).map_or(0, |m| m.len() as usize);
             // Loopback only (initdb's trust covers local connections); fsync stays on so
             // that the benchmark measures a durable store.
-            let options = format!(
+            server.options = format!(
                 "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=on -c max_connections=200",
                 server.port,
                 server.folder.path().display()
             );
-            let started = server.try_run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    &data.to_string_lossy(),
-                    "-l",
-                    &log.to_string_lossy(),
-                    "-o",
-                    &options,
-                    "-w",
-                    "-t",
-                    START_SECONDS,
-                    "start",
-                ],
-            );
-            match started {
+            match server.pg_ctl_start() {
                 Ok(()) => return Some(server),
                 // Another process took the port between free_port and the server's bind.
                 Err(_)
@@ -168,6 +156,113 @@ impl Postgres {
             }
         }
         unreachable!("the last attempt returns or panics")
+    }
+
+    /// `pg_ctl start` with the server's options, waiting until it accepts connections.
+    fn pg_ctl_start(&self) -> Result<(), String> {
+        let log = self.folder.path().join("server.log");
+        self.try_run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().to_string_lossy(),
+                "-l",
+                &log.to_string_lossy(),
+                "-o",
+                &self.options,
+                "-w",
+                "-t",
+                START_SECONDS,
+                "start",
+            ],
+        )
+    }
+
+    /// `pg_ctl` with `mode` (`stop` or `restart`), `-m fast`: the server ends every session
+    /// and stops (then starts again, for `restart`), as an operator's restart does.
+    fn pg_ctl_fast(&self, mode: &str) {
+        let data = self.data();
+        let log = self.folder.path().join("server.log");
+        let mut args = vec!["-D", data.to_str().expect("a UTF-8 path"), "-m", "fast"];
+        if mode == "restart" {
+            args.extend(["-l", log.to_str().expect("a UTF-8 path")]);
+        }
+        args.extend(["-w", "-t", START_SECONDS, mode]);
+        if let Err(why) = self.try_run("pg_ctl", &args) {
+            panic!("pg_ctl {mode} failed: {why}\n{}", log_tail(&log));
+        }
+    }
+
+    /// Restarts the server (`pg_ctl restart -m fast`): every connection is cut, and the server
+    /// is back, on the same port, when this returns.
+    pub fn restart(&self) {
+        self.pg_ctl_fast("restart");
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`) until [`start_again`](Self::start_again).
+    pub fn stop(&self) {
+        self.pg_ctl_fast("stop");
+    }
+
+    /// Starts a stopped server again, on the same port.
+    pub fn start_again(&self) {
+        if let Err(why) = self.pg_ctl_start() {
+            panic!(
+                "PostgreSQL did not start again: {why}\n{}",
+                log_tail(&self.folder.path().join("server.log"))
+            );
+        }
+    }
+
+    /// Sets server `settings` with `ALTER SYSTEM` and reloads the configuration. A setting
+    /// that needs a restart (`shared_preload_libraries`) takes effect at the next
+    /// [`restart`](Self::restart).
+    pub fn configure(&self, settings: &[(&str, &str)]) {
+        for (name, value) in settings {
+            self.psql(
+                "postgres",
+                &format!("ALTER SYSTEM SET {name} = '{}'", value.replace('\'', "''")),
+            );
+        }
+        self.psql("postgres", "SELECT pg_reload_conf()");
+    }
+
+    /// Turns TLS on with `certificates`' server certificate and key, trusting their CA for
+    /// client certificates. Clients of `certificate_database` must then come over TLS with
+    /// a client certificate issued to their role (`hostssl … cert`); other databases keep
+    /// trusting loopback, with or without TLS.
+    pub fn enable_tls(&self, certificates: &Certificates, certificate_database: &str) {
+        let data = self.data();
+        for (from, to) in [
+            (&certificates.cert_file, "server.crt"),
+            (&certificates.key_file, "server.key"),
+            (&certificates.ca_file, "root.crt"),
+        ] {
+            let copy = data.join(to);
+            fs::copy(from, &copy).expect("copying a certificate into the data folder");
+            set_mode(&copy, 0o600);
+            if as_root() {
+                let status = Command::new("chown")
+                    .arg(format!("{SYSTEM_USER}:"))
+                    .arg(&copy)
+                    .status()
+                    .expect("chown runs");
+                assert!(status.success(), "cannot hand {to} to {SYSTEM_USER}");
+            }
+        }
+        let hba = data.join("pg_hba.conf");
+        let rules = fs::read_to_string(&hba).expect("reading pg_hba.conf");
+        fs::write(
+            &hba,
+            format!("hostssl {certificate_database} all 127.0.0.1/32 cert\n{rules}"),
+        )
+        .expect("writing pg_hba.conf");
+        self.configure(&[
+            ("ssl", "on"),
+            ("ssl_cert_file", "server.crt"),
+            ("ssl_key_file", "server.key"),
+            ("ssl_ca_file", "root.crt"),
+        ]);
     }
 
     /// Its port on 127.0.0.1.
