@@ -1,10 +1,14 @@
-//! The store's configuration table: where the database is, who this host is among those
-//! sharing it, and how long a lease lasts.
+//! The store's configuration table: where the database is and how the connection to it is
+//! secured, who this host is among those sharing it, and how long a lease lasts.
 
 use std::time::Duration;
 
 use provider_abi::ProviderError;
 use serde::Deserialize;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::db::explain;
+use crate::tls;
 
 /// The table as an operator writes it.
 #[derive(Debug, Deserialize)]
@@ -19,6 +23,11 @@ struct Table {
     /// Where the password is read from, so that it need not stand in the profile.
     password_file: Option<String>,
     password_env: Option<String>,
+    /// TLS, as libpq names and means them (see `tls`); also accepted in `url`.
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
+    sslcert: Option<String>,
+    sslkey: Option<String>,
     /// This host's name among the hosts sharing the database.
     host_name: Option<String>,
     /// How long a lease lasts without renewal, in seconds.
@@ -37,12 +46,35 @@ fn default_local_types() -> Vec<String> {
     vec!["LOCAL".into()]
 }
 
-/// The configuration, checked.
-pub struct Config {
+/// Where the database is and how to reach it; the listener clones it for its own
+/// connection.
+#[derive(Clone)]
+pub struct Server {
     /// How to connect.
     pub connection: postgres::Config,
     /// The connection for messages: the server and database, never the password.
     pub describe: String,
+    /// The TLS connector for every connection to the server.
+    pub tls: MakeRustlsConnect,
+    /// The `sslmode` in force.
+    pub tls_mode: tls::Mode,
+}
+
+impl Server {
+    /// A new connection; an error says to which server, and why, in words to act on (a
+    /// refused certificate says which setting to change).
+    pub fn connect(&self) -> Result<postgres::Client, String> {
+        self.connection.connect(self.tls.clone()).map_err(|error| {
+            let why = tls::refusal(&self.describe, &error).unwrap_or_else(|| explain(&error));
+            format!("cannot connect to {}: {why}", self.describe)
+        })
+    }
+}
+
+/// The configuration, checked.
+pub struct Config {
+    /// The database server.
+    pub server: Server,
     /// This host's name.
     pub host_name: String,
     /// How long a lease lasts.
@@ -55,11 +87,13 @@ impl Config {
     /// Reads the table of store instance `name`.
     pub fn parse(name: &str, text: &str) -> Result<Config, ProviderError> {
         let bad = |why: String| provider_abi::config::error(name, "", why);
-        let table: Table = provider_abi::config::from_toml(name, text)?;
-        let mut connection = match &table.url {
-            Some(url) => url
-                .parse::<postgres::Config>()
-                .map_err(|error| bad(format!("url: {error}")))?,
+        let mut table: Table = provider_abi::config::from_toml(name, text)?;
+        let mut connection = match table.url.take() {
+            Some(url) => {
+                let url = take_tls_parameters(&url, &mut table).map_err(bad)?;
+                url.parse::<postgres::Config>()
+                    .map_err(|error| bad(format!("url: {error}")))?
+            }
             None => postgres::Config::new(),
         };
         if let Some(server) = &table.server {
@@ -122,13 +156,28 @@ impl Config {
             Some(host) => host,
             None => provider_abi::host::hostname(),
         };
+        let (tls_mode, tls) = tls::connector(
+            &tls::Settings {
+                mode: table.sslmode.as_deref(),
+                root_cert: table.sslrootcert.as_deref(),
+                cert: table.sslcert.as_deref(),
+                key: table.sslkey.as_deref(),
+            },
+            connection.get_hosts(),
+        )
+        .map_err(bad)?;
+        connection.ssl_mode(tls_mode.negotiation());
         connection.application_name(&format!("spooler-host {host_name}"));
         connection.connect_timeout(Duration::from_secs(10));
         // Commits wait for the disk only where the store says so (see `PostgresStore::run`).
         connection.options("-c synchronous_commit=off");
         Ok(Config {
-            describe: describe(&connection),
-            connection,
+            server: Server {
+                describe: describe(&connection),
+                connection,
+                tls,
+                tls_mode,
+            },
             host_name,
             lease: Duration::from_secs(table.lease),
             delivers_itself: table
@@ -138,6 +187,40 @@ impl Config {
                 .collect(),
         })
     }
+}
+
+/// `url` without its TLS parameters (`?sslmode=verify-full&sslrootcert=…`, which the
+/// PostgreSQL client's parser does not know all of), those moved into `table`. A parameter
+/// set both in the URL and as a key is refused, so that neither silently wins.
+fn take_tls_parameters(url: &str, table: &mut Table) -> Result<String, String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok(url.to_owned());
+    };
+    let mut kept = Vec::new();
+    for parameter in query.split('&') {
+        let (key, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+        let slot = match key {
+            "sslmode" => &mut table.sslmode,
+            "sslrootcert" => &mut table.sslrootcert,
+            "sslcert" => &mut table.sslcert,
+            "sslkey" => &mut table.sslkey,
+            _ => {
+                kept.push(parameter);
+                continue;
+            }
+        };
+        if slot.is_some() {
+            return Err(format!(
+                "{key} is set both in `url` and as a key; keep one"
+            ));
+        }
+        *slot = Some(value.to_owned());
+    }
+    Ok(if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    })
 }
 
 /// `user@server:port/database`, for messages.

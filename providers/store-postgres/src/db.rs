@@ -71,7 +71,8 @@ impl<C: GenericClient> Db<'_, C> {
 }
 
 /// What went wrong, with the server's own message and SQLSTATE (the error's `Display` says
-/// only "db error" for those).
+/// only "db error" for those), or with the causes (its `Display` says only "error
+/// connecting to server", not that the connection was refused).
 pub fn explain(error: &Error) -> String {
     match error.as_db_error() {
         Some(db) => format!(
@@ -80,6 +81,14 @@ pub fn explain(error: &Error) -> String {
             db.code().code(),
             db.detail().map(|d| format!("; {d}")).unwrap_or_default()
         ),
-        None => error.to_string(),
+        None => {
+            let mut text = error.to_string();
+            let mut cause = std::error::Error::source(error);
+            while let Some(current) = cause {
+                text.push_str(&format!(": {current}"));
+                cause = current.source();
+            }
+            text
+        }
     }
 }

@@ -28,10 +28,11 @@ mod fence;
 mod listener;
 mod rows;
 mod schema;
+mod tls;
 
 use std::collections::HashSet;
 
-use postgres::{Client, GenericClient, NoTls};
+use postgres::{Client, GenericClient};
 use provider_abi::store::{
     self, CheckIn, CommitReceipt, FolderInfo, HostInfo, MessageSummary, QueueCounts, ShapeCell,
     StoreBatch, TransportCount, OUTBOX,
@@ -79,7 +80,10 @@ impl PostgresStore {
         let config = Config::parse(&name, config)?;
         let mut client = connect(&name, &config)?;
         schema::prepare(&mut client).map_err(|why| {
-            ProviderError::permanent(format!("store `{name}` on {}: {why}", config.describe))
+            ProviderError::permanent(format!(
+                "store `{name}` on {}: {why}",
+                config.server.describe
+            ))
         })?;
         let session = start_session(&mut client, &config).map_err(|error| {
             classify(
@@ -88,12 +92,14 @@ impl PostgresStore {
             )
         })?;
         log::info!(
-            "store `{name}` opened on {} as host `{}` (session {session}, leases of {} s)",
-            config.describe,
+            "store `{name}` opened on {} (sslmode {}) as host `{}` (session {session}, leases \
+             of {} s)",
+            config.server.describe,
+            config.server.tls_mode.name(),
             config.host_name,
             config.lease.as_secs()
         );
-        let listener = Listener::start(&name, config.connection.clone(), session, host);
+        let listener = Listener::start(&name, config.server.clone(), session, host);
         Ok(PostgresStore {
             local: LocalDelivery::new(&name, &config.delivers_itself),
             name,
@@ -177,12 +183,10 @@ impl PostgresStore {
 }
 
 fn connect(name: &str, config: &Config) -> Result<Client, ProviderError> {
-    config.connection.connect(NoTls).map_err(|error| {
-        ProviderError::temporary(format!(
-            "store `{name}`: cannot connect to {}: {error}",
-            config.describe
-        ))
-    })
+    config
+        .server
+        .connect()
+        .map_err(|why| ProviderError::temporary(format!("store `{name}`: {why}")))
 }
 
 /// A database error as a provider error: out of space when the disk is full; temporary when
@@ -707,7 +711,10 @@ mod tests {
             "url = \"postgres://u@localhost/db\"\npassword_env = \"STORE_POSTGRES_TEST_PASSWORD\"",
         )
         .expect("accepted");
-        assert_eq!(config.connection.get_password(), Some(&b"s3cret"[..]));
-        assert!(!config.describe.contains("s3cret"));
+        assert_eq!(
+            config.server.connection.get_password(),
+            Some(&b"s3cret"[..])
+        );
+        assert!(!config.server.describe.contains("s3cret"));
     }
 }

@@ -10,8 +10,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{NoTls, Notification};
+use postgres::Notification;
 use provider_abi::{Host, MessageId, Notice};
+
+use crate::config::Server;
 
 /// The payload announcing that the queue changed: `queue <session>`.
 pub fn queue_changed(session: i64) -> String {
@@ -32,14 +34,14 @@ pub struct Listener {
 
 impl Listener {
     /// Starts listening on behalf of host run `session`.
-    pub fn start(name: &str, config: postgres::Config, session: i64, host: Host) -> Listener {
+    pub fn start(name: &str, server: Server, session: i64, host: Host) -> Listener {
         let stop = Arc::new(AtomicBool::new(false));
         let arrived = Arc::new(Mutex::new(Vec::new()));
         let thread = {
             let (stop, arrived, owned) = (stop.clone(), arrived.clone(), name.to_owned());
             std::thread::Builder::new()
                 .name(format!("{name} listener"))
-                .spawn(move || listen(&owned, &config, session, &host, &stop, &arrived))
+                .spawn(move || listen(&owned, &server, session, &host, &stop, &arrived))
                 .map_err(|error| log::error!("store `{name}`: cannot start its listener: {error}"))
                 .ok()
         };
@@ -70,7 +72,7 @@ const TICK: Duration = Duration::from_millis(250);
 
 fn listen(
     name: &str,
-    config: &postgres::Config,
+    server: &Server,
     session: i64,
     host: &Host,
     stop: &AtomicBool,
@@ -78,10 +80,13 @@ fn listen(
 ) {
     let mut failures = 0u32;
     while !stop.load(Ordering::Relaxed) {
-        let mut client = match config
-            .connect(NoTls)
-            .and_then(|mut client| client.batch_execute("LISTEN spooler").map(|()| client))
-        {
+        let listening = server.connect().and_then(|mut client| {
+            client
+                .batch_execute("LISTEN spooler")
+                .map(|()| client)
+                .map_err(|error| format!("LISTEN: {}", crate::db::explain(&error)))
+        });
+        let mut client = match listening {
             Ok(client) => client,
             Err(error) => {
                 failures += 1;

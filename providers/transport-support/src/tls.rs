@@ -49,7 +49,7 @@ pub fn read_ca_file(path: &str) -> Result<Vec<CertificateDer<'static>>, String> 
 /// If `error` (or one of its causes) is a refused server certificate: what that means for
 /// `server` and what to do about it.
 pub fn certificate_refusal(server: &str, error: &(dyn Error + 'static)) -> Option<String> {
-    let problem = find_certificate_error(error)?;
+    let problem = certificate_error(error)?;
     let text = match problem {
         CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
             format!(
@@ -77,7 +77,7 @@ pub fn certificate_refusal(server: &str, error: &(dyn Error + 'static)) -> Optio
 
 /// The certificate error in `error`'s chain of causes, looking inside I/O errors too (a TLS
 /// stream reports its handshake failures as I/O errors wrapping rustls's).
-fn find_certificate_error<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a CertificateError> {
+pub fn certificate_error<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a CertificateError> {
     let mut next = Some(error);
     while let Some(current) = next {
         let inner = current

@@ -11,12 +11,12 @@ pub mod logging;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::os::unix::net::UnixListener;
 
 use crossbeam_channel::{bounded, Sender};
-use provider_abi::ProviderKind;
+use provider_abi::{ErrorKind, ProviderKind};
 
 use crate::config::{Profile, ProviderConfig};
 use crate::front::control::socket::{self, Access};
@@ -38,6 +38,9 @@ use instances::{build_routing_table, find, opener, report_folder, Services};
 
 /// How long a shutdown waits for the queue manager and the inbound manager.
 const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// How often a start that waits for its store says so again.
+const STORE_WAIT_REMINDER: Duration = Duration::from_secs(60);
 
 /// A running spooler.
 pub struct Spooler {
@@ -68,9 +71,7 @@ impl Spooler {
         let (notices, notices_rx) = bounded::<ProviderNotice>(1024);
         let sockets = Sockets::bind(profile)?;
         let store = start_store(&folder, profile, &status, &notices)?;
-        let store_types = store
-            .delivers_itself()
-            .map_err(|e| format!("the store cannot be used: {e}"))?;
+        let store_types = sockets.wait_for_store(&store, &profile.store.name)?;
         let services = Services {
             status: &status,
             notices: &notices,
@@ -232,6 +233,49 @@ impl Sockets {
                 .map(socket::bind_public)
                 .transpose()?,
         })
+    }
+
+    /// The address types the store delivers itself, once it answers. A store that fails
+    /// for a reason that may pass (its database server is down) is waited for, as long as
+    /// it takes: the log says so, and clients are told to try again later meanwhile. A
+    /// store that cannot work at all ends the start.
+    fn wait_for_store(&self, store: &StoreClient, name: &str) -> Result<Vec<String>, String> {
+        /// How often the store is asked again (its worker reopens it after its own backoff).
+        const RETRY: Duration = Duration::from_secs(1);
+        let started = Instant::now();
+        let mut told: Option<Instant> = None;
+        loop {
+            let error = match store.delivers_itself() {
+                Ok(types) => {
+                    if told.is_some() {
+                        log::info!(
+                            "the store `{name}` answers, after {} s; starting",
+                            started.elapsed().as_secs()
+                        );
+                    }
+                    return Ok(types);
+                }
+                Err(error) if matches!(error.kind(), ErrorKind::Temporary | ErrorKind::Full) => {
+                    error
+                }
+                Err(error) => return Err(format!("the store cannot be used: {error}")),
+            };
+            if told.is_none_or(|at| at.elapsed() >= STORE_WAIT_REMINDER) {
+                log::warn!(
+                    "waiting for the store `{name}` (for {} s so far): {error}; clients are \
+                     told to try again later until it answers",
+                    started.elapsed().as_secs()
+                );
+                told = Some(Instant::now());
+            }
+            let why = format!(
+                "the spooler is waiting for its store `{name}`, which is not available: \
+                 {error}; try again later"
+            );
+            let listeners: Vec<&UnixListener> =
+                std::iter::once(&self.owner).chain(&self.public).collect();
+            socket::turn_away(&listeners, RETRY, &why);
+        }
     }
 
     /// Answers on them from now on.

@@ -302,6 +302,11 @@ fn open_now<T>(pool: &Pool<T>, journal: &mut Option<CallSlot>) -> Result<T, Prov
     match opened {
         Ok(provider) => {
             log::info!("{instance}: opened");
+            // A failed open set it to error; opened now, it works (a provider reports
+            // another state itself).
+            if pool.status.state(instance) == ProviderState::Error {
+                pool.status.set(instance, ProviderState::Online, "");
+            }
             Ok(provider)
         }
         Err(error) => {

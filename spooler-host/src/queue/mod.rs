@@ -262,6 +262,7 @@ impl QueueManager {
             + setup.routes.preprocessors.len()
             + setup.routes.hooks.len();
         let events = bounded(setup.max_in_flight * (workers + 1) + 64);
+        let outage = Outage::new(setup.store.name(), setup.status.clone());
         let manager = QueueManager {
             store: setup.store,
             routes: setup.routes,
@@ -283,7 +284,7 @@ impl QueueManager {
             inbound: setup.inbound,
             watchers: setup.watchers,
             draining: None,
-            outage: Outage::default(),
+            outage,
             quarantine: setup.quarantine,
         };
         let thread = std::thread::Builder::new()

@@ -155,6 +155,8 @@ type CommitCallback = Box<dyn FnOnce(Result<CommitReceipt, ProviderError>) + Sen
 /// A handle to the store thread, cheap to clone.
 #[derive(Clone)]
 pub struct StoreClient {
+    /// The store instance's name.
+    name: Arc<str>,
     store: Worker<StoreObject>,
     /// Commits waiting for the next group commit.
     commits: Sender<(Commit, CommitCallback)>,
@@ -177,12 +179,18 @@ impl StoreClient {
         let (store, threads) = Worker::start(name, 1, 1, None, open, status, None);
         let (commits, waiting) = bounded(1024);
         let client = StoreClient {
+            name: name.into(),
             store,
             commits,
             waiting,
             collection_queued: Arc::new(AtomicBool::new(false)),
         };
         (client, threads)
+    }
+
+    /// The store instance's name, as the status table shows it.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Commits `commit` durably (possibly together with other callers' commits).

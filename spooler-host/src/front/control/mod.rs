@@ -459,7 +459,7 @@ fn parse_id(id: &str) -> Result<MessageId, String> {
 }
 
 /// Writes one response line; false if the client went away.
-fn send(writer: &mut UnixStream, response: &Response) -> bool {
+pub(crate) fn send(writer: &mut UnixStream, response: &Response) -> bool {
     let mut text = serde_json::to_string(response).expect("responses serialize");
     text.push('\n');
     writer.write_all(text.as_bytes()).is_ok()

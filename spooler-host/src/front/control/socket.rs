@@ -9,11 +9,13 @@
 //! (`mailq`), flush it (`-q`) and verify addresses (`-bv`). The peer's user id goes into the log with each submission.
 
 use std::fmt;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use crate::front::control::Control;
-use crate::protocol::Request;
+use crate::front::control::{send, Control};
+use crate::protocol::{Failure, Request, Response};
 
 /// What a socket lets its clients ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +154,49 @@ pub fn serve(listener: UnixListener, control: Control, socket: PathBuf, access: 
             }
         })
         .expect("the system can start a thread");
+}
+
+/// Answers every client that connects to `listeners` during `wait` with a temporary failure
+/// saying `why`: for the time the host waits for its store at start. A client (cron's
+/// `sendmail`) hears to try again later (EX_TEMPFAIL, 75) at once, instead of waiting for
+/// an answer or being told that no spooler runs.
+pub fn turn_away(listeners: &[&UnixListener], wait: Duration, why: &str) {
+    /// How long the loop sleeps when no client is waiting.
+    const IDLE: Duration = Duration::from_millis(50);
+    /// How much of a request is read (its first line) before the answer.
+    const REQUEST_LINE: u64 = 64 * 1024;
+    for listener in listeners {
+        listener.set_nonblocking(true).ok();
+    }
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        let mut answered = false;
+        for listener in listeners {
+            let Ok((mut stream, _)) = listener.accept() else {
+                continue;
+            };
+            answered = true;
+            stream.set_nonblocking(false).ok();
+            stream.set_read_timeout(Some(Duration::from_secs(1))).ok();
+            stream.set_write_timeout(Some(Duration::from_secs(1))).ok();
+            // The request line is read first, so that a client writing it is not cut off
+            // before it reads the answer.
+            let mut line = String::new();
+            BufReader::new((&stream).take(REQUEST_LINE))
+                .read_line(&mut line)
+                .ok();
+            send(
+                &mut stream,
+                &Response::error(Failure::Temporary, why.to_owned()),
+            );
+        }
+        if !answered {
+            std::thread::sleep(IDLE);
+        }
+    }
+    for listener in listeners {
+        listener.set_nonblocking(false).ok();
+    }
 }
 
 /// The user id of the process at the other end of `stream`.
