@@ -22,6 +22,8 @@
 //! - `http_api`: the HTTP front end: the admin API, the event stream, the webhook;
 //! - `dashboard`: the HTTP front end's page in a headless Chromium, clicked and photographed;
 //! - `scale_out`: several hosts on one PostgreSQL store;
+//! - `shared_store`: that store over TLS, through a database restart, an outage and a start
+//!   while the database is down;
 //! - `metrics`: `/metrics` as `promtool` and a private Prometheus read it;
 //! - `upgrade`, `template`: a provider built against an older ABI, and the provider template.
 //!
@@ -52,6 +54,7 @@ mod outbound;
 mod retry;
 mod scale_out;
 mod sendmail;
+mod shared_store;
 mod smtp_listener;
 mod smtp_transport;
 mod submission;

@@ -18,8 +18,10 @@ pub fn submit_many(socket: &Path, count: usize) -> Vec<String> {
 }
 
 /// Submits messages `numbers` over the control socket directly (fast), message `n` with the
-/// subject `message <n>` to `recipient(n)`. Returns each acknowledged number with its queue
-/// id, in order, and why it stopped early, if it did (e.g. the host went away).
+/// subject `message <n>` and the Message-ID `<message-<n>@numbered.test>` to
+/// `recipient(n)`. Returns each acknowledged number with its queue id, in order, and why it
+/// stopped early, if it did (e.g. the host went away, or refused with a temporary failure).
+/// The Message-ID makes a resubmission after a lost answer safe: the host finds the first.
 pub fn submit_numbered(
     socket: &Path,
     numbers: std::ops::Range<usize>,
@@ -36,7 +38,7 @@ pub fn submit_numbered(
     let mut reader = std::io::BufReader::new(stream);
     for n in numbers {
         let content =
-            format!("From: load@example.com\r\nSubject: message {n}\r\n\r\nNumber {n}.\r\n");
+            format!("From: load@example.com\r\nMessage-ID: <message-{n}@numbered.test>\r\nSubject: message {n}\r\n\r\nNumber {n}.\r\n");
         let request = serde_json::json!({
             "command": "submit",
             "sender": "LOCAL:load",

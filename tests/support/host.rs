@@ -118,22 +118,7 @@ impl Host {
     /// Starts the host on `config` and waits until its control socket answers. Its log goes
     /// to `<log_name>` beside the profile.
     pub fn start(config: &Path, log_name: &str) -> Host {
-        let log = config.with_file_name(log_name);
-        let log_file = fs::File::create(&log).expect("creating the host log");
-        let child = Command::new(host_binary())
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("the host starts");
-        let mut host = Host {
-            child,
-            config: config.to_owned(),
-            log,
-        };
+        let mut host = Host::launch(config, log_name);
         let deadline = Instant::now() + PROMPTLY;
         loop {
             if host.command(&["status"]).code == Some(0) {
@@ -148,6 +133,27 @@ impl Host {
                 host.log()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the host on `config` without waiting for it to answer (for a host that waits
+    /// for its store). Its log goes to `<log_name>` beside the profile.
+    pub fn launch(config: &Path, log_name: &str) -> Host {
+        let log = config.with_file_name(log_name);
+        let log_file = fs::File::create(&log).expect("creating the host log");
+        let child = Command::new(host_binary())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("the host starts");
+        Host {
+            child,
+            config: config.to_owned(),
+            log,
         }
     }
 

@@ -52,7 +52,9 @@ impl Certificates {
 
         let client_key = KeyPair::generate().expect("a client key");
         let mut client = CertificateParams::new(Vec::<String>::new()).expect("client parameters");
-        client.distinguished_name.push(DnType::CommonName, "spooler");
+        client
+            .distinguished_name
+            .push(DnType::CommonName, "spooler");
         let client = client
             .signed_by(&client_key, &ca, &ca_key)
             .expect("the client's certificate");

@@ -210,9 +210,7 @@ fn take_tls_parameters(url: &str, table: &mut Table) -> Result<String, String> {
             }
         };
         if slot.is_some() {
-            return Err(format!(
-                "{key} is set both in `url` and as a key; keep one"
-            ));
+            return Err(format!("{key} is set both in `url` and as a key; keep one"));
         }
         *slot = Some(value.to_owned());
     }

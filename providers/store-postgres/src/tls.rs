@@ -290,8 +290,14 @@ mod tests {
         assert_eq!(Mode::default_for(&[tcp("127.0.0.1")]), Mode::Prefer);
         assert_eq!(Mode::default_for(&[tcp("localhost")]), Mode::Prefer);
         assert_eq!(Mode::default_for(&[tcp("::1")]), Mode::Prefer);
-        assert_eq!(Mode::default_for(&[Host::Unix("/run/postgresql".into())]), Mode::Prefer);
-        assert_eq!(Mode::default_for(&[tcp("db.example.net")]), Mode::VerifyFull);
+        assert_eq!(
+            Mode::default_for(&[Host::Unix("/run/postgresql".into())]),
+            Mode::Prefer
+        );
+        assert_eq!(
+            Mode::default_for(&[tcp("db.example.net")]),
+            Mode::VerifyFull
+        );
         assert_eq!(Mode::default_for(&[tcp("10.0.0.5")]), Mode::VerifyFull);
         assert_eq!(
             Mode::default_for(&[tcp("127.0.0.1"), tcp("db2.example.net")]),
