@@ -2,6 +2,11 @@
 //! SMTP allows (`smtp-source` → `smtp-sink`) and against Postfix, all in one run, printed as
 //! a table with ratios and the issue's targets.
 //!
+//! `bench/run --only listener` runs the ceiling and the SMTP listener's path alone;
+//! `bench/run --only shared` runs the ceiling and the PostgreSQL store against the embedded
+//! store (issue 26, module `shared`): the one-host drain, the database's time per message
+//! (`pg_stat_statements`), the listener path and the stall during a fan-out, on both stores.
+//!
 //! Every figure comes from real processes: the release host with the bundled embedded store
 //! and SMTP transport (20 connections) loaded from a providers folder, Postfix's `smtp-sink`
 //! as the smart host, and a private Postfix for the comparison. It is a benchmark, not a
@@ -9,6 +14,7 @@
 
 mod finished;
 mod load;
+mod shared;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -36,15 +42,25 @@ struct Settings {
     fanout: usize,
     /// Messages `smtp-source` sends for the ceiling.
     ceiling_messages: usize,
-    /// Messages drained on the embedded store vs PostgreSQL, one vs three hosts (0 skips it).
+    /// Messages drained on the embedded store vs PostgreSQL, one vs three hosts (0 skips it);
+    /// with `--only shared`, the messages of each of its drains and listener runs.
     shared: usize,
     /// Messages `smtp-source` sends through the SMTP listener and through Postfix.
     listener_messages: usize,
-    /// Run only this phase (`listener`).
-    only: Option<String>,
+    /// Run only this phase.
+    only: Option<Phase>,
 }
 
-const USAGE: &str = "usage: bench/run [--sizes 1000,10000,100000] [--timed 2000] [--sendmail 4000] [--fanout 10000] [--ceiling 20000] [--shared 10000] [--listener 20000] [--only listener]";
+/// A phase `--only` runs alone (after the ceiling).
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    /// The SMTP listener's path against Postfix's.
+    Listener,
+    /// The PostgreSQL store against the embedded store (issue 26).
+    Shared,
+}
+
+const USAGE: &str = "usage: bench/run [--sizes 1000,10000,100000] [--timed 2000] [--sendmail 4000] [--fanout 10000] [--ceiling 20000] [--shared 10000] [--listener 20000] [--only listener|shared]";
 
 impl Settings {
     fn from_args() -> Result<Settings, String> {
@@ -81,10 +97,11 @@ impl Settings {
                 "--ceiling" => settings.ceiling_messages = number(&value)?,
                 "--shared" => settings.shared = number(&value)?,
                 "--listener" => settings.listener_messages = number(&value)?,
-                "--only" if value == "listener" => settings.only = Some(value),
+                "--only" if value == "listener" => settings.only = Some(Phase::Listener),
+                "--only" if value == "shared" => settings.only = Some(Phase::Shared),
                 "--only" => {
                     return Err(format!(
-                        "--only: `{value}` is not a phase (listener)\n{USAGE}"
+                        "--only: `{value}` is not a phase (listener, shared)\n{USAGE}"
                     ))
                 }
                 _ => return Err(format!("unknown option {flag}\n{USAGE}")),
@@ -92,6 +109,11 @@ impl Settings {
         }
         if settings.sizes.is_empty() || settings.sizes.contains(&0) {
             return Err(format!("--sizes needs queue sizes above 0\n{USAGE}"));
+        }
+        if settings.only == Some(Phase::Shared) && (settings.shared == 0 || settings.fanout == 0) {
+            return Err(format!(
+                "--only shared needs --shared and --fanout above 0\n{USAGE}"
+            ));
         }
         Ok(settings)
     }
@@ -127,17 +149,23 @@ impl Queued {
     /// queues `count` messages through the first while the smart host is down; the
     /// submission rate of the whole fill.
     fn fill_with(count: usize, stores: &[String]) -> (Queued, f64) {
+        let mut queued = Queued::start_with(stores);
+        let rate = queued.submit(count);
+        (queued, rate)
+    }
+
+    /// Starts one host per `[store]` section in `stores` (empty: the embedded default), its
+    /// smart host down, nothing queued yet.
+    fn start_with(stores: &[String]) -> Queued {
         let smart_host = free_port();
-        let mut queued = Queued {
+        Queued {
             hosts: stores
                 .iter()
                 .map(|store| start_host(smart_host, store))
                 .collect(),
             smart_host,
             queued: 0,
-        };
-        let rate = queued.submit(count);
-        (queued, rate)
+        }
     }
 
     /// Submits `count` more messages; their submission rate.
@@ -191,6 +219,12 @@ impl Queued {
     /// hear of it), and waits until every message is delivered by one host or another; the
     /// delivery rate and the first host's peak memory.
     fn drain(self) -> (f64, u64) {
+        self.deliver()
+    }
+
+    /// [`drain`](Self::drain), keeping the hosts running (and their store connections open)
+    /// until the queue is dropped.
+    fn deliver(&self) -> (f64, u64) {
         let _sink = SmtpSink::discarding(self.smart_host, &[]);
         let started = Instant::now();
         let flushed = client::request(&self.socket(), &Request::Flush { transport: None }, None);
@@ -321,15 +355,20 @@ fn sendmail_path(count: usize) -> SendmailPath {
 }
 
 /// Latency from submission to delivery of single messages, alone and while one message to
-/// `recipients` recipients fans out.
+/// `recipients` recipients fans out (the samples of `fanouts` fan-outs in a row, pooled).
 struct Latency {
     idle: (Duration, Duration),
     during: (Duration, Duration),
     samples_during: usize,
+    fanouts: usize,
+    /// The mean time a fan-out took, from its submission to its last recipient.
     fanout_took: Duration,
 }
 
-fn latency(recipients: usize) -> Latency {
+/// The same on a host with `store` (a `[store]` section; empty for the embedded default), with
+/// `fanouts` fan-outs one after another (at least one).
+fn latency(recipients: usize, store: &str, fanouts: usize) -> Latency {
+    let fanouts = fanouts.max(1);
     let port = free_port();
     let _sink = SmtpSink::discarding(port, &[]);
     // The host runs until it is dropped at the end.
@@ -337,7 +376,7 @@ fn latency(recipients: usize) -> Latency {
         site,
         host: _host,
         finished,
-    } = start_host(port, "");
+    } = start_host(port, store);
     let socket = site.path("data").join("control.sock");
     let single = |n: usize| {
         let started = Instant::now();
@@ -354,22 +393,26 @@ fn latency(recipients: usize) -> Latency {
     let everyone: Vec<String> = (0..recipients)
         .map(|n| format!("fan{n}@example.net"))
         .collect();
-    let fanout_started = Instant::now();
-    let fanout = load::submit_one(
-        &socket,
-        &everyone,
-        &load::message(0, "undisclosed-recipients:;"),
-    );
     let mut during = Vec::new();
-    while finished.when(&fanout).is_none() && fanout_started.elapsed() < PHASE_LIMIT {
-        during.push(single(1000 + during.len()));
-        std::thread::sleep(pace);
+    let mut fanout_took = Duration::ZERO;
+    for round in 0..fanouts {
+        let fanout_started = Instant::now();
+        let fanout = load::submit_one(
+            &socket,
+            &everyone,
+            &load::message(round, "undisclosed-recipients:;"),
+        );
+        while finished.when(&fanout).is_none() && fanout_started.elapsed() < PHASE_LIMIT {
+            during.push(single(1000 + during.len()));
+            std::thread::sleep(pace);
+        }
+        fanout_took += finished
+            .when(&fanout)
+            .expect("the fan-out finished")
+            .duration_since(fanout_started);
     }
-    let fanout_took = finished
-        .when(&fanout)
-        .expect("the fan-out finished")
-        .duration_since(fanout_started);
-    finished.wait_for(idle.len() + 1 + during.len(), PHASE_LIMIT);
+    let fanout_took = fanout_took / fanouts as u32;
+    finished.wait_for(idle.len() + fanouts + during.len(), PHASE_LIMIT);
     let percentiles = |samples: &[(String, Instant)]| {
         let mut took: Vec<Duration> = samples
             .iter()
@@ -388,6 +431,7 @@ fn latency(recipients: usize) -> Latency {
         idle: percentiles(&idle),
         during: percentiles(&during),
         samples_during: during.len(),
+        fanouts,
         fanout_took,
     }
 }
@@ -439,10 +483,21 @@ fn main() {
         per_second(ceiling),
         "100% of ceiling",
     ));
-    if settings.only.is_some() {
-        listener_phase(settings.listener_messages, ceiling, &mut rows, &mut checks);
-        print_table(&rows, &checks);
-        return;
+    match settings.only {
+        Some(Phase::Listener) => {
+            listener_phase(settings.listener_messages, ceiling, &mut rows, &mut checks);
+            print_table(&rows, &checks);
+            return;
+        }
+        Some(Phase::Shared) => {
+            let notes = shared::phase(&settings, ceiling, &mut rows, &mut checks);
+            print_rows(&rows);
+            println!();
+            print!("{notes}");
+            print_checks(&checks);
+            return;
+        }
+        None => {}
     }
 
     let smallest = settings.sizes.iter().copied().min().unwrap_or(1);
@@ -594,7 +649,7 @@ fn main() {
     ));
 
     eprintln!("latency while {} recipients fan out…", settings.fanout);
-    let latency = latency(settings.fanout);
+    let latency = latency(settings.fanout, "", 1);
     rows.push(row(
         "latency submit -> delivered, p50 / p99, idle",
         format!("{} / {}", millis(latency.idle.0), millis(latency.idle.1)),
@@ -649,11 +704,11 @@ fn listener_phase(
     drop(postfix);
 
     eprintln!("listener: {count} messages smtp-source -> spooler listener -> smtp-sink…");
-    let (accepted, spooler) = spooler_listener(sink_port, count, Variant::Plain);
+    let (accepted, spooler) = spooler_listener(sink_port, count, Variant::Plain, "", &mut |_| {});
     eprintln!(
         "listener: {count} messages smtp-source -> spooler listener -> isolated SMTP transport -> smtp-sink…"
     );
-    let (_, isolated) = spooler_listener(sink_port, count, Variant::Isolated);
+    let (_, isolated) = spooler_listener(sink_port, count, Variant::Isolated, "", &mut |_| {});
     // The cost of metrics is a few percent at most, below the noise of one run on a busy
     // machine: pairs without and with [http] alternate, and their medians are compared.
     // Whichever side of a pair runs second is slower (the first one's data folder is still
@@ -664,7 +719,7 @@ fn listener_phase(
         eprintln!(
             "listener: pair {pair} of {SCRAPE_PAIRS}, without and with [http] scraped every second…"
         );
-        let run = |variant| spooler_listener(sink_port, count, variant).1;
+        let run = |variant| spooler_listener(sink_port, count, variant, "", &mut |_| {}).1;
         if pair % 2 == 1 {
             plain.push(run(Variant::Plain));
             scraped.push(run(Variant::Scraped));
@@ -752,12 +807,32 @@ fn median(rates: &mut [f64]) -> f64 {
     }
 }
 
+/// The moments of a listener run a caller may measure around.
+#[derive(Clone, Copy, PartialEq)]
+enum Moment {
+    /// The host runs (its store is open); `smtp-source` is about to start.
+    Started,
+    /// The last message is delivered; the host still runs.
+    Delivered,
+}
+
 /// `count` messages from smtp-source through the spooler's listener and its SMTP transport
-/// (20 connections, set up as `variant` says) to the sink at `sink_port`: the rate the
-/// listener accepted them at, and the end-to-end rate from the first connection to the last
-/// delivery.
-fn spooler_listener(sink_port: u16, count: usize, variant: Variant) -> (f64, f64) {
-    let site = Site::with_providers(&["store-embedded", "transport-smtp"]);
+/// (20 connections, set up as `variant` says) to the sink at `sink_port`, on `store` (a
+/// `[store]` section; empty for the embedded default): the rate the listener accepted them
+/// at, and the end-to-end rate from the first connection to the last delivery. `at` is
+/// called at each [`Moment`].
+fn spooler_listener(
+    sink_port: u16,
+    count: usize,
+    variant: Variant,
+    store: &str,
+    at: &mut dyn FnMut(Moment),
+) -> (f64, f64) {
+    let site = if store.is_empty() {
+        Site::with_providers(&["store-embedded", "transport-smtp"])
+    } else {
+        Site::with_providers(&["store-embedded", "store-postgres", "transport-smtp"])
+    };
     let listener_port = free_port();
     let http_port = free_port();
     let http = if variant == Variant::Scraped {
@@ -767,7 +842,7 @@ fn spooler_listener(sink_port: u16, count: usize, variant: Variant) -> (f64, f64
     };
     let isolate = variant == Variant::Isolated;
     let config = site.write_config(&format!(
-        "{http}[[listener]]\naddress = \"127.0.0.1:{listener_port}\"\n\
+        "{store}{http}[[listener]]\naddress = \"127.0.0.1:{listener_port}\"\n\
          [[transport]]\nprovider = \"smtp\"\nparallel = 20\nisolate = {isolate}\n\
          config = {{ host = \"127.0.0.1\", port = {sink_port}, tls = \"none\", helo = \"bench.example.com\" }}\n"
     ));
@@ -787,10 +862,12 @@ fn spooler_listener(sink_port: u16, count: usize, variant: Variant) -> (f64, f64
             }
         })
     });
+    at(Moment::Started);
     let started = Instant::now();
     smtp_source(listener_port, count);
     let accepted = rate(count, started.elapsed());
     let delivered = rate(count, finished.wait_for(count, PHASE_LIMIT) - started);
+    at(Moment::Delivered);
     scraping.store(false, Ordering::Relaxed);
     if let Some(scraper) = scraper {
         scraper.join().expect("the scraper ends");
@@ -826,13 +903,7 @@ fn shared_store(count: usize, ceiling: f64, rows: &mut Vec<Row>) {
         ));
         return;
     };
-    eprintln!("shared store: {count} drained on the embedded store…");
-    let (embedded, _) = Queued::fill(count);
-    let (embedded, _) = embedded.drain();
-    eprintln!("shared store: {count} drained by one host on PostgreSQL…");
-    let one = postgres.create_database("one_host");
-    let (queued, one_fill) = Queued::fill_with(count, &[postgres_store(&one, "a")]);
-    let (one_host, _) = queued.drain();
+    let drains = shared::store_drains(&postgres, count, None);
     eprintln!("shared store: {count} drained by three hosts on PostgreSQL…");
     let three = postgres.create_database("three_hosts");
     let stores: Vec<String> = ["a", "b", "c"]
@@ -843,27 +914,36 @@ fn shared_store(count: usize, ceiling: f64, rows: &mut Vec<Row>) {
     let (three_hosts, _) = queued.drain();
     rows.push(row(
         format!("drain, {count} queued, embedded store, 1 host"),
-        per_second(embedded),
-        format!("{} of ceiling", percent(embedded, ceiling)),
+        per_second(drains.embedded),
+        format!("{} of ceiling", percent(drains.embedded, ceiling)),
     ));
     rows.push(row(
         format!("drain, {count} queued, PostgreSQL, 1 host"),
-        per_second(one_host),
-        format!("{} of the embedded store", percent(one_host, embedded)),
+        per_second(drains.postgres),
+        format!(
+            "{} of the embedded store",
+            percent(drains.postgres, drains.embedded)
+        ),
     ));
     rows.push(row(
         "  filling that queue, 8 socket clients, PostgreSQL",
-        per_second(one_fill),
+        per_second(drains.postgres_fill),
         "",
     ));
     rows.push(row(
         format!("drain, {count} queued, PostgreSQL, 3 hosts"),
         per_second(three_hosts),
-        format!("{:.2}x one host", three_hosts / one_host),
+        format!("{:.2}x one host", three_hosts / drains.postgres),
     ));
 }
 
 fn print_table(rows: &[Row], checks: &[(String, bool)]) {
+    print_rows(rows);
+    println!();
+    print_checks(checks);
+}
+
+fn print_rows(rows: &[Row]) {
     let width = rows.iter().map(|r| r.what.len()).max().unwrap_or(0);
     let figure_width = rows.iter().map(|r| r.figure.len()).max().unwrap_or(0);
     println!(
@@ -881,7 +961,10 @@ fn print_table(rows: &[Row], checks: &[(String, bool)]) {
             r.what, r.figure, r.ratio
         );
     }
-    println!();
+}
+
+/// One line per target: MET or MISSED, and the target.
+fn print_checks(checks: &[(String, bool)]) {
     for (target, met) in checks {
         println!("{} {target}", if *met { "MET   " } else { "MISSED" });
     }
