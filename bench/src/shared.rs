@@ -113,10 +113,9 @@ impl<'a> Statistics<'a> {
         );
         if available.trim() != "1" {
             return Err(
-                "pg_stat_statements is not installed with this PostgreSQL (Debian \
-                 ships it in postgresql-contrib, part of the postgresql-NN package; other \
-                 systems in postgresql-contrib): the database's time per message is not \
-                 measured"
+                "pg_stat_statements is not installed with this PostgreSQL (it comes in \
+                 postgresql-contrib: on Debian part of the postgresql-NN package, elsewhere \
+                 a package of its own): the database's time per message is not measured"
                     .into(),
             );
         }
