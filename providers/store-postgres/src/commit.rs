@@ -18,6 +18,12 @@ pub struct Commit<'d, 'c, 'f, C: GenericClient> {
     /// Whether the other hosts have new work: a message stored into the Outbox, or a due
     /// message unlocked.
     wake_others: bool,
+    /// Whether the expired submission keys were forgotten in this transaction (once is
+    /// enough).
+    forgot_old_keys: bool,
+    /// Messages finished into folders, moved all at once by [`Commit::finish`] (their
+    /// fences are open: the row locks hold to the end of the transaction).
+    moves: (Vec<i64>, Vec<String>),
 }
 
 impl<'d, 'c, 'f, C: GenericClient> Commit<'d, 'c, 'f, C> {
@@ -28,12 +34,16 @@ impl<'d, 'c, 'f, C: GenericClient> Commit<'d, 'c, 'f, C> {
             fences,
             now,
             wake_others: false,
+            forgot_old_keys: false,
+            moves: (Vec::new(), Vec::new()),
         }
     }
 
-    /// Tells the other hosts, when the transaction commits, of the mail `receipt` delivered
-    /// into folders and of new work in the queue.
-    pub fn notify_others(self, receipt: &CommitReceipt) -> Result<(), postgres::Error> {
+    /// Does what was gathered to be done at once ([`Backend::move_to`]), then tells the
+    /// other hosts, when the transaction commits, of the mail `receipt` delivered into
+    /// folders and of new work in the queue.
+    pub fn finish(self, receipt: &CommitReceipt) -> Result<(), postgres::Error> {
+        rows::move_all(self.db, &self.moves.0, &self.moves.1)?;
         let session = self.fences.session;
         for id in receipt.delivered.iter() {
             notify(self.db, &listener::mail_arrived(session, *id))?;
@@ -44,30 +54,54 @@ impl<'d, 'c, 'f, C: GenericClient> Commit<'d, 'c, 'f, C> {
         Ok(())
     }
 
-    /// Writes the columns of one envelope if its fence allows.
-    fn update_columns(&mut self, envelope: &Envelope) -> Result<Access, postgres::Error> {
-        let (id, session) = (envelope.id, self.fences.session);
-        let mine = self.fences.leased.contains(&id);
-        // The update checks the fence itself (one round trip); only when it changes nothing
-        // is it worth asking why.
-        let known = self.fences.known(id);
-        let mut stored = !matches!(known, Some(Access::Refused | Access::Gone))
-            && rows::update_columns(self.db, envelope, mine, session)?;
-        if !stored {
+    /// Writes the columns of `envelopes`, each where its fence allows: all in one
+    /// statement (the update checks the fences itself); only for those it did not write is
+    /// it worth asking why, one by one. Returns each envelope's verdict.
+    fn update_columns(&mut self, envelopes: &[Envelope]) -> Result<Vec<Access>, postgres::Error> {
+        let session = self.fences.session;
+        // The last of two envelopes of one message wins, as written one after the other.
+        let mut last: std::collections::HashMap<MessageId, usize> = Default::default();
+        for (index, envelope) in envelopes.iter().enumerate() {
+            last.insert(envelope.id, index);
+        }
+        let candidates: Vec<(&Envelope, bool)> = envelopes
+            .iter()
+            .enumerate()
+            .filter(|(index, envelope)| {
+                last[&envelope.id] == *index
+                    && !matches!(
+                        self.fences.known(envelope.id),
+                        Some(Access::Refused | Access::Gone)
+                    )
+            })
+            .map(|(_, envelope)| (envelope, self.fences.leased.contains(&envelope.id)))
+            .collect();
+        let mut stored = rows::update_columns(self.db, &candidates, session)?;
+        for (envelope, mine) in candidates {
+            let id = envelope.id;
+            if stored.contains(&id) {
+                continue;
+            }
             // Ask why; the row is locked from here on. Open now means the lease changed
             // hands in between and is this host's again: write it.
             self.fences.forget(id);
-            stored = self.fences.check(self.db, id)? == Access::Granted
-                && rows::update_columns(self.db, envelope, mine, session)?;
+            if self.fences.check(self.db, id)? == Access::Granted
+                && !rows::update_columns(self.db, &[(envelope, mine)], session)?.is_empty()
+            {
+                stored.insert(id);
+            }
         }
-        if stored {
-            self.fences.opened(id);
-            return Ok(Access::Granted);
+        for id in &stored {
+            self.fences.opened(*id);
         }
-        Ok(match self.fences.known(id) {
-            Some(Access::Refused) => Access::Refused,
-            _ => Access::Gone,
-        })
+        Ok(envelopes
+            .iter()
+            .map(|envelope| match self.fences.known(envelope.id) {
+                _ if stored.contains(&envelope.id) => Access::Granted,
+                Some(Access::Refused) => Access::Refused,
+                _ => Access::Gone,
+            })
+            .collect())
     }
 }
 
@@ -83,6 +117,10 @@ impl<C: GenericClient> Backend for Commit<'_, '_, '_, C> {
         key: &SubmissionKey,
         now: Timestamp,
     ) -> Result<Option<MessageId>, postgres::Error> {
+        if !self.forgot_old_keys {
+            rows::forget_old_submissions(self.db, now)?;
+            self.forgot_old_keys = true;
+        }
         rows::claim_submission(self.db, key, now)
     }
 
@@ -115,10 +153,7 @@ impl<C: GenericClient> Backend for Commit<'_, '_, '_, C> {
     /// The columns envelope by envelope (each fenced), then the recipients and properties of
     /// those written, all in one go.
     fn update(&mut self, envelopes: &[Envelope]) -> Result<Vec<Access>, postgres::Error> {
-        let verdicts = envelopes
-            .iter()
-            .map(|envelope| self.update_columns(envelope))
-            .collect::<Result<Vec<_>, _>>()?;
+        let verdicts = self.update_columns(envelopes)?;
         let written: Vec<&Envelope> = envelopes
             .iter()
             .zip(&verdicts)
@@ -129,12 +164,10 @@ impl<C: GenericClient> Backend for Commit<'_, '_, '_, C> {
         Ok(verdicts)
     }
 
+    /// Gathered, and done for all at once by [`Commit::finish`].
     fn move_to(&mut self, id: MessageId, folder: &str) -> Result<(), postgres::Error> {
-        self.db.execute(
-            "UPDATE messages SET folder = $2, due = NULL, lease_session = NULL,
-                lease_until = NULL WHERE id = $1",
-            &[&(id.0 as i64), &folder],
-        )?;
+        self.moves.0.push(id.0 as i64);
+        self.moves.1.push(folder.to_owned());
         Ok(())
     }
 
@@ -147,14 +180,14 @@ impl<C: GenericClient> Backend for Commit<'_, '_, '_, C> {
     /// Releases this host's leases on `ids`; the other hosts are woken if one of them is due.
     fn unlock(&mut self, ids: &[MessageId]) -> Result<(), postgres::Error> {
         let ids: Vec<i64> = ids.iter().map(|id| id.0 as i64).collect();
-        let due_now = self.db.query_one(
+        let due_now = self.db.query_text(
             "WITH released AS (
                  UPDATE messages SET lease_session = NULL, lease_until = NULL
                  WHERE id = ANY($1) AND lease_session = $2 RETURNING due)
              SELECT count(*) FROM released WHERE due <= $3",
             &[&ids, &self.fences.session, &self.now.0],
         )?;
-        self.wake_others |= due_now.get::<_, i64>(0) > 0;
+        self.wake_others |= due_now.first().is_some_and(|row| row.get::<_, i64>(0) > 0);
         Ok(())
     }
 }

@@ -57,10 +57,18 @@ impl<C: GenericClient> Db<'_, C> {
         self.client.query_one(&statement, params)
     }
 
-    /// Runs a query whose text varies between calls (so it is not kept in the cache) and
-    /// returns its rows; for rare calls only, since it is prepared again each time.
+    /// Runs a query planned for these parameters, not kept in the cache: for a query whose
+    /// text varies between calls, or one over many rows at once (`= ANY($1)`, `unnest`),
+    /// whose best plan depends on how many and on the table's size now. It costs a round
+    /// trip more than a cached statement: for calls made once per batch, not per message.
     pub fn query_text(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
         self.client.query(sql, params)
+    }
+
+    /// Runs a statement planned for these parameters (see [`query_text`](Self::query_text))
+    /// and returns how many rows it changed.
+    pub fn execute_text(&mut self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
+        self.client.execute(sql, params)
     }
 
     /// Runs a statement and returns how many rows it changed.

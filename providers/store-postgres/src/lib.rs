@@ -264,7 +264,7 @@ impl Store for PostgresStore {
             let now = Timestamp::now();
             let mut commit = Commit::new(db, Fences::new(session, &leased), now);
             let applied = store_support::apply(&mut commit, batch, &local, now)?;
-            commit.notify_others(&applied.receipt)?;
+            commit.finish(&applied.receipt)?;
             Ok(applied)
         })?;
         for id in store_support::released(batch) {

@@ -1,7 +1,7 @@
 //! Envelopes to rows and back. Reads take many messages at once (one query per table, not
 //! one per message), and a status change writes only the recipients it changed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use postgres::{Error, GenericClient, Row};
 use provider_abi::abi_stable::std_types::{RString, RVec};
@@ -23,7 +23,8 @@ pub struct ReadMessage {
     pub content: Option<Vec<u8>>,
 }
 
-/// Inserts a message into `folder` and returns its id.
+/// Inserts a message into `folder` with its content, recipients and properties, in one
+/// statement (one round trip), and returns its id.
 pub fn insert<C: GenericClient>(
     db: &mut Db<'_, C>,
     folder: &str,
@@ -34,15 +35,47 @@ pub fn insert<C: GenericClient>(
     let due = (folder == OUTBOX)
         .then(|| envelope.due().map(|due| due.0))
         .flatten();
+    let mut r = RecipientColumns::default();
+    for (position, recipient) in envelope.recipients.iter().enumerate() {
+        r.push(MessageId(0), position, recipient);
+    }
+    let names: Vec<&str> = envelope
+        .properties
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let values: Vec<&str> = envelope
+        .properties
+        .iter()
+        .map(|p| p.value.as_str())
+        .collect();
     let row = db.query_one(
         "WITH message AS (
              INSERT INTO messages (folder, sender, report_delivery, report_non_delivery, priority,
                  submitted_at, deferred_until, expires_at, delete_after_submission, is_report,
                  held, preprocessed, subject, size, due)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-             RETURNING id)
-         INSERT INTO contents (message_id, content) SELECT id, $16 FROM message
-         RETURNING message_id",
+             RETURNING id),
+         content AS (
+             INSERT INTO contents (message_id, content) SELECT id, $16 FROM message),
+         recipient AS (
+             INSERT INTO recipients (message_id, position, address_type, address, kind, state,
+                 transport, attempts, next_attempt, last_answer, status_code, diagnostic,
+                 delay_warned, reported)
+             SELECT message.id, r.position - 1, r.address_type, r.address, r.kind, r.state,
+                 r.transport, r.attempts, r.next_attempt, r.last_answer, r.status_code,
+                 r.diagnostic, r.delay_warned, r.reported
+             FROM message, unnest($17::TEXT[], $18::TEXT[], $19::BIGINT[], $20::BIGINT[],
+                 $21::TEXT[], $22::BIGINT[], $23::BIGINT[], $24::TEXT[], $25::TEXT[],
+                 $26::TEXT[], $27::BOOLEAN[], $28::BOOLEAN[]) WITH ORDINALITY
+                 AS r(address_type, address, kind, state, transport, attempts, next_attempt,
+                     last_answer, status_code, diagnostic, delay_warned, reported, position)),
+         property AS (
+             INSERT INTO properties (message_id, position, name, value)
+             SELECT message.id, p.position - 1, p.name, p.value
+             FROM message, unnest($29::TEXT[], $30::TEXT[]) WITH ORDINALITY
+                 AS p(name, value, position))
+         SELECT id FROM message",
         &[
             &folder,
             &envelope.sender.to_string(),
@@ -60,27 +93,45 @@ pub fn insert<C: GenericClient>(
             &(content.len() as i64),
             &due,
             &content,
+            &r.address_type,
+            &r.address,
+            &r.kind,
+            &r.state,
+            &r.transport,
+            &r.attempts,
+            &r.next_attempt,
+            &r.last_answer,
+            &r.status_code,
+            &r.diagnostic,
+            &r.delay_warned,
+            &r.reported,
+            &names,
+            &values,
         ],
     )?;
-    let id: i64 = row.get(0);
-    let id = MessageId(id as u64);
-    write_recipients(db, &[(id, &envelope.recipients, &[])])?;
-    write_properties(db, id, &envelope.properties)?;
-    Ok(id)
+    Ok(MessageId(row.get::<_, i64>(0) as u64))
 }
 
-/// Claims `key` for a submission about to be stored, and forgets the keys whose time is
-/// over. `Some(id)` if the key is remembered already: message `id` is that submission. A
-/// host committing the same key at the same moment waits on the key's row, then finds it.
+/// Forgets the submission keys whose time is over.
+pub fn forget_old_submissions<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    now: Timestamp,
+) -> Result<(), Error> {
+    db.execute(
+        "DELETE FROM spooler_submissions WHERE remember_until < $1",
+        &[&now.0],
+    )?;
+    Ok(())
+}
+
+/// Claims `key` for a submission about to be stored. `Some(id)` if the key is remembered
+/// already: message `id` is that submission. A host committing the same key at the same
+/// moment waits on the key's row, then finds it.
 pub fn claim_submission<C: GenericClient>(
     db: &mut Db<'_, C>,
     key: &SubmissionKey,
     now: Timestamp,
 ) -> Result<Option<MessageId>, Error> {
-    db.execute(
-        "DELETE FROM spooler_submissions WHERE remember_until < $1",
-        &[&now.0],
-    )?;
     let claimed = db.query_opt(
         "INSERT INTO spooler_submissions (key, message_id, remember_until) VALUES ($1, 0, $2)
          ON CONFLICT (key) DO UPDATE SET message_id = 0, remember_until = EXCLUDED.remember_until
@@ -146,43 +197,88 @@ pub fn read_content<C: GenericClient>(
         .map(|row| row.get(0)))
 }
 
-/// Writes the envelope's own columns over the stored ones, if this host may: a message whose
-/// lease it holds (`mine`) needs that lease still valid, any other message no valid lease of
-/// another host (`session` is this host's run). Such a message keeps its stored `held` flag:
-/// an operator may have held it meanwhile. False if nothing was written.
+/// Writes the envelopes' own columns over the stored ones, in one statement, where this
+/// host may: a message whose lease it holds (`mine`) needs that lease still valid, any other
+/// message no valid lease of another host (`session` is this host's run). Such a message
+/// keeps its stored `held` flag: an operator may have held it meanwhile. Returns the ids
+/// written; an id appears at most once in `envelopes`.
 pub fn update_columns<C: GenericClient>(
     db: &mut Db<'_, C>,
-    envelope: &Envelope,
-    mine: bool,
+    envelopes: &[(&Envelope, bool)],
     session: i64,
-) -> Result<bool, Error> {
-    let updated = db.execute(
-        "UPDATE messages SET report_delivery = $2, report_non_delivery = $3, priority = $4,
-            deferred_until = $5, expires_at = $6, delete_after_submission = $7, is_report = $8,
-            held = CASE WHEN $12::BOOLEAN THEN held ELSE $9::BOOLEAN END, preprocessed = $10,
-            due = CASE WHEN folder <> 'Outbox' OR (CASE WHEN $12 THEN held ELSE $9 END)
-                THEN NULL ELSE $11::BIGINT END
-         WHERE id = $1 AND CASE WHEN $12
-             THEN lease_session = $13 AND lease_until > spooler_now_ms()
-             ELSE lease_session IS NULL OR lease_session = $13 OR lease_until <= spooler_now_ms()
-         END",
+) -> Result<HashSet<MessageId>, Error> {
+    if envelopes.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let column = |f: &dyn Fn(&Envelope) -> bool| -> Vec<bool> {
+        envelopes.iter().map(|(e, _)| f(e)).collect()
+    };
+    let ids: Vec<i64> = envelopes.iter().map(|(e, _)| e.id.0 as i64).collect();
+    let priorities: Vec<i64> = envelopes
+        .iter()
+        .map(|(e, _)| e.priority.as_number())
+        .collect();
+    let time = |f: &dyn Fn(&Envelope) -> Option<i64>| -> Vec<Option<i64>> {
+        envelopes.iter().map(|(e, _)| f(e)).collect()
+    };
+    let mine: Vec<bool> = envelopes.iter().map(|(_, mine)| *mine).collect();
+    let rows = db.query_text(
+        "UPDATE messages AS m SET report_delivery = u.report_delivery,
+            report_non_delivery = u.report_non_delivery, priority = u.priority,
+            deferred_until = u.deferred_until, expires_at = u.expires_at,
+            delete_after_submission = u.delete_after_submission, is_report = u.is_report,
+            held = CASE WHEN u.mine THEN m.held ELSE u.held END, preprocessed = u.preprocessed,
+            due = CASE WHEN m.folder <> 'Outbox' OR (CASE WHEN u.mine THEN m.held ELSE u.held END)
+                THEN NULL ELSE u.due END
+         FROM unnest($1::BIGINT[], $2::BOOLEAN[], $3::BOOLEAN[], $4::BIGINT[], $5::BIGINT[],
+             $6::BIGINT[], $7::BOOLEAN[], $8::BOOLEAN[], $9::BOOLEAN[], $10::BOOLEAN[],
+             $11::BIGINT[], $12::BOOLEAN[])
+             AS u(id, report_delivery, report_non_delivery, priority, deferred_until,
+                 expires_at, delete_after_submission, is_report, held, preprocessed, due, mine)
+         WHERE m.id = u.id AND CASE WHEN u.mine
+             THEN m.lease_session = $13 AND m.lease_until > spooler_now_ms()
+             ELSE m.lease_session IS NULL OR m.lease_session = $13
+                 OR m.lease_until <= spooler_now_ms()
+         END
+         RETURNING m.id",
         &[
-            &(envelope.id.0 as i64),
-            &envelope.reports.delivery,
-            &envelope.reports.non_delivery,
-            &envelope.priority.as_number(),
-            &envelope.deferred_until.map(|t| t.0).into_option(),
-            &envelope.expires_at.map(|t| t.0).into_option(),
-            &envelope.delete_after_submission,
-            &envelope.is_report,
-            &envelope.held,
-            &envelope.preprocessed,
-            &envelope.due().map(|due| due.0),
+            &ids,
+            &column(&|e| e.reports.delivery),
+            &column(&|e| e.reports.non_delivery),
+            &priorities,
+            &time(&|e| e.deferred_until.map(|t| t.0).into_option()),
+            &time(&|e| e.expires_at.map(|t| t.0).into_option()),
+            &column(&|e| e.delete_after_submission),
+            &column(&|e| e.is_report),
+            &column(&|e| e.held),
+            &column(&|e| e.preprocessed),
+            &time(&|e| e.due().map(|due| due.0)),
             &mine,
             &session,
         ],
     )?;
-    Ok(updated > 0)
+    Ok(rows
+        .iter()
+        .map(|row| MessageId(row.get::<_, i64>(0) as u64))
+        .collect())
+}
+
+/// Moves messages into folders, out of the queue and its leases: one statement for all.
+pub fn move_all<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    ids: &[i64],
+    folders: &[String],
+) -> Result<(), Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    db.execute_text(
+        "UPDATE messages AS m SET folder = f.folder, due = NULL, lease_session = NULL,
+            lease_until = NULL
+         FROM unnest($1::BIGINT[], $2::TEXT[]) AS f(id, folder) WHERE m.id = f.id",
+        &[&ids, &folders],
+    )?;
+    Ok(())
 }
 
 /// Stores the recipients and properties of `envelopes` (already stored messages) where they
@@ -213,11 +309,24 @@ pub fn update_lists<C: GenericClient>(
             continue;
         }
         if stored_properties.get(&envelope.id) != Some(&envelope.properties) {
+            let names: Vec<&str> = envelope
+                .properties
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            let values: Vec<&str> = envelope
+                .properties
+                .iter()
+                .map(|p| p.value.as_str())
+                .collect();
+            let id = envelope.id.0 as i64;
+            db.execute("DELETE FROM properties WHERE message_id = $1", &[&id])?;
             db.execute(
-                "DELETE FROM properties WHERE message_id = $1",
-                &[&(envelope.id.0 as i64)],
+                "INSERT INTO properties (message_id, position, name, value)
+                 SELECT $1, p.position - 1, p.name, p.value
+                 FROM unnest($2::TEXT[], $3::TEXT[]) WITH ORDINALITY AS p(name, value, position)",
+                &[&id, &names, &values],
             )?;
-            write_properties(db, envelope.id, &envelope.properties)?;
         }
     }
     Ok(())
@@ -327,33 +436,18 @@ impl RecipientColumns {
     }
 }
 
-fn write_properties<C: GenericClient>(
-    db: &mut Db<'_, C>,
-    id: MessageId,
-    properties: &[Property],
-) -> Result<(), Error> {
-    for (position, property) in properties.iter().enumerate() {
-        db.execute(
-            "INSERT INTO properties (message_id, position, name, value) VALUES ($1, $2, $3, $4)",
-            &[
-                &(id.0 as i64),
-                &(position as i64),
-                &property.name.as_str(),
-                &property.value.as_str(),
-            ],
-        )?;
-    }
-    Ok(())
-}
-
 /// Reads the messages `ids` (those that exist), in the order of `ids`.
+///
+/// These reads of many ids at once are planned at each call, for the ids given
+/// (`query_text`): a plan cached once for any array was made while the tables were nearly
+/// empty, and went on scanning the whole of `recipients` for every batch as they grew.
 pub fn read<C: GenericClient>(
     db: &mut Db<'_, C>,
     ids: &[i64],
     with_content: bool,
 ) -> Result<Vec<ReadMessage>, Error> {
     let rows = if with_content {
-        db.query(
+        db.query_text(
             "SELECT id, sender, report_delivery, report_non_delivery, priority, submitted_at,
                 deferred_until, expires_at, delete_after_submission, is_report, held,
                 preprocessed, folder, subject, size,
@@ -362,7 +456,7 @@ pub fn read<C: GenericClient>(
             &[&ids],
         )?
     } else {
-        db.query(
+        db.query_text(
             "SELECT id, sender, report_delivery, report_non_delivery, priority, submitted_at,
                 deferred_until, expires_at, delete_after_submission, is_report, held,
                 preprocessed, folder, subject, size
@@ -417,7 +511,7 @@ fn read_recipients<C: GenericClient>(
     db: &mut Db<'_, C>,
     ids: &[i64],
 ) -> Result<HashMap<MessageId, RVec<Recipient>>, Error> {
-    let rows = db.query(
+    let rows = db.query_text(
         "SELECT message_id, address_type, address, kind, state, transport, attempts,
             next_attempt, last_answer, status_code, diagnostic, delay_warned, reported
          FROM recipients WHERE message_id = ANY($1) ORDER BY message_id, position",
@@ -459,7 +553,7 @@ fn read_properties<C: GenericClient>(
     db: &mut Db<'_, C>,
     ids: &[i64],
 ) -> Result<HashMap<MessageId, RVec<Property>>, Error> {
-    let rows = db.query(
+    let rows = db.query_text(
         "SELECT message_id, name, value FROM properties WHERE message_id = ANY($1)
          ORDER BY message_id, position",
         &[&ids],
