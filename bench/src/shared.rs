@@ -229,7 +229,7 @@ impl Snapshot {
         self.top_level().map(|(_, s)| s.calls).sum()
     }
 
-    /// The time of statements run inside functions, in ms (part of [`total_ms`]).
+    /// The time of statements run inside functions, in ms (part of [`total_ms`](Self::total_ms)).
     fn nested_ms(&self) -> f64 {
         self.0
             .iter()
