@@ -309,8 +309,24 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         self.kill_hard();
+        // A failed test's temporary folder goes with it: keep the end of the host's log
+        // in the test's output, where a CI failure can be read.
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_ON_FAILURE)..];
+            eprintln!(
+                "--- the last {} lines of the host's log ({}) ---\n{}",
+                tail.len(),
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
     }
 }
+
+/// How many lines of a host's log a failed test prints.
+const LOG_TAIL_ON_FAILURE: usize = 80;
 
 /// A running `watch` client.
 pub struct Watcher {
