@@ -323,6 +323,15 @@ pub fn held_unsupported() -> ProviderError {
     )
 }
 
+/// What a store built against provider-abi older than 1.4 answers [`Store::prune`] and
+/// [`Store::size_on_disk`]: the host then keeps everything, and says so once.
+pub fn retention_unsupported() -> ProviderError {
+    ProviderError::new(
+        ErrorKind::Unsupported,
+        "this store cannot remove old messages or tell its size; it was built against          provider-abi older than 1.4: update the store provider",
+    )
+}
+
 /// The folder a store delivers the mail of a local recipient (one of its
 /// [`delivers_itself`](Store::delivers_itself) types) into.
 pub fn local_folder(recipient: &crate::Recipient) -> String {
@@ -525,6 +534,10 @@ pub fn deliver_locally(
 /// provider-abi 1.3. `queue_shape`'s default does not read
 /// the whole Outbox (the shape is wanted most on a long queue, where that is slowest): a store
 /// that does not answer it with a count query of its own says it cannot.
+///
+/// [`prune`](Store::prune) and [`size_on_disk`](Store::size_on_disk) came with provider-abi
+/// 1.4, for the host's retention (`keep_sent`, `keep_reports`); a store without them keeps
+/// everything.
 pub trait Store: Send + 'static {
     /// Commits `batch` in one durable transaction.
     fn commit(&mut self, batch: &StoreBatch<'_>) -> Result<CommitReceipt, ProviderError>;
@@ -658,6 +671,33 @@ pub trait Store: Send + 'static {
     fn held_messages(&mut self) -> Result<u64, ProviderError> {
         Err(held_unsupported())
     }
+
+    /// Removes for good up to `limit` messages of `folder` submitted before `before` (only
+    /// reports, [`Envelope::is_report`], if `reports_only`), oldest first, in one short
+    /// transaction, and gives their space back where the store can; returns how many it
+    /// removed. The host calls it again while it removes `limit`, so each call must stay
+    /// small: other store calls wait behind it. The Outbox is never pruned: a store refuses
+    /// it. The default says the store cannot.
+    fn prune(
+        &mut self,
+        _folder: &str,
+        _reports_only: bool,
+        _before: Timestamp,
+        _limit: u32,
+    ) -> Result<u64, ProviderError> {
+        Err(retention_unsupported())
+    }
+
+    /// The bytes the store takes: its files, or its tables on a database server. For
+    /// `status`, so an operator sees it grow or stay flat. The default says the store cannot.
+    fn size_on_disk(&mut self) -> Result<u64, ProviderError> {
+        Err(retention_unsupported())
+    }
+}
+
+/// The error a store answers [`Store::prune`] with for the Outbox.
+pub fn outbox_not_pruned() -> ProviderError {
+    ProviderError::permanent("the Outbox is never pruned: its messages are still to be sent")
 }
 
 /// `envelope` held or released at `now`.
@@ -867,6 +907,24 @@ pub trait StoreFfi: Send {
     fn held_messages(&mut self) -> RResult<u64, ProviderError> {
         RResult::RErr(held_unsupported())
     }
+
+    /// See [`Store::prune`]. Since 1.4; a store built against an older version keeps
+    /// everything, and says so.
+    fn prune(
+        &mut self,
+        _folder: RStr<'_>,
+        _reports_only: bool,
+        _before: Timestamp,
+        _limit: u32,
+    ) -> RResult<u64, ProviderError> {
+        RResult::RErr(retention_unsupported())
+    }
+
+    /// See [`Store::size_on_disk`]. Since 1.4; a store built against an older version cannot
+    /// tell, and says so.
+    fn size_on_disk(&mut self) -> RResult<u64, ProviderError> {
+        RResult::RErr(retention_unsupported())
+    }
 }
 
 /// An open store as the host holds it.
@@ -970,6 +1028,22 @@ impl<T: Store> StoreFfi for Guarded<T> {
 
     fn held_messages(&mut self) -> RResult<u64, ProviderError> {
         guarded("held_messages", || self.0.held_messages())
+    }
+
+    fn prune(
+        &mut self,
+        folder: RStr<'_>,
+        reports_only: bool,
+        before: Timestamp,
+        limit: u32,
+    ) -> RResult<u64, ProviderError> {
+        guarded("prune", || {
+            self.0.prune(folder.as_str(), reports_only, before, limit)
+        })
+    }
+
+    fn size_on_disk(&mut self) -> RResult<u64, ProviderError> {
+        guarded("size_on_disk", || self.0.size_on_disk())
     }
 }
 

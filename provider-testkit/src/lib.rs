@@ -107,7 +107,7 @@ use provider_abi::host::{
 use provider_abi::library::OpenArgs;
 use provider_abi::preprocessor::PreprocessorObject;
 use provider_abi::store::{
-    Finish, NewMessage, ShapeCell, StoreBatch, StoreObject, OUTBOX, SENT_ITEMS,
+    Delivery, Finish, NewMessage, ShapeCell, StoreBatch, StoreObject, OUTBOX, SENT_ITEMS,
 };
 use provider_abi::transport::TransportObject;
 use provider_abi::{
@@ -770,7 +770,81 @@ pub fn check_store(library: fn() -> Library, provider: &str, config: &str) -> Re
         ));
     }
     check_queue_shape(&mut store)?;
-    check_held_count(&mut store)
+    check_held_count(&mut store)?;
+    check_prune(&mut store)
+}
+
+/// Pruning (provider-abi 1.4): the Outbox is refused; in a folder of three messages (one a
+/// report), reports only removes the report, a limit of one removes one, the oldest, and
+/// nothing newer than `before` goes. Its size is some bytes. A store that cannot
+/// (`Unsupported`, the default) passes: the host keeps everything and says so.
+fn check_prune(store: &mut StoreObject) -> Result<(), String> {
+    let now = Timestamp::now();
+    let future = now.plus(std::time::Duration::from_secs(3600));
+    match store
+        .prune(RStr::from_str(OUTBOX), false, future, 10)
+        .into_result()
+    {
+        Err(error) if error.kind() == ErrorKind::Unsupported => return Ok(()),
+        Ok(removed) => return Err(format!("prune removed {removed} Outbox messages")),
+        Err(_) => {}
+    }
+    let folder = "Archive";
+    let envelopes: Vec<Envelope> = (0..3)
+        .map(|n| {
+            let mut envelope = message(&["SMTP:bob@example.net"], PLAIN).envelope;
+            envelope.is_report = n == 1;
+            envelope
+        })
+        .collect();
+    let deliveries: Vec<Delivery<'_>> = envelopes
+        .iter()
+        .map(|envelope| Delivery {
+            folder: RStr::from_str(folder),
+            envelope: envelope.clone(),
+            content: RSlice::from_slice(PLAIN.as_bytes()),
+        })
+        .collect();
+    let receipt = store
+        .commit(StoreBatch {
+            deliver: RSlice::from_slice(&deliveries),
+            ..StoreBatch::EMPTY
+        })
+        .into_result()
+        .map_err(|e| format!("delivering into {folder}: {e}"))?;
+    let delivered = receipt.delivered.as_slice();
+    let mut prune = |reports_only: bool, before: Timestamp, limit: u32| {
+        store
+            .prune(RStr::from_str(folder), reports_only, before, limit)
+            .into_result()
+            .map_err(|e| format!("prune: {e}"))
+    };
+    let past = Timestamp(now.0 - 3_600_000);
+    if prune(false, past, 10)? != 0 {
+        return Err("prune removed messages submitted after `before`".into());
+    }
+    if prune(true, future, 10)? != 1 {
+        return Err("prune with reports_only did not remove exactly the one report".into());
+    }
+    if prune(false, future, 1)? != 1 {
+        return Err("prune with limit 1 did not remove one message".into());
+    }
+    let left = store
+        .list_page(RStr::from_str(folder), ROption::RNone, 10)
+        .into_result()
+        .map_err(|e| format!("list_page: {e}"))?;
+    if left.len() != 1 || left[0].envelope.id != delivered[2] {
+        return Err(format!(
+            "after pruning the report and then the oldest, {folder} should hold the newest \
+             message only; it holds {} message(s)",
+            left.len()
+        ));
+    }
+    match store.size_on_disk().into_result() {
+        Ok(0) => Err("size_on_disk said 0 bytes for a store holding messages".into()),
+        Ok(_) => Ok(()),
+        Err(error) => Err(format!("size_on_disk: {error}")),
+    }
 }
 
 /// After [`check_queue_shape`], the Outbox holds one held message among five: the count

@@ -387,6 +387,39 @@ impl Store for MemoryStore {
             .filter(|message| message.envelope.held)
             .count() as u64)
     }
+
+    fn prune(
+        &mut self,
+        folder: &str,
+        reports_only: bool,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, ProviderError> {
+        if folder == OUTBOX {
+            return Err(provider_abi::store::outbox_not_pruned());
+        }
+        let mut contents = self.contents("prune")?;
+        let doomed: Vec<MessageId> = contents
+            .in_folder(folder)
+            .filter(|m| m.envelope.submitted_at < before)
+            .filter(|m| !reports_only || m.envelope.is_report)
+            .map(|m| m.envelope.id)
+            .take(limit as usize)
+            .collect();
+        for id in &doomed {
+            contents.messages.remove(id);
+        }
+        Ok(doomed.len() as u64)
+    }
+
+    fn size_on_disk(&mut self) -> Result<u64, ProviderError> {
+        let contents = self.contents("size_on_disk")?;
+        Ok(contents
+            .messages
+            .values()
+            .map(|m| m.content.len() as u64)
+            .sum())
+    }
 }
 
 #[cfg(test)]

@@ -383,6 +383,43 @@ impl Store for EmbeddedStore {
         read().map_err(|error| self.error("cannot count the queue by domain", error))
     }
 
+    fn prune(
+        &mut self,
+        folder: &str,
+        reports_only: bool,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, ProviderError> {
+        if folder == store::OUTBOX {
+            return Err(store::outbox_not_pruned());
+        }
+        let removed = prune_oldest(&mut self.connection, folder, reports_only, before, limit)
+            .map_err(|error| self.error(&format!("cannot prune folder `{folder}`"), error))?;
+        if removed > 0 {
+            give_space_back(&self.connection).map_err(|error| {
+                self.error("cannot give the removed messages' space back", error)
+            })?;
+        }
+        Ok(removed)
+    }
+
+    fn size_on_disk(&mut self) -> Result<u64, ProviderError> {
+        let pages = |pragma: &str| {
+            self.connection
+                .query_row(&format!("PRAGMA {pragma}"), [], |row| row.get::<_, i64>(0))
+        };
+        let file = pages("page_count")
+            .and_then(|count| Ok(count * pages("page_size")?))
+            .map_err(|error| self.error("cannot read the database's size", error))?;
+        // The write-ahead log holds recent commits until a checkpoint copies them.
+        let log = self
+            .connection
+            .path()
+            .and_then(|path| std::fs::metadata(format!("{path}-wal")).ok())
+            .map_or(0, |metadata| metadata.len());
+        Ok(file as u64 + log)
+    }
+
     fn held_messages(&mut self) -> Result<u64, ProviderError> {
         self.connection
             .prepare_cached(
@@ -393,6 +430,43 @@ impl Store for EmbeddedStore {
             .map(|held| held as u64)
             .map_err(|error| self.error("cannot count held messages", error))
     }
+}
+
+/// Removes up to `limit` messages of `folder` submitted before `before` (reports only, if
+/// `reports_only`), oldest (lowest id) first, in one transaction; returns how many.
+fn prune_oldest(
+    connection: &mut Connection,
+    folder: &str,
+    reports_only: bool,
+    before: Timestamp,
+    limit: u32,
+) -> rusqlite::Result<u64> {
+    let transaction = connection.transaction()?;
+    let ids: Vec<i64> = transaction
+        .prepare_cached(
+            "SELECT id FROM messages WHERE folder = ?1 AND submitted_at < ?2
+                AND (?3 = 0 OR is_report <> 0)
+             ORDER BY id LIMIT ?4",
+        )?
+        .query_map(params![folder, before.0, reports_only, limit], |row| {
+            row.get(0)
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in &ids {
+        rows::delete(&transaction, MessageId(*id as u64))?;
+    }
+    transaction.commit()?;
+    Ok(ids.len() as u64)
+}
+
+/// Returns the file's free pages to the file system (`auto_vacuum = INCREMENTAL`). SQLite
+/// frees one page per step of the pragma, so every step is taken (`execute_batch` would take
+/// one).
+fn give_space_back(connection: &Connection) -> rusqlite::Result<()> {
+    let mut statement = connection.prepare_cached("PRAGMA incremental_vacuum")?;
+    let mut steps = statement.query([])?;
+    while steps.next()?.is_some() {}
+    Ok(())
 }
 
 /// The count query of [`Store::queue_shape`] for `bounds` age bounds (parameters `?2` on,
@@ -436,9 +510,10 @@ export_library!(library);
 
 #[cfg(test)]
 mod tests {
-    use provider_abi::abi_stable::std_types::{ROption, RSlice};
+    use provider_abi::abi_stable::std_types::{ROption, RSlice, RStr};
     use provider_abi::store::{
-        ContentReplacement, Finish, NewMessage, StoreBatch, StoreObject, SubmissionKey,
+        ContentReplacement, Delivery, Finish, NewMessage, StoreBatch, StoreObject, SubmissionKey,
+        SENT_ITEMS,
     };
     use std::path::PathBuf;
     use std::time::Duration;
@@ -546,6 +621,69 @@ mod tests {
                 .unwrap();
             assert_eq!(rows, 0, "rows left in {table}");
         }
+    }
+
+    /// A database written before the store gave space back (SQLite's default, no
+    /// `auto_vacuum`) is rewritten once at open; pruning then shrinks the file.
+    #[test]
+    fn an_older_database_gives_the_space_of_pruned_messages_back() {
+        let (_folder, path, config) = store_in_temporary_folder();
+        let (mut store, _host) =
+            provider_testkit::open_store(super::library, "embedded", &config).unwrap();
+        let content = vec![b'x'; 20_000];
+        let envelope = provider_testkit::message(&["SMTP:bob@example.net"], "").envelope;
+        let deliveries: Vec<Delivery<'_>> = (0..200)
+            .map(|_| Delivery {
+                folder: RStr::from_str(SENT_ITEMS),
+                envelope: envelope.clone(),
+                content: RSlice::from_slice(&content),
+            })
+            .collect();
+        store
+            .commit(StoreBatch {
+                deliver: RSlice::from_slice(&deliveries),
+                ..StoreBatch::EMPTY
+            })
+            .into_result()
+            .unwrap();
+        drop(store);
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch("PRAGMA auto_vacuum = NONE; VACUUM;")
+            .unwrap();
+        drop(connection);
+
+        let (mut store, _host) =
+            provider_testkit::open_store(super::library, "embedded", &config).unwrap();
+        let full = store.size_on_disk().into_result().unwrap();
+        assert!(full > 4_000_000, "200 messages of 20 KB take {full} bytes");
+        let later = Timestamp::now().plus(Duration::from_secs(1));
+        let mut removed = 0;
+        loop {
+            let batch = store
+                .prune(RStr::from_str(SENT_ITEMS), false, later, 50)
+                .into_result()
+                .unwrap();
+            if batch == 0 {
+                break;
+            }
+            removed += batch;
+        }
+        assert_eq!(removed, 200);
+        drop(store);
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        let mode: i64 = connection
+            .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, 2, "auto_vacuum is INCREMENTAL after the upgrade");
+        let file = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            file < full / 10,
+            "the file is {file} bytes after pruning everything, {full} before"
+        );
     }
 
     /// A temporary folder, the database's path in it, and the store's configuration.

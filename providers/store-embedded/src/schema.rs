@@ -141,6 +141,36 @@ const WAL_CHECKPOINT_PAGES: u32 = 10_000;
 /// and planning its statements again (a quarter of the store thread's time in a drain).
 const STATEMENT_CACHE: usize = 64;
 
+/// Makes the file give the pages of removed messages back (`auto_vacuum = INCREMENTAL`; the
+/// store runs `incremental_vacuum` after each prune). SQLite's default keeps them in the file
+/// for reuse, so a store that once held a long queue stayed that large for good. A new
+/// database (`version` 0, no tables yet) takes the setting at once; an existing one is
+/// rewritten once by `VACUUM`, which needs as much free disk as the file.
+fn give_space_back(connection: &Connection, version: i64) -> Result<(), String> {
+    let mode: i64 = connection
+        .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+        .map_err(|error| format!("cannot read auto_vacuum: {error}"))?;
+    if mode == AUTO_VACUUM_INCREMENTAL {
+        return Ok(());
+    }
+    connection
+        .execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+        .map_err(|error| format!("cannot set auto_vacuum: {error}"))?;
+    if version != 0 {
+        log::info!(
+            "rewriting the database once (VACUUM) so that it gives the space of removed \
+             messages back; this takes a while on a large file"
+        );
+        connection.execute_batch("VACUUM").map_err(|error| {
+            format!("cannot rewrite the database (VACUUM) to give space back: {error}")
+        })?;
+    }
+    Ok(())
+}
+
+/// `PRAGMA auto_vacuum`'s value for INCREMENTAL.
+const AUTO_VACUUM_INCREMENTAL: i64 = 2;
+
 /// Sets the connection up for durability and speed, and creates or upgrades the schema.
 ///
 /// WAL with `synchronous = FULL`: a commit is on disk when it returns, and one commit (one
@@ -166,6 +196,7 @@ pub fn prepare(connection: &mut Connection) -> Result<(), String> {
     let version: i64 = connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(|error| format!("cannot read the schema version: {error}"))?;
+    give_space_back(connection, version)?;
     let steps = match version {
         0 => [SCHEMA, INDEXES, SUBMISSIONS, HELD].concat(),
         1 => [FROM_VERSION_1, INDEXES, SUBMISSIONS, HELD].concat(),

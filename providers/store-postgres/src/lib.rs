@@ -567,6 +567,42 @@ impl Store for PostgresStore {
         })
     }
 
+    fn prune(
+        &mut self,
+        folder: &str,
+        reports_only: bool,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, ProviderError> {
+        if folder == OUTBOX {
+            return Err(store::outbox_not_pruned());
+        }
+        // One statement, its own transaction; the rows of contents, recipients and
+        // properties go by their foreign keys' cascade. Autovacuum gives the space back.
+        self.run(&format!("cannot prune folder `{folder}`"), |db| {
+            let removed = db.execute(
+                "DELETE FROM messages WHERE id IN (
+                    SELECT id FROM messages WHERE folder = $1 AND submitted_at < $2
+                        AND ($3 = FALSE OR is_report)
+                    ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)",
+                &[&folder, &before.0, &reports_only, &i64::from(limit)],
+            )?;
+            Ok(removed)
+        })
+    }
+
+    fn size_on_disk(&mut self) -> Result<u64, ProviderError> {
+        self.run("cannot read the size of the store's tables", |db| {
+            let row = db.query_one(
+                "SELECT COALESCE(sum(pg_total_relation_size(to_regclass(t))), 0)::BIGINT
+                 FROM unnest(ARRAY['messages', 'contents', 'recipients', 'properties',
+                    'spooler_submissions', 'spooler_sessions']) AS t",
+                &[],
+            )?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
     fn held_messages(&mut self) -> Result<u64, ProviderError> {
         self.run("cannot count held messages", |db| {
             let row = db.query_one(
