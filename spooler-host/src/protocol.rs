@@ -301,6 +301,9 @@ pub enum Response {
         /// The hosts sharing the store (empty when the store serves this host alone).
         #[serde(default)]
         hosts: Vec<HostView>,
+        /// The bytes the store takes, if it can tell.
+        #[serde(default)]
+        store_bytes: Option<u64>,
     },
     /// What each verified address becomes, one line per address it expands to.
     Verified {

@@ -151,6 +151,7 @@ impl Parts {
             inbound: inbound.clone(),
             watchers: watchers.clone(),
             quarantine,
+            files_sent: true,
         });
         Spooler {
             memory: self.memory,

@@ -8,6 +8,7 @@
 //! - `loading`: the providers folder, good and bad libraries, SIGHUP;
 //! - `log_format`: the log as JSON lines, the host's and its providers' alike;
 //! - `outbound`: routing by address type, reports, Bcc, distribution lists, hooks;
+//! - `retention`: finished mail removed when `keep_sent`/`keep_reports` are over;
 //! - `retry`: store and forward, mail waiting on an offline, hung or panicking transport;
 //! - `crash`: the host killed or stopped under load, and a full disk: nothing lost;
 //! - `isolation`: providers that die natively, isolated in child processes or taking the host
@@ -51,6 +52,7 @@ mod loading;
 mod log_format;
 mod metrics;
 mod outbound;
+mod retention;
 mod retry;
 mod scale_out;
 mod sendmail;

@@ -76,6 +76,7 @@ pub fn as_table(response: &Response) -> String {
             outbox,
             quarantined,
             hosts,
+            store_bytes,
         } => providers
             .iter()
             .map(|p| {
@@ -115,6 +116,9 @@ pub fn as_table(response: &Response) -> String {
                 )
             })
             .chain(std::iter::once(format!("Outbox: {outbox} message(s)\n")))
+            .chain(store_bytes.map(|bytes| {
+                format!("Store: {:.1} MB on disk\n", bytes as f64 / 1_000_000.0)
+            }))
             .chain((*quarantined > 0).then(|| {
                 format!("Quarantined: {quarantined} message(s) suspected of crashing a provider (`queue` shows them, `release ID` lets one go)\n")
             }))

@@ -2,7 +2,7 @@
 //! with their settings, and the retry policy. Read from one TOML file; without one, the
 //! defaults run the embedded store in the data folder and nothing else. This layer owns
 //! the profile's types (`listener`, `http`, `network`, `retry`, `tls` for their tables) and reading them;
-//! the layers above act on them.
+//! the layers above act on them (`retention` for `[store]`'s keep times).
 //!
 //! May call: `base` only.
 //!
@@ -12,6 +12,8 @@
 //! [store]                              # default: the embedded store in data_dir
 //! provider = "embedded"
 //! config = { path = "/var/lib/spooler/store.sqlite" }
+//! keep_sent = "1d"                     # Sent Items, from submission; "0s": delete at once
+//! keep_reports = "7d"                  # reports in the Inbox (see `config::retention`)
 //!
 //! [[transport]]                        # routing order is file order
 //! provider = "directory"
@@ -62,12 +64,14 @@ use serde::Deserialize;
 use crate::config::http::{HttpConfig, RawHttp};
 use crate::config::listener::{ListenerConfig, RawListener};
 use origin::Origin;
+use retention::Retention;
 use retry::RetryPolicy;
 
 pub mod http;
 pub mod listener;
 pub mod network;
 pub mod origin;
+pub mod retention;
 pub mod retry;
 pub mod tls;
 
@@ -154,6 +158,8 @@ pub struct Profile {
     pub providers: Option<PathBuf>,
     /// The store.
     pub store: ProviderConfig,
+    /// How long finished mail stays in the store.
+    pub retention: Retention,
     /// The transports, in routing order.
     pub transports: Vec<ProviderConfig>,
     /// The preprocessors, in the order they run.
@@ -218,7 +224,7 @@ impl std::error::Error for ConfigError {}
 struct RawProfile {
     data_dir: Option<PathBuf>,
     providers: Option<PathBuf>,
-    store: Option<RawProvider>,
+    store: Option<RawStore>,
     #[serde(default, rename = "transport")]
     transports: Vec<RawProvider>,
     #[serde(default, rename = "preprocessor")]
@@ -279,6 +285,27 @@ struct RawProvider {
     isolate: Option<bool>,
     #[serde(default, deserialize_with = "optional_size")]
     memory_limit: Option<usize>,
+}
+
+/// The `[store]` table: a provider instance without a call timeout, parallel copies or
+/// isolation (each refused with its reason), and the retention settings. Without a
+/// `provider`, the embedded store in the data folder.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    provider: Option<String>,
+    name: Option<String>,
+    config: Option<toml::Table>,
+    parallel: Option<usize>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    timeout: Option<Duration>,
+    isolate: Option<bool>,
+    #[serde(default, deserialize_with = "optional_size")]
+    memory_limit: Option<usize>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    keep_sent: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    keep_reports: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -374,7 +401,7 @@ impl Profile {
 
     fn from_raw(raw: RawProfile, data_dir: Option<PathBuf>) -> Result<Profile, String> {
         let data_dir = data_dir.or(raw.data_dir).unwrap_or_else(default_data_dir);
-        let store = store(raw.store, &data_dir)?;
+        let (store, retention) = store(raw.store, &data_dir)?;
         let instances = |raws: Vec<RawProvider>, key: &str| {
             raws.into_iter()
                 .enumerate()
@@ -412,6 +439,7 @@ impl Profile {
             data_dir,
             providers: raw.providers,
             store,
+            retention,
             transports,
             preprocessors,
             hooks,
@@ -453,48 +481,78 @@ impl Profile {
 /// The alias file the system has, used when the profile names none.
 const SYSTEM_ALIASES: &str = "/etc/aliases";
 
-/// The `[store]` table checked, or the embedded store in `data_dir` when there is none.
-fn store(raw: Option<RawProvider>, data_dir: &Path) -> Result<ProviderConfig, String> {
-    let store = match raw {
-        Some(store) if store.timeout.is_some() => {
-            return Err(
-                "store.timeout: a store call is never abandoned (the queue depends on its \
-                 answer); remove the key"
-                    .into(),
-            )
-        }
-        Some(store) if store.isolate == Some(true) || store.memory_limit.is_some() => {
-            return Err(
-                "store.isolate: the store always runs in the host's process (every message \
-                 passes through it, and without it no mail moves at all, isolated or not); \
-                 remove the key"
-                    .into(),
-            )
-        }
-        Some(store) => ProviderConfig {
-            timeout: None,
-            ..instance(store, "store")?
-        },
-        None => {
-            let mut config = toml::Table::new();
-            let path = data_dir.join("store.sqlite");
-            config.insert("path".into(), path.to_string_lossy().into_owned().into());
-            ProviderConfig {
-                provider: "embedded".into(),
-                name: "embedded".into(),
-                config: toml::to_string(&config).map_err(|e| e.to_string())?,
-                parallel: 1,
-                timeout: None,
-                isolate: None,
-                memory_limit: None,
-                origin: None,
-            }
-        }
+/// The `[store]` table checked, with its retention; the embedded store in `data_dir` when
+/// the table names no provider.
+fn store(raw: Option<RawStore>, data_dir: &Path) -> Result<(ProviderConfig, Retention), String> {
+    let Some(raw) = raw else {
+        return Ok((embedded_store(data_dir)?, Retention::default()));
     };
-    if store.parallel != 1 {
+    if raw.timeout.is_some() {
+        return Err(
+            "store.timeout: a store call is never abandoned (the queue depends on its \
+                    answer); remove the key"
+                .into(),
+        );
+    }
+    if raw.isolate == Some(true) || raw.memory_limit.is_some() {
+        return Err(
+            "store.isolate: the store always runs in the host's process (every message \
+                    passes through it, and without it no mail moves at all, isolated or not); \
+                    remove the key"
+                .into(),
+        );
+    }
+    if raw.parallel.is_some_and(|parallel| parallel != 1) {
         return Err("store.parallel: a store runs once; remove the key".into());
     }
-    Ok(store)
+    let defaults = Retention::default();
+    let retention = Retention {
+        keep_sent: raw.keep_sent.unwrap_or(defaults.keep_sent),
+        keep_reports: raw.keep_reports.unwrap_or(defaults.keep_reports),
+    };
+    let store = match raw.provider {
+        Some(provider) => ProviderConfig {
+            timeout: None,
+            ..instance(
+                RawProvider {
+                    provider,
+                    name: raw.name,
+                    config: raw.config.unwrap_or_default(),
+                    parallel: None,
+                    timeout: None,
+                    isolate: raw.isolate,
+                    memory_limit: None,
+                },
+                "store",
+            )?
+        },
+        None if raw.name.is_some() || raw.config.is_some() => {
+            return Err(
+                "store.provider: name the store provider that `name` and `config` are \
+                        for (\"embedded\" for the default), or remove them"
+                    .into(),
+            )
+        }
+        None => embedded_store(data_dir)?,
+    };
+    Ok((store, retention))
+}
+
+/// The default store: the embedded one, in `data_dir`.
+fn embedded_store(data_dir: &Path) -> Result<ProviderConfig, String> {
+    let mut config = toml::Table::new();
+    let path = data_dir.join("store.sqlite");
+    config.insert("path".into(), path.to_string_lossy().into_owned().into());
+    Ok(ProviderConfig {
+        provider: "embedded".into(),
+        name: "embedded".into(),
+        config: toml::to_string(&config).map_err(|e| e.to_string())?,
+        parallel: 1,
+        timeout: None,
+        isolate: None,
+        memory_limit: None,
+        origin: None,
+    })
 }
 
 /// The `[retry]` policy, checked with the `[limits]` table.
@@ -606,6 +664,45 @@ mod tests {
         assert!(error.contains(&file.display().to_string()), "{error}");
         assert!(error.contains("min_delay"), "{error}");
         assert!(error.contains("`soon` is not a duration"), "{error}");
+    }
+
+    #[test]
+    fn the_store_table_sets_retention_with_or_without_naming_the_store() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("spooler.toml");
+        let read = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Profile::read(&file, Some(folder.path().into())).map_err(|e| e.to_string())
+        };
+        let defaults = read("").unwrap();
+        assert_eq!(defaults.retention, Retention::default());
+        assert!(defaults.retention.files_sent());
+
+        let relay = read("[store]\nkeep_sent = \"0s\"\nkeep_reports = \"2d\"\n").unwrap();
+        assert_eq!(relay.store.provider, "embedded", "the default store");
+        assert!(relay.store.config.contains("store.sqlite"));
+        assert!(!relay.retention.files_sent());
+        assert_eq!(
+            relay.retention.keep_reports,
+            Duration::from_secs(2 * 86_400)
+        );
+
+        let named = read(
+            "[store]\nprovider = \"postgres\"\nconfig = { url = \"postgres://h/db\" }\n\
+             keep_sent = \"3h\"\n",
+        )
+        .unwrap();
+        assert_eq!(named.store.provider, "postgres");
+        assert_eq!(named.retention.keep_sent, Duration::from_secs(3 * 3600));
+        assert_eq!(
+            named.retention.keep_reports,
+            retention::DEFAULT_KEEP_REPORTS
+        );
+
+        let error = read("[store]\nkeep_sent = \"a while\"\n").unwrap_err();
+        assert!(error.contains("keep_sent"), "{error}");
+        let error = read("[store]\nconfig = { path = \"/tmp/x.sqlite\" }\n").unwrap_err();
+        assert!(error.contains("store.provider"), "{error}");
     }
 
     #[test]

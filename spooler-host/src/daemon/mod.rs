@@ -32,6 +32,7 @@ use crate::providers::routing_table::RoutesInForce;
 use crate::providers::status::StatusTable;
 use crate::providers::unknown::no_such_provider;
 use crate::queue::{QueueCommand, QueueManager, Setup};
+use crate::store::retention;
 use crate::store::thread::StoreClient;
 use crate::store::watchers::Watchers;
 use instances::{build_routing_table, find, opener, report_folder, Services};
@@ -98,7 +99,11 @@ impl Spooler {
             inbound: inbound.clone(),
             watchers: watchers.clone(),
             quarantine: quarantine.clone(),
+            files_sent: profile.retention.files_sent(),
         });
+        if let Err(error) = retention::start(store.clone(), profile.retention) {
+            log::warn!("retention: cannot start its thread, nothing is removed: {error}");
+        }
         let aliases = Arc::new(Aliases::new(profile.local_names.clone()));
         let routes = RoutesInForce::new(routes);
         let intake = start_intake(profile, &store, &routes, &aliases, &queue);

@@ -121,7 +121,8 @@ impl QueueManager {
         };
         let routes = Arc::clone(&flight.routes);
         let Some(hook) = routes.hooks.get(position) else {
-            let folder = if flight.envelope.delete_after_submission {
+            let unkept = folder.as_deref() == Some(SENT_ITEMS) && !self.files_sent;
+            let folder = if flight.envelope.delete_after_submission || unkept {
                 None
             } else {
                 folder

@@ -164,6 +164,9 @@ pub struct Setup {
     pub watchers: Watchers,
     /// The messages suspected of crashing a provider, which are held instead of worked on.
     pub quarantine: Quarantine,
+    /// Whether finished messages are filed in Sent Items; if not (`keep_sent = "0s"`), they
+    /// are deleted.
+    pub files_sent: bool,
 }
 
 /// The queue manager thread.
@@ -195,6 +198,7 @@ pub struct QueueManager {
     /// Whether the store is failing, logged once.
     outage: Outage,
     quarantine: Quarantine,
+    files_sent: bool,
 }
 
 /// A log line that becomes true once the pending commit is stored: its text, the message it
@@ -286,6 +290,7 @@ impl QueueManager {
             draining: None,
             outage,
             quarantine: setup.quarantine,
+            files_sent: setup.files_sent,
         };
         let thread = std::thread::Builder::new()
             .name("queue manager".into())

@@ -309,6 +309,28 @@ impl StoreClient {
         self.call(|store| store.held_messages().into_result())
     }
 
+    /// Removes up to `limit` messages of `folder` submitted before `before` (reports only, if
+    /// `reports_only`); how many it removed.
+    pub fn prune(
+        &self,
+        folder: &str,
+        reports_only: bool,
+        before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, ProviderError> {
+        let folder = folder.to_owned();
+        self.call(move |store| {
+            store
+                .prune(RStr::from_str(&folder), reports_only, before, limit)
+                .into_result()
+        })
+    }
+
+    /// The bytes the store takes.
+    pub fn size_on_disk(&self) -> Result<u64, ProviderError> {
+        self.call(|store| store.size_on_disk().into_result())
+    }
+
     /// Makes the pending recipients (that last went to `transport`, if given) due at `now`;
     /// how many it made due.
     pub fn flush(&self, transport: Option<String>, now: Timestamp) -> Result<u64, ProviderError> {

@@ -289,6 +289,8 @@ impl Control {
             quarantined: self.quarantine.suspected() as u64,
             outbox: counts.messages,
             hosts: hosts.iter().map(HostView::from).collect(),
+            // A store that cannot tell (built against provider-abi before 1.4) shows none.
+            store_bytes: self.store.size_on_disk().ok(),
         })
     }
 
