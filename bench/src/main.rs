@@ -15,6 +15,7 @@
 mod finished;
 mod load;
 mod shared;
+mod soak;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -47,6 +48,8 @@ struct Settings {
     shared: usize,
     /// Messages `smtp-source` sends through the SMTP listener and through Postfix.
     listener_messages: usize,
+    /// Messages of each soak run (`--only soak`).
+    soak: usize,
     /// Run only this phase.
     only: Option<Phase>,
 }
@@ -58,9 +61,11 @@ enum Phase {
     Listener,
     /// The PostgreSQL store against the embedded store (issue 26).
     Shared,
+    /// Retention under a long load through the listener (issue 27).
+    Soak,
 }
 
-const USAGE: &str = "usage: bench/run [--sizes 1000,10000,100000] [--timed 2000] [--sendmail 4000] [--fanout 10000] [--ceiling 20000] [--shared 10000] [--listener 20000] [--only listener|shared]";
+const USAGE: &str = "usage: bench/run [--sizes 1000,10000,100000] [--timed 2000] [--sendmail 4000] [--fanout 10000] [--ceiling 20000] [--shared 10000] [--listener 20000] [--soak 200000] [--only listener|shared|soak]";
 
 impl Settings {
     fn from_args() -> Result<Settings, String> {
@@ -72,6 +77,7 @@ impl Settings {
             ceiling_messages: 20_000,
             shared: 10_000,
             listener_messages: 20_000,
+            soak: 200_000,
             only: None,
         };
         let mut args = std::env::args().skip(1);
@@ -97,15 +103,20 @@ impl Settings {
                 "--ceiling" => settings.ceiling_messages = number(&value)?,
                 "--shared" => settings.shared = number(&value)?,
                 "--listener" => settings.listener_messages = number(&value)?,
+                "--soak" => settings.soak = number(&value)?,
                 "--only" if value == "listener" => settings.only = Some(Phase::Listener),
                 "--only" if value == "shared" => settings.only = Some(Phase::Shared),
+                "--only" if value == "soak" => settings.only = Some(Phase::Soak),
                 "--only" => {
                     return Err(format!(
-                        "--only: `{value}` is not a phase (listener, shared)\n{USAGE}"
+                        "--only: `{value}` is not a phase (listener, shared, soak)\n{USAGE}"
                     ))
                 }
                 _ => return Err(format!("unknown option {flag}\n{USAGE}")),
             }
+        }
+        if settings.soak < soak::SLICES {
+            return Err(format!("--soak needs at least {} messages\n{USAGE}", soak::SLICES));
         }
         if settings.sizes.is_empty() || settings.sizes.contains(&0) {
             return Err(format!("--sizes needs queue sizes above 0\n{USAGE}"));
@@ -486,6 +497,11 @@ fn main() {
     match settings.only {
         Some(Phase::Listener) => {
             listener_phase(settings.listener_messages, ceiling, &mut rows, &mut checks);
+            print_table(&rows, &checks);
+            return;
+        }
+        Some(Phase::Soak) => {
+            soak::phase(settings.soak, &mut rows, &mut checks);
             print_table(&rows, &checks);
             return;
         }

@@ -3,8 +3,8 @@
 //!
 //! It prunes in batches of [`BATCH`] messages, each one store call, so the store thread is
 //! never held for long: commits and reads queued meanwhile run between two batches. A pass
-//! runs every [`EVERY`], and the first soon after start, so a store that grew while the
-//! host was down shrinks at once. A store that cannot prune (built against provider-abi
+//! runs every [`EVERY`] (more often for a keep time under two minutes), and the first soon
+//! after start, so a store that grew while the host was down shrinks at once. A store that cannot prune (built against provider-abi
 //! before 1.4) keeps everything, and the log says so once.
 
 use std::thread::JoinHandle;
@@ -20,8 +20,12 @@ use crate::store::thread::StoreClient;
 const BATCH: u32 = 200;
 /// How long the store thread is left to others between two batches.
 const BETWEEN_BATCHES: Duration = Duration::from_millis(20);
-/// How often a pass looks for mail whose time is over.
+/// How often a pass looks for mail whose time is over, at most: a shorter keep time is
+/// looked at every half of it (at least every [`SHORTEST_EVERY`]), so the store never holds
+/// much more than one and a half times what the keep time lets in.
 const EVERY: Duration = Duration::from_secs(60);
+/// The shortest time between two passes.
+const SHORTEST_EVERY: Duration = Duration::from_secs(1);
 /// How long after start the first pass runs.
 const FIRST_PASS: Duration = Duration::from_secs(5);
 
@@ -47,18 +51,24 @@ pub fn start(store: StoreClient, retention: Retention) -> std::io::Result<JoinHa
             keep: retention.keep_reports,
         },
     ];
+    let every = rules
+        .iter()
+        .map(|rule| rule.keep / 2)
+        .filter(|half| !half.is_zero())
+        .fold(EVERY, Duration::min)
+        .max(SHORTEST_EVERY);
     std::thread::Builder::new()
         .name("retention".into())
         .spawn(move || {
             std::thread::sleep(FIRST_PASS);
-            while pass(&store, &rules) {
-                std::thread::sleep(EVERY);
+            while pass(&store, &rules, every) {
+                std::thread::sleep(every);
             }
         })
 }
 
 /// Applies each rule once, batch after batch; false when the store cannot prune at all.
-fn pass(store: &StoreClient, rules: &[Rule]) -> bool {
+fn pass(store: &StoreClient, rules: &[Rule], every: Duration) -> bool {
     for rule in rules {
         let before = Timestamp(Timestamp::now().0 - rule.keep.as_millis() as i64);
         let mut removed = 0;
@@ -83,7 +93,7 @@ fn pass(store: &StoreClient, rules: &[Rule]) -> bool {
                         "retention: cannot remove old messages from {}: {error}; trying again \
                          in {}s",
                         rule.folder,
-                        EVERY.as_secs()
+                        every.as_secs()
                     );
                     break;
                 }

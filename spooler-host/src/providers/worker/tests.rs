@@ -87,7 +87,14 @@ fn a_call_outliving_the_timeout_is_abandoned_and_a_fresh_copy_takes_the_next_cal
         abandoned.message().contains("did not return within"),
         "{abandoned}"
     );
-    assert_eq!(status.state("smtp"), ProviderState::Error);
+    // The abandonment sets the row to error; the fresh copy, opened at once on a thread of
+    // its own, may already have set it back to online.
+    let state = status.state("smtp");
+    assert!(
+        state == ProviderState::Error
+            || (state == ProviderState::Online && opened.load(Ordering::SeqCst) == 2),
+        "{state:?}"
+    );
 
     assert_eq!(send(&worker), Ok(1));
     assert_eq!(opened.load(Ordering::SeqCst), 2);
