@@ -116,7 +116,10 @@ impl Settings {
             }
         }
         if settings.soak < soak::SLICES {
-            return Err(format!("--soak needs at least {} messages\n{USAGE}", soak::SLICES));
+            return Err(format!(
+                "--soak needs at least {} messages\n{USAGE}",
+                soak::SLICES
+            ));
         }
         if settings.sizes.is_empty() || settings.sizes.contains(&0) {
             return Err(format!("--sizes needs queue sizes above 0\n{USAGE}"));

@@ -47,7 +47,10 @@ pub fn phase(count: usize, rows: &mut Vec<Row>, checks: &mut Vec<(String, bool)>
         let bound = BASE_BOUND_BYTES + kept_seconds * late.max(early) * FILED_MESSAGE_BYTES;
         let rates: Vec<String> = run.rates.iter().map(|r| format!("{r:.0}")).collect();
         rows.push(row(
-            format!("soak, keep_sent = \"{keep}s\": {count} msgs, rate per slice of {}", count / SLICES),
+            format!(
+                "soak, keep_sent = \"{keep}s\": {count} msgs, rate per slice of {}",
+                count / SLICES
+            ),
             format!("{} msg/s", rates.join(" ")),
             format!("last half {:.0}% of first half", 100.0 * late / early),
         ));
@@ -74,7 +77,9 @@ pub fn phase(count: usize, rows: &mut Vec<Row>, checks: &mut Vec<(String, bool)>
             (run.largest as f64) <= bound,
         ));
         checks.push((
-            format!("soak, keep_sent = \"{keep}s\": the last half's rate >= 80% of the first half's"),
+            format!(
+                "soak, keep_sent = \"{keep}s\": the last half's rate >= 80% of the first half's"
+            ),
             late >= 0.8 * early,
         ));
     }
@@ -107,7 +112,8 @@ fn soak(sink_port: u16, count: usize, keep: u64) -> Soak {
     let sampling = Arc::new(AtomicBool::new(true));
     let largest = Arc::new(AtomicU64::new(0));
     let sampler = {
-        let (sampling, largest, store) = (Arc::clone(&sampling), Arc::clone(&largest), store.clone());
+        let (sampling, largest, store) =
+            (Arc::clone(&sampling), Arc::clone(&largest), store.clone());
         std::thread::spawn(move || {
             while sampling.load(Ordering::Relaxed) {
                 largest.fetch_max(size_on_disk(&store), Ordering::Relaxed);

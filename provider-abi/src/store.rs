@@ -676,8 +676,9 @@ pub trait Store: Send + 'static {
     /// reports, [`Envelope::is_report`], if `reports_only`), oldest first, in one short
     /// transaction, and gives their space back where the store can; returns how many it
     /// removed. The host calls it again while it removes `limit`, so each call must stay
-    /// small: other store calls wait behind it. The Outbox is never pruned: a store refuses
-    /// it. The default says the store cannot.
+    /// small: other store calls wait behind it. The Outbox is never pruned: the host's side
+    /// of the library refuses it before the store is called. The default says the store
+    /// cannot.
     fn prune(
         &mut self,
         _folder: &str,
@@ -693,11 +694,6 @@ pub trait Store: Send + 'static {
     fn size_on_disk(&mut self) -> Result<u64, ProviderError> {
         Err(retention_unsupported())
     }
-}
-
-/// The error a store answers [`Store::prune`] with for the Outbox.
-pub fn outbox_not_pruned() -> ProviderError {
-    ProviderError::permanent("the Outbox is never pruned: its messages are still to be sent")
 }
 
 /// `envelope` held or released at `now`.
@@ -1037,6 +1033,12 @@ impl<T: Store> StoreFfi for Guarded<T> {
         before: Timestamp,
         limit: u32,
     ) -> RResult<u64, ProviderError> {
+        // Refused here, for every store: the Outbox's messages are still to be sent.
+        if folder.as_str() == OUTBOX {
+            return RResult::RErr(ProviderError::permanent(
+                "the Outbox is never pruned: its messages are still to be sent",
+            ));
+        }
         guarded("prune", || {
             self.0.prune(folder.as_str(), reports_only, before, limit)
         })

@@ -395,9 +395,6 @@ impl Store for MemoryStore {
         before: Timestamp,
         limit: u32,
     ) -> Result<u64, ProviderError> {
-        if folder == OUTBOX {
-            return Err(provider_abi::store::outbox_not_pruned());
-        }
         let mut contents = self.contents("prune")?;
         let doomed: Vec<MessageId> = contents
             .in_folder(folder)

@@ -265,11 +265,24 @@ fn a_database_restart_in_the_middle_of_10000_messages_loses_nothing() {
     let (ids, refusals) = submitter.join().expect("the submitter");
     assert_eq!(ids.len(), TOTAL, "every message was acknowledged once");
 
-    wait_until(
-        Duration::from_secs(300),
-        "every message is delivered",
-        || arrivals(&sink).len() >= TOTAL,
-    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while arrivals(&sink).len() < TOTAL && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let arrived = arrivals(&sink);
+    if arrived.len() < TOTAL {
+        let missing: Vec<usize> = (0..TOTAL)
+            .filter(|n| !arrived.contains_key(n))
+            .take(20)
+            .collect();
+        panic!(
+            "after 300 s, {} of {TOTAL} messages arrived ({} transactions dumped, {} of them \
+             readable); the first missing: {missing:?}",
+            arrived.len(),
+            sink.transactions_count(),
+            sink.transactions().len()
+        );
+    }
     wait_until(PROMPTLY, "the Outbox is empty", || {
         folder_count(&host, "Outbox") == 0
     });

@@ -390,9 +390,6 @@ impl Store for EmbeddedStore {
         before: Timestamp,
         limit: u32,
     ) -> Result<u64, ProviderError> {
-        if folder == store::OUTBOX {
-            return Err(store::outbox_not_pruned());
-        }
         let removed = prune_oldest(&mut self.connection, folder, reports_only, before, limit)
             .map_err(|error| self.error(&format!("cannot prune folder `{folder}`"), error))?;
         if removed > 0 {

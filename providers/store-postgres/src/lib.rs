@@ -574,9 +574,6 @@ impl Store for PostgresStore {
         before: Timestamp,
         limit: u32,
     ) -> Result<u64, ProviderError> {
-        if folder == OUTBOX {
-            return Err(store::outbox_not_pruned());
-        }
         // One statement, its own transaction; the rows of contents, recipients and
         // properties go by their foreign keys' cascade. Autovacuum gives the space back.
         self.run(&format!("cannot prune folder `{folder}`"), |db| {
