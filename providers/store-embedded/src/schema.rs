@@ -186,6 +186,12 @@ pub fn prepare(connection: &mut Connection) -> Result<(), String> {
     connection
         .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map_err(|error| format!("cannot set the database up: {error}"))?;
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|error| format!("cannot read the schema version: {error}"))?;
+    // Before the journal mode: switching a new database to WAL writes its first page, and
+    // auto_vacuum can then no longer be set without a VACUUM.
+    give_space_back(connection, version)?;
     connection
         .execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;
@@ -193,10 +199,6 @@ pub fn prepare(connection: &mut Connection) -> Result<(), String> {
              PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES};"
         ))
         .map_err(|error| format!("cannot set the database up: {error}"))?;
-    let version: i64 = connection
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(|error| format!("cannot read the schema version: {error}"))?;
-    give_space_back(connection, version)?;
     let steps = match version {
         0 => [SCHEMA, INDEXES, SUBMISSIONS, HELD].concat(),
         1 => [FROM_VERSION_1, INDEXES, SUBMISSIONS, HELD].concat(),
