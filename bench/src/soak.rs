@@ -90,6 +90,15 @@ pub fn phase(count: usize, rows: &mut Vec<Row>, checks: &mut Vec<(String, bool)>
             ),
             late >= 0.8 * early,
         ));
+        let empty = BASE_BOUND_BYTES + count as f64 * SUBMISSION_KEY_BYTES;
+        checks.push((
+            format!(
+                "soak, keep_sent = \"{keep}s\": once the kept mail is gone, the store is back \
+                 under {:.0} MB (64 MB + {count} keys x 120 B)",
+                empty / 1e6
+            ),
+            (run.last as f64) <= empty,
+        ));
     }
 }
 
