@@ -1,9 +1,9 @@
 //! Retention: removes finished mail whose time in the store is over (`[store] keep_sent`,
 //! `keep_reports`), from Sent Items and the reports in the Inbox, on a thread of its own.
 //!
-//! It prunes in batches of [`BATCH`] messages, each one store call, so the store thread is
+//! It prunes in batches of `BATCH` messages, each one store call, so the store thread is
 //! never held for long: commits and reads queued meanwhile run between two batches. A pass
-//! runs every [`EVERY`] (more often for a keep time under two minutes), and the first soon
+//! runs every `EVERY` (more often for a keep time under two minutes), and the first soon
 //! after start, so a store that grew while the host was down shrinks at once. A store that cannot prune (built against provider-abi
 //! before 1.4) keeps everything, and the log says so once.
 
