@@ -129,6 +129,14 @@ fn prometheus_scrapes_what_was_submitted_and_delivered_and_promtool_accepts_the_
     ] {
         assert!(text.contains(line), "no {line:?} in:\n{text}");
     }
+    let store_size = text
+        .lines()
+        .find_map(|line| line.strip_prefix("spooler_store_size_bytes "))
+        .and_then(|bytes| bytes.parse::<u64>().ok());
+    assert!(
+        store_size.is_some_and(|bytes| bytes > 0),
+        "the store's size is a number of bytes: {store_size:?} in:\n{text}"
+    );
 
     let mut promtool = Command::new(real_server("promtool").unwrap())
         .args(["check", "metrics"])

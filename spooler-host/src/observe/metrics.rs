@@ -118,6 +118,8 @@ pub struct Metrics {
     /// Seconds since the oldest message waiting in the Outbox was submitted (set at each
     /// scrape; 0 with an empty queue).
     pub queue_oldest_age: Gauge,
+    /// Bytes the store takes on disk (set at each scrape; 0 if the store cannot tell).
+    pub store_size: Gauge,
 }
 
 fn seconds_buckets() -> Histogram {
@@ -159,6 +161,7 @@ impl Metrics {
             queue_recipients: Family::default(),
             queue_held: Gauge::default(),
             queue_oldest_age: Gauge::default(),
+            store_size: Gauge::default(),
             registry: Registry::default(),
         };
         let seconds = Unit::Seconds;
@@ -266,6 +269,12 @@ impl Metrics {
             "Age of the oldest message waiting in the Outbox",
             seconds,
             metrics.queue_oldest_age.clone(),
+        );
+        registry.register_with_unit(
+            "store_size",
+            "Bytes the store takes on disk (its files, or its tables on a database server)",
+            Unit::Bytes,
+            metrics.store_size.clone(),
         );
         Metrics {
             registry,

@@ -49,6 +49,14 @@ pub fn metrics_page(parts: &Parts, request: &Request) -> Reply {
         Err(error) if error.kind() == provider_abi::ErrorKind::Unsupported => {}
         Err(error) => log::warn!("metrics: the store cannot count held messages: {error}"),
     }
+    match parts.store.size_on_disk() {
+        Ok(bytes) => {
+            metrics.store_size.set(bytes as i64);
+        }
+        // A store older than provider-abi 1.4 cannot tell: the gauge stays at 0.
+        Err(error) if error.kind() == provider_abi::ErrorKind::Unsupported => {}
+        Err(error) => log::warn!("metrics: the store cannot tell its size: {error}"),
+    }
     match parts.store.list_page(OUTBOX, None, 1) {
         Ok(first) => {
             let age = first.first().map_or(0, |oldest| {
