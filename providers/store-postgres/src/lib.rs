@@ -517,10 +517,20 @@ impl Store for PostgresStore {
 
     fn check_in(&mut self, now: Timestamp) -> Result<CheckIn, ProviderError> {
         let (session, lease_ms) = (self.session, self.lease_ms());
+        let held: Vec<i64> = self.leased.iter().map(|id| id.0 as i64).collect();
         let renewed: HashSet<MessageId> = self.run("cannot renew this host's leases", |db| {
             db.execute(
                 "UPDATE spooler_sessions SET last_seen = spooler_now_ms() WHERE session = $1",
                 &[&session],
+            )?;
+            // A lock whose answer was lost with the connection (the database committed it,
+            // then went away before the rows reached this host) is this session's, but the
+            // host never heard of the message: renewed, it would stay locked for as long as
+            // this host runs. It is released, and the message is due again.
+            db.execute(
+                "UPDATE messages SET lease_session = NULL, lease_until = NULL
+                 WHERE lease_session = $1 AND NOT (id = ANY($2))",
+                &[&session, &held],
             )?;
             Ok(db
                 .query(

@@ -66,6 +66,42 @@ fn later() -> Timestamp {
     Timestamp::now().plus(Duration::from_secs(1))
 }
 
+/// A lock the database committed but whose answer never reached the host (the connection
+/// broke in between, as in a database restart) is released at the next check-in, and the
+/// message is handed out again; before, the check-in renewed it for as long as the host ran.
+#[test]
+fn a_lock_whose_answer_was_lost_is_released_at_the_next_check_in() {
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let url = postgres.create_database("lost_answer");
+    let mut a = open(&url, "a");
+    let id = submit(&mut a);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .execute(
+            "UPDATE messages SET lease_session = $1, lease_until = spooler_now_ms() + 60000
+             WHERE id = $2",
+            &[&a.session, &(id.0 as i64)],
+        )
+        .unwrap();
+    assert!(
+        a.lock_due(later(), 10).unwrap().is_empty(),
+        "locked, unknown"
+    );
+
+    let news = a.check_in(Timestamp::now()).unwrap();
+    assert!(news.lost.is_empty(), "the host never held it");
+    let again = a.lock_due(later(), 10).unwrap();
+    assert_eq!(again.len(), 1, "released and handed out");
+    assert_eq!(again[0].envelope.id, id);
+    a.check_in(Timestamp::now()).unwrap();
+    assert!(
+        a.lock_due(later(), 10).unwrap().is_empty(),
+        "a lock the host knows of is kept"
+    );
+}
+
 #[test]
 fn a_host_whose_lease_was_taken_over_cannot_commit_a_status() {
     let Some(postgres) = Postgres::start() else {
