@@ -405,10 +405,7 @@ impl Store for EmbeddedStore {
     }
 
     fn size_on_disk(&mut self) -> Result<u64, ProviderError> {
-        let pages = |pragma: &str| {
-            self.connection
-                .query_row(&format!("PRAGMA {pragma}"), [], |row| row.get::<_, i64>(0))
-        };
+        let pages = |name: &str| pragma_number(&self.connection, name);
         let file = pages("page_count")
             .and_then(|count| Ok(count * pages("page_size")?))
             .map_err(|error| self.error("cannot read the database's size", error))?;
@@ -467,10 +464,8 @@ fn prune_oldest(
 /// listener's rate in the soak benchmark, for a file that grew right back. SQLite frees one
 /// page per step of the pragma, so every step is taken (`execute_batch` would take one).
 fn give_space_back(connection: &Connection) -> rusqlite::Result<()> {
-    let pragma = |name: &str| {
-        connection.query_row(&format!("PRAGMA {name}"), [], |row| row.get::<_, i64>(0))
-    };
-    if pragma("freelist_count")? * FREE_SHARE_KEPT <= pragma("page_count")? {
+    let pages = |name: &str| pragma_number(connection, name);
+    if pages("freelist_count")? * FREE_SHARE_KEPT <= pages("page_count")? {
         return Ok(());
     }
     let mut statement = connection.prepare_cached("PRAGMA incremental_vacuum")?;
@@ -479,6 +474,11 @@ fn give_space_back(connection: &Connection) -> rusqlite::Result<()> {
     // The file shrinks when the write-ahead log is copied back into it: now, rather than at
     // the next automatic checkpoint, which a quiet store may not reach for hours.
     connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+}
+
+/// The number a `PRAGMA name` answers (a page count or size).
+fn pragma_number(connection: &Connection, name: &str) -> rusqlite::Result<i64> {
+    connection.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
 }
 
 /// The count query of [`Store::queue_shape`] for `bounds` age bounds (parameters `?2` on,

@@ -141,12 +141,13 @@ const WAL_CHECKPOINT_PAGES: u32 = 10_000;
 /// and planning its statements again (a quarter of the store thread's time in a drain).
 const STATEMENT_CACHE: usize = 64;
 
-/// Makes the file give the pages of removed messages back (`auto_vacuum = INCREMENTAL`; the
-/// store runs `incremental_vacuum` after each prune). SQLite's default keeps them in the file
-/// for reuse, so a store that once held a long queue stayed that large for good. A new
+/// Lets the file give the pages of removed messages back (`auto_vacuum = INCREMENTAL`; the
+/// store runs `incremental_vacuum` after a prune that leaves much of the file free). SQLite's
+/// default keeps them in the file for reuse, so a store that once held a long queue stayed
+/// that large for good. A new
 /// database (`version` 0, no tables yet) takes the setting at once; an existing one is
 /// rewritten once by `VACUUM`, which needs as much free disk as the file.
-fn give_space_back(connection: &Connection, version: i64) -> Result<(), String> {
+fn allow_space_back(connection: &Connection, version: i64) -> Result<(), String> {
     let mode: i64 = connection
         .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
         .map_err(|error| format!("cannot read auto_vacuum: {error}"))?;
@@ -191,7 +192,7 @@ pub fn prepare(connection: &mut Connection) -> Result<(), String> {
         .map_err(|error| format!("cannot read the schema version: {error}"))?;
     // Before the journal mode: switching a new database to WAL writes its first page, and
     // auto_vacuum can then no longer be set without a VACUUM.
-    give_space_back(connection, version)?;
+    allow_space_back(connection, version)?;
     connection
         .execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;
