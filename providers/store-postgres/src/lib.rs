@@ -136,8 +136,16 @@ impl PostgresStore {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.statements.clear();
             self.client = None;
-            let client = connect(&self.name, &self.config)?;
+            let mut client = connect(&self.name, &self.config)?;
             log::info!("store `{}`: connected again", self.name);
+            // The connection may have broken between a lock's commit and its answer: those
+            // messages are released now, not at the next check-in, up to 20 s later.
+            release_unknown_leases(&mut client, self.session, &self.leased).map_err(|error| {
+                classify(
+                    format!("store `{}`: cannot release lost locks", self.name),
+                    &error,
+                )
+            })?;
             self.client = Some(client);
         }
         let client = self.client.as_mut().expect("connected just above");
@@ -246,6 +254,24 @@ fn start_session(client: &mut Client, config: &Config) -> Result<i64, postgres::
     )?;
     transaction.commit()?;
     Ok(row.get(0))
+}
+
+/// Releases the leases `session` holds on messages missing from `leased`. Such a lock's
+/// answer was lost with the connection (the database committed it, then went away before
+/// the rows reached this host): renewed, it would keep the message locked for as long as
+/// this host runs; released, the message is due again.
+fn release_unknown_leases<C: GenericClient>(
+    client: &mut C,
+    session: i64,
+    leased: &HashSet<MessageId>,
+) -> Result<(), postgres::Error> {
+    let held: Vec<i64> = leased.iter().map(|id| id.0 as i64).collect();
+    client.execute(
+        "UPDATE messages SET lease_session = NULL, lease_until = NULL
+         WHERE lease_session = $1 AND NOT (id = ANY($2))",
+        &[&session, &held],
+    )?;
+    Ok(())
 }
 
 /// Tells the other hosts `payload` when the transaction commits.
@@ -517,21 +543,13 @@ impl Store for PostgresStore {
 
     fn check_in(&mut self, now: Timestamp) -> Result<CheckIn, ProviderError> {
         let (session, lease_ms) = (self.session, self.lease_ms());
-        let held: Vec<i64> = self.leased.iter().map(|id| id.0 as i64).collect();
+        let leased = self.leased.clone();
         let renewed: HashSet<MessageId> = self.run("cannot renew this host's leases", |db| {
             db.execute(
                 "UPDATE spooler_sessions SET last_seen = spooler_now_ms() WHERE session = $1",
                 &[&session],
             )?;
-            // A lock whose answer was lost with the connection (the database committed it,
-            // then went away before the rows reached this host) is this session's, but the
-            // host never heard of the message: renewed, it would stay locked for as long as
-            // this host runs. It is released, and the message is due again.
-            db.execute(
-                "UPDATE messages SET lease_session = NULL, lease_until = NULL
-                 WHERE lease_session = $1 AND NOT (id = ANY($2))",
-                &[&session, &held],
-            )?;
+            release_unknown_leases(db.client, session, &leased)?;
             Ok(db
                 .query(
                     "UPDATE messages SET lease_until = spooler_now_ms() + $2

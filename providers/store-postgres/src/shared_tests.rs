@@ -102,6 +102,42 @@ fn a_lock_whose_answer_was_lost_is_released_at_the_next_check_in() {
     );
 }
 
+/// The same lost answer, seen from the connection: when the host connects again after the
+/// connection broke, such locks are released at once, not at the next check-in (up to a
+/// third of the lease later).
+#[test]
+fn a_lock_whose_answer_was_lost_is_released_when_the_host_connects_again() {
+    let Some(postgres) = Postgres::start() else {
+        return;
+    };
+    let url = postgres.create_database("lost_connection");
+    let mut a = open(&url, "a");
+    let id = submit(&mut a);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .execute(
+            "UPDATE messages SET lease_session = $1, lease_until = spooler_now_ms() + 60000
+             WHERE id = $2",
+            &[&a.session, &(id.0 as i64)],
+        )
+        .unwrap();
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = 'lost_connection' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+
+    let first = a.lock_due(later(), 10);
+    let again = match first {
+        Ok(locked) if !locked.is_empty() => locked,
+        _ => a.lock_due(later(), 10).unwrap(),
+    };
+    assert_eq!(again.len(), 1, "released on reconnecting and handed out");
+    assert_eq!(again[0].envelope.id, id);
+}
+
 #[test]
 fn a_host_whose_lease_was_taken_over_cannot_commit_a_status() {
     let Some(postgres) = Postgres::start() else {
