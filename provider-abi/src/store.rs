@@ -565,7 +565,9 @@ pub trait Store: Send + 'static {
 
     /// The address types this store delivers itself (tightly coupled, e.g. `LOCAL`): it
     /// delivers those recipients within [`commit`](Store::commit) of a submission and marks
-    /// them handled, so the host never routes them.
+    /// them handled, so the host never routes them. A recipient whose status already names
+    /// a transport is left to the host: it names one when a configured transport claims the
+    /// type, which then goes ahead of the store.
     fn delivers_itself(&self) -> Vec<String> {
         Vec::new()
     }

@@ -36,6 +36,7 @@ fn every_bundled_provider_is_listed_with_its_kind_and_address_types() {
         ("store-embedded", "store", "embedded", "[LOCAL]"),
         ("store-postgres", "store", "postgres", "[LOCAL]"),
         ("transport-directory", "transport", "directory", "[FILE]"),
+        ("transport-local", "transport", "local", "[LOCAL]"),
         (
             "preprocessor-distlist",
             "preprocessor",

@@ -8,10 +8,11 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 /// The bundled provider libraries, by crate name.
-pub const BUNDLED: [&str; 7] = [
+pub const BUNDLED: [&str; 8] = [
     "store-embedded",
     "store-postgres",
     "transport-directory",
+    "transport-local",
     "transport-smtp",
     "transport-pop3",
     "preprocessor-distlist",

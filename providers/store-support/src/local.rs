@@ -36,9 +36,12 @@ impl LocalDelivery {
         envelope.preprocessed && envelope.recipients.iter().any(|r| self.delivers(r))
     }
 
-    /// Whether `recipient` is one of ours and still pending.
+    /// Whether `recipient` is one of ours, still pending, and not the host's: a recipient
+    /// whose status names a transport is routed by the host (a transport claims the type
+    /// ahead of the store).
     fn delivers(&self, recipient: &Recipient) -> bool {
         recipient.status.state == DeliveryState::Pending
+            && recipient.status.transport.is_none()
             && self.types.iter().any(|t| recipient.address.has_type(t))
     }
 

@@ -238,7 +238,9 @@ mod tests {
         .expect("refused");
         assert!(
             error.message().contains("key helper")
-                && error.message().contains("/nonexistent/spooler-local-deliver")
+                && error
+                    .message()
+                    .contains("/nonexistent/spooler-local-deliver")
                 && error.message().contains("Local mailboxes"),
             "{error}"
         );

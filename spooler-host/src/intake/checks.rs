@@ -143,10 +143,11 @@ pub fn verify(given: &str, rules: &Rules, routes: &RoutingTable) -> Vec<Verdict>
                 .into_iter()
                 .map(|index| routes.transport(index).name.as_str())
                 .collect();
-            if routes
-                .store_types
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(kind))
+            if transports.is_empty()
+                && routes
+                    .store_types
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(kind))
             {
                 verdict(true, format!("{address}, into the store"))
             } else if transports.is_empty() {

@@ -157,11 +157,11 @@ impl Intake {
         let (mut envelope, content) =
             checks::envelope_and_content(submission, content, &self.rules, Timestamp::now())?;
         envelope.properties.extend(properties);
-        envelope.preprocessed = self
-            .routes
-            .current()
-            .preprocessors_for(&envelope.recipients)
-            .is_empty();
+        let routes = self.routes.current();
+        envelope.preprocessed = routes.preprocessors_for(&envelope.recipients).is_empty();
+        if envelope.preprocessed {
+            routes.claim_ahead_of_store(&mut envelope);
+        }
         Ok(Commit {
             submit: vec![(envelope, content)],
             ..Commit::default()

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
+use provider_abi::abi_stable::std_types::{ROption, RString};
 use provider_abi::preprocessor::PreprocessorObject;
 use provider_abi::transport::TransportObject;
-use provider_abi::{HookObject, Recipient};
+use provider_abi::{DeliveryState, Envelope, HookObject, Recipient};
 
 use crate::config::ProviderConfig;
 use crate::providers::worker::Worker;
@@ -73,6 +74,32 @@ impl RoutingTable {
             .filter(|&index| self.transports[index].claims(address_type))
             .map(TransportIndex)
             .collect()
+    }
+
+    /// Hands the recipients of `envelope` that the store would deliver itself to the
+    /// transport that claims their type, if one does: a configured transport goes ahead of
+    /// the store's own coupling (the local transport ahead of `Local/NAME` folders). Each
+    /// pending recipient no transport has had yet gets its first claimant named in its
+    /// status, which tells the store to leave it (see `Store::delivers_itself`). Called on
+    /// an envelope about to be stored preprocessed, when the store delivers.
+    pub fn claim_ahead_of_store(&self, envelope: &mut Envelope) {
+        for recipient in envelope.recipients.iter_mut() {
+            let status = &mut recipient.status;
+            let kind = recipient.address.address_type();
+            if status.state != DeliveryState::Pending
+                || status.transport.is_some()
+                || !self
+                    .store_types
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(kind))
+            {
+                continue;
+            }
+            if let Some(&first) = self.claimants(kind).first() {
+                status.transport =
+                    ROption::RSome(RString::from(self.transport(first).name.as_str()));
+            }
+        }
     }
 
     /// The transport at `index`.

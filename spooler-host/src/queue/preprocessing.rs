@@ -95,6 +95,7 @@ impl QueueManager {
             return;
         };
         flight.envelope.preprocessed = true;
+        flight.routes.claim_ahead_of_store(&mut flight.envelope);
         let mut commit = Commit {
             update_envelopes: vec![flight.envelope.clone()],
             ..Commit::default()

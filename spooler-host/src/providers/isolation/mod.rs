@@ -27,6 +27,7 @@ const BUNDLED: &[&str] = &[
     "store-embedded",
     "store-postgres",
     "transport-directory",
+    "transport-local",
     "transport-pop3",
     "transport-smtp",
 ];

@@ -97,7 +97,8 @@ impl Account {
         Err(Failure::new(
             Failure::NOT_ALLOWED,
             format!(
-                "5.7.1 {} (uid {}) is a system account: local mail is delivered to root and                  to users with a uid of {uid_min} or more; alias it to a person in /etc/aliases",
+                "5.7.1 {} (uid {}) is a system account: local mail is delivered to root and \
+                 to users with a uid of {uid_min} or more; alias it to a person in /etc/aliases",
                 self.name, self.uid
             ),
         ))
@@ -123,7 +124,8 @@ impl Account {
             Failure::temporary(
                 "4.3.0",
                 format!(
-                    "cannot write as user {}: {why}; the helper must be setuid root (see the                      README, \"Local mailboxes\") unless it delivers for the user it runs as",
+                    "cannot write as user {}: {why}; the helper must be setuid root (see the \
+                     README, \"Local mailboxes\") unless it delivers for the user it runs as",
                     self.name
                 ),
             )
@@ -133,13 +135,17 @@ impl Account {
             if libc::geteuid() == 0 && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
                 return Err(not_privileged(std::io::Error::last_os_error()));
             }
-            if libc::setresgid(gid, gid, gid) != 0 || libc::setresuid(self.uid, self.uid, self.uid) != 0
+            if libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(self.uid, self.uid, self.uid) != 0
             {
                 return Err(not_privileged(std::io::Error::last_os_error()));
             }
             // Dropped for good: a non-root user cannot take root back.
             if self.uid != 0 && libc::setuid(0) == 0 {
-                return Err(Failure::temporary("4.3.0", "could take root back; refusing"));
+                return Err(Failure::temporary(
+                    "4.3.0",
+                    "could take root back; refusing",
+                ));
             }
         }
         Ok(())
@@ -151,9 +157,8 @@ impl Account {
         let mut groups = vec![0 as libc::gid_t; 256];
         let mut count = groups.len() as libc::c_int;
         // SAFETY: `groups` holds `count` entries; getgrouplist writes at most that many.
-        let found = unsafe {
-            libc::getgrouplist(name.as_ptr(), self.gid, groups.as_mut_ptr(), &mut count)
-        };
+        let found =
+            unsafe { libc::getgrouplist(name.as_ptr(), self.gid, groups.as_mut_ptr(), &mut count) };
         if found < 0 {
             return Err(Failure::temporary(
                 "4.3.0",
@@ -198,7 +203,18 @@ mod tests {
         for good in ["root", "alice", "a.b", "svc-x", "_apt", "host$", "Ann"] {
             assert!(check_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "/etc/passwd", "../root", "a/b", ".", "..", "-f", "a b", "$", "ü"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../root",
+            "a/b",
+            ".",
+            "..",
+            "-f",
+            "a b",
+            "$",
+            "ü",
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         assert!(check_name(&"x".repeat(33)).is_err());
@@ -206,12 +222,22 @@ mod tests {
 
     #[test]
     fn uid_min_comes_from_login_defs() {
-        assert_eq!(uid_min("# UID_MIN 5
+        assert_eq!(
+            uid_min(
+                "# UID_MIN 5
 UID_MIN\t\t\t 2000
 UID_MAX 60000
-"), 2000);
-        assert_eq!(uid_min("UID_MAX 60000
-"), DEFAULT_UID_MIN);
+"
+            ),
+            2000
+        );
+        assert_eq!(
+            uid_min(
+                "UID_MAX 60000
+"
+            ),
+            DEFAULT_UID_MIN
+        );
     }
 
     #[test]

@@ -25,7 +25,11 @@ pub fn envelope_headers(sender: &str, user: &str) -> String {
 /// The mbox separator line: `From sender Sun Dec  6 05:17:09 2026`, in UTC.
 pub fn from_line(sender: &str, now: Duration) -> String {
     // A space would end the address early for readers that split the line.
-    format!("From {} {}\n", sender.replace(' ', "_"), asctime(now.as_secs()))
+    format!(
+        "From {} {}\n",
+        sender.replace(' ', "_"),
+        asctime(now.as_secs())
+    )
 }
 
 /// `message` with CRLF line ends as LF, ending in a line end; with `quote_from`, every line

@@ -201,7 +201,10 @@ mod tests {
     #[test]
     fn a_request_names_a_format_a_sender_and_a_user() {
         assert_eq!(
-            parse(&args("--maildir --sender ann@example.com --limit 100 alice")).unwrap(),
+            parse(&args(
+                "--maildir --sender ann@example.com --limit 100 alice"
+            ))
+            .unwrap(),
             Request {
                 maildir: true,
                 sender: "ann@example.com".into(),
