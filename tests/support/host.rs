@@ -118,11 +118,29 @@ impl Host {
     /// Starts the host on `config` and waits until its control socket answers. Its log goes
     /// to `<log_name>` beside the profile.
     pub fn start(config: &Path, log_name: &str) -> Host {
-        let mut host = Host::launch(config, log_name);
+        Host::launch(config, log_name).answering()
+    }
+
+    /// Starts `binary` (a copy of the host where that user can reach it) as user
+    /// `uid`:`gid`, without supplementary groups, on `config`, as [`start`](Host::start)
+    /// does: a host that runs unprivileged, as a service runs it.
+    pub fn start_as(binary: &Path, uid: u32, gid: u32, config: &Path, log_name: &str) -> Host {
+        let mut command = Command::new("setpriv");
+        command
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .args(["--clear-groups", "--"])
+            .arg(binary);
+        Host::spawn(command, config, log_name).answering()
+    }
+
+    /// Waits until its control socket answers.
+    fn answering(mut self) -> Host {
+        let host = &mut self;
         let deadline = Instant::now() + PROMPTLY;
         loop {
             if host.command(&["status"]).code == Some(0) {
-                return host;
+                return self;
             }
             if let Ok(Some(status)) = host.child.try_wait() {
                 panic!("the host exited with {status} at start:\n{}", host.log());
@@ -139,9 +157,14 @@ impl Host {
     /// Starts the host on `config` without waiting for it to answer (for a host that waits
     /// for its store). Its log goes to `<log_name>` beside the profile.
     pub fn launch(config: &Path, log_name: &str) -> Host {
+        Host::spawn(Command::new(host_binary()), config, log_name)
+    }
+
+    /// Runs `command` (the host's binary, or a wrapper that runs it) with `run --config`.
+    fn spawn(mut command: Command, config: &Path, log_name: &str) -> Host {
         let log = config.with_file_name(log_name);
         let log_file = fs::File::create(&log).expect("creating the host log");
-        let child = Command::new(host_binary())
+        let child = command
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")

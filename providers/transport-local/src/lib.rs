@@ -151,11 +151,10 @@ impl LocalTransport {
             }
             _ => {
                 let line = said(&output.stderr);
-                let (_, text) = split_status(&line, 75);
-                let why = if text.is_empty() {
+                let why = if line.is_empty() {
                     format!("{} ended with {}", self.helper.display(), output.status)
                 } else {
-                    text.to_owned()
+                    line
                 };
                 RecipientOutcome::deferred(why, None)
             }
