@@ -62,6 +62,20 @@ fn delivered(mut envelope: Envelope, transport: &str) -> Envelope {
     envelope
 }
 
+/// Locks message `id` for `store`'s session as a lost answer leaves it: committed in the
+/// database, unknown to the host. Returns the connection that did it.
+fn lock_behind_the_hosts_back(url: &str, store: &PostgresStore, id: MessageId) -> postgres::Client {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client
+        .execute(
+            "UPDATE messages SET lease_session = $1, lease_until = spooler_now_ms() + 60000
+             WHERE id = $2",
+            &[&store.session, &(id.0 as i64)],
+        )
+        .unwrap();
+    client
+}
+
 fn later() -> Timestamp {
     Timestamp::now().plus(Duration::from_secs(1))
 }
@@ -77,14 +91,7 @@ fn a_lock_whose_answer_was_lost_is_released_at_the_next_check_in() {
     let url = postgres.create_database("lost_answer");
     let mut a = open(&url, "a");
     let id = submit(&mut a);
-    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    client
-        .execute(
-            "UPDATE messages SET lease_session = $1, lease_until = spooler_now_ms() + 60000
-             WHERE id = $2",
-            &[&a.session, &(id.0 as i64)],
-        )
-        .unwrap();
+    lock_behind_the_hosts_back(&url, &a, id);
     assert!(
         a.lock_due(later(), 10).unwrap().is_empty(),
         "locked, unknown"
@@ -113,14 +120,7 @@ fn a_lock_whose_answer_was_lost_is_released_when_the_host_connects_again() {
     let url = postgres.create_database("lost_connection");
     let mut a = open(&url, "a");
     let id = submit(&mut a);
-    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    client
-        .execute(
-            "UPDATE messages SET lease_session = $1, lease_until = spooler_now_ms() + 60000
-             WHERE id = $2",
-            &[&a.session, &(id.0 as i64)],
-        )
-        .unwrap();
+    let mut client = lock_behind_the_hosts_back(&url, &a, id);
     client
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity

@@ -26,15 +26,7 @@ pub fn deliver(
     let mut content = envelope_headers(sender, &account.name).into_bytes();
     content.extend_from_slice(&unix_lines(message, false));
     if content.len() as u64 > limit {
-        return Err(Failure::new(
-            Failure::DATA,
-            format!(
-                "5.2.3 the message ({} bytes) is larger than the mailbox size limit ({limit} \
-                 bytes) of {}",
-                content.len(),
-                maildir.display()
-            ),
-        ));
+        return Err(Failure::too_large(content.len(), limit, &maildir));
     }
     let name = unique_name(now);
     let aside = maildir.join("tmp").join(&name);

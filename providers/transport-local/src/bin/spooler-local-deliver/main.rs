@@ -74,6 +74,18 @@ impl Failure {
         Failure::new(Failure::TEMPORARY, format!("{status} {why}"))
     }
 
+    /// A message of `bytes` that no `mailbox` of `limit` bytes can ever take.
+    pub fn too_large(bytes: usize, limit: u64, mailbox: &Path) -> Failure {
+        Failure::new(
+            Failure::DATA,
+            format!(
+                "5.2.3 the message ({bytes} bytes) is larger than the mailbox size limit \
+                 ({limit} bytes) of {}",
+                mailbox.display()
+            ),
+        )
+    }
+
     /// Writing the mailbox failed with `error`: out of space and over quota say so, with
     /// their own codes; anything else is a temporary local error.
     pub fn writing(mailbox: &Path, error: &std::io::Error) -> Failure {

@@ -53,15 +53,7 @@ pub fn deliver(
     entry.push(b'\n');
     let grown = size + entry.len() as u64;
     if entry.len() as u64 > limit {
-        return Err(Failure::new(
-            Failure::DATA,
-            format!(
-                "5.2.3 the message ({} bytes) is larger than the mailbox size limit ({limit} \
-                 bytes) of {}",
-                entry.len(),
-                mailbox.display()
-            ),
-        ));
+        return Err(Failure::too_large(entry.len(), limit, mailbox));
     }
     if grown > limit {
         return Err(Failure::temporary(
