@@ -1,20 +1,20 @@
-//! The SMTP transport: outbound mail to one smart host, on `lettre`'s SMTP client.
+//! The SMTP transport: outbound mail to one smart host, or to each recipient domain's mail
+//! exchangers, on `lettre`'s SMTP client.
 //!
-//! Each message is one SMTP transaction with all of its recipients (the host gives Bcc
-//! recipients transactions of their own), and every recipient gets its own answer from the
-//! server's replies:
+//! Each message is one SMTP transaction per server with all of its recipients there (the
+//! host gives Bcc recipients transactions of their own), and every recipient gets its own
+//! answer from the server's replies:
 //! - a 2xx to RCPT and then to the end of DATA: delivered, with the server's words;
 //! - a 5xx: failed, with the enhanced status code and the server's text, for the report;
 //! - a 4xx, a refused or timed-out connection, a 4xx greeting or a 421: deferred, so the
 //!   host keeps the message and tries again (store and forward).
 //!
-//! The connection stays open between messages (checked with NOOP before reuse after a
-//! pause; a reused connection the server has closed meanwhile is replaced at once); for
-//! parallel connections, give the transport `parallel = N` in the profile. With a server
-//! that offers PIPELINING (RFC 2920), MAIL, the RCPTs and DATA go in one write and their
-//! replies are read after it: one round trip where there were two and more. With
-//! `domains = [...]` it takes only recipients in those domains and answers "not mine" for
-//! the others, which the host offers to the next transport (a transport map).
+//! Connections stay open between messages (`session`); for parallel connections, give the
+//! transport `parallel = N` in the profile. With `domains = [...]` it takes only recipients
+//! in those domains and answers "not mine" for the others, which the host offers to the
+//! next transport (a transport map).
+//!
+//! **To a smart host** (`mode = "smarthost"`, the default):
 //!
 //! ```toml
 //! [[transport]]
@@ -36,27 +36,51 @@
 //!
 //! A smart host that cannot be connected to at all takes the transport offline, and a probe
 //! brings it back online as soon as it listens again (`reachability`).
+//!
+//! **To the mail exchangers** (`mode = "mx"`): each recipient domain's MX hosts (`mx`), in
+//! preference order, on port `mx_port` (25), with opportunistic STARTTLS. The recipients of
+//! one message in one domain go in one transaction. An exchanger that cannot be connected
+//! to, or refuses the greeting or TLS, passes the recipients to the next one; when none
+//! answers, they are deferred. A domain with a null MX fails at once (5.1.10). The transport
+//! never goes offline as a whole: one domain's trouble is that domain's.
+//!
+//! ```toml
+//! [[transport]]
+//! provider = "smtp"
+//! config = { mode = "mx", helo = "mail.example.com" }
+//! ```
 
 mod data;
+mod mx;
 mod reachability;
+mod session;
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{
-    Certificate, CertificateStore, SmtpConnection, TlsParameters,
-};
-use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, CertificateStore, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::response::Response;
 use provider_abi::{
     export_library, Address, Library, MessageRef, OpenContext, ProviderError, RecipientOutcome,
     Transport,
 };
 use reachability::Reachability;
 use serde::Deserialize;
+use session::{explain, Client, Security, Session, Unreached};
 
-/// How the connection is protected.
+/// Where the mail goes.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    /// All of it to `host`.
+    Smarthost,
+    /// Each domain's to its mail exchangers.
+    Mx,
+}
+
+/// How the connection to a smart host is protected.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
 #[serde(rename_all = "lowercase")]
 enum TlsMode {
@@ -71,13 +95,15 @@ enum TlsMode {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    /// `smarthost` (default) or `mx`.
+    #[serde(default = "default_mode")]
+    mode: Mode,
     /// The smart host.
-    host: String,
+    host: Option<String>,
     /// Its port [default: 465 with implicit TLS, otherwise 25].
     port: Option<u16>,
     /// `starttls` (default), `implicit` or `none`.
-    #[serde(default = "default_tls")]
-    tls: TlsMode,
+    tls: Option<TlsMode>,
     /// Accept a certificate that does not verify (a test server's).
     #[serde(default)]
     accept_invalid_certificates: bool,
@@ -89,6 +115,10 @@ struct Config {
     password: Option<String>,
     /// A file holding the AUTH password (its trailing line end dropped).
     password_file: Option<String>,
+    /// MX mode: the DNS server to ask (`IP` or `IP:port`) [default: the system's].
+    resolver: Option<String>,
+    /// MX mode: the port of the mail exchangers [default: 25].
+    mx_port: Option<u16>,
     /// The name given in EHLO, and the domain of `LOCAL:` senders [default: this host's name].
     helo: Option<String>,
     /// How long to wait for the server at each step, in seconds.
@@ -102,8 +132,8 @@ struct Config {
     domains: Option<Vec<String>>,
 }
 
-fn default_tls() -> TlsMode {
-    TlsMode::Starttls
+fn default_mode() -> Mode {
+    Mode::Smarthost
 }
 
 fn default_timeout() -> u64 {
@@ -114,70 +144,38 @@ fn default_types() -> Vec<String> {
     vec!["SMTP".into()]
 }
 
-/// The transport instance: its settings and, between messages, its open connection.
-pub struct SmtpTransport {
-    name: String,
-    host: String,
-    port: u16,
-    tls: TlsMode,
-    tls_parameters: Option<TlsParameters>,
-    credentials: Option<Credentials>,
-    client_id: ClientId,
-    helo: String,
-    timeout: Duration,
-    address_types: Vec<String>,
-    domains: Option<Vec<String>>,
-    connection: Option<SmtpConnection>,
-    /// Whether the open connection's server offers PIPELINING.
-    pipelining: bool,
-    /// When the connection last finished a command; a connection idle for longer than
-    /// [`CHECK_AFTER_IDLE`] is checked with NOOP before reuse.
-    last_used: Instant,
-    /// Online or offline, as connecting to the smart host found it.
-    reachability: Reachability,
+/// How many domains' connections MX mode keeps open between messages; past that, the one
+/// idle longest is closed.
+const OPEN_DESTINATIONS: usize = 64;
+
+/// Where the transport sends its mail, and the connections it keeps for that.
+enum Route {
+    /// Everything to one server.
+    Smarthost(Session),
+    /// Each domain to its exchangers.
+    Mx(Exchangers),
 }
 
-/// How long a connection may sit idle before it is checked with NOOP before reuse. Within a
-/// busy stream of messages no check is made: it would cost a round trip per message.
-const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
+/// MX delivery: the DNS, the exchangers' port, and one open session per domain.
+struct Exchangers {
+    directory: mx::Directory,
+    port: u16,
+    sessions: HashMap<String, Session>,
+}
+
+/// The transport instance: its settings and its open connections.
+pub struct SmtpTransport {
+    client: Client,
+    helo: String,
+    address_types: Vec<String>,
+    domains: Option<Vec<String>>,
+    route: Route,
+}
 
 impl SmtpTransport {
     /// Opens the transport from its configuration (it connects lazily, at the first message).
     pub fn open(context: &OpenContext) -> Result<Self, ProviderError> {
-        let name = context.name().to_owned();
-        // The helpers' words name the key themselves.
-        let bad = |why: String| context.config_error("", why);
         let config: Config = context.config_as()?;
-        let password =
-            transport_support::password(config.password, config.password_file.as_deref())
-                .map_err(bad)?;
-        let credentials = match (config.username, password) {
-            (Some(user), Some(password)) => Some(Credentials::new(user, password)),
-            (None, None) => None,
-            _ => {
-                return Err(bad(
-                    "username and password (or password_file) go together".into()
-                ))
-            }
-        };
-        let tls_parameters = match config.tls {
-            TlsMode::None if config.ca_file.is_some() => {
-                return Err(context.config_error(
-                    "ca_file",
-                    "it is for TLS, and tls = \"none\"; set tls = \"starttls\" or \"implicit\"",
-                ))
-            }
-            TlsMode::None => None,
-            _ => Some(
-                tls_parameters(
-                    &config.host,
-                    config.ca_file.as_deref(),
-                    config.accept_invalid_certificates,
-                )
-                .map_err(bad)?,
-            ),
-        };
-        let helo = config.helo.unwrap_or_else(provider_abi::host::hostname);
         if let Some(bad_type) = config
             .address_types
             .iter()
@@ -188,24 +186,23 @@ impl SmtpTransport {
                 format!("`{bad_type}` is not an address type (letters, digits, '-' or '_')"),
             ));
         }
-        let port = config.port.unwrap_or(if config.tls == TlsMode::Implicit {
-            465
-        } else {
-            25
-        });
+        let helo = config
+            .helo
+            .clone()
+            .unwrap_or_else(provider_abi::host::hostname);
+        let timeout = Duration::from_secs(config.timeout_secs.max(1));
+        let (route, credentials) = match config.mode {
+            Mode::Smarthost => smarthost(context, &config)?,
+            Mode::Mx => (mx_route(context, &config, timeout)?, None),
+        };
         Ok(SmtpTransport {
-            reachability: Reachability::new(
-                format!("{}:{port}", config.host),
-                context.host().clone(),
-            ),
-            port,
-            host: config.host,
-            tls: config.tls,
-            tls_parameters,
-            credentials,
-            client_id: ClientId::Domain(helo.clone()),
+            client: Client {
+                name: context.name().to_owned(),
+                client_id: ClientId::Domain(helo.clone()),
+                credentials,
+                timeout,
+            },
             helo,
-            timeout: Duration::from_secs(config.timeout_secs.max(1)),
             address_types: config
                 .address_types
                 .iter()
@@ -214,64 +211,8 @@ impl SmtpTransport {
             domains: config
                 .domains
                 .map(|domains| domains.iter().map(|d| d.to_ascii_lowercase()).collect()),
-            connection: None,
-            pipelining: false,
-            last_used: Instant::now(),
-            name,
+            route,
         })
-    }
-
-    /// The open connection, reused if the server still answers NOOP, or a new one.
-    fn connection(&mut self) -> Result<&mut SmtpConnection, lettre::transport::smtp::Error> {
-        let idle = self.last_used.elapsed() >= CHECK_AFTER_IDLE;
-        let alive = self
-            .connection
-            .as_mut()
-            .is_some_and(|c| !idle || c.test_connected());
-        if !alive {
-            self.connection = None;
-            let implicit = self
-                .tls_parameters
-                .as_ref()
-                .filter(|_| self.tls == TlsMode::Implicit);
-            let connected = SmtpConnection::connect(
-                (self.host.as_str(), self.port),
-                Some(self.timeout),
-                &self.client_id,
-                implicit,
-                None,
-            );
-            match connected
-                .as_ref()
-                .err()
-                .and_then(reachability::connect_failure)
-            {
-                Some(cause) => self.reachability.unreachable(cause),
-                None => self.reachability.connected(),
-            }
-            let mut connection = connected?;
-            if self.tls == TlsMode::Starttls {
-                let parameters = self
-                    .tls_parameters
-                    .as_ref()
-                    .expect("STARTTLS has TLS parameters");
-                connection.starttls(parameters, &self.client_id)?;
-            }
-            // lettre keeps only the EHLO keywords it knows, and PIPELINING is not one: ask
-            // again (RFC 5321 allows a second EHLO; it resets nothing but the transaction).
-            let features = connection.command(Ehlo::new(self.client_id.clone()))?;
-            self.pipelining = features.message().any(|line| {
-                line.split_whitespace()
-                    .next()
-                    .is_some_and(|keyword| keyword.eq_ignore_ascii_case("PIPELINING"))
-            });
-            if let Some(credentials) = &self.credentials {
-                connection.auth(&[Mechanism::Plain, Mechanism::Login], credentials)?;
-            }
-            log::debug!("{}: connected to {}:{}", self.name, self.host, self.port);
-            self.connection = Some(connection);
-        }
-        Ok(self.connection.as_mut().expect("connected above"))
     }
 
     /// The envelope sender for MAIL FROM: SMTP senders as they are, `LOCAL:user` as
@@ -289,193 +230,288 @@ impl SmtpTransport {
         text.parse().ok()
     }
 
-    /// One SMTP transaction for `recipients`.
-    fn transaction(
-        &mut self,
-        message: MessageRef<'_>,
-        recipients: &[Address],
-    ) -> Vec<RecipientOutcome> {
-        let server = format!("{}:{}", self.host, self.port);
-        let mut outcomes: Vec<Option<RecipientOutcome>> = vec![None; recipients.len()];
-        let mut addresses = Vec::with_capacity(recipients.len());
-        for (index, recipient) in recipients.iter().enumerate() {
-            match recipient.address().parse::<lettre::Address>() {
-                Ok(address) => addresses.push((index, address)),
-                Err(_) => {
-                    outcomes[index] = Some(RecipientOutcome::failed(
-                        "5.1.3",
-                        format!(
-                            "x-spooler; `{}` is not an SMTP address",
-                            recipient.address()
-                        ),
-                        "the address is not valid",
-                    ))
-                }
-            }
-        }
-        if addresses.is_empty() {
-            return outcomes.into_iter().flatten().collect();
-        }
-        let rcpts: Vec<Rcpt> = addresses
-            .iter()
-            .map(|(_, address)| Rcpt::new(address.clone(), vec![]))
-            .collect();
-        let pipelined = match self.begin(&message, &rcpts) {
-            Ok(pipelined) => pipelined,
-            Err(outcome) => {
-                return outcomes
-                    .into_iter()
-                    .map(|o| o.unwrap_or_else(|| outcome.clone()))
-                    .collect()
-            }
+    /// Whether the recipient's domain is one this transport serves.
+    fn serves(&self, recipient: &Address) -> bool {
+        let Some(domains) = &self.domains else {
+            return true;
         };
-        for ((index, _), rcpt) in addresses.iter().zip(rcpts) {
-            let Some(connection) = self.connection.as_mut() else {
-                break;
-            };
-            let reply = if pipelined {
-                connection.read_response()
-            } else {
-                connection.command(rcpt)
-            };
-            if let Err(error) = reply {
-                outcomes[*index] = Some(answer_to_error(&error, "RCPT TO"));
-                if !error.is_permanent() && !error.is_transient() {
-                    self.after_error(&error);
-                    break;
-                }
-            }
-        }
-        let accepted: Vec<usize> = addresses
-            .iter()
-            .map(|(index, _)| *index)
-            .filter(|&i| outcomes[i].is_none())
-            .collect();
-        let Some(connection) = self.connection.as_mut() else {
-            let reason = format!("the connection to {server} was lost");
-            return outcomes
-                .into_iter()
-                .map(|o| o.unwrap_or_else(|| RecipientOutcome::deferred(reason.clone(), None)))
-                .collect();
-        };
-        let data = if pipelined {
-            connection.read_response()
-        } else if accepted.is_empty() {
-            // Nothing to send: end the transaction as if DATA had been refused.
-            connection.command(Rset)
-        } else {
-            connection.command(Data)
-        };
-        if accepted.is_empty() {
-            match data {
-                // A pipelined DATA the server took without a recipient: it waits for content
-                // we will not send, so the connection goes.
-                Ok(_) if pipelined => self.drop_connection(),
-                Ok(_) => {}
-                Err(error) => self.after_error(&error),
-            }
-        } else {
-            // `send_content` sends the content and the final dot after DATA's 354.
-            let data =
-                data.and_then(|_| data::send_content(connection, message.content.as_slice()));
-            let outcome = match &data {
-                Ok(response) => RecipientOutcome::delivered(describe(response)),
-                Err(error) => answer_to_error(error, "DATA"),
-            };
-            if let Err(error) = &data {
-                self.after_error(error);
-            }
-            for index in accepted {
-                outcomes[index] = Some(outcome.clone());
-            }
-        }
-        self.last_used = Instant::now();
-        outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| {
-                    RecipientOutcome::deferred("not attempted after the connection failed", None)
-                })
-            })
-            .collect()
+        domain_of(recipient).is_some_and(|domain| domains.contains(&domain))
     }
 
-    /// Starts a transaction: MAIL FROM, and with PIPELINING the RCPTs and DATA in the same
-    /// write (their replies are left for the caller to read); true if they were sent. A
-    /// reused connection that fails here without a reply, or with 421, was closed by the
-    /// server while idle: it is replaced once, so the message is not deferred for what is no
-    /// fault of the server's.
-    fn begin(
+    /// The answers for `recipients` (all this transport's), by the route configured.
+    fn deliver(
         &mut self,
         message: &MessageRef<'_>,
-        rcpts: &[Rcpt],
-    ) -> Result<bool, RecipientOutcome> {
+        recipients: &[Address],
+    ) -> Vec<RecipientOutcome> {
         let from = self.mail_from(message);
-        let mut reused = self.connection.is_some();
-        loop {
-            let server = format!("{}:{}", self.host, self.port);
-            let name = self.name.clone();
-            self.connection().map_err(|error| {
-                let reason = match transport_support::tls::certificate_refusal(&server, &error) {
-                    Some(refusal) => {
-                        log::warn!("{name}: {refusal}");
-                        refusal
+        match &mut self.route {
+            Route::Smarthost(session) => session
+                .transaction(&self.client, from, message, recipients)
+                .unwrap_or_else(|Unreached(reason)| {
+                    vec![RecipientOutcome::deferred(reason, None); recipients.len()]
+                }),
+            Route::Mx(exchangers) => {
+                let mut outcomes = vec![RecipientOutcome::NotMine; recipients.len()];
+                for (domain, indexes) in by_domain(recipients) {
+                    let Some(domain) = domain else {
+                        for index in indexes {
+                            outcomes[index] = RecipientOutcome::failed(
+                                "5.1.3",
+                                format!(
+                                    "x-spooler; `{}` has no domain",
+                                    recipients[index].address()
+                                ),
+                                "the address has no domain to deliver to",
+                            );
+                        }
+                        continue;
+                    };
+                    let group: Vec<Address> =
+                        indexes.iter().map(|&i| recipients[i].clone()).collect();
+                    let answers =
+                        exchangers.deliver(&self.client, &domain, from.clone(), message, &group);
+                    for (index, answer) in indexes.into_iter().zip(answers) {
+                        outcomes[index] = answer;
                     }
-                    None => format!("cannot talk to {server}: {}", explain(&error)),
-                };
-                RecipientOutcome::deferred(reason, None)
-            })?;
-            let mut group = Mail::new(from.clone(), vec![]).to_string();
-            if self.pipelining {
-                for rcpt in rcpts {
-                    group.push_str(&rcpt.to_string());
                 }
-                group.push_str(&Data.to_string());
+                outcomes
             }
-            let connection = self.connection.as_mut().expect("connected above");
-            match connection.command(group) {
-                Ok(_) => return Ok(self.pipelining),
-                Err(error) if reused && closed_by_server(&error) => {
-                    log::debug!(
-                        "{}: {server} had closed the connection; reconnecting",
-                        self.name
+        }
+    }
+}
+
+/// The smart-host route and its AUTH credentials, from `config`.
+fn smarthost(
+    context: &OpenContext,
+    config: &Config,
+) -> Result<(Route, Option<Credentials>), ProviderError> {
+    // The helpers' words name the key themselves.
+    let bad = |why: String| context.config_error("", why);
+    for (key, set) in [
+        ("resolver", config.resolver.is_some()),
+        ("mx_port", config.mx_port.is_some()),
+    ] {
+        if set {
+            return Err(
+                context.config_error(key, "it is for mode = \"mx\"; set that, or remove it")
+            );
+        }
+    }
+    let Some(host) = config.host.clone() else {
+        return Err(context.config_error(
+            "host",
+            "the smart host is missing; set host = \"smtp.example.com\", or mode = \"mx\" to deliver to each domain's mail exchangers",
+        ));
+    };
+    let password =
+        transport_support::password(config.password.clone(), config.password_file.as_deref())
+            .map_err(bad)?;
+    let credentials = match (config.username.clone(), password) {
+        (Some(user), Some(password)) => Some(Credentials::new(user, password)),
+        (None, None) => None,
+        _ => {
+            return Err(bad(
+                "username and password (or password_file) go together".into()
+            ))
+        }
+    };
+    let tls = config.tls.unwrap_or(TlsMode::Starttls);
+    let parameters = || {
+        tls_parameters(
+            &host,
+            config.ca_file.as_deref(),
+            config.accept_invalid_certificates,
+        )
+        .map_err(bad)
+    };
+    let security = match tls {
+        TlsMode::None if config.ca_file.is_some() => {
+            return Err(context.config_error(
+                "ca_file",
+                "it is for TLS, and tls = \"none\"; set tls = \"starttls\" or \"implicit\"",
+            ))
+        }
+        TlsMode::None => Security::Plain,
+        TlsMode::Starttls => Security::Starttls(parameters()?),
+        TlsMode::Implicit => Security::Implicit(parameters()?),
+    };
+    let port = config
+        .port
+        .unwrap_or(if tls == TlsMode::Implicit { 465 } else { 25 });
+    let reachability = Reachability::new(format!("{host}:{port}"), context.host().clone());
+    let session = Session::new(host.clone(), port, format!("{host}:{port}"), security)
+        .reporting_to(reachability);
+    Ok((Route::Smarthost(session), credentials))
+}
+
+/// The MX route, from `config`.
+fn mx_route(
+    context: &OpenContext,
+    config: &Config,
+    timeout: Duration,
+) -> Result<Route, ProviderError> {
+    let smarthost_keys = [
+        ("host", config.host.is_some()),
+        ("port", config.port.is_some()),
+        ("tls", config.tls.is_some()),
+        ("ca_file", config.ca_file.is_some()),
+        (
+            "accept_invalid_certificates",
+            config.accept_invalid_certificates,
+        ),
+        ("username", config.username.is_some()),
+        ("password", config.password.is_some()),
+        ("password_file", config.password_file.is_some()),
+    ];
+    if let Some((key, _)) = smarthost_keys.iter().find(|(_, set)| *set) {
+        return Err(context.config_error(
+            key,
+            "it is for a smart host, and mode = \"mx\" delivers to each domain's mail exchangers (with opportunistic STARTTLS); remove it",
+        ));
+    }
+    let resolver = match &config.resolver {
+        None => None,
+        Some(text) => Some(parse_resolver(text).ok_or_else(|| {
+            context.config_error(
+                "resolver",
+                format!("`{text}` is not a DNS server's address; write it as \"127.0.0.1\" or \"127.0.0.1:5353\""),
+            )
+        })?),
+    };
+    let directory = mx::Directory::new(resolver, timeout)
+        .map_err(|why| context.config_error("resolver", why))?;
+    Ok(Route::Mx(Exchangers {
+        directory,
+        port: config.mx_port.unwrap_or(25),
+        sessions: HashMap::new(),
+    }))
+}
+
+/// `127.0.0.1`, `127.0.0.1:5353`, `::1` or `[::1]:5353`; port 53 unless given.
+fn parse_resolver(text: &str) -> Option<SocketAddr> {
+    text.parse::<SocketAddr>().ok().or_else(|| {
+        text.parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
+}
+
+/// The lowercased domain of an address, if it has one.
+fn domain_of(recipient: &Address) -> Option<String> {
+    recipient
+        .address()
+        .rsplit_once('@')
+        .map(|(_, domain)| domain.to_ascii_lowercase())
+        .filter(|domain| !domain.is_empty())
+}
+
+/// The indexes of `recipients` grouped by domain, in the order the domains first appear.
+fn by_domain(recipients: &[Address]) -> Vec<(Option<String>, Vec<usize>)> {
+    let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+    for (index, recipient) in recipients.iter().enumerate() {
+        let domain = domain_of(recipient);
+        match groups.iter_mut().find(|(d, _)| *d == domain) {
+            Some((_, indexes)) => indexes.push(index),
+            None => groups.push((domain, vec![index])),
+        }
+    }
+    groups
+}
+
+impl Exchangers {
+    /// One transaction for `recipients`, all in `domain`: on the domain's open session if it
+    /// still answers, otherwise with each exchanger's addresses in turn until one is reached.
+    fn deliver(
+        &mut self,
+        client: &Client,
+        domain: &str,
+        from: Option<lettre::Address>,
+        message: &MessageRef<'_>,
+        recipients: &[Address],
+    ) -> Vec<RecipientOutcome> {
+        let mut tried = Vec::new();
+        if let Some(mut session) = self.sessions.remove(domain) {
+            match session.transaction(client, from.clone(), message, recipients) {
+                Ok(outcomes) => {
+                    self.keep(domain, session);
+                    return outcomes;
+                }
+                Err(Unreached(reason)) => tried.push(reason),
+            }
+        }
+        let exchangers = match self.directory.exchangers(domain) {
+            Ok(exchangers) => exchangers,
+            Err(mx::NoExchanger::NullMx) => {
+                return vec![
+                    RecipientOutcome::failed(
+                        "5.1.10",
+                        format!(
+                        "x-spooler; {domain} publishes a null MX (RFC 7505): it accepts no mail"
+                    ),
+                        format!("the domain {domain} accepts no mail (null MX)"),
                     );
-                    self.connection = None;
-                    reused = false;
-                }
-                Err(error) => {
-                    let outcome = answer_to_error(&error, "MAIL FROM");
-                    if self.pipelining {
-                        // The replies to the RCPTs and DATA are still to come.
-                        self.drop_connection();
-                    } else {
-                        self.after_error(&error);
+                    recipients.len()
+                ]
+            }
+            Err(mx::NoExchanger::NotNow(reason)) => {
+                return vec![RecipientOutcome::deferred(reason, None); recipients.len()]
+            }
+        };
+        for exchanger in &exchangers {
+            for address in &exchanger.addresses {
+                let security = match opportunistic_tls(&exchanger.name) {
+                    Ok(parameters) => Security::Opportunistic(parameters),
+                    Err(why) => {
+                        log::debug!("{}: no TLS with {}: {why}", client.name, exchanger.name);
+                        Security::Plain
                     }
-                    return Err(outcome);
+                };
+                let label = format!("{}[{address}]:{}", exchanger.name, self.port);
+                let mut session = Session::new(address.to_string(), self.port, label, security);
+                match session.transaction(client, from.clone(), message, recipients) {
+                    Ok(outcomes) => {
+                        self.keep(domain, session);
+                        return outcomes;
+                    }
+                    Err(Unreached(reason)) => {
+                        log::info!(
+                            "{}: {reason}; trying the next mail exchanger of {domain}",
+                            client.name
+                        );
+                        tried.push(reason);
+                    }
                 }
             }
         }
+        let reason = format!(
+            "no mail exchanger of {domain} could be reached: {}",
+            tried.join("; ")
+        );
+        vec![RecipientOutcome::deferred(reason, None); recipients.len()]
     }
 
-    /// Closes the connection without a word, ending any transaction under way.
-    fn drop_connection(&mut self) {
-        if let Some(mut connection) = self.connection.take() {
-            connection.abort();
-        }
-    }
-
-    /// After an error the connection is only kept if the server answered normally (a reply
-    /// code); anything else (network, 421) drops it.
-    fn after_error(&mut self, error: &lettre::transport::smtp::Error) {
-        let closing = error.status().is_some_and(|code| code.to_string() == "421");
-        if closing || !(error.is_permanent() || error.is_transient()) {
-            self.drop_connection();
-        } else if let Some(connection) = self.connection.as_mut() {
-            if connection.command(Rset).is_err() {
-                self.connection = None;
+    /// Keeps `session` open for `domain`'s next message, closing the session idle longest when
+    /// too many are open.
+    fn keep(&mut self, domain: &str, session: Session) {
+        if self.sessions.len() >= OPEN_DESTINATIONS {
+            let oldest = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_used())
+                .map(|(d, _)| d.clone());
+            if let Some(oldest) = oldest {
+                self.sessions.remove(&oldest);
             }
         }
+        self.sessions.insert(domain.to_owned(), session);
     }
+}
+
+/// TLS for an exchanger as opportunistic STARTTLS uses it: encryption against passive
+/// listeners, the certificate not checked (RFC 7435).
+fn opportunistic_tls(name: &str) -> Result<TlsParameters, String> {
+    tls_parameters(name, None, true)
 }
 
 /// TLS for `host`, verified against the built-in public roots or, with `ca_file`, against
@@ -500,28 +536,6 @@ fn tls_parameters(
         .map_err(|e| format!("TLS for {host}: {}", explain(&e)))
 }
 
-impl SmtpTransport {
-    /// Whether the recipient's domain is one this transport serves.
-    fn serves(&self, recipient: &Address) -> bool {
-        let Some(domains) = &self.domains else {
-            return true;
-        };
-        let domain = recipient
-            .address()
-            .rsplit_once('@')
-            .map(|(_, d)| d.to_ascii_lowercase());
-        domain.is_some_and(|domain| domains.contains(&domain))
-    }
-}
-
-impl Drop for SmtpTransport {
-    fn drop(&mut self) {
-        if let Some(mut connection) = self.connection.take() {
-            connection.quit().ok();
-        }
-    }
-}
-
 impl Transport for SmtpTransport {
     fn address_types(&self) -> Vec<String> {
         self.address_types.clone()
@@ -538,87 +552,19 @@ impl Transport for SmtpTransport {
         let mut outcomes = vec![RecipientOutcome::NotMine; recipients.len()];
         if !mine.is_empty() {
             let addresses: Vec<Address> = mine.iter().map(|&i| recipients[i].clone()).collect();
-            for (index, outcome) in mine.into_iter().zip(self.transaction(message, &addresses)) {
+            for (index, outcome) in mine.into_iter().zip(self.deliver(&message, &addresses)) {
                 outcomes[index] = outcome;
             }
         }
         for (recipient, outcome) in recipients.iter().zip(&outcomes) {
             log::debug!(
                 "{}: message {} to {recipient}: {outcome:?}",
-                self.name,
+                self.client.name,
                 message.envelope.id
             );
         }
         Ok(outcomes)
     }
-}
-
-/// The outcome an SMTP error stands for: 5xx failed (with the enhanced code and the
-/// server's text), anything else deferred.
-fn answer_to_error(error: &lettre::transport::smtp::Error, step: &str) -> RecipientOutcome {
-    let text = server_text(error);
-    match error.status() {
-        Some(code) if error.is_permanent() => {
-            let status = enhanced_code(&text).unwrap_or_else(|| "5.0.0".into());
-            RecipientOutcome::failed(
-                status,
-                format!("smtp; {code} {text}"),
-                format!("the server refused it at {step}: {code} {text}"),
-            )
-        }
-        Some(code) => {
-            RecipientOutcome::deferred(format!("the server answered {code} {text} at {step}"), None)
-        }
-        None => RecipientOutcome::deferred(format!("{step} failed: {}", explain(error)), None),
-    }
-}
-
-/// The server's own words in an error (`lettre` prints them after the reply code).
-fn server_text(error: &lettre::transport::smtp::Error) -> String {
-    let shown = error.to_string();
-    shown
-        .split_once("): ")
-        .map(|(_, text)| text.trim().to_owned())
-        .unwrap_or(shown)
-}
-
-/// Whether `error` says the server has closed the connection: no reply at all, or 421.
-fn closed_by_server(error: &lettre::transport::smtp::Error) -> bool {
-    error.status().is_none_or(|code| code.to_string() == "421")
-}
-
-/// What went wrong, with the cause chain (`connection refused`, `timed out`).
-fn explain(error: &lettre::transport::smtp::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// `5.1.1` from `5.1.1 <bob@example.com>: Recipient address rejected`.
-fn enhanced_code(text: &str) -> Option<String> {
-    let first = text.split_whitespace().next()?;
-    let parts: Vec<&str> = first.split('.').collect();
-    let valid = parts.len() == 3
-        && ["2", "4", "5"].contains(&parts[0])
-        && parts[1..]
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
-    valid.then(|| first.to_owned())
-}
-
-fn describe(response: &Response) -> String {
-    format!(
-        "{} {}",
-        response.code(),
-        response.message().collect::<Vec<_>>().join(" ")
-    )
 }
 
 fn library() -> Library {
@@ -722,16 +668,6 @@ mod tests {
         assert!(ca.contains("key ca_file: it is for TLS"), "{ca}");
         let user = refused("host = \"mail.example.com\"\nusername = \"spooler\"");
         assert!(user.contains("username and password"), "{user}");
-    }
-
-    #[test]
-    fn enhanced_codes_are_read_from_the_server_text() {
-        assert_eq!(
-            enhanced_code("5.1.1 <bob@example.com>: Recipient address rejected").as_deref(),
-            Some("5.1.1")
-        );
-        assert_eq!(enhanced_code("Error: command failed"), None);
-        assert_eq!(enhanced_code("5.x.1 nope"), None);
     }
 
     #[test]
