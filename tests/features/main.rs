@@ -19,6 +19,7 @@
 //! - `sendmail`: the binary as sendmail, mailq and newaliases, for their real callers;
 //! - `inbound`: the pickup folder, inbound rules, POP3 from Dovecot;
 //! - `smtp_transport`, `smtp_listener`, `tls`: SMTP out, SMTP in, and both over TLS;
+//! - `internet`: SMTP out to each domain's mail exchangers, found in a DNS of the test's own;
 //! - `listener_abuse`: the SMTP listener against password guessing, floods and slow clients;
 //! - `http_api`: the HTTP front end: the admin API, the event stream, the webhook;
 //! - `dashboard`: the HTTP front end's page in a headless Chromium, clicked and photographed;
@@ -46,6 +47,7 @@ mod crash;
 mod dashboard;
 mod http_api;
 mod inbound;
+mod internet;
 mod isolation;
 mod listener_abuse;
 mod loading;

@@ -668,6 +668,27 @@ mod tests {
         assert!(ca.contains("key ca_file: it is for TLS"), "{ca}");
         let user = refused("host = \"mail.example.com\"\nusername = \"spooler\"");
         assert!(user.contains("username and password"), "{user}");
+        let no_host = refused("port = 25");
+        assert!(
+            no_host.contains("key host: the smart host is missing")
+                && no_host.contains("mode = \"mx\""),
+            "{no_host}"
+        );
+        let mixed = refused("mode = \"mx\"\nhost = \"mail.example.com\"");
+        assert!(
+            mixed.contains("key host: it is for a smart host"),
+            "{mixed}"
+        );
+        let stray = refused("host = \"mail.example.com\"\nmx_port = 2525");
+        assert!(
+            stray.contains("key mx_port: it is for mode = \"mx\""),
+            "{stray}"
+        );
+        let resolver = refused("mode = \"mx\"\nresolver = \"dns.example\"");
+        assert!(
+            resolver.contains("key resolver: `dns.example` is not a DNS server's address"),
+            "{resolver}"
+        );
     }
 
     #[test]

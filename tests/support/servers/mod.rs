@@ -1,12 +1,15 @@
 //! The real servers the tests talk to, each a private instance on loopback ports started by
-//! the test itself: Postfix's `smtp-sink`, Postfix, Dovecot, PostgreSQL and Prometheus.
+//! the test itself: Postfix's `smtp-sink`, Postfix, Dovecot, PostgreSQL, Prometheus and
+//! dnsmasq.
 
+mod dnsmasq;
 mod dovecot;
 mod postfix;
 mod postgres;
 mod prometheus;
 mod smtp_sink;
 
+pub use dnsmasq::{Dnsmasq, Zone};
 pub use dovecot::Dovecot;
 pub use postfix::Postfix;
 pub use postgres::Postgres;

@@ -25,6 +25,18 @@ impl<'site> SmtpSink<'site> {
     /// Starts `smtp-sink` with `options` (e.g. `["-f", "RCPT"]`) on `port`, dumping into
     /// `site/<name>`. Waits until it accepts connections.
     pub fn start(site: &'site Site, name: &str, port: u16, options: &[&str]) -> SmtpSink<'site> {
+        SmtpSink::start_at(site, name, "127.0.0.1", port, options)
+    }
+
+    /// Starts `smtp-sink` as [`SmtpSink::start`] does, on another loopback address `ip`
+    /// (a mail exchanger of a test's DNS).
+    pub fn start_at(
+        site: &'site Site,
+        name: &str,
+        ip: &str,
+        port: u16,
+        options: &[&str],
+    ) -> SmtpSink<'site> {
         let dump = site.path(name);
         fs::create_dir_all(&dump).expect("creating the sink's folder");
         // smtp-sink drops to `nobody` when started as root; it must be able to write there.
@@ -32,15 +44,15 @@ impl<'site> SmtpSink<'site> {
         let template = format!("{}/%H%M%S.", dump.display());
         let mut arguments = vec!["-d", &template];
         arguments.extend_from_slice(options);
-        SmtpSink::spawn(port, &arguments, Some(dump.clone()))
+        SmtpSink::spawn(ip, port, &arguments, Some(dump.clone()))
     }
 
     /// Starts `smtp-sink` with `options` on `port`, keeping nothing of what it receives.
     pub fn discarding(port: u16, options: &[&str]) -> SmtpSink<'static> {
-        SmtpSink::spawn(port, options, None)
+        SmtpSink::spawn("127.0.0.1", port, options, None)
     }
 
-    fn spawn(port: u16, options: &[&str], dump: Option<PathBuf>) -> SmtpSink<'site> {
+    fn spawn(ip: &str, port: u16, options: &[&str], dump: Option<PathBuf>) -> SmtpSink<'site> {
         let program = real_server("smtp-sink").expect("the caller checked for smtp-sink");
         let mut command = Command::new(program);
         // SAFETY: geteuid cannot fail.
@@ -49,14 +61,14 @@ impl<'site> SmtpSink<'site> {
         }
         let child = command
             .args(options)
-            .args([&format!("127.0.0.1:{port}"), "256"])
+            .args([&format!("{ip}:{port}"), "256"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("smtp-sink starts");
         wait_until(PROMPTLY, "smtp-sink listens", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            std::net::TcpStream::connect((ip, port)).is_ok()
         });
         SmtpSink {
             child,
