@@ -151,9 +151,9 @@ const OPEN_DESTINATIONS: usize = 64;
 /// Where the transport sends its mail, and the connections it keeps for that.
 enum Route {
     /// Everything to one server.
-    Smarthost(Box<Session>),
+    Smarthost(Session),
     /// Each domain to its exchangers.
-    Mx(Exchangers),
+    Mx(Box<Exchangers>),
 }
 
 /// MX delivery: the DNS, the exchangers' port, and one open session per domain.
@@ -342,7 +342,7 @@ fn smarthost(
     let reachability = Reachability::new(format!("{host}:{port}"), context.host().clone());
     let session = Session::new(host.clone(), port, format!("{host}:{port}"), security)
         .reporting_to(reachability);
-    Ok((Route::Smarthost(Box::new(session)), credentials))
+    Ok((Route::Smarthost(session), credentials))
 }
 
 /// The MX route, from `config`.
@@ -381,11 +381,11 @@ fn mx_route(
     };
     let directory = mx::Directory::new(resolver, timeout)
         .map_err(|why| context.config_error("resolver", why))?;
-    Ok(Route::Mx(Exchangers {
+    Ok(Route::Mx(Box::new(Exchangers {
         directory,
         port: config.mx_port.unwrap_or(25),
         sessions: HashMap::new(),
-    }))
+    })))
 }
 
 /// `127.0.0.1`, `127.0.0.1:5353`, `::1` or `[::1]:5353`; port 53 unless given.
