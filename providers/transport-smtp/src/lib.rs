@@ -151,7 +151,7 @@ const OPEN_DESTINATIONS: usize = 64;
 /// Where the transport sends its mail, and the connections it keeps for that.
 enum Route {
     /// Everything to one server.
-    Smarthost(Session),
+    Smarthost(Box<Session>),
     /// Each domain to its exchangers.
     Mx(Box<Exchangers>),
 }
@@ -342,7 +342,7 @@ fn smarthost(
     let reachability = Reachability::new(format!("{host}:{port}"), context.host().clone());
     let session = Session::new(host.clone(), port, format!("{host}:{port}"), security)
         .reporting_to(reachability);
-    Ok((Route::Smarthost(session), credentials))
+    Ok((Route::Smarthost(Box::new(session)), credentials))
 }
 
 /// The MX route, from `config`.
