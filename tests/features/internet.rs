@@ -158,3 +158,185 @@ fn a_domain_whose_exchangers_are_all_down_is_deferred_naming_each() {
         "one domain's trouble does not take the transport offline:\n{status_page}"
     );
 }
+
+/// A key pair made with `openssl genpkey -algorithm <algorithm>` in `folder`: the private
+/// key's PEM file, and the `p=` of its DKIM record (base64 of the public key: the whole
+/// SubjectPublicKeyInfo for RSA, the bare 32 bytes for Ed25519, RFC 8463).
+fn dkim_key(folder: &std::path::Path, algorithm: &str) -> (std::path::PathBuf, String) {
+    let pem = folder.join(format!("{algorithm}.pem"));
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(output.status.success(), "openssl {args:?}: {output:?}");
+        output.stdout
+    };
+    let mut generate = vec!["genpkey", "-algorithm", algorithm, "-out"];
+    let pem_text = pem.to_str().unwrap();
+    generate.push(pem_text);
+    if algorithm == "RSA" {
+        generate.extend(["-pkeyopt", "rsa_keygen_bits:2048"]);
+    }
+    openssl(&generate);
+    let public = openssl(&["pkey", "-in", pem_text, "-pubout", "-outform", "DER"]);
+    let public = if algorithm == "ED25519" {
+        public[public.len() - 32..].to_vec()
+    } else {
+        public
+    };
+    let public_file = folder.join(format!("{algorithm}.pub.der"));
+    std::fs::write(&public_file, public).unwrap();
+    let encoded = openssl(&["base64", "-A", "-in", public_file.to_str().unwrap()]);
+    (pem, String::from_utf8(encoded).unwrap().trim().to_owned())
+}
+
+/// The message as `smtp-sink` dumped it, without its `X-` lines, with CRLF line ends again.
+fn as_received(dump: &str) -> Vec<u8> {
+    let start = dump
+        .find("X-Rcpt-Args:")
+        .and_then(|at| dump[at..].find('\n').map(|end| at + end + 1))
+        .expect("a dump");
+    let mut lines: Vec<&str> = dump[start..].lines().collect();
+    while lines.last() == Some(&"") {
+        lines.pop();
+    }
+    format!("{}\r\n", lines.join("\r\n")).into_bytes()
+}
+
+/// What mail-auth makes of `message`'s DKIM signatures, with the keys in the DNS on `port`.
+fn verified_by_mail_auth(message: &[u8], port: u16) -> Vec<String> {
+    use mail_auth::hickory_resolver::config::{
+        ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
+    };
+    let mut udp = ConnectionConfig::udp();
+    udp.port = port;
+    let server = NameServerConfig::new("127.0.0.1".parse().unwrap(), true, vec![udp]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let authenticator = mail_auth::MessageAuthenticator::new(
+            ResolverConfig::from_name_servers(vec![server]),
+            ResolverOpts::default(),
+        )
+        .unwrap();
+        let parsed = mail_auth::AuthenticatedMessage::parse(message).expect("a message");
+        authenticator
+            .verify_dkim(&parsed)
+            .await
+            .iter()
+            .map(|output| format!("{:?}", output.result()))
+            .collect()
+    })
+}
+
+/// What python3-dkim (Debian's, an independent implementation) makes of `message`, asking the
+/// DNS on `port` for the keys: "pass" or "fail".
+fn verified_by_python3_dkim(message: &[u8], port: u16) -> String {
+    let script = format!(
+        "import sys, dkim, dns.resolver\n\
+         r = dns.resolver.Resolver(configure=False)\n\
+         r.nameservers = ['127.0.0.1']\n\
+         r.port = {port}\n\
+         def txt(name, timeout=5):\n\
+         \x20   answer = r.resolve(name.decode().rstrip('.'), 'TXT')\n\
+         \x20   return b''.join(b''.join(record.strings) for record in answer)\n\
+         message = sys.stdin.buffer.read()\n\
+         print('pass' if dkim.verify(message, dnsfunc=txt) else 'fail')\n"
+    );
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(message).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "python3-dkim: {output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[test]
+fn mail_from_a_domain_with_a_key_leaves_signed_and_two_verifiers_agree() {
+    if real_server("smtp-sink").is_none()
+        || !std::path::Path::new("/usr/lib/python3/dist-packages/dkim").exists()
+    {
+        assert!(
+            std::env::var("SPOOLER_REQUIRE_SERVERS").as_deref() != Ok("1"),
+            "python3-dkim is missing (.ci/run installs it)"
+        );
+        return;
+    }
+    let site = Site::new();
+    let (rsa_pem, rsa_public) = dkim_key(&site.path(""), "RSA");
+    let (ed_pem, ed_public) = dkim_key(&site.path(""), "ED25519");
+    let Some(dns) = Dnsmasq::start(
+        Zone::new()
+            .mx("dest.test", "mx.dest.test", 10)
+            .address("mx.dest.test", "127.0.0.7")
+            .txt(
+                "rsa._domainkey.rsa.test",
+                &format!("v=DKIM1; k=rsa; p={rsa_public}"),
+            )
+            .txt(
+                "ed._domainkey.ed.test",
+                &format!("v=DKIM1; k=ed25519; p={ed_public}"),
+            ),
+    ) else {
+        return;
+    };
+    let port = free_port();
+    let sink = SmtpSink::start_at(&site, "dest", "127.0.0.7", port, &[]);
+    let profile = format!(
+        "{}[[preprocessor]]\nprovider = \"dkim\"\nconfig = {{ keys = [\n  {{ domain = \"rsa.test\", selector = \"rsa\", key_file = \"{}\" }},\n  {{ domain = \"ed.test\", selector = \"ed\", key_file = \"{}\" }},\n] }}\n",
+        mx_profile(&dns, port),
+        rsa_pem.display(),
+        ed_pem.display()
+    );
+    let host = Host::start(&site.write_config(&profile), "host.log");
+    for from in ["alice@rsa.test", "bob@ed.test", "carol@unsigned.test"] {
+        let message = format!(
+            "From: {from}\r\nTo: dave@dest.test\r\nSubject: signed by {from}\r\nMessage-ID: <{from}>\r\n\r\nA body,  with  spaces \r\nand two lines.\r\n"
+        );
+        host.submit(&["-f", from, "dave@dest.test"], &message);
+    }
+    wait_until(PROMPTLY, "three messages arrive", || {
+        sink.transactions_count() == 3
+    });
+
+    for dump in sink.transactions() {
+        let message = as_received(&dump);
+        let text = String::from_utf8_lossy(&message).into_owned();
+        let by_mail_auth = verified_by_mail_auth(&message, dns.port);
+        let by_python = verified_by_python3_dkim(&message, dns.port);
+        if text.contains("From: carol@unsigned.test") {
+            assert!(!text.contains("DKIM-Signature"), "{text}");
+            assert!(by_mail_auth.is_empty(), "{by_mail_auth:?}");
+            continue;
+        }
+        let algorithm = if text.contains("From: alice@rsa.test") {
+            "a=rsa-sha256"
+        } else {
+            "a=ed25519-sha256"
+        };
+        assert!(
+            text.starts_with("DKIM-Signature:") || text.contains("\r\nDKIM-Signature:"),
+            "{text}"
+        );
+        assert!(
+            text.contains(algorithm) && text.contains("c=relaxed/relaxed"),
+            "{text}"
+        );
+        assert_eq!(
+            by_mail_auth,
+            ["Pass"],
+            "mail-auth on:\n{text}\n{}",
+            dns.log()
+        );
+        assert_eq!(by_python, "pass", "python3-dkim on:\n{text}");
+    }
+}

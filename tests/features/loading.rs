@@ -43,6 +43,7 @@ fn every_bundled_provider_is_listed_with_its_kind_and_address_types() {
             "distribution-lists",
             "[]",
         ),
+        ("preprocessor-dkim", "preprocessor", "dkim", "[]"),
         ("hook-rules", "hook", "rules", "[]"),
     ] {
         let status = status_of(&listing, &folder, &library_file_name(package));

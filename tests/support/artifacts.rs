@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 /// The bundled provider libraries, by crate name.
-pub const BUNDLED: [&str; 8] = [
+pub const BUNDLED: [&str; 9] = [
     "store-embedded",
     "store-postgres",
     "transport-directory",
@@ -16,6 +16,7 @@ pub const BUNDLED: [&str; 8] = [
     "transport-smtp",
     "transport-pop3",
     "preprocessor-distlist",
+    "preprocessor-dkim",
     "hook-rules",
 ];
 

@@ -113,10 +113,9 @@ impl DkimSigning {
             let signer = read_signer(&key.key_file, &domain, &key.selector, &headers)
                 .map_err(|why| context.config_error(&where_, why))?;
             if signers.insert(domain.clone(), signer).is_some() {
-                return Err(context.config_error(
-                    &where_,
-                    "a second key for the same domain; keep one",
-                ));
+                return Err(
+                    context.config_error(&where_, "a second key for the same domain; keep one")
+                );
             }
         }
         Ok(DkimSigning {

@@ -35,9 +35,15 @@ impl Zone {
         self
     }
 
-    /// `name` has a TXT record holding `text`.
+    /// `name` has a TXT record holding `text` (in strings of at most 255 characters, as a
+    /// DKIM key's record is published).
     pub fn txt(mut self, name: &str, text: &str) -> Zone {
-        writeln!(self.lines, "txt-record={name},\"{text}\"").unwrap();
+        let strings: Vec<String> = text
+            .as_bytes()
+            .chunks(255)
+            .map(|chunk| format!("\"{}\"", String::from_utf8_lossy(chunk)))
+            .collect();
+        writeln!(self.lines, "txt-record={name},{}", strings.join(",")).unwrap();
         self
     }
 }

@@ -24,6 +24,7 @@ pub(crate) mod wire;
 const BUNDLED: &[&str] = &[
     "hook-rules",
     "preprocessor-distlist",
+    "preprocessor-dkim",
     "store-embedded",
     "store-postgres",
     "transport-directory",
