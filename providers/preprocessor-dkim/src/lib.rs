@@ -220,3 +220,98 @@ fn library() -> Library {
 }
 
 export_library!(library);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use provider_testkit::{check_preprocessor, message, open_preprocessor, process};
+
+    /// An Ed25519 key made with `openssl genpkey -algorithm ED25519`, for these tests only.
+    const ED25519_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIGDX1+WCMQo+v9HgCqLzvWwsV0ziaZYH9CW1yF98or4u\n-----END PRIVATE KEY-----\n";
+
+    /// A P-256 key (`openssl ecparam -genkey | openssl pkcs8 -topk8 -nocrypt`): not for DKIM.
+    const P256_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg0x3ojVOsfdXFiNh/\nhicjtF+3EZMdekCSwSUnA1yUxSuhRANCAATl91er+X7sd5BqHPrnBM1XAWhrqDsO\nkkL7OoGGbbKdKoMfhOBc+XnpEYWvuRVfZoKnWGHJEoxfZfNBnESzW+8D\n-----END PRIVATE KEY-----\n";
+
+    fn key_file(folder: &tempfile::TempDir, pem: &str) -> String {
+        let path = folder.path().join("key.pem");
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    }
+
+    fn config(key_file: &str) -> String {
+        format!(
+            "keys = [{{ domain = \"Example.COM\", selector = \"s1\", key_file = \"{key_file}\" }}]"
+        )
+    }
+
+    #[test]
+    fn keeps_the_hosts_preprocessor_contract() {
+        let folder = tempfile::tempdir().unwrap();
+        let config = config(&key_file(&folder, ED25519_PEM));
+        check_preprocessor(library, "dkim", &config, &["SMTP:bob@example.net"]).unwrap();
+    }
+
+    #[test]
+    fn mail_from_a_domain_with_a_key_is_signed_and_other_mail_passes_unchanged() {
+        let folder = tempfile::tempdir().unwrap();
+        let config = config(&key_file(&folder, ED25519_PEM));
+        let (mut dkim, _) = open_preprocessor(library, "dkim", &config).unwrap();
+        let content =
+            "From: Ann <ann@example.com>\r\nTo: bob@example.net\r\nSubject: hi\r\n\r\nHello.\r\n";
+        let Preprocessed::Accept(changes) =
+            process(&mut dkim, &message(&["SMTP:bob@example.net"], content)).unwrap()
+        else {
+            panic!("accepted");
+        };
+        let signed = String::from_utf8(changes.content.unwrap().to_vec()).unwrap();
+        assert!(signed.starts_with("DKIM-Signature: "), "{signed}");
+        assert!(
+            signed.ends_with(content),
+            "the message follows unchanged: {signed}"
+        );
+        for tag in [
+            "a=ed25519-sha256",
+            "d=example.com",
+            "s=s1",
+            "c=relaxed/relaxed",
+        ] {
+            assert!(signed.contains(tag), "{tag} in {signed}");
+        }
+        let other = "From: carol@example.org\r\nSubject: hi\r\n\r\nHello.\r\n";
+        assert_eq!(
+            process(&mut dkim, &message(&["SMTP:bob@example.net"], other)).unwrap(),
+            Preprocessed::Accept(Changes::none())
+        );
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_used_is_refused_naming_the_domain_and_the_file() {
+        let refused = |config: &str| {
+            let error = open_preprocessor(library, "dkim", config)
+                .err()
+                .expect("refused");
+            assert_eq!(error.kind(), ErrorKind::Configuration, "{error}");
+            error.message().to_owned()
+        };
+        let missing = refused(&config("/nonexistent/key.pem"));
+        assert!(
+            missing.contains("keys (domain example.com)")
+                && missing.contains("cannot read key_file /nonexistent/key.pem"),
+            "{missing}"
+        );
+        let folder = tempfile::tempdir().unwrap();
+        let file = key_file(&folder, "not a key\n");
+        let garbage = refused(&config(&file));
+        assert!(garbage.contains("holds no PEM private key"), "{garbage}");
+        let file = key_file(&folder, P256_PEM);
+        let p256 = refused(&config(&file));
+        assert!(p256.contains("neither an RSA nor an Ed25519 key"), "{p256}");
+        assert!(refused("keys = []").contains("no key"));
+        let file = key_file(&folder, ED25519_PEM);
+        let unsigned_from = refused(&format!("{}\nheaders = [\"Subject\"]", config(&file)));
+        assert!(
+            unsigned_from.contains("From must be signed"),
+            "{unsigned_from}"
+        );
+    }
+}
