@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use mail_auth::AuthenticatedMessage;
@@ -137,28 +137,13 @@ fn read_signer(
         format!("key_file {file} holds no PEM private key ({e}); write one with `openssl genpkey`")
     })?;
     let rsa = |key| {
-        RsaKey::<Sha256>::from_key_der(key).map(|key| {
-            Signer::Rsa(
-                DkimSigner::from_key(key)
-                    .domain(domain)
-                    .selector(selector)
-                    .headers(headers.iter().cloned())
-                    .header_canonicalization(Canonicalization::Relaxed)
-                    .body_canonicalization(Canonicalization::Relaxed),
-            )
-        })
+        RsaKey::<Sha256>::from_key_der(key)
+            .map(|key| Signer::Rsa(signing(key, domain, selector, headers)))
     };
     let signer = match &key {
         PrivateKeyDer::Pkcs1(_) => rsa(key.clone_key()),
         PrivateKeyDer::Pkcs8(der) => match Ed25519Key::from_pkcs8_der(der.secret_pkcs8_der()) {
-            Ok(ed25519) => Ok(Signer::Ed25519(
-                DkimSigner::from_key(ed25519)
-                    .domain(domain)
-                    .selector(selector)
-                    .headers(headers.iter().cloned())
-                    .header_canonicalization(Canonicalization::Relaxed)
-                    .body_canonicalization(Canonicalization::Relaxed),
-            )),
+            Ok(ed25519) => Ok(Signer::Ed25519(signing(ed25519, domain, selector, headers))),
             Err(_) => rsa(key.clone_key()),
         },
         _ => {
@@ -168,6 +153,21 @@ fn read_signer(
         }
     };
     signer.map_err(|e| format!("key_file {file}: neither an RSA nor an Ed25519 key: {e}"))
+}
+
+/// A relaxed/relaxed signer with `key` for `domain`.
+fn signing<T: SigningKey>(
+    key: T,
+    domain: &str,
+    selector: &str,
+    headers: &[String],
+) -> DkimSigner<T, Done> {
+    DkimSigner::from_key(key)
+        .domain(domain)
+        .selector(selector)
+        .headers(headers.iter().cloned())
+        .header_canonicalization(Canonicalization::Relaxed)
+        .body_canonicalization(Canonicalization::Relaxed)
 }
 
 /// The domain of the first address in `From`, lowercased.
