@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use provider_abi::store::{FolderInfo, MessageSummary, ShapeCell};
 use provider_abi::{DeliveryState, Envelope, Priority, RecipientKind, StoredMessage};
 
+use crate::base::bounce::BounceClass;
 use crate::providers::status::StatusRow;
 
 /// A client's request.
@@ -440,6 +441,10 @@ pub struct RecipientView {
     pub last_answer: String,
     /// The RFC 3463 status code of a final answer.
     pub status_code: String,
+    /// Why it failed or waits (`bad-mailbox`, `connection-failure`, …; see
+    /// `base::bounce`); none when delivered or not yet tried, or from an older host.
+    #[serde(default)]
+    pub class: Option<String>,
 }
 
 /// A folder.
@@ -626,6 +631,7 @@ impl MessageView {
                     next_attempt: r.status.next_attempt.into_option().map(|t| t.0),
                     last_answer: r.status.last_answer.to_string(),
                     status_code: r.status.status_code.to_string(),
+                    class: BounceClass::of(&r.status).map(|c| c.name().to_owned()),
                 })
                 .collect(),
             content: content.map(|c| String::from_utf8_lossy(c).into_owned()),

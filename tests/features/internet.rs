@@ -105,6 +105,11 @@ fn a_null_mx_fails_at_once_and_a_domain_that_does_not_exist_is_deferred() {
         report.contains("null MX (RFC 7505): it accepts no mail"),
         "{report}"
     );
+    let words = report.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("Why: the domain cannot be found or takes no mail (DNS) (dns-failure)."),
+        "the class, for a person: {report}"
+    );
     assert_eq!(
         recipient(&host.show(&refused), "SMTP:bob@nomail.test")["attempts"],
         1,
@@ -122,6 +127,7 @@ fn a_null_mx_fails_at_once_and_a_domain_that_does_not_exist_is_deferred() {
             .contains("the domain nowhere.test does not exist (NXDOMAIN)"),
         "{status}"
     );
+    assert_eq!(status["class"], "dns-failure", "{status}");
 }
 
 #[test]
@@ -151,6 +157,12 @@ fn a_domain_whose_exchangers_are_all_down_is_deferred_naming_each() {
             && answer.contains(&format!("mx1.down.test[127.0.0.5]:{port}"))
             && answer.contains(&format!("mx2.down.test[127.0.0.6]:{port}")),
         "{answer}"
+    );
+    assert_eq!(status["class"], "connection-failure", "{status}");
+    let shown = host.command(&["show", &id]).stdout;
+    assert!(
+        shown.contains("[connection-failure] deferred by internet: no mail exchanger"),
+        "{shown}"
     );
     let status_page = host.command(&["status"]).stdout;
     assert!(

@@ -132,7 +132,7 @@ impl Directory {
         }
         if exchangers.is_empty() {
             return Err(NoExchanger::NotNow(format!(
-                "no mail exchanger of {domain} has an address ({})",
+                "the mail exchangers of {domain} have no address ({})",
                 missing.join("; ")
             )));
         }

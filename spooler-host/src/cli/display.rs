@@ -185,7 +185,10 @@ fn message_lines(message: &MessageView) -> String {
             recipient.state,
             recipient.attempts,
             recipient.transport.as_deref().unwrap_or("-"),
-            recipient.last_answer
+            match &recipient.class {
+                Some(class) => format!("[{class}] {}", recipient.last_answer),
+                None => recipient.last_answer.clone(),
+            }
         );
     }
     out

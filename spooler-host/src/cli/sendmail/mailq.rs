@@ -105,6 +105,7 @@ mod tests {
             next_attempt: None,
             last_answer: answer.into(),
             status_code: String::new(),
+            class: None,
         }
     }
 

@@ -14,6 +14,7 @@ use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
 use provider_abi::headers::{field_spans, header, header_block_len, mailboxes};
 
+use crate::base::bounce::BounceClass;
 use crate::base::mail::rfc5322_date;
 use provider_abi::store::INBOX;
 use provider_abi::{
@@ -277,6 +278,10 @@ fn human_part(
             human_answer(&recipient.status)
         );
         text.push_str(&wrapped(&line, TEXT_WIDTH, "  ", "    "));
+        if let Some(class) = BounceClass::of(&recipient.status) {
+            let why = format!("Why: {} ({}).", class.meaning(), class.name());
+            text.push_str(&wrapped(&why, TEXT_WIDTH, "    ", "      "));
+        }
     }
     text
 }

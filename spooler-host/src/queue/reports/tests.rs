@@ -52,6 +52,10 @@ fn a_non_delivery_report_names_the_failure_and_hides_bcc_headers() {
     assert!(words.contains(
         "FAX:+4930123: the fax gateway refused the number (x-fax; number not in service)"
     ));
+    assert!(
+        words.contains("Why: the mailbox does not exist (bad-mailbox)."),
+        "the class of 5.1.1, for a person: {report}"
+    );
     assert!(report.contains("Subject: hi"));
     assert!(
         !report.contains("secret") && !report.contains("other@"),
