@@ -203,6 +203,20 @@ pub trait Transport: Send + 'static {
     fn poll_interval_secs(&self) -> Option<u32> {
         None
     }
+
+    /// Whether each recipient domain is a destination of its own: true for a transport that
+    /// delivers to every domain's own servers (MX delivery), false (the default) for one
+    /// that sends everything to one place (a smart host, a folder, a gateway).
+    ///
+    /// Asked once, when the instance opens. When true, the host calls
+    /// [`submit`](Transport::submit) once per domain of a message (never with recipients of
+    /// two domains together), runs at most `[destinations] concurrency` calls per domain at
+    /// once, and backs a domain off as a whole when a call could not reach it (every
+    /// recipient deferred for a connection failure). Since 1.5; a transport built against an
+    /// older version is one place.
+    fn delivers_per_domain(&self) -> bool {
+        false
+    }
 }
 
 /// The FFI form of [`Transport`]; the host calls this.
@@ -227,6 +241,12 @@ pub trait TransportFfi: Send {
     /// See [`Transport::poll_interval_secs`].
     #[sabi(last_prefix_field)]
     fn poll_interval_secs(&self) -> RResult<ROption<u32>, ProviderError>;
+
+    /// See [`Transport::delivers_per_domain`]. Since 1.5; a transport built against an
+    /// older version sends everything to one place.
+    fn delivers_per_domain(&self) -> RResult<bool, ProviderError> {
+        RResult::ROk(false)
+    }
 }
 
 /// An open transport as the host holds it.
@@ -268,5 +288,9 @@ impl<T: Transport> TransportFfi for Guarded<T> {
         guarded("poll_interval_secs", || {
             Ok(self.0.poll_interval_secs().into())
         })
+    }
+
+    fn delivers_per_domain(&self) -> RResult<bool, ProviderError> {
+        guarded("delivers_per_domain", || Ok(self.0.delivers_per_domain()))
     }
 }

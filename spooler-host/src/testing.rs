@@ -145,6 +145,7 @@ impl Parts {
             routes,
             status: status.clone(),
             policy: self.policy,
+            destinations: crate::config::destinations::DestinationPolicy::default(),
             max_in_flight: 16,
             notices: notices_rx,
             hostname: "spooler.test".into(),
@@ -192,6 +193,7 @@ fn instance<T: 'static>(
         },
         address_types,
         poll_interval: None,
+        per_domain: false,
         worker: Some(worker),
     }
 }

@@ -541,6 +541,11 @@ impl Transport for SmtpTransport {
         self.address_types.clone()
     }
 
+    /// In MX mode each domain is a destination of its own, which the host schedules apart.
+    fn delivers_per_domain(&self) -> bool {
+        matches!(self.route, Route::Mx(_))
+    }
+
     fn submit(
         &mut self,
         message: MessageRef<'_>,

@@ -27,13 +27,23 @@ impl BounceClass {
         if status.state == DeliveryState::Delivered || !answered {
             return None;
         }
-        let text = format!("{} {}", status.last_answer, status.diagnostic);
-        // The stored code first, then any in the words (a deferral's is only there); a
-        // generic one (`4.0.0`) leaves the choice to the words.
-        let code = std::iter::once(status.status_code.as_str())
-            .chain(text.split_whitespace())
+        // The stored code first, then the words with any code in them (a deferral's code is
+        // only there); a generic code (`4.0.0`) leaves the choice to the words.
+        let stored = Some(status.status_code.as_str())
+            .filter(|code| is_enhanced_code(code))
+            .and_then(by_code);
+        Some(stored.unwrap_or_else(|| {
+            BounceClass::of_text(&format!("{} {}", status.last_answer, status.diagnostic))
+        }))
+    }
+
+    /// The class of an answer given only as words (a deferral's reason), with any enhanced
+    /// status code in them.
+    pub fn of_text(text: &str) -> BounceClass {
+        let code = text
+            .split_whitespace()
             .find(|word| is_enhanced_code(word) && by_code(word).is_some());
-        Some(BounceClass::classify(code, &text))
+        BounceClass::classify(code, text)
     }
 
     /// The class of an answer with enhanced status code `code` (if any) and words `text`.

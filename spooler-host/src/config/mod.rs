@@ -1,8 +1,9 @@
 //! The profile: which store, transports (in routing order), preprocessors and hooks to open,
 //! with their settings, and the retry policy. Read from one TOML file; without one, the
 //! defaults run the embedded store in the data folder and nothing else. This layer owns
-//! the profile's types (`listener`, `http`, `network`, `retry`, `tls` for their tables) and reading them;
-//! the layers above act on them (`retention` for `[store]`'s keep times).
+//! the profile's types (`listener`, `http`, `network`, `retry`, `destinations`, `tls` for
+//! their tables) and reading them; the layers above act on them (`retention` for
+//! `[store]`'s keep times).
 //!
 //! May call: `base` only.
 //!
@@ -31,6 +32,9 @@
 //! max_delay = "1h"
 //! max_lifetime = "5d"
 //! delay_warning = "4h"                 # optional: warn the sender once
+//!
+//! [destinations]                       # deliveries to one domain at once (`config::destinations`)
+//! concurrency = 20
 //!
 //! [limits]
 //! max_in_flight = 256
@@ -63,10 +67,12 @@ use serde::Deserialize;
 
 use crate::config::http::{HttpConfig, RawHttp};
 use crate::config::listener::{ListenerConfig, RawListener};
+use destinations::{destination_policy, DestinationPolicy, RawDestinations};
 use origin::Origin;
 use retention::Retention;
 use retry::RetryPolicy;
 
+pub mod destinations;
 pub mod http;
 pub mod listener;
 pub mod network;
@@ -168,6 +174,8 @@ pub struct Profile {
     pub hooks: Vec<ProviderConfig>,
     /// When deferred recipients are tried again, and for how long.
     pub retry: RetryPolicy,
+    /// How many deliveries to one destination run at once.
+    pub destinations: DestinationPolicy,
     /// How many messages the queue manager holds in memory at most.
     pub max_in_flight: usize,
     /// How many crashes of one provider in calls about one message hold that message.
@@ -233,6 +241,8 @@ struct RawProfile {
     hooks: Vec<RawProvider>,
     #[serde(default)]
     retry: RawRetry,
+    #[serde(default)]
+    destinations: RawDestinations,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -425,6 +435,7 @@ impl Profile {
             ));
         }
         let retry = retry_and_limits(&raw.retry, &raw.limits)?;
+        let destinations = destination_policy(raw.destinations)?;
         let listeners = raw
             .listeners
             .into_iter()
@@ -444,6 +455,7 @@ impl Profile {
             preprocessors,
             hooks,
             retry,
+            destinations,
             max_in_flight: raw.limits.max_in_flight,
             quarantine_after: raw.limits.quarantine_after,
             max_message_size: raw.limits.max_message_size,

@@ -138,9 +138,9 @@ impl Kind for Transports {
         &routes.transports
     }
     fn opened(instance: Instance<TransportObject>) -> Instance<TransportObject> {
-        with_poll_interval(with_claimed_types(instance, Self::KIND, |transport| {
-            transport.address_types()
-        }))
+        let instance =
+            with_claimed_types(instance, Self::KIND, |transport| transport.address_types());
+        with_per_domain(with_poll_interval(instance))
     }
 }
 
@@ -360,6 +360,7 @@ fn start_instance<K: Kind>(
         config: config.clone(),
         address_types,
         poll_interval: None,
+        per_domain: false,
         worker,
     }
 }
@@ -435,6 +436,22 @@ fn compare_claims(
 /// Address types as the log shows them: `[SMTP, LOCAL]`.
 fn listed(types: &[String]) -> String {
     format!("[{}]", types.join(", "))
+}
+
+/// The instance, knowing whether it delivers per domain (a transport that cannot say, or
+/// built before provider-abi 1.5, does not).
+fn with_per_domain(
+    instance: Instance<provider_abi::transport::TransportObject>,
+) -> Instance<provider_abi::transport::TransportObject> {
+    let per_domain = instance.worker.as_ref().is_some_and(|worker| {
+        worker
+            .call(|transport| transport.delivers_per_domain().into_result())
+            .unwrap_or(false)
+    });
+    Instance {
+        per_domain,
+        ..instance
+    }
 }
 
 /// The transport with the interval at which it wants its inbound mail fetched.

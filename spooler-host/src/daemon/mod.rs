@@ -93,6 +93,7 @@ impl Spooler {
             routes: Arc::clone(&routes),
             status: status.clone(),
             policy: profile.retry,
+            destinations: profile.destinations.clone(),
             max_in_flight: profile.max_in_flight,
             notices: notices_rx,
             hostname: provider_abi::host::hostname(),

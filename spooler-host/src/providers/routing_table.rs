@@ -25,6 +25,9 @@ pub struct Instance<T> {
     pub address_types: Vec<String>,
     /// How often to fetch its inbound mail (transports that have some).
     pub poll_interval: Option<Duration>,
+    /// Whether each recipient domain is a destination of its own (transports that deliver
+    /// to every domain's servers; see `queue::destinations`).
+    pub per_domain: bool,
     /// Its worker.
     pub worker: Option<Worker<T>>,
 }
@@ -36,6 +39,7 @@ impl<T> Clone for Instance<T> {
             config: self.config.clone(),
             address_types: self.address_types.clone(),
             poll_interval: self.poll_interval,
+            per_domain: self.per_domain,
             worker: self.worker.clone(),
         }
     }

@@ -1,7 +1,9 @@
 //! The queue manager, Postfix's qmgr with its bounce daemon: it owns the Outbox in flight.
 //! It takes due messages from the store, runs preprocessing, routes each recipient to a
 //! transport, records every answer, makes reports, runs outbound hooks and finishes
-//! messages. One thread; every provider call runs on that provider's own worker.
+//! messages. One thread; every provider call runs on that provider's own worker. Jobs for
+//! one destination (a transport and a recipient domain) are limited in number and back off
+//! together (`destinations`).
 //!
 //! At most `max_in_flight` messages are in memory, whatever the size of the queue. Every
 //! status change is stored before the message is released: the updates of one pass through
@@ -29,6 +31,7 @@
 
 mod commands;
 mod commit;
+mod destinations;
 mod finishing;
 pub mod policy;
 mod preprocessing;
@@ -49,6 +52,7 @@ use provider_abi::{
     StoredMessage, Timestamp,
 };
 
+use crate::config::destinations::DestinationPolicy;
 use crate::inbound::InboundCommand;
 use crate::observe::events::Happening;
 use crate::providers::host_services::ProviderNotice;
@@ -59,6 +63,7 @@ use crate::queue::policy::{Jitter, RetryPolicy};
 use crate::store::outage::Outage;
 use crate::store::thread::{Commit, StoreClient};
 use crate::store::watchers::Watchers;
+use destinations::Destinations;
 use recipient::RecipientIndex;
 
 /// The answer to an operator's command about one message.
@@ -100,6 +105,8 @@ enum Event {
         id: MessageId,
         transport: TransportIndex,
         answers: Vec<(RecipientIndex, Answer)>,
+        /// The destination the job was counted against, if its recipients have one.
+        destination: Option<destinations::Key>,
     },
     /// A preprocessor gave its verdict on the message.
     Preprocessed {
@@ -152,6 +159,8 @@ pub struct Setup {
     pub status: StatusTable,
     /// The retry policy.
     pub policy: RetryPolicy,
+    /// How many deliveries to one destination run at once.
+    pub destinations: DestinationPolicy,
     /// How many messages it holds in memory at most.
     pub max_in_flight: usize,
     /// Notices from providers.
@@ -175,6 +184,7 @@ pub struct QueueManager {
     routes: Arc<RoutingTable>,
     status: StatusTable,
     policy: RetryPolicy,
+    destinations: Destinations,
     max_in_flight: usize,
     hostname: String,
     events: (Sender<Event>, Receiver<Event>),
@@ -272,6 +282,7 @@ impl QueueManager {
             routes: setup.routes,
             status: setup.status,
             policy: setup.policy,
+            destinations: Destinations::new(setup.destinations),
             max_in_flight: setup.max_in_flight,
             hostname: setup.hostname,
             events,
@@ -385,7 +396,8 @@ impl QueueManager {
                 id,
                 transport,
                 answers,
-            } => self.transport_answered(id, transport, answers),
+                destination,
+            } => self.job_answered(id, transport, answers, destination),
             Event::Preprocessed { id, result } => self.preprocessed(id, result),
             Event::Hooked { id, result } => self.hooked(id, result),
         }

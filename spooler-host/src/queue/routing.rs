@@ -15,8 +15,11 @@ use provider_abi::{
     RecipientKind, RecipientOutcome, StoredMessage, Timestamp,
 };
 
+use super::destinations::{destination_of, Admission, Backoff, Job, Key, Reach};
 use super::recipient::{defer, describe, finish_recipient, wait_for, FinalAnswer, RecipientIndex};
 use super::{Answer, Event, QueueManager, Stage};
+use crate::base::bounce::BounceClass;
+use crate::base::mail::utc_time;
 use crate::observe::events::{EventKind, Happening};
 use crate::observe::metrics::{metrics, ByTransport};
 use crate::providers::routing_table::TransportIndex;
@@ -24,7 +27,10 @@ use crate::providers::worker::Health;
 
 /// The recipients one transport gets from one routing pass, in calls: To and Cc recipients
 /// together, each Bcc recipient in a call of its own.
-type Calls = Vec<Vec<(RecipientIndex, Address)>>;
+pub(super) type Calls = Vec<Call>;
+
+/// The recipients of one call of a transport.
+type Call = Vec<(RecipientIndex, Address)>;
 
 impl QueueManager {
     /// Routes the message's due recipients once preprocessing is over; those past the
@@ -52,35 +58,119 @@ impl QueueManager {
     }
 
     /// Sends recipients `indices` to the transports that claim them: each to the first
-    /// claimant in routing order (the next one after a `NotMine`), in one job per transport.
+    /// claimant in routing order (the next one after a `NotMine`), in one job per transport
+    /// and destination; a job whose destination is busy waits for it, one whose destination
+    /// is backing off is deferred at once.
     pub(super) fn route(&mut self, id: MessageId, indices: Vec<RecipientIndex>) {
         let jobs = self.assign(id, indices);
+        let now = Timestamp::now();
         let Some(flight) = self.flights.get_mut(&id) else {
             return;
         };
         let Stage::Delivering { outstanding } = &mut flight.stage else {
             return;
         };
-        *outstanding += jobs.len();
-        let jobs: Vec<(TransportIndex, Calls)> = jobs
-            .into_iter()
-            .map(|(transport, indices)| (transport, calls_for(&flight.envelope, indices)))
-            .collect();
+        let mut split = Vec::new();
+        for (transport, indices) in jobs {
+            let instance = flight.routes.transport(transport);
+            let calls = calls_for(&flight.envelope, indices);
+            if instance.per_domain {
+                for (destination, calls) in by_destination(&instance.name, calls) {
+                    split.push((transport, destination, calls));
+                }
+            } else {
+                split.push((transport, None, calls));
+            }
+        }
+        *outstanding += split.len();
         let mut unqueued = Vec::new();
-        for (transport, calls) in jobs {
-            if let Err(answers) = self.dispatch(id, transport, calls) {
-                unqueued.push((transport, answers));
+        for (transport, destination, calls) in split {
+            let job = Job {
+                id,
+                transport,
+                calls,
+            };
+            let admitted = match &destination {
+                Some(key) => self.destinations.admit(key, job, now),
+                None => Admission::Start(job),
+            };
+            match admitted {
+                Admission::Start(job) => {
+                    if let Err(answers) = self.dispatch(job, destination.clone()) {
+                        unqueued.push((transport, answers, destination));
+                    }
+                }
+                Admission::Wait => {}
+                Admission::BackingOff(job, backoff) => {
+                    unqueued.push((transport, backing_off(&job, &backoff, now), None));
+                }
             }
         }
         let nothing_outstanding = matches!(
             self.flights.get(&id).map(|f| &f.stage),
             Some(Stage::Delivering { outstanding: 0 })
         );
-        for (transport, answers) in unqueued {
-            self.transport_answered(id, transport, answers);
+        for (transport, answers, destination) in unqueued {
+            self.job_answered(id, transport, answers, destination);
         }
         if nothing_outstanding {
             self.conclude(id);
+        }
+    }
+
+    /// A job's answers: recorded, and its destination told how it went, which may let
+    /// waiting jobs go (or defer them, when it backs off now).
+    pub(super) fn job_answered(
+        &mut self,
+        id: MessageId,
+        transport: TransportIndex,
+        answers: Vec<(RecipientIndex, Answer)>,
+        destination: Option<Key>,
+    ) {
+        let verdict = verdict_of(&answers);
+        let indices: Vec<RecipientIndex> = answers.iter().map(|(i, _)| *i).collect();
+        self.transport_answered(id, transport, answers);
+        let Some(key) = destination else {
+            return;
+        };
+        let now = Timestamp::now();
+        let reach = match verdict {
+            Verdict::Reached => Reach::Reached,
+            Verdict::Unknown => Reach::Unknown,
+            Verdict::Unreached(reason) => {
+                // Until the retry time the deferral just set (the policy's, with jitter).
+                let until = self
+                    .flights
+                    .get(&id)
+                    .and_then(|flight| {
+                        let statuses = indices
+                            .iter()
+                            .map(|i| &flight.envelope.recipients[i.0].status);
+                        statuses.filter_map(|s| s.next_attempt.into_option()).min()
+                    })
+                    .unwrap_or_else(|| now.plus(self.policy.min_delay));
+                log::info!(
+                    "{}: destination {} backs off until {}: {reason}",
+                    key.transport,
+                    key.domain,
+                    utc_time(until)
+                );
+                Reach::Unreached(Backoff { until, reason })
+            }
+        };
+        let released = self.destinations.finished(&key, reach, now);
+        for (job, backoff) in released.backing_off {
+            let answers = backing_off(&job, &backoff, now);
+            self.job_answered(job.id, job.transport, answers, None);
+        }
+        for job in released.start {
+            let (id, transport) = (job.id, job.transport);
+            if !self.flights.contains_key(&id) {
+                // Deleted while it waited: its place goes to the next one.
+                self.job_answered(id, transport, Vec::new(), Some(key.clone()));
+            } else if let Err(answers) = self.dispatch(job, Some(key.clone())) {
+                self.job_answered(id, transport, answers, Some(key.clone()));
+            }
         }
     }
 
@@ -151,14 +241,19 @@ impl QueueManager {
         jobs
     }
 
-    /// Queues one transport's calls on its worker; its answers come back as an event. If
-    /// the worker is gone, the answers it would have given instead.
+    /// Queues a job on its transport's worker; its answers come back as an event, with the
+    /// destination it counts against. If the worker is gone, the answers it would have
+    /// given instead.
     fn dispatch(
         &self,
-        id: MessageId,
-        transport: TransportIndex,
-        calls: Calls,
+        job: Job,
+        destination: Option<Key>,
     ) -> Result<(), Vec<(RecipientIndex, Answer)>> {
+        let Job {
+            id,
+            transport,
+            calls,
+        } = job;
         let Some(flight) = self.flights.get(&id) else {
             return Ok(());
         };
@@ -192,6 +287,7 @@ impl QueueManager {
                     id,
                     transport,
                     answers,
+                    destination,
                 };
                 events.send(answered).ok();
             },
@@ -382,6 +478,86 @@ fn calls_for(envelope: &Envelope, indices: Vec<RecipientIndex>) -> Calls {
         .then_some(open)
         .into_iter()
         .chain(bcc.into_iter().map(|index| vec![call(index)]))
+        .collect()
+}
+
+/// One transport's calls split by destination: each call's recipients grouped by their
+/// domain (those without one together, with no destination), in the order they come.
+fn by_destination(transport: &str, calls: Calls) -> Vec<(Option<Key>, Calls)> {
+    let mut split: Vec<(Option<Key>, Calls)> = Vec::new();
+    for call in calls {
+        let mut parts: Vec<(Option<Key>, Call)> = Vec::new();
+        for (index, address) in call {
+            let key = destination_of(transport, &address);
+            match parts.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, part)) => part.push((index, address)),
+                None => parts.push((key, vec![(index, address)])),
+            }
+        }
+        for (key, part) in parts {
+            match split.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, calls)) => calls.push(part),
+                None => split.push((key, vec![part])),
+            }
+        }
+    }
+    split
+}
+
+/// How a job went for its destination, from its answers.
+enum Verdict {
+    /// Some recipient was delivered or failed for good: the destination answered.
+    Reached,
+    /// Every recipient was deferred because the destination could not be reached at all;
+    /// the first reason.
+    Unreached(String),
+    Unknown,
+}
+
+fn verdict_of(answers: &[(RecipientIndex, Answer)]) -> Verdict {
+    let reached = answers.iter().any(|(_, answer)| {
+        matches!(
+            answer,
+            Ok(RecipientOutcome::Delivered { .. } | RecipientOutcome::Failed { .. })
+        )
+    });
+    if reached {
+        return Verdict::Reached;
+    }
+    let unreachable = |answer: &Answer| match answer {
+        Ok(RecipientOutcome::Deferred { reason, .. }) => {
+            BounceClass::of_text(reason) == BounceClass::ConnectionFailure
+        }
+        _ => false,
+    };
+    match answers.first() {
+        Some((_, Ok(RecipientOutcome::Deferred { reason, .. })))
+            if answers.iter().all(|(_, answer)| unreachable(answer)) =>
+        {
+            Verdict::Unreached(reason.to_string())
+        }
+        _ => Verdict::Unknown,
+    }
+}
+
+/// The answers for a job whose destination is backing off: each recipient deferred until
+/// the backoff ends, with its reason, and no call made.
+fn backing_off(job: &Job, backoff: &Backoff, now: Timestamp) -> Vec<(RecipientIndex, Answer)> {
+    let wait = u32::try_from(backoff.until.since(now).as_secs().max(1)).unwrap_or(u32::MAX);
+    let reason = format!(
+        "not tried: the destination is backing off until {} after: {}",
+        utc_time(backoff.until),
+        backoff.reason
+    );
+    job.calls
+        .iter()
+        .flatten()
+        .map(|(index, _)| {
+            (
+                *index,
+                Ok(RecipientOutcome::deferred(reason.clone(), Some(wait))),
+            )
+        })
         .collect()
 }
 

@@ -26,6 +26,8 @@ pub const POLL_INTERVAL: u8 = 8;
 pub const PROCESS: u8 = 9;
 /// `Hook::run`: envelope, content length, direction, folder.
 pub const RUN: u8 = 10;
+/// `Transport::delivers_per_domain`.
+pub const DELIVERS_PER_DOMAIN: u8 = 11;
 
 /// A reply: the call returned this.
 pub const OK: u8 = 0;

@@ -284,6 +284,12 @@ fn answer(
                 ok.optional_u32(secs.into_option());
             })
         }
+        (Instance::Transport(transport), calls::DELIVERS_PER_DOMAIN) => transport
+            .delivers_per_domain()
+            .into_result()
+            .map(|per_domain| {
+                ok.bool(per_domain);
+            }),
         (Instance::Preprocessor(preprocessor), calls::PROCESS) => {
             let (envelope, content) = message_of(&mut arguments, content)?;
             let message = MessageRef {

@@ -585,6 +585,11 @@ impl TransportFfi for IsolatedTransport {
             reply.optional_u32().map(Into::into)
         })
     }
+
+    fn delivers_per_domain(&self) -> RResult<bool, ProviderError> {
+        let request = Encoder::new(calls::DELIVERS_PER_DOMAIN);
+        self.0.lock().ask(request, None, None, |reply| reply.bool())
+    }
 }
 
 /// A preprocessor instance in a child process.

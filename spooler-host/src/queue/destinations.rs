@@ -1,0 +1,253 @@
+//! Per-destination scheduling, Postfix's qmgr per-destination concurrency and its dead
+//! destinations. The recipients one transport gets in one domain are a destination. At most
+//! `[destinations] concurrency` jobs per destination are with the transport at once; the
+//! others wait here in order, so a slow or refusing domain holds at most that many of the
+//! transport's connections while mail to every other domain flows.
+//!
+//! A destination the transport could not reach at all (every recipient of a job deferred
+//! for a connection failure: refused, timed out, every mail exchanger down) backs off as a
+//! whole until the retry time of that deferral. Its waiting jobs and new ones are deferred
+//! at once with the reason, without a call to the transport; the first job after that time
+//! tries again, and one that reaches it clears the backoff.
+//!
+//! Recipients without a domain (`LOCAL:alice`, `FAX:…`) have no destination: their jobs go
+//! to the transport at once, as before.
+
+use std::collections::{HashMap, VecDeque};
+
+use provider_abi::{Address, MessageId, Timestamp};
+
+use super::routing::Calls;
+use crate::config::destinations::DestinationPolicy;
+use crate::providers::routing_table::TransportIndex;
+
+/// A destination: a transport (by name, which outlives a reload) and a domain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Key {
+    pub transport: String,
+    pub domain: String,
+}
+
+/// A job for one destination: one message's calls of one transport.
+pub(super) struct Job {
+    pub id: MessageId,
+    pub transport: TransportIndex,
+    pub calls: Calls,
+}
+
+/// A destination backing off: until when, and the deferral that made it.
+#[derive(Debug, Clone)]
+pub(super) struct Backoff {
+    pub until: Timestamp,
+    pub reason: String,
+}
+
+/// What becomes of a job offered to its destination.
+pub(super) enum Admission {
+    /// It goes to the transport now (it is counted in flight).
+    Start(Job),
+    /// It waits for a job of its destination to finish.
+    Wait,
+    /// Its destination is backing off: it is deferred without a call.
+    BackingOff(Job, Backoff),
+}
+
+/// How a finished job went, as far as its destination is concerned.
+pub(super) enum Reach {
+    /// The transport reached the destination (some recipient delivered or failed for good).
+    Reached,
+    /// It could not reach it at all: back off until `until`.
+    Unreached(Backoff),
+    /// Neither (deferred for other reasons, or the call failed): nothing changes.
+    Unknown,
+}
+
+/// The jobs a finished one lets go: those to start, those to defer (backing off).
+#[derive(Default)]
+pub(super) struct Released {
+    pub start: Vec<Job>,
+    pub backing_off: Vec<(Job, Backoff)>,
+}
+
+#[derive(Default)]
+struct Destination {
+    in_flight: usize,
+    waiting: VecDeque<Job>,
+    backoff: Option<Backoff>,
+}
+
+/// Every destination with a job in flight, waiting, or a backoff.
+pub(super) struct Destinations {
+    policy: DestinationPolicy,
+    table: HashMap<Key, Destination>,
+}
+
+impl Destinations {
+    pub fn new(policy: DestinationPolicy) -> Destinations {
+        Destinations {
+            policy,
+            table: HashMap::new(),
+        }
+    }
+
+    /// Offers `job` to its destination `key`.
+    pub fn admit(&mut self, key: &Key, job: Job, now: Timestamp) -> Admission {
+        let limit = self.policy.concurrency(&key.domain);
+        let destination = self.table.entry(key.clone()).or_default();
+        if let Some(backoff) = destination.backoff.as_ref().filter(|b| b.until > now) {
+            return Admission::BackingOff(job, backoff.clone());
+        }
+        if destination.in_flight < limit {
+            destination.in_flight += 1;
+            Admission::Start(job)
+        } else {
+            destination.waiting.push_back(job);
+            Admission::Wait
+        }
+    }
+
+    /// A job of `key` that was started is over, as `reach` says: the jobs that may go now.
+    pub fn finished(&mut self, key: &Key, reach: Reach, now: Timestamp) -> Released {
+        let limit = self.policy.concurrency(&key.domain);
+        let mut released = Released::default();
+        let Some(destination) = self.table.get_mut(key) else {
+            return released;
+        };
+        destination.in_flight = destination.in_flight.saturating_sub(1);
+        match reach {
+            Reach::Reached => destination.backoff = None,
+            Reach::Unreached(backoff) => destination.backoff = Some(backoff),
+            Reach::Unknown => {}
+        }
+        match destination.backoff.as_ref().filter(|b| b.until > now) {
+            Some(backoff) => {
+                released.backing_off = destination
+                    .waiting
+                    .drain(..)
+                    .map(|job| (job, backoff.clone()))
+                    .collect();
+            }
+            None => {
+                while destination.in_flight < limit {
+                    let Some(job) = destination.waiting.pop_front() else {
+                        break;
+                    };
+                    destination.in_flight += 1;
+                    released.start.push(job);
+                }
+            }
+        }
+        let idle = destination.in_flight == 0
+            && destination.waiting.is_empty()
+            && destination.backoff.as_ref().is_none_or(|b| b.until <= now);
+        if idle {
+            self.table.remove(key);
+        }
+        released
+    }
+}
+
+/// The destination of a recipient of `transport`: its address's domain, lowercased; none for
+/// an address without one.
+pub(super) fn destination_of(transport: &str, address: &Address) -> Option<Key> {
+    let (_, domain) = address.address().rsplit_once('@')?;
+    (!domain.is_empty()).then(|| Key {
+        transport: transport.to_owned(),
+        domain: domain.to_ascii_lowercase(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn destinations(concurrency: usize) -> Destinations {
+        Destinations::new(DestinationPolicy {
+            concurrency,
+            domains: BTreeMap::from([("slow.test".to_owned(), 1)]),
+        })
+    }
+
+    fn key(domain: &str) -> Key {
+        Key {
+            transport: "internet".into(),
+            domain: domain.into(),
+        }
+    }
+
+    fn job(id: u64) -> Job {
+        Job {
+            id: MessageId(id),
+            transport: TransportIndex(0),
+            calls: Vec::new(),
+        }
+    }
+
+    fn started(admission: Admission) -> Option<u64> {
+        match admission {
+            Admission::Start(job) => Some(job.id.0),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_destination_gets_its_concurrency_and_the_rest_wait_in_order() {
+        let mut table = destinations(2);
+        let now = Timestamp::now();
+        let a = key("a.test");
+        assert_eq!(started(table.admit(&a, job(1), now)), Some(1));
+        assert_eq!(started(table.admit(&a, job(2), now)), Some(2));
+        assert!(matches!(table.admit(&a, job(3), now), Admission::Wait));
+        assert!(matches!(table.admit(&a, job(4), now), Admission::Wait));
+        assert_eq!(
+            started(table.admit(&key("b.test"), job(5), now)),
+            Some(5),
+            "another domain is not held back"
+        );
+        assert!(matches!(
+            table.admit(&key("slow.test"), job(6), now),
+            Admission::Start(_)
+        ));
+        assert!(
+            matches!(table.admit(&key("slow.test"), job(7), now), Admission::Wait),
+            "the override"
+        );
+        let released = table.finished(&a, Reach::Reached, now);
+        let ids: Vec<u64> = released.start.iter().map(|j| j.id.0).collect();
+        assert_eq!(ids, [3]);
+        let released = table.finished(&a, Reach::Unknown, now);
+        assert_eq!(
+            released.start.iter().map(|j| j.id.0).collect::<Vec<_>>(),
+            [4]
+        );
+    }
+
+    #[test]
+    fn an_unreached_destination_backs_off_as_a_whole_until_its_retry_time() {
+        let mut table = destinations(1);
+        let now = Timestamp::now();
+        let a = key("a.test");
+        assert!(matches!(table.admit(&a, job(1), now), Admission::Start(_)));
+        assert!(matches!(table.admit(&a, job(2), now), Admission::Wait));
+        let backoff = Backoff {
+            until: now.plus(Duration::from_secs(60)),
+            reason: "connection refused".into(),
+        };
+        let released = table.finished(&a, Reach::Unreached(backoff), now);
+        assert!(released.start.is_empty());
+        assert_eq!(released.backing_off.len(), 1, "the waiting job is deferred");
+        assert!(matches!(
+            table.admit(&a, job(3), now),
+            Admission::BackingOff(_, Backoff { ref reason, .. }) if reason == "connection refused"
+        ));
+        let later = now.plus(Duration::from_secs(61));
+        assert!(
+            matches!(table.admit(&a, job(4), later), Admission::Start(_)),
+            "after the retry time one job tries again"
+        );
+        table.finished(&a, Reach::Reached, later);
+        assert!(table.table.is_empty(), "a success clears it");
+    }
+}
