@@ -352,3 +352,142 @@ fn mail_from_a_domain_with_a_key_leaves_signed_and_two_verifiers_agree() {
         assert_eq!(by_python, "pass", "python3-dkim on:\n{text}");
     }
 }
+
+/// Whether every one of `ids` (one recipient each, `SMTP:r<n>@<domain>`) is delivered.
+fn all_delivered(host: &Host, ids: &[String], domain: &str) -> bool {
+    ids.iter().enumerate().all(|(n, id)| {
+        recipient(&host.show(id), &format!("SMTP:r{n}@{domain}"))["state"] == "delivered"
+    })
+}
+
+#[test]
+fn a_slow_destination_gets_its_concurrency_and_no_more_while_another_domain_flows() {
+    if real_server("smtp-sink").is_none() {
+        return;
+    }
+    let Some(dns) = Dnsmasq::start(
+        Zone::new()
+            .mx("slow.test", "mx.slow.test", 10)
+            .address("mx.slow.test", "127.0.0.8")
+            .mx("fast.test", "mx.fast.test", 10)
+            .address("mx.fast.test", "127.0.0.9"),
+    ) else {
+        return;
+    };
+    let site = Site::new();
+    let port = free_port();
+    // slow.test waits a second before answering DATA: each transaction takes a second.
+    let slow = SmtpSink::start_at(&site, "slow", "127.0.0.8", port, &["-w", "1"]);
+    let _fast = SmtpSink::start_at(&site, "fast", "127.0.0.9", port, &[]);
+    let profile = mx_profile(&dns, port)
+        .replace("name = \"internet\"", "name = \"internet\"\nparallel = 6")
+        + "[destinations.domains.\"slow.test\"]\nconcurrency = 2\n";
+    let host = Host::start(&site.write_config(&profile), "host.log");
+    let submit = |domain: &str| -> Vec<String> {
+        (0..6)
+            .map(|n| {
+                let to = format!("r{n}@{domain}");
+                host.submit(&["-f", "alice@example.com", &to], MESSAGE)
+            })
+            .collect()
+    };
+    let to_slow = submit("slow.test");
+    let to_fast = submit("fast.test");
+
+    wait_until(PROMPTLY, "fast.test's mail is delivered", || {
+        all_delivered(&host, &to_fast, "fast.test")
+    });
+    assert!(
+        !all_delivered(&host, &to_slow, "slow.test"),
+        "fast.test's mail did not wait for slow.test's: with 2 of the 6 connections, \
+         slow.test needs 3 s"
+    );
+    wait_until(PROMPTLY, "slow.test's mail is delivered", || {
+        all_delivered(&host, &to_slow, "slow.test")
+    });
+    // Each dump is last written when its transaction ends (smtp-sink opens it at MAIL).
+    let mut times: Vec<_> = slow
+        .transactions_with_times()
+        .into_iter()
+        .map(|(_, time)| time)
+        .collect();
+    times.sort();
+    assert_eq!(times.len(), 6);
+    for three in times.windows(3) {
+        let span = three[2].duration_since(three[0]).unwrap_or_default();
+        assert!(
+            span >= std::time::Duration::from_millis(900),
+            "three slow.test transactions ended within {span:?}: more than 2 ran at once \
+             ({times:?})"
+        );
+    }
+}
+
+#[test]
+fn a_destination_that_cannot_be_reached_backs_off_as_a_whole() {
+    if real_server("smtp-sink").is_none() {
+        return;
+    }
+    let Some(dns) = Dnsmasq::start(
+        Zone::new()
+            .mx("down.test", "mx.down.test", 10)
+            .address("mx.down.test", "127.0.0.10")
+            .mx("up.test", "mx.up.test", 10)
+            .address("mx.up.test", "127.0.0.11"),
+    ) else {
+        return;
+    };
+    let site = Site::new();
+    let port = free_port();
+    let up = SmtpSink::start_at(&site, "up", "127.0.0.11", port, &[]);
+    // One connection at a time for down.test, so the others wait while the first tries.
+    let profile =
+        mx_profile(&dns, port) + "[destinations.domains.\"down.test\"]\nconcurrency = 1\n";
+    let host = Host::start(&site.write_config(&profile), "host.log");
+    let ids: Vec<String> = (0..4)
+        .map(|n| {
+            host.submit(
+                &["-f", "alice@example.com", &format!("r{n}@down.test")],
+                MESSAGE,
+            )
+        })
+        .collect();
+    let other = host.submit(&["-f", "alice@example.com", "bob@up.test"], MESSAGE);
+
+    wait_until(PROMPTLY, "every down.test recipient is deferred", || {
+        ids.iter().enumerate().all(|(n, id)| {
+            recipient(&host.show(id), &format!("SMTP:r{n}@down.test"))["attempts"] == 1
+        })
+    });
+    let answers: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            let status = recipient(&host.show(id), &format!("SMTP:r{n}@down.test")).clone();
+            status["last_answer"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let tried = answers
+        .iter()
+        .filter(|a| a.starts_with("deferred by internet: no mail exchanger of down.test"))
+        .count();
+    let not_tried = answers
+        .iter()
+        .filter(|a| a.contains("not tried: the destination is backing off until"))
+        .count();
+    assert_eq!((tried, not_tried), (1, 3), "{answers:#?}");
+    assert!(
+        answers.iter().all(|a| a.contains("Connection refused")),
+        "each says why: {answers:#?}"
+    );
+    wait_until(PROMPTLY, "up.test's mail goes on", || {
+        recipient(&host.show(&other), "SMTP:bob@up.test")["state"] == "delivered"
+    });
+    assert_eq!(up.transactions_count(), 1);
+    assert!(
+        host.log()
+            .contains("internet: destination down.test backs off until"),
+        "{}",
+        host.log()
+    );
+}

@@ -448,6 +448,13 @@ fn with_per_domain(
             .call(|transport| transport.delivers_per_domain().into_result())
             .unwrap_or(false)
     });
+    if per_domain {
+        log::info!(
+            "transport {}: delivers per domain; each domain is scheduled as a destination of \
+             its own ([destinations])",
+            instance.name
+        );
+    }
     Instance {
         per_domain,
         ..instance
