@@ -3,6 +3,8 @@
 //! a table with ratios and the issue's targets.
 //!
 //! `bench/run --only listener` runs the ceiling and the SMTP listener's path alone;
+//! `bench/run --only internet` runs MX delivery to 100 domains with one slow (issue 28,
+//! module `internet`);
 //! `bench/run --only shared` runs the ceiling and the PostgreSQL store against the embedded
 //! store (issue 26, module `shared`): the one-host drain, the database's time per message
 //! (`pg_stat_statements`), the listener path and the stall during a fan-out, on both stores.
@@ -13,6 +15,7 @@
 //! test: `cargo test` does not run it.
 
 mod finished;
+mod internet;
 mod load;
 mod shared;
 mod soak;
@@ -63,9 +66,11 @@ enum Phase {
     Shared,
     /// Retention under a long load through the listener (issue 27).
     Soak,
+    /// MX delivery to 100 domains, one of them slow (issue 28).
+    Internet,
 }
 
-const USAGE: &str = "usage: bench/run [--sizes 1000,10000,100000] [--timed 2000] [--sendmail 4000] [--fanout 10000] [--ceiling 20000] [--shared 10000] [--listener 20000] [--soak 200000] [--only listener|shared|soak]";
+const USAGE: &str = "usage: bench/run [--sizes 1000,10000,100000] [--timed 2000] [--sendmail 4000] [--fanout 10000] [--ceiling 20000] [--shared 10000] [--listener 20000] [--soak 200000] [--only listener|shared|soak|internet]";
 
 impl Settings {
     fn from_args() -> Result<Settings, String> {
@@ -107,11 +112,10 @@ impl Settings {
                 "--only" if value == "listener" => settings.only = Some(Phase::Listener),
                 "--only" if value == "shared" => settings.only = Some(Phase::Shared),
                 "--only" if value == "soak" => settings.only = Some(Phase::Soak),
-                "--only" => {
-                    return Err(format!(
-                        "--only: `{value}` is not a phase (listener, shared, soak)\n{USAGE}"
-                    ))
-                }
+                "--only" if value == "internet" => settings.only = Some(Phase::Internet),
+                "--only" => return Err(format!(
+                    "--only: `{value}` is not a phase (listener, shared, soak, internet)\n{USAGE}"
+                )),
                 _ => return Err(format!("unknown option {flag}\n{USAGE}")),
             }
         }
@@ -505,6 +509,11 @@ fn main() {
         }
         Some(Phase::Soak) => {
             soak::phase(settings.soak, &mut rows, &mut checks);
+            print_table(&rows, &checks);
+            return;
+        }
+        Some(Phase::Internet) => {
+            internet::phase(&mut rows, &mut checks);
             print_table(&rows, &checks);
             return;
         }

@@ -65,12 +65,13 @@ impl Dnsmasq {
         let port = free_port();
         let config = folder.path().join("dnsmasq.conf");
         // Only its own records, nothing from /etc/hosts or upstream servers, and every name
-        // under .test answered here (NXDOMAIN when it has no record).
+        // under .test answered here (NXDOMAIN when it has no record); answers live a minute,
+        // so resolvers cache them as they would real ones.
         fs::write(
             &config,
             format!(
                 "port={port}\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\nno-hosts\n\
-                 local=/test/\nlog-queries\n{}",
+                 local=/test/\nlocal-ttl=60\nlog-queries\n{}",
                 zone.lines
             ),
         )

@@ -49,7 +49,12 @@ impl<'site> SmtpSink<'site> {
 
     /// Starts `smtp-sink` with `options` on `port`, keeping nothing of what it receives.
     pub fn discarding(port: u16, options: &[&str]) -> SmtpSink<'static> {
-        SmtpSink::spawn("127.0.0.1", port, options, None)
+        SmtpSink::discarding_at("127.0.0.1", port, options)
+    }
+
+    /// [`SmtpSink::discarding`] on another loopback address `ip`.
+    pub fn discarding_at(ip: &str, port: u16, options: &[&str]) -> SmtpSink<'static> {
+        SmtpSink::spawn(ip, port, options, None)
     }
 
     fn spawn(ip: &str, port: u16, options: &[&str], dump: Option<PathBuf>) -> SmtpSink<'site> {

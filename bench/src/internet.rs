@@ -1,0 +1,117 @@
+//! `bench/run --only internet` (issue 28): mail to 100 domains, 100 messages each, through
+//! the SMTP transport in MX mode (40 connections, the default 20 per destination), with the
+//! domains' MX records in a private dnsmasq pointing at `smtp-sink`s on loopback. One of
+//! the domains is slow: its sink waits a second before answering DATA (`smtp-sink -w 1`).
+//!
+//! Two runs, each on a fresh host: the 99 fast domains alone, then all 100. The figure is
+//! the rate of the 99 fast domains' 9,900 messages in each run, from the first submission
+//! to the last of them finished (the submissions overlap the deliveries alike in both).
+//! Target: with the slow domain, the others keep at least 90% of their rate without it.
+
+use std::time::{Duration, Instant};
+
+use spooler_tests::{free_port, submit_numbered, Dnsmasq, Host, Site, SmtpSink, Zone};
+
+use crate::finished::Finished;
+use crate::{per_second, rate, row, Row, PHASE_LIMIT};
+
+/// The domains, the messages per domain, and which domain is slow.
+const DOMAINS: usize = 100;
+const PER_DOMAIN: usize = 100;
+const SLOW: usize = 0;
+
+/// The transport's connections; each destination gets at most the default 20 of them.
+const PARALLEL: usize = 40;
+
+/// Both runs; their rows and the check.
+pub fn phase(rows: &mut Vec<Row>, checks: &mut Vec<(String, bool)>) {
+    let port = free_port();
+    let mut zone = Zone::new();
+    for n in 0..DOMAINS {
+        let exchanger = format!("mx.d{n}.test");
+        let address = if n == SLOW { "127.0.0.3" } else { "127.0.0.2" };
+        zone = zone
+            .mx(&format!("d{n}.test"), &exchanger, 10)
+            .address(&exchanger, address);
+    }
+    let dns = Dnsmasq::start(zone).expect("dnsmasq (apt-get install dnsmasq-base)");
+    let _fast = SmtpSink::discarding_at("127.0.0.2", port, &[]);
+    let _slow = SmtpSink::discarding_at("127.0.0.3", port, &["-w", "1"]);
+
+    eprintln!("internet: 99 domains x {PER_DOMAIN} messages through MX delivery…");
+    let alone = run(&dns, port, false);
+    eprintln!("internet: the same with a slow 100th domain…");
+    let beside_slow = run(&dns, port, true);
+    let fast = (DOMAINS - 1) * PER_DOMAIN;
+    rows.push(row(
+        format!("MX delivery: {fast} msgs to 99 domains, alone ({PARALLEL} connections)"),
+        per_second(alone),
+        "",
+    ));
+    rows.push(row(
+        format!("  the same 99 beside a slow domain ({PER_DOMAIN} msgs, 1 s each)"),
+        per_second(beside_slow),
+        format!("{:.0}% of alone", 100.0 * beside_slow / alone),
+    ));
+    checks.push((
+        format!(
+            "99 domains beside a slow one keep >= 90% of their rate alone ({:.0}%)",
+            100.0 * beside_slow / alone
+        ),
+        beside_slow >= 0.9 * alone,
+    ));
+}
+
+/// One run on a fresh host: the fast domains' messages (and the slow domain's, if
+/// `with_slow`), interleaved; the fast ones' rate.
+fn run(dns: &Dnsmasq, port: u16, with_slow: bool) -> f64 {
+    let site = Site::with_providers(&["store-embedded", "transport-smtp"]);
+    let config = site.write_config(&format!(
+        "[[transport]]\nprovider = \"smtp\"\nname = \"internet\"\nparallel = {PARALLEL}\n\
+         config = {{ mode = \"mx\", resolver = \"127.0.0.1:{}\", mx_port = {port}, helo = \"bench.example.com\", timeout_secs = 30 }}\n",
+        dns.port
+    ));
+    let host = Host::start(&config, "host.log");
+    let finished = Finished::follow(host.log_path());
+    let socket = site.path("data").join("control.sock");
+    // Message n goes to domain n % DOMAINS, so every domain has mail from the start; without
+    // the slow domain, its messages (n % DOMAINS == SLOW) are left out.
+    let domain_of = |n: usize| n % DOMAINS;
+    let ranges: Vec<std::ops::Range<usize>> = if with_slow {
+        std::iter::once(0..DOMAINS * PER_DOMAIN).collect()
+    } else {
+        (0..PER_DOMAIN)
+            .map(|k| k * DOMAINS + SLOW + 1..(k + 1) * DOMAINS + SLOW)
+            .collect()
+    };
+    let started = Instant::now();
+    let mut fast_ids = Vec::new();
+    for range in ranges {
+        let (acked, failure) = submit_numbered(&socket, range, |n| {
+            format!("SMTP:r{n}@d{}.test", domain_of(n))
+        });
+        assert!(failure.is_none(), "submission failed: {failure:?}");
+        fast_ids.extend(
+            acked
+                .into_iter()
+                .filter(|(n, _)| domain_of(*n) != SLOW)
+                .map(|(_, id)| id),
+        );
+    }
+    assert_eq!(fast_ids.len(), (DOMAINS - 1) * PER_DOMAIN);
+    let deadline = Instant::now() + PHASE_LIMIT;
+    let last = loop {
+        let times: Vec<Option<Instant>> = fast_ids.iter().map(|id| finished.when(id)).collect();
+        if times.iter().all(Option::is_some) {
+            break times.into_iter().flatten().max().unwrap_or(started);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} messages finished within {PHASE_LIMIT:?}",
+            times.iter().flatten().count(),
+            fast_ids.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    rate(fast_ids.len(), last - started)
+}
