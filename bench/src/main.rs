@@ -113,9 +113,11 @@ impl Settings {
                 "--only" if value == "shared" => settings.only = Some(Phase::Shared),
                 "--only" if value == "soak" => settings.only = Some(Phase::Soak),
                 "--only" if value == "internet" => settings.only = Some(Phase::Internet),
-                "--only" => return Err(format!(
+                "--only" => {
+                    return Err(format!(
                     "--only: `{value}` is not a phase (listener, shared, soak, internet)\n{USAGE}"
-                )),
+                ))
+                }
                 _ => return Err(format!("unknown option {flag}\n{USAGE}")),
             }
         }

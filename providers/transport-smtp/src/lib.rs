@@ -144,9 +144,16 @@ fn default_types() -> Vec<String> {
     vec!["SMTP".into()]
 }
 
-/// How many domains' connections MX mode keeps open between messages; past that, the one
-/// idle longest is closed.
-const OPEN_DESTINATIONS: usize = 64;
+/// How many idle connections an instance keeps in MX mode, each to one domain; past that,
+/// the one idle longest is closed. Few, because every `parallel` instance keeps its own and
+/// a receiving server counts them all against one client (smtp-sink takes 256 in all;
+/// Postfix's `smtpd_client_connection_count_limit` is 50).
+const OPEN_DESTINATIONS: usize = 4;
+
+/// How long an idle connection to an exchanger is kept for the domain's next message, as
+/// Postfix's `smtp_connection_cache_time_limit`: long enough for a burst to one domain to
+/// share it, short enough not to sit on the server's connection slots.
+const IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where the transport sends its mail, and the connections it keeps for that.
 enum Route {
@@ -494,6 +501,8 @@ impl Exchangers {
     /// Keeps `session` open for `domain`'s next message, closing the session idle longest when
     /// too many are open.
     fn keep(&mut self, domain: &str, session: Session) {
+        self.sessions
+            .retain(|_, session| session.last_used().elapsed() < IDLE_LIMIT);
         if self.sessions.len() >= OPEN_DESTINATIONS {
             let oldest = self
                 .sessions
