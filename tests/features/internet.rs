@@ -432,6 +432,8 @@ fn a_destination_that_cannot_be_reached_backs_off_as_a_whole() {
         Zone::new()
             .mx("down.test", "mx.down.test", 10)
             .address("mx.down.test", "127.0.0.10")
+            .mx("busy.test", "mx.busy.test", 10)
+            .address("mx.busy.test", "127.0.0.12")
             .mx("up.test", "mx.up.test", 10)
             .address("mx.up.test", "127.0.0.11"),
     ) else {
@@ -440,54 +442,64 @@ fn a_destination_that_cannot_be_reached_backs_off_as_a_whole() {
     let site = Site::new();
     let port = free_port();
     let up = SmtpSink::start_at(&site, "up", "127.0.0.11", port, &[]);
-    // One connection at a time for down.test, so the others wait while the first tries.
-    let profile =
-        mx_profile(&dns, port) + "[destinations.domains.\"down.test\"]\nconcurrency = 1\n";
+    // down.test refuses connections (nothing listens); busy.test answers 421 to each.
+    let _busy = SmtpSink::start_at(&site, "busy", "127.0.0.12", port, &["-Q", "CONNECT"]);
+    // One connection at a time for each, so the others wait while the first tries.
+    let profile = mx_profile(&dns, port)
+        + "[destinations.domains.\"down.test\"]\nconcurrency = 1\n\
+           [destinations.domains.\"busy.test\"]\nconcurrency = 1\n";
     let host = Host::start(&site.write_config(&profile), "host.log");
-    let ids: Vec<String> = (0..4)
-        .map(|n| {
-            host.submit(
-                &["-f", "alice@example.com", &format!("r{n}@down.test")],
-                MESSAGE,
-            )
-        })
-        .collect();
+    let submit_four = |domain: &str| -> Vec<String> {
+        (0..4)
+            .map(|n| {
+                let to = format!("r{n}@{domain}");
+                host.submit(&["-f", "alice@example.com", &to], MESSAGE)
+            })
+            .collect()
+    };
+    let to_down = submit_four("down.test");
+    let to_busy = submit_four("busy.test");
     let other = host.submit(&["-f", "alice@example.com", "bob@up.test"], MESSAGE);
 
-    wait_until(PROMPTLY, "every down.test recipient is deferred", || {
-        ids.iter().enumerate().all(|(n, id)| {
-            recipient(&host.show(id), &format!("SMTP:r{n}@down.test"))["attempts"] == 1
-        })
-    });
-    let answers: Vec<String> = ids
-        .iter()
-        .enumerate()
-        .map(|(n, id)| {
-            let status = recipient(&host.show(id), &format!("SMTP:r{n}@down.test")).clone();
-            status["last_answer"].as_str().unwrap().to_owned()
-        })
-        .collect();
-    let tried = answers
-        .iter()
-        .filter(|a| a.starts_with("deferred by internet: no mail exchanger of down.test"))
-        .count();
-    let not_tried = answers
-        .iter()
-        .filter(|a| a.contains("not tried: the destination is backing off until"))
-        .count();
-    assert_eq!((tried, not_tried), (1, 3), "{answers:#?}");
-    assert!(
-        answers.iter().all(|a| a.contains("Connection refused")),
-        "each says why: {answers:#?}"
-    );
+    for (domain, ids, cause) in [
+        ("down.test", &to_down, "Connection refused"),
+        ("busy.test", &to_busy, "421"),
+    ] {
+        let answers = || -> Vec<serde_json::Value> {
+            ids.iter()
+                .enumerate()
+                .map(|(n, id)| recipient(&host.show(id), &format!("SMTP:r{n}@{domain}")).clone())
+                .collect()
+        };
+        wait_until(
+            PROMPTLY,
+            &format!("every {domain} recipient is deferred"),
+            || answers().iter().all(|status| status["attempts"] == 1),
+        );
+        let answers: Vec<String> = answers()
+            .iter()
+            .map(|status| status["last_answer"].as_str().unwrap().to_owned())
+            .collect();
+        let tried = format!("deferred by internet: no mail exchanger of {domain}");
+        let tried = answers.iter().filter(|a| a.starts_with(&tried)).count();
+        let not_tried = answers
+            .iter()
+            .filter(|a| a.contains("not tried: the destination is backing off until"))
+            .count();
+        assert_eq!((tried, not_tried), (1, 3), "{answers:#?}");
+        assert!(
+            answers.iter().all(|a| a.contains(cause)),
+            "each says why: {answers:#?}"
+        );
+        assert!(
+            host.log()
+                .contains(&format!("internet: destination {domain} backs off until")),
+            "{}",
+            host.log()
+        );
+    }
     wait_until(PROMPTLY, "up.test's mail goes on", || {
         recipient(&host.show(&other), "SMTP:bob@up.test")["state"] == "delivered"
     });
     assert_eq!(up.transactions_count(), 1);
-    assert!(
-        host.log()
-            .contains("internet: destination down.test backs off until"),
-        "{}",
-        host.log()
-    );
 }
