@@ -305,6 +305,9 @@ pub enum Response {
         /// The bytes the store takes, if it can tell.
         #[serde(default)]
         store_bytes: Option<u64>,
+        /// The destinations backing off (absent from older hosts).
+        #[serde(default)]
+        backing_off: Vec<BackoffView>,
     },
     /// What each verified address becomes, one line per address it expands to.
     Verified {
@@ -575,6 +578,20 @@ pub struct StatusView {
     /// For an isolated instance: its processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolated: Option<ProcessesView>,
+}
+
+/// A destination backing off: a transport's recipient domain that could not be reached,
+/// whose mail waits until `until` without a connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackoffView {
+    /// The transport instance.
+    pub transport: String,
+    /// The recipient domain.
+    pub domain: String,
+    /// Until when (milliseconds since the epoch).
+    pub until: i64,
+    /// The deferral that made it back off.
+    pub reason: String,
 }
 
 /// An isolated instance's processes.

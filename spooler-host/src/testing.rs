@@ -146,6 +146,7 @@ impl Parts {
             status: status.clone(),
             policy: self.policy,
             destinations: crate::config::destinations::DestinationPolicy::default(),
+            backoffs: crate::queue::destinations::BackoffBoard::default(),
             max_in_flight: 16,
             notices: notices_rx,
             hostname: "spooler.test".into(),

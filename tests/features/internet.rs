@@ -497,6 +497,15 @@ fn a_destination_that_cannot_be_reached_backs_off_as_a_whole() {
             "{}",
             host.log()
         );
+        let status = host.command(&["status"]).stdout;
+        assert!(
+            status.lines().any(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                words.starts_with(&[domain, "destination", "internet", "backing", "off"])
+                    && line.contains(cause)
+            }),
+            "status shows it:\n{status}"
+        );
     }
     wait_until(PROMPTLY, "up.test's mail goes on", || {
         recipient(&host.show(&other), "SMTP:bob@up.test")["state"] == "delivered"

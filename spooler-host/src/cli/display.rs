@@ -77,6 +77,7 @@ pub fn as_table(response: &Response) -> String {
             quarantined,
             hosts,
             store_bytes,
+            backing_off,
         } => providers
             .iter()
             .map(|p| {
@@ -115,6 +116,16 @@ pub fn as_table(response: &Response) -> String {
                     p.name, p.kind, p.provider, p.state
                 )
             })
+            .chain(backing_off.iter().map(|b| {
+                format!(
+                    "{:<20} {:<12} {:<20} backing off until {}  {}\n",
+                    b.domain,
+                    "destination",
+                    b.transport,
+                    utc_time(Timestamp(b.until)),
+                    b.reason
+                )
+            }))
             .chain(std::iter::once(format!("Outbox: {outbox} message(s)\n")))
             .chain(store_bytes.map(|bytes| {
                 format!("Store: {:.1} MB on disk\n", bytes as f64 / 1_000_000.0)

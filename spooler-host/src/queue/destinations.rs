@@ -14,7 +14,9 @@
 //! to the transport at once, as before.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use provider_abi::{Address, MessageId, Timestamp};
 
 use super::routing::Calls;
@@ -80,13 +82,67 @@ struct Destination {
 pub(super) struct Destinations {
     policy: DestinationPolicy,
     table: HashMap<Key, Destination>,
+    board: BackoffBoard,
+}
+
+/// A destination backing off, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationBackoff {
+    /// The transport instance.
+    pub transport: String,
+    /// The recipient domain.
+    pub domain: String,
+    /// Until when nothing is tried.
+    pub until: Timestamp,
+    /// The deferral that made it back off.
+    pub reason: String,
+}
+
+/// The destinations backing off, shared by the queue manager (which writes it) and the
+/// control socket (which shows it in `status`).
+#[derive(Clone, Default)]
+pub struct BackoffBoard(Arc<Mutex<HashMap<(String, String), DestinationBackoff>>>);
+
+impl BackoffBoard {
+    /// Those still backing off at `now`, by domain.
+    pub fn current(&self, now: Timestamp) -> Vec<DestinationBackoff> {
+        let mut current: Vec<DestinationBackoff> = self
+            .0
+            .lock()
+            .values()
+            .filter(|b| b.until > now)
+            .cloned()
+            .collect();
+        current.sort_by(|a, b| (&a.domain, &a.transport).cmp(&(&b.domain, &b.transport)));
+        current
+    }
+
+    fn set(&self, key: &Key, backoff: Option<&Backoff>) {
+        let mut board = self.0.lock();
+        let id = (key.transport.clone(), key.domain.clone());
+        match backoff {
+            Some(backoff) => {
+                let shown = DestinationBackoff {
+                    transport: key.transport.clone(),
+                    domain: key.domain.clone(),
+                    until: backoff.until,
+                    reason: backoff.reason.clone(),
+                };
+                board.insert(id, shown);
+            }
+            None => {
+                board.remove(&id);
+            }
+        }
+    }
 }
 
 impl Destinations {
-    pub fn new(policy: DestinationPolicy) -> Destinations {
+    pub fn new(policy: DestinationPolicy, board: BackoffBoard) -> Destinations {
         Destinations {
             policy,
             table: HashMap::new(),
+            board,
         }
     }
 
@@ -115,8 +171,14 @@ impl Destinations {
         };
         destination.in_flight = destination.in_flight.saturating_sub(1);
         match reach {
-            Reach::Reached => destination.backoff = None,
-            Reach::Unreached(backoff) => destination.backoff = Some(backoff),
+            Reach::Reached => {
+                destination.backoff = None;
+                self.board.set(key, None);
+            }
+            Reach::Unreached(backoff) => {
+                self.board.set(key, Some(&backoff));
+                destination.backoff = Some(backoff);
+            }
             Reach::Unknown => {}
         }
         match destination.backoff.as_ref().filter(|b| b.until > now) {
@@ -164,10 +226,11 @@ mod tests {
     use std::time::Duration;
 
     fn destinations(concurrency: usize) -> Destinations {
-        Destinations::new(DestinationPolicy {
+        let policy = DestinationPolicy {
             concurrency,
             domains: BTreeMap::from([("slow.test".to_owned(), 1)]),
-        })
+        };
+        Destinations::new(policy, BackoffBoard::default())
     }
 
     fn key(domain: &str) -> Key {
@@ -237,6 +300,7 @@ mod tests {
         };
         let released = table.finished(&a, Reach::Unreached(backoff), now);
         assert!(released.start.is_empty());
+        assert_eq!(table.board.current(now).len(), 1, "status shows it");
         assert_eq!(released.backing_off.len(), 1, "the waiting job is deferred");
         assert!(matches!(
             table.admit(&a, job(3), now),
@@ -249,5 +313,6 @@ mod tests {
         );
         table.finished(&a, Reach::Reached, later);
         assert!(table.table.is_empty(), "a success clears it");
+        assert!(table.board.current(now).is_empty());
     }
 }

@@ -31,7 +31,7 @@
 
 mod commands;
 mod commit;
-mod destinations;
+pub mod destinations;
 mod finishing;
 pub mod policy;
 mod preprocessing;
@@ -63,7 +63,7 @@ use crate::queue::policy::{Jitter, RetryPolicy};
 use crate::store::outage::Outage;
 use crate::store::thread::{Commit, StoreClient};
 use crate::store::watchers::Watchers;
-use destinations::Destinations;
+use destinations::{BackoffBoard, Destinations};
 use recipient::RecipientIndex;
 
 /// The answer to an operator's command about one message.
@@ -161,6 +161,8 @@ pub struct Setup {
     pub policy: RetryPolicy,
     /// How many deliveries to one destination run at once.
     pub destinations: DestinationPolicy,
+    /// Where the destinations backing off are shown.
+    pub backoffs: BackoffBoard,
     /// How many messages it holds in memory at most.
     pub max_in_flight: usize,
     /// Notices from providers.
@@ -282,7 +284,7 @@ impl QueueManager {
             routes: setup.routes,
             status: setup.status,
             policy: setup.policy,
-            destinations: Destinations::new(setup.destinations),
+            destinations: Destinations::new(setup.destinations, setup.backoffs),
             max_in_flight: setup.max_in_flight,
             hostname: setup.hostname,
             events,

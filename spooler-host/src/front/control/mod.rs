@@ -21,12 +21,13 @@ use provider_abi::{MessageId, ProviderKind, Timestamp};
 use crate::inbound::InboundCommand;
 use crate::intake::{checks, Intake, Refusal, RefusalKind};
 use crate::protocol::{
-    Failure, FolderView, HostView, MessageView, Request, Response, ShapeView, StatusView,
-    Submission,
+    BackoffView, Failure, FolderView, HostView, MessageView, Request, Response, ShapeView,
+    StatusView, Submission,
 };
 use crate::providers::quarantine::Quarantine;
 use crate::providers::routing_table::RoutesInForce;
 use crate::providers::status::StatusTable;
+use crate::queue::destinations::BackoffBoard;
 use crate::queue::{QueueCommand, QueueReply};
 use crate::store::thread::StoreClient;
 use crate::store::watchers::Watchers;
@@ -50,6 +51,7 @@ pub struct Control {
     inbound: Sender<InboundCommand>,
     watchers: Watchers,
     quarantine: Quarantine,
+    backoffs: BackoffBoard,
     /// Serves `sendmail -bs`: an SMTP session over the client's connection (the daemon
     /// hands the SMTP listener's session here, so that neither front end imports the other).
     smtp_session: Arc<dyn Fn(UnixStream) + Send + Sync>,
@@ -78,6 +80,8 @@ pub struct Parts {
     pub watchers: Watchers,
     /// Why messages are held for crashing providers.
     pub quarantine: Quarantine,
+    /// The destinations backing off.
+    pub backoffs: BackoffBoard,
     /// Serves an SMTP session over a client's connection (`sendmail -bs`).
     pub smtp_session: Arc<dyn Fn(UnixStream) + Send + Sync>,
     /// Lists and lifts the SMTP listeners' bans.
@@ -96,6 +100,7 @@ impl Control {
             inbound: parts.inbound,
             watchers: parts.watchers,
             quarantine: parts.quarantine,
+            backoffs: parts.backoffs,
             smtp_session: parts.smtp_session,
             smtp_bans: parts.smtp_bans,
         }
@@ -291,6 +296,17 @@ impl Control {
             hosts: hosts.iter().map(HostView::from).collect(),
             // A store that cannot tell (built against provider-abi before 1.4) shows none.
             store_bytes: self.store.size_on_disk().ok(),
+            backing_off: self
+                .backoffs
+                .current(Timestamp::now())
+                .into_iter()
+                .map(|backoff| BackoffView {
+                    transport: backoff.transport,
+                    domain: backoff.domain,
+                    until: backoff.until.0,
+                    reason: backoff.reason,
+                })
+                .collect(),
         })
     }
 
