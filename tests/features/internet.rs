@@ -424,6 +424,60 @@ fn a_slow_destination_gets_its_concurrency_and_no_more_while_another_domain_flow
 }
 
 #[test]
+fn a_destination_rate_spaces_its_deliveries() {
+    if real_server("smtp-sink").is_none() {
+        return;
+    }
+    let Some(dns) = Dnsmasq::start(
+        Zone::new()
+            .mx("paced.test", "mx.paced.test", 10)
+            .address("mx.paced.test", "127.0.0.13")
+            .mx("free.test", "mx.free.test", 10)
+            .address("mx.free.test", "127.0.0.14"),
+    ) else {
+        return;
+    };
+    let site = Site::new();
+    let port = free_port();
+    let paced = SmtpSink::start_at(&site, "paced", "127.0.0.13", port, &[]);
+    let _free = SmtpSink::start_at(&site, "free", "127.0.0.14", port, &[]);
+    let profile = mx_profile(&dns, port)
+        .replace("name = \"internet\"", "name = \"internet\"\nparallel = 4")
+        + "[destinations.domains.\"paced.test\"]\nrate = \"5/s\"\n";
+    let host = Host::start(&site.write_config(&profile), "host.log");
+    let submit = |domain: &str| -> Vec<String> {
+        (0..6)
+            .map(|n| {
+                let to = format!("r{n}@{domain}");
+                host.submit(&["-f", "alice@example.com", &to], MESSAGE)
+            })
+            .collect()
+    };
+    let to_paced = submit("paced.test");
+    let to_free = submit("free.test");
+
+    wait_until(PROMPTLY, "free.test's mail is delivered", || {
+        all_delivered(&host, &to_free, "free.test")
+    });
+    wait_until(PROMPTLY, "paced.test's mail is delivered", || {
+        all_delivered(&host, &to_paced, "paced.test")
+    });
+    let mut times: Vec<_> = paced
+        .transactions_with_times()
+        .into_iter()
+        .map(|(_, time)| time)
+        .collect();
+    times.sort();
+    assert_eq!(times.len(), 6);
+    // Five a second: six starts take a second at least, whatever the sink's speed.
+    let span = times[5].duration_since(times[0]).unwrap_or_default();
+    assert!(
+        span >= std::time::Duration::from_millis(900),
+        "six paced.test deliveries within {span:?} ({times:?})"
+    );
+}
+
+#[test]
 fn a_destination_that_cannot_be_reached_backs_off_as_a_whole() {
     if real_server("smtp-sink").is_none() {
         return;

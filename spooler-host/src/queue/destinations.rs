@@ -1,8 +1,10 @@
-//! Per-destination scheduling, Postfix's qmgr per-destination concurrency and its dead
-//! destinations. The recipients one transport gets in one domain are a destination. At most
-//! `[destinations] concurrency` jobs per destination are with the transport at once; the
-//! others wait here in order, so a slow or refusing domain holds at most that many of the
-//! transport's connections while mail to every other domain flows.
+//! Per-destination scheduling, Postfix's qmgr per-destination concurrency, rate delay and
+//! dead destinations. The recipients one transport gets in one domain are a destination. At
+//! most `[destinations] concurrency` jobs per destination are with the transport at once,
+//! and with a `rate` one starts at most every interval; the others wait here in order, so a
+//! slow or refusing domain holds at most that many of the transport's connections while
+//! mail to every other domain flows. Jobs held back only by the rate are started by
+//! [`Destinations::due`] when their time comes ([`Destinations::next_start`]).
 //!
 //! A destination the transport could not reach at all (every recipient of a job deferred
 //! for a connection failure: refused, timed out, every mail exchanger down) backs off as a
@@ -20,7 +22,7 @@ use parking_lot::Mutex;
 use provider_abi::{Address, MessageId, Timestamp};
 
 use super::routing::Calls;
-use crate::config::destinations::DestinationPolicy;
+use crate::config::destinations::{DestinationPolicy, Pace};
 use crate::providers::routing_table::TransportIndex;
 
 /// A destination: a transport (by name, which outlives a reload) and a domain.
@@ -76,6 +78,42 @@ struct Destination {
     in_flight: usize,
     waiting: VecDeque<Job>,
     backoff: Option<Backoff>,
+    /// With a rate: the earliest the next job may start.
+    next_start: Option<Timestamp>,
+}
+
+impl Destination {
+    /// Whether another job may start at `now`.
+    fn may_start(&self, pace: Pace, now: Timestamp) -> bool {
+        self.in_flight < pace.concurrency && self.next_start.is_none_or(|t| t <= now)
+    }
+
+    /// Counts a job in flight, and with a rate, when the next may start.
+    fn start(&mut self, pace: Pace, now: Timestamp) {
+        self.in_flight += 1;
+        self.next_start = pace.interval.map(|interval| now.plus(interval));
+    }
+
+    /// The waiting jobs that may start at `now`, counted in flight.
+    fn release(&mut self, pace: Pace, now: Timestamp) -> Vec<Job> {
+        let mut started = Vec::new();
+        while self.may_start(pace, now) {
+            let Some(job) = self.waiting.pop_front() else {
+                break;
+            };
+            self.start(pace, now);
+            started.push(job);
+        }
+        started
+    }
+
+    /// Whether it has nothing to remember.
+    fn is_idle(&self, now: Timestamp) -> bool {
+        self.in_flight == 0
+            && self.waiting.is_empty()
+            && self.backoff.as_ref().is_none_or(|b| b.until <= now)
+            && self.next_start.is_none_or(|t| t <= now)
+    }
 }
 
 /// Every destination with a job in flight, waiting, or a backoff.
@@ -148,13 +186,14 @@ impl Destinations {
 
     /// Offers `job` to its destination `key`.
     pub fn admit(&mut self, key: &Key, job: Job, now: Timestamp) -> Admission {
-        let limit = self.policy.concurrency(&key.domain);
+        let pace = self.policy.pace(&key.domain);
         let destination = self.table.entry(key.clone()).or_default();
         if let Some(backoff) = destination.backoff.as_ref().filter(|b| b.until > now) {
             return Admission::BackingOff(job, backoff.clone());
         }
-        if destination.in_flight < limit {
-            destination.in_flight += 1;
+        // Behind others already waiting, whatever the room: first come, first served.
+        if destination.waiting.is_empty() && destination.may_start(pace, now) {
+            destination.start(pace, now);
             Admission::Start(job)
         } else {
             destination.waiting.push_back(job);
@@ -162,9 +201,38 @@ impl Destinations {
         }
     }
 
+    /// The waiting jobs whose rate lets them start at `now`, counted in flight.
+    pub fn due(&mut self, now: Timestamp) -> Vec<(Key, Job)> {
+        let mut started = Vec::new();
+        for (key, destination) in &mut self.table {
+            if destination.backoff.as_ref().is_some_and(|b| b.until > now) {
+                continue;
+            }
+            let pace = self.policy.pace(&key.domain);
+            started.extend(
+                destination
+                    .release(pace, now)
+                    .into_iter()
+                    .map(|job| (key.clone(), job)),
+            );
+        }
+        self.table
+            .retain(|_, destination| !destination.is_idle(now));
+        started
+    }
+
+    /// When a job held back by its destination's rate may start next, if one is.
+    pub fn next_start(&self) -> Option<Timestamp> {
+        self.table
+            .values()
+            .filter(|d| !d.waiting.is_empty())
+            .filter_map(|d| d.next_start)
+            .min()
+    }
+
     /// A job of `key` that was started is over, as `reach` says: the jobs that may go now.
     pub fn finished(&mut self, key: &Key, reach: Reach, now: Timestamp) -> Released {
-        let limit = self.policy.concurrency(&key.domain);
+        let pace = self.policy.pace(&key.domain);
         let mut released = Released::default();
         let Some(destination) = self.table.get_mut(key) else {
             return released;
@@ -189,20 +257,9 @@ impl Destinations {
                     .map(|job| (job, backoff.clone()))
                     .collect();
             }
-            None => {
-                while destination.in_flight < limit {
-                    let Some(job) = destination.waiting.pop_front() else {
-                        break;
-                    };
-                    destination.in_flight += 1;
-                    released.start.push(job);
-                }
-            }
+            None => released.start = destination.release(pace, now),
         }
-        let idle = destination.in_flight == 0
-            && destination.waiting.is_empty()
-            && destination.backoff.as_ref().is_none_or(|b| b.until <= now);
-        if idle {
+        if destination.is_idle(now) {
             self.table.remove(key);
         }
         released
@@ -226,9 +283,13 @@ mod tests {
     use std::time::Duration;
 
     fn destinations(concurrency: usize) -> Destinations {
-        let policy = DestinationPolicy {
+        let pace = |concurrency| Pace {
             concurrency,
-            domains: BTreeMap::from([("slow.test".to_owned(), 1)]),
+            interval: None,
+        };
+        let policy = DestinationPolicy {
+            default: pace(concurrency),
+            domains: BTreeMap::from([("slow.test".to_owned(), pace(1))]),
         };
         Destinations::new(policy, BackoffBoard::default())
     }
@@ -314,5 +375,26 @@ mod tests {
         table.finished(&a, Reach::Reached, later);
         assert!(table.table.is_empty(), "a success clears it");
         assert!(table.board.current(now).is_empty());
+    }
+
+    #[test]
+    fn a_rate_spaces_the_starts_and_due_releases_them_in_time() {
+        let policy = DestinationPolicy {
+            default: Pace {
+                concurrency: 10,
+                interval: Some(Duration::from_secs(1)),
+            },
+            domains: BTreeMap::new(),
+        };
+        let mut table = Destinations::new(policy, BackoffBoard::default());
+        let now = Timestamp::now();
+        let a = key("a.test");
+        assert!(matches!(table.admit(&a, job(1), now), Admission::Start(_)));
+        assert!(matches!(table.admit(&a, job(2), now), Admission::Wait));
+        assert_eq!(table.next_start(), Some(now.plus(Duration::from_secs(1))));
+        assert!(table.due(now.plus(Duration::from_millis(500))).is_empty());
+        let due = table.due(now.plus(Duration::from_secs(1)));
+        assert_eq!(due.iter().map(|(_, j)| j.id.0).collect::<Vec<_>>(), [2]);
+        assert_eq!(table.next_start(), None, "nothing waits");
     }
 }

@@ -333,6 +333,7 @@ impl QueueManager {
             while let Ok(command) = self.commands.try_recv() {
                 self.command(command);
             }
+            self.start_due_jobs();
             if !self.commit_pending() {
                 std::thread::sleep(STORE_RETRY);
                 continue;
@@ -384,12 +385,17 @@ impl QueueManager {
         }
         let now = Timestamp::now();
         let until_check_in = self.next_check_in.since(now);
+        let until_rate = self
+            .destinations
+            .next_start()
+            .map_or(MAX_SLEEP, |start| start.since(now));
         match self.next_due {
             Some(due) if self.flights.len() < self.max_in_flight => due.since(now),
             _ => MAX_SLEEP,
         }
         .min(MAX_SLEEP)
         .min(until_check_in)
+        .min(until_rate)
     }
 
     fn handle(&mut self, event: Event) {

@@ -163,13 +163,25 @@ impl QueueManager {
             let answers = backing_off(&job, &backoff, now);
             self.job_answered(job.id, job.transport, answers, None);
         }
-        for job in released.start {
+        let start = released.start.into_iter().map(|job| (key.clone(), job));
+        self.start_waiting(start.collect());
+    }
+
+    /// Starts the jobs their destination's rate held back, now that their time has come.
+    pub(super) fn start_due_jobs(&mut self) {
+        let due = self.destinations.due(Timestamp::now());
+        self.start_waiting(due);
+    }
+
+    /// Sends jobs that waited for their destination to their transports.
+    fn start_waiting(&mut self, jobs: Vec<(Key, Job)>) {
+        for (key, job) in jobs {
             let (id, transport) = (job.id, job.transport);
             if !self.flights.contains_key(&id) {
                 // Deleted while it waited: its place goes to the next one.
-                self.job_answered(id, transport, Vec::new(), Some(key.clone()));
+                self.job_answered(id, transport, Vec::new(), Some(key));
             } else if let Err(answers) = self.dispatch(job, Some(key.clone())) {
-                self.job_answered(id, transport, answers, Some(key.clone()));
+                self.job_answered(id, transport, answers, Some(key));
             }
         }
     }
