@@ -4,7 +4,7 @@
 //! and with a `rate` one starts at most every interval; the others wait here in order, so a
 //! slow or refusing domain holds at most that many of the transport's connections while
 //! mail to every other domain flows. Jobs held back only by the rate are started by
-//! [`Destinations::due`] when their time comes ([`Destinations::next_start`]).
+//! `Destinations::due` when their time comes (`Destinations::next_start`).
 //!
 //! A destination the transport could not reach at all (every recipient of a job deferred
 //! for a connection failure: refused, timed out, every mail exchanger down) backs off as a
