@@ -46,6 +46,13 @@ impl DestinationPolicy {
     pub fn pace(&self, domain: &str) -> Pace {
         self.domains.get(domain).copied().unwrap_or(self.default)
     }
+
+    /// Whether any destination has a rate.
+    pub fn has_rate(&self) -> bool {
+        std::iter::once(&self.default)
+            .chain(self.domains.values())
+            .any(|pace| pace.interval.is_some())
+    }
 }
 
 impl Default for DestinationPolicy {

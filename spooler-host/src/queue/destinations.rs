@@ -203,6 +203,11 @@ impl Destinations {
 
     /// The waiting jobs whose rate lets them start at `now`, counted in flight.
     pub fn due(&mut self, now: Timestamp) -> Vec<(Key, Job)> {
+        // Without a rate, jobs wait only for a job to finish, which releases them itself:
+        // nothing to look at on every turn of the queue manager's loop.
+        if !self.policy.has_rate() {
+            return Vec::new();
+        }
         let mut started = Vec::new();
         for (key, destination) in &mut self.table {
             if destination.backoff.as_ref().is_some_and(|b| b.until > now) {

@@ -494,23 +494,28 @@ fn calls_for(envelope: &Envelope, indices: Vec<RecipientIndex>) -> Calls {
 }
 
 /// One transport's calls split by destination: each call's recipients grouped by their
-/// domain (those without one together, with no destination), in the order they come.
+/// domain (those without one together, with no destination), in the order they come. One
+/// pass with a map, since a fan-out message has thousands of recipients in many domains.
 fn by_destination(transport: &str, calls: Calls) -> Vec<(Option<Key>, Calls)> {
     let mut split: Vec<(Option<Key>, Calls)> = Vec::new();
+    let mut position: HashMap<Option<Key>, usize> = HashMap::new();
     for call in calls {
-        let mut parts: Vec<(Option<Key>, Call)> = Vec::new();
+        // The destinations this call has a part in so far, by their position in `split`.
+        let mut parts = std::collections::HashSet::new();
         for (index, address) in call {
             let key = destination_of(transport, &address);
-            match parts.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, part)) => part.push((index, address)),
-                None => parts.push((key, vec![(index, address)])),
+            let at = *position.entry(key.clone()).or_insert_with(|| {
+                split.push((key, Vec::new()));
+                split.len() - 1
+            });
+            let calls = &mut split[at].1;
+            if parts.insert(at) {
+                calls.push(Vec::new());
             }
-        }
-        for (key, part) in parts {
-            match split.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, calls)) => calls.push(part),
-                None => split.push((key, vec![part])),
-            }
+            calls
+                .last_mut()
+                .expect("a part of this call")
+                .push((index, address));
         }
     }
     split
@@ -629,4 +634,57 @@ pub(super) fn submit_calls(
         }
     }
     (health, answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_split_by_domain_keep_their_order_and_a_bcc_stays_alone() {
+        let call = |addresses: &[&str]| -> Call {
+            addresses
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (RecipientIndex(i), Address::parse(a).unwrap()))
+                .collect()
+        };
+        let calls = vec![
+            call(&[
+                "SMTP:a@one.test",
+                "SMTP:b@two.test",
+                "SMTP:c@ONE.test",
+                "LOCAL:d",
+            ]),
+            call(&["SMTP:e@one.test"]),
+        ];
+        let split = by_destination("internet", calls);
+        let shown: Vec<(Option<String>, Vec<Vec<String>>)> = split
+            .into_iter()
+            .map(|(key, calls)| {
+                let calls = calls
+                    .into_iter()
+                    .map(|c| c.into_iter().map(|(_, a)| a.to_string()).collect())
+                    .collect();
+                (key.map(|k| k.domain), calls)
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    Some("one.test".to_owned()),
+                    vec![
+                        vec!["SMTP:a@one.test".to_owned(), "SMTP:c@ONE.test".to_owned()],
+                        vec!["SMTP:e@one.test".to_owned()],
+                    ]
+                ),
+                (
+                    Some("two.test".to_owned()),
+                    vec![vec!["SMTP:b@two.test".to_owned()]]
+                ),
+                (None, vec![vec!["LOCAL:d".to_owned()]]),
+            ]
+        );
+    }
 }
