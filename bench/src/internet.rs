@@ -30,11 +30,8 @@ pub fn phase(rows: &mut Vec<Row>, checks: &mut Vec<(String, bool)>) {
     let port = free_port();
     let mut zone = Zone::new();
     for n in 0..DOMAINS {
-        let exchanger = format!("mx.d{n}.test");
         let address = if n == SLOW { "127.0.0.3" } else { "127.0.0.2" };
-        zone = zone
-            .mx(&format!("d{n}.test"), &exchanger, 10)
-            .address(&exchanger, address);
+        zone = zone.exchanger(&format!("d{n}.test"), address);
     }
     let dns = Dnsmasq::start(zone).expect("dnsmasq (apt-get install dnsmasq-base)");
     let _fast = SmtpSink::discarding_at("127.0.0.2", port, &[]);

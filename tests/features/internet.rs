@@ -8,11 +8,12 @@ use spooler_tests::{
 
 use crate::common::recipient;
 
-/// A transport `internet` delivering to the exchangers `dns` names, on port `port`, and a
-/// retry an hour away (a deferred recipient stays deferred while the test looks at it).
-fn mx_profile(dns: &Dnsmasq, port: u16) -> String {
+/// A transport `internet` with `parallel` connections delivering to the exchangers `dns`
+/// names, on port `port`, and a retry an hour away (a deferred recipient stays deferred
+/// while the test looks at it).
+fn mx_profile(dns: &Dnsmasq, port: u16, parallel: usize) -> String {
     format!(
-        "[[transport]]\nprovider = \"smtp\"\nname = \"internet\"\nconfig = {{ mode = \"mx\", resolver = \"127.0.0.1:{}\", mx_port = {port}, helo = \"spooler.test\", timeout_secs = 5 }}\n\
+        "[[transport]]\nprovider = \"smtp\"\nname = \"internet\"\nparallel = {parallel}\nconfig = {{ mode = \"mx\", resolver = \"127.0.0.1:{}\", mx_port = {port}, helo = \"spooler.test\", timeout_secs = 5 }}\n\
          [retry]\nmin_delay = \"1h\"\nmax_delay = \"1h\"\n",
         dns.port
     )
@@ -42,7 +43,7 @@ fn each_domain_goes_to_its_first_exchanger_that_answers_in_one_transaction() {
     let port = free_port();
     let mx2 = SmtpSink::start_at(&site, "mx2", "127.0.0.3", port, &[]);
     let bare = SmtpSink::start_at(&site, "bare", "127.0.0.4", port, &[]);
-    let host = Host::start(&site.write_config(&mx_profile(&dns, port)), "host.log");
+    let host = Host::start(&site.write_config(&mx_profile(&dns, port, 1)), "host.log");
     let id = host.submit(
         &[
             "-f",
@@ -88,7 +89,7 @@ fn a_null_mx_fails_at_once_and_a_domain_that_does_not_exist_is_deferred() {
     };
     let site = Site::new();
     let host = Host::start(
-        &site.write_config(&mx_profile(&dns, free_port())),
+        &site.write_config(&mx_profile(&dns, free_port(), 1)),
         "host.log",
     );
     let refused = host.submit(&["-f", "alice@example.com", "bob@nomail.test"], MESSAGE);
@@ -143,7 +144,7 @@ fn a_domain_whose_exchangers_are_all_down_is_deferred_naming_each() {
     };
     let site = Site::new();
     let port = free_port();
-    let host = Host::start(&site.write_config(&mx_profile(&dns, port)), "host.log");
+    let host = Host::start(&site.write_config(&mx_profile(&dns, port, 1)), "host.log");
     let id = host.submit(&["-f", "alice@example.com", "bob@down.test"], MESSAGE);
 
     wait_until(PROMPTLY, "it is deferred", || {
@@ -288,8 +289,7 @@ fn mail_from_a_domain_with_a_key_leaves_signed_and_two_verifiers_agree() {
     let (ed_pem, ed_public) = dkim_key(&site.path(""), "ED25519");
     let Some(dns) = Dnsmasq::start(
         Zone::new()
-            .mx("dest.test", "mx.dest.test", 10)
-            .address("mx.dest.test", "127.0.0.7")
+            .exchanger("dest.test", "127.0.0.7")
             .txt(
                 "rsa._domainkey.rsa.test",
                 &format!("v=DKIM1; k=rsa; p={rsa_public}"),
@@ -305,7 +305,7 @@ fn mail_from_a_domain_with_a_key_leaves_signed_and_two_verifiers_agree() {
     let sink = SmtpSink::start_at(&site, "dest", "127.0.0.7", port, &[]);
     let profile = format!(
         "{}[[preprocessor]]\nprovider = \"dkim\"\nconfig = {{ keys = [\n  {{ domain = \"rsa.test\", selector = \"rsa\", key_file = \"{}\" }},\n  {{ domain = \"ed.test\", selector = \"ed\", key_file = \"{}\" }},\n] }}\n",
-        mx_profile(&dns, port),
+        mx_profile(&dns, port, 1),
         rsa_pem.display(),
         ed_pem.display()
     );
@@ -353,6 +353,30 @@ fn mail_from_a_domain_with_a_key_leaves_signed_and_two_verifiers_agree() {
     }
 }
 
+/// Submits `count` messages to `domain`, one recipient each, `r<n>@<domain>`; their ids.
+fn submit_to(host: &Host, domain: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|n| {
+            host.submit(
+                &["-f", "alice@example.com", &format!("r{n}@{domain}")],
+                MESSAGE,
+            )
+        })
+        .collect()
+}
+
+/// When each of a sink's transactions ended, in order: smtp-sink opens a dump at MAIL and
+/// last writes it at the end of DATA, so ask once the host has recorded the deliveries.
+fn end_times(sink: &SmtpSink) -> Vec<std::time::SystemTime> {
+    let mut times: Vec<_> = sink
+        .transactions_with_times()
+        .into_iter()
+        .map(|(_, time)| time)
+        .collect();
+    times.sort();
+    times
+}
+
 /// Whether every one of `ids` (one recipient each, `SMTP:r<n>@<domain>`) is delivered.
 fn all_delivered(host: &Host, ids: &[String], domain: &str) -> bool {
     ids.iter().enumerate().all(|(n, id)| {
@@ -367,10 +391,8 @@ fn a_slow_destination_gets_its_concurrency_and_no_more_while_another_domain_flow
     }
     let Some(dns) = Dnsmasq::start(
         Zone::new()
-            .mx("slow.test", "mx.slow.test", 10)
-            .address("mx.slow.test", "127.0.0.8")
-            .mx("fast.test", "mx.fast.test", 10)
-            .address("mx.fast.test", "127.0.0.9"),
+            .exchanger("slow.test", "127.0.0.8")
+            .exchanger("fast.test", "127.0.0.9"),
     ) else {
         return;
     };
@@ -379,20 +401,11 @@ fn a_slow_destination_gets_its_concurrency_and_no_more_while_another_domain_flow
     // slow.test waits a second before answering DATA: each transaction takes a second.
     let slow = SmtpSink::start_at(&site, "slow", "127.0.0.8", port, &["-w", "1"]);
     let _fast = SmtpSink::start_at(&site, "fast", "127.0.0.9", port, &[]);
-    let profile = mx_profile(&dns, port)
-        .replace("name = \"internet\"", "name = \"internet\"\nparallel = 6")
-        + "[destinations.domains.\"slow.test\"]\nconcurrency = 2\n";
+    let profile =
+        mx_profile(&dns, port, 6) + "[destinations.domains.\"slow.test\"]\nconcurrency = 2\n";
     let host = Host::start(&site.write_config(&profile), "host.log");
-    let submit = |domain: &str| -> Vec<String> {
-        (0..6)
-            .map(|n| {
-                let to = format!("r{n}@{domain}");
-                host.submit(&["-f", "alice@example.com", &to], MESSAGE)
-            })
-            .collect()
-    };
-    let to_slow = submit("slow.test");
-    let to_fast = submit("fast.test");
+    let to_slow = submit_to(&host, "slow.test", 6);
+    let to_fast = submit_to(&host, "fast.test", 6);
 
     wait_until(PROMPTLY, "fast.test's mail is delivered", || {
         all_delivered(&host, &to_fast, "fast.test")
@@ -405,13 +418,7 @@ fn a_slow_destination_gets_its_concurrency_and_no_more_while_another_domain_flow
     wait_until(PROMPTLY, "slow.test's mail is delivered", || {
         all_delivered(&host, &to_slow, "slow.test")
     });
-    // Each dump is last written when its transaction ends (smtp-sink opens it at MAIL).
-    let mut times: Vec<_> = slow
-        .transactions_with_times()
-        .into_iter()
-        .map(|(_, time)| time)
-        .collect();
-    times.sort();
+    let times = end_times(&slow);
     assert_eq!(times.len(), 6);
     for three in times.windows(3) {
         let span = three[2].duration_since(three[0]).unwrap_or_default();
@@ -430,10 +437,8 @@ fn a_destination_rate_spaces_its_deliveries() {
     }
     let Some(dns) = Dnsmasq::start(
         Zone::new()
-            .mx("paced.test", "mx.paced.test", 10)
-            .address("mx.paced.test", "127.0.0.13")
-            .mx("free.test", "mx.free.test", 10)
-            .address("mx.free.test", "127.0.0.14"),
+            .exchanger("paced.test", "127.0.0.13")
+            .exchanger("free.test", "127.0.0.14"),
     ) else {
         return;
     };
@@ -441,20 +446,11 @@ fn a_destination_rate_spaces_its_deliveries() {
     let port = free_port();
     let paced = SmtpSink::start_at(&site, "paced", "127.0.0.13", port, &[]);
     let _free = SmtpSink::start_at(&site, "free", "127.0.0.14", port, &[]);
-    let profile = mx_profile(&dns, port)
-        .replace("name = \"internet\"", "name = \"internet\"\nparallel = 4")
-        + "[destinations.domains.\"paced.test\"]\nrate = \"5/s\"\n";
+    let profile =
+        mx_profile(&dns, port, 4) + "[destinations.domains.\"paced.test\"]\nrate = \"5/s\"\n";
     let host = Host::start(&site.write_config(&profile), "host.log");
-    let submit = |domain: &str| -> Vec<String> {
-        (0..6)
-            .map(|n| {
-                let to = format!("r{n}@{domain}");
-                host.submit(&["-f", "alice@example.com", &to], MESSAGE)
-            })
-            .collect()
-    };
-    let to_paced = submit("paced.test");
-    let to_free = submit("free.test");
+    let to_paced = submit_to(&host, "paced.test", 6);
+    let to_free = submit_to(&host, "free.test", 6);
 
     wait_until(PROMPTLY, "free.test's mail is delivered", || {
         all_delivered(&host, &to_free, "free.test")
@@ -462,12 +458,7 @@ fn a_destination_rate_spaces_its_deliveries() {
     wait_until(PROMPTLY, "paced.test's mail is delivered", || {
         all_delivered(&host, &to_paced, "paced.test")
     });
-    let mut times: Vec<_> = paced
-        .transactions_with_times()
-        .into_iter()
-        .map(|(_, time)| time)
-        .collect();
-    times.sort();
+    let times = end_times(&paced);
     assert_eq!(times.len(), 6);
     // Five a second: six starts take a second at least, whatever the sink's speed.
     let span = times[5].duration_since(times[0]).unwrap_or_default();
@@ -484,12 +475,9 @@ fn a_destination_that_cannot_be_reached_backs_off_as_a_whole() {
     }
     let Some(dns) = Dnsmasq::start(
         Zone::new()
-            .mx("down.test", "mx.down.test", 10)
-            .address("mx.down.test", "127.0.0.10")
-            .mx("busy.test", "mx.busy.test", 10)
-            .address("mx.busy.test", "127.0.0.12")
-            .mx("up.test", "mx.up.test", 10)
-            .address("mx.up.test", "127.0.0.11"),
+            .exchanger("down.test", "127.0.0.10")
+            .exchanger("busy.test", "127.0.0.12")
+            .exchanger("up.test", "127.0.0.11"),
     ) else {
         return;
     };
@@ -499,20 +487,12 @@ fn a_destination_that_cannot_be_reached_backs_off_as_a_whole() {
     // down.test refuses connections (nothing listens); busy.test answers 421 to each.
     let _busy = SmtpSink::start_at(&site, "busy", "127.0.0.12", port, &["-Q", "CONNECT"]);
     // One connection at a time for each, so the others wait while the first tries.
-    let profile = mx_profile(&dns, port)
+    let profile = mx_profile(&dns, port, 1)
         + "[destinations.domains.\"down.test\"]\nconcurrency = 1\n\
            [destinations.domains.\"busy.test\"]\nconcurrency = 1\n";
     let host = Host::start(&site.write_config(&profile), "host.log");
-    let submit_four = |domain: &str| -> Vec<String> {
-        (0..4)
-            .map(|n| {
-                let to = format!("r{n}@{domain}");
-                host.submit(&["-f", "alice@example.com", &to], MESSAGE)
-            })
-            .collect()
-    };
-    let to_down = submit_four("down.test");
-    let to_busy = submit_four("busy.test");
+    let to_down = submit_to(&host, "down.test", 4);
+    let to_busy = submit_to(&host, "busy.test", 4);
     let other = host.submit(&["-f", "alice@example.com", "bob@up.test"], MESSAGE);
 
     for (domain, ids, cause) in [

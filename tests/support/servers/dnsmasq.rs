@@ -24,6 +24,12 @@ impl Zone {
         self
     }
 
+    /// `domain`'s mail goes to its one exchanger `mx.<domain>`, at `ip`.
+    pub fn exchanger(self, domain: &str, ip: &str) -> Zone {
+        let name = format!("mx.{domain}");
+        self.mx(domain, &name, 10).address(&name, ip)
+    }
+
     /// `domain` takes no mail: the one record `0 .` (RFC 7505).
     pub fn null_mx(self, domain: &str) -> Zone {
         self.mx(domain, ".", 0)
