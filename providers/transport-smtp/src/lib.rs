@@ -532,6 +532,11 @@ fn tls_parameters(
 ) -> Result<TlsParameters, String> {
     let mut builder = TlsParameters::builder(host.to_owned())
         .dangerous_accept_invalid_certs(accept_invalid_certificates);
+    if accept_invalid_certificates {
+        // Nothing is checked, so no root store: loading the public roots would cost every
+        // new connection of opportunistic TLS a parse of them.
+        builder = builder.certificate_store(CertificateStore::None);
+    }
     if let Some(file) = ca_file {
         builder = builder.certificate_store(CertificateStore::None);
         for certificate in transport_support::tls::read_ca_file(file)? {
