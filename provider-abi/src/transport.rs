@@ -76,6 +76,28 @@ impl RecipientOutcome {
     }
 }
 
+/// Whether `text` is an RFC 3463 enhanced status code (`5.1.1`, `4.2.2`): class 2, 4 or 5,
+/// then a subject and a detail of one to three digits each. What a failed outcome's
+/// `status_code` should be, and what to look for at the start of a server's reply.
+///
+/// ```
+/// use provider_abi::transport::is_enhanced_status_code;
+///
+/// assert!(is_enhanced_status_code("5.1.10"));
+/// assert!(!is_enhanced_status_code("5.x.1"));
+/// assert!(!is_enhanced_status_code("550"));
+/// ```
+pub fn is_enhanced_status_code(text: &str) -> bool {
+    let mut parts = text.split('.');
+    let number = |part: Option<&str>| {
+        part.is_some_and(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    matches!(parts.next(), Some("2" | "4" | "5"))
+        && number(parts.next())
+        && number(parts.next())
+        && parts.next().is_none()
+}
+
 /// A transport, as a provider author writes it.
 ///
 /// The host calls each instance from one thread of its own, so it needs no locking; with

@@ -22,6 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use provider_abi::transport::is_enhanced_status_code;
 use provider_abi::{
     export_library, Address, Library, MessageRef, OpenContext, ProviderError, RecipientOutcome,
     Transport,
@@ -166,11 +167,7 @@ impl LocalTransport {
 /// gets a generic status for exit `code`.
 fn split_status(line: &str, code: i32) -> (&str, &str) {
     let (first, rest) = line.split_once(' ').unwrap_or((line, ""));
-    let is_status = first.split('.').count() == 3
-        && first
-            .split('.')
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
-    match (is_status, code) {
+    match (is_enhanced_status_code(first), code) {
         (true, _) => (first, rest),
         (false, 67) => ("5.1.1", line),
         (false, 75) => ("4.3.0", line),

@@ -17,6 +17,7 @@ use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
+use provider_abi::transport::is_enhanced_status_code;
 use provider_abi::{Address, MessageRef, RecipientOutcome};
 
 use crate::data;
@@ -430,13 +431,7 @@ pub fn explain(error: &lettre::transport::smtp::Error) -> String {
 /// `5.1.1` from `5.1.1 <bob@example.com>: Recipient address rejected`.
 fn enhanced_code(text: &str) -> Option<String> {
     let first = text.split_whitespace().next()?;
-    let parts: Vec<&str> = first.split('.').collect();
-    let valid = parts.len() == 3
-        && ["2", "4", "5"].contains(&parts[0])
-        && parts[1..]
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
-    valid.then(|| first.to_owned())
+    is_enhanced_status_code(first).then(|| first.to_owned())
 }
 
 fn describe(response: &Response) -> String {

@@ -5,6 +5,7 @@
 //! of the answer (`Connection refused`, `NXDOMAIN`, `certificate`). Reports, `show` and the
 //! dashboard name it, so nobody has to read SMTP replies to know what to do.
 
+use provider_abi::transport::is_enhanced_status_code;
 use provider_abi::{DeliveryState, RecipientStatus};
 
 /// The class of a failure or deferral.
@@ -30,7 +31,7 @@ impl BounceClass {
         // The stored code first, then the words with any code in them (a deferral's code is
         // only there); a generic code (`4.0.0`) leaves the choice to the words.
         let stored = Some(status.status_code.as_str())
-            .filter(|code| is_enhanced_code(code))
+            .filter(|code| is_enhanced_status_code(code))
             .and_then(by_code);
         Some(stored.unwrap_or_else(|| {
             BounceClass::of_text(&format!("{} {}", status.last_answer, status.diagnostic))
@@ -42,7 +43,7 @@ impl BounceClass {
     pub fn of_text(text: &str) -> BounceClass {
         let code = text
             .split_whitespace()
-            .find(|word| is_enhanced_code(word) && by_code(word).is_some());
+            .find(|word| is_enhanced_status_code(word) && by_code(word).is_some());
         BounceClass::classify(code, text)
     }
 
@@ -148,16 +149,6 @@ fn by_code(code: &str) -> Option<BounceClass> {
         ("7", _) => BounceClass::PolicyBlock,
         _ => return None,
     })
-}
-
-/// Whether `word` is an RFC 3463 enhanced status code (`5.1.1`, `4.4.1`).
-fn is_enhanced_code(word: &str) -> bool {
-    let parts: Vec<&str> = word.split('.').collect();
-    parts.len() == 3
-        && ["2", "4", "5"].contains(&parts[0])
-        && parts[1..]
-            .iter()
-            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
