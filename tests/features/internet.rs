@@ -3,17 +3,23 @@
 //! domains at `smtp-sink`s on 127.0.0.x addresses.
 
 use spooler_tests::{
-    free_port, real_server, wait_until, Dnsmasq, Host, Site, SmtpSink, Zone, PROMPTLY,
+    free_port, real_server, wait_until, Certificates, Dnsmasq, Host, PolicyServer, Postfix, Site,
+    SmtpSink, Zone, PROMPTLY,
 };
 
-use crate::common::recipient;
+use crate::common::{can_run_postfix, recipient};
 
 /// A transport `internet` with `parallel` connections delivering to the exchangers `dns`
 /// names, on port `port`, and a retry an hour away (a deferred recipient stays deferred
 /// while the test looks at it).
 fn mx_profile(dns: &Dnsmasq, port: u16, parallel: usize) -> String {
+    mx_profile_with(dns, port, parallel, "")
+}
+
+/// [`mx_profile`] with `extra` config keys (`, key = value` each).
+fn mx_profile_with(dns: &Dnsmasq, port: u16, parallel: usize, extra: &str) -> String {
     format!(
-        "[[transport]]\nprovider = \"smtp\"\nname = \"internet\"\nparallel = {parallel}\nconfig = {{ mode = \"mx\", resolver = \"127.0.0.1:{}\", mx_port = {port}, helo = \"spooler.test\", timeout_secs = 5 }}\n\
+        "[[transport]]\nprovider = \"smtp\"\nname = \"internet\"\nparallel = {parallel}\nconfig = {{ mode = \"mx\", resolver = \"127.0.0.1:{}\", mx_port = {port}, helo = \"spooler.test\", timeout_secs = 5{extra} }}\n\
          [retry]\nmin_delay = \"1h\"\nmax_delay = \"1h\"\n",
         dns.port
     )
@@ -545,4 +551,162 @@ fn a_destination_that_cannot_be_reached_backs_off_as_a_whole() {
         recipient(&host.show(&other), "SMTP:bob@up.test")["state"] == "delivered"
     });
     assert_eq!(up.transactions_count(), 1);
+}
+
+/// A policy file (`mta-sts.txt`) in `mode` for the exchanger `mx`.
+fn sts_policy(mode: &str, mx: &str) -> String {
+    format!("version: STSv1\r\nmode: {mode}\r\nmx: {mx}\r\nmax_age: 86400\r\n")
+}
+
+#[test]
+fn mta_sts_enforce_sends_only_over_verified_tls_to_the_exchangers_it_names() {
+    if !can_run_postfix() {
+        return;
+    }
+    // Every exchanger is one Postfix with STARTTLS, whose certificate (from the test's CA) is
+    // issued for mx.good.test only. Each domain publishes a policy from a server of its own:
+    // good.test enforce (its exchanger matches and verifies), bad.test enforce (the
+    // certificate is for another name), testing.test testing (the same mismatch, only
+    // logged), stray.test enforce naming an exchanger its MX record is not.
+    let domains = [
+        (
+            "good.test",
+            "127.0.0.2",
+            sts_policy("enforce", "mx.good.test"),
+        ),
+        (
+            "bad.test",
+            "127.0.0.3",
+            sts_policy("enforce", "mx.bad.test"),
+        ),
+        (
+            "testing.test",
+            "127.0.0.4",
+            sts_policy("testing", "mx.testing.test"),
+        ),
+        (
+            "stray.test",
+            "127.0.0.5",
+            sts_policy("enforce", "*.elsewhere.test"),
+        ),
+    ];
+    let mut zone = Zone::new();
+    for (domain, policy_ip, _) in &domains {
+        zone = zone
+            .exchanger(domain, "127.0.0.1")
+            .txt(&format!("_mta-sts.{domain}"), "v=STSv1; id=20261208;")
+            .address(&format!("mta-sts.{domain}"), policy_ip);
+    }
+    let Some(dns) = Dnsmasq::start(zone) else {
+        return;
+    };
+    let site = Site::new();
+    let mut names = vec!["mx.good.test".to_owned()];
+    names.extend(
+        domains
+            .iter()
+            .map(|(domain, ..)| format!("mta-sts.{domain}")),
+    );
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let certificates = Certificates::issue(&site.path("tls"), &names);
+    let sink = SmtpSink::start(&site, "sink", free_port(), &[]);
+    let postfix = Postfix::start_tls(&site, sink.port, &certificates);
+    let policy_port = free_port();
+    let mut servers = Vec::new();
+    for (domain, ip, policy) in &domains {
+        let Some(server) =
+            PolicyServer::start(&site, domain, ip, policy_port, &certificates, policy)
+        else {
+            return;
+        };
+        servers.push(server);
+    }
+    let extra = format!(
+        ", ca_file = \"{}\", mta_sts_port = {policy_port}",
+        certificates.ca_file.display()
+    );
+    let host = Host::start(
+        &site.write_config(&mx_profile_with(&dns, postfix.port, 1, &extra)),
+        "host.log",
+    );
+    let ids: Vec<String> = domains
+        .iter()
+        .map(|(domain, ..)| {
+            let to = format!("bob@{domain}");
+            host.submit(&["-f", "alice@example.com", &to], MESSAGE)
+        })
+        .collect();
+
+    let settled = |id: &String, domain: &str| {
+        let status = recipient(&host.show(id), &format!("SMTP:bob@{domain}")).clone();
+        (status["state"] == "delivered" || status["attempts"] == 1).then_some(status)
+    };
+    let mut statuses = Vec::new();
+    for (id, (domain, ..)) in ids.iter().zip(&domains) {
+        wait_until(PROMPTLY, "each recipient has its first answer", || {
+            settled(id, domain).is_some()
+        });
+        statuses.push(settled(id, domain).unwrap());
+    }
+    let [good, bad, testing, stray] = &statuses[..] else {
+        unreachable!()
+    };
+    assert_eq!(good["state"], "delivered", "{good}\n{}", host.log());
+    assert_eq!(
+        testing["state"], "delivered",
+        "testing only logs: {testing}"
+    );
+    let tls_log = std::fs::read_to_string(site.path("postfix/maillog")).unwrap_or_default();
+    assert!(
+        tls_log.contains("TLS connection established from"),
+        "the exchanger saw TLS:\n{tls_log}"
+    );
+
+    assert_eq!(bad["state"], "pending", "{bad}");
+    let refusal = bad["last_answer"].as_str().unwrap();
+    assert!(
+        refusal.contains("the MTA-STS policy of bad.test requires STARTTLS with a certificate that verifies for mx.bad.test")
+            && refusal.contains("certificate"),
+        "{refusal}"
+    );
+    assert_eq!(bad["class"], "tls-failure", "{bad}");
+
+    assert_eq!(stray["state"], "pending", "{stray}");
+    let stray_answer = stray["last_answer"].as_str().unwrap();
+    assert!(
+        stray_answer.contains("mx.stray.test is not among the mail exchangers the MTA-STS policy of stray.test names (*.elsewhere.test)"),
+        "{stray_answer}"
+    );
+    assert_eq!(stray["class"], "tls-failure", "{stray}");
+
+    wait_until(PROMPTLY, "Postfix relays both to the sink", || {
+        sink.transactions_count() >= 2
+    });
+    let relayed = sink.transactions().join("\n");
+    assert!(
+        relayed.contains("<bob@good.test>") && relayed.contains("<bob@testing.test>"),
+        "{relayed}"
+    );
+
+    // The policy is cached for its max_age: with its server gone and the connection closed
+    // (an idle one is kept 2 s), good.test's next message goes by the cached policy.
+    drop(servers.remove(0));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let again = host.submit(&["-f", "alice@example.com", "carol@good.test"], MESSAGE);
+    wait_until(
+        PROMPTLY,
+        "the second message to good.test is delivered",
+        || recipient(&host.show(&again), "SMTP:carol@good.test")["state"] == "delivered",
+    );
+    let log = host.log();
+    assert_eq!(
+        log.matches("MTA-STS policy of good.test (id").count(),
+        1,
+        "fetched once:\n{log}"
+    );
+    assert!(
+        log.contains("MTA-STS policy of good.test (id 20261208): Enforce")
+            && log.contains("the MTA-STS policy of testing.test requires STARTTLS with a certificate that verifies for mx.testing.test, but is in testing mode"),
+        "{log}"
+    );
 }

@@ -29,7 +29,9 @@ pub use disk::SmallDisk;
 pub use host::{run_host, run_host_with_input, Finished, Host, Watcher};
 pub use http::{http, http_get, http_raw, EventStream, HttpAnswer, Receiver, ServerEvent};
 pub use ports::free_port;
-pub use servers::{real_server, Dnsmasq, Dovecot, Postfix, Postgres, Prometheus, SmtpSink, Zone};
+pub use servers::{
+    real_server, Dnsmasq, Dovecot, PolicyServer, Postfix, Postgres, Prometheus, SmtpSink, Zone,
+};
 pub use site::{set_mode, ProviderFolder, Site};
 pub use smtp_client::{connect_from, SmtpClient};
 pub use tls::Certificates;

@@ -42,7 +42,9 @@
 //! one message in one domain go in one transaction. An exchanger that cannot be connected
 //! to, or refuses the greeting or TLS, passes the recipients to the next one; when none
 //! answers, they are deferred. A domain with a null MX fails at once (5.1.10). The transport
-//! never goes offline as a whole: one domain's trouble is that domain's.
+//! never goes offline as a whole: one domain's trouble is that domain's. A domain's MTA-STS
+//! policy (`mta_sts`) is followed: under `enforce`, only its named exchangers, over TLS that
+//! verifies (against the public roots, or `ca_file`'s CAs).
 //!
 //! ```toml
 //! [[transport]]
@@ -51,6 +53,7 @@
 //! ```
 
 mod data;
+mod mta_sts;
 mod mx;
 mod reachability;
 mod session;
@@ -62,6 +65,7 @@ use std::time::Duration;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
+use mta_sts::{Mode as StsMode, Policies, Policy};
 use provider_abi::{
     export_library, Address, Library, MessageRef, OpenContext, ProviderError, RecipientOutcome,
     Transport,
@@ -107,7 +111,8 @@ struct Config {
     /// Accept a certificate that does not verify (a test server's).
     #[serde(default)]
     accept_invalid_certificates: bool,
-    /// A PEM file of the CA certificates to trust instead of the built-in public roots.
+    /// A PEM file of the CA certificates to trust instead of the built-in public roots (in
+    /// MX mode: for MTA-STS, its policy servers and the exchangers it requires TLS with).
     ca_file: Option<String>,
     /// AUTH user name; with `password` or `password_file`.
     username: Option<String>,
@@ -119,6 +124,10 @@ struct Config {
     resolver: Option<String>,
     /// MX mode: the port of the mail exchangers [default: 25].
     mx_port: Option<u16>,
+    /// MX mode: follow the domains' MTA-STS policies [default: true].
+    mta_sts: Option<bool>,
+    /// MX mode: the port of the MTA-STS policy servers [default: 443].
+    mta_sts_port: Option<u16>,
     /// The name given in EHLO, and the domain of `LOCAL:` senders [default: this host's name].
     helo: Option<String>,
     /// How long to wait for the server at each step, in seconds.
@@ -163,11 +172,18 @@ enum Route {
     Mx(Box<Exchangers>),
 }
 
-/// MX delivery: the DNS, the exchangers' port, and one open session per domain.
+/// MX delivery: the DNS, the exchangers' port, the domains' TLS policies, and one open
+/// session per domain.
 struct Exchangers {
     directory: mx::Directory,
     port: u16,
     sessions: HashMap<String, Session>,
+    /// The MTA-STS policies fetched; none when `mta_sts = false`.
+    policies: Option<Policies>,
+    /// The CAs trusted for verified TLS (`ca_file`), instead of the public roots.
+    ca_file: Option<String>,
+    /// Verifying TLS parameters per exchanger name, made once (loading the roots is costly).
+    verified: HashMap<String, TlsParameters>,
 }
 
 /// The transport instance: its settings and its open connections.
@@ -255,7 +271,7 @@ impl SmtpTransport {
         match &mut self.route {
             Route::Smarthost(session) => session
                 .transaction(&self.client, from, message, recipients)
-                .unwrap_or_else(|Unreached(reason)| {
+                .unwrap_or_else(|Unreached { reason, .. }| {
                     vec![RecipientOutcome::deferred(reason, None); recipients.len()]
                 }),
             Route::Mx(exchangers) => {
@@ -298,6 +314,8 @@ fn smarthost(
     for (key, set) in [
         ("resolver", config.resolver.is_some()),
         ("mx_port", config.mx_port.is_some()),
+        ("mta_sts", config.mta_sts.is_some()),
+        ("mta_sts_port", config.mta_sts_port.is_some()),
     ] {
         if set {
             return Err(
@@ -362,7 +380,6 @@ fn mx_route(
         ("host", config.host.is_some()),
         ("port", config.port.is_some()),
         ("tls", config.tls.is_some()),
-        ("ca_file", config.ca_file.is_some()),
         (
             "accept_invalid_certificates",
             config.accept_invalid_certificates,
@@ -388,10 +405,29 @@ fn mx_route(
     };
     let directory = mx::Directory::new(resolver, timeout)
         .map_err(|why| context.config_error("resolver", why))?;
+    let policies = if config.mta_sts.unwrap_or(true) {
+        let tls = transport_support::tls::client_config(config.ca_file.as_deref())
+            .map_err(|why| context.config_error("ca_file", why))?;
+        Some(Policies::new(
+            tls,
+            config.mta_sts_port.unwrap_or(443),
+            timeout,
+        ))
+    } else if config.ca_file.is_some() {
+        return Err(context.config_error(
+            "ca_file",
+            "in MX mode it is the trust for MTA-STS, and mta_sts = false; remove one of them",
+        ));
+    } else {
+        None
+    };
     Ok(Route::Mx(Box::new(Exchangers {
         directory,
         port: config.mx_port.unwrap_or(25),
         sessions: HashMap::new(),
+        policies,
+        ca_file: config.ca_file.clone(),
+        verified: HashMap::new(),
     })))
 }
 
@@ -428,7 +464,8 @@ fn by_domain(recipients: &[Address]) -> Vec<(Option<String>, Vec<usize>)> {
 
 impl Exchangers {
     /// One transaction for `recipients`, all in `domain`: on the domain's open session if it
-    /// still answers, otherwise with each exchanger's addresses in turn until one is reached.
+    /// still answers, otherwise with each exchanger's addresses in turn until one is reached,
+    /// as the domain's MTA-STS policy allows.
     fn deliver(
         &mut self,
         client: &Client,
@@ -444,7 +481,7 @@ impl Exchangers {
                     self.keep(domain, session);
                     return outcomes;
                 }
-                Err(Unreached(reason)) => tried.push(reason),
+                Err(Unreached { reason, .. }) => tried.push(reason),
             }
         }
         let exchangers = match self.directory.exchangers(domain) {
@@ -465,23 +502,49 @@ impl Exchangers {
                 return vec![RecipientOutcome::deferred(reason, None); recipients.len()]
             }
         };
+        let directory = &self.directory;
+        let policy = self
+            .policies
+            .as_mut()
+            .and_then(|policies| policies.policy(&client.name, domain, directory))
+            .filter(|policy| policy.mode != StsMode::None);
+        let transaction = Transaction {
+            client,
+            domain,
+            from,
+            message,
+            recipients,
+        };
         for exchanger in &exchangers {
+            if let Some(policy) = &policy {
+                if !policy.allows(&exchanger.name) {
+                    let why = format!(
+                        "{} is not among the mail exchangers the MTA-STS policy of {domain} names ({})",
+                        exchanger.name,
+                        policy.patterns()
+                    );
+                    if policy.mode == StsMode::Enforce {
+                        tried.push(why);
+                        continue;
+                    }
+                    log::warn!(
+                        "{}: {why}; trying it, as the policy is in testing mode",
+                        client.name
+                    );
+                }
+            }
             for address in &exchanger.addresses {
-                let security = match opportunistic_tls(&exchanger.name) {
-                    Ok(parameters) => Security::Opportunistic(parameters),
-                    Err(why) => {
-                        log::debug!("{}: no TLS with {}: {why}", client.name, exchanger.name);
-                        Security::Plain
-                    }
-                };
                 let label = format!("{}[{address}]:{}", exchanger.name, self.port);
-                let mut session = Session::new(address.to_string(), self.port, label, security);
-                match session.transaction(client, from.clone(), message, recipients) {
-                    Ok(outcomes) => {
-                        self.keep(domain, session);
-                        return outcomes;
-                    }
-                    Err(Unreached(reason)) => {
+                let attempt = self.attempt(
+                    &transaction,
+                    policy.as_ref(),
+                    &exchanger.name,
+                    address,
+                    &label,
+                );
+                match attempt {
+                    Ok(outcomes) => return outcomes,
+                    Err(Unreached { reason, .. }) => {
                         log::info!(
                             "{}: {reason}; trying the next mail exchanger of {domain}",
                             client.name
@@ -496,6 +559,91 @@ impl Exchangers {
             tried.join("; ")
         );
         vec![RecipientOutcome::deferred(reason, None); recipients.len()]
+    }
+
+    /// The transaction with one address of an exchanger, with the TLS its domain's policy
+    /// asks: verified STARTTLS under `enforce`; under `testing` verified STARTTLS first and,
+    /// if TLS fails, a logged second try as without a policy; otherwise opportunistic.
+    fn attempt(
+        &mut self,
+        transaction: &Transaction<'_>,
+        policy: Option<&Policy>,
+        exchanger: &str,
+        address: &std::net::IpAddr,
+        label: &str,
+    ) -> Result<Vec<RecipientOutcome>, Unreached> {
+        let (client, domain) = (transaction.client, transaction.domain);
+        let Some(mode) = policy.map(|policy| policy.mode) else {
+            return self.open(
+                transaction,
+                opportunistic(client, exchanger),
+                address,
+                label,
+            );
+        };
+        let requirement = format!(
+            "the MTA-STS policy of {domain} requires STARTTLS with a certificate that verifies for {exchanger}"
+        );
+        let verified = self.verified(exchanger).map_err(|why| Unreached {
+            reason: format!("{why} ({requirement})"),
+            tls: true,
+        });
+        let attempt = verified.and_then(|parameters| {
+            self.open(transaction, Security::Starttls(parameters), address, label)
+        });
+        match attempt {
+            Err(Unreached { reason, tls: true }) if mode == StsMode::Testing => {
+                log::warn!(
+                    "{}: {reason}; {requirement}, but is in testing mode: delivering without",
+                    client.name
+                );
+                self.open(
+                    transaction,
+                    opportunistic(client, exchanger),
+                    address,
+                    label,
+                )
+            }
+            Err(Unreached { reason, tls: true }) => Err(Unreached {
+                reason: format!("{reason} ({requirement})"),
+                tls: true,
+            }),
+            other => other,
+        }
+    }
+
+    /// A new session with `address`, kept for the domain if the transaction reaches it.
+    fn open(
+        &mut self,
+        transaction: &Transaction<'_>,
+        security: Security,
+        address: &std::net::IpAddr,
+        label: &str,
+    ) -> Result<Vec<RecipientOutcome>, Unreached> {
+        let mut session = Session::new(address.to_string(), self.port, label.to_owned(), security);
+        let outcomes = session.transaction(
+            transaction.client,
+            transaction.from.clone(),
+            transaction.message,
+            transaction.recipients,
+        )?;
+        self.keep(transaction.domain, session);
+        Ok(outcomes)
+    }
+
+    /// TLS parameters that verify `exchanger`'s certificate, against `ca_file` or the public
+    /// roots.
+    fn verified(&mut self, exchanger: &str) -> Result<TlsParameters, String> {
+        if let Some(parameters) = self.verified.get(exchanger) {
+            return Ok(parameters.clone());
+        }
+        let parameters = tls_parameters(exchanger, self.ca_file.as_deref(), false)?;
+        if self.verified.len() >= VERIFIED_EXCHANGERS {
+            self.verified.clear();
+        }
+        self.verified
+            .insert(exchanger.to_owned(), parameters.clone());
+        Ok(parameters)
     }
 
     /// Keeps `session` open for `domain`'s next message, closing the session idle longest when
@@ -517,11 +665,29 @@ impl Exchangers {
     }
 }
 
-/// TLS for an exchanger as opportunistic STARTTLS uses it: encryption against passive
-/// listeners, the certificate not checked (RFC 7435).
-fn opportunistic_tls(name: &str) -> Result<TlsParameters, String> {
-    tls_parameters(name, None, true)
+/// Opportunistic STARTTLS with an exchanger: encryption against passive listeners, the
+/// certificate not checked (RFC 7435); plain text if even that cannot be set up.
+fn opportunistic(client: &Client, exchanger: &str) -> Security {
+    match tls_parameters(exchanger, None, true) {
+        Ok(parameters) => Security::Opportunistic(parameters),
+        Err(why) => {
+            log::debug!("{}: no TLS with {exchanger}: {why}", client.name);
+            Security::Plain
+        }
+    }
 }
+
+/// One message's transaction with one domain, as it is offered to each exchanger in turn.
+struct Transaction<'a> {
+    client: &'a Client,
+    domain: &'a str,
+    from: Option<lettre::Address>,
+    message: &'a MessageRef<'a>,
+    recipients: &'a [Address],
+}
+
+/// How many exchangers' verifying TLS parameters are kept before they are made afresh.
+const VERIFIED_EXCHANGERS: usize = 256;
 
 /// TLS for `host`, verified against the built-in public roots or, with `ca_file`, against
 /// exactly the CA certificates in that file.
@@ -530,8 +696,10 @@ fn tls_parameters(
     ca_file: Option<&str>,
     accept_invalid_certificates: bool,
 ) -> Result<TlsParameters, String> {
+    // Verification off means the name too: lettre checks it apart from the chain.
     let mut builder = TlsParameters::builder(host.to_owned())
-        .dangerous_accept_invalid_certs(accept_invalid_certificates);
+        .dangerous_accept_invalid_certs(accept_invalid_certificates)
+        .dangerous_accept_invalid_hostnames(accept_invalid_certificates);
     if accept_invalid_certificates {
         // Nothing is checked, so no root store: loading the public roots would cost every
         // new connection of opportunistic TLS a parse of them.
@@ -702,6 +870,16 @@ mod tests {
         assert!(
             stray.contains("key mx_port: it is for mode = \"mx\""),
             "{stray}"
+        );
+        let sts = refused("host = \"mail.example.com\"\nmta_sts_port = 8443");
+        assert!(
+            sts.contains("key mta_sts_port: it is for mode = \"mx\""),
+            "{sts}"
+        );
+        let trust = refused("mode = \"mx\"\nmta_sts = false\nca_file = \"/ca.pem\"");
+        assert!(
+            trust.contains("key ca_file: in MX mode it is the trust for MTA-STS"),
+            "{trust}"
         );
         let resolver = refused("mode = \"mx\"\nresolver = \"dns.example\"");
         assert!(

@@ -139,8 +139,30 @@ impl Directory {
         Ok(exchangers)
     }
 
+    /// The texts of `name`'s TXT records (each record's strings joined), or why there are
+    /// none.
+    pub fn txt(&self, name: &str) -> Result<Vec<String>, String> {
+        match self.runtime.block_on(self.resolver.txt_lookup(name)) {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::TXT(txt) => Some(
+                        txt.txt_data
+                            .iter()
+                            .map(|part| String::from_utf8_lossy(part))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect()),
+            Err(error) if error.is_nx_domain() || error.is_no_records_found() => Ok(Vec::new()),
+            Err(error) => Err(format!("cannot look up the TXT records of {name}: {error}")),
+        }
+    }
+
     /// The addresses (A and AAAA) of `name`, or why there are none.
-    fn addresses(&self, name: &str) -> Result<Vec<IpAddr>, String> {
+    pub fn addresses(&self, name: &str) -> Result<Vec<IpAddr>, String> {
         match self.runtime.block_on(self.resolver.lookup_ip(name)) {
             Ok(lookup) => {
                 let addresses: Vec<IpAddr> = lookup.iter().collect();

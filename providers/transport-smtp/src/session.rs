@@ -19,6 +19,7 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
 use provider_abi::transport::is_enhanced_status_code;
 use provider_abi::{Address, MessageRef, RecipientOutcome};
+use transport_support::tls::certificate_error;
 
 use crate::data;
 use crate::reachability::{self, Reachability};
@@ -45,9 +46,31 @@ pub struct Client {
     pub timeout: Duration,
 }
 
-/// The transaction did not reach the server; the text says why.
+/// The transaction did not reach the server.
 #[derive(Debug, Clone)]
-pub struct Unreached(pub String);
+pub struct Unreached {
+    /// Why, in words.
+    pub reason: String,
+    /// Whether it was TLS that failed (no STARTTLS offered, a failed handshake, a refused
+    /// certificate), rather than the connection or the greeting.
+    pub tls: bool,
+}
+
+/// A connection that could not be made, and whether TLS was the step that failed.
+struct NotConnected {
+    error: lettre::transport::smtp::Error,
+    tls: bool,
+}
+
+impl NotConnected {
+    fn plain(error: lettre::transport::smtp::Error) -> NotConnected {
+        NotConnected { error, tls: false }
+    }
+
+    fn tls(error: lettre::transport::smtp::Error) -> NotConnected {
+        NotConnected { error, tls: true }
+    }
+}
 
 /// How long a connection may sit idle before it is checked with NOOP before reuse. Within a
 /// busy stream of messages no check is made: it would cost a round trip per message.
@@ -97,10 +120,7 @@ impl Session {
     }
 
     /// The open connection, reused if the server still answers NOOP, or a new one.
-    fn connection(
-        &mut self,
-        client: &Client,
-    ) -> Result<&mut SmtpConnection, lettre::transport::smtp::Error> {
+    fn connection(&mut self, client: &Client) -> Result<&mut SmtpConnection, NotConnected> {
         let idle = self.last_used.elapsed() >= CHECK_AFTER_IDLE;
         let alive = self
             .connection
@@ -111,14 +131,18 @@ impl Session {
             let mut connection = self.connect(client)?;
             // lettre keeps only the EHLO keywords it knows, and PIPELINING is not one: ask
             // again (RFC 5321 allows a second EHLO; it resets nothing but the transaction).
-            let features = connection.command(Ehlo::new(client.client_id.clone()))?;
+            let features = connection
+                .command(Ehlo::new(client.client_id.clone()))
+                .map_err(NotConnected::plain)?;
             self.pipelining = features.message().any(|line| {
                 line.split_whitespace()
                     .next()
                     .is_some_and(|keyword| keyword.eq_ignore_ascii_case("PIPELINING"))
             });
             if let Some(credentials) = &client.credentials {
-                connection.auth(&[Mechanism::Plain, Mechanism::Login], credentials)?;
+                connection
+                    .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                    .map_err(NotConnected::plain)?;
             }
             log::debug!("{}: connected to {}", client.name, self.label);
             self.connection = Some(connection);
@@ -127,10 +151,7 @@ impl Session {
     }
 
     /// A new connection, greeted and protected as `security` says.
-    fn connect(
-        &mut self,
-        client: &Client,
-    ) -> Result<SmtpConnection, lettre::transport::smtp::Error> {
+    fn connect(&mut self, client: &Client) -> Result<SmtpConnection, NotConnected> {
         let implicit = match &self.security {
             Security::Implicit(parameters) => Some(parameters),
             _ => None,
@@ -152,10 +173,18 @@ impl Session {
                 None => reachability.connected(),
             }
         }
-        let mut connection = connected?;
+        let mut connection = connected.map_err(|error| {
+            if implicit.is_some() && (error.is_tls() || certificate_error(&error).is_some()) {
+                NotConnected::tls(error)
+            } else {
+                NotConnected::plain(error)
+            }
+        })?;
         match &self.security {
             Security::Starttls(parameters) => {
-                connection.starttls(parameters, &client.client_id)?;
+                connection
+                    .starttls(parameters, &client.client_id)
+                    .map_err(NotConnected::tls)?;
             }
             Security::Opportunistic(parameters) if connection.can_starttls() => {
                 if let Err(error) = connection.starttls(parameters, &client.client_id) {
@@ -172,7 +201,8 @@ impl Session {
                         &client.client_id,
                         None,
                         None,
-                    )?;
+                    )
+                    .map_err(NotConnected::plain)?;
                 }
             }
             _ => {}
@@ -308,17 +338,22 @@ impl Session {
         let mut reused = self.connection.is_some();
         loop {
             let label = self.label.clone();
-            self.connection(client).map_err(|error| {
-                Unreached(
-                    match transport_support::tls::certificate_refusal(&label, &error) {
+            // A smart host's refused certificate is told with the keys to set (`host`,
+            // `ca_file`); an exchanger's by the caller, which knows the domain's TLS policy.
+            let smart_host = self.reachability.is_some();
+            self.connection(client)
+                .map_err(|NotConnected { error, tls }| Unreached {
+                    reason: match transport_support::tls::certificate_refusal(&label, &error)
+                        .filter(|_| smart_host)
+                    {
                         Some(refusal) => {
                             log::warn!("{}: {refusal}", client.name);
                             refusal
                         }
                         None => format!("cannot talk to {label}: {}", explain(&error)),
                     },
-                )
-            })?;
+                    tls,
+                })?;
             let mut group = Mail::new(from.clone(), vec![]).to_string();
             if self.pipelining {
                 for rcpt in rcpts {

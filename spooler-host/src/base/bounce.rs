@@ -54,11 +54,23 @@ impl BounceClass {
         }
         let text = text.to_lowercase();
         let said = |words: &[&str]| words.iter().any(|w| text.contains(w));
+        // "DNS" as a word: a certificate's `DnsName("…")` is not a DNS failure.
+        let dns = text
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| word == "dns");
         // The order matters: "does not exist (NXDOMAIN)" is DNS, not a mailbox, and a TLS
         // failure is worded as a failure to talk to the server.
-        if said(&["nxdomain", "null mx", "mx record", "no address", "dns"]) {
+        if dns
+            || said(&[
+                "nxdomain",
+                "null mx",
+                "mx record",
+                "no address",
+                "cannot look up",
+            ])
+        {
             BounceClass::DnsFailure
-        } else if said(&["certificate", "tls", "handshake"]) {
+        } else if said(&["certificate", "tls", "handshake", "mta-sts"]) {
             BounceClass::TlsFailure
         } else if said(&[
             "quota",
@@ -200,6 +212,10 @@ mod tests {
         );
         assert_eq!(
             class("deferred by relay: the certificate of mail.example.com is not trusted"),
+            Some(BounceClass::TlsFailure)
+        );
+        assert_eq!(
+            class("invalid peer certificate: certificate not valid for name \"mx.a.test\"; certificate is only valid for DnsName(\"mx.b.test\")"),
             Some(BounceClass::TlsFailure)
         );
         assert_eq!(

@@ -1,9 +1,10 @@
 //! The real servers the tests talk to, each a private instance on loopback ports started by
-//! the test itself: Postfix's `smtp-sink`, Postfix, Dovecot, PostgreSQL, Prometheus and
-//! dnsmasq.
+//! the test itself: Postfix's `smtp-sink`, Postfix, Dovecot, PostgreSQL, Prometheus,
+//! dnsmasq, and OpenSSL's `s_server` as an MTA-STS policy server.
 
 mod dnsmasq;
 mod dovecot;
+mod policy_server;
 mod postfix;
 mod postgres;
 mod prometheus;
@@ -11,6 +12,7 @@ mod smtp_sink;
 
 pub use dnsmasq::{Dnsmasq, Zone};
 pub use dovecot::Dovecot;
+pub use policy_server::PolicyServer;
 pub use postfix::Postfix;
 pub use postgres::Postgres;
 pub use prometheus::Prometheus;

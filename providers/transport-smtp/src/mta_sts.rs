@@ -1,0 +1,383 @@
+//! MTA-STS (RFC 8461): a domain's published rule that mail to it goes only over verified TLS
+//! to the mail exchangers it names, for `mode = "mx"`.
+//!
+//! A domain announces a policy with a TXT record at `_mta-sts.<domain>` (`v=STSv1; id=…;`)
+//! and serves it at `https://mta-sts.<domain>/.well-known/mta-sts.txt`, over TLS that must
+//! verify. The policy's `mode` says what a sender does with it:
+//! - `enforce`: only exchangers matching one of its `mx` patterns are tried, only with
+//!   STARTTLS and a certificate that verifies for the exchanger's name; when none can be
+//!   reached that way the recipients are deferred (never sent in the clear instead);
+//! - `testing`: mail goes as without a policy, and what `enforce` would have refused is
+//!   logged;
+//! - `none`: no policy.
+//!
+//! A fetched policy is kept for its `max_age`. The TXT record is asked on every delivery
+//! (the resolver caches it for its TTL): a new `id` fetches the policy again, no record or
+//! a failed fetch keeps using the cached one (this is what makes a policy hold against an
+//! attacker who strips the TXT record). With no cached policy, a failed fetch means no
+//! policy, as the RFC says: a sender's first contact cannot be protected.
+//!
+//! The cache is the transport instance's, in memory; a restart fetches again.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+use crate::mx::Directory;
+
+/// What a policy asks of a sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Testing,
+    None,
+}
+
+/// A domain's MTA-STS policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub mode: Mode,
+    /// The exchangers' name patterns, lowercased: a name, or `*.` and a name for exactly one
+    /// more label.
+    mx: Vec<String>,
+    max_age: Duration,
+}
+
+/// The longest a policy is kept, whatever it says (RFC 8461 section 3.2: about a year).
+const MAX_AGE_LIMIT: u64 = 31_557_600;
+
+/// A policy file larger than this is refused (RFC 8461 section 3.3 suggests 64 KiB).
+const POLICY_SIZE_LIMIT: usize = 64 * 1024;
+
+impl Policy {
+    /// The policy in the text of a `mta-sts.txt` (`key: value` lines), or what is wrong with
+    /// it.
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let (mut version, mut mode, mut max_age, mut mx) = (None, None, None, Vec::new());
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match key.trim() {
+                "version" => version = Some(value.to_owned()),
+                "mode" => mode = Some(value.to_owned()),
+                "max_age" => max_age = Some(value.to_owned()),
+                "mx" => mx.push(value.to_ascii_lowercase()),
+                _ => {}
+            }
+        }
+        if version.as_deref() != Some("STSv1") {
+            return Err("it has no `version: STSv1` line".into());
+        }
+        let mode = match mode.as_deref() {
+            Some("enforce") => Mode::Enforce,
+            Some("testing") => Mode::Testing,
+            Some("none") => Mode::None,
+            Some(other) => {
+                return Err(format!(
+                    "its mode `{other}` is not enforce, testing or none"
+                ))
+            }
+            None => return Err("it has no `mode` line".into()),
+        };
+        let max_age = match max_age.as_deref().map(str::parse::<u64>) {
+            Some(Ok(seconds)) => Duration::from_secs(seconds.min(MAX_AGE_LIMIT)),
+            Some(Err(_)) => return Err("its max_age is not a number of seconds".into()),
+            None => return Err("it has no `max_age` line".into()),
+        };
+        if mx.is_empty() && mode != Mode::None {
+            return Err("it names no `mx`".into());
+        }
+        Ok(Policy { mode, mx, max_age })
+    }
+
+    /// Whether `exchanger` matches one of the policy's `mx` patterns (RFC 8461 section 4.1).
+    pub fn allows(&self, exchanger: &str) -> bool {
+        let name = exchanger.trim_end_matches('.').to_ascii_lowercase();
+        self.mx
+            .iter()
+            .any(|pattern| match pattern.strip_prefix("*.") {
+                Some(parent) => name
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+                None => *pattern == name,
+            })
+    }
+
+    /// The `mx` patterns, for messages.
+    pub fn patterns(&self) -> String {
+        self.mx.join(", ")
+    }
+}
+
+/// The `id` of a domain's announcement among its `_mta-sts` TXT records: `Ok(None)` when
+/// none announces a policy, an error when the announcement is not usable (two of them, or
+/// no `id`), which counts as no announcement.
+fn announced_id(records: &[String]) -> Result<Option<String>, String> {
+    let announcements: Vec<&String> = records
+        .iter()
+        .filter(|record| record.starts_with("v=STSv1"))
+        .collect();
+    let record = match announcements[..] {
+        [] => return Ok(None),
+        [record] => record,
+        _ => return Err("more than one `v=STSv1` record".into()),
+    };
+    record
+        .split(';')
+        .filter_map(|field| field.trim().split_once('='))
+        .find(|(key, _)| key.trim() == "id")
+        .map(|(_, id)| id.trim())
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+        .map(|id| Some(id.to_owned()))
+        .ok_or_else(|| format!("`{record}` has no valid id"))
+}
+
+/// A policy fetched, with the announcement it was fetched for.
+struct Cached {
+    id: String,
+    policy: Policy,
+    expires: Instant,
+}
+
+/// The policies of the domains mail went to, and how to fetch more.
+pub struct Policies {
+    cache: HashMap<String, Cached>,
+    /// The TLS trust for policy servers (the public roots, or `ca_file`'s).
+    tls: Arc<ClientConfig>,
+    /// The policy servers' port (443; another for tests).
+    port: u16,
+    timeout: Duration,
+}
+
+impl Policies {
+    pub fn new(tls: Arc<ClientConfig>, port: u16, timeout: Duration) -> Policies {
+        Policies {
+            cache: HashMap::new(),
+            tls,
+            port,
+            timeout,
+        }
+    }
+
+    /// The policy that holds for `domain` now, if any; `name` is the transport's, for the log.
+    pub fn policy(&mut self, name: &str, domain: &str, directory: &Directory) -> Option<Policy> {
+        let now = Instant::now();
+        self.cache.retain(|_, cached| cached.expires > now);
+        let id = match directory.txt(&format!("_mta-sts.{domain}.")) {
+            Ok(records) => announced_id(&records).unwrap_or_else(|why| {
+                log::warn!("{name}: the MTA-STS record of {domain} is not usable: {why}");
+                None
+            }),
+            Err(why) => {
+                log::debug!("{name}: no MTA-STS record for {domain}: {why}");
+                None
+            }
+        };
+        let cached = self.cache.get(domain);
+        let Some(id) = id else {
+            return cached.map(|cached| cached.policy.clone());
+        };
+        if let Some(cached) = cached.filter(|cached| cached.id == id) {
+            return Some(cached.policy.clone());
+        }
+        match self.fetch(domain, directory) {
+            Ok(policy) => {
+                log::info!(
+                    "{name}: MTA-STS policy of {domain} (id {id}): {:?}, mx {}, kept {} s",
+                    policy.mode,
+                    policy.patterns(),
+                    policy.max_age.as_secs()
+                );
+                let expires = now + policy.max_age;
+                self.cache.insert(
+                    domain.to_owned(),
+                    Cached {
+                        id,
+                        policy: policy.clone(),
+                        expires,
+                    },
+                );
+                Some(policy)
+            }
+            Err(why) => {
+                let cached = self.cache.get(domain).map(|cached| cached.policy.clone());
+                log::warn!(
+                    "{name}: cannot fetch the MTA-STS policy of {domain} (id {id}): {why}; {}",
+                    if cached.is_some() {
+                        "keeping the one cached"
+                    } else {
+                        "delivering as without one"
+                    }
+                );
+                cached
+            }
+        }
+    }
+
+    /// `https://mta-sts.<domain>/.well-known/mta-sts.txt`, read and parsed.
+    fn fetch(&self, domain: &str, directory: &Directory) -> Result<Policy, String> {
+        let host = format!("mta-sts.{domain}");
+        let addresses = directory
+            .addresses(&format!("{host}."))
+            .map_err(|why| format!("{host}: {why}"))?;
+        let stream = addresses
+            .iter()
+            .find_map(|ip| {
+                TcpStream::connect_timeout(&SocketAddr::new(*ip, self.port), self.timeout).ok()
+            })
+            .ok_or_else(|| format!("cannot connect to {host} on port {}", self.port))?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
+            .map_err(|e| format!("{host}: {e}"))?;
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|e| format!("`{host}` is not a server name: {e}"))?;
+        let connection = ClientConnection::new(Arc::clone(&self.tls), server_name)
+            .map_err(|e| format!("TLS with {host}: {e}"))?;
+        let mut tls = StreamOwned::new(connection, stream);
+        let request = format!(
+            "GET /.well-known/mta-sts.txt HTTP/1.0\r\nHost: {host}\r\nUser-Agent: spooler-transport-smtp\r\n\r\n"
+        );
+        let https_error = |e: std::io::Error| {
+            transport_support::tls::certificate_refusal(&host, &e)
+                .unwrap_or_else(|| format!("HTTPS with {host}: {e}"))
+        };
+        tls.write_all(request.as_bytes()).map_err(https_error)?;
+        let mut response = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            match tls.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(read) => response.extend_from_slice(&chunk[..read]),
+                // A server that closes without TLS's close_notify: HTTP/1.0 ends at the close.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(https_error(e)),
+            }
+            if response.len() > POLICY_SIZE_LIMIT + 8192 {
+                return Err(format!("{host} sent more than {POLICY_SIZE_LIMIT} bytes"));
+            }
+        }
+        let body = policy_body(&response).map_err(|why| format!("{host}: {why}"))?;
+        Policy::parse(body).map_err(|why| format!("the policy from {host} is not valid: {why}"))
+    }
+}
+
+/// The body of an HTTP response that must be `200` with `text/plain` (RFC 8461 section
+/// 3.3: no redirects, no other media type).
+fn policy_body(response: &[u8]) -> Result<&str, String> {
+    let text = std::str::from_utf8(response).map_err(|_| "the answer is not text".to_owned())?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .or_else(|| text.split_once("\n\n"))
+        .ok_or("the answer is not HTTP")?;
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or_default();
+    let code = status.split_whitespace().nth(1).unwrap_or_default();
+    if !status.starts_with("HTTP/") || code != "200" {
+        return Err(format!("it answered `{status}`, not 200"));
+    }
+    let content_type = lines
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if content_type.as_deref() != Some("text/plain") {
+        return Err(format!(
+            "its policy is `{}`, not text/plain",
+            content_type.unwrap_or_default()
+        ));
+    }
+    if body.len() > POLICY_SIZE_LIMIT {
+        return Err(format!(
+            "its policy is larger than {POLICY_SIZE_LIMIT} bytes"
+        ));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENFORCE: &str =
+        "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 86400\r\n";
+
+    #[test]
+    fn a_policy_is_read_from_its_lines() {
+        let policy = Policy::parse(ENFORCE).unwrap();
+        assert_eq!(policy.mode, Mode::Enforce);
+        assert_eq!(policy.max_age, Duration::from_secs(86400));
+        assert_eq!(policy.patterns(), "mail.example.com, *.example.net");
+        let forever =
+            Policy::parse("version: STSv1\nmode: testing\nmx: a.example\nmax_age: 99999999999\n");
+        assert_eq!(forever.unwrap().max_age, Duration::from_secs(MAX_AGE_LIMIT));
+        for (text, why) in [
+            ("mode: enforce\nmx: a\nmax_age: 1\n", "STSv1"),
+            (
+                "version: STSv1\nmode: strict\nmx: a\nmax_age: 1\n",
+                "strict",
+            ),
+            ("version: STSv1\nmode: enforce\nmax_age: 1\n", "no `mx`"),
+            (
+                "version: STSv1\nmode: enforce\nmx: a\nmax_age: soon\n",
+                "max_age",
+            ),
+        ] {
+            let error = Policy::parse(text).unwrap_err();
+            assert!(error.contains(why), "{text:?}: {error}");
+        }
+        assert!(Policy::parse("version: STSv1\nmode: none\nmax_age: 1\n").is_ok());
+    }
+
+    #[test]
+    fn exchangers_match_names_and_one_label_wildcards() {
+        let policy = Policy::parse(ENFORCE).unwrap();
+        assert!(policy.allows("mail.example.com"));
+        assert!(policy.allows("MAIL.Example.com."));
+        assert!(policy.allows("mx1.example.net"));
+        assert!(!policy.allows("example.net"), "a wildcard needs a label");
+        assert!(!policy.allows("a.b.example.net"), "and only one");
+        assert!(!policy.allows("mail.example.org"));
+    }
+
+    #[test]
+    fn the_announcement_gives_the_id_once() {
+        let txt = |records: &[&str]| {
+            announced_id(&records.iter().map(|r| r.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            txt(&["v=STSv1; id=20261208T01;"]),
+            Ok(Some("20261208T01".into()))
+        );
+        assert_eq!(txt(&["v=spf1 -all"]), Ok(None));
+        assert!(txt(&["v=STSv1; id=1;", "v=STSv1; id=2;"]).is_err());
+        assert!(txt(&["v=STSv1;"]).is_err());
+        assert!(txt(&["v=STSv1; id=not-alnum;"]).is_err());
+    }
+
+    #[test]
+    fn only_a_200_text_plain_answer_is_a_policy() {
+        let ok =
+            b"HTTP/1.0 200 ok\r\nContent-type: text/plain; charset=utf-8\r\n\r\nversion: STSv1\r\n";
+        assert_eq!(policy_body(ok), Ok("version: STSv1\r\n"));
+        let moved = b"HTTP/1.1 301 Moved\r\nLocation: https://elsewhere/\r\n\r\n";
+        assert!(policy_body(moved).unwrap_err().contains("301"));
+        let html = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>";
+        assert!(policy_body(html).unwrap_err().contains("text/html"));
+    }
+}
