@@ -6,6 +6,8 @@
 //!
 //! May call: `base`, `providers` (status rows, for their views) and `store` (mail events).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use provider_abi::store::{FolderInfo, MessageSummary, ShapeCell};
@@ -308,6 +310,10 @@ pub enum Response {
         /// The destinations backing off (absent from older hosts).
         #[serde(default)]
         backing_off: Vec<BackoffView>,
+        /// The destinations with deferrals or failures in the last hour, the most first
+        /// (absent from older hosts).
+        #[serde(default)]
+        troubles: Vec<TroubleView>,
     },
     /// What each verified address becomes, one line per address it expands to.
     Verified {
@@ -592,6 +598,22 @@ pub struct BackoffView {
     pub until: i64,
     /// The deferral that made it back off.
     pub reason: String,
+}
+
+/// A destination's deferrals and failures since its trouble began (forgotten an hour after
+/// the last), counted by class (`tls-failure`, `bad-mailbox`, …).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TroubleView {
+    /// The transport instance.
+    pub transport: String,
+    /// The recipient domain.
+    pub domain: String,
+    /// When the first was counted (milliseconds since the epoch).
+    pub since: i64,
+    /// Deferred recipients by class.
+    pub deferred: BTreeMap<String, u64>,
+    /// Failed recipients by class.
+    pub failed: BTreeMap<String, u64>,
 }
 
 /// An isolated instance's processes.

@@ -146,7 +146,7 @@ impl Parts {
             status: status.clone(),
             policy: self.policy,
             destinations: crate::config::destinations::DestinationPolicy::default(),
-            backoffs: crate::queue::destinations::BackoffBoard::default(),
+            board: crate::queue::board::DestinationBoard::default(),
             max_in_flight: 16,
             notices: notices_rx,
             hostname: "spooler.test".into(),

@@ -679,6 +679,25 @@ fn mta_sts_enforce_sends_only_over_verified_tls_to_the_exchangers_it_names() {
     );
     assert_eq!(stray["class"], "tls-failure", "{stray}");
 
+    // `status` counts each destination's trouble by class.
+    let status_page = host.command(&["status"]).stdout;
+    for domain in ["bad.test", "stray.test"] {
+        assert!(
+            status_page.lines().any(|line| line.starts_with(domain)
+                && line.contains("destination  internet")
+                && line.ends_with(": 1 deferred (tls-failure 1)")),
+            "{domain}:\n{status_page}"
+        );
+    }
+    let status_json = host.command(&["status", "--json"]).stdout;
+    let troubles: Vec<serde_json::Value> = status_json
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|row| row.get("deferred").is_some())
+        .collect();
+    assert_eq!(troubles.len(), 2, "only the troubled ones: {status_json}");
+    assert_eq!(troubles[0]["deferred"]["tls-failure"], 1, "{status_json}");
+
     wait_until(PROMPTLY, "Postfix relays both to the sink", || {
         sink.transactions_count() >= 2
     });

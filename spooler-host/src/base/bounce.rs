@@ -9,7 +9,7 @@ use provider_abi::transport::is_enhanced_status_code;
 use provider_abi::{DeliveryState, RecipientStatus};
 
 /// The class of a failure or deferral.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum BounceClass {
     BadMailbox,
     MailboxFull,

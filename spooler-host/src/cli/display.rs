@@ -1,12 +1,16 @@
 //! How the command line shows the host's answers: as tables for people, or as JSON lines
 //! for scripts.
 
+use std::collections::BTreeMap;
+
 use provider_abi::Timestamp;
 
 use crate::base::mail::utc_time;
-use crate::protocol::{MessageView, Response, ShapeView};
+use crate::protocol::{MessageView, Response, ShapeView, TroubleView};
 
-/// JSON for scripts: one object per message for listings, one object otherwise.
+/// JSON for scripts: one object per message for listings, one object otherwise. `status`
+/// gives one per provider row, then one per destination backing off (with `until`) and one
+/// per troubled destination (with `deferred` and `failed`), each with its `domain`.
 pub fn as_json(response: &Response) -> String {
     let line = |value: &dyn erased::Json| format!("{}\n", value.json());
     match response {
@@ -14,7 +18,17 @@ pub fn as_json(response: &Response) -> String {
         Response::Message(message) => line(message),
         Response::Shape(shape) => line(shape),
         Response::Folders { folders } => folders.iter().map(|f| line(f)).collect(),
-        Response::Status { providers, .. } => providers.iter().map(|p| line(p)).collect(),
+        Response::Status {
+            providers,
+            backing_off,
+            troubles,
+            ..
+        } => providers
+            .iter()
+            .map(|p| line(p))
+            .chain(backing_off.iter().map(|b| line(b)))
+            .chain(troubles.iter().map(|t| line(t)))
+            .collect(),
         Response::Submitted { id } => format!("{}\n", serde_json::json!({ "id": id })),
         Response::Event(event) => line(event),
         Response::Verified { verdicts } => verdicts.iter().map(|v| line(v)).collect(),
@@ -78,6 +92,7 @@ pub fn as_table(response: &Response) -> String {
             hosts,
             store_bytes,
             backing_off,
+            troubles,
         } => providers
             .iter()
             .map(|p| {
@@ -124,6 +139,16 @@ pub fn as_table(response: &Response) -> String {
                     b.transport,
                     utc_time(Timestamp(b.until)),
                     b.reason
+                )
+            }))
+            .chain(troubles.iter().map(|t| {
+                format!(
+                    "{:<20} {:<12} {:<20} since {}: {}\n",
+                    t.domain,
+                    "destination",
+                    t.transport,
+                    utc_time(Timestamp(t.since)),
+                    trouble_counts(t)
                 )
             }))
             .chain(std::iter::once(format!("Outbox: {outbox} message(s)\n")))
@@ -242,6 +267,28 @@ fn shape_table(shape: &ShapeView) -> String {
             format!("{name:>name_width$} {}\n", cells.join(" "))
         })
         .collect()
+}
+
+/// `3 deferred (tls-failure 2, connection-failure 1), 1 failed (bad-mailbox 1)`.
+fn trouble_counts(trouble: &TroubleView) -> String {
+    let part = |what: &str, counts: &BTreeMap<String, u64>| {
+        let total: u64 = counts.values().sum();
+        (total > 0).then(|| {
+            let classes: Vec<String> = counts
+                .iter()
+                .map(|(class, count)| format!("{class} {count}"))
+                .collect();
+            format!("{total} {what} ({})", classes.join(", "))
+        })
+    };
+    [
+        part("deferred", &trouble.deferred),
+        part("failed", &trouble.failed),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 #[cfg(test)]

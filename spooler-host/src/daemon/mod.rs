@@ -31,7 +31,7 @@ use crate::providers::quarantine::{self, Quarantine};
 use crate::providers::routing_table::RoutesInForce;
 use crate::providers::status::StatusTable;
 use crate::providers::unknown::no_such_provider;
-use crate::queue::destinations::BackoffBoard;
+use crate::queue::board::DestinationBoard;
 use crate::queue::{QueueCommand, QueueManager, Setup};
 use crate::store::retention;
 use crate::store::thread::StoreClient;
@@ -89,14 +89,14 @@ impl Spooler {
         let watchers = Watchers::default();
         let (inbound, _) =
             InboundManager::start(store.clone(), Arc::clone(&routes), watchers.clone());
-        let backoffs = BackoffBoard::default();
+        let board = DestinationBoard::default();
         let (queue, _) = QueueManager::start(Setup {
             store: store.clone(),
             routes: Arc::clone(&routes),
             status: status.clone(),
             policy: profile.retry,
             destinations: profile.destinations.clone(),
-            backoffs: backoffs.clone(),
+            board: board.clone(),
             max_in_flight: profile.max_in_flight,
             notices: notices_rx,
             hostname: provider_abi::host::hostname(),
@@ -123,7 +123,7 @@ impl Spooler {
             inbound: inbound.clone(),
             watchers,
             quarantine: quarantine.clone(),
-            backoffs,
+            board,
             smtp_session: Arc::new(move |connection| {
                 smtpd::serve_local(connection, &local_intake);
             }),

@@ -16,11 +16,10 @@
 //! to the transport at once, as before.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
-use parking_lot::Mutex;
 use provider_abi::{Address, MessageId, Timestamp};
 
+use super::board::{DestinationBoard, Trouble};
 use super::routing::Calls;
 use crate::config::destinations::{DestinationPolicy, Pace};
 use crate::providers::routing_table::TransportIndex;
@@ -120,63 +119,11 @@ impl Destination {
 pub(super) struct Destinations {
     policy: DestinationPolicy,
     table: HashMap<Key, Destination>,
-    board: BackoffBoard,
-}
-
-/// A destination backing off, as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DestinationBackoff {
-    /// The transport instance.
-    pub transport: String,
-    /// The recipient domain.
-    pub domain: String,
-    /// Until when nothing is tried.
-    pub until: Timestamp,
-    /// The deferral that made it back off.
-    pub reason: String,
-}
-
-/// The destinations backing off, shared by the queue manager (which writes it) and the
-/// control socket (which shows it in `status`).
-#[derive(Clone, Default)]
-pub struct BackoffBoard(Arc<Mutex<HashMap<(String, String), DestinationBackoff>>>);
-
-impl BackoffBoard {
-    /// Those still backing off at `now`, by domain.
-    pub fn current(&self, now: Timestamp) -> Vec<DestinationBackoff> {
-        let mut current: Vec<DestinationBackoff> = self
-            .0
-            .lock()
-            .values()
-            .filter(|b| b.until > now)
-            .cloned()
-            .collect();
-        current.sort_by(|a, b| (&a.domain, &a.transport).cmp(&(&b.domain, &b.transport)));
-        current
-    }
-
-    fn set(&self, key: &Key, backoff: Option<&Backoff>) {
-        let mut board = self.0.lock();
-        let id = (key.transport.clone(), key.domain.clone());
-        match backoff {
-            Some(backoff) => {
-                let shown = DestinationBackoff {
-                    transport: key.transport.clone(),
-                    domain: key.domain.clone(),
-                    until: backoff.until,
-                    reason: backoff.reason.clone(),
-                };
-                board.insert(id, shown);
-            }
-            None => {
-                board.remove(&id);
-            }
-        }
-    }
+    board: DestinationBoard,
 }
 
 impl Destinations {
-    pub fn new(policy: DestinationPolicy, board: BackoffBoard) -> Destinations {
+    pub fn new(policy: DestinationPolicy, board: DestinationBoard) -> Destinations {
         Destinations {
             policy,
             table: HashMap::new(),
@@ -235,6 +182,11 @@ impl Destinations {
             .min()
     }
 
+    /// Counts the deferrals and failures among a job's answers for `key`, for `status`.
+    pub fn count(&self, key: &Key, troubles: impl IntoIterator<Item = Trouble>, now: Timestamp) {
+        self.board.count(&key.transport, &key.domain, troubles, now);
+    }
+
     /// A job of `key` that was started is over, as `reach` says: the jobs that may go now.
     pub fn finished(&mut self, key: &Key, reach: Reach, now: Timestamp) -> Released {
         let pace = self.policy.pace(&key.domain);
@@ -246,10 +198,14 @@ impl Destinations {
         match reach {
             Reach::Reached => {
                 destination.backoff = None;
-                self.board.set(key, None);
+                self.board.set_backoff(&key.transport, &key.domain, None);
             }
             Reach::Unreached(backoff) => {
-                self.board.set(key, Some(&backoff));
+                self.board.set_backoff(
+                    &key.transport,
+                    &key.domain,
+                    Some((backoff.until, &backoff.reason)),
+                );
                 destination.backoff = Some(backoff);
             }
             Reach::Unknown => {}
@@ -296,7 +252,7 @@ mod tests {
             default: pace(concurrency),
             domains: BTreeMap::from([("slow.test".to_owned(), pace(1))]),
         };
-        Destinations::new(policy, BackoffBoard::default())
+        Destinations::new(policy, DestinationBoard::default())
     }
 
     fn key(domain: &str) -> Key {
@@ -366,7 +322,7 @@ mod tests {
         };
         let released = table.finished(&a, Reach::Unreached(backoff), now);
         assert!(released.start.is_empty());
-        assert_eq!(table.board.current(now).len(), 1, "status shows it");
+        assert_eq!(table.board.backoffs(now).len(), 1, "status shows it");
         assert_eq!(released.backing_off.len(), 1, "the waiting job is deferred");
         assert!(matches!(
             table.admit(&a, job(3), now),
@@ -379,7 +335,7 @@ mod tests {
         );
         table.finished(&a, Reach::Reached, later);
         assert!(table.table.is_empty(), "a success clears it");
-        assert!(table.board.current(now).is_empty());
+        assert!(table.board.backoffs(now).is_empty());
     }
 
     #[test]
@@ -391,7 +347,7 @@ mod tests {
             },
             domains: BTreeMap::new(),
         };
-        let mut table = Destinations::new(policy, BackoffBoard::default());
+        let mut table = Destinations::new(policy, DestinationBoard::default());
         let now = Timestamp::now();
         let a = key("a.test");
         assert!(matches!(table.admit(&a, job(1), now), Admission::Start(_)));

@@ -29,6 +29,7 @@
 //! through the store thread) and `inbound` (to have mail fetched). Nothing here knows a
 //! front end.
 
+pub mod board;
 mod commands;
 mod commit;
 pub mod destinations;
@@ -63,7 +64,8 @@ use crate::queue::policy::{Jitter, RetryPolicy};
 use crate::store::outage::Outage;
 use crate::store::thread::{Commit, StoreClient};
 use crate::store::watchers::Watchers;
-use destinations::{BackoffBoard, Destinations};
+use board::DestinationBoard;
+use destinations::Destinations;
 use recipient::RecipientIndex;
 
 /// The answer to an operator's command about one message.
@@ -161,8 +163,8 @@ pub struct Setup {
     pub policy: RetryPolicy,
     /// How many deliveries to one destination run at once.
     pub destinations: DestinationPolicy,
-    /// Where the destinations backing off are shown.
-    pub backoffs: BackoffBoard,
+    /// Where the destinations backing off and their trouble are shown.
+    pub board: DestinationBoard,
     /// How many messages it holds in memory at most.
     pub max_in_flight: usize,
     /// Notices from providers.
@@ -284,7 +286,7 @@ impl QueueManager {
             routes: setup.routes,
             status: setup.status,
             policy: setup.policy,
-            destinations: Destinations::new(setup.destinations, setup.backoffs),
+            destinations: Destinations::new(setup.destinations, setup.board),
             max_in_flight: setup.max_in_flight,
             hostname: setup.hostname,
             events,

@@ -15,6 +15,7 @@ use provider_abi::{
     RecipientKind, RecipientOutcome, StoredMessage, Timestamp,
 };
 
+use super::board::Trouble;
 use super::destinations::{destination_of, Admission, Backoff, Job, Key, Reach};
 use super::recipient::{defer, describe, finish_recipient, wait_for, FinalAnswer, RecipientIndex};
 use super::{Answer, Event, QueueManager, Stage};
@@ -129,11 +130,13 @@ impl QueueManager {
     ) {
         let verdict = verdict_of(&answers);
         let indices: Vec<RecipientIndex> = answers.iter().map(|(i, _)| *i).collect();
+        let troubles: Vec<Trouble> = answers.iter().filter_map(|(_, a)| trouble_of(a)).collect();
         self.transport_answered(id, transport, answers);
         let Some(key) = destination else {
             return;
         };
         let now = Timestamp::now();
+        self.destinations.count(&key, troubles, now);
         let reach = match verdict {
             Verdict::Reached => Reach::Reached,
             Verdict::Unknown => Reach::Unknown,
@@ -554,6 +557,25 @@ fn verdict_of(answers: &[(RecipientIndex, Answer)]) -> Verdict {
             Verdict::Unreached(reason.to_string())
         }
         _ => Verdict::Unknown,
+    }
+}
+
+/// What `status` counts of an answer: a deferral or a failure, with its class.
+fn trouble_of(answer: &Answer) -> Option<Trouble> {
+    match answer {
+        Ok(RecipientOutcome::Deferred { reason, .. }) => {
+            Some(Trouble::Deferred(BounceClass::of_text(reason)))
+        }
+        Ok(RecipientOutcome::Failed {
+            status_code,
+            diagnostic,
+            text,
+        }) => Some(Trouble::Failed(BounceClass::classify(
+            Some(status_code.as_str()),
+            &format!("{text} {diagnostic}"),
+        ))),
+        Err(error) => Some(Trouble::Deferred(BounceClass::of_text(error))),
+        Ok(_) => None,
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod socket;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -18,16 +19,17 @@ use crossbeam_channel::{bounded, Sender};
 use provider_abi::store::OUTBOX;
 use provider_abi::{MessageId, ProviderKind, Timestamp};
 
+use crate::base::bounce::BounceClass;
 use crate::inbound::InboundCommand;
 use crate::intake::{checks, Intake, Refusal, RefusalKind};
 use crate::protocol::{
     BackoffView, Failure, FolderView, HostView, MessageView, Request, Response, ShapeView,
-    StatusView, Submission,
+    StatusView, Submission, TroubleView,
 };
 use crate::providers::quarantine::Quarantine;
 use crate::providers::routing_table::RoutesInForce;
 use crate::providers::status::StatusTable;
-use crate::queue::destinations::BackoffBoard;
+use crate::queue::board::DestinationBoard;
 use crate::queue::{QueueCommand, QueueReply};
 use crate::store::thread::StoreClient;
 use crate::store::watchers::Watchers;
@@ -40,6 +42,9 @@ pub const PAGE: u32 = 1000;
 /// before it closes the connection: a client that stops midway holds no thread for ever.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How many troubled destinations `status` lists, the most troubled first.
+const TROUBLES_SHOWN: usize = 50;
+
 /// What the control threads need: the parts of the running spooler they answer for.
 #[derive(Clone)]
 pub struct Control {
@@ -51,7 +56,7 @@ pub struct Control {
     inbound: Sender<InboundCommand>,
     watchers: Watchers,
     quarantine: Quarantine,
-    backoffs: BackoffBoard,
+    board: DestinationBoard,
     /// Serves `sendmail -bs`: an SMTP session over the client's connection (the daemon
     /// hands the SMTP listener's session here, so that neither front end imports the other).
     smtp_session: Arc<dyn Fn(UnixStream) + Send + Sync>,
@@ -80,8 +85,8 @@ pub struct Parts {
     pub watchers: Watchers,
     /// Why messages are held for crashing providers.
     pub quarantine: Quarantine,
-    /// The destinations backing off.
-    pub backoffs: BackoffBoard,
+    /// The destinations backing off, and their trouble.
+    pub board: DestinationBoard,
     /// Serves an SMTP session over a client's connection (`sendmail -bs`).
     pub smtp_session: Arc<dyn Fn(UnixStream) + Send + Sync>,
     /// Lists and lifts the SMTP listeners' bans.
@@ -100,7 +105,7 @@ impl Control {
             inbound: parts.inbound,
             watchers: parts.watchers,
             quarantine: parts.quarantine,
-            backoffs: parts.backoffs,
+            board: parts.board,
             smtp_session: parts.smtp_session,
             smtp_bans: parts.smtp_bans,
         }
@@ -274,6 +279,7 @@ impl Control {
     /// The status table with the queue's counts, from count queries: it costs the same with
     /// ten or a hundred thousand messages queued.
     fn status(&self) -> Result<Response, String> {
+        let now = Timestamp::now();
         let counts = self.store.queue_counts().map_err(|e| e.to_string())?;
         let hosts = self.store.hosts().map_err(|e| e.to_string())?;
         let providers = self
@@ -296,9 +302,22 @@ impl Control {
             hosts: hosts.iter().map(HostView::from).collect(),
             // A store that cannot tell (built against provider-abi before 1.4) shows none.
             store_bytes: self.store.size_on_disk().ok(),
+            troubles: self
+                .board
+                .troubles(now)
+                .into_iter()
+                .take(TROUBLES_SHOWN)
+                .map(|trouble| TroubleView {
+                    transport: trouble.transport,
+                    domain: trouble.domain,
+                    since: trouble.since.0,
+                    deferred: by_name(&trouble.deferred),
+                    failed: by_name(&trouble.failed),
+                })
+                .collect(),
             backing_off: self
-                .backoffs
-                .current(Timestamp::now())
+                .board
+                .backoffs(now)
                 .into_iter()
                 .map(|backoff| BackoffView {
                     transport: backoff.transport,
@@ -494,4 +513,12 @@ impl From<Refusal> for Response {
         };
         Response::error(failure, refusal.message)
     }
+}
+
+/// Counts by class, keyed by the class's name as `show --json` gives it.
+fn by_name(counts: &BTreeMap<BounceClass, u64>) -> BTreeMap<String, u64> {
+    counts
+        .iter()
+        .map(|(class, count)| (class.name().to_owned(), *count))
+        .collect()
 }
