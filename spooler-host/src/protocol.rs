@@ -488,6 +488,9 @@ pub struct ShapeRow {
     pub total: u64,
     /// Its pending recipients per age bucket, one more than there are bounds.
     pub buckets: Vec<u64>,
+    /// Until when it backs off as a destination (milliseconds since the epoch), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backing_off_until: Option<i64>,
 }
 
 impl ShapeView {
@@ -523,6 +526,7 @@ impl ShapeRow {
             domain: domain.to_owned(),
             total: 0,
             buckets: vec![0; buckets],
+            backing_off_until: None,
         }
     }
 

@@ -546,6 +546,12 @@ fn a_destination_that_cannot_be_reached_backs_off_as_a_whole() {
             }),
             "status shows it:\n{status}"
         );
+        let shape = host.command(&["queue", "--shape"]).stdout;
+        assert!(
+            shape.lines().any(|line| line.trim_start().starts_with(domain)
+                && line.contains("backing off until")),
+            "queue --shape marks it:\n{shape}"
+        );
     }
     wait_until(PROMPTLY, "up.test's mail goes on", || {
         recipient(&host.show(&other), "SMTP:bob@up.test")["state"] == "delivered"

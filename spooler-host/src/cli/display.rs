@@ -238,17 +238,25 @@ fn shape_table(shape: &ShapeView) -> String {
         .chain(shape.bucket_minutes.iter().map(u64::to_string))
         .chain(shape.bucket_minutes.last().map(|last| format!("{last}+")))
         .collect();
-    let rows: Vec<(&str, Vec<String>)> = std::iter::once(&shape.total)
+    let rows: Vec<(&str, Vec<String>, String)> = std::iter::once(&shape.total)
         .chain(&shape.domains)
         .map(|row| {
             let counts = std::iter::once(row.total).chain(row.buckets.iter().copied());
-            (row.domain.as_str(), counts.map(|n| n.to_string()).collect())
+            let note = row
+                .backing_off_until
+                .map(|until| format!("  backing off until {}", utc_time(Timestamp(until))))
+                .unwrap_or_default();
+            (
+                row.domain.as_str(),
+                counts.map(|n| n.to_string()).collect(),
+                note,
+            )
         })
         .collect();
-    let name_width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    let name_width = rows.iter().map(|(name, ..)| name.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..header.len())
         .map(|column| {
-            let counts = rows.iter().filter_map(|(_, counts)| counts.get(column));
+            let counts = rows.iter().filter_map(|(_, counts, _)| counts.get(column));
             counts
                 .chain([&header[column]])
                 .map(String::len)
@@ -256,15 +264,15 @@ fn shape_table(shape: &ShapeView) -> String {
                 .unwrap_or(0)
         })
         .collect();
-    std::iter::once(("", header))
+    std::iter::once(("", header, String::new()))
         .chain(rows)
-        .map(|(name, cells)| {
+        .map(|(name, cells, note)| {
             let cells: Vec<String> = cells
                 .iter()
                 .zip(&widths)
                 .map(|(cell, width)| format!("{cell:>width$}"))
                 .collect();
-            format!("{name:>name_width$} {}\n", cells.join(" "))
+            format!("{name:>name_width$} {}{note}\n", cells.join(" "))
         })
         .collect()
 }

@@ -338,7 +338,16 @@ impl Control {
             .store
             .queue_shape(Timestamp::now(), seconds)
             .map_err(|e| e.to_string())?;
-        Ok(Response::Shape(ShapeView::new(&minutes, &cells, top)))
+        let mut shape = ShapeView::new(&minutes, &cells, top);
+        let backoffs = self.board.backoffs(Timestamp::now());
+        for row in &mut shape.domains {
+            row.backing_off_until = backoffs
+                .iter()
+                .filter(|backoff| backoff.domain.eq_ignore_ascii_case(&row.domain))
+                .map(|backoff| backoff.until.0)
+                .max();
+        }
+        Ok(Response::Shape(shape))
     }
 
     /// Checks the submission and commits it; each refusal says what kind it is, so that
