@@ -548,8 +548,10 @@ fn a_destination_that_cannot_be_reached_backs_off_as_a_whole() {
         );
         let shape = host.command(&["queue", "--shape"]).stdout;
         assert!(
-            shape.lines().any(|line| line.trim_start().starts_with(domain)
-                && line.contains("backing off until")),
+            shape
+                .lines()
+                .any(|line| line.trim_start().starts_with(domain)
+                    && line.contains("backing off until")),
             "queue --shape marks it:\n{shape}"
         );
     }

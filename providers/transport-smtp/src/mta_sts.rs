@@ -51,6 +51,10 @@ pub struct Policy {
 /// The longest a policy is kept, whatever it says (RFC 8461 section 3.2: about a year).
 const MAX_AGE_LIMIT: u64 = 31_557_600;
 
+/// Past this many cached policies, the expired ones are dropped (each is otherwise dropped
+/// when its domain is next looked at).
+const CACHED_POLICIES: usize = 10_000;
+
 /// A policy file larger than this is refused (RFC 8461 section 3.3 suggests 64 KiB).
 const POLICY_SIZE_LIMIT: usize = 64 * 1024;
 
@@ -171,7 +175,16 @@ impl Policies {
     /// The policy that holds for `domain` now, if any; `name` is the transport's, for the log.
     pub fn policy(&mut self, name: &str, domain: &str, directory: &Directory) -> Option<Policy> {
         let now = Instant::now();
-        self.cache.retain(|_, cached| cached.expires > now);
+        if self
+            .cache
+            .get(domain)
+            .is_some_and(|cached| cached.expires <= now)
+        {
+            self.cache.remove(domain);
+        }
+        if self.cache.len() >= CACHED_POLICIES {
+            self.cache.retain(|_, cached| cached.expires > now);
+        }
         let id = match directory.txt(&format!("_mta-sts.{domain}.")) {
             Ok(records) => announced_id(&records).unwrap_or_else(|why| {
                 log::warn!("{name}: the MTA-STS record of {domain} is not usable: {why}");

@@ -158,7 +158,8 @@ impl Spooler {
     /// Applies a re-read profile and rescans the providers folder (SIGHUP). Instances
     /// whose configuration is unchanged keep running; new ones start (a library dropped
     /// into the folder since is loaded now); removed ones close once their work is done.
-    /// The store, the retry policy and the data folder change only with a restart.
+    /// `[destinations]` applies from now on. The store, the retry policy and the data
+    /// folder change only with a restart.
     pub fn reload(&self, profile: &Profile, providers_folder: &Path) {
         let folder = match loader::load_folder(providers_folder) {
             Ok(folder) => folder,
@@ -195,6 +196,9 @@ impl Spooler {
         self.routes.replace(Arc::clone(&routes));
         self.queue
             .send(QueueCommand::NewRoutes(Arc::clone(&routes)))
+            .ok();
+        self.queue
+            .send(QueueCommand::NewDestinations(profile.destinations.clone()))
             .ok();
         // Mail waiting for a transport that was missing or misconfigured may go now.
         self.queue.send(QueueCommand::Flush(None)).ok();

@@ -37,6 +37,12 @@ impl QueueManager {
                 self.routes = routes;
                 self.look_at_queue = true;
             }
+            QueueCommand::NewDestinations(policy) => {
+                if policy != *self.destinations.policy() {
+                    log::info!("pacing destinations by the reloaded [destinations] from now on");
+                    self.new_destination_policy(policy);
+                }
+            }
             QueueCommand::Shutdown(done) => {
                 log::info!(
                     "shutting down: taking no new work, finishing {} message(s) under way",

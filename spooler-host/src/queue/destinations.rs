@@ -155,6 +155,23 @@ impl Destinations {
         if !self.policy.has_rate() {
             return Vec::new();
         }
+        self.release_all(now)
+    }
+
+    /// How the destinations are paced.
+    pub fn policy(&self) -> &DestinationPolicy {
+        &self.policy
+    }
+
+    /// Paces the destinations by `policy` from now on (the profile was reloaded): the
+    /// waiting jobs a higher limit lets go now, counted in flight.
+    pub fn set_policy(&mut self, policy: DestinationPolicy, now: Timestamp) -> Vec<(Key, Job)> {
+        self.policy = policy;
+        self.release_all(now)
+    }
+
+    /// The waiting jobs of every destination not backing off that may start at `now`.
+    fn release_all(&mut self, now: Timestamp) -> Vec<(Key, Job)> {
         let mut started = Vec::new();
         for (key, destination) in &mut self.table {
             if destination.backoff.as_ref().is_some_and(|b| b.until > now) {
@@ -336,6 +353,22 @@ mod tests {
         table.finished(&a, Reach::Reached, later);
         assert!(table.table.is_empty(), "a success clears it");
         assert!(table.board.backoffs(now).is_empty());
+    }
+
+    #[test]
+    fn a_reloaded_policy_with_more_room_lets_the_waiting_jobs_go() {
+        let mut table = destinations(1);
+        let now = Timestamp::now();
+        let a = key("a.test");
+        assert!(matches!(table.admit(&a, job(1), now), Admission::Start(_)));
+        assert!(matches!(table.admit(&a, job(2), now), Admission::Wait));
+        assert!(matches!(table.admit(&a, job(3), now), Admission::Wait));
+        let mut wider = table.policy().clone();
+        wider.default.concurrency = 2;
+        let started = table.set_policy(wider, now);
+        let ids: Vec<u64> = started.iter().map(|(_, job)| job.id.0).collect();
+        assert_eq!(ids, [2], "one more may run now; the third still waits");
+        assert!(matches!(table.admit(&a, job(4), now), Admission::Wait));
     }
 
     #[test]

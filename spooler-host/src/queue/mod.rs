@@ -88,6 +88,8 @@ pub enum QueueCommand {
     Delete(MessageId, QueueReply),
     /// Route new work through this table from now on (the profile was reloaded).
     NewRoutes(Arc<RoutingTable>),
+    /// Pace the destinations by this from now on (the profile was reloaded).
+    NewDestinations(DestinationPolicy),
     /// Take no new work, let the passes under way finish (or put them back), store
     /// everything, then answer and stop.
     Shutdown(Sender<()>),

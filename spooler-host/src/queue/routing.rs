@@ -21,6 +21,7 @@ use super::recipient::{defer, describe, finish_recipient, wait_for, FinalAnswer,
 use super::{Answer, Event, QueueManager, Stage};
 use crate::base::bounce::BounceClass;
 use crate::base::mail::utc_time;
+use crate::config::destinations::DestinationPolicy;
 use crate::observe::events::{EventKind, Happening};
 use crate::observe::metrics::{metrics, ByTransport};
 use crate::providers::routing_table::TransportIndex;
@@ -174,6 +175,13 @@ impl QueueManager {
     pub(super) fn start_due_jobs(&mut self) {
         let due = self.destinations.due(Timestamp::now());
         self.start_waiting(due);
+    }
+
+    /// Paces the destinations by a reloaded profile's `[destinations]`, starting the jobs a
+    /// higher limit lets go.
+    pub(super) fn new_destination_policy(&mut self, policy: DestinationPolicy) {
+        let started = self.destinations.set_policy(policy, Timestamp::now());
+        self.start_waiting(started);
     }
 
     /// Sends jobs that waited for their destination to their transports.
