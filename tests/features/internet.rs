@@ -559,6 +559,22 @@ fn a_destination_that_cannot_be_reached_backs_off_as_a_whole() {
         recipient(&host.show(&other), "SMTP:bob@up.test")["state"] == "delivered"
     });
     assert_eq!(up.transactions_count(), 1);
+
+    // down.test comes up: a flush tries it at once, backoff or not (as Postfix's does).
+    let down = SmtpSink::start_at(&site, "down", "127.0.0.10", port, &[]);
+    host.command(&["flush"]);
+    wait_until(PROMPTLY, "down.test's mail goes after the flush", || {
+        to_down.iter().enumerate().all(|(n, id)| {
+            recipient(&host.show(id), &format!("SMTP:r{n}@down.test"))["state"] == "delivered"
+        })
+    });
+    assert_eq!(down.transactions_count(), 4);
+    assert!(
+        host.log()
+            .contains("flush: 2 destination(s) backing off are tried again"),
+        "{}",
+        host.log()
+    );
 }
 
 /// A policy file (`mta-sts.txt`) in `mode` for the exchanger `mx`.

@@ -158,6 +158,20 @@ impl Destinations {
         self.release_all(now)
     }
 
+    /// Ends the backoffs of `transport`'s destinations (of every transport's, with `None`);
+    /// how many there were.
+    pub fn forget_backoffs(&mut self, transport: Option<&str>) -> usize {
+        let mut forgotten = 0;
+        for (key, destination) in &mut self.table {
+            if transport.is_none_or(|t| t == key.transport) && destination.backoff.take().is_some()
+            {
+                self.board.set_backoff(&key.transport, &key.domain, None);
+                forgotten += 1;
+            }
+        }
+        forgotten
+    }
+
     /// How the destinations are paced.
     pub fn policy(&self) -> &DestinationPolicy {
         &self.policy
@@ -353,6 +367,23 @@ mod tests {
         table.finished(&a, Reach::Reached, later);
         assert!(table.table.is_empty(), "a success clears it");
         assert!(table.board.backoffs(now).is_empty());
+    }
+
+    #[test]
+    fn a_flush_ends_the_backoffs_of_its_transport() {
+        let mut table = destinations(1);
+        let now = Timestamp::now();
+        let a = key("a.test");
+        assert!(matches!(table.admit(&a, job(1), now), Admission::Start(_)));
+        let backoff = Backoff {
+            until: now.plus(Duration::from_secs(60)),
+            reason: "connection refused".into(),
+        };
+        table.finished(&a, Reach::Unreached(backoff), now);
+        assert_eq!(table.forget_backoffs(Some("another")), 0);
+        assert_eq!(table.forget_backoffs(Some("internet")), 1);
+        assert!(table.board.backoffs(now).is_empty());
+        assert!(matches!(table.admit(&a, job(2), now), Admission::Start(_)));
     }
 
     #[test]
