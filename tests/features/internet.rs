@@ -621,6 +621,11 @@ fn mta_sts_enforce_sends_only_over_verified_tls_to_the_exchangers_it_names() {
             .txt(&format!("_mta-sts.{domain}"), "v=STSv1; id=20261208;")
             .address(&format!("mta-sts.{domain}"), policy_ip);
     }
+    // unserved.test announces a policy that nobody serves (nothing listens at 127.0.0.6).
+    let zone = zone
+        .exchanger("unserved.test", "127.0.0.1")
+        .txt("_mta-sts.unserved.test", "v=STSv1; id=1;")
+        .address("mta-sts.unserved.test", "127.0.0.6");
     let Some(dns) = Dnsmasq::start(zone) else {
         return;
     };
@@ -746,6 +751,27 @@ fn mta_sts_enforce_sends_only_over_verified_tls_to_the_exchangers_it_names() {
         log.matches("MTA-STS policy of good.test (id").count(),
         1,
         "fetched once:\n{log}"
+    );
+
+    // A policy that cannot be fetched is no policy (mail goes as before), and the fetch is
+    // not tried again at each connection.
+    for _ in 0..2 {
+        let id = host.submit(&["-f", "alice@example.com", "dave@unserved.test"], MESSAGE);
+        wait_until(PROMPTLY, "mail to unserved.test is delivered", || {
+            recipient(&host.show(&id), "SMTP:dave@unserved.test")["state"] == "delivered"
+        });
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+    let log = host.log();
+    assert_eq!(
+        log.matches("cannot fetch the MTA-STS policy of unserved.test (id 1): cannot connect to mta-sts.unserved.test")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("delivering as without one, and trying again in 300 s"),
+        "{log}"
     );
     assert!(
         log.contains("MTA-STS policy of good.test (id 20261208): Enforce")

@@ -15,7 +15,9 @@
 //! (the resolver caches it for its TTL): a new `id` fetches the policy again, no record or
 //! a failed fetch keeps using the cached one (this is what makes a policy hold against an
 //! attacker who strips the TXT record). With no cached policy, a failed fetch means no
-//! policy, as the RFC says: a sender's first contact cannot be protected.
+//! policy, as the RFC says: a sender's first contact cannot be protected. A failed fetch is
+//! not tried again for the same announcement for 5 minutes, and a fetch waits at most 10 s
+//! a step, so a domain whose policy server is down does not hold up every connection.
 //!
 //! The cache is the transport instance's, in memory; a restart fetches again.
 
@@ -152,9 +154,19 @@ struct Cached {
     expires: Instant,
 }
 
+/// How long a failed fetch is not tried again for the same announcement: a domain whose
+/// policy server is down would otherwise cost every new connection to it a wait.
+const FETCH_RETRY: Duration = Duration::from_secs(300);
+
+/// The longest a policy fetch waits at each step (connecting, each read), whatever the
+/// transport's `timeout_secs`: the mail waits meanwhile.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The policies of the domains mail went to, and how to fetch more.
 pub struct Policies {
     cache: HashMap<String, Cached>,
+    /// The announcements whose fetch failed, by domain: the id, and when to try again.
+    failed: HashMap<String, (String, Instant)>,
     /// The TLS trust for policy servers (the public roots, or `ca_file`'s).
     tls: Arc<ClientConfig>,
     /// The policy servers' port (443; another for tests).
@@ -166,9 +178,10 @@ impl Policies {
     pub fn new(tls: Arc<ClientConfig>, port: u16, timeout: Duration) -> Policies {
         Policies {
             cache: HashMap::new(),
+            failed: HashMap::new(),
             tls,
             port,
-            timeout,
+            timeout: timeout.min(FETCH_TIMEOUT),
         }
     }
 
@@ -202,6 +215,14 @@ impl Policies {
         if let Some(cached) = cached.filter(|cached| cached.id == id) {
             return Some(cached.policy.clone());
         }
+        let recently_failed = self
+            .failed
+            .get(domain)
+            .is_some_and(|(failed_id, until)| *failed_id == id && *until > now);
+        if recently_failed {
+            return cached.map(|cached| cached.policy.clone());
+        }
+        self.failed.remove(domain);
         match self.fetch(domain, directory) {
             Ok(policy) => {
                 log::info!(
@@ -224,13 +245,19 @@ impl Policies {
             Err(why) => {
                 let cached = self.cache.get(domain).map(|cached| cached.policy.clone());
                 log::warn!(
-                    "{name}: cannot fetch the MTA-STS policy of {domain} (id {id}): {why}; {}",
+                    "{name}: cannot fetch the MTA-STS policy of {domain} (id {id}): {why}; {}, and trying again in {} s",
                     if cached.is_some() {
                         "keeping the one cached"
                     } else {
                         "delivering as without one"
-                    }
+                    },
+                    FETCH_RETRY.as_secs()
                 );
+                if self.failed.len() >= CACHED_POLICIES {
+                    self.failed.retain(|_, (_, until)| *until > now);
+                }
+                self.failed
+                    .insert(domain.to_owned(), (id, now + FETCH_RETRY));
                 cached
             }
         }
