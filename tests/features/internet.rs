@@ -779,3 +779,39 @@ fn mta_sts_enforce_sends_only_over_verified_tls_to_the_exchangers_it_names() {
         "{log}"
     );
 }
+
+#[test]
+fn a_backlog_to_a_slow_destination_does_not_fill_the_host_and_hold_up_other_domains() {
+    if real_server("smtp-sink").is_none() {
+        return;
+    }
+    let Some(dns) = Dnsmasq::start(
+        Zone::new()
+            .exchanger("slow.test", "127.0.0.13")
+            .exchanger("fast.test", "127.0.0.14"),
+    ) else {
+        return;
+    };
+    let site = Site::new();
+    let port = free_port();
+    // slow.test takes one delivery at a time, 2 s each; the host holds 8 messages at once.
+    let slow = SmtpSink::start_at(&site, "slow", "127.0.0.13", port, &["-w", "2"]);
+    let fast = SmtpSink::start_at(&site, "fast", "127.0.0.14", port, &[]);
+    let profile = mx_profile(&dns, port, 4)
+        + "[limits]\nmax_in_flight = 8\n[destinations.domains.\"slow.test\"]\nconcurrency = 1\n";
+    let host = Host::start(&site.write_config(&profile), "host.log");
+    let backlog = submit_to(&host, "slow.test", 20);
+    let other = host.submit(&["-f", "alice@example.com", "bob@fast.test"], MESSAGE);
+
+    wait_until(PROMPTLY, "fast.test's message is delivered", || {
+        recipient(&host.show(&other), "SMTP:bob@fast.test")["state"] == "delivered"
+    });
+    assert_eq!(fast.transactions_count(), 1);
+    assert!(
+        slow.transactions_count() < 5,
+        "it went while slow.test's backlog was still waiting ({} of 20 delivered)",
+        slow.transactions_count()
+    );
+    let waiting = recipient(&host.show(&backlog[19]), "SMTP:r19@slow.test").clone();
+    assert_eq!(waiting["attempts"], 0, "waiting is no attempt: {waiting}");
+}

@@ -22,10 +22,13 @@ pub enum BounceClass {
 }
 
 impl BounceClass {
-    /// The class of a recipient's last answer; none for one delivered or not yet tried.
+    /// The class of a recipient's last answer; none for one delivered, not yet tried, or
+    /// only kept back by the host (`waiting: …`, its transport offline or its destination's
+    /// line full), which no server refused.
     pub fn of(status: &RecipientStatus) -> Option<BounceClass> {
         let answered = !status.last_answer.is_empty() || !status.diagnostic.is_empty();
-        if status.state == DeliveryState::Delivered || !answered {
+        let kept_back = status.last_answer.starts_with("waiting: ") && status.diagnostic.is_empty();
+        if status.state == DeliveryState::Delivered || !answered || kept_back {
             return None;
         }
         // The stored code first, then the words with any code in them (a deferral's code is

@@ -12,10 +12,20 @@
 //! at once with the reason, without a call to the transport; the first job after that time
 //! tries again, and one that reaches it clears the backoff.
 //!
+//! A destination keeps at most as many jobs waiting as it may run at once. A job past that
+//! is not kept in memory (`Admission::Full`): its recipients go back to the queue, without
+//! counting an attempt, until about when the destination will have room for it. Otherwise
+//! a backlog to one slow domain would fill the host's `max_in_flight` with its messages,
+//! and mail to every other domain would wait behind it in the store. The jobs sent back
+//! are spaced by the destination's measured pace (the time between two of its jobs
+//! finishing), so that they come back in order as it can take them, instead of the whole
+//! backlog cycling through memory.
+//!
 //! Recipients without a domain (`LOCAL:alice`, `FAX:…`) have no destination: their jobs go
 //! to the transport at once, as before.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use provider_abi::{Address, MessageId, Timestamp};
 
@@ -53,6 +63,9 @@ pub(super) enum Admission {
     Wait,
     /// Its destination is backing off: it is deferred without a call.
     BackingOff(Job, Backoff),
+    /// Its destination has as many jobs waiting as it may run: it goes back to the queue
+    /// until the time given.
+    Full(Job, Timestamp),
 }
 
 /// How a finished job went, as far as its destination is concerned.
@@ -79,6 +92,11 @@ struct Destination {
     backoff: Option<Backoff>,
     /// With a rate: the earliest the next job may start.
     next_start: Option<Timestamp>,
+    /// Its pace: the time between two of its jobs finishing, on average.
+    finish_interval: Option<Duration>,
+    last_finish: Option<Timestamp>,
+    /// When the last job sent back to the queue is due back.
+    last_return: Option<Timestamp>,
 }
 
 impl Destination {
@@ -112,8 +130,46 @@ impl Destination {
             && self.waiting.is_empty()
             && self.backoff.as_ref().is_none_or(|b| b.until <= now)
             && self.next_start.is_none_or(|t| t <= now)
+            && self.last_return.is_none_or(|t| t <= now)
+    }
+
+    /// When a job that finds the waiting line full should come back: after the jobs waiting
+    /// and those already sent back, at the destination's pace, and within `RETURN_LIMIT`.
+    fn return_time(&mut self, now: Timestamp) -> Timestamp {
+        let interval = self
+            .finish_interval
+            .unwrap_or(FIRST_PACE)
+            .clamp(Duration::from_millis(1), RETURN_LIMIT);
+        let after_waiting = now.plus(interval * self.waiting.len() as u32);
+        let back = self
+            .last_return
+            .map(|last| last.plus(interval))
+            .filter(|&after_returned| after_returned > after_waiting)
+            .unwrap_or(after_waiting)
+            .min(now.plus(RETURN_LIMIT));
+        self.last_return = Some(back);
+        back
+    }
+
+    /// Counts a job finished at `now` into its pace.
+    fn count_finish(&mut self, now: Timestamp) {
+        if let Some(last) = self.last_finish {
+            let gap = now.since(last);
+            self.finish_interval = Some(match self.finish_interval {
+                Some(interval) => (interval * 7 + gap) / 8,
+                None => gap,
+            });
+        }
+        self.last_finish = Some(now);
     }
 }
+
+/// A destination's pace before any of its jobs has finished.
+const FIRST_PACE: Duration = Duration::from_millis(100);
+
+/// The longest a job is sent back for at once; past that it comes back and, if the line is
+/// still full, goes back again.
+const RETURN_LIMIT: Duration = Duration::from_secs(600);
 
 /// Every destination with a job in flight, waiting, or a backoff.
 pub(super) struct Destinations {
@@ -142,6 +198,9 @@ impl Destinations {
         if destination.waiting.is_empty() && destination.may_start(pace, now) {
             destination.start(pace, now);
             Admission::Start(job)
+        } else if destination.waiting.len() >= pace.concurrency {
+            let back = destination.return_time(now);
+            Admission::Full(job, back)
         } else {
             destination.waiting.push_back(job);
             Admission::Wait
@@ -226,6 +285,7 @@ impl Destinations {
             return released;
         };
         destination.in_flight = destination.in_flight.saturating_sub(1);
+        destination.count_finish(now);
         match reach {
             Reach::Reached => {
                 destination.backoff = None;
@@ -370,6 +430,39 @@ mod tests {
     }
 
     #[test]
+    fn jobs_past_a_full_line_go_back_spaced_by_the_destinations_pace() {
+        let mut table = destinations(2);
+        let t0 = Timestamp::now();
+        let a = key("a.test");
+        let second = Duration::from_secs(1);
+        // Jobs finish a second apart, one always in flight: its pace is a second.
+        assert!(matches!(table.admit(&a, job(1), t0), Admission::Start(_)));
+        assert!(matches!(table.admit(&a, job(2), t0), Admission::Start(_)));
+        table.finished(&a, Reach::Reached, t0);
+        assert!(matches!(table.admit(&a, job(3), t0), Admission::Start(_)));
+        table.finished(&a, Reach::Reached, t0.plus(second));
+        let now = t0.plus(second * 2);
+        assert!(matches!(table.admit(&a, job(4), now), Admission::Start(_)));
+        assert!(matches!(table.admit(&a, job(5), now), Admission::Wait));
+        assert!(matches!(table.admit(&a, job(6), now), Admission::Wait));
+        let backs: Vec<Timestamp> = (7..10)
+            .map(|n| match table.admit(&a, job(n), now) {
+                Admission::Full(_, back) => back,
+                _ => panic!("the line is full"),
+            })
+            .collect();
+        assert_eq!(
+            backs,
+            [
+                now.plus(second * 2),
+                now.plus(second * 3),
+                now.plus(second * 4)
+            ],
+            "after the two waiting, one a second, in order"
+        );
+    }
+
+    #[test]
     fn a_flush_ends_the_backoffs_of_its_transport() {
         let mut table = destinations(1);
         let now = Timestamp::now();
@@ -393,13 +486,18 @@ mod tests {
         let a = key("a.test");
         assert!(matches!(table.admit(&a, job(1), now), Admission::Start(_)));
         assert!(matches!(table.admit(&a, job(2), now), Admission::Wait));
-        assert!(matches!(table.admit(&a, job(3), now), Admission::Wait));
+        assert!(
+            matches!(table.admit(&a, job(3), now), Admission::Full(..)),
+            "no more waiting than may run: the third goes back to the queue"
+        );
         let mut wider = table.policy().clone();
         wider.default.concurrency = 2;
         let started = table.set_policy(wider, now);
         let ids: Vec<u64> = started.iter().map(|(_, job)| job.id.0).collect();
-        assert_eq!(ids, [2], "one more may run now; the third still waits");
+        assert_eq!(ids, [2], "one more may run now");
         assert!(matches!(table.admit(&a, job(4), now), Admission::Wait));
+        assert!(matches!(table.admit(&a, job(5), now), Admission::Wait));
+        assert!(matches!(table.admit(&a, job(6), now), Admission::Full(..)));
     }
 
     #[test]

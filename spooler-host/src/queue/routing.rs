@@ -86,6 +86,7 @@ impl QueueManager {
         }
         *outstanding += split.len();
         let mut unqueued = Vec::new();
+        let mut full = Vec::new();
         for (transport, destination, calls) in split {
             let job = Job {
                 id,
@@ -106,7 +107,11 @@ impl QueueManager {
                 Admission::BackingOff(job, backoff) => {
                     unqueued.push((transport, backing_off(&job, &backoff, now), None));
                 }
+                Admission::Full(job, back) => full.push((job, destination, back)),
             }
+        }
+        for (job, destination, back) in full {
+            self.return_to_queue(job, destination, back);
         }
         let nothing_outstanding = matches!(
             self.flights.get(&id).map(|f| &f.stage),
@@ -169,6 +174,32 @@ impl QueueManager {
         }
         let start = released.start.into_iter().map(|job| (key.clone(), job));
         self.start_waiting(start.collect());
+    }
+
+    /// Puts back in the queue, until `back`, the recipients of a job whose destination has
+    /// enough waiting already: no attempt is counted, and the message's place in memory goes
+    /// to mail for other destinations.
+    fn return_to_queue(&mut self, job: Job, destination: Option<Key>, back: Timestamp) {
+        let Some(flight) = self.flights.get_mut(&job.id) else {
+            return;
+        };
+        let expiry = self.policy.expiry(&flight.envelope);
+        let name = flight.routes.transport(job.transport).name.clone();
+        let domain = destination.map(|key| key.domain).unwrap_or_default();
+        let text = format!(
+            "waiting: {name} has as many deliveries to {domain} lined up as it may make at once; in the queue until {}",
+            utc_time(back)
+        );
+        for (index, _) in job.calls.iter().flatten() {
+            let status = &mut flight.envelope.recipients[index.0].status;
+            status.transport = Some(name.as_str().into()).into();
+            status.next_attempt = Some(back.min(expiry)).into();
+            status.last_answer = text.as_str().into();
+        }
+        if let Stage::Delivering { outstanding } = &mut flight.stage {
+            *outstanding -= 1;
+        }
+        self.pending.update_envelopes.push(flight.envelope.clone());
     }
 
     /// Starts the jobs their destination's rate held back, now that their time has come.
