@@ -340,7 +340,10 @@ fn crons_mail_is_read_with_s_nail_from_the_users_maildir() {
         content.contains(&format!("Subject: {subject}\n")),
         "{content}"
     );
-    assert!(files_in(&bob.home.join("Maildir/tmp")).is_empty());
+    // The helper links the message into new/ and then removes it from tmp/: nothing stays.
+    wait_until(PROMPTLY, "nothing left in bob's Maildir/tmp", || {
+        files_in(&bob.home.join("Maildir/tmp")).is_empty()
+    });
 
     let maildir = bob.home.join("Maildir").display().to_string();
     let headers = bob.s_nail(&["-H", "-f", &maildir]);
