@@ -814,4 +814,12 @@ fn a_backlog_to_a_slow_destination_does_not_fill_the_host_and_hold_up_other_doma
     );
     let waiting = recipient(&host.show(&backlog[19]), "SMTP:r19@slow.test").clone();
     assert_eq!(waiting["attempts"], 0, "waiting is no attempt: {waiting}");
+    // The 4 instances share one resolver and its cache: slow.test is looked up once.
+    wait_until(
+        PROMPTLY,
+        "a few deliveries to slow.test by several instances",
+        || slow.transactions_count() >= 3,
+    );
+    let log = dns.log();
+    assert_eq!(log.matches("query[MX] slow.test").count(), 1, "{log}");
 }

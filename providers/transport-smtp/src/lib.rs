@@ -60,6 +60,7 @@ mod session;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::transport::smtp::authentication::Credentials;
@@ -175,7 +176,8 @@ enum Route {
 /// MX delivery: the DNS, the exchangers' port, the domains' TLS policies, and one open
 /// session per domain.
 struct Exchangers {
-    directory: mx::Directory,
+    /// Shared with the transport's other instances.
+    directory: Arc<mx::Directory>,
     port: u16,
     sessions: HashMap<String, Session>,
     /// The MTA-STS policies fetched; none when `mta_sts = false`.
@@ -403,7 +405,7 @@ fn mx_route(
             )
         })?),
     };
-    let directory = mx::Directory::new(resolver, timeout)
+    let directory = mx::Directory::shared(resolver, timeout)
         .map_err(|why| context.config_error("resolver", why))?;
     let policies = if config.mta_sts.unwrap_or(true) {
         let tls = transport_support::tls::client_config(config.ca_file.as_deref())

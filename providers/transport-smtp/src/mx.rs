@@ -11,12 +11,15 @@
 //!
 //! Lookups go to the system's resolver (`/etc/resolv.conf`) or to the one DNS server named
 //! by `resolver`; answers are cached for their TTL by `hickory-resolver`, which runs on a
-//! one-thread tokio runtime of the transport's own (the transport's thread blocks on each
-//! lookup, as it blocks on each SMTP reply).
+//! tokio runtime with one thread of its own (the transport's thread blocks on each lookup,
+//! as it blocks on each SMTP reply). All the instances of the transport with the same DNS
+//! settings share one directory (`Directory::shared`): with `parallel = 40`, a domain is
+//! looked up once, not once per connection slot.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
@@ -47,10 +50,39 @@ pub struct Directory {
     resolver: TokioResolver,
 }
 
+/// The directories in use, by DNS settings (the server, the timeout); each lives while an
+/// instance holds it.
+type InUse = Vec<((Option<SocketAddr>, Duration), Weak<Directory>)>;
+
+static IN_USE: Mutex<InUse> = Mutex::new(Vec::new());
+
 impl Directory {
+    /// The directory of the instances asking `server` (or the system's resolvers) with
+    /// `timeout`: the one they share, made if none is in use.
+    pub fn shared(server: Option<SocketAddr>, timeout: Duration) -> Result<Arc<Directory>, String> {
+        let mut in_use = IN_USE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        in_use.retain(|(_, directory)| directory.strong_count() > 0);
+        let settings = (server, timeout);
+        if let Some(directory) = in_use
+            .iter()
+            .filter(|(used, _)| *used == settings)
+            .find_map(|(_, directory)| directory.upgrade())
+        {
+            return Ok(directory);
+        }
+        let directory = Arc::new(Directory::new(server, timeout)?);
+        in_use.push((settings, Arc::downgrade(&directory)));
+        Ok(directory)
+    }
+
     /// A directory asking `server` (a DNS server's address), or the system's resolvers.
-    pub fn new(server: Option<SocketAddr>, timeout: Duration) -> Result<Directory, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    /// Its runtime has one thread of its own, and any number of threads may wait on it.
+    fn new(server: Option<SocketAddr>, timeout: Duration) -> Result<Directory, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("transport-smtp dns")
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the resolver's runtime: {e}"))?;
