@@ -57,6 +57,7 @@ mod mta_sts;
 mod mx;
 mod reachability;
 mod session;
+mod shared;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -180,8 +181,9 @@ struct Exchangers {
     directory: Arc<mx::Directory>,
     port: u16,
     sessions: HashMap<String, Session>,
-    /// The MTA-STS policies fetched; none when `mta_sts = false`.
-    policies: Option<Policies>,
+    /// The MTA-STS policies fetched (shared with the other instances); none when
+    /// `mta_sts = false`.
+    policies: Option<Arc<Policies>>,
     /// The CAs trusted for verified TLS (`ca_file`), instead of the public roots.
     ca_file: Option<String>,
     /// Verifying TLS parameters per exchanger name, made once (loading the roots is costly).
@@ -408,13 +410,11 @@ fn mx_route(
     let directory = mx::Directory::shared(resolver, timeout)
         .map_err(|why| context.config_error("resolver", why))?;
     let policies = if config.mta_sts.unwrap_or(true) {
-        let tls = transport_support::tls::client_config(config.ca_file.as_deref())
-            .map_err(|why| context.config_error("ca_file", why))?;
-        Some(Policies::new(
-            tls,
-            config.mta_sts_port.unwrap_or(443),
-            timeout,
-        ))
+        let port = config.mta_sts_port.unwrap_or(443);
+        Some(
+            Policies::shared(config.ca_file.as_deref(), port, timeout)
+                .map_err(|why| context.config_error("ca_file", why))?,
+        )
     } else if config.ca_file.is_some() {
         return Err(context.config_error(
             "ca_file",
@@ -504,11 +504,10 @@ impl Exchangers {
                 return vec![RecipientOutcome::deferred(reason, None); recipients.len()]
             }
         };
-        let directory = &self.directory;
         let policy = self
             .policies
-            .as_mut()
-            .and_then(|policies| policies.policy(&client.name, domain, directory))
+            .as_ref()
+            .and_then(|policies| policies.policy(&client.name, domain, &self.directory))
             .filter(|policy| policy.mode != StsMode::None);
         let transaction = Transaction {
             client,

@@ -19,18 +19,20 @@
 //! not tried again for the same announcement for 5 minutes, and a fetch waits at most 10 s
 //! a step, so a domain whose policy server is down does not hold up every connection.
 //!
-//! The cache is the transport instance's, in memory; a restart fetches again.
+//! The cache is in memory, one for all the transport's instances with the same settings; a
+//! restart fetches again.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::mx::Directory;
+use crate::shared::{shared, InUse};
 
 /// What a policy asks of a sender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,32 +164,25 @@ const FETCH_RETRY: Duration = Duration::from_secs(300);
 /// transport's `timeout_secs`: the mail waits meanwhile.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The policies of the domains mail went to, and how to fetch more.
-pub struct Policies {
+/// What is known of the domains' policies: those fetched, and the fetches that failed (by
+/// domain: the id, and when to try again).
+#[derive(Default)]
+struct Known {
     cache: HashMap<String, Cached>,
-    /// The announcements whose fetch failed, by domain: the id, and when to try again.
     failed: HashMap<String, (String, Instant)>,
-    /// The TLS trust for policy servers (the public roots, or `ca_file`'s).
-    tls: Arc<ClientConfig>,
-    /// The policy servers' port (443; another for tests).
-    port: u16,
-    timeout: Duration,
 }
 
-impl Policies {
-    pub fn new(tls: Arc<ClientConfig>, port: u16, timeout: Duration) -> Policies {
-        Policies {
-            cache: HashMap::new(),
-            failed: HashMap::new(),
-            tls,
-            port,
-            timeout: timeout.min(FETCH_TIMEOUT),
-        }
-    }
+/// What [`Known`] says of a domain's announcement.
+enum Lookup {
+    /// This policy holds (or none does), without a fetch.
+    Settled(Option<Policy>),
+    /// Fetch it; until then (and if that fails), this one holds.
+    Fetch(Option<Policy>),
+}
 
-    /// The policy that holds for `domain` now, if any; `name` is the transport's, for the log.
-    pub fn policy(&mut self, name: &str, domain: &str, directory: &Directory) -> Option<Policy> {
-        let now = Instant::now();
+impl Known {
+    /// What holds for `domain` at `now`, its record announcing `id` (or nothing).
+    fn lookup(&mut self, domain: &str, id: Option<&str>, now: Instant) -> Lookup {
         if self
             .cache
             .get(domain)
@@ -198,6 +193,87 @@ impl Policies {
         if self.cache.len() >= CACHED_POLICIES {
             self.cache.retain(|_, cached| cached.expires > now);
         }
+        let cached = self.cache.get(domain);
+        let policy = cached.map(|cached| cached.policy.clone());
+        let Some(id) = id else {
+            return Lookup::Settled(policy);
+        };
+        if cached.is_some_and(|cached| cached.id == id) {
+            return Lookup::Settled(policy);
+        }
+        let recently_failed = self
+            .failed
+            .get(domain)
+            .is_some_and(|(failed_id, until)| failed_id == id && *until > now);
+        if recently_failed {
+            Lookup::Settled(policy)
+        } else {
+            Lookup::Fetch(policy)
+        }
+    }
+
+    /// Keeps what fetching `domain`'s policy `id` gave at `now`.
+    fn fetched(&mut self, domain: &str, id: &str, fetched: Result<&Policy, ()>, now: Instant) {
+        match fetched {
+            Ok(policy) => {
+                self.failed.remove(domain);
+                self.cache.insert(
+                    domain.to_owned(),
+                    Cached {
+                        id: id.to_owned(),
+                        policy: policy.clone(),
+                        expires: now + policy.max_age,
+                    },
+                );
+            }
+            Err(()) => {
+                if self.failed.len() >= CACHED_POLICIES {
+                    self.failed.retain(|_, (_, until)| *until > now);
+                }
+                self.failed
+                    .insert(domain.to_owned(), (id.to_owned(), now + FETCH_RETRY));
+            }
+        }
+    }
+}
+
+/// The policies of the domains mail went to, shared by the transport's instances with the
+/// same settings, and how to fetch more.
+pub struct Policies {
+    known: Mutex<Known>,
+    /// The TLS trust for policy servers (the public roots, or `ca_file`'s).
+    tls: Arc<ClientConfig>,
+    /// The policy servers' port (443; another for tests).
+    port: u16,
+    timeout: Duration,
+}
+
+/// The policies in use, by settings (`ca_file`, the port, the timeout).
+static IN_USE: InUse<(Option<String>, u16, Duration), Policies> = Mutex::new(Vec::new());
+
+impl Policies {
+    /// The policies of the instances trusting `ca_file` (or the public roots) for policy
+    /// servers on `port`: the ones they share, made if none are in use.
+    pub fn shared(
+        ca_file: Option<&str>,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Arc<Policies>, String> {
+        let settings = (ca_file.map(str::to_owned), port, timeout);
+        shared(&IN_USE, settings, || {
+            Ok(Policies {
+                known: Mutex::default(),
+                tls: transport_support::tls::client_config(ca_file)?,
+                port,
+                timeout: timeout.min(FETCH_TIMEOUT),
+            })
+        })
+    }
+
+    /// The policy that holds for `domain` now, if any; `name` is the transport's, for the log.
+    /// The lock is not held during a fetch: another instance fetching the same policy at
+    /// the same time does no harm.
+    pub fn policy(&self, name: &str, domain: &str, directory: &Directory) -> Option<Policy> {
         let id = match directory.txt(&format!("_mta-sts.{domain}.")) {
             Ok(records) => announced_id(&records).unwrap_or_else(|why| {
                 log::warn!("{name}: the MTA-STS record of {domain} is not usable: {why}");
@@ -208,22 +284,20 @@ impl Policies {
                 None
             }
         };
-        let cached = self.cache.get(domain);
-        let Some(id) = id else {
-            return cached.map(|cached| cached.policy.clone());
+        let known = || self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = match known().lookup(domain, id.as_deref(), Instant::now()) {
+            Lookup::Settled(policy) => return policy,
+            Lookup::Fetch(cached) => cached,
         };
-        if let Some(cached) = cached.filter(|cached| cached.id == id) {
-            return Some(cached.policy.clone());
-        }
-        let recently_failed = self
-            .failed
-            .get(domain)
-            .is_some_and(|(failed_id, until)| *failed_id == id && *until > now);
-        if recently_failed {
-            return cached.map(|cached| cached.policy.clone());
-        }
-        self.failed.remove(domain);
-        match self.fetch(domain, directory) {
+        let id = id.expect("a fetch is for an announced id");
+        let fetched = self.fetch(domain, directory);
+        known().fetched(
+            domain,
+            &id,
+            fetched.as_ref().map_err(|_| ()),
+            Instant::now(),
+        );
+        match fetched {
             Ok(policy) => {
                 log::info!(
                     "{name}: MTA-STS policy of {domain} (id {id}): {:?}, mx {}, kept {} s",
@@ -231,19 +305,9 @@ impl Policies {
                     policy.patterns(),
                     policy.max_age.as_secs()
                 );
-                let expires = now + policy.max_age;
-                self.cache.insert(
-                    domain.to_owned(),
-                    Cached {
-                        id,
-                        policy: policy.clone(),
-                        expires,
-                    },
-                );
                 Some(policy)
             }
             Err(why) => {
-                let cached = self.cache.get(domain).map(|cached| cached.policy.clone());
                 log::warn!(
                     "{name}: cannot fetch the MTA-STS policy of {domain} (id {id}): {why}; {}, and trying again in {} s",
                     if cached.is_some() {
@@ -253,11 +317,6 @@ impl Policies {
                     },
                     FETCH_RETRY.as_secs()
                 );
-                if self.failed.len() >= CACHED_POLICIES {
-                    self.failed.retain(|_, (_, until)| *until > now);
-                }
-                self.failed
-                    .insert(domain.to_owned(), (id, now + FETCH_RETRY));
                 cached
             }
         }
@@ -408,6 +467,52 @@ mod tests {
         assert!(txt(&["v=STSv1; id=1;", "v=STSv1; id=2;"]).is_err());
         assert!(txt(&["v=STSv1;"]).is_err());
         assert!(txt(&["v=STSv1; id=not-alnum;"]).is_err());
+    }
+
+    #[test]
+    fn the_cache_follows_the_announced_id_and_outlives_a_missing_record_until_max_age() {
+        let policy = Policy::parse(ENFORCE).unwrap();
+        let mut known = Known::default();
+        let t0 = Instant::now();
+        let settled = |lookup: Lookup| match lookup {
+            Lookup::Settled(policy) => Some(policy),
+            Lookup::Fetch(_) => None,
+        };
+        assert_eq!(settled(known.lookup("a.test", None, t0)), Some(None));
+        assert!(matches!(
+            known.lookup("a.test", Some("1"), t0),
+            Lookup::Fetch(None)
+        ));
+        known.fetched("a.test", "1", Ok(&policy), t0);
+        let same = settled(known.lookup("a.test", Some("1"), t0));
+        assert_eq!(same, Some(Some(policy.clone())), "the same id: cached");
+        let stripped = settled(known.lookup("a.test", None, t0));
+        assert_eq!(
+            stripped,
+            Some(Some(policy.clone())),
+            "no record: still cached"
+        );
+        assert!(
+            matches!(
+                known.lookup("a.test", Some("2"), t0),
+                Lookup::Fetch(Some(_))
+            ),
+            "a new id is fetched, the cached one holding meanwhile"
+        );
+        known.fetched("a.test", "2", Err(()), t0);
+        let after_failure = settled(known.lookup("a.test", Some("2"), t0));
+        assert_eq!(
+            after_failure,
+            Some(Some(policy.clone())),
+            "not fetched again at once"
+        );
+        let later = t0 + FETCH_RETRY + Duration::from_secs(1);
+        assert!(matches!(
+            known.lookup("a.test", Some("2"), later),
+            Lookup::Fetch(_)
+        ));
+        let expired = t0 + policy.max_age + Duration::from_secs(1);
+        assert_eq!(settled(known.lookup("a.test", None, expired)), Some(None));
     }
 
     #[test]

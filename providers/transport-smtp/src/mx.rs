@@ -19,13 +19,15 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use hickory_resolver::{Resolver, TokioResolver};
+
+use crate::shared::{shared, InUse};
 
 /// One mail exchanger: its name (for TLS and for the reports) and its addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,31 +52,16 @@ pub struct Directory {
     resolver: TokioResolver,
 }
 
-/// The directories in use, by DNS settings (the server, the timeout); each lives while an
-/// instance holds it.
-type InUse = Vec<((Option<SocketAddr>, Duration), Weak<Directory>)>;
-
-static IN_USE: Mutex<InUse> = Mutex::new(Vec::new());
+/// The directories in use, by DNS settings (the server, the timeout).
+static IN_USE: InUse<(Option<SocketAddr>, Duration), Directory> = Mutex::new(Vec::new());
 
 impl Directory {
     /// The directory of the instances asking `server` (or the system's resolvers) with
     /// `timeout`: the one they share, made if none is in use.
     pub fn shared(server: Option<SocketAddr>, timeout: Duration) -> Result<Arc<Directory>, String> {
-        let mut in_use = IN_USE
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        in_use.retain(|(_, directory)| directory.strong_count() > 0);
-        let settings = (server, timeout);
-        if let Some(directory) = in_use
-            .iter()
-            .filter(|(used, _)| *used == settings)
-            .find_map(|(_, directory)| directory.upgrade())
-        {
-            return Ok(directory);
-        }
-        let directory = Arc::new(Directory::new(server, timeout)?);
-        in_use.push((settings, Arc::downgrade(&directory)));
-        Ok(directory)
+        shared(&IN_USE, (server, timeout), || {
+            Directory::new(server, timeout)
+        })
     }
 
     /// A directory asking `server` (a DNS server's address), or the system's resolvers.
