@@ -130,7 +130,12 @@ impl Policy {
 fn announced_id(records: &[String]) -> Result<Option<String>, String> {
     let announcements: Vec<&String> = records
         .iter()
-        .filter(|record| record.starts_with("v=STSv1"))
+        .filter(|record| {
+            record.strip_prefix("v=STSv1").is_some_and(|rest| {
+                let rest = rest.trim_start();
+                rest.is_empty() || rest.starts_with(';')
+            })
+        })
         .collect();
     let record = match announcements[..] {
         [] => return Ok(None),
@@ -154,15 +159,20 @@ struct Cached {
     id: String,
     policy: Policy,
     expires: Instant,
+    /// When it is fetched again (half its `max_age`), the cached one holding meanwhile.
+    refresh: Instant,
 }
 
 /// How long a failed fetch is not tried again for the same announcement: a domain whose
 /// policy server is down would otherwise cost every new connection to it a wait.
 const FETCH_RETRY: Duration = Duration::from_secs(300);
 
-/// The longest a policy fetch waits at each step (connecting, each read), whatever the
-/// transport's `timeout_secs`: the mail waits meanwhile.
+/// The longest a policy fetch waits at each step (the DNS, connecting, each read), whatever
+/// the transport's `timeout_secs`: the mail waits meanwhile.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a whole fetch may take (a server may send a byte every few seconds).
+const FETCH_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What is known of the domains' policies: those fetched, and the fetches that failed (by
 /// domain: the id, and when to try again).
@@ -170,6 +180,9 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 struct Known {
     cache: HashMap<String, Cached>,
     failed: HashMap<String, (String, Instant)>,
+    /// The domains whose `_mta-sts` record got no answer (a timeout, a server failure), and
+    /// when to ask again.
+    unanswered: HashMap<String, Instant>,
 }
 
 /// What [`Known`] says of a domain's announcement.
@@ -181,7 +194,29 @@ enum Lookup {
 }
 
 impl Known {
-    /// What holds for `domain` at `now`, its record announcing `id` (or nothing).
+    /// Whether `domain`'s record went unanswered lately (it is not asked again until then).
+    fn unanswered(&mut self, domain: &str, now: Instant) -> bool {
+        match self.unanswered.get(domain) {
+            Some(&until) if until > now => true,
+            Some(_) => {
+                self.unanswered.remove(domain);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// `domain`'s record got no answer at `now`.
+    fn not_answered(&mut self, domain: &str, now: Instant) {
+        if self.unanswered.len() >= CACHED_POLICIES {
+            self.unanswered.retain(|_, until| *until > now);
+        }
+        self.unanswered.insert(domain.to_owned(), now + FETCH_RETRY);
+    }
+
+    /// What holds for `domain` at `now`, its record announcing `id` (or nothing). A policy
+    /// past half its `max_age` is fetched again while it still holds, so that it does not
+    /// lapse when a fetch fails at the moment it expires.
     fn lookup(&mut self, domain: &str, id: Option<&str>, now: Instant) -> Lookup {
         if self
             .cache
@@ -190,15 +225,12 @@ impl Known {
         {
             self.cache.remove(domain);
         }
-        if self.cache.len() >= CACHED_POLICIES {
-            self.cache.retain(|_, cached| cached.expires > now);
-        }
         let cached = self.cache.get(domain);
         let policy = cached.map(|cached| cached.policy.clone());
         let Some(id) = id else {
             return Lookup::Settled(policy);
         };
-        if cached.is_some_and(|cached| cached.id == id) {
+        if cached.is_some_and(|cached| cached.id == id && now < cached.refresh) {
             return Lookup::Settled(policy);
         }
         let recently_failed = self
@@ -217,12 +249,25 @@ impl Known {
         match fetched {
             Ok(policy) => {
                 self.failed.remove(domain);
+                if self.cache.len() >= CACHED_POLICIES {
+                    self.cache.retain(|_, cached| cached.expires > now);
+                    // Still full of live ones: the one expiring first goes.
+                    let first = self
+                        .cache
+                        .iter()
+                        .min_by_key(|(_, cached)| cached.expires)
+                        .map(|(domain, _)| domain.clone());
+                    if let Some(first) = first.filter(|_| self.cache.len() >= CACHED_POLICIES) {
+                        self.cache.remove(&first);
+                    }
+                }
                 self.cache.insert(
                     domain.to_owned(),
                     Cached {
                         id: id.to_owned(),
                         policy: policy.clone(),
                         expires: now + policy.max_age,
+                        refresh: now + policy.max_age / 2,
                     },
                 );
             }
@@ -274,17 +319,26 @@ impl Policies {
     /// The lock is not held during a fetch: another instance fetching the same policy at
     /// the same time does no harm.
     pub fn policy(&self, name: &str, domain: &str, directory: &Directory) -> Option<Policy> {
-        let id = match directory.txt(&format!("_mta-sts.{domain}.")) {
-            Ok(records) => announced_id(&records).unwrap_or_else(|why| {
-                log::warn!("{name}: the MTA-STS record of {domain} is not usable: {why}");
-                None
-            }),
-            Err(why) => {
-                log::debug!("{name}: no MTA-STS record for {domain}: {why}");
-                None
+        let known = || self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let unanswered = known().unanswered(domain, Instant::now());
+        let id = if unanswered {
+            None
+        } else {
+            match directory.txt(&format!("_mta-sts.{domain}."), self.timeout) {
+                Ok(records) => announced_id(&records).unwrap_or_else(|why| {
+                    log::warn!("{name}: the MTA-STS record of {domain} is not usable: {why}");
+                    None
+                }),
+                Err(why) => {
+                    log::info!(
+                        "{name}: {why}; going by the MTA-STS policy cached for {domain}, if any, and asking again in {} s",
+                        FETCH_RETRY.as_secs()
+                    );
+                    known().not_answered(domain, Instant::now());
+                    None
+                }
             }
         };
-        let known = || self.known.lock().unwrap_or_else(|p| p.into_inner());
         let cached = match known().lookup(domain, id.as_deref(), Instant::now()) {
             Lookup::Settled(policy) => return policy,
             Lookup::Fetch(cached) => cached,
@@ -326,7 +380,7 @@ impl Policies {
     fn fetch(&self, domain: &str, directory: &Directory) -> Result<Policy, String> {
         let host = format!("mta-sts.{domain}");
         let addresses = directory
-            .addresses(&format!("{host}."))
+            .addresses(&format!("{host}."), Some(self.timeout))
             .map_err(|why| format!("{host}: {why}"))?;
         let stream = addresses
             .iter()
@@ -353,26 +407,41 @@ impl Policies {
         tls.write_all(request.as_bytes()).map_err(https_error)?;
         let mut response = Vec::new();
         let mut chunk = [0u8; 8192];
+        let deadline = Instant::now() + FETCH_DEADLINE;
+        let mut closed_cleanly = true;
         loop {
             match tls.read(&mut chunk) {
                 Ok(0) => break,
                 Ok(read) => response.extend_from_slice(&chunk[..read]),
-                // A server that closes without TLS's close_notify: HTTP/1.0 ends at the close.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                // Closed without TLS's close_notify: HTTP/1.0 ends at the close, but someone
+                // on the path may have cut it (`policy_body` checks what it can).
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    closed_cleanly = false;
+                    break;
+                }
                 Err(e) => return Err(https_error(e)),
             }
             if response.len() > POLICY_SIZE_LIMIT + 8192 {
                 return Err(format!("{host} sent more than {POLICY_SIZE_LIMIT} bytes"));
             }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{host} did not send its policy within {} s",
+                    FETCH_DEADLINE.as_secs()
+                ));
+            }
         }
-        let body = policy_body(&response).map_err(|why| format!("{host}: {why}"))?;
+        let body =
+            policy_body(&response, closed_cleanly).map_err(|why| format!("{host}: {why}"))?;
         Policy::parse(body).map_err(|why| format!("the policy from {host} is not valid: {why}"))
     }
 }
 
 /// The body of an HTTP response that must be `200` with `text/plain` (RFC 8461 section
-/// 3.3: no redirects, no other media type).
-fn policy_body(response: &[u8]) -> Result<&str, String> {
+/// 3.3: no redirects, no other media type). A response whose connection was not closed
+/// cleanly (`closed_cleanly`, TLS's close_notify) must be whole: as long as its
+/// Content-Length says, or without one, ending with a line end.
+fn policy_body(response: &[u8], closed_cleanly: bool) -> Result<&str, String> {
     let text = std::str::from_utf8(response).map_err(|_| "the answer is not text".to_owned())?;
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -400,6 +469,19 @@ fn policy_body(response: &[u8]) -> Result<&str, String> {
             "its policy is `{}`, not text/plain",
             content_type.unwrap_or_default()
         ));
+    }
+    let length = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .map(|(_, value)| value.trim().parse::<usize>());
+    let whole = match length {
+        Some(Ok(length)) => body.len() == length,
+        Some(Err(_)) => false,
+        None => closed_cleanly || body.ends_with('\n'),
+    };
+    if !whole {
+        return Err("its answer was cut short".into());
     }
     if body.len() > POLICY_SIZE_LIMIT {
         return Err(format!(
@@ -467,6 +549,7 @@ mod tests {
         assert!(txt(&["v=STSv1; id=1;", "v=STSv1; id=2;"]).is_err());
         assert!(txt(&["v=STSv1;"]).is_err());
         assert!(txt(&["v=STSv1; id=not-alnum;"]).is_err());
+        assert_eq!(txt(&["v=STSv10; id=1;"]), Ok(None), "another version");
     }
 
     #[test]
@@ -511,6 +594,19 @@ mod tests {
             known.lookup("a.test", Some("2"), later),
             Lookup::Fetch(_)
         ));
+        let aging = t0 + policy.max_age * 3 / 5;
+        assert!(
+            matches!(known.lookup("b.test", Some("1"), t0), Lookup::Fetch(None)),
+            "another domain is apart"
+        );
+        known.fetched("b.test", "1", Ok(&policy), t0);
+        assert!(
+            matches!(
+                known.lookup("b.test", Some("1"), aging),
+                Lookup::Fetch(Some(_))
+            ),
+            "past half its max_age the same id is fetched again, the cached one holding"
+        );
         let expired = t0 + policy.max_age + Duration::from_secs(1);
         assert_eq!(settled(known.lookup("a.test", None, expired)), Some(None));
     }
@@ -519,10 +615,18 @@ mod tests {
     fn only_a_200_text_plain_answer_is_a_policy() {
         let ok =
             b"HTTP/1.0 200 ok\r\nContent-type: text/plain; charset=utf-8\r\n\r\nversion: STSv1\r\n";
-        assert_eq!(policy_body(ok), Ok("version: STSv1\r\n"));
+        assert_eq!(policy_body(ok, true), Ok("version: STSv1\r\n"));
+        let cut =
+            b"HTTP/1.0 200 ok\r\nContent-Type: text/plain\r\n\r\nversion: STSv1\r\nmax_age: 3";
+        assert!(policy_body(cut, false).unwrap_err().contains("cut short"));
+        let counted =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 99\r\n\r\nmode: x\n";
+        assert!(policy_body(counted, true)
+            .unwrap_err()
+            .contains("cut short"));
         let moved = b"HTTP/1.1 301 Moved\r\nLocation: https://elsewhere/\r\n\r\n";
-        assert!(policy_body(moved).unwrap_err().contains("301"));
+        assert!(policy_body(moved, true).unwrap_err().contains("301"));
         let html = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>";
-        assert!(policy_body(html).unwrap_err().contains("text/html"));
+        assert!(policy_body(html, true).unwrap_err().contains("text/html"));
     }
 }

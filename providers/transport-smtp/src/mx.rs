@@ -129,7 +129,7 @@ impl Directory {
         };
         if records.is_empty() {
             // No MX: the domain itself, if it has an address (RFC 5321 section 5.1).
-            let addresses = self.addresses(&fqdn).map_err(|why| {
+            let addresses = self.addresses(&fqdn, None).map_err(|why| {
                 NoExchanger::NotNow(format!("{domain} has no MX record, and {why}"))
             })?;
             return Ok(vec![Exchanger {
@@ -141,7 +141,7 @@ impl Directory {
         let mut exchangers = Vec::new();
         let mut missing = Vec::new();
         for name in names {
-            match self.addresses(&name) {
+            match self.addresses(&name, None) {
                 Ok(addresses) => exchangers.push(Exchanger {
                     name: name.trim_end_matches('.').to_owned(),
                     addresses,
@@ -159,9 +159,18 @@ impl Directory {
     }
 
     /// The texts of `name`'s TXT records (each record's strings joined), or why there are
-    /// none.
-    pub fn txt(&self, name: &str) -> Result<Vec<String>, String> {
-        match self.runtime.block_on(self.resolver.txt_lookup(name)) {
+    /// none, waiting at most `limit` (some servers never answer TXT queries).
+    pub fn txt(&self, name: &str, limit: Duration) -> Result<Vec<String>, String> {
+        let answer = self
+            .runtime
+            .block_on(async { tokio::time::timeout(limit, self.resolver.txt_lookup(name)).await })
+            .map_err(|_| {
+                format!(
+                    "no answer for the TXT records of {name} within {} s",
+                    limit.as_secs()
+                )
+            })?;
+        match answer {
             Ok(lookup) => Ok(lookup
                 .answers()
                 .iter()
@@ -180,9 +189,18 @@ impl Directory {
         }
     }
 
-    /// The addresses (A and AAAA) of `name`, or why there are none.
-    pub fn addresses(&self, name: &str) -> Result<Vec<IpAddr>, String> {
-        match self.runtime.block_on(self.resolver.lookup_ip(name)) {
+    /// The addresses (A and AAAA) of `name`, or why there are none, waiting at most `limit`
+    /// if given (otherwise the resolver's own timeout and attempts).
+    pub fn addresses(&self, name: &str, limit: Option<Duration>) -> Result<Vec<IpAddr>, String> {
+        let lookup = self.resolver.lookup_ip(name);
+        let answer = match limit {
+            Some(limit) => self
+                .runtime
+                .block_on(async { tokio::time::timeout(limit, lookup).await })
+                .map_err(|_| format!("no answer for its address within {} s", limit.as_secs()))?,
+            None => self.runtime.block_on(lookup),
+        };
+        match answer {
             Ok(lookup) => {
                 let addresses: Vec<IpAddr> = lookup.iter().collect();
                 if addresses.is_empty() {

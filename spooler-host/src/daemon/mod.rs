@@ -201,7 +201,7 @@ impl Spooler {
             .send(QueueCommand::NewDestinations(profile.destinations.clone()))
             .ok();
         // Mail waiting for a transport that was missing or misconfigured may go now.
-        self.queue.send(QueueCommand::Flush(None)).ok();
+        self.queue.send(QueueCommand::Retry).ok();
         self.inbound.send(InboundCommand::NewRoutes(routes)).ok();
         log::info!("reloaded the profile and the providers folder");
     }

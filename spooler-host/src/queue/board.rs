@@ -118,6 +118,12 @@ impl DestinationBoard {
         backoff: Option<(Timestamp, &str)>,
     ) {
         let mut board = self.0.lock();
+        if board.backoffs.len() >= TROUBLED_DESTINATIONS {
+            // Those over (a destination that stays down until its mail bounces is never
+            // reached again to clear its own).
+            let now = Timestamp::now();
+            board.backoffs.retain(|_, b| b.until > now);
+        }
         let id = (transport.to_owned(), domain.to_owned());
         match backoff {
             Some((until, reason)) => {

@@ -14,7 +14,14 @@ impl QueueManager {
     pub(super) fn command(&mut self, command: QueueCommand) {
         match command {
             QueueCommand::Wake => self.look_at_queue = true,
-            QueueCommand::Flush(transport) => self.flush(transport.as_deref()),
+            QueueCommand::Flush(transport) => {
+                self.flush(transport.as_deref());
+                let forgotten = self.destinations.forget_backoffs(transport.as_deref());
+                if forgotten > 0 {
+                    log::info!("flush: {forgotten} destination(s) backing off are tried again");
+                }
+            }
+            QueueCommand::Retry => self.flush(None),
             QueueCommand::Hold(id, reply) => {
                 reply.send(self.hold(id, true)).ok();
             }
@@ -154,8 +161,8 @@ impl QueueManager {
     /// Makes every pending recipient (routed to `transport`, if given) due now: one statement
     /// in the store, whatever the length of the queue. The updates waiting to be stored go
     /// first, so that they do not undo the flush; a message still being worked on keeps the
-    /// answers of its pass. Destinations backing off are tried again too, as Postfix's
-    /// flush forgets its dead destinations: the operator who flushes expects an attempt.
+    /// answers of its pass. (An operator's flush also ends the destinations' backoffs, as
+    /// Postfix's flush forgets its dead destinations: see `QueueCommand::Flush`.)
     pub(super) fn flush(&mut self, transport: Option<&str>) {
         if !self.commit_pending() {
             log::error!("flush: not done, the store is failing; flush again once it is back");
@@ -170,10 +177,6 @@ impl QueueManager {
                 ),
                 Err(error) => log::error!("flush: cannot make the queue due: {error}"),
             }
-        }
-        let forgotten = self.destinations.forget_backoffs(transport);
-        if forgotten > 0 {
-            log::info!("flush: {forgotten} destination(s) backing off are tried again");
         }
         let flushed = |name: &str| transport.is_none_or(|t| t == name);
         for instance in self.routes.transports.iter().filter(|i| flushed(&i.name)) {

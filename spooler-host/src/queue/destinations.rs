@@ -139,7 +139,7 @@ impl Destination {
         let interval = self
             .finish_interval
             .unwrap_or(FIRST_PACE)
-            .clamp(Duration::from_millis(1), RETURN_LIMIT);
+            .clamp(Duration::from_millis(1), Duration::from_secs(600));
         let after_waiting = now.plus(interval * self.waiting.len() as u32);
         let back = self
             .last_return
@@ -151,7 +151,9 @@ impl Destination {
         back
     }
 
-    /// Counts a job finished at `now` into its pace.
+    /// Counts a job finished at `now` into its pace (after `in_flight` counts it out). Only
+    /// the gaps while jobs ran count: once none runs, the next gap starts afresh, so a pause
+    /// or a backoff does not make the destination look slow.
     fn count_finish(&mut self, now: Timestamp) {
         if let Some(last) = self.last_finish {
             let gap = now.since(last);
@@ -160,7 +162,7 @@ impl Destination {
                 None => gap,
             });
         }
-        self.last_finish = Some(now);
+        self.last_finish = (self.in_flight > 0).then_some(now);
     }
 }
 
@@ -168,8 +170,13 @@ impl Destination {
 const FIRST_PACE: Duration = Duration::from_millis(100);
 
 /// The longest a job is sent back for at once; past that it comes back and, if the line is
-/// still full, goes back again.
-const RETURN_LIMIT: Duration = Duration::from_secs(600);
+/// still full, goes back again (a backlog longer than this cycles through memory once per
+/// this time). The retry policy's default `max_delay`.
+const RETURN_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Past this many destinations, idle ones are dropped when a new one comes (those whose
+/// jobs went back to the queue and were never admitted again, those whose backoff is over).
+const DESTINATIONS_KEPT: usize = 1024;
 
 /// Every destination with a job in flight, waiting, or a backoff.
 pub(super) struct Destinations {
@@ -190,6 +197,10 @@ impl Destinations {
     /// Offers `job` to its destination `key`.
     pub fn admit(&mut self, key: &Key, job: Job, now: Timestamp) -> Admission {
         let pace = self.policy.pace(&key.domain);
+        if self.table.len() >= DESTINATIONS_KEPT && !self.table.contains_key(key) {
+            self.table
+                .retain(|_, destination| !destination.is_idle(now));
+        }
         let destination = self.table.entry(key.clone()).or_default();
         if let Some(backoff) = destination.backoff.as_ref().filter(|b| b.until > now) {
             return Admission::BackingOff(job, backoff.clone());

@@ -76,8 +76,12 @@ pub type QueueReply = Sender<Result<(), String>>;
 pub enum QueueCommand {
     /// New mail was submitted: look at the queue now.
     Wake,
-    /// Try every pending recipient now (of one transport, if named).
+    /// Try every pending recipient now (of one transport, if named), and the destinations
+    /// backing off too: an operator's flush.
     Flush(Option<String>),
+    /// Try every pending recipient now, leaving the destinations backing off alone: after a
+    /// reload, which must not retry every dead destination at once.
+    Retry,
     /// Keep a queued message from being sent until it is released.
     Hold(MessageId, QueueReply),
     /// Let a held message go, now.

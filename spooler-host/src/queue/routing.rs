@@ -178,7 +178,8 @@ impl QueueManager {
 
     /// Puts back in the queue, until `back`, the recipients of a job whose destination has
     /// enough waiting already: no attempt is counted, and the message's place in memory goes
-    /// to mail for other destinations.
+    /// to mail for other destinations. A recipient keeps its last answer if it has one (a
+    /// report then still shows the server's words); the pass's conclusion stores it all.
     fn return_to_queue(&mut self, job: Job, destination: Option<Key>, back: Timestamp) {
         let Some(flight) = self.flights.get_mut(&job.id) else {
             return;
@@ -194,12 +195,13 @@ impl QueueManager {
             let status = &mut flight.envelope.recipients[index.0].status;
             status.transport = Some(name.as_str().into()).into();
             status.next_attempt = Some(back.min(expiry)).into();
-            status.last_answer = text.as_str().into();
+            if status.last_answer.is_empty() {
+                status.last_answer = text.as_str().into();
+            }
         }
         if let Stage::Delivering { outstanding } = &mut flight.stage {
             *outstanding -= 1;
         }
-        self.pending.update_envelopes.push(flight.envelope.clone());
     }
 
     /// Starts the jobs their destination's rate held back, now that their time has come.
