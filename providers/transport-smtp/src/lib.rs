@@ -477,7 +477,17 @@ impl Exchangers {
         recipients: &[Address],
     ) -> Vec<RecipientOutcome> {
         let mut tried = Vec::new();
-        if let Some(mut session) = self.sessions.remove(domain) {
+        // A session opened before the domain's policy said `enforce` (or in testing mode,
+        // after a TLS failure) is not reused once it does.
+        let enforced = self
+            .policies
+            .as_ref()
+            .is_some_and(|policies| policies.enforced(domain));
+        if let Some(mut session) = self
+            .sessions
+            .remove(domain)
+            .filter(|session| !enforced || session.verifies_tls())
+        {
             match session.transaction(client, from.clone(), message, recipients) {
                 Ok(outcomes) => {
                     self.keep(domain, session);

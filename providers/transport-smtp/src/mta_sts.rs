@@ -315,6 +315,14 @@ impl Policies {
         })
     }
 
+    /// Whether the policy cached for `domain` is in force and says `enforce` (no lookup).
+    pub fn enforced(&self, domain: &str) -> bool {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.cache.get(domain).is_some_and(|cached| {
+            cached.expires > Instant::now() && cached.policy.mode == Mode::Enforce
+        })
+    }
+
     /// The policy that holds for `domain` now, if any; `name` is the transport's, for the log.
     /// The lock is not held during a fetch: another instance fetching the same policy at
     /// the same time does no harm.

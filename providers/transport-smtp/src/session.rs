@@ -119,6 +119,12 @@ impl Session {
         self.last_used
     }
 
+    /// Whether its TLS verifies the server's certificate (what an MTA-STS `enforce` policy
+    /// requires of a connection).
+    pub fn verifies_tls(&self) -> bool {
+        matches!(self.security, Security::Starttls(_) | Security::Implicit(_))
+    }
+
     /// The open connection, reused if the server still answers NOOP, or a new one.
     fn connection(&mut self, client: &Client) -> Result<&mut SmtpConnection, NotConnected> {
         let idle = self.last_used.elapsed() >= CHECK_AFTER_IDLE;
