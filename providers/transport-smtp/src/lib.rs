@@ -164,7 +164,7 @@ const OPEN_DESTINATIONS: usize = 4;
 /// How long an idle connection to an exchanger is kept for the domain's next message, as
 /// Postfix's `smtp_connection_cache_time_limit`: long enough for a burst to one domain to
 /// share it, short enough not to sit on the server's connection slots.
-const IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+const IDLE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Where the transport sends its mail, and the connections it keeps for that.
 enum Route {
@@ -580,7 +580,7 @@ impl Exchangers {
         transaction: &Transaction<'_>,
         policy: Option<&Policy>,
         exchanger: &str,
-        address: &std::net::IpAddr,
+        address: &IpAddr,
         label: &str,
     ) -> Result<Vec<RecipientOutcome>, Unreached> {
         let (client, domain) = (transaction.client, transaction.domain);
@@ -628,7 +628,7 @@ impl Exchangers {
         &mut self,
         transaction: &Transaction<'_>,
         security: Security,
-        address: &std::net::IpAddr,
+        address: &IpAddr,
         label: &str,
     ) -> Result<Vec<RecipientOutcome>, Unreached> {
         let mut session = Session::new(address.to_string(), self.port, label.to_owned(), security);

@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -315,10 +315,15 @@ impl Policies {
         })
     }
 
+    /// What is known, locked (a panic while it was held left nothing half-written that
+    /// matters: at worst an entry is missing).
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether the policy cached for `domain` is in force and says `enforce` (no lookup).
     pub fn enforced(&self, domain: &str) -> bool {
-        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        known.cache.get(domain).is_some_and(|cached| {
+        self.known().cache.get(domain).is_some_and(|cached| {
             cached.expires > Instant::now() && cached.policy.mode == Mode::Enforce
         })
     }
@@ -327,8 +332,7 @@ impl Policies {
     /// The lock is not held during a fetch: another instance fetching the same policy at
     /// the same time does no harm.
     pub fn policy(&self, name: &str, domain: &str, directory: &Directory) -> Option<Policy> {
-        let known = || self.known.lock().unwrap_or_else(|p| p.into_inner());
-        let unanswered = known().unanswered(domain, Instant::now());
+        let unanswered = self.known().unanswered(domain, Instant::now());
         let id = if unanswered {
             None
         } else {
@@ -342,18 +346,18 @@ impl Policies {
                         "{name}: {why}; going by the MTA-STS policy cached for {domain}, if any, and asking again in {} s",
                         FETCH_RETRY.as_secs()
                     );
-                    known().not_answered(domain, Instant::now());
+                    self.known().not_answered(domain, Instant::now());
                     None
                 }
             }
         };
-        let cached = match known().lookup(domain, id.as_deref(), Instant::now()) {
+        let cached = match self.known().lookup(domain, id.as_deref(), Instant::now()) {
             Lookup::Settled(policy) => return policy,
             Lookup::Fetch(cached) => cached,
         };
         let id = id.expect("a fetch is for an announced id");
         let fetched = self.fetch(domain, directory);
-        known().fetched(
+        self.known().fetched(
             domain,
             &id,
             fetched.as_ref().map_err(|_| ()),

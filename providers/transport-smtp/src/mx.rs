@@ -17,6 +17,7 @@
 //! looked up once, not once per connection slot.
 
 use std::collections::hash_map::RandomState;
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -158,13 +159,24 @@ impl Directory {
         Ok(exchangers)
     }
 
+    /// What `lookup` gives, waiting for it on the resolver's runtime at most `limit` if
+    /// given; `None` if that ran out.
+    fn wait<T>(&self, limit: Option<Duration>, lookup: impl Future<Output = T>) -> Option<T> {
+        match limit {
+            Some(limit) => self
+                .runtime
+                .block_on(async { tokio::time::timeout(limit, lookup).await })
+                .ok(),
+            None => Some(self.runtime.block_on(lookup)),
+        }
+    }
+
     /// The texts of `name`'s TXT records (each record's strings joined), or why there are
     /// none, waiting at most `limit` (some servers never answer TXT queries).
     pub fn txt(&self, name: &str, limit: Duration) -> Result<Vec<String>, String> {
         let answer = self
-            .runtime
-            .block_on(async { tokio::time::timeout(limit, self.resolver.txt_lookup(name)).await })
-            .map_err(|_| {
+            .wait(Some(limit), self.resolver.txt_lookup(name))
+            .ok_or_else(|| {
                 format!(
                     "no answer for the TXT records of {name} within {} s",
                     limit.as_secs()
@@ -192,14 +204,12 @@ impl Directory {
     /// The addresses (A and AAAA) of `name`, or why there are none, waiting at most `limit`
     /// if given (otherwise the resolver's own timeout and attempts).
     pub fn addresses(&self, name: &str, limit: Option<Duration>) -> Result<Vec<IpAddr>, String> {
-        let lookup = self.resolver.lookup_ip(name);
-        let answer = match limit {
-            Some(limit) => self
-                .runtime
-                .block_on(async { tokio::time::timeout(limit, lookup).await })
-                .map_err(|_| format!("no answer for its address within {} s", limit.as_secs()))?,
-            None => self.runtime.block_on(lookup),
-        };
+        let answer = self
+            .wait(limit, self.resolver.lookup_ip(name))
+            .ok_or_else(|| {
+                let limit = limit.unwrap_or_default().as_secs();
+                format!("no answer for its address within {limit} s")
+            })?;
         match answer {
             Ok(lookup) => {
                 let addresses: Vec<IpAddr> = lookup.iter().collect();

@@ -32,7 +32,7 @@
 pub mod board;
 mod commands;
 mod commit;
-pub mod destinations;
+mod destinations;
 mod finishing;
 pub mod policy;
 mod preprocessing;

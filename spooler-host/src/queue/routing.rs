@@ -86,7 +86,6 @@ impl QueueManager {
         }
         *outstanding += split.len();
         let mut unqueued = Vec::new();
-        let mut full = Vec::new();
         for (transport, destination, calls) in split {
             let job = Job {
                 id,
@@ -107,11 +106,8 @@ impl QueueManager {
                 Admission::BackingOff(job, backoff) => {
                     unqueued.push((transport, backing_off(&job, &backoff, now), None));
                 }
-                Admission::Full(job, back) => full.push((job, destination, back)),
+                Admission::Full(job, back) => self.return_to_queue(job, destination, back),
             }
-        }
-        for (job, destination, back) in full {
-            self.return_to_queue(job, destination, back);
         }
         let nothing_outstanding = matches!(
             self.flights.get(&id).map(|f| &f.stage),
@@ -136,7 +132,11 @@ impl QueueManager {
     ) {
         let verdict = verdict_of(&answers);
         let indices: Vec<RecipientIndex> = answers.iter().map(|(i, _)| *i).collect();
-        let troubles: Vec<Trouble> = answers.iter().filter_map(|(_, a)| trouble_of(a)).collect();
+        // Counted per destination only: a transport without them is not shown by domain.
+        let troubles: Vec<Trouble> = match destination {
+            Some(_) => answers.iter().filter_map(|(_, a)| trouble_of(a)).collect(),
+            None => Vec::new(),
+        };
         self.transport_answered(id, transport, answers);
         let Some(key) = destination else {
             return;
